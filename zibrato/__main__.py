@@ -1,0 +1,4 @@
+"""`python -m zibrato ...` is the `zibrato` command."""
+from .cli import main
+
+main()

@@ -1,0 +1,641 @@
+"""The instrumentation client: what application code imports.
+
+The hot path of every measurement is one attribute lookup and one
+``deque.append`` of a ``(series, value)`` pair: no lock, no I/O, no
+encoding. A background sender thread, started by the first measurement,
+drains the deque every ``interval`` seconds (50 ms by default), groups the
+values per series, encodes one message per level (:mod:`zibrato.protocol`)
+and hands it to a ZeroMQ PUSH socket without blocking. Whatever ZeroMQ will
+not take (its high-water mark is full because the broker has been away too
+long) is dropped and counted in :attr:`Zibrato.dropped`; nothing the
+transport does ever raises into the application.
+
+Misuse, on the other hand, raises at once: a missing level or name, a
+non-numeric value, an unrepresentable name.
+"""
+from __future__ import annotations
+
+import atexit
+import functools
+import inspect
+import logging
+import math
+import os
+import re
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import zmq
+
+from . import protocol
+from .protocol import COUNTER, GAUGE, TIMER
+
+__all__ = ["Zibrato", "DEFAULT_HOST", "DEFAULT_PORT"]
+
+log = logging.getLogger("zibrato.client")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5550
+F = TypeVar("F", bound=Callable[..., Any])
+Tags = Mapping[str, object] | Iterable[str] | None
+Series = tuple  # (level, type, name, source, tags)
+
+_LEVEL = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAX_TAG_LENGTH = 255
+_MAX_CACHED_SERIES = 10_000
+_perf_counter = time.perf_counter
+
+
+class Zibrato:
+    """A client that publishes measurements to a Zibrato broker.
+
+    ``host`` and ``port`` default to ``$ZIBRATO_HOST`` / ``$ZIBRATO_PORT``,
+    then 127.0.0.1:5550. ``source`` and ``tags`` apply to every measurement
+    (a measurement's own ``source`` wins, tags are merged). ``hwm`` is how
+    many messages ZeroMQ queues while the broker is unreachable (each holds at
+    most ``batch`` measurements, and one is sent per level per ``interval``);
+    beyond it measurements are dropped and counted in :attr:`dropped`.
+    ``linger`` bounds how long closing (and interpreter exit) waits for
+    queued messages to reach the broker.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        context: zmq.Context | None = None,
+        source: str | None = None,
+        tags: Tags = None,
+        *,
+        interval: float = 0.05,
+        hwm: int = 10_000,
+        batch: int = 10_000,
+        linger: float = 1.0,
+    ) -> None:
+        self.host = host or os.environ.get("ZIBRATO_HOST") or DEFAULT_HOST
+        self.port = _port(port if port is not None else os.environ.get("ZIBRATO_PORT", DEFAULT_PORT))
+        self.source = None if source is None else _check_name(source, "source")
+        self.tags = _normalise_tags(tags)
+        if interval <= 0 or hwm < 1 or batch < 1 or linger < 0:
+            raise ValueError("interval, hwm, batch and linger must be positive")
+        self.interval, self.hwm, self.batch, self.linger = interval, hwm, batch, linger
+        self._context = context
+        self._owns_context = False
+        #: measurements dropped because ZeroMQ could not queue them
+        self.dropped = 0
+        #: measurements handed to ZeroMQ
+        self.sent = 0
+        self._series_cache: dict[tuple, Series] = {}
+        self._pending: deque = deque()
+        self._sender: _Sender | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self._record: Callable[[tuple], None] = self._start_sender_and_record
+        _live_clients.add(self)
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"tcp://{host}:{self.port}"
+
+    # --- instruments -----------------------------------------------------
+
+    def time_me(self, level: str, name: str, source: str | None = None, tags: Tags = None,
+                outcome: bool = False) -> "Timer":
+        """Decorator that records how long each call takes, in seconds."""
+        return Timer(self, level, name, source, tags, outcome)
+
+    def Time_me(self, level: str, name: str, source: str | None = None, tags: Tags = None,
+                outcome: bool = False) -> "Timer":
+        """Context manager that records how long its block takes, in seconds."""
+        return Timer(self, level, name, source, tags, outcome)
+
+    def count_me(self, level: str, name: str, value: float = 1, source: str | None = None,
+                 tags: Tags = None, outcome: bool = False) -> "Counter":
+        """Decorator that adds ``value`` to a counter on every call."""
+        return Counter(self, level, name, value, source, tags, outcome)
+
+    def Count_me(self, level: str, name: str, value: float = 1, source: str | None = None,
+                 tags: Tags = None, outcome: bool = False) -> "Counter":
+        """Context manager that adds ``value`` to a counter for its block."""
+        return Counter(self, level, name, value, source, tags, outcome)
+
+    def count(self, level: str, name: str, value: float = 1, source: str | None = None,
+              tags: Tags = None) -> None:
+        """Add ``value`` to a counter."""
+        self._record((self._cached_series(level, COUNTER, name, source, tags), _number(value)))
+
+    def gauge(self, level: str, name: str, value: float, source: str | None = None,
+              tags: Tags = None) -> None:
+        """Set a gauge to ``value`` (the last value of an interval wins)."""
+        self._record((self._cached_series(level, GAUGE, name, source, tags), _number(value)))
+
+    def timing(self, level: str, name: str, seconds: float, source: str | None = None,
+               tags: Tags = None) -> None:
+        """Record a duration measured elsewhere, in seconds."""
+        seconds = _number(seconds)
+        if seconds < 0:
+            raise ValueError(f"timing {name!r}: negative duration {seconds}")
+        self._record((self._cached_series(level, TIMER, name, source, tags), seconds))
+
+    # --- lifecycle -------------------------------------------------------
+
+    def flush(self, timeout: float = 1.0) -> bool:
+        """Hand every measurement recorded so far to ZeroMQ now.
+
+        Returns False if the sender did not finish within ``timeout``.
+        Delivery to the broker then proceeds in ZeroMQ's I/O thread.
+        """
+        sender = self._sender
+        if sender is None:
+            return not self._pending
+        return sender.drain_now(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Send what is pending, wait up to ``linger`` for delivery, release sockets.
+
+        Measurements recorded after close() are dropped and counted.
+        """
+        with self._start_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._record = self._drop
+            sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.stop(self.linger + 1.0 if timeout is None else timeout)
+        self.dropped += len(self._pending)
+        self._pending.clear()
+        _live_clients.discard(self)
+
+    def __enter__(self) -> "Zibrato":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Zibrato {self.endpoint} sent={self.sent} dropped={self.dropped}>"
+
+    # --- internals -------------------------------------------------------
+
+    def series(self, level: str, type: str, name: str, source: str | None = None,
+               tags: Tags = None) -> Series:
+        """Validate a series once and return its hashable key (raises on misuse)."""
+        if not isinstance(level, str) or not _LEVEL.match(level):
+            raise ValueError(f"level must be 1-64 characters of A-Z a-z 0-9 _ . -, got {level!r}")
+        name = _check_name(name, "name")
+        source = self.source if source is None else _check_name(source, "source")
+        merged = tuple(sorted(set(self.tags).union(_normalise_tags(tags)))) if tags else self.tags
+        return (level, type, name, source, merged)
+
+    def _cached_series(self, level: str, type: str, name: str, source: str | None,
+                       tags: Tags) -> Series:
+        """series() for the direct calls, cached so that repeated calls skip validation."""
+        try:
+            return self._series_cache[level, type, name, source, tags]
+        except (KeyError, TypeError):  # TypeError: tags given as an unhashable mapping
+            key = self.series(level, type, name, source, tags)
+            if len(self._series_cache) >= _MAX_CACHED_SERIES:
+                self._series_cache.clear()
+            try:
+                self._series_cache[level, type, name, source, tags] = key
+            except TypeError:
+                pass
+            return key
+
+    def _start_sender_and_record(self, item: tuple) -> None:
+        """The first measurement (in this process) starts the sender, then takes the fast path."""
+        with self._start_lock:
+            if self._closed:
+                self._drop(item)
+                return
+            if self._sender is None:
+                self._sender = _Sender(self)
+                self._sender.start()
+                self._record = self._pending.append
+        self._pending.append(item)
+
+    def _drop(self, item: tuple) -> None:
+        self.dropped += 1
+
+    def _after_fork_in_child(self) -> None:
+        """The child inherits a copy of the parent's queue and no sender thread.
+
+        The parent still sends its own queue, so the child forgets it (no double
+        counting) and starts its own sender and sockets at its first measurement.
+        Nothing here may log or take the inherited locks.
+        """
+        self._pending.clear()
+        self._start_lock = threading.Lock()
+        self._sender = None
+        self.sent = self.dropped = 0
+        self._context = None  # a context made before fork is unusable in the child
+        self._owns_context = False
+        if not self._closed:
+            self._record = self._start_sender_and_record
+
+
+class _Sender(threading.Thread):
+    """Owns the PUSH socket (sockets are not thread-safe) and drains the client's queue."""
+
+    def __init__(self, client: Zibrato) -> None:
+        super().__init__(name="zibrato-sender", daemon=True)
+        self.client = client
+        self._wake = threading.Event()
+        self._done = threading.Condition()
+        self._requested = self._completed = 0
+        self._stopping = False
+        self._failing = False
+        if "multiprocessing" in sys.modules and _in_forked_child():
+            _flush_at_multiprocessing_exit(client)
+
+    def drain_now(self, timeout: float) -> bool:
+        with self._done:
+            self._requested += 1
+            wanted = self._requested
+        self._wake.set()
+        with self._done:
+            return self._done.wait_for(lambda: self._completed >= wanted, timeout)
+
+    def stop(self, timeout: float) -> None:
+        self._stopping = True
+        self._wake.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        client = self.client
+        socket = self._open_socket()
+        try:
+            while True:
+                self._wake.wait(client.interval)
+                self._wake.clear()
+                with self._done:
+                    wanted = self._requested
+                try:
+                    self._drain(socket)
+                except Exception:  # pragma: no cover - a bug here must not kill the sender
+                    log.exception("zibrato: sender failed to drain measurements")
+                with self._done:
+                    self._completed = wanted
+                    self._done.notify_all()
+                if self._stopping:
+                    return
+        finally:
+            if socket is not None:
+                socket.close(linger=int(client.linger * 1000))
+            if client._owns_context and client._context is not None:
+                client._context.term()
+                client._context = None
+
+    def _open_socket(self) -> zmq.Socket | None:
+        client = self.client
+        try:
+            if client._context is None:
+                client._context = zmq.Context(io_threads=1)
+                client._owns_context = True
+            socket = client._context.socket(zmq.PUSH)
+            socket.setsockopt(zmq.SNDHWM, client.hwm)
+            socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            socket.setsockopt(zmq.LINGER, int(client.linger * 1000))
+            socket.connect(client.endpoint)
+            return socket
+        except Exception as error:  # a bad host string, no file descriptors left...
+            log.error("zibrato: cannot connect to %s (%s); measurements will be dropped and counted",
+                      client.endpoint, error)
+            return None
+
+    def _drain(self, socket: zmq.Socket | None) -> None:
+        client = self.client
+        pending = client._pending
+        count = len(pending)
+        if not count:
+            return
+        pop = pending.popleft
+        grouped: dict[Series, list] = {}
+        for _ in range(count):
+            series, value = pop()
+            values = grouped.get(series)
+            if values is None:
+                grouped[series] = [value]
+            else:
+                values.append(value)
+        if socket is None:
+            client.dropped += count
+            return
+        now = time.time()
+        for level, records, size in _messages(grouped, client.batch):
+            try:
+                socket.send(protocol.encode(level, now, records), zmq.NOBLOCK)
+            except zmq.ZMQError as error:
+                client.dropped += size
+                self._report_failure(error)
+            else:
+                client.sent += size
+                if self._failing:
+                    self._failing = False
+                    log.warning("zibrato: sending to %s again (%d measurements dropped so far)",
+                                client.endpoint, client.dropped)
+
+    def _report_failure(self, error: zmq.ZMQError) -> None:
+        """Log the start of a failure once, not every message (logs must not flood)."""
+        if not self._failing:
+            self._failing = True
+            reason = "buffer full, broker unreachable" if isinstance(error, zmq.Again) else error
+            log.warning("zibrato: cannot queue measurements for %s (%s); dropping and counting them",
+                        self.client.endpoint, reason)
+
+
+def _messages(grouped: dict[Series, list], batch: int) -> Iterable[tuple[str, list, int]]:
+    """Yield (level, records, measurement count) per message, at most ``batch`` values each."""
+    by_level: dict[str, list] = {}
+    for (level, type_, name, source, tags), values in grouped.items():
+        by_level.setdefault(level, []).append((type_, name, values, source, tags))
+    for level, records in by_level.items():
+        chunk: list = []
+        size = 0
+        for type_, name, values, source, tags in records:
+            for start in range(0, len(values), batch):
+                part = values[start:start + batch] if len(values) > batch else values
+                if size + len(part) > batch and chunk:
+                    yield level, chunk, size
+                    chunk, size = [], 0
+                chunk.append((type_, name, part, source, tags))
+                size += len(part)
+        if chunk:
+            yield level, chunk, size
+
+
+class _Instrument:
+    """What Timer and Counter share: a validated series and optional outcome tagging."""
+
+    def __init__(self, client: Zibrato, level: str, type_: str, name: str,
+                 source: str | None, tags: Tags, outcome: bool) -> None:
+        self.client = client
+        self.outcome = outcome
+        self._plain = client._cached_series(level, type_, name, source, tags)
+        self.series = _add_tags(self._plain, "outcome:ok") if outcome else self._plain
+        self._error_series: dict[type, Series] = {}
+
+    def _series_for(self, error: BaseException | None) -> Series:
+        """The series a call lands in: tagged outcome:error and the class when it raised."""
+        if error is None or not self.outcome:
+            return self.series
+        kind = type(error)
+        series = self._error_series.get(kind)
+        if series is None:
+            series = _add_tags(self._plain, "outcome:error", f"error:{kind.__name__}")
+            self._error_series[kind] = series
+        return series
+
+    def __call__(self, func: F) -> F:
+        if inspect.iscoroutinefunction(func):
+            wrapper = self._wrap_coroutine(func)
+        elif inspect.isgeneratorfunction(func):
+            wrapper = self._wrap_generator(func)
+        else:
+            wrapper = self._wrap_function(func)
+        return functools.wraps(func)(wrapper)  # type: ignore[return-value]
+
+
+class Timer(_Instrument):
+    """Decorator and context manager that records elapsed seconds, also when the code raises.
+
+    The decorator keeps its start time in a local variable, so one decorated
+    function can run in many threads at once. A ``with`` block stores it on
+    the instance: use a fresh ``z.Time_me(...)`` per block (as ``with`` does).
+    """
+
+    def __init__(self, client: Zibrato, level: str, name: str, source: str | None,
+                 tags: Tags, outcome: bool) -> None:
+        super().__init__(client, level, TIMER, name, source, tags, outcome)
+        self._start = 0.0
+
+    def _wrap_function(self, func: Callable) -> Callable:
+        client, series = self.client, self.series
+        if not self.outcome:
+            def timed(*args, **kwargs):
+                start = _perf_counter()
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    client._record((series, _perf_counter() - start))
+            return timed
+
+        def timed_outcome(*args, **kwargs):
+            start = _perf_counter()
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as error:
+                client._record((self._series_for(error), _perf_counter() - start))
+                raise
+            client._record((series, _perf_counter() - start))
+            return result
+        return timed_outcome
+
+    def _wrap_coroutine(self, func: Callable) -> Callable:
+        client = self.client
+
+        async def timed_coroutine(*args, **kwargs):
+            start = _perf_counter()
+            error = None
+            try:
+                return await func(*args, **kwargs)
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                client._record((self._series_for(error), _perf_counter() - start))
+        return timed_coroutine
+
+    def _wrap_generator(self, func: Callable) -> Callable:
+        client = self.client
+
+        def timed_generator(*args, **kwargs):
+            start = _perf_counter()
+            error = None
+            try:
+                return (yield from func(*args, **kwargs))
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                client._record((self._series_for(error), _perf_counter() - start))
+        return timed_generator
+
+    def __enter__(self) -> "Timer":
+        self._start = _perf_counter()
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        self.client._record((self._series_for(error), _perf_counter() - self._start))
+        return False
+
+    async def __aenter__(self) -> "Timer":
+        return self.__enter__()
+
+    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        return self.__exit__(kind, error, tb)
+
+
+class Counter(_Instrument):
+    """Decorator and context manager that adds ``value`` per call or block, also when it raises."""
+
+    def __init__(self, client: Zibrato, level: str, name: str, value: float,
+                 source: str | None, tags: Tags, outcome: bool) -> None:
+        self.value = _number(value)
+        super().__init__(client, level, COUNTER, name, source, tags, outcome)
+
+    def _wrap_function(self, func: Callable) -> Callable:
+        client, series, value = self.client, self.series, self.value
+        if not self.outcome:
+            def counted(*args, **kwargs):
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    client._record((series, value))
+            return counted
+
+        def counted_outcome(*args, **kwargs):
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as error:
+                client._record((self._series_for(error), value))
+                raise
+            client._record((series, value))
+            return result
+        return counted_outcome
+
+    def _wrap_coroutine(self, func: Callable) -> Callable:
+        client, value = self.client, self.value
+
+        async def counted_coroutine(*args, **kwargs):
+            error = None
+            try:
+                return await func(*args, **kwargs)
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                client._record((self._series_for(error), value))
+        return counted_coroutine
+
+    def _wrap_generator(self, func: Callable) -> Callable:
+        client, value = self.client, self.value
+
+        def counted_generator(*args, **kwargs):
+            error = None
+            try:
+                return (yield from func(*args, **kwargs))
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                client._record((self._series_for(error), value))
+        return counted_generator
+
+    def __enter__(self) -> "Counter":
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        self.client._record((self._series_for(error), self.value))
+        return False
+
+    async def __aenter__(self) -> "Counter":
+        return self
+
+    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        return self.__exit__(kind, error, tb)
+
+
+# --- validation ------------------------------------------------------------
+
+def _add_tags(series: Series, *extra: str) -> Series:
+    level, type_, name, source, tags = series
+    return (level, type_, name, source, tuple(sorted(set(tags).union(extra))))
+
+
+def _port(value: object) -> int:
+    try:
+        port = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"port must be an integer, got {value!r}") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be 1-65535, got {port}")
+    return port
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what} must be a non-empty string, got {name!r}")
+    if len(name) > protocol.MAX_NAME_LENGTH:
+        raise ValueError(f"{what} is longer than {protocol.MAX_NAME_LENGTH} characters: {name[:40]!r}...")
+    if _CONTROL.search(name):
+        raise ValueError(f"{what} contains control characters: {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} cannot be encoded as UTF-8: {name!r}") from None
+    return name
+
+
+def _number(value: object) -> float:
+    if type(value) is int or type(value) is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return value  # type: ignore[return-value]
+        raise ValueError(f"value must be finite, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"value must be a number, got {value!r}")
+    return _number(float(value))
+
+
+def _normalise_tags(tags: Tags) -> tuple[str, ...]:
+    """Tags as a sorted tuple of "key:value" strings (a mapping or strings accepted)."""
+    if not tags:
+        return ()
+    if isinstance(tags, str):
+        raise TypeError("tags must be a mapping or a list of 'key:value' strings, not one string")
+    items = [f"{k}:{v}" for k, v in tags.items()] if isinstance(tags, Mapping) else list(tags)
+    for tag in items:
+        if not isinstance(tag, str) or not tag or len(tag) > _MAX_TAG_LENGTH or _CONTROL.search(tag):
+            raise ValueError(f"bad tag {tag!r}: a non-empty string without control characters")
+    return tuple(sorted(set(items)))
+
+
+# --- process lifecycle -----------------------------------------------------
+
+_live_clients: "weakref.WeakSet[Zibrato]" = weakref.WeakSet()
+_main_pid = os.getpid()
+
+
+def _in_forked_child() -> bool:
+    return os.getpid() != _main_pid
+
+
+def _flush_at_multiprocessing_exit(client: Zibrato) -> None:
+    """multiprocessing children leave through os._exit (no atexit): close from its finalizers."""
+    from multiprocessing import util
+    util.Finalize(client, client.close, exitpriority=100)
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_live_clients):
+        client._after_fork_in_child()
+
+
+def _close_all_at_exit() -> None:
+    for client in list(_live_clients):
+        try:
+            client.close()
+        except Exception:  # pragma: no cover - never fail interpreter exit
+            pass
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_close_all_at_exit)

@@ -1,0 +1,122 @@
+"""Wire protocol v1: how a batch of measurements travels from client to worker.
+
+One ZeroMQ message is one frame::
+
+    <level as UTF-8> 0x00 <msgpack payload>
+
+The level and its NUL terminator lead the frame so that a SUB socket
+subscribed to ``b"info\\x00"`` matches the level ``info`` *exactly*: ZeroMQ
+subscriptions are byte-prefix matches, and without the terminator ``info``
+would also receive ``information``.
+
+The payload is a msgpack array ``[version, time, records]``:
+
+* ``version`` -- integer, :data:`VERSION` (1). Receivers reject others.
+* ``time`` -- float, Unix seconds when the client sent the batch; it is the
+  timestamp of every measurement in the batch.
+* ``records`` -- array of ``[type, name, values, source, tags]``: ``type`` is
+  ``"c"`` (counter), ``"g"`` (gauge) or ``"t"`` (timer, seconds); ``values``
+  a non-empty array of the series' measurements in the order taken;
+  ``source`` a string or nil; ``tags`` an array of ``"key:value"`` strings.
+
+Grouping a series' values into one record is what makes the client cheap:
+a hot loop of a million timer calls costs one record per batch, not a
+million. See docs/PROTOCOL.md for the full description.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import msgpack
+
+VERSION = 1
+COUNTER, GAUGE, TIMER = "c", "g", "t"
+TYPES = frozenset((COUNTER, GAUGE, TIMER))
+TYPE_NAMES = {COUNTER: "counter", GAUGE: "gauge", TIMER: "timer"}
+MAX_NAME_LENGTH = 255
+LEVEL_TERMINATOR = b"\x00"
+
+
+class ProtocolError(ValueError):
+    """A message that is not valid protocol v1 (the reason is the text)."""
+
+
+class Record(NamedTuple):
+    """One series' measurements within a batch."""
+
+    type: str
+    name: str
+    values: Sequence[float]
+    source: str | None
+    tags: tuple[str, ...]
+
+
+class Batch(NamedTuple):
+    """A decoded message."""
+
+    level: str
+    time: float
+    records: list[Record]
+
+
+def topic(level: str) -> bytes:
+    """The leading bytes that a subscriber to ``level`` (and only it) matches."""
+    return level.encode("utf-8") + LEVEL_TERMINATOR
+
+
+def encode(level: str, time: float, records: Sequence[Sequence]) -> bytes:
+    """One message for ``records`` (sequences shaped like :class:`Record`)."""
+    return topic(level) + msgpack.packb([VERSION, time, records], use_bin_type=True)
+
+
+def decode(frame: bytes) -> Batch:
+    """Parse and validate a message; raise :class:`ProtocolError` if it is not v1."""
+    level_bytes, sep, payload = bytes(frame).partition(LEVEL_TERMINATOR)
+    if not sep:
+        raise ProtocolError("no level terminator")
+    try:
+        level = level_bytes.decode("utf-8")
+        body = msgpack.unpackb(payload, use_list=False, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException) as error:
+        raise ProtocolError(f"undecodable payload: {error}") from None
+    if not isinstance(body, tuple) or len(body) != 3:
+        raise ProtocolError("payload is not [version, time, records]")
+    version, time, records = body
+    if version != VERSION:
+        raise ProtocolError(f"unknown protocol version {version!r}")
+    if not _is_number(time) or not isinstance(records, tuple):
+        raise ProtocolError("bad batch time or records")
+    return Batch(level, float(time), [_record(r) for r in records])
+
+
+def _record(raw: object) -> Record:
+    if not isinstance(raw, tuple) or len(raw) != 5:
+        raise ProtocolError("record is not [type, name, values, source, tags]")
+    type_, name, values, source, tags = raw
+    if type_ not in TYPES:
+        raise ProtocolError(f"unknown measurement type {type_!r}")
+    if not isinstance(name, str) or not name:
+        raise ProtocolError("record without a name")
+    if not isinstance(values, tuple) or not values or not _all_finite_numbers(values):
+        raise ProtocolError(f"{name}: values must be a non-empty array of finite numbers")
+    if source is not None and not isinstance(source, str):
+        raise ProtocolError(f"{name}: source must be a string or nil")
+    if not isinstance(tags, tuple) or not all(isinstance(t, str) for t in tags):
+        raise ProtocolError(f"{name}: tags must be an array of strings")
+    return Record(type_, name, values, source, tags)
+
+
+def _all_finite_numbers(values: tuple) -> bool:
+    """True when every value is a finite number; one C-level sum, not a Python loop.
+
+    (A msgpack boolean passes as 0 or 1, which is harmless.)
+    """
+    try:
+        return math.isfinite(sum(values))
+    except TypeError:
+        return False
+
+
+def _is_number(value: object) -> bool:
+    return (type(value) is int or type(value) is float) and math.isfinite(value)
