@@ -1,0 +1,109 @@
+"""Run the real console scripts as subprocesses, and wait on what they print."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+BIN = Path(sys.executable).parent
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
+               message: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def free_ports(count: int = 1) -> int:
+    """A base port such that base .. base+count-1 are all free on 127.0.0.1 (TCP)."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + count > 65535:
+            continue
+        if all(_tcp_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no run of free ports found")
+
+
+def _tcp_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class Daemon:
+    """One console script run as a subprocess, its stdout and stderr in files."""
+
+    def __init__(self, tmp_path: Path, script: str, *args: object, env: dict | None = None) -> None:
+        self.name = f"{script}-{len(list(tmp_path.glob(script + '-*.err')))}"
+        self.stdout_path = tmp_path / f"{self.name}.out"
+        self.stderr_path = tmp_path / f"{self.name}.err"
+        self.argv = [str(BIN / script), *map(str, args)]
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Daemon":
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
+            self.process = subprocess.Popen(self.argv, stdout=out, stderr=err, env=self.env,
+                                            stdin=subprocess.DEVNULL)
+        return self
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+        wait_until(lambda: text in self.stderr or self._died(), timeout, message=f"{text!r} in {self.name} log")
+        if text not in self.stderr:
+            raise AssertionError(f"{self.name} exited ({self.process.returncode}):\n{self.stderr}")
+
+    def json_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.startswith("{")]
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def _died(self) -> bool:
+        return self.process.poll() is not None
+
+
+def run_script(script: str, *args: object, timeout: float = 30.0, env: dict | None = None,
+               input: str | None = None) -> subprocess.CompletedProcess:
+    """Run a console script to completion, capturing its output."""
+    return subprocess.run([str(BIN / script), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, input=input)

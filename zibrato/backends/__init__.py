@@ -1,0 +1,1 @@
+"""Destinations: one module per service, each a small subclass of zibrato.worker.Backend."""

@@ -1,0 +1,78 @@
+"""zibrato-console: print each flush to the terminal, as a table or as JSON lines."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import TextIO
+
+from ..worker import Backend
+
+_TIMER_COLUMNS = ("count", "mean", "median", "min", "max", "stddev")
+
+
+class ConsoleBackend(Backend):
+    """The worker a newcomer runs first; ``--format json`` is a stable format for tools."""
+
+    name = "console"
+
+    def __init__(self, *args, format: str = "table", stream: TextIO | None = None, **kwargs) -> None:
+        if format not in ("table", "json"):
+            raise ValueError(f"unknown format {format!r} (table or json)")
+        super().__init__(*args, **kwargs)
+        self.format = format
+        self.stream = stream or sys.stdout
+
+    def post(self, time: float, summaries: list[dict]) -> None:
+        text = json_lines(summaries) if self.format == "json" else table(time, summaries)
+        if text:
+            self.stream.write(text)
+            self.stream.flush()
+
+
+def json_lines(summaries: list[dict]) -> str:
+    """One JSON object per series: time, type, name, source, tags and the statistics."""
+    return "".join(json.dumps(s, separators=(",", ":")) + "\n" for s in summaries)
+
+
+def table(flush_time: float, summaries: list[dict]) -> str:
+    """A readable table per flush (times in human units); empty intervals print nothing."""
+    if not summaries:
+        return ""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(flush_time))
+    rows = [("type", "name", "source", "tags", "statistics")]
+    for s in summaries:
+        rows.append((s["type"], s["name"], s.get("source") or "-", ",".join(s.get("tags") or ()) or "-",
+                     _statistics(s)))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"--- {stamp} ({len(summaries)} series) ---"]
+    for row in rows:
+        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+    return "\n".join(lines) + "\n\n"
+
+
+def _statistics(s: dict) -> str:
+    if s["type"] == "counter":
+        return f"value={_number(s['value'])} count={s['count']} rate={s['rate']:.3g}/s"
+    if s["type"] == "gauge":
+        return (f"value={_number(s['value'])} min={_number(s['min'])} max={_number(s['max'])} "
+                f"count={s['count']}")
+    parts = [f"count={s['count']}"] + [f"{k}={human_seconds(s[k])}" for k in _TIMER_COLUMNS[1:]]
+    parts += [f"{k}={human_seconds(v)}" for k, v in s.items() if k.startswith("p") and k[1:2].isdigit()]
+    return " ".join(parts)
+
+
+def human_seconds(seconds: float) -> str:
+    """0.000123 -> '123µs', 0.0456 -> '45.6ms', 2.5 -> '2.5s'."""
+    magnitude = abs(seconds)
+    if magnitude >= 1:
+        return f"{seconds:.3g}s"
+    if magnitude >= 1e-3:
+        return f"{seconds * 1e3:.3g}ms"
+    if magnitude >= 1e-6:
+        return f"{seconds * 1e6:.3g}µs"
+    return f"{seconds * 1e9:.3g}ns"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

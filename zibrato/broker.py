@@ -1,0 +1,194 @@
+"""The broker: PULL from every client, PUB to every worker, forwarding in C.
+
+Messages are never decoded here: ``zmq.proxy_steerable`` moves them between
+the sockets without the GIL, so the broker's cost per message is libzmq's.
+Workers validate what they receive.
+
+Two choices protect measurements:
+
+* **High-water marks** (``hwm``, default 100,000 messages on both sides)
+  replace ZeroMQ's default of 1,000, which loses data as soon as a worker
+  falls briefly behind (PUB drops silently at its high-water mark).
+* **Start-up grace**: the PUB side is bound first and the PULL side only
+  ``startup_grace`` seconds later. Clients queue while the broker is away,
+  so after a restart their backlog would otherwise be published before the
+  workers' SUB sockets have reconnected (ZeroMQ's "slow joiner") and lost.
+
+On stop, the proxy is terminated, the PULL socket drained of what already
+arrived, and the PUB socket closed with a linger so that workers receive it.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import time
+
+import zmq
+
+from .runtime import answer_status, bind_status, describe_bind_error
+
+log = logging.getLogger("zibrato.broker")
+
+DEFAULT_HWM = 100_000
+DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+_STAT_NAMES = ("frontend_messages_in", "frontend_bytes_in", "frontend_messages_out",
+               "frontend_bytes_out", "backend_messages_in", "backend_bytes_in",
+               "backend_messages_out", "backend_bytes_out")
+
+
+class BrokerError(RuntimeError):
+    """The broker cannot start (the message says why)."""
+
+
+class Broker:
+    """PULL on ``port``, PUB on ``port + 1``, status (REP) on ``status_port``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 5550, *, status_port: int | None = None,
+                 hwm: int = DEFAULT_HWM, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+                 startup_grace: float = 1.0, drain_seconds: float = 1.0, linger: float = 3.0) -> None:
+        self.host, self.port, self.status_port = host, port, status_port
+        self.hwm, self.max_message_size = hwm, max_message_size
+        self.startup_grace, self.drain_seconds, self.linger = startup_grace, drain_seconds, linger
+        self.started = time.time()
+        self.drained = 0
+        self._context = zmq.Context(io_threads=1)
+        self._ready = threading.Event()
+
+    @property
+    def pull_endpoint(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    @property
+    def pub_endpoint(self) -> str:
+        return f"tcp://{self.host}:{self.port + 1}"
+
+    def run(self, stop: threading.Event) -> None:
+        """Forward until ``stop`` is set; raise BrokerError if a port cannot be bound."""
+        context = self._context
+        pub = self._bind(zmq.PUB, self.pub_endpoint, zmq.SNDHWM)
+        status = self._bind_status()
+        try:
+            log.info("publishing on %s; accepting clients on %s in %.1f s",
+                     self.pub_endpoint, self.pull_endpoint, self.startup_grace)
+            if stop.wait(self.startup_grace):
+                return
+            pull = self._bind(zmq.PULL, self.pull_endpoint, zmq.RCVHWM)
+            pull.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
+            control = context.socket(zmq.REP)
+            control.bind(f"inproc://broker-control-{id(self)}")
+            proxy = threading.Thread(target=self._proxy, args=(pull, pub, control),
+                                     name="zibrato-proxy", daemon=True)
+            proxy.start()
+            requests = context.socket(zmq.REQ)
+            requests.connect(f"inproc://broker-control-{id(self)}")
+            log.info("broker ready: clients -> %s -> workers %s", self.pull_endpoint, self.pub_endpoint)
+            self._ready.set()
+            try:
+                self._serve_until(stop, status, requests, proxy)
+            finally:
+                self._terminate_proxy(requests, proxy)
+                self._drain(pull, pub)
+                for socket in (requests, control, pull):
+                    socket.close(linger=0)
+        finally:
+            if status is not None:
+                status.close(linger=0)
+            pub.close(linger=int(self.linger * 1000))
+            context.term()
+            log.info("broker stopped")
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    def _bind(self, kind: int, endpoint: str, hwm_option: int) -> zmq.Socket:
+        socket = self._context.socket(kind)
+        socket.setsockopt(hwm_option, self.hwm)
+        socket.setsockopt(zmq.LINGER, 0)
+        try:
+            socket.bind(endpoint)
+        except zmq.ZMQError as error:
+            socket.close()
+            raise BrokerError(describe_bind_error(endpoint, error)) from None
+        return socket
+
+    def _bind_status(self) -> zmq.Socket | None:
+        endpoint = f"tcp://127.0.0.1:{self.status_port}"
+        try:
+            return bind_status(self._context, "127.0.0.1", self.status_port)
+        except zmq.ZMQError as error:
+            raise BrokerError(describe_bind_error(endpoint, error)) from None
+
+    def _proxy(self, pull: zmq.Socket, pub: zmq.Socket, control: zmq.Socket) -> None:
+        try:
+            zmq.proxy_steerable(pull, pub, None, control)
+        except zmq.ContextTerminated:
+            pass
+        except zmq.ZMQError as error:  # pragma: no cover - libzmq failure, not bad input
+            log.error("proxy stopped: %s", error)
+
+    def _serve_until(self, stop: threading.Event, status: zmq.Socket | None,
+                     requests: zmq.Socket, proxy: threading.Thread) -> None:
+        poller = zmq.Poller()
+        if status is not None:
+            poller.register(status, zmq.POLLIN)
+        while not stop.is_set() and proxy.is_alive():
+            if poller.poll(100) and status is not None:
+                answer_status(status, lambda: self.figures(requests, proxy))
+        if not proxy.is_alive():
+            log.error("proxy thread ended unexpectedly")
+
+    def figures(self, requests: zmq.Socket, proxy: threading.Thread) -> dict:
+        """What `zibrato status` shows: libzmq's own message counters."""
+        stats = self._proxy_statistics(requests)
+        return {
+            "role": "broker",
+            "pull": self.pull_endpoint,
+            "pub": self.pub_endpoint,
+            "uptime_seconds": round(time.time() - self.started, 3),
+            "received": stats.get("frontend_messages_in"),
+            "received_bytes": stats.get("frontend_bytes_in"),
+            "forwarded": stats.get("backend_messages_out"),
+            "forwarded_bytes": stats.get("backend_bytes_out"),
+            "healthy": proxy.is_alive() and bool(stats),
+            "problems": [] if proxy.is_alive() else ["proxy thread not running"],
+        }
+
+    def _proxy_statistics(self, requests: zmq.Socket) -> dict:
+        requests.send(b"STATISTICS")
+        if not requests.poll(1000):
+            return {}
+        frames = requests.recv_multipart()
+        return {name: struct.unpack("=Q", frame)[0] for name, frame in zip(_STAT_NAMES, frames)}
+
+    def _terminate_proxy(self, requests: zmq.Socket, proxy: threading.Thread) -> None:
+        if proxy.is_alive():
+            requests.send(b"TERMINATE")
+            requests.poll(1000)
+        proxy.join(2.0)
+
+    def _drain(self, pull: zmq.Socket, pub: zmq.Socket) -> None:
+        """Forward what clients already sent, until quiet or ``drain_seconds`` pass."""
+        deadline = time.monotonic() + self.drain_seconds
+        while time.monotonic() < deadline and pull.poll(50):
+            try:
+                while True:
+                    pub.send_multipart(pull.recv_multipart(zmq.NOBLOCK))
+                    self.drained += 1
+            except zmq.Again:
+                pass
+        if self.drained:
+            log.info("forwarded %d messages that arrived while stopping", self.drained)
+
+
+def run_broker(broker: Broker, stop: threading.Event) -> int:
+    """Run until stopped; the process exit code."""
+    try:
+        broker.run(stop)
+    except BrokerError as error:
+        log.error("%s", error)
+        return 1
+    return 0
+
+
+__all__ = ["Broker", "BrokerError", "run_broker"]

@@ -1,0 +1,42 @@
+"""zibrato-broker: the PULL -> PUB forwarder between clients and workers."""
+from __future__ import annotations
+
+import threading
+
+import click
+
+from ..broker import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_SIZE, Broker, run_broker
+from ..runtime import install_stop_handlers, setup_logging
+from .common import CONTEXT_SETTINGS, standalone, verbose_option
+
+
+@click.command("broker", context_settings=CONTEXT_SETTINGS)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to bind. Loopback by default; 0.0.0.0 exposes it to the network.")
+@click.option("--port", default=5550, show_default=True, type=click.IntRange(1, 65534),
+              help="PULL port for clients; workers subscribe on PORT + 1.")
+@click.option("--status-port", type=click.IntRange(0, 65535), default=None,
+              help="Loopback port answering `zibrato status` [default: PORT + 2; 0: off].")
+@click.option("--hwm", default=DEFAULT_HWM, show_default=True, type=click.IntRange(1, None),
+              help="Messages queued per socket (and per worker) before ZeroMQ drops.")
+@click.option("--max-message-size", default=DEFAULT_MAX_MESSAGE_SIZE, show_default=True,
+              type=click.IntRange(1024, None), help="Bytes; a client sending more is disconnected.")
+@click.option("--startup-grace", default=1.0, show_default=True, type=click.FloatRange(0, None),
+              help="Seconds between binding PUB and accepting clients, so workers reconnect first.")
+@verbose_option
+def command(host: str, port: int, status_port: int | None, hwm: int, max_message_size: int,
+            startup_grace: float, verbose: bool) -> None:
+    """Forward measurements from clients (PULL on PORT) to workers (PUB on PORT + 1).
+
+    Runs in the foreground; stops cleanly on TERM, INT or QUIT, forwarding
+    what clients already sent.
+    """
+    setup_logging(verbose)
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    broker = Broker(host, port, status_port=port + 2 if status_port is None else (status_port or None),
+                    hwm=hwm, max_message_size=max_message_size, startup_grace=startup_grace)
+    raise SystemExit(run_broker(broker, stop))
+
+
+main = standalone(command, "zibrato-broker", "ZIBRATO_BROKER")

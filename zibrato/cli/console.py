@@ -1,0 +1,20 @@
+"""zibrato-console: the worker that prints to the terminal."""
+from __future__ import annotations
+
+import click
+
+from ..backends.console import ConsoleBackend
+from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
+
+
+@click.command("console", context_settings=CONTEXT_SETTINGS)
+@worker_options(default_flush=10.0)
+@click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table",
+              show_default=True, help="A readable table, or one JSON object per series per flush.")
+def command(format_: str, verbose: bool, **options: object) -> None:
+    """Print each flush of the subscribed levels to standard output."""
+    kwargs = backend_kwargs(options)
+    run_backend(lambda: ConsoleBackend(format=format_, **kwargs), verbose)
+
+
+main = standalone(command, "zibrato-console", "ZIBRATO_CONSOLE")

@@ -1,0 +1,79 @@
+"""zibrato demo: broker + console worker + a small workload, in one terminal."""
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import click
+
+from .. import Zibrato
+from ..runtime import install_stop_handlers
+from .common import CONTEXT_SETTINGS
+
+
+@click.command("demo", context_settings=CONTEXT_SETTINGS)
+@click.option("--port", default=5550, show_default=True, type=click.IntRange(1, 65533),
+              help="Broker port (PUB on PORT + 1, status on PORT + 2).")
+@click.option("--flush", default=2.0, show_default=True, type=click.FloatRange(0.1, None),
+              help="Console flush interval in seconds.")
+@click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--duration", type=click.FloatRange(0, None), default=None,
+              help="Stop after this many seconds [default: until Ctrl-C].")
+def command(port: int, flush: float, format_: str, duration: float | None) -> None:
+    """Start a broker and a console worker, then instrument a pretend web application.
+
+    Metrics appear every FLUSH seconds; Ctrl-C stops everything cleanly.
+    """
+    stop = threading.Event()
+    install_stop_handlers(stop)
+    python = [sys.executable, "-m", "zibrato"]
+    daemons = [
+        subprocess.Popen(python + ["broker", "--port", str(port), "--startup-grace", "0.3"]),
+        subprocess.Popen(python + ["console", "--port", str(port + 1), "--flush", str(flush),
+                                   "--format", format_, "--broker-port", str(port)]),
+    ]
+    click.echo(f"zibrato demo: broker on {port}, console worker flushing every {flush:g} s; "
+               "Ctrl-C to stop", err=True)
+    try:
+        with Zibrato(port=port, source="demo") as z:
+            run_workload(z, stop, duration)
+    finally:
+        for daemon in daemons:
+            if daemon.poll() is None:
+                daemon.terminate()
+        for daemon in daemons:
+            try:
+                daemon.wait(10)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+
+
+def run_workload(z: Zibrato, stop: threading.Event, duration: float | None) -> None:
+    """A pretend web application: requests (info), queries (debug), queue depth (warn), errors (crit)."""
+    rng = random.Random(7)
+
+    @z.time_me("debug", "db.query")
+    def query() -> None:
+        stop.wait(rng.expovariate(1 / 0.002))
+
+    @z.time_me("info", "web.request", outcome=True)
+    def handle_request() -> None:
+        for _ in range(rng.randint(1, 3)):
+            query()
+        if rng.random() < 0.05:
+            raise ConnectionError("upstream went away")
+
+    deadline = None if duration is None else time.monotonic() + duration
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        try:
+            handle_request()
+        except ConnectionError:
+            z.count("crit", "web.errors")
+        if rng.random() < 0.1:
+            z.count("info", "signup")
+        z.gauge("warn", "queue.depth", rng.randint(0, 40))
+        stop.wait(0.02)
