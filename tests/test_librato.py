@@ -1,0 +1,408 @@
+"""zibrato-librato against a real local HTTP server that enforces Librato's API rules.
+
+The first tests drive the backend object directly (``post`` as the delivery
+thread calls it); the others run client -> zibrato-broker -> zibrato-librato
+-> FakeLibrato as real processes. Every test checks that the API token never
+appears in a log line.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from expecter import expect
+
+from support.daemons import Daemon, free_ports, run_script, wait_until
+from support.fake_librato import FakeLibrato
+from zibrato import Zibrato
+from zibrato.aggregation import nearest_rank
+from zibrato.backends.librato import LibratoBackend
+from zibrato.runtime import ask_status
+
+USER, TOKEN = "ops@example.com", "tok-7f3e9a1c-do-not-log"
+DAY = 86400  # a flush interval the test never reaches: only the stop signal flushes
+CREDENTIAL_ENV = ("ZIBRATO_LIBRATO_USERNAME", "ZIBRATO_LIBRATO_APITOKEN")
+
+
+@pytest.fixture
+def librato():
+    with FakeLibrato(user=USER, token=TOKEN) as fake:
+        yield fake
+
+
+@pytest.fixture
+def make_backend(librato, caplog):
+    """LibratoBackend objects with short retry delays; the token must not be in any log record."""
+    caplog.set_level(logging.DEBUG)  # urllib3's debug lines included
+    made = []
+
+    def make(fake=None, **options):
+        settings = dict(username=USER, token=TOKEN, api_url=(fake or librato).url, self_level=None,
+                        timeout=2.0, backoff_base=0.01, backoff_cap=0.05)
+        settings.update(options)
+        made.append(LibratoBackend(**settings))
+        made[-1].connect()
+        return made[-1]
+    yield make
+    for backend in made:
+        backend.close()
+        backend._context.term()
+    expect(caplog.text).does_not_contain(TOKEN)
+
+
+def interval(backend, *records, time_=None):
+    """Aggregate (type, name, source, tags, values) records; return (boundary, summaries)."""
+    boundary = time_ or (int(time.time()) // 60) * 60
+    for record in records:
+        backend.aggregator.add(*record)
+    return boundary, backend.aggregator.flush(boundary, 60.0)
+
+
+def delivered(fake):
+    return sorted((m["name"], m.get("value", m.get("count"))) for m in fake.measurements())
+
+
+def in_thread(target, *args):
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+# --- the backend object against the fake server ------------------------------------
+
+
+def test_counters_gauges_and_timers_map_to_exact_librato_gauges(librato, make_backend):
+    backend = make_backend(percentiles=(50, 90, 99.9), source="web")
+    timer = [i / 1000 for i in range(1, 201)]
+    t, summaries = interval(backend,
+                            ("c", "signup", "api", (), list(range(1, 51))),
+                            ("c", "login", None, ("env:prod", "region:eu"), [1, 1, 1]),
+                            ("g", "queue.depth", None, (), [5, -3, 12, 7]),
+                            ("t", "db.query", "api", (), timer))
+    backend.post(t, summaries)
+
+    [request] = librato.requests()
+    expect(request["status"]) == 200
+    expect(request["headers"]["Content-Type"]) == "application/json"
+    body = request["body"]
+    expect(sorted(body)) == ["gauges", "measure_time"]
+    expect(body["measure_time"]) == t
+    sent = {m["name"]: m for m in body["gauges"]}
+    expect(sorted(sent)) == ["db.query", "db.query.p50", "db.query.p90", "db.query.p99_9",
+                             "login", "queue.depth", "signup"]
+    expect(sent["signup"]) == {"name": "signup", "value": 1275, "source": "api"}
+    # Tags have no place in the source-based API: folded into the source, after the default.
+    expect(sent["login"]) == {"name": "login", "value": 3, "source": "web.env:prod.region:eu"}
+    expect(sent["queue.depth"]) == {"name": "queue.depth", "value": 7, "source": "web"}
+    expect(sent["db.query"]) == {"name": "db.query", "source": "api", "count": 200,
+                                 "sum": pytest.approx(sum(timer)), "min": 0.001, "max": 0.2,
+                                 "sum_squares": pytest.approx(sum(v * v for v in timer))}
+    for key, pct in (("p50", 50), ("p90", 90), ("p99_9", 99.9)):
+        expect(sent[f"db.query.{key}"]) == {"name": f"db.query.{key}", "source": "api",
+                                            "value": nearest_rank(timer, pct)}
+    expect(len(librato.measurements())) == 7
+    expect(backend.figures_["measurements_sent"]) == 7
+
+
+def test_tagged_api_sends_zibrato_tags_as_librato_tags(make_backend):
+    with FakeLibrato(user=USER, token=TOKEN, tags_enabled=True) as fake:
+        backend = make_backend(fake, api="tagged", percentiles=(99,), source="web")
+        t, summaries = interval(backend, ("c", "login", None, ("env:prod",), [2, 3]),
+                                ("t", "db.query", "api", (), [0.1, 0.3]))
+        backend.post(t, summaries)
+        [request] = fake.requests()
+        expect(request["path"]) == "/v1/measurements"
+        expect(request["status"]) == 202
+        body = request["body"]
+        expect(body["time"]) == t
+        sent = {m["name"]: m for m in body["measurements"]}
+        expect(sent["login"]) == {"name": "login", "value": 5, "tags": {"env": "prod", "source": "web"}}
+        expect(sent["db.query"]) == {"name": "db.query", "count": 2, "sum": pytest.approx(0.4),
+                                     "min": 0.1, "max": 0.3, "stddev": pytest.approx(0.1),
+                                     "tags": {"source": "api"}}
+        expect(sent["db.query.p99"]) == {"name": "db.query.p99", "value": 0.3, "tags": {"source": "api"}}
+
+
+def test_names_and_sources_are_fitted_to_librato_rules_and_each_change_logged_once(
+        librato, make_backend, caplog):
+    backend = make_backend(percentiles=(50, 99.9))
+    long_name = "x" * 300
+    for minute in (2, 1):
+        t, summaries = interval(backend, ("c", "db query/µs", "web 1", (), [1]),
+                                ("t", long_name, None, (), [0.5]), ("g", "fine", "all", (), [3]),
+                                time_=(int(time.time()) // 60 - minute) * 60)
+        backend.post(t, summaries)
+
+    base = "x" * (255 - len(".p99_9"))  # room kept for the longest percentile suffix
+    names = [(m["name"], m.get("source")) for m in librato.measurements()]
+    expect(sorted(set(names))) == sorted({("db_query__s", "web_1"), (base, None), (base + ".p50", None),
+                                          (base + ".p99_9", None), ("fine", "all_")})
+    expect(len(names)) == 10  # all accepted by the server's checks, twice
+    changes = [r.getMessage() for r in caplog.records if "does not fit Librato's rules" in r.getMessage()]
+    expect(len(changes)) == 4  # 'db query/µs', 'web 1', the long name, the reserved source 'all'
+    expect(" ".join(changes)).contains("name 'db query/µs'")
+    expect(" ".join(changes)).contains("'all' is reserved")
+    expect(backend.figures_["names_changed"]) == 4
+
+
+def test_batches_never_exceed_the_batch_size(make_backend):
+    with FakeLibrato(user=USER, token=TOKEN, max_batch=2) as strict:
+        backend = make_backend(strict, batch_size=2, percentiles=(50, 99))
+        # 5 series, 7 measurements: the timer is a summary gauge plus two percentiles.
+        t, summaries = interval(backend, *[("c", f"c{i}", None, (), [i]) for i in range(1, 5)],
+                                ("t", "t", None, (), [1, 2, 3]))
+        backend.post(t, summaries)
+        requests = strict.requests()
+        expect([r["status"] for r in requests]) == [200] * 4
+        expect([len(r["body"]["gauges"]) for r in requests]) == [2, 2, 2, 1]
+        expect(delivered(strict)) == [("c1", 1), ("c2", 2), ("c3", 3), ("c4", 4), ("t", 3),
+                                      ("t.p50", 2), ("t.p99", 3)]
+
+
+def test_server_errors_and_429_are_retried_and_everything_arrives_exactly_once(librato, make_backend):
+    backend = make_backend(batch_size=2)
+    librato.fail_next(2, 500)
+    librato.fail_next(1, 429)
+    t, summaries = interval(backend, *[("c", f"c{i}", None, (), [i]) for i in range(1, 6)])
+    backend.post(t, summaries)
+    expect([r["status"] for r in librato.requests()]) == [500, 500, 429, 200, 200, 200]
+    expect(delivered(librato)) == [(f"c{i}", i) for i in range(1, 6)]
+    expect(backend.figures_["retries"]) == 3
+    expect(backend.figures_["measurements_sent"]) == 5
+
+
+def test_a_timeout_is_retried(librato, make_backend):
+    backend = make_backend(timeout=0.3)
+    librato.delay_next(1, 5)  # the server sits on the first request for 5 s
+    t, summaries = interval(backend, ("c", "slow", None, (), [4]))
+    started = time.monotonic()
+    backend.post(t, summaries)
+    expect(time.monotonic() - started) < 3
+    expect(delivered(librato)) == [("slow", 4)]
+    expect(backend.figures_["last_error_status"]) == "timeout"
+
+
+def test_one_rejected_measurement_costs_only_itself(librato, make_backend, caplog):
+    backend = make_backend(percentiles=(90,), batch_size=3)
+    librato.reject_name("mid.bad")
+    # Sorted by type and name, the bad one is last in the third of four batches.
+    records = [("c", f"good.{i}", None, (), [i]) for i in range(1, 9)]
+    t, summaries = interval(backend, *records, ("c", "mid.bad", None, (), [99]),
+                            ("t", "good.timer", None, (), [0.2, 0.4]))
+    backend.post(t, summaries)
+    expect(delivered(librato)) == sorted([(f"good.{i}", i) for i in range(1, 9)]
+                                         + [("good.timer", 2), ("good.timer.p90", 0.4)])
+    # Two batches accepted, then the third split until 'mid.bad' is alone, then the fourth.
+    expect([r["status"] for r in librato.requests()]) == [200, 200, 400, 200, 400, 200, 400, 200]
+    expect(backend.figures_["measurements_rejected"]) == 1
+    expect(caplog.text).contains("dropped measurement mid.bad")
+    expect(caplog.text).contains("measurements named 'mid.bad' are rejected")  # Librato's error body
+
+
+def test_refused_credentials_are_reported_clearly_and_the_interval_kept(librato, make_backend, caplog):
+    librato.token = "rotated-token"  # the account's token changed: every post gets 401
+    backend = make_backend()
+    t, summaries = interval(backend, ("c", "kept", None, (), [5]))
+    delivery = in_thread(backend.post, t, summaries)
+    wait_until(lambda: "refused the credentials (401)" in caplog.text, message="a credentials message")
+    expect(caplog.text).contains("ZIBRATO_LIBRATO_APITOKEN")
+    expect(backend.figures()["healthy"]) == False
+    librato.token = TOKEN  # credentials fixed: the kept interval goes through
+    delivery.join(10)
+    expect(delivery.is_alive()) == False
+    expect(delivered(librato)) == [("kept", 5)]
+    expect(backend.figures()["healthy"]) == True
+
+
+def test_stopping_interrupts_the_backoff_and_gives_up_by_the_deadline(librato, make_backend, caplog):
+    backend = make_backend(backoff_base=30, backoff_cap=60)
+    librato.fail_until_cleared(503)
+    t, summaries = interval(backend, ("c", "a", None, (), [1]), ("c", "b", None, (), [2]))
+    delivery = in_thread(backend.post, t, summaries)
+    wait_until(lambda: backend.figures_["posts_failed"] == 1, message="the first failure")
+    started = time.monotonic()
+    backend.stop_deadline = started + 0.6
+    backend.stopping.set()
+    delivery.join(5)
+    expect(time.monotonic() - started) < 1.5
+    expect(backend.figures_["posts_failed"]) >= 2  # one more attempt after the stop signal
+    expect(backend.figures_["measurements_lost"]) == 2
+    expect(caplog.text).contains("gave up the interval")
+
+
+# --- end to end: client -> zibrato-broker -> zibrato-librato -> FakeLibrato ----------
+
+
+class LibratoPipeline:
+    """A broker and a zibrato-librato worker (status port, fast retries) on free ports."""
+
+    def __init__(self, tmp_path, fake, *worker_args, flush=DAY, env=None):
+        self.base = free_ports(4)
+        self.fake = fake
+        self.status_port = self.base + 3
+        self.broker = Daemon(tmp_path, "zibrato-broker", "--port", self.base, "--startup-grace", "0.1")
+        env = {USER_ENV: USER, TOKEN_ENV: TOKEN} if env is None else env
+        self.worker = Daemon(tmp_path, "zibrato-librato", "--port", self.base + 1, "--api-url", fake.url,
+                             "--flush", flush, "--status-port", self.status_port, "--no-self-metrics",
+                             "--retry-delay", "0.05", "--max-retry-delay", "0.2", *worker_args,
+                             env={USER_ENV: "", TOKEN_ENV: "", **env})
+        self.client = Zibrato(port=self.base)
+
+    def start(self):
+        self.broker.start().wait_for_log("broker ready")
+        self.worker.start().wait_for_log("librato worker")
+        # What `ps` shows: the token must not be there, whichever way it was given.
+        cmdline = Path(f"/proc/{self.worker.process.pid}/cmdline").read_bytes()
+        expect(cmdline).does_not_contain(TOKEN.encode())
+        self.warm_up()
+        return self
+
+    def status(self):
+        return ask_status("127.0.0.1", self.status_port, timeout=2)
+
+    def warm_up(self):
+        """Send until the worker has received something: its subscription is live (slow joiner)."""
+        def received():
+            self.client.count("info", "warmup")
+            self.client.flush()
+            return self.status()["measurements"] > 0
+        wait_until(received, timeout=10, interval=0.1, message="worker subscription")
+
+    def wait_measurements(self, count):
+        wait_until(lambda: self.status()["measurements"] >= count, message=f"{count} measurements")
+
+    def stop_worker(self, signum=signal.SIGTERM):
+        self.client.flush()
+        self.worker.signal(signum)
+        expect(self.worker.wait(15)) == 0
+
+    def received(self):
+        """What Librato accepted, warm-up traffic left out."""
+        return [m for m in self.fake.measurements() if m["name"] != "warmup"]
+
+    def close(self):
+        self.client.close(timeout=1)
+        self.worker.stop()
+        self.broker.stop()
+        expect(self.worker.stderr).does_not_contain(TOKEN)
+
+
+USER_ENV, TOKEN_ENV = CREDENTIAL_ENV
+
+
+@pytest.fixture
+def pipeline(tmp_path, librato):
+    made = []
+
+    def make(*worker_args, **kwargs):
+        made.append(LibratoPipeline(tmp_path, librato, *worker_args, **kwargs).start())
+        return made[-1]
+    yield make
+    for p in made:
+        p.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGQUIT])
+def test_exact_values_reach_librato_and_the_stop_signal_delivers_the_final_flush(pipeline, signum):
+    p = pipeline("--percentiles", "50,90,99.9")
+    timer = [i / 1000 for i in range(1, 201)]
+    for v in timer:
+        p.client.timing("info", "db.query", v, source="api")
+    for i in range(1, 51):
+        p.client.count("info", "signup", i)
+    for g in (5, -3, 12, 7):
+        p.client.gauge("info", "queue.depth", g)
+    before = p.status()["measurements"]
+    p.wait_measurements(before + 200 + 50 + 4)
+    expect(p.received()) == []  # nothing before the stop signal: the flush interval is a day
+    stopped_at = time.time()
+    p.stop_worker(signum)
+
+    got = {m["name"]: m for m in p.received()}
+    expect(sorted(got)) == ["db.query", "db.query.p50", "db.query.p90", "db.query.p99_9",
+                            "queue.depth", "signup"]
+    expect(abs(got["signup"]["measure_time"] - stopped_at)) < 5
+    expect((got["signup"]["value"], got["queue.depth"]["value"])) == (1275, 7)
+    summary = got["db.query"]
+    expect((summary["source"], summary["count"], summary["min"], summary["max"])) == ("api", 200, 0.001, 0.2)
+    expect(summary["sum"]) == pytest.approx(sum(timer))
+    expect(summary["sum_squares"]) == pytest.approx(sum(v * v for v in timer))
+    expect(summary["sum"] / summary["count"]) == pytest.approx(statistics.fmean(timer))
+    for key, pct in (("p50", 50), ("p90", 90), ("p99_9", 99.9)):
+        expect(got[f"db.query.{key}"]["value"]) == nearest_rank(timer, pct)
+
+
+def test_an_outage_spanning_several_flushes_loses_nothing(pipeline, librato):
+    p = pipeline(flush=0.5)
+    librato.fail_until_cleared(503)
+    sent = 0
+    for i in range(1, 7):  # six values, each in its own flush interval
+        flushes = p.status()["flushes"]
+        p.client.count("info", "orders", i)
+        p.client.timing("info", "checkout", i / 100)
+        p.client.flush()
+        sent += i
+        wait_until(lambda: p.status()["flushes"] > flushes, message="the next flush")
+    status = p.status()
+    expect(status["healthy"]) == False
+    expect(" ".join(status["problems"])).contains("Librato delivery failing")
+    expect(status["backlog"]) >= 3
+    expect(p.received()) == []
+
+    librato.clear_failures()
+
+    def orders():
+        return sum(m["value"] for m in p.received() if m["name"] == "orders")
+    wait_until(lambda: orders() == sent and p.status()["backlog"] == 0, message="the backlog delivered")
+    p.stop_worker()
+    expect(orders()) == sent  # nothing lost, nothing twice
+    expect(sum(m["count"] for m in p.received() if m["name"] == "checkout")) == 6
+    expect(p.worker.stderr).contains("recovered after")
+
+
+def test_a_bad_name_costs_only_itself(pipeline, librato):
+    librato.reject_name("bad.name")
+    p = pipeline()
+    for name, value in (("good.a", 1), ("bad.name", 2), ("good.b", 3)):
+        p.client.count("info", name, value)
+    p.client.timing("info", "good.t", 0.25)
+    p.wait_measurements(p.status()["measurements"] + 4)
+    p.stop_worker()
+    expect(sorted((m["name"], m.get("value", m.get("count"))) for m in p.received())) == [
+        ("good.a", 1), ("good.b", 3), ("good.t", 1), ("good.t.p50", 0.25), ("good.t.p90", 0.25),
+        ("good.t.p95", 0.25), ("good.t.p99", 0.25)]
+    expect(p.worker.stderr).contains("dropped measurement bad.name")
+    expect(p.worker.stderr).contains("measurements named 'bad.name' are rejected")
+
+
+def test_the_token_can_come_from_a_file(pipeline, tmp_path):
+    token_file = tmp_path / "librato-token"
+    token_file.write_text(f"\n  {TOKEN}  \n")
+    p = pipeline("--apitoken-file", token_file, env={USER_ENV: USER})
+    p.client.count("info", "from.file", 3)
+    p.wait_measurements(p.status()["measurements"] + 1)
+    p.stop_worker()
+    expect([(m["name"], m["value"]) for m in p.received()]) == [("from.file", 3)]
+
+
+def test_missing_credentials_are_a_usage_error_naming_every_way_to_give_them(tmp_path):
+    bare = {USER_ENV: "", TOKEN_ENV: ""}
+    result = run_script("zibrato-librato", "--username", USER, env=bare)
+    expect(result.returncode) == 2
+    for way in ("--apitoken-file", TOKEN_ENV, "--apitoken"):
+        expect(result.stderr).contains(way)
+    result = run_script("zibrato-librato", env={**bare, TOKEN_ENV: TOKEN})
+    expect(result.returncode) == 2
+    expect(result.stderr).contains(USER_ENV)
+    expect(result.stderr).does_not_contain(TOKEN)
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    result = run_script("zibrato-librato", "--apitoken-file", empty, env={**bare, USER_ENV: USER})
+    expect((result.returncode, "is empty" in result.stderr)) == (2, True)
+    result = run_script("zibrato", "librato", "--help")
+    expect(result.stdout).contains(TOKEN_ENV)
