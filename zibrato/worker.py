@@ -54,7 +54,7 @@ class Backend:
                  percentiles: Sequence[float] = DEFAULT_PERCENTILES, max_samples: int = 100_000,
                  status_port: int | None = None, self_level: str | None = SELF_LEVEL,
                  broker_port: int | None = None, max_backlog: int | None = None,
-                 stop_timeout: float = 8.0, hwm: int = 1_000_000,
+                 stop_timeout: float = 8.0, hwm: int = 100_000,
                  max_message_size: int = 4 * 1024 * 1024) -> None:
         if flush_interval <= 0:
             raise ValueError("flush interval must be positive")
