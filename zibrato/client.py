@@ -276,6 +276,9 @@ class _Sender(threading.Thread):
             while True:
                 self._wake.wait(client.interval)
                 self._wake.clear()
+                # Read before draining: a stop requested during the drain gets one more
+                # drain, for what was recorded after this one's snapshot of the queue.
+                stopping = self._stopping
                 with self._done:
                     wanted = self._requested
                 try:
@@ -285,7 +288,7 @@ class _Sender(threading.Thread):
                 with self._done:
                     self._completed = wanted
                     self._done.notify_all()
-                if self._stopping:
+                if stopping:
                     return
         finally:
             if socket is not None:
@@ -373,7 +376,12 @@ def _messages(grouped: dict[Series, list], batch: int) -> Iterable[tuple[str, li
 
 
 class _Instrument:
-    """What Timer and Counter share: a validated series and optional outcome tagging."""
+    """What Timer and Counter share: a validated series, outcome tagging, and wrappers.
+
+    A subclass says what one measurement is with :meth:`_begin` (taken before
+    the code runs) and :meth:`_value` (after); synchronous functions get a
+    hand-inlined fast path per subclass, the rarer kinds share the wrappers here.
+    """
 
     def __init__(self, client: Zibrato, level: str, type_: str, name: str,
                  source: str | None, tags: Tags, outcome: bool) -> None:
@@ -382,6 +390,13 @@ class _Instrument:
         self._plain = client._cached_series(level, type_, name, source, tags)
         self.series = _add_tags(self._plain, "outcome:ok") if outcome else self._plain
         self._error_series: dict[type, Series] = {}
+        self._token: object = None
+
+    def _begin(self) -> object:
+        return None
+
+    def _value(self, token: object) -> float:
+        raise NotImplementedError
 
     def _series_for(self, error: BaseException | None) -> Series:
         """The series a call lands in: tagged outcome:error and the class when it raised."""
@@ -394,14 +409,90 @@ class _Instrument:
             self._error_series[kind] = series
         return series
 
+    def _finish(self, token: object, error: BaseException | None) -> None:
+        self.client._record((self._series_for(error), self._value(token)))
+
     def __call__(self, func: F) -> F:
         if inspect.iscoroutinefunction(func):
             wrapper = self._wrap_coroutine(func)
+        elif inspect.isasyncgenfunction(func):
+            wrapper = self._wrap_async_generator(func)
         elif inspect.isgeneratorfunction(func):
             wrapper = self._wrap_generator(func)
         else:
             wrapper = self._wrap_function(func)
         return functools.wraps(func)(wrapper)  # type: ignore[return-value]
+
+    def _wrap_function(self, func: Callable) -> Callable:
+        def measured(*args, **kwargs):
+            token, error = self._begin(), None
+            try:
+                return func(*args, **kwargs)
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                self._finish(token, error)
+        return measured
+
+    def _wrap_coroutine(self, func: Callable) -> Callable:
+        async def measured_coroutine(*args, **kwargs):
+            token, error = self._begin(), None
+            try:
+                return await func(*args, **kwargs)
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                self._finish(token, error)
+        return measured_coroutine
+
+    def _wrap_generator(self, func: Callable) -> Callable:
+        def measured_generator(*args, **kwargs):
+            token, error = self._begin(), None
+            try:
+                return (yield from func(*args, **kwargs))
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                self._finish(token, error)
+        return measured_generator
+
+    def _wrap_async_generator(self, func: Callable) -> Callable:
+        """Measures the whole iteration; values sent with asend() are passed through."""
+        async def measured_async_generator(*args, **kwargs):
+            token, error = self._begin(), None
+            agen = func(*args, **kwargs)
+            try:
+                sent = None
+                while True:
+                    try:
+                        item = await agen.asend(sent)
+                    except StopAsyncIteration:
+                        return
+                    sent = yield item
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                await agen.aclose()
+                self._finish(token, error)
+        return measured_async_generator
+
+    def __enter__(self):
+        self._token = self._begin()
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        self._finish(self._token, error)
+        return False
+
+    async def __aenter__(self):
+        return self.__enter__()
+
+    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        return self.__exit__(kind, error, tb)
 
 
 class Timer(_Instrument):
@@ -415,73 +506,25 @@ class Timer(_Instrument):
     def __init__(self, client: Zibrato, level: str, name: str, source: str | None,
                  tags: Tags, outcome: bool) -> None:
         super().__init__(client, level, TIMER, name, source, tags, outcome)
-        self._start = 0.0
+
+    def _begin(self) -> float:
+        return _perf_counter()
+
+    def _value(self, start: float) -> float:
+        return _perf_counter() - start
 
     def _wrap_function(self, func: Callable) -> Callable:
+        if self.outcome:
+            return super()._wrap_function(func)
         client, series = self.client, self.series
-        if not self.outcome:
-            def timed(*args, **kwargs):
-                start = _perf_counter()
-                try:
-                    return func(*args, **kwargs)
-                finally:
-                    client._record((series, _perf_counter() - start))
-            return timed
 
-        def timed_outcome(*args, **kwargs):
+        def timed(*args, **kwargs):  # the hot path, inlined
             start = _perf_counter()
             try:
-                result = func(*args, **kwargs)
-            except BaseException as error:
-                client._record((self._series_for(error), _perf_counter() - start))
-                raise
-            client._record((series, _perf_counter() - start))
-            return result
-        return timed_outcome
-
-    def _wrap_coroutine(self, func: Callable) -> Callable:
-        client = self.client
-
-        async def timed_coroutine(*args, **kwargs):
-            start = _perf_counter()
-            error = None
-            try:
-                return await func(*args, **kwargs)
-            except BaseException as caught:
-                error = caught
-                raise
+                return func(*args, **kwargs)
             finally:
-                client._record((self._series_for(error), _perf_counter() - start))
-        return timed_coroutine
-
-    def _wrap_generator(self, func: Callable) -> Callable:
-        client = self.client
-
-        def timed_generator(*args, **kwargs):
-            start = _perf_counter()
-            error = None
-            try:
-                return (yield from func(*args, **kwargs))
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                client._record((self._series_for(error), _perf_counter() - start))
-        return timed_generator
-
-    def __enter__(self) -> "Timer":
-        self._start = _perf_counter()
-        return self
-
-    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
-        self.client._record((self._series_for(error), _perf_counter() - self._start))
-        return False
-
-    async def __aenter__(self) -> "Timer":
-        return self.__enter__()
-
-    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
-        return self.__exit__(kind, error, tb)
+                client._record((series, _perf_counter() - start))
+        return timed
 
 
 class Counter(_Instrument):
@@ -492,66 +535,20 @@ class Counter(_Instrument):
         self.value = _number(value)
         super().__init__(client, level, COUNTER, name, source, tags, outcome)
 
+    def _value(self, token: object) -> float:
+        return self.value
+
     def _wrap_function(self, func: Callable) -> Callable:
+        if self.outcome:
+            return super()._wrap_function(func)
         client, series, value = self.client, self.series, self.value
-        if not self.outcome:
-            def counted(*args, **kwargs):
-                try:
-                    return func(*args, **kwargs)
-                finally:
-                    client._record((series, value))
-            return counted
 
-        def counted_outcome(*args, **kwargs):
+        def counted(*args, **kwargs):  # the hot path, inlined
             try:
-                result = func(*args, **kwargs)
-            except BaseException as error:
-                client._record((self._series_for(error), value))
-                raise
-            client._record((series, value))
-            return result
-        return counted_outcome
-
-    def _wrap_coroutine(self, func: Callable) -> Callable:
-        client, value = self.client, self.value
-
-        async def counted_coroutine(*args, **kwargs):
-            error = None
-            try:
-                return await func(*args, **kwargs)
-            except BaseException as caught:
-                error = caught
-                raise
+                return func(*args, **kwargs)
             finally:
-                client._record((self._series_for(error), value))
-        return counted_coroutine
-
-    def _wrap_generator(self, func: Callable) -> Callable:
-        client, value = self.client, self.value
-
-        def counted_generator(*args, **kwargs):
-            error = None
-            try:
-                return (yield from func(*args, **kwargs))
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                client._record((self._series_for(error), value))
-        return counted_generator
-
-    def __enter__(self) -> "Counter":
-        return self
-
-    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
-        self.client._record((self._series_for(error), self.value))
-        return False
-
-    async def __aenter__(self) -> "Counter":
-        return self
-
-    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
-        return self.__exit__(kind, error, tb)
+                client._record((series, value))
+        return counted
 
 
 # --- validation ------------------------------------------------------------

@@ -113,9 +113,12 @@ def _all_finite_numbers(values: tuple) -> bool:
     (A msgpack boolean passes as 0 or 1, which is harmless.)
     """
     try:
-        return math.isfinite(sum(values))
+        if math.isfinite(sum(values)):
+            return True
     except TypeError:
         return False
+    # The sum of finite values can overflow (1e308 + 1e308): only then look at each one.
+    return all(math.isfinite(value) for value in values)
 
 
 def _is_number(value: object) -> bool:

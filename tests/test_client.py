@@ -1,0 +1,843 @@
+"""The client against a real ZeroMQ PULL socket standing in for the broker (see conftest.py)."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import math
+import multiprocessing
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import traceback
+
+import pytest
+from expecter import expect
+
+import zibrato.client
+from zibrato import Zibrato
+from conftest import Flat, select, values_of, wait_until
+
+# Timed code waits on an Event with a timeout: a wait on a condition, never a sleep.
+WAIT = 0.05
+CLOCK_SLACK = 1e-3  # clock granularity; the point is "about WAIT", not "about 0"
+
+
+def pause(seconds: float = WAIT) -> None:
+    threading.Event().wait(seconds)
+
+
+# --- the instruments ------------------------------------------------------------
+
+def test_direct_calls_produce_exact_records(broker_pull, make_client):
+    z = make_client()
+    z.count("info", "signups")
+    z.count("info", "signups", 3)
+    z.gauge("debug", "queue.depth", 0)
+    z.gauge("debug", "queue.depth", -2.5)
+    z.timing("info", "db.query", 0.125)
+
+    records = broker_pull.settle(z)
+
+    expect(sorted(records)) == sorted([
+        Flat("info", "c", "signups", 1, None, ()),
+        Flat("info", "c", "signups", 3, None, ()),
+        Flat("debug", "g", "queue.depth", 0, None, ()),
+        Flat("debug", "g", "queue.depth", -2.5, None, ()),
+        Flat("info", "t", "db.query", 0.125, None, ()),
+    ])
+    # values of one series keep their order
+    expect(values_of(records, "queue.depth")) == [0, -2.5]
+
+
+def test_gauge_of_zero_is_sent_as_zero(broker_pull, make_client):
+    z = make_client()
+    z.gauge("info", "zero", 0)
+    z.gauge("info", "zero.float", 0.0)
+
+    records = broker_pull.settle(z)
+
+    expect(values_of(records, "zero")) == [0]
+    expect(values_of(records, "zero.float")) == [0.0]
+
+
+def test_decorators_and_context_managers_record_their_types(broker_pull, make_client):
+    z = make_client()
+
+    @z.time_me("info", "timed.function")
+    def timed():
+        return "t"
+
+    @z.count_me("warn", "counted.function")
+    def counted():
+        return "c"
+
+    expect(timed()) == "t"
+    expect(counted()) == "c"
+    with z.Time_me("info", "timed.block"):
+        pass
+    with z.Count_me("info", "counted.block", value=4):
+        pass
+
+    records = broker_pull.settle(z)
+
+    expect(len(records)) == 4
+    [t_fn] = select(records, "timed.function")
+    expect((t_fn.level, t_fn.type, t_fn.source, t_fn.tags)) == ("info", "t", None, ())
+    expect(select(records, "counted.function")) == [Flat("warn", "c", "counted.function", 1, None, ())]
+    [t_block] = select(records, "timed.block")
+    expect((t_block.level, t_block.type)) == ("info", "t")
+    expect(select(records, "counted.block")) == [Flat("info", "c", "counted.block", 4, None, ())]
+
+
+def test_count_me_adds_its_value_per_call(broker_pull, make_client):
+    z = make_client()
+
+    @z.count_me("info", "bytes", value=4)
+    def work():
+        pass
+
+    for _ in range(3):
+        work()
+
+    expect(values_of(broker_pull.settle(z), "bytes")) == [4, 4, 4]
+
+
+def test_client_source_and_tags_apply_and_per_call_ones_override_and_merge(broker_pull, make_client):
+    z = make_client(source="web-1", tags={"env": "prod", "region": "eu"})
+
+    z.count("info", "plain")
+    z.count("info", "other.source", source="worker-7")
+    z.count("info", "more.tags", tags=["role:api", "env:prod"])
+    z.gauge("info", "mapping.tags", 1, tags={"shard": 3})
+
+    @z.time_me("info", "decorated", source="cron", tags=["job:nightly"])
+    def job():
+        pass
+
+    job()
+    with z.Count_me("info", "block", tags=("step:load",)):
+        pass
+
+    by_name = {r.name: r for r in broker_pull.settle(z)}
+
+    expect((by_name["plain"].source, by_name["plain"].tags)) == ("web-1", ("env:prod", "region:eu"))
+    expect((by_name["other.source"].source, by_name["other.source"].tags)) == (
+        "worker-7", ("env:prod", "region:eu"))
+    expect(by_name["more.tags"].tags) == ("env:prod", "region:eu", "role:api")
+    expect(by_name["mapping.tags"].tags) == ("env:prod", "region:eu", "shard:3")
+    expect((by_name["decorated"].source, by_name["decorated"].tags)) == (
+        "cron", ("env:prod", "job:nightly", "region:eu"))
+    expect((by_name["block"].source, by_name["block"].tags)) == ("web-1", ("env:prod", "region:eu", "step:load"))
+
+
+def test_decorators_keep_the_function_identity(make_client):
+    z = make_client()
+
+    def original(a, b=2):
+        """Adds."""
+        return a + b
+
+    for decorate in (z.time_me("info", "x"), z.count_me("info", "x"), z.Time_me("info", "x"),
+                     z.Count_me("info", "x")):
+        wrapped = decorate(original)
+        expect(wrapped.__name__) == "original"
+        expect(wrapped.__doc__) == "Adds."
+        expect(wrapped.__wrapped__ is original) == True
+        expect(wrapped(1, b=5)) == 6
+
+
+def test_decorated_async_function_is_still_a_coroutine_function(make_client):
+    z = make_client()
+
+    async def fetch():
+        return 1
+
+    expect(inspect.iscoroutinefunction(z.time_me("info", "x")(fetch))) == True
+    expect(inspect.iscoroutinefunction(z.count_me("info", "x")(fetch))) == True
+
+
+def test_decorated_methods_receive_self(broker_pull, make_client):
+    z = make_client()
+
+    class Shop:
+        def __init__(self):
+            self.orders = []
+
+        @z.time_me("info", "shop.order")
+        def order(self, item):
+            self.orders.append(item)
+            return len(self.orders)
+
+        @z.count_me("info", "shop.refund")
+        def refund(self):
+            return self.orders.pop()
+
+    shop = Shop()
+    expect(shop.order("tea")) == 1
+    expect(shop.order("cake")) == 2
+    expect(shop.refund()) == "cake"
+    expect(shop.orders) == ["tea"]
+
+    records = broker_pull.settle(z)
+    expect(len(select(records, "shop.order"))) == 2
+    expect(values_of(records, "shop.refund")) == [1]
+
+
+# --- timers ---------------------------------------------------------------------------
+
+def test_timer_records_seconds_from_perf_counter(broker_pull, make_client, monkeypatch):
+    z = make_client()
+    expect(zibrato.client._perf_counter is time.perf_counter) == True  # the clock timers read...
+    clock = iter([100.0, 100.25, 200.0, 203.5])  # ...replaced by a fake one
+    monkeypatch.setattr(zibrato.client, "_perf_counter", lambda: next(clock))
+
+    @z.time_me("info", "fake.clock.function")
+    def work():
+        pass
+
+    work()
+    with z.Time_me("info", "fake.clock.block"):
+        pass
+
+    records = broker_pull.settle(z)
+    expect(values_of(records, "fake.clock.function")) == [0.25]
+    expect(values_of(records, "fake.clock.block")) == [3.5]
+
+
+def test_timer_measures_real_elapsed_seconds(broker_pull, make_client):
+    z = make_client()
+
+    @z.time_me("info", "waits")
+    def waits():
+        pause()
+
+    waits()
+    with z.Time_me("info", "waits.block"):
+        pause()
+
+    records = broker_pull.settle(z)
+    for name in ("waits", "waits.block"):
+        [elapsed] = values_of(records, name)
+        expect(elapsed) >= WAIT - CLOCK_SLACK
+        expect(elapsed) < 5  # seconds, not milliseconds
+
+
+def test_timer_records_when_the_function_raises_and_the_exception_propagates_untouched(
+        broker_pull, make_client):
+    z = make_client()
+    error = KeyError("boom")
+
+    @z.time_me("info", "fails")
+    def fails():
+        pause()
+        raise error
+
+    with pytest.raises(KeyError) as raised:
+        fails()
+    expect(raised.value is error) == True
+
+    with pytest.raises(KeyError) as raised:
+        with z.Time_me("info", "fails.block"):
+            raise error
+    expect(raised.value is error) == True
+
+    records = broker_pull.settle(z)
+    [elapsed] = values_of(records, "fails")
+    expect(elapsed) >= WAIT - CLOCK_SLACK
+    expect(len(select(records, "fails.block"))) == 1
+
+
+def test_counter_counts_when_the_function_raises(broker_pull, make_client):
+    z = make_client()
+    error = RuntimeError("nope")
+
+    @z.count_me("info", "fails.count")
+    def fails():
+        raise error
+
+    with pytest.raises(RuntimeError) as raised:
+        fails()
+    expect(raised.value is error) == True
+
+    expect(values_of(broker_pull.settle(z), "fails.count")) == [1]
+
+
+def test_async_function_is_timed_over_the_awaited_run(broker_pull, make_client):
+    z = make_client()
+
+    @z.time_me("info", "async.sleeps")
+    async def sleeps():
+        await asyncio.sleep(WAIT)
+        return "slept"
+
+    expect(asyncio.run(sleeps())) == "slept"
+
+    async def block():
+        async with z.Time_me("info", "async.block"):
+            await asyncio.sleep(WAIT)
+    asyncio.run(block())
+
+    records = broker_pull.settle(z)
+    [elapsed] = values_of(records, "async.sleeps")
+    expect(elapsed) >= WAIT - CLOCK_SLACK  # timing the coroutine's creation would give ~0
+    expect(elapsed) < 5
+    [elapsed] = values_of(records, "async.block")
+    expect(elapsed) >= WAIT - CLOCK_SLACK
+
+
+def test_async_function_raising_is_timed_and_the_exception_propagates(broker_pull, make_client):
+    z = make_client()
+    error = ValueError("bad")
+
+    @z.time_me("info", "async.fails")
+    async def fails():
+        await asyncio.sleep(WAIT)
+        raise error
+
+    with pytest.raises(ValueError) as raised:
+        asyncio.run(fails())
+    expect(raised.value is error) == True
+
+    [elapsed] = values_of(broker_pull.settle(z), "async.fails")
+    expect(elapsed) >= WAIT - CLOCK_SLACK
+
+
+def test_generator_is_timed_over_the_full_iteration(broker_pull, make_client):
+    z = make_client()
+
+    @z.time_me("info", "gen.timed")
+    def produce():
+        for i in range(3):
+            pause(WAIT / 2)
+            yield i
+        return "done"
+
+    @z.count_me("info", "gen.counted")
+    def produce_counted():
+        yield from range(5)
+
+    generator = produce()
+    expect(z.flush()) == True
+    expect(z.sent) == 0  # creating the generator records nothing...
+    expect(list(generator)) == [0, 1, 2]
+    expect(list(produce_counted())) == [0, 1, 2, 3, 4]
+
+    records = broker_pull.settle(z)
+    [elapsed] = values_of(records, "gen.timed")  # ...one measurement, for the whole iteration
+    expect(elapsed) >= 3 * WAIT / 2 - CLOCK_SLACK
+    expect(values_of(records, "gen.counted")) == [1]
+
+
+# --- outcome tags --------------------------------------------------------------------
+
+def test_outcome_tags_sync_timers_and_counters(broker_pull, make_client):
+    z = make_client(tags=["env:test"])
+
+    @z.time_me("info", "op.time", outcome=True)
+    @z.count_me("info", "op.count", outcome=True)
+    def op(fail):
+        if fail:
+            raise ValueError("failed")
+        return "ok"
+
+    expect(op(False)) == "ok"
+    with pytest.raises(ValueError):
+        op(True)
+    with z.Time_me("info", "block.time", outcome=True):
+        pass
+    with pytest.raises(ValueError):
+        with z.Count_me("info", "block.count", outcome=True):
+            raise ValueError
+
+    records = broker_pull.settle(z)
+    ok = ("env:test", "outcome:ok")
+    error = ("env:test", "error:ValueError", "outcome:error")
+    for name in ("op.time", "op.count"):
+        expect(sorted(r.tags for r in select(records, name))) == sorted([ok, error])
+    expect([r.tags for r in select(records, "block.time")]) == [ok]
+    expect([r.tags for r in select(records, "block.count")]) == [error]
+
+
+def test_outcome_tags_async_timers_and_counters(broker_pull, make_client):
+    z = make_client()
+
+    @z.time_me("info", "aop.time", outcome=True)
+    @z.count_me("info", "aop.count", outcome=True)
+    async def op(fail):
+        await asyncio.sleep(0)
+        if fail:
+            raise ValueError("failed")
+        return "ok"
+
+    expect(asyncio.run(op(False))) == "ok"
+    with pytest.raises(ValueError):
+        asyncio.run(op(True))
+
+    records = broker_pull.settle(z)
+    for name in ("aop.time", "aop.count"):
+        expect(sorted(r.tags for r in select(records, name))) == sorted([
+            ("outcome:ok",), ("error:ValueError", "outcome:error")])
+
+
+def test_without_outcome_no_outcome_tags(broker_pull, make_client):
+    z = make_client()
+
+    @z.count_me("info", "plain")
+    def fails():
+        raise ValueError
+
+    with pytest.raises(ValueError):
+        fails()
+
+    expect([r.tags for r in select(broker_pull.settle(z), "plain")]) == [()]
+
+
+# --- misuse raises at once ---------------------------------------------------------------
+
+MISUSE = {
+    "level None": (ValueError, lambda z: z.time_me(None, "x")),
+    "level empty": (ValueError, lambda z: z.time_me("", "x")),
+    "level with a space": (ValueError, lambda z: z.count_me("in fo", "x")),
+    "level with a comma": (ValueError, lambda z: z.Time_me("a,b", "x")),
+    "level with a NUL": (ValueError, lambda z: z.Count_me("info\x00", "x")),
+    "level too long": (ValueError, lambda z: z.time_me("l" * 65, "x")),
+    "level not a string": (ValueError, lambda z: z.count("info".encode(), "x")),
+    "level missing": (TypeError, lambda z: z.time_me(name="x")),
+    "name empty": (ValueError, lambda z: z.time_me("info", "")),
+    "name None": (ValueError, lambda z: z.count_me("info", None)),
+    "name too long": (ValueError, lambda z: z.time_me("info", "n" * 256)),
+    "name with NUL": (ValueError, lambda z: z.time_me("info", "a\x00b")),
+    "name with newline": (ValueError, lambda z: z.count_me("info", "a\nb")),
+    "name not UTF-8 encodable": (ValueError, lambda z: z.time_me("info", "a\ud800")),
+    "source empty": (ValueError, lambda z: z.time_me("info", "x", source="")),
+    "count_me value a string": (TypeError, lambda z: z.count_me("info", "x", value="1")),
+    "Count_me value NaN": (ValueError, lambda z: z.Count_me("info", "x", value=math.nan)),
+    "count_me value inf": (ValueError, lambda z: z.count_me("info", "x", value=math.inf)),
+    "count_me value a bool": (TypeError, lambda z: z.count_me("info", "x", value=True)),
+    "count value None": (TypeError, lambda z: z.count("info", "x", None)),
+    "gauge value a string": (TypeError, lambda z: z.gauge("x", "y", "3")),
+    "gauge value NaN": (ValueError, lambda z: z.gauge("info", "x", float("nan"))),
+    "timing negative": (ValueError, lambda z: z.timing("info", "x", -0.001)),
+    "timing NaN": (ValueError, lambda z: z.timing("info", "x", math.nan)),
+    "tags one string": (TypeError, lambda z: z.time_me("info", "x", tags="env:prod")),
+    "tags one string on a direct call": (TypeError, lambda z: z.count("info", "x", tags="env:prod")),
+    "tag empty": (ValueError, lambda z: z.count_me("info", "x", tags=[""])),
+    "tag with newline": (ValueError, lambda z: z.count("info", "x", tags=["a\nb"])),
+    "tag not a string": (ValueError, lambda z: z.count("info", "x", tags=[3])),
+}
+
+
+@pytest.mark.parametrize("error, misuse", MISUSE.values(), ids=MISUSE.keys())
+def test_misuse_raises_at_once_and_records_nothing(error, misuse, make_client):
+    z = make_client()
+
+    with pytest.raises(error):
+        misuse(z)  # decorators raise here, before any function is decorated
+
+    expect(z.flush()) == True
+    expect((z.sent, z.dropped)) == (0, 0)
+
+
+def test_longest_valid_name_and_level_are_accepted(broker_pull, make_client):
+    z = make_client()
+    z.count("l" * 64, "n" * 255)
+
+    expect(len(select(broker_pull.settle(z), "n" * 255, level="l" * 64))) == 1
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, "http", "", 1.5j])
+def test_invalid_port_raises_at_construction(port):
+    with pytest.raises(ValueError):
+        Zibrato(port=port)
+
+
+@pytest.mark.parametrize("option", [{"interval": 0}, {"hwm": 0}, {"batch": 0}, {"linger": -1}])
+def test_invalid_options_raise_at_construction(option):
+    with pytest.raises(ValueError):
+        Zibrato(**option)
+
+
+def test_invalid_client_source_or_tags_raise_at_construction():
+    with pytest.raises(ValueError):
+        Zibrato(source="a\nb")
+    with pytest.raises(TypeError):
+        Zibrato(tags="env:prod")
+
+
+def test_environment_chooses_host_and_port(broker_pull, make_client, monkeypatch):
+    monkeypatch.setenv("ZIBRATO_HOST", "127.0.0.1")
+    monkeypatch.setenv("ZIBRATO_PORT", str(broker_pull.port))
+
+    z = make_client(port=None)
+    expect((z.host, z.port, z.endpoint)) == ("127.0.0.1", broker_pull.port,
+                                             f"tcp://127.0.0.1:{broker_pull.port}")
+    z.count("info", "via.environment")
+    expect(values_of(broker_pull.settle(z), "via.environment")) == [1]
+
+    monkeypatch.setenv("ZIBRATO_HOST", "metrics.example")
+    expect(Zibrato().host) == "metrics.example"
+
+
+def test_arguments_win_over_the_environment(broker_pull, make_client, monkeypatch, unused_port):
+    monkeypatch.setenv("ZIBRATO_HOST", "metrics.example")
+    monkeypatch.setenv("ZIBRATO_PORT", str(unused_port))
+
+    z = make_client(host="127.0.0.1", port=broker_pull.port)
+    z.count("info", "via.arguments")
+
+    expect(values_of(broker_pull.settle(z), "via.arguments")) == [1]
+
+
+def test_invalid_environment_port_raises(monkeypatch):
+    monkeypatch.setenv("ZIBRATO_PORT", "not-a-port")
+    with pytest.raises(ValueError):
+        Zibrato()
+
+
+# --- never blocks, never raises -------------------------------------------------------------
+
+def test_no_broker_never_blocks_and_counts_what_it_drops(unused_port):
+    z = Zibrato(port=unused_port, hwm=5, batch=10, linger=0.2)
+
+    def record():
+        for i in range(10_000):
+            z.count("info", "nobody.listens", i % 7)
+
+    # In a thread, so that a blocking client fails this test instead of hanging it.
+    recorder = threading.Thread(target=record, daemon=True)
+    started = time.monotonic()
+    recorder.start()
+    recorder.join(5)
+    expect(recorder.is_alive()) == False
+    expect(time.monotonic() - started) < 5
+
+    expect(z.flush(timeout=2)) == True
+    expect(z.dropped) > 0
+    expect(z.sent + z.dropped) == 10_000
+
+    started = time.monotonic()
+    z.close()
+    expect(time.monotonic() - started) < z.linger + 0.5
+    expect([t for t in threading.enumerate() if getattr(t, "client", None) is z]) == []
+
+
+def test_unresolvable_host_never_raises(unused_port):
+    z = Zibrato(host="no-such-host.invalid", port=unused_port, linger=0.1)
+    z.count("info", "x")
+    expect(z.flush(timeout=2)) == True
+    z.close()
+    expect(z.sent + z.dropped) == 1
+
+
+# --- delivery across broker restarts ---------------------------------------------------------
+
+def established_connections_to(port: int) -> int:
+    """Client-side TCP connections to ``port`` that are still open (ESTABLISHED or CLOSE_WAIT)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as lines:
+                next(lines)
+                for line in lines:
+                    _, _, remote, state = line.split()[:4]
+                    if int(remote.rsplit(":", 1)[1], 16) == port and state in ("01", "08"):
+                        count += 1
+        except FileNotFoundError:
+            continue
+    return count
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc/net/tcp")
+def test_broker_restart_within_the_buffering_window_loses_nothing(broker_pull, make_client):
+    z = make_client()
+    for i in range(10):
+        z.count("info", "before.restart", i)
+    expect(values_of(broker_pull.settle(z), "before.restart")) == list(range(10))
+
+    broker_pull.close()
+    # "Down" means the client has seen its connection go (else bytes already
+    # written to the dying connection are lost in the kernel, not by Zibrato).
+    wait_until(lambda: established_connections_to(broker_pull.port) == 0,
+               message="the client to notice that the broker is gone")
+
+    n = 500
+    for i in range(n):
+        z.count("info", "while.down", i)
+        if i % 100 == 0:
+            expect(z.flush()) == True  # several messages, not just one
+    expect(z.flush()) == True
+    expect(z.dropped) == 0
+
+    broker_pull.bind()  # a new PULL socket on the same port
+    received = broker_pull.receive_count(n, "while.down")
+    expect(sorted(r.value for r in received)) == list(range(n))
+    expect(len(select(broker_pull.settle(z), "while.down"))) == n  # and no duplicates
+    expect(z.dropped) == 0
+
+
+# --- threads ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def frequent_thread_switches():
+    """Switch threads far more often than every 5 ms: races show up in a short test."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(previous)
+
+
+def test_threads_lose_and_duplicate_nothing(broker_pull, make_client, frequent_thread_switches):
+    z = make_client(interval=0.001)  # drains often, while the threads record
+    threads, counts, timed_calls = 8, 20_000, 500
+    start = threading.Barrier(threads)
+
+    def worker(n):
+        tags = (f"thread:{n}",)
+
+        @z.time_me("info", "threads.timed", tags=tags)
+        def timed():
+            pass
+
+        start.wait()
+        for i in range(counts):
+            z.count("info", "threads.count", n + 1, tags=tags)
+            if i % (counts // timed_calls) == 0:
+                timed()
+
+    pool = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(10)
+        expect(thread.is_alive()) == False
+
+    by_series = collections.defaultdict(list)
+    for record in broker_pull.settle(z):
+        by_series[record.name, record.tags].append(record.value)
+    expect(len(by_series)) == 2 * threads
+    for n in range(threads):
+        tags = (f"thread:{n}",)
+        counted = by_series["threads.count", tags]
+        expect(len(counted)) == counts
+        expect(sum(counted)) == counts * (n + 1)
+        expect(len(by_series["threads.timed", tags])) == timed_calls
+    expect(z.dropped) == 0
+
+
+# --- fork ------------------------------------------------------------------------------------
+
+def wait_for_child(pid: int, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish")
+        time.sleep(0.005)
+
+
+def test_fork_parent_and_child_each_deliver_exactly_once(broker_pull, make_client):
+    # interval=60: only flush() and close() drain, so what is pending at fork stays pending.
+    z = make_client(interval=60, tags=["who:parent"])
+    z.count("info", "fork.before")
+    expect(z.flush()) == True  # the parent's sender and socket exist before fork
+    for i in range(10):
+        z.count("info", "fork.pending", i)  # not flushed: the child inherits a copy
+
+    report_read, report_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never return into pytest
+        status = 1
+        try:
+            os.close(report_read)
+            for i in range(5):
+                z.count("info", "fork.child", i, tags=["who:child"])
+            z.flush()
+            z.gauge("info", "fork.child.done", 1, tags=["who:child"])
+            z.close()
+            report = f"{z.sent} {z.dropped}"
+            status = 0
+        except BaseException:
+            report = traceback.format_exc()
+        finally:
+            try:
+                os.write(report_write, report.encode())
+            finally:
+                os._exit(status)
+    os.close(report_write)
+    for i in range(7):
+        z.count("info", "fork.after", i)
+    expect(wait_for_child(pid)) == 0
+    with os.fdopen(report_read) as child_report:
+        expect(child_report.read()) == "6 0"  # the child sent its own 6, not the parent's pending
+
+    broker_pull.settle(z)  # everything the parent sent, in order on its connection
+    broker_pull.receive_count(1, "fork.child.done")  # and everything the child sent, on its own
+    records = broker_pull.measurements()
+
+    expect(values_of(records, "fork.before")) == [1]
+    expect(sorted(values_of(records, "fork.pending"))) == list(range(10))
+    expect(sorted(values_of(records, "fork.after"))) == list(range(7))
+    expect(sorted(values_of(records, "fork.child"))) == list(range(5))
+    expect({r.tags for r in select(records, "fork.child")}) == {("who:child", "who:parent")}
+    expect(values_of(records, "fork.child.done")) == [1]
+
+
+def test_multiprocessing_fork_child_delivers_without_close(broker_pull, make_client):
+    # interval=60: the child's sender never drains on its own; only the exit finalizer does.
+    z = make_client(interval=60)
+    z.count("info", "mp.parent")
+    expect(z.flush()) == True
+
+    def child():
+        for i in range(5):
+            z.count("info", "mp.child", i)
+        # returns normally: no flush(), no close()
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(10)
+    if process.is_alive():
+        process.kill()
+        pytest.fail("the multiprocessing child did not finish")
+    expect(process.exitcode) == 0
+
+    received = broker_pull.receive_count(5, "mp.child")
+    expect(sorted(r.value for r in received)) == list(range(5))
+    broker_pull.settle(z)
+    expect(sorted(values_of(broker_pull.measurements(), "mp.child"))) == list(range(5))
+
+
+# --- promptness, exit, close, flush --------------------------------------------------------------
+
+def test_a_single_measurement_arrives_promptly_without_flush(broker_pull, make_client):
+    z = make_client()
+    started = time.monotonic()
+    z.gauge("info", "prompt", 42)  # no flush(), no close(): the 50 ms sender delivers it
+
+    received = broker_pull.receive_count(1, "prompt", timeout=1.0)
+
+    expect([r.value for r in received]) == [42]
+    expect(time.monotonic() - started) < 1.0
+
+
+def test_measurements_are_delivered_at_normal_interpreter_exit(broker_pull):
+    code = textwrap.dedent(f"""
+        from zibrato import Zibrato
+        z = Zibrato(port={broker_pull.port}, tags=["via:exit"])
+
+        @z.count_me("info", "exit.decorated")
+        def work():
+            pass
+
+        for i in range(100):
+            z.count("info", "exit.count", i)
+        work()
+        z.gauge("info", "exit.gauge", 7)
+        # no flush(), no close(): atexit must deliver
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    expect(result.returncode) == 0
+    expect(result.stderr) == ""
+
+    broker_pull.receive_until(lambda records: len(records) >= 102, what="the exiting process")
+    records = broker_pull.records
+    expect(sorted(values_of(records, "exit.count"))) == list(range(100))
+    expect(values_of(records, "exit.decorated")) == [1]
+    expect(values_of(records, "exit.gauge")) == [7]
+    expect({r.tags for r in records}) == {("via:exit",)}
+
+
+def test_close_delivers_then_counts_later_measurements_as_dropped(broker_pull, make_client):
+    z = make_client(interval=60)  # nothing but close() drains
+    for i in range(3):
+        z.count("info", "before.close", i)
+
+    z.close()
+    z.count("info", "after.close")
+    z.gauge("info", "after.close", 1)
+
+    @z.time_me("info", "after.close.timed")
+    def late():
+        pass
+    late()
+
+    expect((z.sent, z.dropped)) == (3, 3)
+    received = broker_pull.receive_count(3, "before.close")
+    expect(sorted(r.value for r in received)) == [0, 1, 2]
+    expect(z.flush()) == True
+    z.close()  # twice is harmless
+    expect([t for t in threading.enumerate() if getattr(t, "client", None) is z]) == []
+
+
+def test_close_does_not_drop_what_was_recorded_during_a_drain(broker_pull, make_client, monkeypatch):
+    """A measurement recorded while the sender is draining, just before close(), is still sent."""
+    z = make_client()
+    in_drain = threading.Event()
+    encode = zibrato.client.protocol.encode
+
+    def slow_encode(*args):
+        sender = threading.current_thread()
+        if not in_drain.is_set():
+            in_drain.set()
+            wait_until(lambda: sender._stopping, message="close() to stop the sender")
+        return encode(*args)
+
+    monkeypatch.setattr(zibrato.client.protocol, "encode", slow_encode)
+    z.count("info", "drained.first")
+    assert in_drain.wait(5), "the sender never drained"
+    z.count("info", "recorded.during.drain")  # after the drain took its snapshot
+    z.close()
+
+    expect((z.sent, z.dropped)) == (2, 0)
+    broker_pull.receive_count(1, "recorded.during.drain")
+
+
+def test_context_manager_closes(broker_pull, make_client):
+    with make_client(interval=60) as z:
+        z.count("info", "in.block", 5)
+    z.count("info", "after.block")
+
+    expect((z.sent, z.dropped)) == (1, 1)
+    expect(values_of(broker_pull.receive_count(1, "in.block"), "in.block")) == [5]
+
+
+def test_flush_returns_true_and_delivers(broker_pull, make_client):
+    z = make_client(interval=60)  # the periodic drain never comes: only flush() can deliver
+    z.count("info", "flushed", 2)
+
+    expect(z.flush()) == True
+    expect(z.sent) == 1
+    expect(values_of(broker_pull.receive_count(1, "flushed"), "flushed")) == [2]
+
+
+def test_flush_before_any_measurement_returns_true(make_client):
+    expect(make_client().flush()) == True
+
+
+def test_async_generator_is_timed_over_its_whole_iteration(broker_pull, make_client):
+    z = make_client()
+
+    @z.time_me("info", "agen", outcome=True)
+    async def numbers():
+        for i in range(3):
+            await asyncio.sleep(0.02)
+            yield i
+
+    async def consume():
+        return [i async for i in numbers()]
+
+    expect(asyncio.run(consume())) == [0, 1, 2]
+    expect(numbers.__name__) == "numbers"
+    records = broker_pull.settle(z)
+    timed = [r for r in records if r.name == "agen"]
+    expect(len(timed)) == 1
+    expect(timed[0].value >= 0.06) == True  # the iteration, not the creation (~2 µs)
+    expect(timed[0].tags) == ("outcome:ok",)
