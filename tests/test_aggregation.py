@@ -434,3 +434,33 @@ def test_sampled_series_memory_stays_near_max_samples_doubles():
     expect(agg.values_held()) == m
     assert held < 4 * m * 8, held  # kept as a list or unbounded, this would be megabytes
     expect(only(agg.flush(T, 10.0))["count"]) == n
+
+
+# --- keep_values (raw timer values for backends such as statsd) ---------------------
+
+
+def test_keep_values_hands_over_every_timer_value_and_is_off_by_default():
+    values = [0.3, 0.1, 0.2, 0.1]
+    plain, keeping = Aggregator(), Aggregator(keep_values=True)
+    for agg in (plain, keeping):
+        add_in_batches(agg, "t", "t", values, sizes=(1, 2))
+        agg.add("c", "c", None, (), (1,))
+        agg.add("g", "g", None, (), (2,))
+    expect(any("values" in s for s in plain.flush(T, 10.0))) == False
+    counter, gauge, timer = keeping.flush(T, 10.0)
+    expect(list(timer["values"])) == values  # every value, in arrival order
+    expect("values" in counter or "values" in gauge) == False
+    expect("sampled" in timer) == False
+
+
+def test_keep_values_past_max_samples_hands_over_the_reservoir():
+    agg = Aggregator(max_samples=50, rng=random.Random(7), keep_values=True)
+    values = [float(v) for v in range(1000)]
+    add_in_batches(agg, "t", "t", values)
+    s = only(agg.flush(T, 10.0))
+    kept = sorted(s["values"])
+    expect((s["sampled"], len(kept), s["count"])) == (50, 50, 1000)
+    expect(len(set(kept))) == 50
+    expect(set(kept) <= set(values)) == True
+    # the percentiles and median come from the same sample that is handed over
+    expect(s["median"]) == (kept[24] + kept[25]) / 2

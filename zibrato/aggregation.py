@@ -43,6 +43,17 @@ Once a series is sampled, ``stddev`` comes from the running sums
 relative to their size. An exact series computes it in two passes (the mean,
 then ``math.dist`` from it), within about 1e-15 of :func:`statistics.pstdev`.
 
+Raw values (``keep_values=True``)
+---------------------------------
+A backend that forwards raw timer values (statsd, which computes its own
+percentiles) builds its aggregator with ``keep_values=True``: each timer
+summary then also carries ``"values"``, an ``array('d')`` of the values the
+interval kept: all of them in arrival order, or the reservoir sample (in no
+particular order) once the series passed ``max_samples``, in which case the
+summary also says ``"sampled": len(values)``. It costs nothing: the array is
+the one the series held, handed over rather than copied. Off by default, so
+that other backends do not hold the values until delivery.
+
 Speed
 -----
 :meth:`Aggregator.add` is the worker's hot loop: one dict lookup per record,
@@ -140,7 +151,7 @@ class Aggregator:
     """Accumulates measurements per series and summarises them once per flush interval."""
 
     def __init__(self, percentiles: Sequence[float] = (50, 90, 95, 99), max_samples: int = 100_000,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, keep_values: bool = False) -> None:
         if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
             raise ValueError(f"max_samples must be a positive integer, got {max_samples!r}")
         parsed: dict[str, tuple[int, int]] = {}
@@ -156,6 +167,8 @@ class Aggregator:
         self._percentiles = [(key, num, den) for key, (num, den) in parsed.items()]
         self.percentiles = tuple(float(p) for p in percentiles)
         self.max_samples = max_samples
+        #: timer summaries also carry ``"values"`` (see "Raw values" above)
+        self.keep_values = keep_values
         self._rng = rng if rng is not None else random.Random()
         self._series: dict[tuple, object] = {}
         self._packers: dict[int, Callable[..., bytes]] = {}
@@ -352,6 +365,8 @@ class Aggregator:
         for key, num, den in self._percentiles:
             summary[key] = ordered[min(max(-(-num * kept // den), 1), kept) - 1]
         summary.update(stats)
+        if self.keep_values:
+            summary["values"] = state if state.__class__ is array else state.reservoir
         return summary
 
 
