@@ -17,15 +17,13 @@ from pathlib import Path
 import pytest
 from expecter import expect
 
-from support.daemons import Daemon, free_ports, run_script, wait_until
+from support.daemons import run_script, wait_until
+from support.pipeline import DAY, WorkerPipeline, pipelines
 from support.fake_librato import FakeLibrato
-from zibrato import Zibrato
 from zibrato.aggregation import nearest_rank
 from zibrato.backends.librato import LibratoBackend
-from zibrato.runtime import ask_status
 
 USER, TOKEN = "ops@example.com", "tok-7f3e9a1c-do-not-log"
-DAY = 86400  # a flush interval the test never reaches: only the stop signal flushes
 CREDENTIAL_ENV = ("ZIBRATO_LIBRATO_USERNAME", "ZIBRATO_LIBRATO_APITOKEN")
 
 
@@ -238,57 +236,31 @@ def test_stopping_interrupts_the_backoff_and_gives_up_by_the_deadline(librato, m
 # --- end to end: client -> zibrato-broker -> zibrato-librato -> FakeLibrato ----------
 
 
-class LibratoPipeline:
-    """A broker and a zibrato-librato worker (status port, fast retries) on free ports."""
+class LibratoPipeline(WorkerPipeline):
+    """A broker and a zibrato-librato worker (fast retries) posting to the fake Librato."""
+
+    script, ready_log = "zibrato-librato", "librato worker"
 
     def __init__(self, tmp_path, fake, *worker_args, flush=DAY, env=None):
-        self.base = free_ports(4)
-        self.fake = fake
-        self.status_port = self.base + 3
-        self.broker = Daemon(tmp_path, "zibrato-broker", "--port", self.base, "--startup-grace", "0.1")
         env = {USER_ENV: USER, TOKEN_ENV: TOKEN} if env is None else env
-        self.worker = Daemon(tmp_path, "zibrato-librato", "--port", self.base + 1, "--api-url", fake.url,
-                             "--flush", flush, "--status-port", self.status_port, "--no-self-metrics",
-                             "--retry-delay", "0.05", "--max-retry-delay", "0.2", *worker_args,
-                             env={USER_ENV: "", TOKEN_ENV: "", **env})
-        self.client = Zibrato(port=self.base)
+        super().__init__(tmp_path, "--api-url", fake.url, "--retry-delay", "0.05",
+                         "--max-retry-delay", "0.2", *worker_args, flush=flush,
+                         env={USER_ENV: "", TOKEN_ENV: "", **env})
+        self.fake = fake
 
     def start(self):
-        self.broker.start().wait_for_log("broker ready")
-        self.worker.start().wait_for_log("librato worker")
+        super().start()
         # What `ps` shows: the token must not be there, whichever way it was given.
         cmdline = Path(f"/proc/{self.worker.process.pid}/cmdline").read_bytes()
         expect(cmdline).does_not_contain(TOKEN.encode())
-        self.warm_up()
         return self
-
-    def status(self):
-        return ask_status("127.0.0.1", self.status_port, timeout=2)
-
-    def warm_up(self):
-        """Send until the worker has received something: its subscription is live (slow joiner)."""
-        def received():
-            self.client.count("info", "warmup")
-            self.client.flush()
-            return self.status()["measurements"] > 0
-        wait_until(received, timeout=10, interval=0.1, message="worker subscription")
-
-    def wait_measurements(self, count):
-        wait_until(lambda: self.status()["measurements"] >= count, message=f"{count} measurements")
-
-    def stop_worker(self, signum=signal.SIGTERM):
-        self.client.flush()
-        self.worker.signal(signum)
-        expect(self.worker.wait(15)) == 0
 
     def received(self):
         """What Librato accepted, warm-up traffic left out."""
         return [m for m in self.fake.measurements() if m["name"] != "warmup"]
 
     def close(self):
-        self.client.close(timeout=1)
-        self.worker.stop()
-        self.broker.stop()
+        super().close()
         expect(self.worker.stderr).does_not_contain(TOKEN)
 
 
@@ -297,14 +269,7 @@ USER_ENV, TOKEN_ENV = CREDENTIAL_ENV
 
 @pytest.fixture
 def pipeline(tmp_path, librato):
-    made = []
-
-    def make(*worker_args, **kwargs):
-        made.append(LibratoPipeline(tmp_path, librato, *worker_args, **kwargs).start())
-        return made[-1]
-    yield make
-    for p in made:
-        p.close()
+    yield from pipelines(lambda *args, **kwargs: LibratoPipeline(tmp_path, librato, *args, **kwargs))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGQUIT])
@@ -317,8 +282,7 @@ def test_exact_values_reach_librato_and_the_stop_signal_delivers_the_final_flush
         p.client.count("info", "signup", i)
     for g in (5, -3, 12, 7):
         p.client.gauge("info", "queue.depth", g)
-    before = p.status()["measurements"]
-    p.wait_measurements(before + 200 + 50 + 4)
+    p.wait_measurements(200 + 50 + 4)
     expect(p.received()) == []  # nothing before the stop signal: the flush interval is a day
     stopped_at = time.time()
     p.stop_worker(signum)
@@ -371,7 +335,7 @@ def test_a_bad_name_costs_only_itself(pipeline, librato):
     for name, value in (("good.a", 1), ("bad.name", 2), ("good.b", 3)):
         p.client.count("info", name, value)
     p.client.timing("info", "good.t", 0.25)
-    p.wait_measurements(p.status()["measurements"] + 4)
+    p.wait_measurements(4)
     p.stop_worker()
     expect(sorted((m["name"], m.get("value", m.get("count"))) for m in p.received())) == [
         ("good.a", 1), ("good.b", 3), ("good.t", 1), ("good.t.p50", 0.25), ("good.t.p90", 0.25),
@@ -385,7 +349,7 @@ def test_the_token_can_come_from_a_file(pipeline, tmp_path):
     token_file.write_text(f"\n  {TOKEN}  \n")
     p = pipeline("--apitoken-file", token_file, env={USER_ENV: USER})
     p.client.count("info", "from.file", 3)
-    p.wait_measurements(p.status()["measurements"] + 1)
+    p.wait_measurements(1)
     p.stop_worker()
     expect([(m["name"], m["value"]) for m in p.received()]) == [("from.file", 3)]
 

@@ -11,69 +11,26 @@ import zmq
 from expecter import expect
 
 from support.daemons import Daemon, free_ports, run_script, wait_until
+from support.pipeline import WorkerPipeline, pipelines
 from zibrato import Zibrato
 from zibrato.runtime import ask_status
 
-DAY = 86400  # a flush interval the test never reaches: only the stop signal flushes
 
+class Pipeline(WorkerPipeline):
+    """A broker and one console worker printing JSON lines."""
 
-class Pipeline:
-    """A broker and one console worker (JSON output, status port) on free ports."""
-
-    def __init__(self, tmp_path, *worker_args, flush=DAY):
-        self.base = free_ports(4)
-        self.tmp_path = tmp_path
-        self.broker = Daemon(tmp_path, "zibrato-broker", "--port", self.base, "--startup-grace", "0.1")
-        self.status_port = self.base + 3
-        self.worker = Daemon(tmp_path, "zibrato-console", "--port", self.base + 1, "--format", "json",
-                             "--flush", flush, "--status-port", self.status_port,
-                             "--no-self-metrics", *worker_args)
-        self.client = Zibrato(port=self.base)
-
-    def start(self, warm_level="info"):
-        self.broker.start().wait_for_log("broker ready")
-        self.worker.start().wait_for_log("console worker")
-        self.warm_up(warm_level)
-        return self
-
-    def status(self):
-        return ask_status("127.0.0.1", self.status_port, timeout=2)
-
-    def warm_up(self, level):
-        """Send until the worker has received something: its subscription is live (slow joiner)."""
-        def received():
-            self.client.count(level, "warmup")
-            self.client.flush()
-            return self.status()["measurements"] > 0
-        wait_until(received, timeout=10, interval=0.1, message="worker subscription")
+    def __init__(self, tmp_path, *worker_args, **kwargs):
+        super().__init__(tmp_path, "--format", "json", *worker_args, **kwargs)
 
     def stop_worker(self, signum=signal.SIGTERM):
-        self.client.flush()
-        self.worker.signal(signum)
-        expect(self.worker.wait(15)) == 0
+        """Stop with ``signum``; the summaries of the final flush, warm-up left out."""
+        super().stop_worker(signum)
         return [s for s in self.worker.json_lines() if s["name"] != "warmup"]
-
-    def close(self):
-        self.client.close(timeout=1)
-        self.worker.stop()
-        self.broker.stop()
 
 
 @pytest.fixture
 def pipeline(tmp_path):
-    made = []
-
-    def make(*worker_args, **kwargs):
-        made.append(Pipeline(tmp_path, *worker_args, **kwargs).start(kwargs.get("warm_level", "info")))
-        return made[-1]
-    yield make
-    for p in made:
-        p.close()
-
-
-def wait_measurements(p, count):
-    wait_until(lambda: p.status()["measurements"] >= count, timeout=10,
-               message=f"{count} measurements at the worker")
+    yield from pipelines(lambda *args, **kwargs: Pipeline(tmp_path, *args, **kwargs))
 
 
 def nearest_rank(values, pct):
@@ -91,8 +48,7 @@ def test_exact_statistics_arrive_and_stop_signal_flushes_them(pipeline, signum):
         p.client.count("info", "signup", i)
     for g in (5, -3, 12, 7):
         p.client.gauge("info", "queue.depth", g)
-    before = p.status()["measurements"]
-    wait_measurements(p, before + 200 + 50 + 4)
+    p.wait_measurements(200 + 50 + 4)
 
     out = {s["name"]: s for s in p.stop_worker(signum)}
 
@@ -120,7 +76,7 @@ def test_levels_match_exactly(pipeline):
         p.client.count(level, f"from.{level}")
     p.client.count("info", "sentinel")
     p.client.flush()
-    wait_until(lambda: p.status()["measurements"] >= 1 + 3, message="info and warn measurements")
+    p.wait_measurements(3)  # from.info, from.warn, sentinel
     names = {s["name"] for s in p.stop_worker()}
     expect(names) == {"from.info", "from.warn", "sentinel"}
 
@@ -211,7 +167,7 @@ def test_broker_status_reports_forwarded_messages(pipeline):
     p = pipeline()
     p.client.count("info", "x")
     p.client.flush()
-    wait_measurements(p, 2)
+    p.wait_measurements(1)
     result = run_script("zibrato", "status", "--port", p.base + 2, "--port", p.status_port)
     expect(result.returncode) == 0
     expect(result.stdout).contains("broker OK")

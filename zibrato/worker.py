@@ -151,6 +151,7 @@ class Backend:
                       ",".join(self.levels), self.broker_endpoint, self.flush_interval)
         try:
             self._receive_until(stop, sub, status)
+            self._receive_what_arrived(sub)
         finally:
             self._final_flush()
             self._finish_delivery(delivery)
@@ -208,6 +209,12 @@ class Backend:
                 self.flush(boundary, boundary - self._interval_start)
                 self._interval_start = boundary
                 boundary = self.next_boundary(now)
+
+    def _receive_what_arrived(self, sub: zmq.Socket, quiet: float = 0.05, most: float = 1.0) -> None:
+        """On stop: take what the broker already sent, until quiet, so the final flush has it."""
+        deadline = time.monotonic() + most
+        while time.monotonic() < deadline and sub.poll(quiet * 1000):
+            self._receive_available(sub)
 
     def _receive_available(self, sub: zmq.Socket, limit: int = 10_000) -> None:
         """Take what is queued now (bounded, so flushes stay on schedule)."""

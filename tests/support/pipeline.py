@@ -1,0 +1,96 @@
+"""A real broker and one real worker on free ports, with a client: the end-to-end fixture."""
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from zibrato import Zibrato
+from zibrato.runtime import ask_status
+
+from .daemons import Daemon, free_ports, wait_until
+
+DAY = 86400  # a flush interval the tests never reach: only the stop signal flushes
+
+
+class WorkerPipeline:
+    """``zibrato-broker`` plus one worker script with a status port; subclasses name the worker.
+
+    Tests wait on the worker's own figures (its status port), never on sleeps.
+    """
+
+    script = "zibrato-console"
+    ready_log = "console worker"
+
+    def __init__(self, tmp_path: Path, *worker_args: object, flush: float = DAY,
+                 env: dict | None = None, warm_level: str = "info") -> None:
+        self.tmp_path = tmp_path
+        self.base = free_ports(4)
+        self.status_port = self.base + 3
+        self.broker = Daemon(tmp_path, "zibrato-broker", "--port", self.base, "--startup-grace", "0.1")
+        self.worker_args = ["--port", self.base + 1, "--flush", flush, "--status-port", self.status_port,
+                            "--no-self-metrics", *worker_args]
+        self.env, self.warm_level = env, warm_level
+        self.worker: Daemon | None = None
+        self.client = Zibrato(port=self.base)
+        self.baseline = 0
+
+    def worker_command(self) -> list:
+        """The worker's arguments; override to add what is known only at start."""
+        return self.worker_args
+
+    def start(self) -> "WorkerPipeline":
+        self.broker.start().wait_for_log("broker ready")
+        self.worker = Daemon(self.tmp_path, self.script, *self.worker_command(), env=self.env)
+        self.worker.start().wait_for_log(self.ready_log)
+        self.warm_up()
+        return self
+
+    def status(self) -> dict:
+        return ask_status("127.0.0.1", self.status_port, timeout=2)
+
+    def warm_up(self) -> None:
+        """Send until the worker receives (its subscription is live: ZeroMQ's slow joiner),
+        then wait for every warm-up sent, so that :attr:`baseline` is exact."""
+        sent = 0
+
+        def received() -> bool:
+            nonlocal sent
+            self.client.count(self.warm_level, "warmup")
+            self.client.flush()
+            sent += 1
+            return self.status()["measurements"] > 0
+        wait_until(received, timeout=10, interval=0.1, message="worker subscription")
+        wait_until(lambda: self.status()["measurements"] >= sent, message="every warm-up")
+        self.baseline = sent
+
+    def wait_measurements(self, count: int) -> None:
+        """Wait until ``count`` measurements beyond the warm-up have reached the worker."""
+        self.client.flush()
+        wait_until(lambda: self.status()["measurements"] >= self.baseline + count, timeout=10,
+                   message=f"{count} measurements at the worker")
+
+    def stop_worker(self, signum: int = signal.SIGTERM) -> None:
+        self.client.flush()
+        self.worker.signal(signum)
+        code = self.worker.wait(15)
+        assert code == 0, f"{self.script} exited {code}:\n{self.worker.stderr}"
+
+    def close(self) -> None:
+        self.client.close(timeout=1)
+        if self.worker is not None:
+            self.worker.stop()
+        self.broker.stop()
+
+
+def pipelines(factory):
+    """Fixture body: yields ``make(*args, **kwargs)`` and closes every pipeline made."""
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(factory(*args, **kwargs))
+        return made[-1].start()
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.close()
