@@ -92,6 +92,7 @@ class Zibrato:
         #: measurements handed to ZeroMQ
         self.sent = 0
         self._series_cache: dict[tuple, Series] = {}
+        self._instrument_cache: dict[tuple, _Instrument] = {}
         self._pending: deque = deque()
         self._sender: _Sender | None = None
         self._start_lock = threading.Lock()
@@ -112,9 +113,9 @@ class Zibrato:
         return Timer(self, level, name, source, tags, outcome)
 
     def Time_me(self, level: str, name: str, source: str | None = None, tags: Tags = None,
-                outcome: bool = False) -> "Timer":
+                outcome: bool = False) -> "_Block":
         """Context manager that records how long its block takes, in seconds."""
-        return Timer(self, level, name, source, tags, outcome)
+        return _Block(self._cached_instrument(Timer, level, name, source, tags, outcome))
 
     def count_me(self, level: str, name: str, value: float = 1, source: str | None = None,
                  tags: Tags = None, outcome: bool = False) -> "Counter":
@@ -122,9 +123,9 @@ class Zibrato:
         return Counter(self, level, name, value, source, tags, outcome)
 
     def Count_me(self, level: str, name: str, value: float = 1, source: str | None = None,
-                 tags: Tags = None, outcome: bool = False) -> "Counter":
+                 tags: Tags = None, outcome: bool = False) -> "_Block":
         """Context manager that adds ``value`` to a counter for its block."""
-        return Counter(self, level, name, value, source, tags, outcome)
+        return _Block(self._cached_instrument(Counter, level, name, source, tags, outcome, value))
 
     def count(self, level: str, name: str, value: float = 1, source: str | None = None,
               tags: Tags = None) -> None:
@@ -209,6 +210,25 @@ class Zibrato:
             except TypeError:
                 pass
             return key
+
+    def _cached_instrument(self, kind: type, level: str, name: str, source: str | None,
+                           tags: Tags, outcome: bool, *value: float) -> "_Instrument":
+        """One validated instrument per distinct ``with`` statement, reused by every block."""
+        key = (kind, level, name, source, tags, outcome, *value)
+        try:
+            return self._instrument_cache[key]
+        except (KeyError, TypeError):  # TypeError: unhashable tags, validated every time
+            if kind is Timer:
+                instrument = Timer(self, level, name, source, tags, outcome)
+            else:
+                instrument = Counter(self, level, name, *value, source, tags, outcome)
+            if len(self._instrument_cache) >= _MAX_CACHED_SERIES:
+                self._instrument_cache.clear()
+            try:
+                self._instrument_cache[key] = instrument
+            except TypeError:
+                pass
+            return instrument
 
     def _start_sender_and_record(self, item: tuple) -> None:
         """The first measurement (in this process) starts the sender, then takes the fast path."""
@@ -549,6 +569,36 @@ class Counter(_Instrument):
             finally:
                 client._record((series, value))
         return counted
+
+
+class _Block:
+    """One ``with z.Time_me(...)`` / ``with z.Count_me(...)`` block: its own start, a shared instrument.
+
+    Each block is a fresh object, so blocks may nest and run in many threads at once.
+    """
+
+    __slots__ = ("instrument", "token")
+
+    def __init__(self, instrument: _Instrument) -> None:
+        self.instrument = instrument
+
+    def __enter__(self) -> "_Block":
+        self.token = self.instrument._begin()
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        self.instrument._finish(self.token, error)
+        return False
+
+    async def __aenter__(self) -> "_Block":
+        return self.__enter__()
+
+    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+        return self.__exit__(kind, error, tb)
+
+    def __call__(self, func: F) -> F:
+        """``@z.Time_me(...)`` works as a decorator too."""
+        return self.instrument(func)
 
 
 # --- validation ------------------------------------------------------------
