@@ -87,24 +87,32 @@ def decode(frame: bytes) -> Batch:
         raise ProtocolError(f"unknown protocol version {version!r}")
     if not _is_number(time) or not isinstance(records, tuple):
         raise ProtocolError("bad batch time or records")
-    return Batch(level, float(time), [_record(r) for r in records])
+    return Batch(level, float(time), list(map(_record, records)))
+
+
+_new_record = tuple.__new__
+_STR, _TUPLE = str, tuple
 
 
 def _record(raw: object) -> Record:
-    if not isinstance(raw, tuple) or len(raw) != 5:
+    """Validate one record; the checks are ordered and spelled for speed (the worker's hot loop)."""
+    if raw.__class__ is not _TUPLE or len(raw) != 5:
         raise ProtocolError("record is not [type, name, values, source, tags]")
     type_, name, values, source, tags = raw
     if type_ not in TYPES:
         raise ProtocolError(f"unknown measurement type {type_!r}")
-    if not isinstance(name, str) or not name:
+    if name.__class__ is not _STR or not name:
         raise ProtocolError("record without a name")
-    if not isinstance(values, tuple) or not values or not _all_finite_numbers(values):
+    if values.__class__ is not _TUPLE or not values or not _all_finite_numbers(values):
         raise ProtocolError(f"{name}: values must be a non-empty array of finite numbers")
-    if source is not None and not isinstance(source, str):
+    if source is not None and source.__class__ is not _STR:
         raise ProtocolError(f"{name}: source must be a string or nil")
-    if not isinstance(tags, tuple) or not all(isinstance(t, str) for t in tags):
+    if tags.__class__ is not _TUPLE or (tags and not all(t.__class__ is _STR for t in tags)):
         raise ProtocolError(f"{name}: tags must be an array of strings")
-    return Record(type_, name, values, source, tags)
+    return _new_record(Record, raw)
+
+
+_isfinite = math.isfinite
 
 
 def _all_finite_numbers(values: tuple) -> bool:
@@ -113,7 +121,7 @@ def _all_finite_numbers(values: tuple) -> bool:
     (A msgpack boolean passes as 0 or 1, which is harmless.)
     """
     try:
-        if math.isfinite(sum(values)):
+        if _isfinite(sum(values)):
             return True
     except TypeError:
         return False

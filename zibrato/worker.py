@@ -239,9 +239,9 @@ class Backend:
             return
         add = self.aggregator.add
         count = 0
-        for record in batch.records:
-            add(record.type, record.name, record.source, record.tags, record.values)
-            count += len(record.values)
+        for type_, name, values, source, tags in batch.records:
+            add(type_, name, source, tags, values)
+            count += len(values)
         self.figures_["measurements"] += count
 
     def _discard_rest(self, sub: zmq.Socket) -> None:
