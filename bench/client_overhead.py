@@ -1,0 +1,341 @@
+"""Client overhead: ns added to a no-op call by Zibrato and by the libraries users would otherwise pick.
+
+Run through ``bench/run client [--quick]``. Every instrument is measured in the
+same process, with repeats interleaved across instruments (so a noisy moment of
+the shared machine hits all of them), in two conditions:
+
+* **up**: a real ``zibrato-broker`` subprocess (no worker: the broker drops
+  what it publishes), and for the UDP peers a subprocess that binds the UDP
+  port and drains it;
+* **down**: nothing listens on any of the ports.
+
+and two call patterns:
+
+* **tight**: a ``timeit`` loop of back-to-back calls, timed as the
+  *process's* CPU time (``time.process_time``: every thread, so Zibrato's
+  sender thread, libzmq's I/O thread and DogStatsd's flush thread count), plus
+  flushing what the library still held at the end of the loop;
+* **spaced**: one call every ~200 us (busy-wait on ``perf_counter`` between
+  calls, as an application doing work between measurements); only the call
+  itself is timed, with a ``perf_counter`` pair around it (a vDSO read, no
+  system call: a ``thread_time`` pair would cost a system call each side and
+  run the measured code with cold caches); windows over 50 us (the OS or
+  another thread took the CPU inside it) are left out of the mean and counted. What the library does *outside* the call,
+  in its own threads, is reported separately as "background CPU": the
+  process's CPU time minus the calling thread's, per call, including the
+  final flush.
+
+CPU time rather than wall time because the machine is shared: wall time
+charges other tenants' load to whichever library happened to be running.
+(Other tenants still slow everything through shared caches and cores, so
+compare the ratios, which come from the same moments, rather than absolute ns.)
+
+Overhead = instrumented statement - baseline statement (``noop()`` for a
+decorated function or a ``with`` block around ``noop()``, ``pass`` for a
+direct call such as ``z.gauge(...)``). Each figure is the median of the
+repeats.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import subprocess
+import sys
+import textwrap
+import time
+import timeit
+from dataclasses import dataclass
+
+import _common as c
+
+GAP = 200e-6           # seconds between spaced calls
+OUTLIER = 50e-6        # a spaced window longer than this was interrupted
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    library: str
+    label: str
+    stmt: str
+    baseline: str  # "noop()" or "pass"
+
+
+CASES = [
+    Case("bare", "-", "bare `noop()` call (absolute ns, not overhead)", "noop()", "pass"),
+    Case("z.time_me", "zibrato", "`@z.time_me`", "z_time_me()", "noop()"),
+    Case("z.count_me", "zibrato", "`@z.count_me`", "z_count_me()", "noop()"),
+    Case("z.Time_me", "zibrato", "`with z.Time_me(...)`", "with z.Time_me('info', 'bench.Time_me'):\n    noop()", "noop()"),
+    Case("z.gauge", "zibrato", "`z.gauge(...)`", "z.gauge('info', 'bench.gauge', 1.5)", "pass"),
+    Case("z.count", "zibrato", "`z.count(...)`", "z.count('info', 'bench.count')", "pass"),
+    Case("prom.hist", "prometheus_client", "`@Histogram.time()`", "prom_hist_time()", "noop()"),
+    Case("prom.inc", "prometheus_client", "`Counter.inc()`", "prom_counter.inc()", "pass"),
+    Case("pystatsd.timer", "statsd (pystatsd)", "`@StatsClient.timer`", "pystatsd_timer()", "noop()"),
+    Case("pystatsd.incr", "statsd (pystatsd)", "`StatsClient.incr`", "pystatsd.incr('bench.incr')", "pass"),
+    Case("dd.timed", "DogStatsd default", "`@timed`", "dd_timed()", "noop()"),
+    Case("dd.increment", "DogStatsd default", "`increment`", "dd.increment('bench.incr')", "pass"),
+    Case("ddba.timed", "DogStatsd buffer+aggregation", "`@timed`", "ddba_timed()", "noop()"),
+    Case("ddba.increment", "DogStatsd buffer+aggregation", "`increment`", "ddba.increment('bench.incr')", "pass"),
+    Case("ddbas.timed", "DogStatsd buffer+aggregation+timer samples", "`@timed`", "ddbas_timed()", "noop()"),
+]
+BASELINES = {"noop()": "bare", "pass": "empty"}
+TIMER_PEERS = ["prom.hist", "pystatsd.timer", "dd.timed", "ddba.timed", "ddbas.timed"]
+COUNTER_PEERS = ["prom.inc", "pystatsd.incr", "dd.increment", "ddba.increment"]
+
+DRAIN = textwrap.dedent("""
+    import socket, sys
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    print("ready", flush=True)
+    buf = bytearray(65536)
+    while True:
+        s.recv_into(buf)
+""")
+
+
+def noop():
+    pass
+
+
+def build(zport: int, udp_port: int) -> tuple[dict, list]:
+    """The namespace the statements run in: one client of each library, decorated no-ops."""
+    from datadog.dogstatsd import DogStatsd
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from statsd import StatsClient
+
+    from zibrato import Zibrato
+
+    z = Zibrato("127.0.0.1", zport)
+    registry = CollectorRegistry()
+    prom_hist = Histogram("bench_hist_seconds", "bench", registry=registry)
+    pystatsd = StatsClient("127.0.0.1", udp_port)
+    dd = DogStatsd(host="127.0.0.1", port=udp_port)
+    ddba = DogStatsd(host="127.0.0.1", port=udp_port, disable_buffering=False, disable_aggregation=False)
+    # Timers (histogram/distribution/timing) are aggregated client-side only when
+    # max_metric_samples_per_context > 0 (datadog 0.56 base.py timing()); otherwise buffered.
+    ddbas = DogStatsd(host="127.0.0.1", port=udp_port, disable_buffering=False, disable_aggregation=False,
+                      max_metric_samples_per_context=1000)
+    ns = {
+        "noop": noop, "z": z,
+        "z_time_me": z.time_me("info", "bench.time_me")(noop),
+        "z_count_me": z.count_me("info", "bench.count_me")(noop),
+        "prom_hist_time": prom_hist.time()(noop),
+        "prom_counter": Counter("bench_total", "bench", registry=registry),
+        "pystatsd": pystatsd, "pystatsd_timer": pystatsd.timer("bench.timer")(noop),
+        "dd": dd, "dd_timed": dd.timed("bench.timed")(noop),
+        "ddba": ddba, "ddba_timed": ddba.timed("bench.timed")(noop),
+        "ddbas": ddbas, "ddbas_timed": ddbas.timed("bench.timed")(noop),
+    }
+    return ns, [z, pystatsd, dd, ddba, ddbas]
+
+
+def close(clients: list) -> None:
+    z, pystatsd, *dds = clients
+    z.close(timeout=2.0)
+    pystatsd.close()
+    for d in dds:
+        d.flush()  # stops nothing; the flush threads are daemons
+        d.close_socket()
+
+
+SPACED = """
+def spaced(_n, _gap, _limit, _pc, _tt, _pt):
+    total = 0.0
+    kept = 0
+    cpu0, thread0 = _pt(), _tt()
+    for _ in range(_n):
+        _next = _pc() + _gap
+        while _pc() < _next:
+            pass
+        _t0 = _pc()
+        {stmt}
+        _dt = _pc() - _t0
+        if _dt < _limit:
+            total += _dt
+            kept += 1
+    background = (_pt() - cpu0) - (_tt() - thread0)
+    return total / max(kept, 1), _n - kept, background / _n
+"""
+
+
+def compile_spaced(stmt: str, ns: dict):
+    code = SPACED.format(stmt=textwrap.indent(stmt, " " * 8).lstrip())
+    local: dict = {}
+    exec(code, ns, local)
+    return local["spaced"]
+
+
+FINISH = {"zibrato": "z.flush(10.0)",
+          "DogStatsd buffer+aggregation": "ddba.flush_aggregated_metrics(); ddba.flush()",
+          "DogStatsd buffer+aggregation+timer samples": "ddbas.flush_aggregated_metrics(); ddbas.flush()"}
+SETTLE = "z.flush(10.0)\nfor _d in (dd, ddba, ddbas):\n    _d.flush_aggregated_metrics(); _d.flush()"
+
+
+def measure(ns: dict, repeats: int, tight_n: int, spaced_n: int) -> dict:
+    """{key: {"tight": [s per call...], "spaced": [...], "outliers": [...], "background": [...]}}
+
+    Whatever a library left queued for its background thread at the end of a
+    run is flushed inside the measurement ("finish"): in the tight loop its
+    time counts, in the spaced loop its CPU counts as background. Before each
+    run every client is flushed outside the measurement ("settle"), so that no
+    run pays for the previous one.
+    """
+    cases = {case.key: (case.stmt, FINISH.get(case.library, "pass")) for case in CASES}
+    cases["empty"] = ("pass", "pass")
+    settle = compile(SETTLE, "settle", "exec")
+    runners = {}
+    for key, (stmt, finish) in cases.items():
+        tight = timeit.Timer(stmt + "\n", globals=ns)
+        finish_code = compile(finish, key + "-finish", "exec")
+        runners[key] = (tight, compile_spaced(stmt, ns), finish_code)
+        exec(compile(stmt, key, "exec"), ns)  # first call: starts senders, validates
+    results = {key: {"tight": [], "spaced": [], "outliers": [], "background": []} for key in runners}
+    pc, tt, pt = time.perf_counter, time.thread_time, time.process_time
+    for key, (tight, spaced, finish) in runners.items():  # warm up
+        tight.timeit(min(tight_n, 5000))
+        spaced(min(spaced_n, 50), GAP, OUTLIER, pc, tt, pt)
+    for _ in range(repeats):
+        for key, (tight, spaced, finish) in runners.items():
+            exec(settle, ns)
+            gc.collect()
+            start = pt()
+            tight.timeit(tight_n)
+            exec(finish, ns)
+            results[key]["tight"].append((pt() - start) / tight_n)
+    for _ in range(repeats):
+        for key, (tight, spaced, finish) in runners.items():
+            exec(settle, ns)
+            gc.collect()
+            mean, outliers, background = spaced(spaced_n, GAP, OUTLIER, pc, tt, pt)
+            cpu = pt()
+            exec(finish, ns)
+            background += (pt() - cpu) / spaced_n
+            results[key]["spaced"].append(mean)
+            results[key]["outliers"].append(outliers)
+            results[key]["background"].append(background)
+    return results
+
+
+def overheads(results: dict) -> dict:
+    """{key: {"tight": ns, "spaced": ns, "background": ns, "outliers": n}} from the medians."""
+    med = {key: {k: c.median(v) for k, v in r.items()} for key, r in results.items()
+           if not key.startswith("_")}
+    out = {}
+    for case in CASES:
+        base = med[BASELINES[case.baseline]]
+        mine = med[case.key]
+        out[case.key] = {
+            "tight": (mine["tight"] - base["tight"]) * 1e9,
+            "spaced": (mine["spaced"] - base["spaced"]) * 1e9,
+            "background": max(mine["background"] - base["background"], 0.0) * 1e9,
+            "outliers": sum(results[case.key]["outliers"]),
+        }
+    return out
+
+
+def run_condition(condition: str, repeats: int, tight_n: int, spaced_n: int) -> dict:
+    base = c.free_port_run(3)
+    zport, udp_port = base, base + 2  # base+1 is the broker's PUB; its status port is off
+    daemons = []
+    try:
+        if condition == "up":
+            broker = c.start("zibrato-broker", "--port", zport, "--status-port", 0, "--startup-grace", 0.1)
+            daemons.append(broker)
+            drain = subprocess.Popen([sys.executable, "-c", DRAIN, str(udp_port)], stdout=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL)
+            daemons.append(drain)
+            drain.stdout.readline()
+            time.sleep(0.5)  # the broker's start-up grace, and its PULL bound
+            if broker.poll() is not None:
+                raise RuntimeError("zibrato-broker exited at start")
+        ns, clients = build(zport, udp_port)
+        try:
+            results = measure(ns, repeats, tight_n, spaced_n)
+        finally:
+            z = clients[0]
+            z.flush(2.0)
+            results["_zibrato"] = {"sent": z.sent, "dropped": z.dropped}
+            close(clients)
+        return results
+    finally:
+        for daemon in daemons:
+            c.stop(daemon)
+
+
+def report(all_results: dict, conditions: list[str]) -> str:
+    ov = {cond: overheads(all_results[cond]) for cond in conditions}
+    cols = [(cond, mode) for mode in ("tight", "spaced") for cond in conditions]
+    headers = ["library", "call"] + [f"{mode}, broker {cond} (ns)" for cond, mode in cols] + \
+              [f"background CPU, spaced, {cond} (ns/call)" for cond in conditions]
+    rows = []
+    for case in CASES:
+        if case.key == "bare":
+            med = {cond: {m: c.median(all_results[cond]["bare"][m]) * 1e9 for m in ("tight", "spaced")}
+                   for cond in conditions}
+            rows.append([case.library, case.label] + [med[cond][mode] for cond, mode in cols] +
+                        ["" for _ in conditions])
+            continue
+        rows.append([case.library, case.label] + [ov[cond][case.key][mode] for cond, mode in cols] +
+                    [ov[cond][case.key]["background"] for cond in conditions])
+    out = ["### Overhead per call (ns added to the call; median of repeats)", "",
+           c.table(headers, rows), ""]
+
+    def ratio_rows(mine: str, peers: list[str]):
+        label = {case.key: f"{case.library} {case.label}" for case in CASES}
+        for peer in peers:
+            cells = []
+            for cond, mode in cols:
+                a, b = ov[cond][mine][mode], ov[cond][peer][mode]
+                cells.append(f"{a / b:.2f}x" if b > 0 else "-")
+            yield [f"{label[mine]} / {label[peer]}"] + cells
+
+    rheaders = ["ratio (zibrato overhead / peer overhead; < 1 is cheaper)"] + \
+               [f"{mode}, {cond}" for cond, mode in cols]
+    rrows = list(ratio_rows("z.time_me", TIMER_PEERS)) + list(ratio_rows("z.count_me", COUNTER_PEERS)) + \
+        list(ratio_rows("z.count", COUNTER_PEERS))
+    out += ["### Ratios", "", c.table(rheaders, rrows), ""]
+
+    # Targets: @z.time_me <= 1 us; <= 0.6x @Histogram.time(); <= 0.5x DogStatsd @timed buffered+aggregated.
+    checks = []
+    for cond, mode in cols:
+        t = ov[cond]["z.time_me"][mode]
+        checks.append((f"@z.time_me <= 1000 ns ({mode}, {cond})", f"{t:.0f} ns", t <= 1000))
+        for peer, limit in (("prom.hist", 0.6), ("ddba.timed", 0.5), ("ddbas.timed", 0.5)):
+            p = ov[cond][peer][mode]
+            ratio = t / p if p > 0 else float("inf")
+            checks.append((f"@z.time_me <= {limit}x {peer} ({mode}, {cond})", f"{ratio:.2f}x", ratio <= limit))
+    out += ["### Targets", "", c.table(["target", "measured", "met"],
+                                       [[a, b, "yes" if ok else "**no**"] for a, b, ok in checks]), ""]
+    notes = []
+    for cond in conditions:
+        zr = all_results[cond]["_zibrato"]
+        notes.append(f"broker {cond}: zibrato client sent {zr['sent']:,}, dropped {zr['dropped']:,} measurements")
+        heavy = {k: v["outliers"] for k, v in ov[cond].items() if v["outliers"]}
+        if heavy:
+            notes.append(f"broker {cond}: spaced windows > 50 us left out (all repeats): " +
+                         ", ".join(f"{k} {n}" for k, n in heavy.items()))
+    out += ["Notes: " + "; ".join(notes), ""]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run (a few seconds)")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--conditions", default="up,down")
+    args = parser.parse_args()
+    repeats = args.repeats or (3 if args.quick else 7)
+    tight_n, spaced_n = (10_000, 200) if args.quick else (200_000, 2_000)
+    conditions = args.conditions.split(",")
+    print(f"## Client overhead\n\n{c.machine()}; {repeats} repeats of {tight_n:,} tight calls and "
+          f"{spaced_n:,} calls spaced {GAP * 1e6:.0f} us apart, per instrument and condition.\n")
+    all_results = {}
+    for cond in conditions:
+        all_results[cond] = run_condition(cond, repeats, tight_n, spaced_n)
+    c.save_json("client" + ("-quick" if args.quick else ""), all_results)
+    print(report(all_results, conditions))
+
+
+if __name__ == "__main__":
+    main()
