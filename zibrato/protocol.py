@@ -91,24 +91,38 @@ def decode(frame: bytes) -> Batch:
 
 
 _new_record = tuple.__new__
-_STR, _TUPLE = str, tuple
+_STR, _TUPLE, _sum, _join = str, tuple, sum, "".join
 
 
 def _record(raw: object) -> Record:
     """Validate one record; the checks are ordered and spelled for speed (the worker's hot loop)."""
-    if raw.__class__ is not _TUPLE or len(raw) != 5:
+    if raw.__class__ is not _TUPLE:
         raise ProtocolError("record is not [type, name, values, source, tags]")
-    type_, name, values, source, tags = raw
+    try:
+        type_, name, values, source, tags = raw
+    except ValueError:
+        raise ProtocolError("record is not [type, name, values, source, tags]") from None
     if type_ not in TYPES:
         raise ProtocolError(f"unknown measurement type {type_!r}")
     if name.__class__ is not _STR or not name:
         raise ProtocolError("record without a name")
-    if values.__class__ is not _TUPLE or not values or not _all_finite_numbers(values):
+    if values.__class__ is not _TUPLE or not values:
         raise ProtocolError(f"{name}: values must be a non-empty array of finite numbers")
+    try:
+        finite = _isfinite(_sum(values))
+    except TypeError:
+        raise ProtocolError(f"{name}: values must be finite numbers") from None
+    if not finite and not _all_finite_numbers(values):
+        raise ProtocolError(f"{name}: values must be finite numbers")
     if source is not None and source.__class__ is not _STR:
         raise ProtocolError(f"{name}: source must be a string or nil")
-    if tags.__class__ is not _TUPLE or (tags and not all(t.__class__ is _STR for t in tags)):
+    if tags.__class__ is not _TUPLE:
         raise ProtocolError(f"{name}: tags must be an array of strings")
+    if tags:
+        try:
+            _join(tags)  # C-level: raises TypeError unless every tag is a string
+        except TypeError:
+            raise ProtocolError(f"{name}: tags must be an array of strings") from None
     return _new_record(Record, raw)
 
 
