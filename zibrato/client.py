@@ -45,7 +45,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 Tags = Mapping[str, object] | Iterable[str] | None
 Series = tuple  # (level, type, name, source, tags)
 
-_LEVEL = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_TAG_LENGTH = 255
 _MAX_CACHED_SERIES = 10_000
@@ -189,7 +188,7 @@ class Zibrato:
     def series(self, level: str, type: str, name: str, source: str | None = None,
                tags: Tags = None) -> Series:
         """Validate a series once and return its hashable key (raises on misuse)."""
-        if not isinstance(level, str) or not _LEVEL.match(level):
+        if not protocol.is_valid_level(level):
             raise ValueError(f"level must be 1-64 characters of A-Z a-z 0-9 _ . -, got {level!r}")
         name = _check_name(name, "name")
         source = self.source if source is None else _check_name(source, "source")

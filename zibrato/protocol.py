@@ -26,6 +26,7 @@ million. See docs/PROTOCOL.md for the full description.
 from __future__ import annotations
 
 import math
+import re
 from typing import NamedTuple, Sequence
 
 import msgpack
@@ -36,6 +37,12 @@ TYPES = frozenset((COUNTER, GAUGE, TIMER))
 TYPE_NAMES = {COUNTER: "counter", GAUGE: "gauge", TIMER: "timer"}
 MAX_NAME_LENGTH = 255
 LEVEL_TERMINATOR = b"\x00"
+LEVEL_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
+
+
+def is_valid_level(level: object) -> bool:
+    """1-64 characters of A-Z a-z 0-9 _ . - (no NUL, no comma: levels are listed as a,b,c)."""
+    return isinstance(level, str) and LEVEL_PATTERN.match(level) is not None
 
 
 class ProtocolError(ValueError):

@@ -71,6 +71,7 @@ class Backend:
         self._backlog: collections.deque = collections.deque()
         self._backlog_ready = threading.Condition()
         self._delivering = False
+        self._closing = False  # set at stop: the delivery thread ends once the backlog is empty
         #: set when the worker is stopping: a backend that retries should stop waiting
         #: between attempts and give up by :attr:`stop_deadline` (time.monotonic()).
         self.stopping = threading.Event()
@@ -298,8 +299,6 @@ class Backend:
                     self._delivering = False
                     self._backlog_ready.notify_all()
 
-    _closing = False
-
     def _finish_delivery(self, delivery: threading.Thread) -> None:
         """Give delivery up to ``stop_timeout`` seconds (supervisord's stopwaitsecs is 10)."""
         self.stop_deadline = time.monotonic() + self.stop_timeout
@@ -346,7 +345,7 @@ def parse_levels(text: str) -> tuple[str, ...]:
     if not levels:
         raise ValueError("no level given (use 'all' for every level)")
     for level in levels:
-        if level != ALL_LEVELS and not _valid_level(level):
+        if level != ALL_LEVELS and not protocol.is_valid_level(level):
             raise ValueError(f"invalid level {level!r}: 1-64 characters of A-Z a-z 0-9 _ . -")
     return levels
 
@@ -361,11 +360,6 @@ def parse_percentiles(text: str | Iterable[float]) -> tuple[float, ...]:
         if not 0 < p <= 100:
             raise ValueError(f"percentile {p:g} is outside (0, 100]")
     return values
-
-
-def _valid_level(level: str) -> bool:
-    from .client import _LEVEL
-    return bool(_LEVEL.match(level))
 
 
 def _hostname() -> str:
