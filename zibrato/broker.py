@@ -32,6 +32,8 @@ log = logging.getLogger("zibrato.broker")
 
 DEFAULT_HWM = 100_000
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+_DRAIN_QUIET_MS = 10  # on stop, this long without a message after one ends the drain
+_DRAIN_IDLE_SECONDS = 0.1  # ...and this long without any message (see Broker._drain)
 _STAT_NAMES = ("frontend_messages_in", "frontend_bytes_in", "frontend_messages_out",
                "frontend_bytes_out", "backend_messages_in", "backend_bytes_in",
                "backend_messages_out", "backend_bytes_out")
@@ -168,15 +170,29 @@ class Broker:
         proxy.join(2.0)
 
     def _drain(self, pull: zmq.Socket, pub: zmq.Socket) -> None:
-        """Forward what clients already sent, until quiet or ``drain_seconds`` pass."""
-        deadline = time.monotonic() + self.drain_seconds
-        while time.monotonic() < deadline and pull.poll(50):
-            try:
-                while True:
-                    pub.send_multipart(pull.recv_multipart(zmq.NOBLOCK))
-                    self.drained += 1
-            except zmq.Again:
-                pass
+        """Forward what clients already sent, then stop reading.
+
+        Whatever a client writes just as PULL closes is lost (ZeroMQ has no
+        acknowledgements); what it sends later stays queued in the client
+        until the broker is back. So the drain ends a short quiet gap *after a
+        message*: a client sending steadily (every 50 ms by default) has just
+        sent and its next batch is far away. With no message within
+        ``_DRAIN_IDLE_SECONDS`` nobody is sending steadily and it ends then;
+        it never lasts longer than ``drain_seconds``.
+        """
+        started = time.monotonic()
+        deadline = started + self.drain_seconds
+        seen = False
+        while time.monotonic() < deadline:
+            if pull.poll(_DRAIN_QUIET_MS):
+                try:
+                    while True:
+                        pub.send_multipart(pull.recv_multipart(zmq.NOBLOCK))
+                        self.drained += 1
+                except zmq.Again:
+                    seen = True
+            elif seen or time.monotonic() - started >= _DRAIN_IDLE_SECONDS:
+                break
         if self.drained:
             log.info("forwarded %d messages that arrived while stopping", self.drained)
 
