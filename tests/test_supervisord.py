@@ -7,9 +7,10 @@ statsd, a local Librato API, a token file of mode 600) and the path of the inclu
 (signals, stop windows, priorities, log files, command lines) is the shipped one.
 
 The scenario: a client streams counters; mid-stream ``supervisorctl restart
-zibrato-broker``; the stream goes on; then ``supervisorctl stop all``. Each
-destination must hold exactly what was sent, every program must have stopped
-by its stop signal within ``stopwaitsecs``, and ``zibrato status`` must say
+zibrato-broker``; the stream goes on through ``supervisorctl stop all`` and
+``start all``; then it ends and everything is stopped again. Each destination
+must hold exactly what was sent, every program must have stopped by its stop
+signal within ``stopwaitsecs`` each time, and ``zibrato status`` must say
 healthy (0) while they run and unreachable (2) once they are stopped.
 """
 from __future__ import annotations
@@ -179,6 +180,16 @@ def zibrato_status(*ports: int, timeout: float = 2.0) -> subprocess.CompletedPro
     return run_script("zibrato", "status", "--timeout", str(timeout), *args)
 
 
+def stop_all_within_stopwaitsecs(supervisor: Supervisor) -> None:
+    """`supervisorctl stop all`: every program reports stopped, sooner than stopwaitsecs."""
+    started = time.monotonic()
+    stopped = supervisor.ctl("stop", "all", timeout=4 * STOPWAITSECS)
+    stop_seconds = time.monotonic() - started
+    for name in PROGRAMS:
+        expect(stopped.stdout).contains(f"{name}: stopped")
+    expect(stop_seconds < STOPWAITSECS) == True
+
+
 def counter_totals(pairs) -> dict[str, float]:
     """The stream's counters (sv.*) summed over every flush."""
     totals: dict[str, float] = collections.defaultdict(int)
@@ -257,20 +268,25 @@ def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, et
         stream.wait_rounds(100)
         expect(zibrato_status(*status_ports).returncode) == 0
 
+        # stop all while the client keeps sending: what the broker already took
+        # must be delivered by the stopping workers; what the client sends
+        # meanwhile waits in its queue for the next start.
+        stop_all_within_stopwaitsecs(supervisor)
+        unreachable = zibrato_status(*status_ports, timeout=0.5)
+        expect(unreachable.returncode) == 2
+        expect(unreachable.stdout.count("UNREACHABLE")) == len(status_ports)
+        stream.wait_rounds(20)
+        expect(supervisor.ctl("start", "all").returncode) == 0
+        supervisor.wait_running()
+        wait_until(lambda: ask_status("127.0.0.1", base + 2)["received"] >= 10, timeout=10,
+                   message="the started broker receiving the stream")
+        stream.wait_rounds(100)
+
         stream.halt.set()
         stream.join(5)
         client.close(timeout=5)  # hands everything to ZeroMQ and waits for it to reach the broker
         expect(client.dropped) == 0
-
-        started = time.monotonic()
-        stopped = supervisor.ctl("stop", "all", timeout=4 * STOPWAITSECS)
-        stop_seconds = time.monotonic() - started
-        for name in PROGRAMS:
-            expect(stopped.stdout).contains(f"{name}: stopped")
-        expect(stop_seconds < STOPWAITSECS) == True
-        unreachable = zibrato_status(*status_ports, timeout=0.5)
-        expect(unreachable.returncode) == 2
-        expect(unreachable.stdout.count("UNREACHABLE")) == len(status_ports)
+        stop_all_within_stopwaitsecs(supervisor)
 
         sent = dict(stream.sent)
         etsy_statsd.wait_for(lambda flushes: statsd_totals(flushes) == sent, timeout=5)
@@ -281,7 +297,8 @@ def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, et
         for name in PROGRAMS:
             expect(log).contains(f"stopped: {name} (exit status 0)")
             expect((log_dir / f"{name}.log").read_text()).contains("received SIGQUIT, stopping")
-        expect(log.count("stopped: zibrato-broker (exit status 0)")) == 2  # the restart, then stop all
+        # the restart, then stop all twice
+        expect(log.count("stopped: zibrato-broker (exit status 0)")) == 3
         expect(log).does_not_contain("SIGKILL")
         expect(log).does_not_contain("exited: ")  # no program ever ended on its own
     finally:

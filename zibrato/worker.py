@@ -38,6 +38,7 @@ DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
 ALL_LEVELS = "all"
 SELF_LEVEL = "zibrato"
 _POLL_MS = 100  # short, so that stop signals are noticed promptly
+_STOP_QUIET_SECONDS = 0.3  # on stop, receiving ends after this long without a message
 
 
 class Backend:
@@ -152,6 +153,8 @@ class Backend:
                       ",".join(self.levels), self.broker_endpoint, self.flush_interval)
         try:
             self._receive_until(stop, sub, status)
+            # The stop budget counts from the signal: receiving the last messages is part of it.
+            self.stop_deadline = time.monotonic() + self.stop_timeout
             self._receive_what_arrived(sub)
         finally:
             self._final_flush()
@@ -211,8 +214,15 @@ class Backend:
                 self._interval_start = boundary
                 boundary = self.next_boundary(now)
 
-    def _receive_what_arrived(self, sub: zmq.Socket, quiet: float = 0.05, most: float = 1.0) -> None:
-        """On stop: take what the broker already sent, until quiet, so the final flush has it."""
+    def _receive_what_arrived(self, sub: zmq.Socket, quiet: float = _STOP_QUIET_SECONDS,
+                              most: float = 1.0) -> None:
+        """On stop: take what the broker sends, until quiet, so the final flush has it.
+
+        ``supervisorctl stop all`` signals the broker and the workers at once,
+        and the broker forwards what it drains from clients up to about 0.2 s
+        later (it notices the signal within 0.1 s, then drains). The quiet gap
+        that ends this is longer than that, so those messages are not lost.
+        """
         deadline = time.monotonic() + most
         while time.monotonic() < deadline and sub.poll(quiet * 1000):
             self._receive_available(sub)
@@ -300,13 +310,14 @@ class Backend:
                     self._backlog_ready.notify_all()
 
     def _finish_delivery(self, delivery: threading.Thread) -> None:
-        """Give delivery up to ``stop_timeout`` seconds (supervisord's stopwaitsecs is 10)."""
-        self.stop_deadline = time.monotonic() + self.stop_timeout
+        """Give delivery what is left of ``stop_timeout`` since the stop (supervisord's stopwaitsecs is 10)."""
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + self.stop_timeout
         self.stopping.set()
         with self._backlog_ready:
             self._closing = True
             self._backlog_ready.notify_all()
-        delivery.join(self.stop_timeout + 0.5)
+        delivery.join(max(0.0, self.stop_deadline - time.monotonic()) + 0.5)
         if delivery.is_alive():
             self.log.error("stopping with %d intervals undelivered after %g s",
                            len(self._backlog), self.stop_timeout)
