@@ -69,6 +69,7 @@ class BrokerPull:
         self.port: int | None = None
         #: every message received, decoded
         self.batches: list[protocol.Batch] = []
+        self.frames: list[bytes] = []  # as received, for size checks
         #: every measurement received, flattened, in arrival order
         self.records: list[Flat] = []
         self.bind()
@@ -152,6 +153,7 @@ class BrokerPull:
             except zmq.Again:
                 return
             batch = protocol.decode(frame)  # a message the client made must decode
+            self.frames.append(frame)
             self.batches.append(batch)
             self.records.extend(flatten(batch))
 

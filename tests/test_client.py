@@ -64,6 +64,51 @@ def test_gauge_of_zero_is_sent_as_zero(broker_pull, make_client):
     expect(values_of(records, "zero.float")) == [0.0]
 
 
+def test_integers_beyond_64_bits_travel_as_floats_and_lose_nothing_else(broker_pull, make_client):
+    z = make_client()
+    z.count("info", "big", 2 ** 64)  # msgpack carries -2**63 .. 2**64-1 as integers
+    z.count("info", "big", 2 ** 64 - 1)
+    z.gauge("info", "small", -(2 ** 63) - 1)
+    z.count("info", "ordinary", 3)
+
+    records = broker_pull.settle(z)
+
+    expect(values_of(records, "big")) == [float(2 ** 64), 2 ** 64 - 1]
+    expect(values_of(records, "small")) == [float(-(2 ** 63) - 1)]
+    expect(values_of(records, "ordinary")) == [3]
+    expect(z.dropped) == 0
+
+
+def test_a_message_over_the_size_limit_is_split_so_the_broker_takes_it(broker_pull, make_client):
+    z = make_client(max_message_size=4096)
+    tags = [f"tag{i}:{'v' * 40}" for i in range(20)]  # about 1 kB of tags per record
+    for i in range(50):
+        z.count("info", f"wide.{i}", i, tags=tags)
+    z.timing("info", "many.values", 0.5)
+    for _ in range(2000):  # 2000 values of one series: about 18 kB in one record
+        z.timing("info", "many.values", 0.25)
+
+    records = broker_pull.settle(z)
+
+    expect(sorted(r.value for r in records if r.name.startswith("wide."))) == list(range(50))
+    expect(len(values_of(records, "many.values"))) == 2001
+    expect(max(len(frame) for frame in broker_pull.frames)) <= 4096
+    expect(z.dropped) == 0
+
+
+def test_a_measurement_too_large_for_any_message_is_dropped_and_counted(broker_pull, make_client):
+    z = make_client(max_message_size=4096)
+    huge_tags = [f"t{i}:{'x' * 200}" for i in range(60)]  # 12 kB of tags: no split can help
+    z.count("info", "too.wide", 1, tags=huge_tags)
+    z.count("info", "fits", 1)
+
+    records = broker_pull.settle(z)
+
+    expect(select(records, "too.wide")) == []
+    expect(values_of(records, "fits")) == [1]
+    expect(z.dropped) == 1
+
+
 def test_decorators_and_context_managers_record_their_types(broker_pull, make_client):
     z = make_client()
 
@@ -332,6 +377,21 @@ def test_generator_is_timed_over_the_full_iteration(broker_pull, make_client):
     expect(values_of(records, "gen.counted")) == [1]
 
 
+def test_a_generator_left_early_is_an_ok_outcome(broker_pull, make_client):
+    z = make_client()
+
+    @z.time_me("info", "gen.early", outcome=True)
+    def produce():
+        yield from range(10)
+
+    generator = produce()
+    expect(next(generator)) == 0
+    generator.close()  # the caller stopped iterating: GeneratorExit, not a failure
+
+    [record] = select(broker_pull.settle(z), "gen.early")
+    expect(record.tags) == ("outcome:ok",)
+
+
 # --- outcome tags --------------------------------------------------------------------
 
 def test_outcome_tags_sync_timers_and_counters(broker_pull, make_client):
@@ -428,6 +488,8 @@ MISUSE = {
     "tag empty": (ValueError, lambda z: z.count_me("info", "x", tags=[""])),
     "tag with newline": (ValueError, lambda z: z.count("info", "x", tags=["a\nb"])),
     "tag not a string": (ValueError, lambda z: z.count("info", "x", tags=[3])),
+    "65 tags": (ValueError, lambda z: z.count_me("info", "x", tags=[f"t:{i}" for i in range(65)])),
+    "integer beyond any float": (ValueError, lambda z: z.count("info", "x", 10 ** 400)),
 }
 
 
@@ -492,6 +554,11 @@ def test_arguments_win_over_the_environment(broker_pull, make_client, monkeypatc
     expect(values_of(broker_pull.settle(z), "via.arguments")) == [1]
 
 
+def test_an_empty_environment_port_means_the_default(monkeypatch):
+    monkeypatch.setenv("ZIBRATO_PORT", "")
+    expect(Zibrato().port) == zibrato.client.DEFAULT_PORT
+
+
 def test_invalid_environment_port_raises(monkeypatch):
     monkeypatch.setenv("ZIBRATO_PORT", "not-a-port")
     with pytest.raises(ValueError):
@@ -523,6 +590,26 @@ def test_no_broker_never_blocks_and_counts_what_it_drops(unused_port):
     z.close()
     expect(time.monotonic() - started) < z.linger + 0.5
     expect([t for t in threading.enumerate() if getattr(t, "client", None) is z]) == []
+
+
+def test_a_sender_thread_that_cannot_start_drops_counts_and_retries(broker_pull, make_client,
+                                                                  monkeypatch):
+    z = make_client()
+
+    def no_threads_left(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(zibrato.client._Sender, "start", no_threads_left)
+    z.count("info", "lost")  # must not raise into the application
+    expect(z.dropped) == 1
+    monkeypatch.undo()
+    z.count("info", "kept")
+
+    records = broker_pull.settle(z)
+
+    expect(values_of(records, "kept")) == [1]
+    expect(select(records, "lost")) == []
+    expect(z.dropped) == 1
 
 
 def test_unresolvable_host_never_raises(unused_port):
@@ -725,7 +812,8 @@ def test_a_single_measurement_arrives_promptly_without_flush(broker_pull, make_c
     received = broker_pull.receive_count(1, "prompt", timeout=1.0)
 
     expect([r.value for r in received]) == [42]
-    expect(time.monotonic() - started) < 1.0
+    expect(z.interval) <= 0.1
+    expect(time.monotonic() - started) < 0.3  # "within about 100 ms", with room for a busy CI
 
 
 def test_measurements_are_delivered_at_normal_interpreter_exit(broker_pull):

@@ -165,6 +165,21 @@ def test_capture_restores_the_client_when_the_block_raises(broker_pull, make_cli
     expect(values_of(broker_pull.measurements(), "inside")) == []
 
 
+def test_a_client_closed_inside_capture_stays_closed(make_client):
+    z = make_client()
+    z.count("info", "before")  # the sender is running: the client records by queueing
+    expect(z.flush()) == True
+    with capture(z) as seen:
+        z.count("info", "inside")
+        z.close()
+
+    z.count("info", "after.close")  # dropped and counted, not queued for a sender that is gone
+
+    expect([m.name for m in seen]) == ["inside"]
+    expect(z.dropped) == 1
+    expect(len(z._pending)) == 0
+
+
 def test_capture_works_on_a_memory_client_too():
     z = MemoryZibrato()
     with capture(z) as seen:

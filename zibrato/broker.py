@@ -26,12 +26,13 @@ import time
 
 import zmq
 
+from .protocol import MAX_MESSAGE_SIZE
 from .runtime import answer_status, bind_status, describe_bind_error
 
 log = logging.getLogger("zibrato.broker")
 
 DEFAULT_HWM = 100_000
-DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_SIZE = MAX_MESSAGE_SIZE
 _DRAIN_QUIET_MS = 10  # on stop, this long without a message after one ends the drain
 _DRAIN_IDLE_SECONDS = 0.1  # ...and this long without any message (see Broker._drain)
 _STAT_NAMES = ("frontend_messages_in", "frontend_bytes_in", "frontend_messages_out",

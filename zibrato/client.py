@@ -47,6 +47,8 @@ Series = tuple  # (level, type, name, source, tags)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAX_TAG_LENGTH = 255
+_MAX_TAGS = 64
+_INT64_MIN, _UINT64_LIMIT = -(1 << 63), 1 << 64  # the integers msgpack can carry
 _MAX_CACHED_SERIES = 10_000
 _perf_counter = time.perf_counter
 
@@ -59,7 +61,11 @@ class Zibrato:
     (a measurement's own ``source`` wins, tags are merged). ``hwm`` is how
     many messages ZeroMQ queues while the broker is unreachable (each holds at
     most ``batch`` measurements, and one is sent per level per ``interval``);
-    beyond it measurements are dropped and counted in :attr:`dropped`.
+    beyond it measurements are dropped and counted in :attr:`dropped`. So at
+    most ``hwm`` x ``batch`` measurements wait for a broker (by default
+    10 million, about 90 MB when every message is full; a quiet application
+    fills far less). ``max_message_size`` matches the broker's limit: a bigger
+    message is split, and one that cannot be is dropped and counted.
     ``linger`` bounds how long closing (and interpreter exit) waits for
     queued messages to reach the broker.
     """
@@ -74,16 +80,19 @@ class Zibrato:
         *,
         interval: float = 0.05,
         hwm: int = 10_000,
-        batch: int = 10_000,
+        batch: int = 1_000,
         linger: float = 1.0,
+        max_message_size: int = protocol.MAX_MESSAGE_SIZE,
     ) -> None:
         self.host = host or os.environ.get("ZIBRATO_HOST") or DEFAULT_HOST
-        self.port = _port(port if port is not None else os.environ.get("ZIBRATO_PORT", DEFAULT_PORT))
+        self.port = _port(port if port is not None else os.environ.get("ZIBRATO_PORT") or DEFAULT_PORT)
         self.source = None if source is None else _check_name(source, "source")
         self.tags = _normalise_tags(tags)
-        if interval <= 0 or hwm < 1 or batch < 1 or linger < 0:
-            raise ValueError("interval, hwm, batch and linger must be positive")
+        if interval <= 0 or hwm < 1 or batch < 1 or linger < 0 or max_message_size < 1024:
+            raise ValueError("interval, hwm, batch and linger must be positive, "
+                             "max_message_size at least 1024")
         self.interval, self.hwm, self.batch, self.linger = interval, hwm, batch, linger
+        self.max_message_size = max_message_size
         self._context = context
         self._owns_context = False
         #: measurements dropped because ZeroMQ could not queue them
@@ -170,9 +179,21 @@ class Zibrato:
             sender, self._sender = self._sender, None
         if sender is not None:
             sender.stop(self.linger + 1.0 if timeout is None else timeout)
-        self.dropped += len(self._pending)
-        self._pending.clear()
+            if sender.is_alive():  # still draining: it counts what it takes
+                _live_clients.discard(self)
+                return
+        self._drop_pending()
         _live_clients.discard(self)
+
+    def _drop_pending(self) -> None:
+        """Count what will never be sent, one by one: an append may race with us."""
+        pending = self._pending
+        while pending:
+            try:
+                pending.popleft()
+            except IndexError:
+                break
+            self.dropped += 1
 
     def __enter__(self) -> "Zibrato":
         return self
@@ -236,10 +257,22 @@ class Zibrato:
                 self._drop(item)
                 return
             if self._sender is None:
-                self._sender = _Sender(self)
-                self._sender.start()
+                sender = _Sender(self)
+                try:
+                    sender.start()
+                except RuntimeError as error:  # no threads left, or interpreter shutting down
+                    self._report_no_sender(error)
+                    self._drop(item)
+                    return  # the next measurement tries again
+                self._sender = sender
                 self._record = self._pending.append
         self._pending.append(item)
+
+    def _report_no_sender(self, error: RuntimeError) -> None:
+        if not getattr(self, "_no_sender_reported", False):
+            self._no_sender_reported = True
+            log.error("zibrato: cannot start the sender thread (%s); measurements are dropped "
+                      "and counted until it can", error)
 
     def _drop(self, item: tuple) -> None:
         self.dropped += 1
@@ -353,17 +386,39 @@ class _Sender(threading.Thread):
             return
         now = time.time()
         for level, records, size in _messages(grouped, client.batch):
-            try:
-                socket.send(protocol.encode(level, now, records), zmq.NOBLOCK)
-            except zmq.ZMQError as error:
+            self._send(socket, level, now, records, size)
+
+    def _send(self, socket: zmq.Socket, level: str, now: float, records: list, size: int) -> None:
+        """Encode and queue one message; split one the broker would refuse as too large."""
+        client = self.client
+        try:
+            frame = protocol.encode(level, now, records)
+        except Exception as error:  # pragma: no cover - values are validated when recorded
+            client.dropped += size
+            log.error("zibrato: cannot encode %d measurements: %s; dropped and counted", size, error)
+            return
+        if len(frame) > client.max_message_size:
+            halves = _split(records)
+            if halves is None:
                 client.dropped += size
-                self._report_failure(error)
-            else:
-                client.sent += size
-                if self._failing:
-                    self._failing = False
-                    log.warning("zibrato: sending to %s again (%d measurements dropped so far)",
-                                client.endpoint, client.dropped)
+                log.error("zibrato: one measurement of %r is %d bytes encoded, over the %d-byte "
+                          "message limit; dropped and counted", records[0][1], len(frame),
+                          client.max_message_size)
+                return
+            for half in halves:
+                self._send(socket, level, now, half, sum(len(record[2]) for record in half))
+            return
+        try:
+            socket.send(frame, zmq.NOBLOCK)
+        except zmq.ZMQError as error:
+            client.dropped += size
+            self._report_failure(error)
+        else:
+            client.sent += size
+            if self._failing:
+                self._failing = False
+                log.warning("zibrato: sending to %s again (%d measurements dropped so far)",
+                            client.endpoint, client.dropped)
 
     def _report_failure(self, error: zmq.ZMQError) -> None:
         """Log the start of a failure once, not every message (logs must not flood)."""
@@ -394,6 +449,18 @@ def _messages(grouped: dict[Series, list], batch: int) -> Iterable[tuple[str, li
             yield level, chunk, size
 
 
+def _split(records: list) -> tuple[list, list] | None:
+    """Two halves of a message's records (or of its one record's values); None if one value."""
+    if len(records) > 1:
+        middle = len(records) // 2
+        return records[:middle], records[middle:]
+    type_, name, values, source, tags = records[0]
+    if len(values) < 2:
+        return None
+    middle = len(values) // 2
+    return [(type_, name, values[:middle], source, tags)], [(type_, name, values[middle:], source, tags)]
+
+
 class _Instrument:
     """What Timer and Counter share: a validated series, outcome tagging, and wrappers.
 
@@ -419,8 +486,8 @@ class _Instrument:
 
     def _series_for(self, error: BaseException | None) -> Series:
         """The series a call lands in: tagged outcome:error and the class when it raised."""
-        if error is None or not self.outcome:
-            return self.series
+        if error is None or not self.outcome or isinstance(error, GeneratorExit):
+            return self.series  # GeneratorExit: the caller stopped iterating early, not a failure
         kind = type(error)
         series = self._error_series.get(kind)
         if series is None:
@@ -632,10 +699,17 @@ def _check_name(name: object, what: str) -> str:
 
 
 def _number(value: object) -> float:
-    if type(value) is int or type(value) is float:
-        if math.isfinite(value):  # type: ignore[arg-type]
-            return value  # type: ignore[return-value]
+    if type(value) is float:
+        if math.isfinite(value):
+            return value
         raise ValueError(f"value must be finite, got {value!r}")
+    if type(value) is int:
+        if _INT64_MIN <= value < _UINT64_LIMIT:
+            return value
+        try:
+            return float(value)  # beyond 64 bits msgpack cannot carry it; a float can, rounded
+        except OverflowError:
+            raise ValueError(f"value must be finite, got an integer of {value.bit_length()} bits") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"value must be a number, got {value!r}")
     return _number(float(value))
@@ -648,6 +722,8 @@ def _normalise_tags(tags: Tags) -> tuple[str, ...]:
     if isinstance(tags, str):
         raise TypeError("tags must be a mapping or a list of 'key:value' strings, not one string")
     items = [f"{k}:{v}" for k, v in tags.items()] if isinstance(tags, Mapping) else list(tags)
+    if len(items) > _MAX_TAGS:
+        raise ValueError(f"{len(items)} tags: at most {_MAX_TAGS} per measurement")
     for tag in items:
         if not isinstance(tag, str) or not tag or len(tag) > _MAX_TAG_LENGTH or _CONTROL.search(tag):
             raise ValueError(f"bad tag {tag!r}: a non-empty string without control characters")

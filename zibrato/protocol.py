@@ -36,6 +36,8 @@ COUNTER, GAUGE, TIMER = "c", "g", "t"
 TYPES = frozenset((COUNTER, GAUGE, TIMER))
 TYPE_NAMES = {COUNTER: "counter", GAUGE: "gauge", TIMER: "timer"}
 MAX_NAME_LENGTH = 255
+#: the broker's default limit on a message (ZMQ_MAXMSGSIZE); clients split bigger ones
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 LEVEL_TERMINATOR = b"\x00"
 LEVEL_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 
@@ -90,7 +92,7 @@ def decode(frame: bytes) -> Batch:
     if not isinstance(body, tuple) or len(body) != 3:
         raise ProtocolError("payload is not [version, time, records]")
     version, time, records = body
-    if version != VERSION:
+    if type(version) is not int or version != VERSION:
         raise ProtocolError(f"unknown protocol version {version!r}")
     if not _is_number(time) or not isinstance(records, tuple):
         raise ProtocolError("bad batch time or records")
@@ -109,7 +111,7 @@ def _record(raw: object) -> Record:
         type_, name, values, source, tags = raw
     except ValueError:
         raise ProtocolError("record is not [type, name, values, source, tags]") from None
-    if type_ not in TYPES:
+    if type_.__class__ is not _STR or type_ not in TYPES:
         raise ProtocolError(f"unknown measurement type {type_!r}")
     if name.__class__ is not _STR or not name:
         raise ProtocolError("record without a name")

@@ -104,7 +104,8 @@ def capture(client: Zibrato) -> Iterator[Recorded]:
     try:
         yield seen
     finally:
-        client._record = previous
+        if client._record == seen.record:  # unless the block closed the client (or forked)
+            client._record = client._drop if client._closed else previous
 
 
 try:

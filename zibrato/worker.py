@@ -56,7 +56,7 @@ class Backend:
                  status_port: int | None = None, self_level: str | None = SELF_LEVEL,
                  broker_port: int | None = None, max_backlog: int | None = None,
                  stop_timeout: float = 8.0, hwm: int = 100_000,
-                 max_message_size: int = 4 * 1024 * 1024) -> None:
+                 max_message_size: int = protocol.MAX_MESSAGE_SIZE) -> None:
         if flush_interval <= 0:
             raise ValueError("flush interval must be positive")
         self.host, self.port = host, port
@@ -247,6 +247,9 @@ class Backend:
             batch = self.parse(frame)
         except protocol.ProtocolError as error:
             self._malformed(str(error))
+            return
+        except Exception as error:  # a parse() that misses a case must not stop the worker
+            self._malformed(f"unparseable ({error.__class__.__name__}: {error})")
             return
         add = self.aggregator.add
         count = 0
