@@ -183,6 +183,20 @@ def test_configured_percentiles_give_one_key_each_by_nearest_rank():
     # 999, not 1000: the rank of 99.9 in 1000 values is exactly 999
     expect({k: v for k, v in s.items() if k.startswith("p")}) == {
         "p50": 500, "p90": 900, "p95": 950, "p99": 990, "p99_9": 999}
+    expect(s["p99_9"] == s["max"] or s["p99_9"] == s["p99"]) == False
+
+
+def test_p99_9_of_a_thousand_random_values_is_the_999th_smallest():
+    """On fewer than 1,000 values p99.9 is the max; from 1,000 on it must not be."""
+    rng = random.Random(9)
+    values = [rng.lognormvariate(0, 1) for _ in range(1000)]
+    agg = Aggregator(percentiles=(99, 99.9))
+    add_in_batches(agg, "t", "t", values)
+    s = only(agg.flush(T, 10.0))
+    ordered = sorted(values)
+    expect(s["p99_9"]) == ordered[998] == reference_rank(values, 99.9)
+    expect(s["p99_9"] < s["max"]) == True
+    expect(s["p99_9"] > s["p99"]) == True
 
 
 def test_percentiles_follow_the_configuration():
@@ -291,6 +305,19 @@ def test_output_is_sorted_by_type_name_source_and_tags():
         ("counter", "b", None, ()), ("counter", "b", "x", ()), ("gauge", "a", None, ()),
         ("timer", "a", "z", ()), ("timer", "b", None, ())]
     expect(all(out == outputs[0] for out in outputs)) == True
+
+
+def test_include_interval_stamps_every_summary_with_the_seconds_it_covers():
+    agg = Aggregator(include_interval=True)
+    for type_ in ("c", "g", "t"):
+        agg.add(type_, "x", None, (), (4,))
+    summaries = agg.flush(T, 2.5)
+    expect([s["interval"] for s in summaries]) == [2.5, 2.5, 2.5]
+    counter = summaries[0]
+    expect(counter["rate"] * counter["interval"]) == counter["value"]
+    agg = Aggregator()
+    agg.add("c", "x", None, (), (4,))
+    expect("interval" in only(agg.flush(T, 2.5))) == False
 
 
 def test_flush_stamps_time_and_needs_a_positive_interval():

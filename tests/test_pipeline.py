@@ -1,19 +1,25 @@
 """End to end: client -> real zibrato-broker -> real zibrato-console, as subprocesses."""
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import signal
+import socket
 import statistics
+import time
+from fractions import Fraction
 
 import msgpack
 import pytest
 import zmq
 from expecter import expect
+from zmq.utils.monitor import recv_monitor_message
 
 from support.daemons import Daemon, free_ports, run_script, wait_until
 from support.pipeline import WorkerPipeline, pipelines
-from zibrato import Zibrato
-from zibrato.runtime import ask_status
+from zibrato import protocol
+from zibrato.backends.console import ConsoleBackend, human_seconds
 
 
 class Pipeline(WorkerPipeline):
@@ -34,36 +40,39 @@ def pipeline(tmp_path):
 
 
 def nearest_rank(values, pct):
+    """The ceil(pct/100 * n)-th smallest, pct taken as written (in floats 0.999 * 1000 > 999)."""
     ordered = sorted(values)
-    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
+    return ordered[max(1, math.ceil(Fraction(str(pct)) / 100 * len(ordered))) - 1]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGQUIT, signal.SIGINT])
 def test_exact_statistics_arrive_and_stop_signal_flushes_them(pipeline, signum):
-    p = pipeline("--percentiles", "50,90,99.9")
-    timer_values = [i / 1000 for i in range(1, 201)]  # 1 ms .. 200 ms
+    p = pipeline("--percentiles", "50,90,99,99.9")
+    # 1 ms .. 1 s: with 1,000 values p99.9 is the 999th, neither the max nor p99
+    timer_values = [i / 1000 for i in range(1, 1001)]
     for v in timer_values:
         p.client.timing("info", "db.query", v, source="api")
     for i in range(1, 51):
         p.client.count("info", "signup", i)
     for g in (5, -3, 12, 7):
         p.client.gauge("info", "queue.depth", g)
-    p.wait_measurements(200 + 50 + 4)
+    p.wait_measurements(1000 + 50 + 4)
 
     out = {s["name"]: s for s in p.stop_worker(signum)}
 
     timer = out["db.query"]
     expect(timer["type"]) == "timer"
     expect(timer["source"]) == "api"
-    expect(timer["count"]) == 200
+    expect(timer["count"]) == 1000
     expect(timer["min"]) == 0.001
-    expect(timer["max"]) == 0.2
+    expect(timer["max"]) == 1.0
     expect(timer["sum"]) == pytest.approx(sum(timer_values))
     expect(timer["mean"]) == pytest.approx(statistics.fmean(timer_values))
     expect(timer["median"]) == pytest.approx(statistics.median(timer_values))
     expect(timer["stddev"]) == pytest.approx(statistics.pstdev(timer_values))
-    for key, pct in (("p50", 50), ("p90", 90), ("p99_9", 99.9)):
+    for key, pct in (("p50", 50), ("p90", 90), ("p99", 99), ("p99_9", 99.9)):
         expect(timer[key]) == nearest_rank(timer_values, pct)
+    expect(timer["p99_9"]) == 0.999
     expect(out["signup"]["value"]) == sum(range(1, 51))
     expect(out["signup"]["count"]) == 50
     gauge = out["queue.depth"]
@@ -94,6 +103,44 @@ def test_flushes_on_wall_clock_schedule_even_without_traffic(pipeline):
                message="two more flushes with nothing arriving")
 
 
+class WorkerStartingMidInterval(Pipeline):
+    """Starts its worker a third into a wall-clock flush interval, so that the worker's
+    first interval (from its start to the next boundary) is clearly shorter than a whole one."""
+
+    def worker_command(self):
+        flush = self.worker_args[self.worker_args.index("--flush") + 1]
+        wait_until(lambda: flush / 3 <= time.time() % flush < flush / 3 + 0.1, interval=0.005,
+                   timeout=flush + 1, message="a third of a flush interval")
+        return super().worker_command()
+
+
+def test_first_interval_rate_is_per_second_since_the_worker_started(tmp_path):
+    flush = 3.0
+    p = WorkerStartingMidInterval(tmp_path, flush=flush).start()
+    try:
+        status = p.status()
+        started = time.time() - status["uptime_seconds"]
+        expect(status["flushes"]) == 0
+        p.client.count("info", "hits", 6)
+        p.client.flush()
+        first = wait_until(lambda: [s for s in p.worker.json_lines() if s["name"] == "hits"],
+                           message="the first flush")[0]
+    finally:
+        p.close()
+    assert first["time"] - started < flush, "the counter missed the worker's first interval"
+    expect(first["interval"]) == pytest.approx(first["time"] - started, abs=0.1)
+    expect(first["rate"]) == 6 / first["interval"]
+
+
+def test_boundaries_of_a_fractional_flush_are_clean_decimals(pipeline):
+    p = pipeline(flush=0.1)
+    stamps = set()
+    wait_until(lambda: stamps.add(p.status()["last_flush"]) or len(stamps) > 10,
+               message="ten flushes")
+    stamps.discard(None)
+    expect(sorted(t for t in stamps if t != round(t, 1))) == []
+
+
 def test_garbage_never_stops_broker_or_worker(pipeline):
     p = pipeline("--levels", "all")
     context = zmq.Context.instance()
@@ -121,46 +168,135 @@ def test_garbage_never_stops_broker_or_worker(pipeline):
     expect(p.broker.process.poll()) == None
 
 
-def test_oversized_message_is_refused_and_the_broker_keeps_going(tmp_path):
-    base = free_ports(3)
-    broker = Daemon(tmp_path, "zibrato-broker", "--port", base, "--startup-grace", "0",
-                    "--max-message-size", 2048).start()
-    try:
-        broker.wait_for_log("broker ready")
-        context = zmq.Context.instance()
-        raw = context.socket(zmq.PUSH)
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.connect(f"tcp://127.0.0.1:{base}")
-        raw.send(b"info\x00" + b"x" * 100_000)
-        raw.close()
-        wait_until(lambda: ask_status("127.0.0.1", base + 2)["received"] == 0 and True,
-                   message="status answer")
-        with Zibrato(port=base) as z:
-            z.count("info", "after")
-            z.flush()
-            wait_until(lambda: ask_status("127.0.0.1", base + 2)["received"] >= 1,
-                       message="the next client's message")
-        expect(broker.process.poll()) == None
-    finally:
-        broker.stop()
+SMALL_LIMIT = 65536
 
 
-def test_worker_reports_its_own_figures_under_its_level(tmp_path):
-    base = free_ports(3)
-    broker = Daemon(tmp_path, "zibrato-broker", "--port", base, "--startup-grace", "0").start()
-    worker = Daemon(tmp_path, "zibrato-console", "--port", base + 1, "--format", "json",
-                    "--flush", "0.3", "--levels", "zibrato")
+def timer_frame(name, values):
+    """A valid protocol frame: one timer record of ``values`` copies of 1 ms."""
+    return protocol.encode("info", time.time(), [["t", name, [0.001] * values, None, []]])
+
+
+def largest_timer_frame(name, limit):
+    """The timer frame with the most values that is still at most ``limit`` bytes."""
+    values = limit // 9  # a msgpack double takes 9 bytes
+    while len(timer_frame(name, values)) > limit:
+        values -= 1
+    return values, timer_frame(name, values)
+
+
+@contextlib.contextmanager
+def raw_sender(base):
+    """A bare PUSH socket to the broker, and a monitor reporting the broker hanging up on it.
+
+    Kept open until the test has seen the outcome: a socket closed with linger
+    ends itself once its frame is in the kernel, before the broker answers.
+    """
+    raw = zmq.Context.instance().socket(zmq.PUSH)
+    monitor = raw.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    raw.connect(f"tcp://127.0.0.1:{base}")
     try:
-        broker.wait_for_log("broker ready")
-        worker.start()
-        lines = wait_until(lambda: [s for s in worker.json_lines()
-                                    if s["name"] == "zibrato.console.flush_duration"],
-                           message="self metrics flushed")
-        expect(lines[0]["type"]) == "timer"
-        expect(lines[0]["tags"]).contains("worker:console")
+        yield raw, monitor
     finally:
-        worker.stop()
-        broker.stop()
+        raw.disable_monitor()
+        monitor.close(linger=0)
+        raw.close(linger=0)
+
+
+def wait_for_hangup(monitor, timeout=10.0):
+    if not monitor.poll(timeout * 1000):
+        raise AssertionError(f"the broker did not disconnect the sender within {timeout} s")
+    expect(recv_monitor_message(monitor)["event"]) == zmq.EVENT_DISCONNECTED
+
+
+def test_a_message_over_the_broker_limit_is_dropped_and_its_sender_disconnected(pipeline):
+    p = pipeline(broker_args=("--max-message-size", SMALL_LIMIT))
+    big = timer_frame("too.big", SMALL_LIMIT // 4)
+    assert len(big) > SMALL_LIMIT
+    with raw_sender(p.base) as (raw, monitor):
+        raw.send(big)
+        wait_for_hangup(monitor)
+    p.client.count("info", "after", 7)
+    p.wait_measurements(1)
+    received = p.status()["received"]
+
+    out = p.stop_worker()
+
+    expect([(s["name"], s["value"]) for s in out]) == [("after", 7)]
+    broker = p.broker_status()
+    expect((broker["received"], broker["forwarded"])) == (received, received)  # the big one: neither
+    expect(p.broker.process.poll()) == None
+
+
+def test_a_message_just_under_the_broker_limit_is_delivered(pipeline):
+    p = pipeline(broker_args=("--max-message-size", SMALL_LIMIT))
+    values, frame = largest_timer_frame("near.limit", SMALL_LIMIT)
+    assert SMALL_LIMIT - 16 < len(frame) <= SMALL_LIMIT
+    with raw_sender(p.base) as (raw, monitor):
+        raw.send(frame)
+        p.wait_measurements(values)
+        expect(monitor.poll(0)) == 0  # not disconnected
+
+    out = {s["name"]: s for s in p.stop_worker()}
+
+    expect(out["near.limit"]["count"]) == values
+
+
+def test_workers_take_every_message_the_broker_allows_past_4_mib(pipeline):
+    """The broker is the trust boundary: a worker must not cut its own subscription
+    over a message the broker was configured to accept."""
+    limit = 2 * protocol.MAX_MESSAGE_SIZE
+    p = pipeline(broker_args=("--max-message-size", limit))
+    values, frame = largest_timer_frame("big.but.allowed", limit - 1024)
+    assert len(frame) > protocol.MAX_MESSAGE_SIZE
+    with raw_sender(p.base) as (raw, monitor):
+        raw.send(frame)
+        p.wait_measurements(values)
+    p.client.count("info", "after", 3)
+    p.wait_measurements(values + 1)
+
+    out = {s["name"]: s for s in p.stop_worker()}
+
+    expect(out["big.but.allowed"]["count"]) == values
+    expect(out["after"]["value"]) == 3
+
+
+def test_worker_reports_its_own_figures_under_its_level(pipeline, tmp_path):
+    """Worker A (info only) publishes its figures; worker B (level zibrato only) prints them."""
+    p = pipeline("--self-metrics", "--levels", "info", flush=0.3)
+    observer = Daemon(tmp_path, "zibrato-console", "--port", p.base + 1, "--format", "json",
+                      "--flush", "0.3", "--levels", "zibrato", "--no-self-metrics").start()
+    try:
+        baseline = p.status()["received"]  # the warm-up messages
+        valid = protocol.encode("info", time.time(), [["c", "x", [1], None, []]])
+        with raw_sender(p.base) as (raw, _):
+            for frame in (valid, valid, valid, b"info\x00junk", b"info\x00more junk"):
+                raw.send(frame)
+            wait_until(lambda: p.status()["received"] == baseline + 5, message="five messages")
+
+        def last_value(name):
+            values = [s["value"] for s in observer.json_lines() if s["name"] == name]
+            return values[-1] if values else None
+        wait_until(lambda: last_value("zibrato.console.received") == baseline + 5,
+                   message="the received self-metric")
+        expect(last_value("zibrato.console.malformed")) == 2
+        timers = [s for s in observer.json_lines() if s["name"] == "zibrato.console.flush_duration"]
+        expect(timers[0]["type"]) == "timer"
+        expect(timers[0]["tags"]).contains("worker:console")
+    finally:
+        observer.stop()
+
+
+def test_self_metrics_go_under_the_configured_self_level(broker_pull):
+    worker = ConsoleBackend(port=broker_pull.port + 1, broker_port=broker_pull.port,
+                            self_level="ops", stream=io.StringIO())
+    try:
+        worker.flush(time.time(), 1.0)
+        worker._self_client.flush()
+        records = broker_pull.receive_count(1, "zibrato.console.received")
+    finally:
+        worker._self_client.close(timeout=1)
+        worker._context.term()
+    expect({r.level for r in records}) == {"ops"}
 
 
 def test_broker_status_reports_forwarded_messages(pipeline):
@@ -192,6 +328,7 @@ def test_broker_port_in_use_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize("script, args, complaint", [
     ("zibrato-broker", ["--port", "abc"], "is not a valid integer"),
     ("zibrato-broker", ["--bogus"], "No such option"),
+    ("zibrato-broker", ["--port", "65534"], "PORT + 2 = 65536"),
     ("zibrato-console", ["--levels", ","], "no level given"),
     ("zibrato-console", ["--levels", "in fo"], "invalid level"),
     ("zibrato-console", ["--flush", "0"], "must be greater than 0"),
@@ -221,3 +358,28 @@ def test_demo_shows_metrics_within_seconds(tmp_path):
     names = {line.split('"name":"')[1].split('"')[0] for line in result.stdout.splitlines()
              if '"name":"' in line}
     expect(names >= {"web.request", "db.query", "queue.depth"}) == True
+
+
+def test_demo_stops_with_a_clear_message_when_its_broker_cannot_start():
+    base = free_ports(3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base))
+        taken.listen()
+        started = time.monotonic()
+        result = run_script("zibrato", "demo", "--port", base, "--duration", "60", timeout=20)
+    expect(result.returncode) == 1
+    expect(result.stderr).contains("address already in use")
+    expect(result.stderr).contains("the broker exited with status 1")
+    expect(time.monotonic() - started < 10) == True
+
+
+# --- the console's table (no subprocesses) ------------------------------------------
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0s"), (1.0, "1s"), (0.9996, "1s"), (2.5, "2.5s"), (59.99, "1min"), (1234, "20.6min"),
+    (7200, "2h"), (1e6, "278h"), (0.0456, "45.6ms"), (0.0009996, "1ms"), (0.000123, "123µs"),
+    (5e-9, "5ns"), (-0.002, "-2ms"),
+])
+def test_human_seconds_reads_without_exponents(seconds, text):
+    expect(human_seconds(seconds)) == text

@@ -54,6 +54,10 @@ summary also says ``"sampled": len(values)``. It costs nothing: the array is
 the one the series held, handed over rather than copied. Off by default, so
 that other backends do not hold the values until delivery.
 
+With ``include_interval=True`` every summary also carries ``"interval"``, the
+seconds it covers (the console's JSON shows it, so that a reader can check a
+counter's ``rate``: the first interval after a start is shorter than the others).
+
 Speed
 -----
 :meth:`Aggregator.add` is the worker's hot loop: one dict lookup per record,
@@ -151,7 +155,8 @@ class Aggregator:
     """Accumulates measurements per series and summarises them once per flush interval."""
 
     def __init__(self, percentiles: Sequence[float] = (50, 90, 95, 99), max_samples: int = 100_000,
-                 rng: random.Random | None = None, keep_values: bool = False) -> None:
+                 rng: random.Random | None = None, keep_values: bool = False,
+                 include_interval: bool = False) -> None:
         if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
             raise ValueError(f"max_samples must be a positive integer, got {max_samples!r}")
         parsed: dict[str, tuple[int, int]] = {}
@@ -169,6 +174,8 @@ class Aggregator:
         self.max_samples = max_samples
         #: timer summaries also carry ``"values"`` (see "Raw values" above)
         self.keep_values = keep_values
+        #: every summary also carries ``"interval"``, the seconds it covers
+        self.include_interval = include_interval
         self._rng = rng if rng is not None else random.Random()
         self._series: dict[tuple, object] = {}
         self._packers: dict[int, Callable[..., bytes]] = {}
@@ -253,11 +260,12 @@ class Aggregator:
         if not interval > 0:
             raise ValueError(f"flush interval must be positive, got {interval!r}")
         series, self._series = self._series, {}
+        stamp = {"time": time, "interval": interval} if self.include_interval else {"time": time}
         summaries = []
         for key in sorted(series, key=_sort_key):
             type_, name, source, tags = key
             state = series[key]
-            summary = {"time": time, "type": TYPE_NAMES[type_], "name": name, "source": source,
+            summary = {**stamp, "type": TYPE_NAMES[type_], "name": name, "source": source,
                        "tags": list(tags)}
             if type_ == "c":
                 value, count = state

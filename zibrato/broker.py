@@ -76,8 +76,8 @@ class Broker:
                      self.pub_endpoint, self.pull_endpoint, self.startup_grace)
             if stop.wait(self.startup_grace):
                 return
-            pull = self._bind(zmq.PULL, self.pull_endpoint, zmq.RCVHWM)
-            pull.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
+            pull = self._bind(zmq.PULL, self.pull_endpoint, zmq.RCVHWM,
+                              {zmq.MAXMSGSIZE: self.max_message_size})
             control = context.socket(zmq.REP)
             control.bind(f"inproc://broker-control-{id(self)}")
             proxy = threading.Thread(target=self._proxy, args=(pull, pub, control),
@@ -104,10 +104,15 @@ class Broker:
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
 
-    def _bind(self, kind: int, endpoint: str, hwm_option: int) -> zmq.Socket:
+    def _bind(self, kind: int, endpoint: str, hwm_option: int,
+              options: dict[int, int] | None = None) -> zmq.Socket:
+        """A socket bound to ``endpoint``, every option set first: libzmq copies
+        them into the listener at bind time, so later ones never reach a connection."""
         socket = self._context.socket(kind)
         socket.setsockopt(hwm_option, self.hwm)
         socket.setsockopt(zmq.LINGER, 0)
+        for option, value in (options or {}).items():
+            socket.setsockopt(option, value)
         try:
             socket.bind(endpoint)
         except zmq.ZMQError as error:

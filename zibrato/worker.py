@@ -56,7 +56,7 @@ class Backend:
                  status_port: int | None = None, self_level: str | None = SELF_LEVEL,
                  broker_port: int | None = None, max_backlog: int | None = None,
                  stop_timeout: float = 8.0, hwm: int = 100_000,
-                 max_message_size: int = protocol.MAX_MESSAGE_SIZE) -> None:
+                 max_message_size: int | None = None) -> None:
         if flush_interval <= 0:
             raise ValueError("flush interval must be positive")
         self.host, self.port = host, port
@@ -64,6 +64,8 @@ class Backend:
         self.flush_interval = flush_interval
         self.aggregator = Aggregator(percentiles=percentiles, max_samples=max_samples)
         self.status_port, self.stop_timeout = status_port, stop_timeout
+        # No limit by default: the broker enforces --max-message-size on what clients send,
+        # and a SUB that meets a message over its own limit drops the whole connection.
         self.hwm, self.max_message_size = hwm, max_message_size
         # 15 minutes of intervals by default, so an outage that long loses nothing.
         self.max_backlog = max_backlog or max(16, int(900 / flush_interval) + 1)
@@ -81,6 +83,10 @@ class Backend:
                          "series_flushed": 0, "dropped_intervals": 0, "delivery_failures": 0,
                          "last_flush": None, "last_flush_seconds": None, "last_delivery": None}
         self.started = time.time()
+        if self_level and not protocol.is_valid_level(self_level):
+            raise ValueError(f"invalid self-metrics level {self_level!r}")
+        #: the level this worker's own figures are published under (None: not published)
+        self.self_level = self_level or None
         self._context = zmq.Context(io_threads=1)
         self._self_client = self._make_self_client(self_level, broker_port)
 
@@ -169,15 +175,19 @@ class Backend:
         return 0
 
     def next_boundary(self, now: float) -> float:
-        """The next wall-clock multiple of the flush interval after ``now``."""
-        return (int(now / self.flush_interval) + 1) * self.flush_interval
+        """The next wall-clock multiple of the flush interval after ``now``.
+
+        Rounded to the microsecond: in floats, 0.1 * k is 613.3000002.
+        """
+        return round((int(now / self.flush_interval) + 1) * self.flush_interval, 6)
 
     # --- receive loop ------------------------------------------------------
 
     def _subscribe(self) -> zmq.Socket:
         sub = self._context.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, self.hwm)
-        sub.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
+        if self.max_message_size is not None:
+            sub.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
         sub.setsockopt(zmq.LINGER, 0)
         if ALL_LEVELS in self.levels:
             sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -195,12 +205,18 @@ class Backend:
 
     def _receive_until(self, stop: threading.Event, sub: zmq.Socket,
                        status: zmq.Socket | None) -> None:
+        """Receive, flushing at each boundary, until ``stop``.
+
+        The first interval starts now, not at the boundary before the worker
+        existed, so that its rates are per second of receiving.
+        """
         poller = zmq.Poller()
         poller.register(sub, zmq.POLLIN)
         if status is not None:
             poller.register(status, zmq.POLLIN)
-        boundary = self.next_boundary(time.time())
-        self._interval_start = boundary - self.flush_interval
+        now = time.time()
+        boundary = self.next_boundary(now)
+        self._interval_start = max(boundary - self.flush_interval, now)
         while not stop.is_set():
             wait = max(0.0, min(boundary - time.time(), _POLL_MS / 1000))
             ready = dict(poller.poll(wait * 1000))
@@ -210,7 +226,8 @@ class Backend:
                 answer_status(status, self.figures)
             now = time.time()
             if now >= boundary:
-                self.flush(boundary, boundary - self._interval_start)
+                # at least 1 µs: the rounding may put the first boundary a hair before the start
+                self.flush(boundary, max(boundary - self._interval_start, 1e-6))
                 self._interval_start = boundary
                 boundary = self.next_boundary(now)
 
@@ -277,10 +294,17 @@ class Backend:
     # --- delivery ----------------------------------------------------------
 
     def _enqueue(self, time: float, summaries: list[dict]) -> None:
+        """Queue an interval; past ``max_backlog`` (the one in flight included) drop the oldest waiting.
+
+        The interval being delivered is ``_backlog[0]`` until its post returns:
+        dropping it would count as lost an interval that still arrives.
+        """
         with self._backlog_ready:
             self._backlog.append((time, summaries))
             while len(self._backlog) > self.max_backlog:
-                dropped_time, dropped = self._backlog.popleft()
+                oldest_waiting = 1 if self._delivering else 0
+                dropped_time, dropped = self._backlog[oldest_waiting]
+                del self._backlog[oldest_waiting]
                 self.figures_["dropped_intervals"] += 1
                 self.log.error("delivery backlog full (%d intervals): dropped the interval at %s "
                                "(%d series)", self.max_backlog, _iso(dropped_time), len(dropped))
@@ -343,7 +367,7 @@ class Backend:
         client = self._self_client
         if client is None:
             return
-        f, level, prefix = self.figures_, SELF_LEVEL, f"zibrato.{self.name}"
+        f, level, prefix = self.figures_, self.self_level, f"zibrato.{self.name}"
         client.gauge(level, f"{prefix}.received", f["received"])
         client.gauge(level, f"{prefix}.malformed", f["malformed"])
         client.gauge(level, f"{prefix}.measurements", f["measurements"])

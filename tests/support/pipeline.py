@@ -22,11 +22,13 @@ class WorkerPipeline:
     ready_log = "console worker"
 
     def __init__(self, tmp_path: Path, *worker_args: object, flush: float = DAY,
-                 env: dict | None = None, warm_level: str = "info") -> None:
+                 env: dict | None = None, warm_level: str = "info",
+                 broker_args: tuple = ()) -> None:
         self.tmp_path = tmp_path
         self.base = free_ports(4)
         self.status_port = self.base + 3
-        self.broker = Daemon(tmp_path, "zibrato-broker", "--port", self.base, "--startup-grace", "0.1")
+        self.broker = Daemon(tmp_path, "zibrato-broker", "--port", self.base, "--startup-grace", "0.1",
+                             *broker_args)
         self.worker_args = ["--port", self.base + 1, "--flush", flush, "--status-port", self.status_port,
                             "--no-self-metrics", *worker_args]
         self.env, self.warm_level = env, warm_level
@@ -47,6 +49,9 @@ class WorkerPipeline:
 
     def status(self) -> dict:
         return ask_status("127.0.0.1", self.status_port, timeout=2)
+
+    def broker_status(self) -> dict:
+        return ask_status("127.0.0.1", self.base + 2, timeout=2)
 
     def warm_up(self) -> None:
         """Send until the worker receives (its subscription is live: ZeroMQ's slow joiner),

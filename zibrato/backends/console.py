@@ -20,6 +20,7 @@ class ConsoleBackend(Backend):
         if format not in ("table", "json"):
             raise ValueError(f"unknown format {format!r} (table or json)")
         super().__init__(*args, **kwargs)
+        self.aggregator.include_interval = True  # JSON readers can check rate = value / interval
         self.format = format
         self.stream = stream or sys.stdout
 
@@ -31,7 +32,7 @@ class ConsoleBackend(Backend):
 
 
 def json_lines(summaries: list[dict]) -> str:
-    """One JSON object per series: time, type, name, source, tags and the statistics."""
+    """One JSON object per series: time, interval, type, name, source, tags and the statistics."""
     return "".join(json.dumps(s, separators=(",", ":")) + "\n" for s in summaries)
 
 
@@ -62,16 +63,27 @@ def _statistics(s: dict) -> str:
     return " ".join(parts)
 
 
+_UNITS = ((3600.0, "h"), (60.0, "min"), (1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+
+
 def human_seconds(seconds: float) -> str:
-    """0.000123 -> '123µs', 0.0456 -> '45.6ms', 2.5 -> '2.5s'."""
-    magnitude = abs(seconds)
-    if magnitude >= 1:
-        return f"{seconds:.3g}s"
-    if magnitude >= 1e-3:
-        return f"{seconds * 1e3:.3g}ms"
-    if magnitude >= 1e-6:
-        return f"{seconds * 1e6:.3g}µs"
-    return f"{seconds * 1e9:.3g}ns"
+    """0.000123 -> '123µs', 0.9996 -> '1s', 1234 -> '20.6min', 0 -> '0s'.
+
+    Three significant digits in the largest unit that keeps one before the
+    point, chosen after rounding so that 999.6 ms reads '1s', never '1e+03ms'.
+    """
+    if seconds == 0:
+        return "0s"
+    for scale, unit in _UNITS:  # ends at ns whatever the size
+        value = float(f"{seconds / scale:.3g}")
+        if abs(value) >= 1:
+            break
+    return _plain(value) + unit
+
+
+def _plain(value: float) -> str:
+    """A rounded number without an exponent: 278000.0 -> '278000', 45.6 -> '45.6'."""
+    return f"{value:.0f}" if abs(value) >= 1000 else f"{value:g}"
 
 
 def _number(value: float) -> str:

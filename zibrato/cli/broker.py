@@ -20,7 +20,8 @@ from .common import CONTEXT_SETTINGS, standalone, verbose_option
 @click.option("--hwm", default=DEFAULT_HWM, show_default=True, type=click.IntRange(1, None),
               help="Messages queued per socket (and per worker) before ZeroMQ drops.")
 @click.option("--max-message-size", default=DEFAULT_MAX_MESSAGE_SIZE, show_default=True,
-              type=click.IntRange(1024, None), help="Bytes; a client sending more is disconnected.")
+              type=click.IntRange(1024, None),
+              help="Bytes; a client sending more is disconnected and that message dropped.")
 @click.option("--startup-grace", default=1.0, show_default=True, type=click.FloatRange(0, None),
               help="Seconds between binding PUB and accepting clients, so workers reconnect first.")
 @verbose_option
@@ -31,12 +32,24 @@ def command(host: str, port: int, status_port: int | None, hwm: int, max_message
     Runs in the foreground; stops cleanly on TERM, INT or QUIT, forwarding
     what clients already sent.
     """
+    status_port = _status_port(port, status_port)
     setup_logging(verbose)
     stop = threading.Event()
     install_stop_handlers(stop)
-    broker = Broker(host, port, status_port=port + 2 if status_port is None else (status_port or None),
-                    hwm=hwm, max_message_size=max_message_size, startup_grace=startup_grace)
+    broker = Broker(host, port, status_port=status_port, hwm=hwm,
+                    max_message_size=max_message_size, startup_grace=startup_grace)
     raise SystemExit(run_broker(broker, stop))
+
+
+def _status_port(port: int, status_port: int | None) -> int | None:
+    """--status-port, PORT + 2 by default, None when off; a usage error past 65535."""
+    if status_port is None:
+        if port + 2 > 65535:
+            raise click.BadParameter(f"{port} leaves no room for the status port (PORT + 2 = "
+                                     f"{port + 2}); use a lower port, or give --status-port "
+                                     "(0: off)", param_hint="--port")
+        return port + 2
+    return status_port or None
 
 
 main = standalone(command, "zibrato-broker", "ZIBRATO_BROKER")

@@ -12,7 +12,13 @@ from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, w
 @click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table",
               show_default=True, help="A readable table, or one JSON object per series per flush.")
 def command(format_: str, verbose: bool, **options: object) -> None:
-    """Print each flush of the subscribed levels to standard output."""
+    """Print each flush of the subscribed levels to standard output.
+
+    An interval in which nothing arrived prints nothing; but with --levels all
+    and self-metrics on (the defaults), the worker's own figures arrive every
+    flush under the level 'zibrato' (--no-self-metrics, or --levels without
+    zibrato, hides them).
+    """
     kwargs = backend_kwargs(options)
     run_backend(lambda: ConsoleBackend(format=format_, **kwargs), verbose)
 

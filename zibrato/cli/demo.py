@@ -26,30 +26,68 @@ from .common import CONTEXT_SETTINGS
 def command(port: int, flush: float, format_: str, duration: float | None) -> None:
     """Start a broker and a console worker, then instrument a pretend web application.
 
-    Metrics appear every FLUSH seconds; Ctrl-C stops everything cleanly.
+    Metrics appear every FLUSH seconds; Ctrl-C stops everything cleanly. If
+    the broker or the worker exits (a port in use, say), the demo says which
+    and exits with status 1.
     """
     stop = threading.Event()
     install_stop_handlers(stop)
-    python = [sys.executable, "-m", "zibrato"]
-    daemons = [
-        subprocess.Popen(python + ["broker", "--port", str(port), "--startup-grace", "0.3"]),
-        subprocess.Popen(python + ["console", "--port", str(port + 1), "--flush", str(flush),
-                                   "--format", format_, "--broker-port", str(port)]),
-    ]
+    daemons = start_daemons(port, flush, format_)
     click.echo(f"zibrato demo: broker on {port}, console worker flushing every {flush:g} s; "
                "Ctrl-C to stop", err=True)
+    died: list[tuple[str, int]] = []
+    threading.Thread(target=watch, args=(daemons, stop, died), name="zibrato-demo-watch",
+                     daemon=True).start()
     try:
         with Zibrato(port=port, source="demo") as z:
             run_workload(z, stop, duration)
     finally:
-        for daemon in daemons:
-            if daemon.poll() is None:
-                daemon.terminate()
-        for daemon in daemons:
-            try:
-                daemon.wait(10)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+        stop.set()
+        stop_daemons(daemons)
+    if died:
+        name, code = died[0]
+        click.echo(f"zibrato demo: the {name} exited with status {code} (its log above says why); "
+                   "stopped the rest", err=True)
+        raise SystemExit(1)
+
+
+def start_daemons(port: int, flush: float, format_: str) -> dict[str, subprocess.Popen]:
+    """The broker and the console worker, by name, in the order they must stop.
+
+    Each in its own session, so that Ctrl-C reaches only the demo, which stops them in order.
+    """
+    python = [sys.executable, "-m", "zibrato"]
+    broker = ["broker", "--port", str(port), "--startup-grace", "0.3"]
+    worker = ["console", "--port", str(port + 1), "--flush", str(flush), "--format", format_,
+              "--broker-port", str(port)]
+    return {name: subprocess.Popen(python + argv, start_new_session=True)
+            for name, argv in (("broker", broker), ("console worker", worker))}
+
+
+def watch(daemons: dict[str, subprocess.Popen], stop: threading.Event,
+          died: list[tuple[str, int]]) -> None:
+    """Until ``stop``: when a daemon exits, record its name and exit code and stop the demo.
+
+    A daemon found dead only once ``stop`` is set was stopped by the demo (or by Ctrl-C).
+    """
+    while not stop.wait(0.1):
+        for name, daemon in daemons.items():
+            if daemon.poll() is not None and not stop.is_set():
+                died.append((name, daemon.returncode))
+                stop.set()
+                return
+
+
+def stop_daemons(daemons: dict[str, subprocess.Popen], timeout: float = 10.0) -> None:
+    """One after the other, broker first: what it drains from clients still reaches the worker."""
+    for daemon in daemons.values():
+        if daemon.poll() is None:
+            daemon.terminate()
+        try:
+            daemon.wait(timeout)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
 
 
 def run_workload(z: Zibrato, stop: threading.Event, duration: float | None) -> None:
