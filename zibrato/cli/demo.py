@@ -58,8 +58,9 @@ def start_daemons(port: int, flush: float, format_: str) -> dict[str, subprocess
     """
     python = [sys.executable, "-m", "zibrato"]
     broker = ["broker", "--port", str(port), "--startup-grace", "0.3"]
+    # The application's metrics only: the worker's own (level 'zibrato') would fill half the table.
     worker = ["console", "--port", str(port + 1), "--flush", str(flush), "--format", format_,
-              "--broker-port", str(port)]
+              "--no-self-metrics"]
     return {name: subprocess.Popen(python + argv, start_new_session=True)
             for name, argv in (("broker", broker), ("console worker", worker))}
 
