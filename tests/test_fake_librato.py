@@ -39,6 +39,11 @@ def gauge(name: str = "web.requests", value: float = 1.0, **fields) -> dict:
     return {"name": name, "value": value, **fields}
 
 
+def gauges(n: int, prefix: str = "g") -> list[dict]:
+    """``n`` gauges of distinct series (the same series and second would be stored once)."""
+    return [gauge(f"{prefix}{i}") for i in range(n)]
+
+
 def param_errors(response) -> dict:
     return response.json()["errors"]["params"]
 
@@ -249,14 +254,37 @@ def test_measure_time_window(librato):
 
 def test_more_than_max_batch_measurements_are_rejected():
     with FakeLibrato(user=USER, token=TOKEN, max_batch=5) as fake:
-        errors = expect_rejected(fake, {"gauges": [gauge()] * 3, "counters": [gauge()] * 3}, "measurements")
+        errors = expect_rejected(fake, {"gauges": gauges(3), "counters": gauges(3, "c")}, "measurements")
         expect(errors["measurements"][0]).contains("6 > 5")
-        expect_accepted(fake, {"gauges": [gauge()] * 3, "counters": [gauge()] * 2}, count=5)
+        expect_accepted(fake, {"gauges": gauges(3), "counters": gauges(2, "c")}, count=5)
 
 
 def test_default_max_batch_is_300(librato):
-    expect_rejected(librato, {"gauges": [gauge()] * 301}, "measurements")
-    expect_accepted(librato, {"gauges": [gauge()] * 300}, count=300)
+    expect_rejected(librato, {"gauges": gauges(301)}, "measurements")
+    expect_accepted(librato, {"gauges": gauges(300)}, count=300)
+
+
+def test_the_same_series_and_time_is_stored_once_the_last_value_winning(librato):
+    t = now() - 10
+    expect_accepted(librato, {"measure_time": t, "gauges": [gauge("a", 1), gauge("a", 2, source="web")]},
+                    count=2)  # another source is another series
+    response = post(librato, {"measure_time": t, "gauges": [gauge("a", 3), gauge("a", 4, measure_time=t - 1)]})
+    expect(response.status_code) == 200
+    response = post(librato, {"gauges": [gauge("b", 5), gauge("b", 6)]})  # no time: the arrival second
+    expect(response.status_code) == 200
+    kept = [(m["name"], m.get("source"), m.get("measure_time"), m["value"]) for m in librato.measurements()]
+    expect(kept) == [("a", "web", t, 2), ("a", None, t, 3), ("a", None, t - 1, 4), ("b", None, None, 6)]
+    expect(librato.overwrites()) == 2
+
+
+def test_tagged_series_are_stored_once_per_tags_and_time():
+    t = now()
+    with FakeLibrato(user=USER, token=TOKEN, tags_enabled=True) as fake:
+        payload = {"time": t, "tags": {"host": "a"},
+                   "measurements": [gauge("cpu", 1), gauge("cpu", 2, tags={"host": "b"}), gauge("cpu", 3)]}
+        expect(post(fake, payload, path="/v1/measurements").status_code) == 202
+        expect(sorted((m["tags"]["host"], m["value"]) for m in fake.measurements())) == [("a", 3), ("b", 2)]
+        expect(fake.overwrites()) == 1
 
 
 def test_one_bad_measurement_poisons_the_whole_batch(librato):
@@ -296,6 +324,18 @@ def test_fail_next_with_status_and_body(librato):
     expect_accepted(librato, {"gauges": [gauge()]})
 
 
+def test_fail_next_can_set_headers_and_requests_record_their_arrival(librato):
+    librato.fail_next(1, status=503, headers={"Retry-After": "7"})
+    first = post(librato, {"gauges": [gauge()]})
+    expect((first.status_code, first.headers["Retry-After"])) == (503, "7")
+    second = post(librato, {"gauges": [gauge()]})
+    expect(second.status_code) == 200
+    expect("Retry-After" in second.headers) == False
+    arrivals = [r["received"] for r in librato.requests()]
+    expect(arrivals[0]) <= arrivals[1]
+    expect(arrivals[1]) <= time.monotonic()
+
+
 def test_fail_until_cleared_is_an_outage_of_any_length(librato):
     librato.fail_until_cleared()
     for _ in range(5):
@@ -320,14 +360,14 @@ def test_stop_cuts_kept_alive_connections_and_start_reuses_the_url():
     try:
         url = fake.url
         with requests.Session() as session:
-            ok = session.post(url + "/v1/metrics", json={"gauges": [gauge()]}, auth=AUTH, timeout=5)
+            ok = session.post(url + "/v1/metrics", json={"gauges": [gauge("before")]}, auth=AUTH, timeout=5)
             expect(ok.status_code) == 200
             fake.stop()
             with pytest.raises(requests.exceptions.ConnectionError):
                 session.post(url + "/v1/metrics", json={"gauges": [gauge()]}, auth=AUTH, timeout=5)
         fake.start()
         expect(fake.url) == url
-        expect_accepted(fake, {"gauges": [gauge()]})
+        expect_accepted(fake, {"gauges": [gauge("after")]})
         expect(len(fake.measurements())) == 2
     finally:
         fake.stop()

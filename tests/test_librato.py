@@ -12,6 +12,7 @@ import signal
 import statistics
 import threading
 import time
+from email.utils import formatdate
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from support.daemons import run_script, wait_until
 from support.pipeline import DAY, WorkerPipeline, pipelines
 from support.fake_librato import FakeLibrato
 from zibrato.aggregation import nearest_rank
-from zibrato.backends.librato import LibratoBackend
+from zibrato.backends.librato import LibratoBackend, parse_retry_after
+from zibrato.cli.librato import command as librato_command
 
 USER, TOKEN = "ops@example.com", "tok-7f3e9a1c-do-not-log"
 CREDENTIAL_ENV = ("ZIBRATO_LIBRATO_USERNAME", "ZIBRATO_LIBRATO_APITOKEN")
@@ -69,6 +71,20 @@ def in_thread(target, *args):
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
     return thread
+
+
+def counters(n, prefix="c"):
+    """``n`` counter records named c1 .. cn with the values 1 .. n."""
+    return [("c", f"{prefix}{i}", None, (), [i]) for i in range(1, n + 1)]
+
+
+def errors_logged(caplog, text):
+    return [r for r in caplog.records if r.levelno >= logging.ERROR and text in r.getMessage()]
+
+
+def failures_reported(caplog, text):
+    """Error lines reporting a failed attempt (not the give-up line that quotes the last error)."""
+    return [r for r in errors_logged(caplog, text) if "retrying in" in r.getMessage()]
 
 
 # --- the backend object against the fake server ------------------------------------
@@ -202,6 +218,143 @@ def test_one_rejected_measurement_costs_only_itself(librato, make_backend, caplo
     expect(caplog.text).contains("measurements named 'mid.bad' are rejected")  # Librato's error body
 
 
+def test_422_is_a_measurement_rejection_and_is_bisected(librato, make_backend):
+    backend = make_backend()
+    librato.fail_next(1, 422, body={"errors": {"params": {"value": ["is invalid"]}}})
+    backend.post(*interval(backend, *counters(4)))
+    expect([(r["status"], len(r["body"]["gauges"])) for r in librato.requests()]) == [(422, 4), (200, 2), (200, 2)]
+    expect(delivered(librato)) == [(f"c{i}", i) for i in range(1, 5)]
+
+
+def test_a_batch_rejected_throughout_costs_at_most_2n_minus_1_requests(librato, make_backend):
+    backend = make_backend()
+    for i in range(1, 9):
+        librato.reject_name(f"c{i}")
+    backend.post(*interval(backend, *counters(8)))
+    expect(len(librato.requests())) == 2 * 8 - 1  # every node of the binary tree, once
+    expect(backend.figures_["measurements_rejected"]) == 8
+    expect(librato.measurements()) == []
+
+
+@pytest.mark.parametrize("status", [405, 413, 415])
+def test_a_4xx_about_the_request_itself_is_retried_whole_not_bisected(librato, make_backend, caplog, status):
+    backend = make_backend()
+    librato.fail_next(3, status)
+    backend.post(*interval(backend, *counters(20)))
+    expect([(r["status"], len(r["body"]["gauges"])) for r in librato.requests()]) == [
+        (status, 20), (status, 20), (status, 20), (200, 20)]
+    expect(delivered(librato)) == sorted((f"c{i}", i) for i in range(1, 21))
+    expect(backend.figures_["measurements_rejected"]) == 0
+    [logged] = failures_reported(caplog, "a rejection of the request itself")  # once, not per attempt
+    expect(logged.getMessage()).contains(f"answered {status}")
+    expect(logged.getMessage()).contains("FakeLibrato failure injection")  # Librato's body
+
+
+def test_a_wrong_api_url_keeps_the_interval_instead_of_dropping_it(librato, make_backend, caplog):
+    backend = make_backend(api_url=librato.url + "/librato", backoff_base=0.05, backoff_cap=0.1)  # 404
+    delivery = in_thread(backend.post, *interval(backend, *counters(20)))
+    wait_until(lambda: backend.figures_["posts_failed"] >= 3, message="three failed posts")
+    backend.stop_deadline = time.monotonic() + 0.3
+    backend.stopping.set()
+    delivery.join(5)
+    requests = librato.requests()
+    expect({(r["status"], len(r["body"]["gauges"])) for r in requests}) == {(404, 20)}
+    expect(backend.figures_["measurements_rejected"]) == 0
+    expect(backend.figures_["measurements_lost"]) == 20  # given up at stop, and said so
+    expect(len(requests)) < 10  # so every failure after the first is logged only at debug level
+    [logged] = failures_reported(caplog, "a rejection of the request itself")
+    expect(logged.getMessage()).contains("answered 404")
+    expect(logged.getMessage()).contains("check --api-url")
+    expect(logged.getMessage()).contains("Not Found: POST /librato/v1/metrics")
+
+
+def test_series_that_meet_in_one_librato_series_are_sent_once_and_counted(librato, make_backend, caplog):
+    backend = make_backend(percentiles=(95,))
+    for minute in (2, 1):
+        backend.post(*interval(backend, ("t", "x", "api", (), [0.1]), ("g", "x.p95", "api", (), [7]),
+                               ("c", "a b", None, (), [1]), ("c", "a_b", None, (), [2]),
+                               time_=(int(time.time()) // 60 - minute) * 60))
+    for request in librato.requests():
+        sent = [(m["name"], m.get("source"), m.get("value")) for m in request["body"]["gauges"]]
+        expect(sorted(sent)) == [("a_b", None, 1), ("x", "api", None), ("x.p95", "api", 7)]
+    expect(backend.figures_["measurements_duplicate"]) == 4
+    expect(librato.overwrites()) == 0
+    warnings = [r.getMessage() for r in caplog.records if "only the first is sent" in r.getMessage()]
+    expect(len(warnings)) == 2  # once per name, not per interval
+    expect(" ".join(warnings)).contains("measurement x.p95 (api)")
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_waited_for_even_beyond_the_backoff_cap(librato, make_backend, status):
+    backend = make_backend()  # backoff capped at 0.05 s
+    librato.fail_next(1, status, headers={"Retry-After": "1"})
+    backend.post(*interval(backend, ("c", "patient", None, (), [1])))
+    first, retry = librato.requests()
+    expect((first["status"], retry["status"])) == (status, 200)
+    expect(retry["received"] - first["received"]) >= 1.0
+
+
+def test_retry_after_never_waits_past_the_stop_deadline(librato, make_backend):
+    backend = make_backend()
+    librato.fail_next(1, 429, headers={"Retry-After": "120"})
+    delivery = in_thread(backend.post, *interval(backend, ("c", "kept", None, (), [1])))
+    wait_until(lambda: backend.figures_["posts_failed"] == 1, message="the 429")
+    started = time.monotonic()
+    backend.stop_deadline = started + 0.6
+    backend.stopping.set()
+    delivery.join(5)
+    expect(time.monotonic() - started) < 1.0
+    expect(delivered(librato)) == [("kept", 1)]  # one more attempt within the deadline
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped(make_backend):
+    now = 1_700_000_000.0
+    expect(parse_retry_after("7")) == 7
+    expect(parse_retry_after(formatdate(now + 30, usegmt=True), now=now)) == 30
+    expect(parse_retry_after("Tue, 14 Nov 2023 22:13:50 -0000", now=now)) == 30
+    expect(parse_retry_after(formatdate(now - 30, usegmt=True), now=now)) == 0
+    for unreadable in (None, "", "soon"):
+        expect(parse_retry_after(unreadable)) == None
+    short = make_backend(backoff_base=0.01, backoff_cap=0.05)
+    expect(short.backoff_delay(1, retry_after=1000)) == 300  # max(max_retry_delay, 300)
+    long = make_backend(backoff_base=1, backoff_cap=600)
+    expect(long.backoff_delay(1, retry_after=1000)) == 600
+
+
+def test_a_post_still_running_when_the_stop_window_ends_counts_what_is_lost(librato, make_backend, caplog):
+    backend = make_backend(timeout=5.0, stop_timeout=0.3, percentiles=(50, 99))
+    librato.delay_next(1, 30)  # the first request is never answered in time
+    delivery = in_thread(backend._deliver_forever, threading.Event())
+    backend._enqueue(*interval(backend, *counters(3), time_=(int(time.time()) // 60 - 1) * 60))
+    wait_until(lambda: backend.figures_["posts"] == 1, message="the first request in flight")
+    backend._enqueue(*interval(backend, ("t", "t", None, (), [0.1, 0.2])))  # 1 summary + 2 percentiles
+    backend.stop_deadline = time.monotonic() + 0.3
+    backend._finish_delivery(delivery)
+    expect(delivery.is_alive()) == True  # cut off inside the request
+    expect(backend.figures_["measurements_lost"]) == 3 + 3
+    expect(errors_logged(caplog, "6 measurements of 2 intervals not delivered")) != []
+    librato.stop()  # the request fails now: nothing is counted twice
+    delivery.join(5)
+    expect(delivery.is_alive()) == False
+    expect(backend.figures_["measurements_lost"]) == 6
+
+
+def test_the_default_timeout_fits_inside_the_stop_window(make_backend):
+    [timeout] = [p.default for p in librato_command.params if p.name == "timeout"]
+    expect(timeout) == 5.0
+    expect(timeout) < make_backend().stop_timeout
+
+
+@pytest.mark.parametrize("flush", ["0.5", "1.5"])
+def test_a_flush_interval_librato_cannot_stamp_apart_is_a_usage_error(flush):
+    result = run_script("zibrato-librato", "--flush", flush, env={USER_ENV: USER, TOKEN_ENV: TOKEN})
+    expect(result.returncode) == 2
+    expect(result.stderr).contains("--flush")
+    expect(result.stderr).contains("whole number of seconds")
+    with pytest.raises(ValueError, match="whole number of seconds"):
+        LibratoBackend(username=USER, token=TOKEN, flush_interval=float(flush), self_level=None)
+
+
 def test_refused_credentials_are_reported_clearly_and_the_interval_kept(librato, make_backend, caplog):
     librato.token = "rotated-token"  # the account's token changed: every post gets 401
     backend = make_backend()
@@ -302,10 +455,10 @@ def test_exact_values_reach_librato_and_the_stop_signal_delivers_the_final_flush
 
 
 def test_an_outage_spanning_several_flushes_loses_nothing(pipeline, librato):
-    p = pipeline(flush=0.5)
+    p = pipeline(flush=1)  # the shortest interval Librato's whole-second measure_time keeps apart
     librato.fail_until_cleared(503)
     sent = 0
-    for i in range(1, 7):  # six values, each in its own flush interval
+    for i in range(1, 5):  # four values, each in its own flush interval
         flushes = p.status()["flushes"]
         p.client.count("info", "orders", i)
         p.client.timing("info", "checkout", i / 100)
@@ -325,7 +478,8 @@ def test_an_outage_spanning_several_flushes_loses_nothing(pipeline, librato):
     wait_until(lambda: orders() == sent and p.status()["backlog"] == 0, message="the backlog delivered")
     p.stop_worker()
     expect(orders()) == sent  # nothing lost, nothing twice
-    expect(sum(m["count"] for m in p.received() if m["name"] == "checkout")) == 6
+    expect(librato.overwrites()) == 0  # every interval had a measure_time of its own
+    expect(sum(m["count"] for m in p.received() if m["name"] == "checkout")) == 4
     expect(p.worker.stderr).contains("recovered after")
 
 

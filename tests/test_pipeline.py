@@ -384,3 +384,31 @@ def test_demo_stops_with_a_clear_message_when_its_broker_cannot_start():
 ])
 def test_human_seconds_reads_without_exponents(seconds, text):
     expect(human_seconds(seconds)) == text
+
+
+# --- a backend's own figures in its self-metrics (no subprocesses) --------------------
+
+@pytest.mark.parametrize("backend_class, key", [
+    ("zibrato.backends.librato:LibratoBackend", "measurements_rejected"),
+    ("zibrato.backends.statsd:StatsdBackend", "lines_lost"),
+])
+def test_a_backend_publishes_its_own_figures_with_the_runtimes_under_the_self_level(backend_class, key):
+    import importlib
+
+    from zibrato.testing import MemoryZibrato
+
+    module, name = backend_class.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    backend = cls.__new__(cls)  # only the self-metrics path: no destination, no sockets
+    backend.name, backend.self_level, backend._backlog = cls.name, "ops", []
+    backend.figures_ = {"received": 1, "malformed": 0, "measurements": 2, "dropped_intervals": 0,
+                        **{figure: 0 for figure in cls.self_figures}, key: 7}
+    backend._self_client = MemoryZibrato()
+
+    backend._report_self(series=3, elapsed=0.01)
+
+    seen = backend._self_client.measurements
+    expect(key in cls.self_figures) == True
+    seen.assert_gauged(f"zibrato.{cls.name}.{key}", value=7, level="ops")
+    seen.assert_gauged(f"zibrato.{cls.name}.series_flushed", value=3, level="ops")
+    expect({m.level for m in seen}) == {"ops"}

@@ -207,6 +207,24 @@ def test_counter_and_gauge_numbers_are_plain_decimals(value, text):
     expect(number(value)) == text
 
 
+@pytest.mark.parametrize("value", [1e40, 1.5e300, 1.7976931348623157e308, -2.5e120, 1e-7, -1e-45, 5e-324])
+def test_extreme_numbers_are_written_without_an_exponent_and_read_back_exactly(value):
+    text = number(value)
+    expect(re.fullmatch(r"-?\d+(\.\d+)?", text) is not None) == True
+    expect(float(text)) == value
+    seconds = min(abs(value), 1e300) / 1000  # 15 digits of the largest double round past it
+    ms = milliseconds(seconds)
+    expect(re.fullmatch(r"\d+(\.\d+)?", ms) is not None) == True
+    expect(float(ms)) == pytest.approx(seconds * 1000, rel=1e-14)
+
+
+def test_a_negative_zero_timing_is_sent_as_zero(make_backend, udp_receiver):
+    expect(milliseconds(-0.0)) == "0"
+    backend = make_backend(udp_receiver.port)
+    backend.post(*interval(backend, ("t", "t", None, (), (-0.0,)), ("g", "g", None, (), (-0.0,))))
+    expect(udp_receiver.receive_lines(2)) == [b"g:0|g", b"t:0|ms"]
+
+
 def test_sampled_timer_lines_carry_the_rate_that_scales_the_count_back(make_backend, udp_receiver):
     backend = make_backend(udp_receiver.port, max_samples=10)
     t, summaries = interval(backend, ("t", "busy", None, (), tuple(i / 1000 for i in range(1, 41))),
@@ -273,6 +291,30 @@ def test_names_are_sanitised_and_each_change_logged_once(make_backend, udp_recei
     expect(backend.figures_["names_changed"]) == 5
 
 
+@pytest.mark.parametrize("prefix, source, name, line", [
+    (".", None, "x", b"x:1|c"),
+    ("app.", None, "x", b"app.x:1|c"),
+    ("..app..", ".", "x", b"app.x:1|c"),
+    ("", "web.", "x", b"web.x:1|c"),
+    ("app", ".web", "x.", b"app.web.x:1|c"),
+    ("", None, ".a..b.", b"a.b:1|c"),
+    ("app", "..", "..", b"app._:1|c"),
+])
+def test_dots_in_prefix_source_and_name_never_make_empty_parts(make_backend, udp_receiver,
+                                                                prefix, source, name, line):
+    backend = make_backend(udp_receiver.port, prefix=prefix)
+    backend.post(*interval(backend, ("c", name, source, (), (1,))))
+    expect(udp_receiver.receive_lines(1)) == [line]
+
+
+def test_a_prefix_ending_in_a_dot_is_not_a_name_change(make_backend, udp_receiver, caplog):
+    backend = make_backend(udp_receiver.port, prefix="app.")
+    backend.post(*interval(backend, ("c", "x", None, (), (1,))))
+    expect(udp_receiver.receive_lines(1)) == [b"app.x:1|c"]
+    expect(backend.figures_["names_changed"]) == 0
+    expect(caplog.text).does_not_contain("does not fit statsd's rules")
+
+
 def test_source_as_prefix_or_tag_and_tags_dropped_or_dogstatsd(make_backend, udp_receiver, caplog):
     series = [("c", "login", "api", ("env:prod", "region:eu|x,y#@"), (1,)),
               ("t", "db.query", "api", ("k:v w",), (0.5,))]
@@ -333,18 +375,19 @@ def test_every_line_the_backend_makes_is_valid_for_etsy_statsd(tmp_path, make_ba
                                 ("c", "odd name/µ:|@#", "src 1", ("env:prod",), (1, 2)),
                                 ("c", "tiny", None, (), (1e-7,)),
                                 ("g", "g.neg", None, (), (-2.5,)),
+                                ("g", "huge", None, (), (1.5e300,)),  # 301 digits, no exponent
                                 ("t", "sampled", None, (), statsd_values),
                                 ("t", "exact", None, (), (0.25, 0.0005)))
         units = backend.lines(summaries)
         lines = sum(u.count(b"\n") + 1 for u in units)
         backend.post(t, summaries)
-        expect(lines) == 1 + 1 + 2 + 50 + 2
+        expect(lines) == 1 + 1 + 2 + 1 + 50 + 2
         wait_until(lambda: admin_counter(statsd, "statsd.metrics_received") >= lines,
                    message="every line at statsd")
     [flush] = statsd.flushes()
     expect(flush["statsd"]["bad_lines_seen"]) == 0
     expect(flush["counters"]) == {"src_1.odd_name-;env=prod": 3, "tiny": 1e-7}
-    expect(flush["gauges"]) == {"g.neg": -2.5}
+    expect(flush["gauges"]) == {"g.neg": -2.5, "huge": 1.5e300}
     expect(flush["timer_counters"]["sampled"]) == pytest.approx(200)  # 50 lines at @0.25
     expect(len(flush["timers"]["sampled"])) == 50
     expect(set(flush["timers"]["sampled"]) <= set(range(1, 201))) == True

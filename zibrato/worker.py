@@ -49,6 +49,8 @@ class Backend:
     """
 
     name = "backend"
+    #: keys of ``figures_`` that a backend adds and publishes with its self-metrics
+    self_figures: tuple[str, ...] = ()
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5551, *,
                  levels: Sequence[str] = (ALL_LEVELS,), flush_interval: float = 60.0,
@@ -375,6 +377,8 @@ class Backend:
         client.gauge(level, f"{prefix}.backlog", len(self._backlog))
         client.gauge(level, f"{prefix}.dropped_intervals", f["dropped_intervals"])
         client.timing(level, f"{prefix}.flush_duration", elapsed)
+        for key in self.self_figures:
+            client.gauge(level, f"{prefix}.{key}", f[key])
 
 
 def parse_levels(text: str) -> tuple[str, ...]:

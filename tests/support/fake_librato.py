@@ -23,7 +23,11 @@ Endpoints:
 * Anything else: ``404``; another method on one of the two paths: ``405``.
 
 On any rejection the WHOLE payload is rejected and nothing of it is accepted,
-as Librato does. Error bodies are shaped like Librato's::
+as Librato does. Accepted measurements are stored as a time-series store
+keeps them: one value per series and second, so a measurement with the same
+name, source (tagged: tags) and measure_time (tagged: time) as an earlier one
+replaces it, in the same payload or a later one (:meth:`FakeLibrato.overwrites`
+counts those). A measurement without a time takes the second it arrived. Error bodies are shaped like Librato's::
 
     {"errors": {"params": {"<field>": ["<message>"]}}}   # 400, invalid parameters
     {"errors": {"request": ["<message>"]}}               # 401, 403, 404, 405, 415, ...
@@ -192,9 +196,11 @@ class FakeLibrato:
         self.max_past_seconds: float = MAX_PAST_SECONDS
         self._cond = threading.Condition(threading.RLock())
         self._generation = 0  # bumped on every recorded request
-        self._measurements: list[dict] = []
+        # (name, source or tags, time) -> the measurement kept for that series and second
+        self._measurements: dict[tuple, dict] = {}
+        self._overwrites = 0
         self._requests: list[dict] = []
-        self._failures: list[tuple[int, Optional[dict]]] = []
+        self._failures: list[tuple[int, Optional[dict], tuple]] = []
         self._outage: Optional[int] = None
         self._delays: list[float] = []
         self._rejected_names: set[str] = set()
@@ -247,7 +253,11 @@ class FakeLibrato:
 
     # ------------------------------------------------------------------ what was received
     def measurements(self) -> list[dict]:
-        """Every accepted measurement, flattened, in arrival order (copies).
+        """The measurements kept, flattened, in arrival order (copies).
+
+        One per (name, source, measure_time) (tagged: name, tags, time): a
+        later one with the same key replaced the earlier, and moved to its
+        place in the order.
 
         Legacy: the measurement's own fields plus ``"kind"`` (``"gauge"`` or
         ``"counter"``) and the payload's top-level ``source``/``measure_time``
@@ -256,11 +266,17 @@ class FakeLibrato:
         where the measurement lacks them.
         """
         with self._cond:
-            return copy.deepcopy(self._measurements)
+            return copy.deepcopy(list(self._measurements.values()))
+
+    def overwrites(self) -> int:
+        """How many accepted measurements replaced one with the same series and time."""
+        with self._cond:
+            return self._overwrites
 
     def requests(self) -> list[dict]:
         """Every request received (copies): ``method``, ``path``, ``status``, ``headers`` (dict),
-        ``body`` (parsed JSON, else raw text, None if empty) and ``response`` (parsed JSON body or None)."""
+        ``body`` (parsed JSON, else raw text, None if empty), ``response`` (parsed JSON body or
+        None) and ``received`` (``time.monotonic()`` when its request line arrived)."""
         with self._cond:
             return copy.deepcopy(self._requests)
 
@@ -285,13 +301,15 @@ class FakeLibrato:
                     self._cond.wait(min(remaining, _POLL))
 
     # ------------------------------------------------------------------ failure injection
-    def fail_next(self, n: int, status: int = 500, body: Optional[dict] = None) -> None:
-        """The next ``n`` POSTs answer ``status`` (with ``body``, or a Librato-style error) and accept nothing."""
+    def fail_next(self, n: int, status: int = 500, body: Optional[dict] = None,
+                  headers: Optional[dict] = None) -> None:
+        """The next ``n`` POSTs answer ``status`` (with ``body``, or a Librato-style error, and
+        ``headers``, e.g. ``{"Retry-After": "1"}``) and accept nothing."""
         _check_status(status)
         if n < 0:
             raise ValueError("n must be >= 0")
         with self._cond:
-            self._failures.extend([(status, copy.deepcopy(body))] * n)
+            self._failures.extend([(status, copy.deepcopy(body), tuple((headers or {}).items()))] * n)
 
     def fail_until_cleared(self, status: int = 503) -> None:
         """Every POST answers ``status`` and accepts nothing until :meth:`clear_failures`."""
@@ -321,23 +339,35 @@ class FakeLibrato:
 
     # ------------------------------------------------------------------ internals
     def _take_injection(self) -> Optional[tuple]:
-        """One POST's injected behaviour: ("delay", s), ("fail", status, body) or None."""
+        """One POST's injected behaviour: ("delay", s), ("fail", status, body, headers) or None."""
         with self._cond:
             if self._delays:
                 return ("delay", self._delays.pop(0))
             if self._outage is not None:
-                return ("fail", self._outage, None)
+                return ("fail", self._outage, None, ())
             if self._failures:
-                status, body = self._failures.pop(0)
-                return ("fail", status, body)
+                return ("fail", *self._failures.pop(0))
         return None
 
     def _record(self, entry: dict, accepted: list[dict]) -> None:
+        arrival = int(time.time())
         with self._cond:
             self._requests.append(entry)
-            self._measurements.extend(accepted)
+            for measurement in accepted:
+                self._store(measurement, arrival)
             self._generation += 1
             self._cond.notify_all()
+
+    def _store(self, measurement: dict, arrival: int) -> None:
+        """Keep the last value per series and second, as Librato does."""
+        if measurement["kind"] == "tagged":
+            key = (measurement["name"], tuple(sorted(measurement["tags"].items())),
+                   measurement.get("time", arrival))
+        else:
+            key = (measurement["name"], measurement.get("source"), measurement.get("measure_time", arrival))
+        if self._measurements.pop(key, None) is not None:
+            self._overwrites += 1
+        self._measurements[key] = measurement
 
     def _check_auth(self, header: Optional[str]) -> None:
         challenge = (("WWW-Authenticate", 'Basic realm="Librato API"'),)
@@ -657,6 +687,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = raw_path.split("?", 1)[0]
         raw = b""
         accepted: list[dict] = []
+        received = time.monotonic()
         try:
             raw = self._read_body()
             if path not in (LEGACY_PATH, TAGGED_PATH):
@@ -669,8 +700,8 @@ class _Handler(BaseHTTPRequestHandler):
                 fake._stopping.wait(injected[1])
                 raise _request_error(504, "Gateway Timeout (FakeLibrato.delay_next): nothing was accepted")
             if injected:
-                _, status, body = injected
-                raise _Rejection(status, body if body is not None else _injected_body(status))
+                _, status, body, headers = injected
+                raise _Rejection(status, body if body is not None else _injected_body(status), headers)
             fake._check_auth(self.headers.get("Authorization"))
             tagged = path == TAGGED_PATH
             if tagged and not fake.tags_enabled:
@@ -700,6 +731,7 @@ class _Handler(BaseHTTPRequestHandler):
             "headers": dict(self.headers.items()),
             "body": _decode_for_record(raw),
             "response": copy.deepcopy(response),
+            "received": received,
         }, accepted)
         self._respond(status, response, headers)
 

@@ -15,8 +15,9 @@ Mapping (see docs/STATSD.md), one interval at a time:
 
 The source becomes a name prefix (``source.name``) or a DogStatsD tag; tags
 are DogStatsD ``|#k:v`` tags or dropped. Names are fitted to Etsy statsd's
-rules (:class:`Sanitiser`), each change logged once. Lines are packed into
-datagrams of at most ``mtu`` bytes.
+rules (:class:`Sanitiser`), each change logged once; prefix, source and name
+are joined with single dots, never leaving an empty part (``..x``). Lines are
+packed into datagrams of at most ``mtu`` bytes.
 
 Delivery: UDP is fire-and-forget: a send never blocks, and what cannot be
 sent is counted and logged (rate-limited), never retried. TCP keeps one
@@ -37,7 +38,7 @@ from decimal import Decimal
 from typing import Iterable, Iterator
 
 from ..runtime import RateLimitedLog
-from ..worker import SELF_LEVEL, Backend
+from ..worker import Backend
 
 PROTOCOLS = ("udp", "tcp")
 SOURCE_MODES = ("prefix", "tag")
@@ -50,6 +51,7 @@ STREAM_CHUNK = 65536  # bytes per TCP write; lines are never split across writes
 # then anything outside [a-zA-Z_\-0-9.;=] is dropped.
 _WHITESPACE = re.compile(r"\s+")
 _NOT_IN_NAME = re.compile(r"[^a-zA-Z_\-0-9.;=]")
+_DOT_RUNS = re.compile(r"\.{2,}")
 # DogStatsD tags: "k:v" stays; the line's separators ("|", ",", "#", "@") and control characters go.
 _NOT_IN_TAG = re.compile(r"[|,#@\x00-\x1f\x7f]")
 _MAX_REMEMBERED_NAMES = 100_000
@@ -65,6 +67,7 @@ class StatsdBackend(Backend):
     """
 
     name = "statsd"
+    self_figures = ("lines_sent", "datagrams_sent", "send_errors", "lines_lost")
 
     def __init__(self, *args, statsd_host: str = "127.0.0.1", statsd_port: int = 8125,
                  protocol: str = "udp", prefix: str = "", mtu: int = DEFAULT_MTU,
@@ -88,7 +91,8 @@ class StatsdBackend(Backend):
         self.mtu, self.source_as, self.tag_mode = mtu, source_as, tags
         self.timeout, self.backoff_base, self.backoff_cap = timeout, backoff_base, backoff_cap
         self.names = Sanitiser(self.log)
-        self.prefix = _join_prefix(self.names.name(prefix, "prefix")) if prefix else ""
+        # "app." is the documented form of the prefix "app": not a change worth a warning
+        self.prefix = self.names.name(prefix.removesuffix("."), "prefix") if prefix else ""
         self.sock: socket.socket | None = None
         self._send_log = RateLimitedLog(self.log)
         self._warned: set[str] = set()  # one-time warnings already given
@@ -152,14 +156,6 @@ class StatsdBackend(Backend):
         f.update(statsd=self.endpoint, protocol=self.protocol, mtu=self.mtu)
         return f
 
-    def _report_self(self, series: int, elapsed: float) -> None:
-        """The runtime's own figures, plus delivery's, under the level 'zibrato'."""
-        super()._report_self(series, elapsed)
-        if self._self_client is not None:
-            f, prefix = self.figures_, f"zibrato.{self.name}"
-            for key in ("lines_sent", "datagrams_sent", "send_errors", "lines_lost"):
-                self._self_client.gauge(SELF_LEVEL, f"{prefix}.{key}", f[key])
-
     # --- mapping --------------------------------------------------------------
 
     def lines(self, summaries: Iterable[dict]) -> list[bytes]:
@@ -208,12 +204,11 @@ class StatsdBackend(Backend):
         """``prefix[source.]name`` and the ``|#tags`` suffix (possibly empty) of a series."""
         name = self.names.name(s["name"])
         source = s.get("source")
+        source_part = ""
         tags: list[str] = []
         if source:
             if self.source_as == "prefix":
                 source_part = self.names.name(source, "source")
-                if source_part:
-                    name = f"{source_part}.{name}"
             else:
                 tags.append(self.names.tag("source:" + source))
         if s.get("tags"):
@@ -223,7 +218,7 @@ class StatsdBackend(Backend):
                 self._warn_once("tags", "series %r has tags %s: tags are dropped (use --tags "
                                         "dogstatsd to send them as |#k:v)",
                                 s["name"], ",".join(s["tags"]))
-        name = self.prefix + name
+        name = ".".join(part for part in (self.prefix, source_part, name) if part)
         tags = [t for t in tags if t]
         return name, ("|#" + ",".join(tags)) if tags else ""
 
@@ -390,6 +385,8 @@ class Sanitiser:
     Names: whitespace runs become ``_``, ``/`` becomes ``-``, and anything outside
     ``a-z A-Z 0-9 _ - . ; =`` is dropped (what Etsy statsd would do, so that
     ``:``, ``|``, ``@``, ``#``, newlines and spaces never reach the wire).
+    Runs of dots become one and leading or trailing dots go, so that joining
+    prefix, source and name never leaves an empty part (Graphite's ``a..b``).
     Tags keep ``k:v`` but lose ``|``, ``,``, ``#``, ``@`` and control characters;
     whitespace runs become ``_``.
     """
@@ -413,10 +410,10 @@ class Sanitiser:
             if kind == "tag":
                 fixed, rule = _NOT_IN_TAG.sub("", spaced), "DogStatsD tags cannot hold | , # @"
             else:
-                fixed = _NOT_IN_NAME.sub("", spaced.replace("/", "-"))
+                fixed = _tidy_dots(_NOT_IN_NAME.sub("", spaced.replace("/", "-")))
                 if kind == "name" and not fixed:
                     fixed = "_"  # a line needs a name
-                rule = "statsd names are made of A-Z a-z 0-9 _ - . ; ="
+                rule = "statsd names are made of A-Z a-z 0-9 _ - . ; =, with no empty part between dots"
             if len(self._seen) >= _MAX_REMEMBERED_NAMES:
                 self._seen.clear()
             self._seen[key] = fixed
@@ -464,6 +461,8 @@ def milliseconds(seconds: float) -> str:
     15 digits drop the binary noise of the multiplication (0.007 * 1000 is
     7.000000000000001) and keep every digit a double carries for sure.
     """
+    if seconds == 0:
+        return "0"  # also -0.0, which would be written "-0"
     return _plain(format(seconds * 1000, ".15g"))
 
 
@@ -473,18 +472,23 @@ def sample_rate(rate: float) -> str:
 
 
 def _plain(text: str) -> str:
-    """``1e+16`` -> ``10000000000000000``, ``5e-05`` -> ``0.00005``, ``3.0`` -> ``3``."""
+    """``1e+16`` -> ``10000000000000000``, ``5e-05`` -> ``0.00005``, ``3.0`` -> ``3``.
+
+    Always positional, however long (309 digits for the largest double, about
+    330 characters for the smallest): Etsy's ``Number()`` reads it exactly, and
+    no statsd parser has to know exponents (Etsy's own sample-rate pattern
+    reads ``1e-05`` as 1).
+    """
     if "e" in text:
-        positional = format(Decimal(text), "f")
-        if len(positional) <= 40:
-            text = positional
+        text = format(Decimal(text), "f")
     if text.endswith(".0"):
         text = text[:-2]
     return text
 
 
-def _join_prefix(prefix: str) -> str:
-    return prefix if not prefix or prefix.endswith(".") else prefix + "."
+def _tidy_dots(text: str) -> str:
+    """``.a..b.`` -> ``a.b``: no empty part between dots, none at either end."""
+    return _DOT_RUNS.sub(".", text).strip(".")
 
 
 def _peer_closed(sock: socket.socket) -> bool:

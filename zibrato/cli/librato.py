@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from ..backends.librato import APIS, DEFAULT_API_URL, LibratoBackend
+from ..backends.librato import APIS, DEFAULT_API_URL, LibratoBackend, flush_interval_problem
 from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
 
 USERNAME_ENV = "ZIBRATO_LIBRATO_USERNAME"
@@ -30,8 +30,8 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
               help="Source for series sent without one (legacy API); the 'source' tag (tagged API).")
 @click.option("--batch-size", default=300, show_default=True, type=click.IntRange(1, None),
               help="Most measurements per POST.")
-@click.option("--timeout", default=10.0, show_default=True, type=POSITIVE,
-              help="Seconds to wait for each answer from Librato (below the 8 s stop window).")
+@click.option("--timeout", default=5.0, show_default=True, type=POSITIVE,
+              help="Seconds to wait for each answer from Librato (keep it below the 8 s stop window).")
 @click.option("--retry-delay", default=1.0, show_default=True, type=POSITIVE,
               help="First delay before retrying a failed post; it doubles (with jitter) each time.")
 @click.option("--max-retry-delay", default=60.0, show_default=True, type=POSITIVE,
@@ -50,6 +50,9 @@ def command(username: str | None, apitoken: str | None, apitoken_file: Path | No
         raise click.UsageError(f"no Librato username: give --username or set {USERNAME_ENV}")
     if max_retry_delay < retry_delay:
         raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
+    flush_problem = flush_interval_problem(options["flush_interval"])
+    if flush_problem:
+        raise click.BadParameter(flush_problem, param_hint="--flush")
     kwargs = backend_kwargs(options)
     run_backend(lambda: LibratoBackend(
         username=username, token=token, api_url=api_url, api=api, source=source,
