@@ -151,10 +151,11 @@ REJECTED = {
 }
 
 
+@pytest.mark.parametrize("decoder", [decode, protocol.decode_plain], ids=["decode", "decode_plain"])
 @pytest.mark.parametrize("frame, reason", REJECTED.values(), ids=REJECTED.keys())
-def test_decode_rejects_invalid_messages_with_a_reason(frame, reason):
+def test_decode_rejects_invalid_messages_with_a_reason(frame, reason, decoder):
     with pytest.raises(ProtocolError) as raised:
-        decode(frame)
+        decoder(frame)
 
     expect(str(raised.value)).contains(reason)
     expect(isinstance(raised.value, ValueError)) == True  # callers may catch ValueError
@@ -168,3 +169,14 @@ def test_decode_rejects_a_bad_record_among_good_ones():
 def test_decode_accepts_the_hand_made_equivalent_of_a_good_message():
     expect(decode(raw([protocol.VERSION, 5, [good_record(values=[0, 2.5])]]))) == Batch(
         "info", 5.0, [Record("c", "hits", (0, 2.5), None, ())])
+
+
+def test_decode_plain_gives_the_same_records_as_plain_tuples():
+    frame = raw([1, 2.5, [good_record(), good_record(type="t", values=[0.5, 1e-06], source="db",
+                                                     tags=["a:1", "b:2"])]])
+
+    named, plain = decode(frame), protocol.decode_plain(frame)
+
+    expect(plain) == named  # a named tuple equals the plain tuple of its fields
+    expect({type(record) for record in named.records}) == {Record}
+    expect({type(record) for record in plain.records}) == {tuple}

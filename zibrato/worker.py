@@ -98,8 +98,12 @@ class Backend:
         """Open the connection to the destination (called once, in the delivery thread)."""
 
     def parse(self, frame: bytes) -> protocol.Batch:
-        """Turn one broker message into a batch; raise ProtocolError when it is not one."""
-        return protocol.decode(frame)
+        """Turn one broker message into a batch; raise ProtocolError when it is not one.
+
+        Its records are (type, name, values, source, tags) tuples, plain ones
+        by default (:func:`zibrato.protocol.decode_plain`, for speed).
+        """
+        return protocol.decode_plain(frame)
 
     def flush(self, time: float, interval: float) -> None:
         """Close the interval ending at ``time``: summarise it and queue it for delivery."""
