@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from expecter import expect
 
-from support.daemons import run_script, wait_until
+from support.daemons import run_script, stop_within, wait_until
 from support.pipeline import DAY, WorkerPipeline, pipelines
 from support.fake_librato import FakeLibrato
 from zibrato.aggregation import nearest_rank
@@ -299,11 +299,7 @@ def test_retry_after_never_waits_past_the_stop_deadline(librato, make_backend):
     librato.fail_next(1, 429, headers={"Retry-After": "120"})
     delivery = in_thread(backend.post, *interval(backend, ("c", "kept", None, (), [1])))
     wait_until(lambda: backend.figures_["posts_failed"] == 1, message="the 429")
-    started = time.monotonic()
-    backend.stop_deadline = started + 0.6
-    backend.stopping.set()
-    delivery.join(5)
-    expect(time.monotonic() - started) < 1.0
+    expect(stop_within(backend, delivery)) < 1.0
     expect(delivered(librato)) == [("kept", 1)]  # one more attempt within the deadline
 
 
@@ -376,11 +372,7 @@ def test_stopping_interrupts_the_backoff_and_gives_up_by_the_deadline(librato, m
     t, summaries = interval(backend, ("c", "a", None, (), [1]), ("c", "b", None, (), [2]))
     delivery = in_thread(backend.post, t, summaries)
     wait_until(lambda: backend.figures_["posts_failed"] == 1, message="the first failure")
-    started = time.monotonic()
-    backend.stop_deadline = started + 0.6
-    backend.stopping.set()
-    delivery.join(5)
-    expect(time.monotonic() - started) < 1.5
+    expect(stop_within(backend, delivery)) < 1.5
     expect(backend.figures_["posts_failed"]) >= 2  # one more attempt after the stop signal
     expect(backend.figures_["measurements_lost"]) == 2
     expect(caplog.text).contains("gave up the interval")
