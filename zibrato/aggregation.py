@@ -88,7 +88,7 @@ import struct
 from array import array
 from decimal import Decimal
 from fractions import Fraction
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 __all__ = ["Aggregator", "nearest_rank", "percentile_key", "TYPE_NAMES"]
 
@@ -199,56 +199,70 @@ class Aggregator:
         ``values`` must already be validated (finite ints/floats, at least one);
         checking again here would cost the hot loop. Unknown ``type`` -> ValueError.
         """
-        key = (type, name, source, tags)
-        state = self._series.get(key)
-        if type == "t":
-            if state is None:
-                state = self._series[key] = array("d")
-            if state.__class__ is array:
-                n = len(values)
-                if len(state) + n <= self.max_samples:
-                    if n == 1:
-                        state.append(values[0])
-                    else:
-                        pack = self._packers.get(n)
-                        if pack is None:
-                            pack = self._packer(n)
-                        state.frombytes(pack(*values))
-                    return
-                state = self._series[key] = self._start_sampling(state)
-            self._add_sampled(state, values)
-        elif type == "c":
-            if state is None:
-                self._series[key] = [sum(values), len(values)]
-            elif len(values) == 1:
-                state[0] += values[0]
-                state[1] += 1
+        self.add_records(((type, name, values, source, tags),))
+
+    def add_records(self, records: Iterable[Sequence]) -> int:
+        """Aggregate decoded records ``(type, name, values, source, tags)``; return how many values.
+
+        The worker's hot loop: one call per message rather than per record,
+        because a Python call costs as much as aggregating a one-value record.
+        Values must already be validated, as for :meth:`add`.
+        """
+        series, max_samples, packers = self._series, self.max_samples, self._packers
+        count = 0
+        for type, name, values, source, tags in records:
+            n = len(values)
+            count += n
+            key = (type, name, source, tags)
+            state = series.get(key)
+            if type == "t":
+                if state is None:
+                    state = series[key] = array("d")
+                if state.__class__ is array:
+                    if len(state) + n <= max_samples:
+                        if n == 1:
+                            state.append(values[0])
+                        else:
+                            pack = packers.get(n)
+                            if pack is None:
+                                pack = self._packer(n)
+                            state.frombytes(pack(*values))
+                        continue
+                    state = series[key] = self._start_sampling(state)
+                self._add_sampled(state, values)
+            elif type == "c":
+                if state is None:
+                    series[key] = [sum(values), n]
+                elif n == 1:
+                    state[0] += values[0]
+                    state[1] += 1
+                else:
+                    state[0] += sum(values)
+                    state[1] += n
+            elif type == "g":
+                if state is None:
+                    series[key] = [values[-1], n, min(values), max(values), sum(values)]
+                elif n == 1:
+                    value = values[0]
+                    state[0] = value
+                    state[1] += 1
+                    if value < state[2]:
+                        state[2] = value
+                    elif value > state[3]:
+                        state[3] = value
+                    state[4] += value
+                else:
+                    state[0] = values[-1]
+                    state[1] += n
+                    low, high = min(values), max(values)
+                    if low < state[2]:
+                        state[2] = low
+                    if high > state[3]:
+                        state[3] = high
+                    state[4] += sum(values)
             else:
-                state[0] += sum(values)
-                state[1] += len(values)
-        elif type == "g":
-            if state is None:
-                self._series[key] = [values[-1], len(values), min(values), max(values), sum(values)]
-            elif len(values) == 1:
-                value = values[0]
-                state[0] = value
-                state[1] += 1
-                if value < state[2]:
-                    state[2] = value
-                elif value > state[3]:
-                    state[3] = value
-                state[4] += value
-            else:
-                state[0] = values[-1]
-                state[1] += len(values)
-                low, high = min(values), max(values)
-                if low < state[2]:
-                    state[2] = low
-                if high > state[3]:
-                    state[3] = high
-                state[4] += sum(values)
-        else:
-            raise ValueError(f"unknown measurement type {type!r} (expected one of 'c', 'g', 't')")
+                raise ValueError(f"unknown measurement type {type!r} (expected one of 'c', 'g', 't')")
+        return count
 
     def flush(self, time: float, interval: float) -> list[dict]:
         """Summaries of everything added since the last flush, sorted; then start empty.

@@ -274,12 +274,7 @@ class Backend:
         except Exception as error:  # a parse() that misses a case must not stop the worker
             self._malformed(f"unparseable ({error.__class__.__name__}: {error})")
             return
-        add = self.aggregator.add
-        count = 0
-        for type_, name, values, source, tags in batch.records:
-            add(type_, name, source, tags, values)
-            count += len(values)
-        self.figures_["measurements"] += count
+        self.figures_["measurements"] += self.aggregator.add_records(batch.records)
 
     def _discard_rest(self, sub: zmq.Socket) -> None:
         while sub.getsockopt(zmq.RCVMORE):
