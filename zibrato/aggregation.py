@@ -60,12 +60,12 @@ counter's ``rate``: the first interval after a start is shorter than the others)
 
 Speed
 -----
-:meth:`Aggregator.add` is the worker's hot loop: one dict lookup per record,
-a fast path per type, C-level builtins over the record's values and no
-Python loop per value (timer values are appended with one cached
-``struct`` pack into the array; a sampled series only does work at the
-reservoir's replacement points, about ``m * ln(n / m)`` of them). Sorting for
-the percentiles happens once per series at flush.
+:meth:`Aggregator.add_records` is the worker's hot loop, one call per
+message: one dict lookup per record, a fast path per type, C-level builtins
+over the record's values and no Python loop per value (timer values are
+appended with one cached ``struct`` pack into the array; a sampled series
+only does work at the reservoir's replacement points, about ``m * ln(n /
+m)`` of them). Sorting for the percentiles happens once per series at flush.
 
 Why ``array('d')`` and not a list: measured on CPython 3.11, appending a
 million values from 100-value tuples takes ~14 ms with a list and ~14 ms
