@@ -313,6 +313,25 @@ def test_broker_status_reports_forwarded_messages(pipeline):
     expect(silent.stdout).contains("UNREACHABLE")
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGQUIT, signal.SIGINT])
+def test_broker_stops_cleanly_on_each_stop_signal_and_forwards_what_it_took(pipeline, signum):
+    p = pipeline()
+    for i in range(1, 101):
+        p.client.count("info", "before.stop", i)
+    assert p.client.flush(), "flush() timed out"  # in ZeroMQ's hands: on its way to the broker
+
+    p.broker.signal(signum)
+    code = p.broker.wait(10)
+
+    expect(code) == 0
+    expect(p.broker.stderr).contains(f"received {signal.Signals(signum).name}, stopping")
+    expect(p.broker.stderr).contains("broker stopped")
+    expect(p.broker.stderr).does_not_contain("Traceback")
+    p.wait_measurements(100)  # the worker got all of them, through the stopping broker
+    out = {s["name"]: s for s in p.stop_worker()}
+    expect(out["before.stop"]["value"]) == sum(range(1, 101))
+
+
 def test_broker_port_in_use_is_a_clear_error(tmp_path):
     base = free_ports(3)
     first = Daemon(tmp_path, "zibrato-broker", "--port", base, "--startup-grace", "0").start()
