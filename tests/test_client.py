@@ -334,6 +334,22 @@ def test_async_function_is_timed_over_the_awaited_run(broker_pull, make_client):
     expect(elapsed) >= WAIT - CLOCK_SLACK
 
 
+def test_a_callable_object_with_an_async_call_is_timed_over_the_awaited_run(broker_pull, make_client):
+    z = make_client()
+
+    class Handler:
+        async def __call__(self, reply):
+            await asyncio.sleep(WAIT)
+            return reply
+
+    handler = z.time_me("info", "async.callable")(Handler())
+
+    expect(asyncio.run(handler("done"))) == "done"
+
+    [elapsed] = values_of(broker_pull.settle(z), "async.callable")
+    expect(elapsed) >= WAIT - CLOCK_SLACK  # not the ~0 of creating the coroutine
+
+
 def test_async_function_raising_is_timed_and_the_exception_propagates(broker_pull, make_client):
     z = make_client()
     error = ValueError("bad")

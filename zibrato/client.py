@@ -449,6 +449,12 @@ def _messages(grouped: dict[Series, list], batch: int) -> Iterable[tuple[str, li
             yield level, chunk, size
 
 
+def _is_async(func: Callable) -> bool:
+    """An ``async def`` function, or an object whose ``__call__`` is one (a handler class)."""
+    return inspect.iscoroutinefunction(func) or (
+        not inspect.isroutine(func) and inspect.iscoroutinefunction(getattr(type(func), "__call__", None)))
+
+
 def _split(records: list) -> tuple[list, list] | None:
     """Two halves of a message's records (or of its one record's values); None if one value."""
     if len(records) > 1:
@@ -499,7 +505,7 @@ class _Instrument:
         self.client._record((self._series_for(error), self._value(token)))
 
     def __call__(self, func: F) -> F:
-        if inspect.iscoroutinefunction(func):
+        if _is_async(func):
             wrapper = self._wrap_coroutine(func)
         elif inspect.isasyncgenfunction(func):
             wrapper = self._wrap_async_generator(func)
