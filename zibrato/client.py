@@ -105,6 +105,7 @@ class Zibrato:
         self._sender: _Sender | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._no_sender_reported = False  # a sender that cannot start is logged once
         self._record: Callable[[tuple], None] = self._start_sender_and_record
         _live_clients.add(self)
 
@@ -269,7 +270,7 @@ class Zibrato:
         self._pending.append(item)
 
     def _report_no_sender(self, error: RuntimeError) -> None:
-        if not getattr(self, "_no_sender_reported", False):
+        if not self._no_sender_reported:
             self._no_sender_reported = True
             log.error("zibrato: cannot start the sender thread (%s); measurements are dropped "
                       "and counted until it can", error)
