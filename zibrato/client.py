@@ -21,7 +21,6 @@ import inspect
 import logging
 import math
 import os
-import re
 import sys
 import threading
 import time
@@ -45,9 +44,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 Tags = Mapping[str, object] | Iterable[str] | None
 Series = tuple  # (level, type, name, source, tags)
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_MAX_TAG_LENGTH = 255
-_MAX_TAGS = 64
 _INT64_MIN, _UINT64_LIMIT = -(1 << 63), 1 << 64  # the integers msgpack can carry
 _MAX_CACHED_SERIES = 10_000
 _perf_counter = time.perf_counter
@@ -692,17 +688,10 @@ def _port(value: object) -> int:
 
 
 def _check_name(name: object, what: str) -> str:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"{what} must be a non-empty string, got {name!r}")
-    if len(name) > protocol.MAX_NAME_LENGTH:
-        raise ValueError(f"{what} is longer than {protocol.MAX_NAME_LENGTH} characters: {name[:40]!r}...")
-    if _CONTROL.search(name):
-        raise ValueError(f"{what} contains control characters: {name!r}")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} cannot be encoded as UTF-8: {name!r}") from None
-    return name
+    problem = protocol.name_problem(name, what)
+    if problem:
+        raise ValueError(problem)
+    return name  # type: ignore[return-value]
 
 
 def _number(value: object) -> float:
@@ -729,11 +718,9 @@ def _normalise_tags(tags: Tags) -> tuple[str, ...]:
     if isinstance(tags, str):
         raise TypeError("tags must be a mapping or a list of 'key:value' strings, not one string")
     items = [f"{k}:{v}" for k, v in tags.items()] if isinstance(tags, Mapping) else list(tags)
-    if len(items) > _MAX_TAGS:
-        raise ValueError(f"{len(items)} tags: at most {_MAX_TAGS} per measurement")
-    for tag in items:
-        if not isinstance(tag, str) or not tag or len(tag) > _MAX_TAG_LENGTH or _CONTROL.search(tag):
-            raise ValueError(f"bad tag {tag!r}: a non-empty string without control characters")
+    problem = protocol.tags_problem(items)
+    if problem:
+        raise ValueError(problem)
     return tuple(sorted(set(items)))
 
 

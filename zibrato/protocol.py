@@ -33,9 +33,13 @@ import msgpack
 
 VERSION = 1
 COUNTER, GAUGE, TIMER = "c", "g", "t"
+#: protocol 1.1 kinds (docs/PROTOCOL.md): a distribution of any quantity, and unique members
+HISTOGRAM, SET = "h", "s"
 TYPES = frozenset((COUNTER, GAUGE, TIMER))
-TYPE_NAMES = {COUNTER: "counter", GAUGE: "gauge", TIMER: "timer"}
+TYPE_NAMES = {COUNTER: "counter", GAUGE: "gauge", TIMER: "timer", HISTOGRAM: "histogram", SET: "set"}
 MAX_NAME_LENGTH = 255
+MAX_TAG_LENGTH = 255
+MAX_TAGS = 64
 #: the broker's default limit on a message (ZMQ_MAXMSGSIZE); clients split bigger ones
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 LEVEL_TERMINATOR = b"\x00"
@@ -45,6 +49,56 @@ LEVEL_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
 def is_valid_level(level: object) -> bool:
     """1-64 characters of A-Z a-z 0-9 _ . - (no NUL, no comma: levels are listed as a,b,c)."""
     return isinstance(level, str) and LEVEL_PATTERN.match(level) is not None
+
+
+# --- the one definition of what a name, a source and a tag may be ----------
+# The client raises with these messages; the decoder rejects with them.
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def name_problem(name: object, what: str = "name") -> str | None:
+    """Why ``name`` (a metric name or a source) is not valid, or None when it is.
+
+    1-255 characters, no control characters (a newline in a name would forge
+    log lines and break line protocols downstream), encodable as UTF-8.
+    """
+    if not isinstance(name, str) or not name:
+        return f"{what} must be a non-empty string, got {_short(name)}"
+    if len(name) > MAX_NAME_LENGTH:
+        return f"{what} is longer than {MAX_NAME_LENGTH} characters: {_short(name)}"
+    if _CONTROL.search(name):
+        return f"{what} contains control characters: {_short(name)}"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{what} cannot be encoded as UTF-8: {_short(name)}"
+    return None
+
+
+def tag_problem(tag: object) -> str | None:
+    """Why ``tag`` is not a valid ``key:value`` tag string, or None when it is."""
+    if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_LENGTH or _CONTROL.search(tag):
+        return f"bad tag {_short(tag)}: a non-empty string of at most {MAX_TAG_LENGTH} characters " \
+               "without control characters"
+    return None
+
+
+def tags_problem(tags: Sequence[object]) -> str | None:
+    """Why a sequence of tags is not valid (too many, or one bad tag), or None."""
+    if len(tags) > MAX_TAGS:
+        return f"{len(tags)} tags: at most {MAX_TAGS} per measurement"
+    for tag in tags:
+        problem = tag_problem(tag)
+        if problem:
+            return problem
+    return None
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """A repr safe to put in an error or a log line: escaped and truncated."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"...({len(text)} characters)"
 
 
 class ProtocolError(ValueError):
