@@ -356,6 +356,41 @@ class Sketch:
             return out
         return [self.quantile(q) for q in qs]
 
+    def evenly_spaced(self, m: int) -> list[float]:
+        """``m`` values spread evenly over the distribution: its ``(k - 1/2) / m`` quantiles, k = 1..m.
+
+        What a destination that wants raw values (statsd) can be sent in place
+        of values no longer kept; in ascending order.
+        """
+        if m < 1 or not self.count:
+            return []
+        if self._values is not None:
+            ordered = sorted(self._values)
+            n = len(ordered)
+            return [ordered[min(int((k + 0.5) * n / m), n - 1)] for k in range(m)]
+        out: list[float] = []
+        walk = self._walk()
+        seen, value = 0.0, self.min
+        for k in range(m):
+            target = (k + 0.5) * self.count / m
+            while seen < target:
+                try:
+                    count, value = next(walk)
+                except StopIteration:
+                    break
+                seen += count
+            out.append(value)
+        return out
+
+    def _walk(self):
+        """(count, representative value) of each bucket, from the smallest values to the largest."""
+        for index in sorted(self.negative, reverse=True):
+            yield self.negative[index], self._clamp(-_representative(index, self.scale))
+        if self.zero_count:
+            yield self.zero_count, self._clamp(0.0)
+        for index in sorted(self.positive):
+            yield self.positive[index], self._clamp(_representative(index, self.scale))
+
     def _bucket_quantile(self, rank: float) -> float:
         seen: float = 0
         for index in sorted(self.negative, reverse=True):  # the most negative values first
