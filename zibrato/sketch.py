@@ -49,6 +49,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from collections import Counter
+from operator import neg as _neg
 from fractions import Fraction
 from typing import Iterable, Sequence
 
@@ -60,6 +62,7 @@ DEFAULT_MAX_BUCKETS = 2048
 DEFAULT_MAX_EXACT = 1024
 MAX_SCALE = 20
 MIN_SCALE = -10
+_BULK = 64  # a batch of at least this many values of one sign is counted in C
 
 
 def relative_error_of(scale: int) -> float:
@@ -144,7 +147,31 @@ class Sketch:
 
     def add(self, value: float, weight: float = 1) -> None:
         """Add one observation; ``weight`` observations of it (1 / sample rate), positive and finite."""
-        self.add_many((value,), weight)
+        if (value.__class__ is not float and value.__class__ is not int) or not math.isfinite(value) \
+                or weight != 1:
+            self.add_many((value,), weight)  # the checks, with their messages
+            return
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        self.count += 1
+        self.sum += value
+        kept = self._values
+        if kept is not None:
+            if len(kept) < self.max_exact:
+                kept.append(value)
+                return
+            self._start_buckets()
+        if value > 0:  # inline, the common case of _bucket
+            index = math.ceil(math.log2(value) * self._factor) - 1
+            positive = self.positive
+            if index in positive:
+                positive[index] += 1
+            else:
+                self._new_bucket(positive, index, 1)
+        else:
+            self._bucket((value,), 1)
 
     def add_many(self, values: Sequence[float], weight: float = 1) -> None:
         """Add finite values, each counting ``weight`` times; a ValueError leaves the sketch unchanged."""
@@ -180,12 +207,44 @@ class Sketch:
             self.sum += sum(values) * weight
             if self._values is not None:
                 self._start_buckets()
-        self._bucket(values, weight)
+        if n >= _BULK and (low > 0 or high < 0):
+            self._bucket_bulk(values, weight, low, high)
+        else:
+            self._bucket(values, weight)
 
     def _start_buckets(self) -> None:
         kept, self._values = self._values, None
         if kept:
             self._bucket(kept, 1)
+
+    def _bucket_bulk(self, values: Sequence[float], weight: float, low: float, high: float) -> None:
+        """Many values of one sign (a timer's record, an exact series at flush): counted in C.
+
+        The buckets a batch needs are known from its extremes, so the scale is
+        lowered once, first, if it must be; then ``map`` and ``Counter`` count
+        every value's index without a Python loop per value.
+        """
+        if low > 0:
+            buckets, magnitudes, smallest, largest = self.positive, values, low, high
+        else:
+            buckets, magnitudes, smallest, largest = self.negative, map(_neg, values), -high, -low
+        factor = self._factor
+        first = math.ceil(math.log2(smallest) * factor) - 1
+        last = math.ceil(math.log2(largest) * factor) - 1
+        bounds = self._bounds.get(id(buckets))
+        if bounds is not None:
+            first, last = min(first, bounds[0]), max(last, bounds[1])
+        shift = 0
+        while (last >> shift) - (first >> shift) >= self.max_buckets:
+            shift += 1
+        if shift:
+            self._downscale(shift)
+            factor = self._factor
+        counted = Counter(map(math.ceil, map(factor.__mul__, map(math.log2, magnitudes))))
+        get = buckets.get
+        for upper, count in counted.items():
+            buckets[upper - 1] = get(upper - 1, 0) + count * weight
+        self._bounds[id(buckets)] = [first >> shift, last >> shift]
 
     def _bucket(self, values: Iterable[float], weight: float) -> None:
         """Count values into buckets: the hot loop (``log2`` keeps bucket edges exact on powers of 2)."""
@@ -219,14 +278,21 @@ class Sketch:
             self._bounds[id(buckets)] = [index, index]
             buckets[index] = weight
             return
-        low, high = min(bounds[0], index), max(bounds[1], index)
+        low, high = bounds
+        if low <= index <= high:  # a gap between buckets in use
+            buckets[index] = weight
+            return
+        if index < low:
+            low = index
+        else:
+            high = index
         shift = 0
         while (high >> shift) - (low >> shift) >= self.max_buckets:
             shift += 1
         if shift:
-            self._downscale(shift)
-            index >>= shift
-        bounds[0], bounds[1] = min(bounds[0], index), max(bounds[1], index)
+            self._downscale(shift)  # shifts bounds too
+            low, high, index = low >> shift, high >> shift, index >> shift
+        bounds[0], bounds[1] = low, high
         buckets[index] = buckets.get(index, 0) + weight
 
     def _downscale(self, shift: int) -> None:
