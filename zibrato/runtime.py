@@ -225,15 +225,17 @@ SECRETS = Secrets()
 def printable(text: object, limit: int = 200) -> str:
     """Text from outside (the wire, a server's answer) made safe for one log line.
 
-    Control characters and non-ASCII are escaped (``\\n`` can never forge a
-    line) and the result is cut to ``limit`` characters with a marker saying how
-    much was left out.
+    Characters that are not printable (newlines, control characters, Unicode
+    line separators) are escaped, so ``\\n`` can never forge a line, and the
+    result is cut to ``limit`` characters with a marker saying how much was
+    left out. The one helper every daemon uses for such text.
     """
     text = str(text)
     cut = len(text) - limit
     head = text[:limit] if cut > 0 else text
-    if not (head.isascii() and head.isprintable()):
-        head = head.encode("unicode_escape").decode("ascii")[:limit]
+    if not head.isprintable():
+        head = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                       for c in head)[:limit]
     return head + (f"...(+{cut} characters)" if cut > 0 else "")
 
 
