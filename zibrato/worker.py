@@ -322,7 +322,7 @@ class Worker:
                 self._malformed("multipart message")
                 continue
             self.ingest(frame)
-            if not received % 64 and time.perf_counter() > until:
+            if not received & 7 and time.perf_counter() > until:
                 break
         if received:
             self.figures_["last_received"] = time.time()
