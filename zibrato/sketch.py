@@ -62,7 +62,8 @@ DEFAULT_MAX_BUCKETS = 2048
 DEFAULT_MAX_EXACT = 1024
 MAX_SCALE = 20
 MIN_SCALE = -10
-_BULK = 64  # a batch of at least this many values of one sign is counted in C
+_BULK = 64  # a batch of at least this many values of one sign, into an empty sketch, is counted in C
+_BULK_LARGE = 4096  # ... and into any sketch
 
 
 def relative_error_of(scale: int) -> float:
@@ -207,7 +208,10 @@ class Sketch:
             self.sum += sum(values) * weight
             if self._values is not None:
                 self._start_buckets()
-        if n >= _BULK and (low > 0 or high < 0):
+        # In C when building anew (sparse: new buckets at every turn) or for very large batches;
+        # the Python loop is faster for a record into buckets already in use.
+        if (n >= _BULK_LARGE or (n >= _BULK and not (self.positive or self.negative))) \
+                and (low > 0 or high < 0):
             self._bucket_bulk(values, weight, low, high)
         else:
             self._bucket(values, weight)
@@ -218,7 +222,7 @@ class Sketch:
             self._bucket(kept, 1)
 
     def _bucket_bulk(self, values: Sequence[float], weight: float, low: float, high: float) -> None:
-        """Many values of one sign (a timer's record, an exact series at flush): counted in C.
+        """Many values of one sign (an exact series at flush, a huge record): counted in C.
 
         The buckets a batch needs are known from its extremes, so the scale is
         lowered once, first, if it must be; then ``map`` and ``Counter`` count
