@@ -244,3 +244,27 @@ def test_librato_gets_histogram_summaries_set_counts_and_weighted_counts(librato
     query = got["db.query"]
     expect((query["count"], query["sum"])) == (8, 3.0)
     assert math.isclose(got["db.query.p99"]["value"], 0.5, rel_tol=0.006)
+
+
+def test_a_worker_refuses_what_the_client_would_refuse_and_keeps_going(console):
+    """Issue 11, item 11: names, sources, tags and levels by the client's rules, in the decoder."""
+    p = console()
+    before = p.status()["malformed"]
+    bad = [
+        ("info", [("c", "forged\nERROR line", [1], None, [])]),
+        ("info", [("c", "n" * 100_000, [1], None, [])]),
+        ("info", [("c", "ok.name", [1], "web\x001", [])]),
+        ("info", [("c", "ok.name", [1], None, ["k:\x1b[31m"])]),
+        ("", [("c", "ok.name", [1], None, [])]),
+        ("in fo", [("c", "ok.name", [1], None, [])]),
+    ]
+    for level, records in bad:
+        p.pusher.send(records, level=level)
+    p.pusher.send([("c", "after.the.bad.ones", [1], None, [])])
+    wait_until(lambda: p.status()["malformed"] >= before + len(bad), message="every bad message counted")
+    p.wait_measurements(1)
+    p.stop_worker()
+    expect([s["name"] for s in p.summaries()]) == ["after.the.bad.ones"]
+    log = p.worker.stderr
+    expect(log).does_not_contain("\nERROR line")  # escaped, never a forged line
+    expect(max(len(line) for line in log.splitlines()) < 2000) == True
