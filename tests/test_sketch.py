@@ -131,7 +131,7 @@ def test_five_orders_of_magnitude_fit_at_scale_6_in_about_1100_buckets():
     values = [1e-4 * 10 ** (5 * i / 10_000) for i in range(10_001)]  # 100 us .. 10 s
     sketch = sketch_of(values, max_exact=0)
     expect(sketch.scale) == 6
-    assert 1050 <= len(sketch.positive) <= 1110, len(sketch.positive)
+    assert 1050 <= len(sketch.positive) <= 1110, len(sketch.positive)  # slots, 8 bytes each
 
 
 def test_a_wider_range_than_the_bound_lowers_the_scale_and_says_so():
