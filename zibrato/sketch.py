@@ -220,7 +220,16 @@ class Sketch:
                 kept.append(value)
                 return
             self._start_buckets()
-        self._bucket((value,), 1)
+        if value > 0:  # inline, the common case of _bucket
+            buckets = self.positive
+            index = math.ceil(math.log2(value) * self._factor) - 1
+            j = index - buckets.offset
+            if 0 <= j < len(buckets.counts):
+                buckets.counts[j] += 1
+            else:
+                self._new_bucket(buckets, index, 1)
+        else:
+            self._bucket((value,), 1)
 
     def add_many(self, values: Sequence[float], weight: float = 1) -> None:
         """Add finite values, each counting ``weight`` times; a ValueError leaves the sketch unchanged."""
