@@ -1,8 +1,9 @@
 """zibrato-librato against a real local HTTP server that enforces Librato's API rules.
 
 The first tests drive the destination directly (``post`` as the delivery
-thread calls it, or through its real delivery queue: tests/support/rig.py); the others run client -> zibrato-broker -> zibrato-librato
--> FakeLibrato as real processes. Every test checks that the API token never
+thread calls it, or through its real delivery queue: tests/support/rig.py);
+the others run client -> zibrato-broker -> zibrato-librato -> FakeLibrato as
+real processes. Every test checks that the API token never
 appears in a log line.
 """
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 import pytest
 from expecter import expect
 
-from support.daemons import run_script, wait_until
-from support.pipeline import DAY, WorkerPipeline, pipelines
+from support.daemons import wait_until
 from support.fake_librato import FakeLibrato
+from support.pipeline import DAY, WorkerPipeline, pipelines
 from support.rig import Rig
 from zibrato.aggregation import nearest_rank
 from zibrato.backends.librato import Librato
@@ -43,10 +44,11 @@ def make_backend(librato, caplog):
     caplog.set_level(logging.DEBUG)  # urllib3's debug lines included
     made = []
 
-    def make(fake=None, percentiles=(50, 90, 95, 99), backoff=Backoff(0.01, 0.05), **options):
+    def make(fake=None, percentiles=(50, 90, 95, 99), backoff=None, **options):
         settings = dict(api_url=(fake or librato).url, timeout=2.0)
         settings.update(options)
-        rig = Rig(Librato(USER, TOKEN, **settings), percentiles=percentiles, backoff=backoff,
+        rig = Rig(Librato(USER, TOKEN, **settings), percentiles=percentiles,
+                  backoff=backoff or Backoff(0.01, 0.05),
                   length=60.0)
         rig.destination.connect()
         made.append(rig)

@@ -24,8 +24,7 @@ from zibrato.broker import Broker
 from zibrato.delivery import DeliveryQueue, Rejected
 from zibrato.destination import Destination, Interval
 from zibrato.rules import SeriesRules
-from zibrato.runtime import (STOP_SIGNALS, Secrets, StatusServer, ask_status, install_stop_handlers,
-                             printable)
+from zibrato.runtime import STOP_SIGNALS, Secrets, StatusServer, ask_status, install_stop_handlers, printable
 from zibrato.worker import Schedule, Worker
 
 
@@ -369,8 +368,8 @@ def test_every_form_of_a_credential_is_redacted_from_logs_and_status_replies():
 
 
 def test_a_destination_publishes_its_own_figures_with_the_runtimes_under_the_self_level():
-    from zibrato.testing import MemoryZibrato
     from zibrato.backends.statsd import Statsd
+    from zibrato.testing import MemoryZibrato
 
     destination = Statsd()
     destination.counts["lines_lost"] = 7
