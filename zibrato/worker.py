@@ -383,7 +383,7 @@ class Worker:
         """Workers measure themselves through the broker, under their own level."""
         if not self.self_level:
             return None
-        from .client import Zibrato
+        from . import Zibrato  # the public client, however zibrato.client is laid out
         port = self.broker_port if self.broker_port is not None else self.port - 1
         return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()})
 
@@ -396,8 +396,10 @@ class Worker:
                    "cut_off_intervals": q["cut_off_intervals"], "late_flushes": s.late_flushes,
                    "non_finite_dropped": f["non_finite_dropped"],
                    "flush_lag": s.lag}
-        for key in getattr(self.destination, "self_figures", ()):
-            value = self.destination.figures().get(key)
+        keys = getattr(self.destination, "self_figures", ())
+        own = self.destination.figures() if keys else {}
+        for key in keys:
+            value = own.get(key)
             if isinstance(value, (int, float)):
                 figures[key] = value
         return figures
