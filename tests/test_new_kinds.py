@@ -19,7 +19,7 @@ from expecter import expect
 from support.daemons import wait_until
 from support.etsy_statsd import EtsyStatsd
 from support.fake_librato import FakeLibrato
-from support.pipeline import DAY, WorkerPipeline, pipelines
+from support.pipeline import WorkerPipeline, pipelines
 from zibrato import protocol
 from zibrato.backends.statsd import StatsdMapping
 from zibrato.sketch import SetSketch, Sketch

@@ -51,8 +51,8 @@ import hashlib
 import math
 from array import array
 from collections import Counter
-from operator import neg as _neg
 from fractions import Fraction
+from operator import neg as _neg
 from typing import Iterable, Sequence
 
 __all__ = ["Sketch", "SetSketch", "scale_for", "relative_error_of",

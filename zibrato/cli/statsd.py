@@ -3,8 +3,16 @@ from __future__ import annotations
 
 import click
 
-from ..backends.statsd import (DEFAULT_MTU, HISTOGRAM_MODES, MAX_UDP_PAYLOAD, PROTOCOLS, SET_MODES,
-                               SOURCE_MODES, TAG_MODES, Statsd)
+from ..backends.statsd import (
+    DEFAULT_MTU,
+    HISTOGRAM_MODES,
+    MAX_UDP_PAYLOAD,
+    PROTOCOLS,
+    SET_MODES,
+    SOURCE_MODES,
+    TAG_MODES,
+    Statsd,
+)
 from ..delivery import Backoff
 from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
 
