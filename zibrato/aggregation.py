@@ -96,7 +96,7 @@ import struct
 from array import array
 from decimal import Decimal
 from fractions import Fraction
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .sketch import DEFAULT_MAX_BUCKETS, DEFAULT_RELATIVE_ERROR, SetSketch, Sketch, relative_error_of
 
@@ -240,7 +240,7 @@ class Aggregator:
         #: summaries dropped because they held a non-finite number, and the latest such series
         self.non_finite_dropped = 0
         self.last_non_finite: list[str] = []
-        self._series: dict[tuple, object] = {}
+        self._series: dict[tuple, Any] = {}
         #: series key -> (end of its last interval with data, its gauge's last value): for expiry
         self._seen: dict[tuple, tuple[float, float | None]] = {}
         self._packers: dict[int, Callable[..., bytes]] = {}
@@ -456,7 +456,7 @@ class Aggregator:
                 del self._seen[key]
         return idle
 
-    def _stats(self, type_: str, state: object, interval: float) -> dict:
+    def _stats(self, type_: str, state: Any, interval: float) -> dict:
         if type_ == "c":
             value, count = state
             return {"value": float(value), "count": count, "rate": value / interval}

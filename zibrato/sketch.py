@@ -53,7 +53,7 @@ from array import array
 from collections import Counter
 from fractions import Fraction
 from operator import neg as _neg
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 __all__ = ["Sketch", "SetSketch", "scale_for", "relative_error_of",
            "DEFAULT_RELATIVE_ERROR", "DEFAULT_MAX_BUCKETS"]
@@ -88,7 +88,7 @@ def scale_for(relative_error: float) -> int:
     return MAX_SCALE  # pragma: no cover - checked above
 
 
-def _rank(q: float, count: float) -> float:
+def _rank(q: float, count: float) -> int:
     """Nearest rank ``ceil(q * count)``, with q taken as the decimal written (0.999 * 1000 is 999)."""
     return math.ceil(Fraction(repr(float(q))) * Fraction(count))
 
@@ -96,7 +96,7 @@ def _rank(q: float, count: float) -> float:
 def _power_of_base(index: int, scale: int) -> float:
     """b ** index = 2 ** (index / 2 ** scale), inf past the float range."""
     try:
-        return 2.0 ** math.ldexp(index, -scale)
+        return float(2.0 ** math.ldexp(index, -scale))
     except OverflowError:
         return math.inf
 
@@ -128,7 +128,7 @@ class Buckets:
     def last(self) -> int:
         return self.offset + len(self.counts) - 1
 
-    def items(self):
+    def items(self) -> list[tuple[int, float]]:
         """(index, count) of every non-empty bucket, lowest index first."""
         offset = self.offset
         return [(offset + j, c) for j, c in enumerate(self.counts) if c]
@@ -285,6 +285,7 @@ class Sketch:
         lowered once, first, if it must be; then ``map`` and ``Counter`` count
         every value's index without a Python loop per value.
         """
+        magnitudes: Iterable[float]
         if low > 0:
             buckets, magnitudes, smallest, largest = self.positive, values, low, high
         else:
@@ -311,7 +312,7 @@ class Sketch:
         factor, log2, ceil = self._factor, math.log2, math.ceil
         pos, pos_offset, pos_size = positive.counts, positive.offset, len(positive.counts)
         neg, neg_offset, neg_size = negative.counts, negative.offset, len(negative.counts)
-        zeros = 0
+        zeros: float = 0
         for x in values:
             if x > 0:
                 j = ceil(log2(x) * factor) - 1 - pos_offset
@@ -495,7 +496,7 @@ class Sketch:
             out.append(value)
         return out
 
-    def _walk(self):
+    def _walk(self) -> Iterator[tuple[float, float]]:
         """(count, representative value) of each bucket, from the smallest values to the largest."""
         for index, count in reversed(self.negative.items()):  # the most negative values first
             yield count, self._clamp(-_representative(index, self.scale))
@@ -517,7 +518,7 @@ class Sketch:
 
     # --- the dict form ----------------------------------------------------------
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The plain-dict form (OpenTelemetry ExponentialHistogram fields; JSON- and msgpack-ready)."""
         source = self if self._values is None else self._bucketed()
         empty = not self.count
@@ -527,7 +528,7 @@ class Sketch:
                 "min": None if empty else self.min, "max": None if empty else self.max}
 
     @classmethod
-    def from_dict(cls, data: dict, max_buckets: int = DEFAULT_MAX_BUCKETS) -> "Sketch":
+    def from_dict(cls, data: dict[str, Any], max_buckets: int = DEFAULT_MAX_BUCKETS) -> "Sketch":
         """A sketch from :meth:`to_dict`'s form (or an OTLP exponential histogram's fields)."""
         try:
             scale = int(data["scale"])
@@ -558,7 +559,7 @@ class Sketch:
         return f"<Sketch {mode}, count {self.count}, {self.buckets_held} buckets>"
 
 
-def _dense(buckets: Buckets) -> dict:
+def _dense(buckets: Buckets) -> dict[str, Any]:
     if not buckets.counts:
         return {"offset": 0, "counts": []}
     return {"offset": buckets.offset, "counts": [_count(c) for c in buckets.counts]}
@@ -623,8 +624,9 @@ class SetSketch:
             raise ValueError(f"precision must be in [4, 18], got {precision!r}")
         self.max_exact, self.precision = max_exact, precision
         #: the members while exact (None once sketched)
-        self.members: set | None = set()
-        self.registers: bytearray | None = None
+        self.members: set[str | int] | None = set()
+        #: HyperLogLog's registers once past max_exact (empty while exact)
+        self.registers = bytearray()
 
     @property
     def exact(self) -> bool:
@@ -688,7 +690,7 @@ class SetSketch:
         z += m * _sigma(histogram[0] / m)
         return round(m * m / (2 * math.log(2)) / z)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """``{"exact": True, "count", "members"}`` or ``{"exact": False, "count", "precision", "registers"}``
         (registers: base64 of one byte each)."""
         if self.members is not None:
@@ -698,7 +700,7 @@ class SetSketch:
                 "registers": base64.b64encode(bytes(self.registers)).decode("ascii")}
 
     @classmethod
-    def from_dict(cls, data: dict, max_exact: int = DEFAULT_SET_MAX_EXACT) -> "SetSketch":
+    def from_dict(cls, data: dict[str, Any], max_exact: int = DEFAULT_SET_MAX_EXACT) -> "SetSketch":
         try:
             if data.get("exact", "members" in data):
                 sketch = cls(max_exact=max_exact)
