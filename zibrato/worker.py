@@ -29,7 +29,6 @@ import time
 from typing import Callable, Iterable, Sequence
 
 import zmq
-
 from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
