@@ -416,7 +416,7 @@ class Worker:
                    "backlog": self.delivery.backlog, "dropped_intervals": q["dropped_intervals"],
                    "cut_off_intervals": q["cut_off_intervals"], "late_flushes": s.late_flushes,
                    "flush_lag": s.lag}
-        keys = getattr(self.destination, "self_figures", ())
+        keys = self.destination.self_figures
         own = self.destination.figures() if keys else {}
         for key in keys:
             value = own.get(key)
