@@ -134,7 +134,8 @@ class Worker:
         self.flush_interval = flush_interval
         self.clock = clock
         self.aggregator = Aggregator(percentiles=percentiles, max_samples=max_samples,
-                                     keep_values=destination.needs_values, include_interval=True)
+                                     keep_values=getattr(destination, "needs_values", False),
+                                     include_interval=True)
         self.rules = rules if rules else None
         self.status_port, self.stop_timeout = status_port, stop_timeout
         # No limit by default: the broker enforces --max-message-size on what clients send,
@@ -416,7 +417,7 @@ class Worker:
                    "backlog": self.delivery.backlog, "dropped_intervals": q["dropped_intervals"],
                    "cut_off_intervals": q["cut_off_intervals"], "late_flushes": s.late_flushes,
                    "flush_lag": s.lag}
-        keys = self.destination.self_figures
+        keys = getattr(self.destination, "self_figures", ())
         own = self.destination.figures() if keys else {}
         for key in keys:
             value = own.get(key)
