@@ -222,6 +222,7 @@ class Worker:
             context.term()
             return 1
         self._self_client = self._make_self_client()
+        self._unconnected_since = time.monotonic()
         sub = self._subscribe(context)
         monitor = sub.get_monitor_socket(_MONITORED)
         status.start()
