@@ -340,8 +340,9 @@ class Worker:
             left += 1
         if left:
             self.figures_["unread_at_stop"] += left
-            self.log.error("stopping: %d messages queued from the broker were not read within half "
-                           "the stop budget (%g s) and are lost (unread_at_stop)", left,
+            more = " at least" if time.monotonic() >= give_up else ""
+            self.log.error("stopping:%s %d messages queued from the broker were not read within "
+                           "half the stop budget (%g s) and are lost (unread_at_stop)", more, left,
                            self.stop_timeout / 2)
 
     def _receive_available(self, sub: zmq.Socket, limit: int = 10_000) -> None:
