@@ -19,7 +19,8 @@ histograms is therefore lossless.
   the largest whose bound meets ``relative_error``: 1 % -> scale 6 (0.54 %),
   0.5 % -> scale 7 (0.27 %), 2 % -> scale 5 (1.08 %).
 * **Bounded memory.** At most ``max_buckets`` buckets per sign (2,048 by
-  default: at scale 6 a range of 2**32, e.g. 1 us to over an hour). A series
+  default: at scale 6 a range of 2**32, e.g. 1 us to over an hour), each
+  sign a dense array of 8-byte counts (:class:`Buckets`): 16 kB at most. A series
   whose range needs more is brought to a lower scale (each step merges
   pairs of buckets and doubles the error bound: scale 5 ~ 1.1 %); the scale
   is in :meth:`Sketch.to_dict` and :attr:`Sketch.relative_error_bound` says
