@@ -56,7 +56,7 @@ from fractions import Fraction
 from operator import neg as _neg
 from typing import Any, Iterable, Iterator, Sequence
 
-__all__ = ["Sketch", "SetSketch", "scale_for", "relative_error_of",
+__all__ = ["Sketch", "SetSketch", "Buckets", "scale_for", "relative_error_of",
            "DEFAULT_RELATIVE_ERROR", "DEFAULT_MAX_BUCKETS"]
 
 DEFAULT_RELATIVE_ERROR = 0.01
