@@ -268,3 +268,43 @@ def test_a_worker_refuses_what_the_client_would_refuse_and_keeps_going(console):
     log = p.worker.stderr
     expect(log).does_not_contain("\nERROR line")  # escaped, never a forged line
     expect(max(len(line) for line in log.splitlines()) < 2000) == True
+
+
+# --- the flags ---------------------------------------------------------------------------
+
+BAD_FLAGS = [
+    (["console", "--expire", "-1"], "expiry must be 0 or more"),
+    (["console", "--expire", "nan"], "expiry must be 0 or more"),
+    (["console", "--expire", "300,gauges=5"], "unknown kind"),
+    (["console", "--relative-error", "0"], "relative error must be in"),
+    (["console", "--relative-error", "1"], "relative error must be in"),
+    (["console", "--relative-error", "nan"], "relative error must be in"),
+    (["console", "--max-exact", "0"], "0"),
+    (["console", "--max-samples", "0"], "0"),
+    (["statsd", "--histograms", "distribution"], "distribution"),
+    (["statsd", "--sets", "unique"], "unique"),
+]
+
+
+@pytest.mark.parametrize("argv, complaint", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_aggregation_flags_exit_with_a_usage_message(argv, complaint):
+    from click.testing import CliRunner
+
+    from zibrato.cli import group
+    result = CliRunner().invoke(group, argv, prog_name="zibrato")
+    expect(result.exit_code) == 2
+    expect(result.output).contains("Usage:")
+    expect(result.output).contains(complaint)
+
+
+def test_the_aggregation_flags_reach_the_aggregator():
+    from zibrato.backends.console import Console
+    from zibrato.cli.common import worker_kwargs
+    from zibrato.worker import Worker
+    options = {"host": "127.0.0.1", "port": 5551, "levels": ("all",), "flush_interval": 10.0,
+               "percentiles": (50.0,), "max_exact": 500, "status_port": 0, "self_metrics": False,
+               "broker_port": None, "relative_error": 0.002,
+               "expire": {"counter": 60.0, "gauge": 600.0, "timer": 60.0, "histogram": 60.0, "set": 0.0}}
+    worker = Worker(Console(), **worker_kwargs(options))
+    agg = worker.aggregator
+    expect((agg.max_exact, agg.relative_error, agg.expire["gauge"], agg.expire["set"])) == (500, 0.002, 600.0, 0.0)
