@@ -18,7 +18,8 @@ setup(
     packages=find_packages(include=["zibrato", "zibrato.*"]),
     python_requires=">=3.9",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2",
+                            "hypothesis>=6", "statsd>=4.0", "datadog>=0.49"]},
     entry_points={
         "console_scripts": [
             "zibrato = zibrato.cli:main",
@@ -26,6 +27,7 @@ setup(
             "zibrato-console = zibrato.cli.console:main",
             "zibrato-statsd = zibrato.cli.statsd:main",
             "zibrato-librato = zibrato.cli.librato:main",
+            "zibrato-listen = zibrato.cli.listen:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },
