@@ -108,12 +108,14 @@ class Listener:
         self._tcp: Optional[socket.socket] = None
         self._unix: Optional[socket.socket] = None
         self._connections: dict[socket.socket, bytearray] = {}
+        self._by_fd: dict[int, socket.socket] = {}
+        self._skipping: set[socket.socket] = set()  # connections inside an overlong line
         self._http: Optional[ThreadingHTTPServer] = None
         self._status: Optional[zmq.Socket] = None
         self._buffer = bytearray(_MAX_DATAGRAM)
         self._view = memoryview(self._buffer)
         self._last_drops: Optional[int] = None
-        self._problem_since: dict[str, tuple[float, int]] = {}
+        self._seen: dict[str, tuple[int, Optional[float]]] = {}
         self.publisher: Optional[Publisher] = None
 
     # --- start and stop ---------------------------------------------------------
@@ -137,20 +139,34 @@ class Listener:
             threading.Thread(target=self._read_stdin, name="zibrato-listen-stdin", daemon=True).start()
 
     def _open_statsd(self, host: str, port: int) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        udp = socket.socket(family, socket.SOCK_DGRAM)
-        self._udp = udp
+        """UDP and TCP on the same port; port 0 picks one free for both."""
+        for attempt in range(20 if port == 0 else 1):
+            udp, tcp = self._bind_statsd_pair(host, port)
+            if tcp is not None:
+                break
+            udp.close()
+        else:
+            raise RuntimeError(f"cannot bind --statsd (TCP) {host}:{port}: address already in use")
+        self._udp, self._tcp = udp, tcp
         self.receive_buffer = _size_receive_buffer(udp, self.config.receive_buffer)
-        _bind(udp, (host, port), "--statsd (UDP)")
-        port = udp.getsockname()[1]  # port 0: the TCP listener takes the same port
-        tcp = socket.socket(family, socket.SOCK_STREAM)
-        self._tcp = tcp
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _bind(tcp, (host, port), "--statsd (TCP)")
         tcp.listen(128)
         for sock in (udp, tcp):
             sock.setblocking(False)
-        self.addresses["statsd"] = f"{host}:{port}"
+        self.addresses["statsd"] = f"{host}:{udp.getsockname()[1]}"
+
+    @staticmethod
+    def _bind_statsd_pair(host: str, port: int) -> tuple[socket.socket, Optional[socket.socket]]:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        _bind(udp, (host, port), "--statsd (UDP)")
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind((host, udp.getsockname()[1]))
+        except OSError:
+            tcp.close()
+            return udp, None
+        return udp, tcp
 
     def _open_unix(self, path: str) -> None:
         if os.path.exists(path):
@@ -205,13 +221,13 @@ class Listener:
 
     def run(self, stop: threading.Event) -> int:
         """Serve until ``stop`` is set; return an exit code."""
+        self._stop = stop  # before open(): the stdin reader sets it at end of input
         try:
             self.open()
         except (RuntimeError, ValueError) as error:
             log.error("%s", error)
             self.close()
             return 1
-        self._stop = stop
         log.info("listen ready: %s -> broker %s, level %s",
                  ", ".join(f"{k} {v}" for k, v in self.addresses.items()) or "stdin",
                  self.publisher.endpoint, self.config.level)
@@ -219,6 +235,7 @@ class Listener:
         for sock in (self._udp, self._tcp, self._unix):
             if sock is not None:
                 poller.register(sock, zmq.POLLIN)
+                self._by_fd[sock.fileno()] = sock
         if self._status is not None:
             poller.register(self._status, zmq.POLLIN)
         next_flush = time.monotonic() + self.config.flush_interval
@@ -243,14 +260,19 @@ class Listener:
             log.info("listen stopped")
         return 0
 
-    def _readable(self, sock: object, poller: zmq.Poller) -> None:
+    def _readable(self, ready: object, poller: zmq.Poller) -> None:
+        """``ready`` is what zmq.Poller returns: the zmq socket itself, or a plain socket's fd."""
+        if ready is self._status:
+            answer_status(self._status, self.status)
+            return
+        sock = self._by_fd.get(ready)
+        if sock is None:
+            return
         if sock is self._udp or sock is self._unix:
             self._read_datagrams(sock)
         elif sock is self._tcp:
             self._accept(poller)
-        elif sock is self._status:
-            answer_status(self._status, self.status)
-        elif sock in self._connections:
+        else:
             self._read_stream(sock, poller)
 
     def _read_datagrams(self, sock: socket.socket) -> None:
@@ -282,6 +304,7 @@ class Listener:
             return
         conn.setblocking(False)
         self._connections[conn] = bytearray()
+        self._by_fd[conn.fileno()] = conn
         self.figures["tcp_connections"] += 1
         poller.register(conn, zmq.POLLIN)
 
@@ -300,9 +323,18 @@ class Listener:
                     self.statsd.feed(bytes(buffer), self.pending)
             poller.unregister(conn)
             del self._connections[conn]
+            del self._by_fd[conn.fileno()]
+            self._skipping.discard(conn)
             conn.close()
             return
         buffer += data
+        if conn in self._skipping:  # the rest of an overlong line: up to its newline
+            newline = buffer.find(b"\n")
+            if newline < 0:
+                buffer.clear()
+                return
+            del buffer[:newline + 1]
+            self._skipping.discard(conn)
         end = buffer.rfind(b"\n")
         if end >= 0:
             with self.lock:
@@ -310,7 +342,8 @@ class Listener:
             del buffer[:end + 1]
         if len(buffer) > self.config.max_line_length:
             self.statsd_rejects("line too long", bytes(buffer[:80]))
-            buffer.clear()  # the rest of that line arrives next and is rejected as a bad line
+            buffer.clear()
+            self._skipping.add(conn)
 
     # --- l2met inputs ---------------------------------------------------------------
 
@@ -379,14 +412,13 @@ class Listener:
         return figures
 
     def _rose(self, key: str, value: int) -> bool:
-        """True while ``value`` is higher than it was more than a window ago."""
+        """True when ``value`` (a running total) went up within the last window."""
         now = time.monotonic()
-        since, before = self._problem_since.get(key, (now, value))
-        if now - since > _PROBLEM_WINDOW:
-            self._problem_since[key] = (now, value)
-        else:
-            self._problem_since.setdefault(key, (since, before))
-        return value > before
+        last_value, last_rise = self._seen.get(key, (0, None))
+        if value > last_value:
+            last_rise = now
+        self._seen[key] = (value, last_rise)
+        return last_rise is not None and now - last_rise < _PROBLEM_WINDOW
 
     def _report_self(self) -> None:
         """Cumulative figures as gauges under the level 'zibrato', like the workers' own."""
