@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 import zmq
 
 from . import protocol
-from .aggregation import Aggregator
+from .aggregation import DEFAULT_MAX_EXACT, Aggregator
 from .client import Zibrato
 from .runtime import RateLimitedLog, answer_status, bind_status, describe_bind_error
 
@@ -54,17 +54,19 @@ class Backend:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5551, *,
                  levels: Sequence[str] = (ALL_LEVELS,), flush_interval: float = 60.0,
-                 percentiles: Sequence[float] = DEFAULT_PERCENTILES, max_samples: int = 100_000,
+                 percentiles: Sequence[float] = DEFAULT_PERCENTILES, max_samples: int = DEFAULT_MAX_EXACT,
                  status_port: int | None = None, self_level: str | None = SELF_LEVEL,
                  broker_port: int | None = None, max_backlog: int | None = None,
                  stop_timeout: float = 8.0, hwm: int = 100_000,
-                 max_message_size: int | None = None) -> None:
+                 max_message_size: int | None = None, aggregation: dict | None = None) -> None:
         if flush_interval <= 0:
             raise ValueError("flush interval must be positive")
         self.host, self.port = host, port
         self.levels = tuple(levels)
         self.flush_interval = flush_interval
-        self.aggregator = Aggregator(percentiles=percentiles, max_samples=max_samples)
+        # max_samples: values kept exactly per series (--max-exact); aggregation: the Aggregator's
+        # other options (relative_error, expire, max_buckets, set_max_exact)
+        self.aggregator = Aggregator(percentiles=percentiles, max_exact=max_samples, **(aggregation or {}))
         self.status_port, self.stop_timeout = status_port, stop_timeout
         # No limit by default: the broker enforces --max-message-size on what clients send,
         # and a SUB that meets a message over its own limit drops the whole connection.
@@ -83,6 +85,7 @@ class Backend:
         self.stop_deadline: float | None = None
         self.figures_ = {"received": 0, "measurements": 0, "malformed": 0, "flushes": 0,
                          "series_flushed": 0, "dropped_intervals": 0, "delivery_failures": 0,
+                         "non_finite_dropped": 0,
                          "last_flush": None, "last_flush_seconds": None, "last_delivery": None}
         self.started = time.time()
         if self_level and not protocol.is_valid_level(self_level):
@@ -109,6 +112,7 @@ class Backend:
         """Close the interval ending at ``time``: summarise it and queue it for delivery."""
         started = _monotonic()
         summaries = self.aggregator.flush(time, interval)
+        self._count_non_finite()
         self._enqueue(time, summaries)
         elapsed = _monotonic() - started
         f = self.figures_
@@ -116,6 +120,15 @@ class Backend:
         f["series_flushed"] += len(summaries)
         f["last_flush"], f["last_flush_seconds"] = time, round(elapsed, 6)
         self._report_self(len(summaries), elapsed)
+
+    def _count_non_finite(self) -> None:
+        """Figures and a log line for summaries the aggregator dropped because a sum overflowed."""
+        dropped = self.aggregator.non_finite_dropped - self.figures_["non_finite_dropped"]
+        if dropped:
+            self.figures_["non_finite_dropped"] = self.aggregator.non_finite_dropped
+            names = ", ".join(protocol._short(name) for name in self.aggregator.last_non_finite[-dropped:])
+            self._malformed_log.warning("dropped %d series' interval: a sum overflowed to a non-finite "
+                                        "number (%s)", dropped, names)
 
     def post(self, time: float, summaries: list[dict]) -> None:
         """Deliver one interval's summaries to the destination (delivery thread).
@@ -375,6 +388,7 @@ class Backend:
         client.gauge(level, f"{prefix}.series_flushed", series)
         client.gauge(level, f"{prefix}.backlog", len(self._backlog))
         client.gauge(level, f"{prefix}.dropped_intervals", f["dropped_intervals"])
+        client.gauge(level, f"{prefix}.non_finite_dropped", f["non_finite_dropped"])
         client.timing(level, f"{prefix}.flush_duration", elapsed)
         for key in self.self_figures:
             client.gauge(level, f"{prefix}.{key}", f[key])

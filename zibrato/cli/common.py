@@ -7,7 +7,9 @@ from typing import Callable
 
 import click
 
+from ..aggregation import DEFAULT_MAX_EXACT, parse_expire
 from ..runtime import install_stop_handlers, setup_logging
+from ..sketch import scale_for
 from ..worker import Backend, parse_levels, parse_percentiles
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -33,6 +35,21 @@ def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float
     return value
 
 
+def _relative_error(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    try:
+        scale_for(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+    return value
+
+
+def _expire(ctx: click.Context, param: click.Parameter, value: str) -> dict:
+    try:
+        return parse_expire(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
 def verbose_option(func: Callable) -> Callable:
     return click.option("-v", "--verbose", is_flag=True, help="Log debug details.")(func)
 
@@ -53,9 +70,17 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
             click.option("--percentiles", default="50,90,95,99", show_default=True,
                          callback=_percentiles,
                          help="Timer percentiles by nearest rank; fractions allowed (99.9 -> p99_9)."),
-            click.option("--max-samples", default=100_000, show_default=True,
-                         type=click.IntRange(1, None),
-                         help="Timer values kept exactly per series and interval; beyond, a uniform sample."),
+            click.option("--max-exact", "--max-samples", "max_exact", default=DEFAULT_MAX_EXACT,
+                         show_default=True, type=click.IntRange(1, None),
+                         help="Timer/histogram values kept exactly per series and interval; beyond, "
+                              "a sketch within --relative-error (--max-samples: former name)."),
+            click.option("--relative-error", default=0.01, show_default=True, type=float,
+                         callback=_relative_error,
+                         help="Bound on a sketched percentile's relative error (0.01: OpenTelemetry "
+                              "scale 6, 0.54 %)."),
+            click.option("--expire", default="0", show_default=True, callback=_expire,
+                         help="Seconds an idle series is still reported (as 0 / its last value), "
+                              "e.g. 300 or 300,gauge=3600; 0: only intervals with data."),
             click.option("--status-port", type=click.IntRange(0, 65535), default=0, show_default=True,
                          help="Loopback port answering `zibrato status` (0: off)."),
             click.option("--self-metrics/--no-self-metrics", default=True, show_default=True,
@@ -75,9 +100,10 @@ def backend_kwargs(options: dict) -> dict:
     return dict(
         host=options.pop("host"), port=options.pop("port"), levels=options.pop("levels"),
         flush_interval=options.pop("flush_interval"), percentiles=options.pop("percentiles"),
-        max_samples=options.pop("max_samples"), status_port=options.pop("status_port") or None,
+        max_samples=options.pop("max_exact"), status_port=options.pop("status_port") or None,
         self_level="zibrato" if options.pop("self_metrics") else None,
         broker_port=options.pop("broker_port"),
+        aggregation=dict(relative_error=options.pop("relative_error"), expire=options.pop("expire")),
     )
 
 
