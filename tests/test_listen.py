@@ -193,7 +193,7 @@ def test_etsy_statsd_repeater_feeds_the_listener(listen_pipeline, tmp_path):
     repeater = {"backends": ["./backends/repeater", str(CAPTURE_BACKEND)],
                 "repeater": [{"host": "127.0.0.1", "port": p.statsd_port}], "repeaterProtocol": "udp4"}
     with EtsyStatsd(tmp_path, flush_interval_ms=100000, extra_config=repeater) as etsy:
-        datagrams = [b"jobs:1|c\njobs:1|c|@0.1\nrender:30|ms", b"queue:+4|g", b"queue:-1|g",
+        datagrams = [b"jobs:1|c\njobs:1|c|@0.1\nrender:30|ms|@0.5", b"queue:+4|g", b"queue:-1|g",
                      b"bad line\njobs:2|c"] * 50
         send_udp(etsy.port, *datagrams)
         p.wait_lines(50 * 6)
@@ -201,7 +201,7 @@ def test_etsy_statsd_repeater_feeds_the_listener(listen_pipeline, tmp_path):
     s = p.summaries()
     assert s["jobs"]["value"] == pytest.approx(50 * (1 + 10 + 2))
     assert s["queue"]["value"] == 150  # +4 -1, fifty times, from nothing
-    assert s["render"]["count"] == 50 and s["render"]["max"] == pytest.approx(0.03)
+    assert s["render"]["count"] == 100 and s["render"]["max"] == pytest.approx(0.03)  # weight 2
     assert p.listen_status()["rejected"] == {"malformed line": 50}
 
 
@@ -231,6 +231,31 @@ def test_sampled_timers_histograms_and_sets_are_protocol_1_1_records(tmp_path, r
     for _, _, records_ in raw_pull.messages:  # 1.1 records never share a message with 1.0 ones
         kinds = {len(r) > 5 or r[0] in ("h", "s") for r in records_}
         assert len(kinds) == 1
+
+
+def test_histograms_sets_and_sample_weights_reach_the_console_worker(listen_pipeline):
+    """With the Protocol 1.1 decoder, the worker summarises what DogStatsD's h, d and s send."""
+    from datadog.dogstatsd import DogStatsd
+
+    p = listen_pipeline()
+    client = DogStatsd(host="127.0.0.1", port=p.statsd_port, disable_buffering=False,
+                       disable_telemetry=True)
+    for i in range(1, 101):
+        client.histogram("payload", i, tags=["route:/a"])
+        client.distribution("latency", i / 10)
+        client.set("visitors", f"u-{i % 7}")
+    client.flush()
+    send_udp(p.statsd_port, *[b"render:30|ms|@0.25\nhits:1|c|@0.1"] * 10)
+    p.wait_lines(320)
+    p.wait_values(320)
+    s = p.summaries()
+    assert s["payload"]["type"] == "histogram" and s["payload"]["count"] == 100
+    assert s["payload"]["sum"] == 5050 and s["payload"]["tags"] == ["route:/a"]
+    assert s["latency"]["max"] == pytest.approx(10.0)
+    assert s["visitors"]["type"] == "set" and s["visitors"]["value"] == 7
+    assert s["render"]["count"] == 40 and s["render"]["sum"] == pytest.approx(1.2)  # 10 x weight 4
+    assert s["hits"]["value"] == pytest.approx(100)
+    client.close_socket()
 
 
 # --- rejects, limits, never blocking ------------------------------------------------
