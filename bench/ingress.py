@@ -38,8 +38,9 @@ one core busy), and per line received: on a shared machine a receiver may
 get less than a core, and CPU per line is what says how many lines one core
 would take.
 
-Finally the parser alone (``StatsdParser.feed`` over the same datagrams, in
-this process) gives the ceiling that parsing sets, to explain the rest.
+Finally each stage of the listener alone (receive, parse, publish; CPU time
+in this process) says where its CPU goes per line, and so how many lines one
+core can take when it has the core to itself.
 """
 from __future__ import annotations
 
@@ -240,25 +241,69 @@ def loss_free(run: dict) -> bool:
     return run["received"] == run["sent"] and run["other_loss"] == 0 and run["achieved"] >= 0.95 * run["rate"]
 
 
-# --- the parser alone ------------------------------------------------------------------------
+# --- where the CPU goes, per line (in this process, CPU time) -------------------------------------
 
-def parser_ceiling(shape: str, seconds: float) -> float:
-    """Lines per CPU second through StatsdParser.feed alone (no sockets), with the publisher's swap.
+def cost_breakdown(shape: str, seconds: float) -> dict:
+    """µs of CPU per line for each stage of the listener, measured alone.
 
-    CPU time, not wall time: on a shared machine the wall clock also counts
-    the other tenants' turns.
+    receive: draining datagrams from a loopback UDP socket (recv per datagram);
+    parse: StatsdParser.feed over a wake's worth of datagrams joined (what the
+    listener does); publish: encoding and sending one 50 ms flush of those
+    lines to a PUSH socket (Publisher.publish). CPU time, not wall time: on a
+    shared machine the wall clock also counts the other tenants' turns.
     """
+    import zmq
+
+    from zibrato.listen.publisher import Publisher
     from zibrato.listen.statsd import StatsdParser
-    datagrams = [d for d, _ in (packed if shape == "packed" else single)(stream_lines())]
-    lines = sum(n for _, n in (packed if shape == "packed" else single)(stream_lines()))
-    parser, pending = StatsdParser(), {}
-    rounds, started = 0, time.process_time()
+    datagrams = (packed if shape == "packed" else single)(stream_lines())
+    per_datagram = sum(n for _, n in datagrams) / len(datagrams)
+    raw = [d for d, _ in datagrams]
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setblocking(False)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.connect(receiver.getsockname())
+    received, cpu = 0, 0.0
+    while cpu < seconds:
+        for i in range(1000):
+            sender.send(raw[i % len(raw)])
+        started = time.process_time()
+        while True:
+            try:
+                receiver.recv(65536)
+            except BlockingIOError:
+                break
+            received += 1
+        cpu += time.process_time() - started
+    receive = cpu / (received * per_datagram) * 1e6
+    parser, pending, lines = StatsdParser(), {}, 0
+    wake = b"\n".join(raw[:2000])  # the whole stream: the same lines for both shapes
+    started = time.process_time()
     while time.process_time() - started < seconds:
-        for datagram in datagrams:
-            parser.feed(datagram, pending)
+        parser.feed(wake, pending)
         pending = {}
-        rounds += 1
-    return rounds * lines / (time.process_time() - started)
+    parse = (time.process_time() - started) / parser.lines * 1e6
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    publisher = Publisher(context, f"tcp://127.0.0.1:{port}", hwm=1_000_000)
+    flush_lines = 15_000  # 50 ms at 300,000 lines/s
+    published, cpu = 0, 0.0
+    while cpu < seconds:
+        pending, parser = {}, StatsdParser()
+        while parser.lines < flush_lines:
+            parser.feed(wake, pending)
+        started = time.process_time()
+        publisher.publish(pending)
+        cpu += time.process_time() - started
+        published += parser.lines
+        while pull.poll(0):
+            pull.recv()
+    publisher.close(0)
+    context.destroy(linger=0)
+    return {"receive": receive, "parse": parse, "publish": cpu / published * 1e6}
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -288,8 +333,11 @@ def report(runs: dict, shapes: list[str], duration: float, ceilings: dict) -> st
             ratio = f"{rate / etsy:.1f}x Etsy" if rate and etsy else "-"
             summary.append([name, rate, ratio])
         out.append(c.table(["receiver", "lines/s", "ratio"], summary))
-        out.append(f"\nParser alone (StatsdParser.feed, no sockets): {ceilings[shape]:,.0f} lines per "
-                   f"CPU second ({1e6 / ceilings[shape]:.2f} µs/line).\n")
+        cost = ceilings[shape]
+        total = sum(cost.values())
+        out.append(f"\nzibrato-listen's stages alone, CPU µs per line: receive {cost['receive']:.2f}, "
+                   f"parse {cost['parse']:.2f}, publish {cost['publish']:.2f}; total {total:.2f}, "
+                   f"i.e. {1e6 / total:,.0f} lines per CPU second.\n")
     return "\n".join(out) + "\n"
 
 
@@ -328,7 +376,7 @@ def main() -> None:
     finally:
         for receiver in receivers:
             receiver.close()
-    ceilings = {shape: parser_ceiling(shape, 1.0 if args.quick else 3.0) for shape in shapes}
+    ceilings = {shape: cost_breakdown(shape, 0.5 if args.quick else 2.0) for shape in shapes}
     c.save_json("ingress" + ("-quick" if args.quick else ""), {"runs": runs, "parser": ceilings})
     print(report(runs, shapes, duration, ceilings))
 

@@ -347,6 +347,25 @@ def test_status_reports_the_receive_buffer_and_kernel_drops(listen_pipeline):
     assert shown.returncode == 0 and json.loads(shown.stdout)["role"] == "listen"
 
 
+def test_self_metrics_carry_lines_and_rejects_by_reason(tmp_path, raw_pull):
+    listener = Daemon(tmp_path, "zibrato-listen", "--broker", f"127.0.0.1:{raw_pull.port}",
+                      "--statsd", "127.0.0.1:0", "--flush-interval", "10")
+    listener.start().wait_for_log("listen ready")
+    send_udp(listening_port(listener, "statsd"), b"ok:1|c\nx:nan|c\nx:1|q\ny:2|q")
+    listener.signal(signal.SIGTERM)  # the last figures are published at stop
+    assert listener.wait(10) == 0
+    raw_pull.receive_until(lambda r: any(x[2] == "ok" for x in r))
+
+    def last(name, *tags):
+        values = [x[3][-1] for x in raw_pull.records()
+                  if x[0] == "zibrato" and x[2] == name and tuple(x[5]) == tags]
+        return values[-1] if values else None
+    assert last("zibrato.listen.lines") == 1
+    assert last("zibrato.listen.rejected", "input:statsd", "reason:non-finite value") == 1
+    assert last("zibrato.listen.rejected", "input:statsd", "reason:unknown type") == 2
+    assert last("zibrato.listen.kernel_drops") == 0
+
+
 # --- l2met ---------------------------------------------------------------------------
 
 def frame(message: str, app: str = "app", procid: str = "web.1") -> bytes:

@@ -162,3 +162,22 @@ def test_every_well_formed_line_is_accepted_with_its_value(lines):
     parser, pending = parse(data, gauge_sign="absolute")
     assert parser.rejects.total == 0 and parser.lines == len(lines)
     assert sum(len(v) for v in pending.values()) == len(lines)
+
+
+_pieces = st.sampled_from(["a", "b.c", ":", "|", "\n", "\r\n", "1", "-2.5", "+3", "nan", "1e400", "c", "g",
+                           "ms", "h", "d", "s", "@", "@0.5", "#", "host:", "level:", "x:y", ",", "T",
+                           "T1800000000", "\x00", "\u00e9", " "])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_pieces, max_size=60).map("".join), st.sampled_from(["delta", "absolute"]))
+def test_statsd_like_text_never_raises_and_everything_kept_is_valid(text, sign):
+    parser = StatsdParser(clock=lambda: NOW, gauge_sign=sign)
+    pending: dict = {}
+    accepted = parser.feed(text.encode("utf-8", "surrogatepass"), pending)
+    assert accepted == parser.lines
+    for series, values in pending.items():
+        assert not protocol.name_problem(series.name) and protocol.is_valid_level(series.level)
+        assert series.weight is None or series.weight >= 1
+        for value in values:
+            assert isinstance(value, str) or value - value == 0

@@ -112,8 +112,6 @@ class Listener:
         self._skipping: set[socket.socket] = set()  # connections inside an overlong line
         self._http: Optional[ThreadingHTTPServer] = None
         self._status: Optional[zmq.Socket] = None
-        self._buffer = bytearray(_MAX_DATAGRAM)
-        self._view = memoryview(self._buffer)
         self._last_drops: Optional[int] = None
         self._seen: dict[str, tuple[int, Optional[float]]] = {}
         self.publisher: Optional[Publisher] = None
@@ -205,6 +203,7 @@ class Listener:
                 os.unlink(self.config.statsd_unix)
             except OSError:
                 pass
+        self._report_self()  # the last figures too, as a worker's final flush
         self.flush()
         if self._status is not None:
             self._status.close(linger=0)
@@ -276,22 +275,28 @@ class Listener:
             self._read_stream(sock, poller)
 
     def _read_datagrams(self, sock: socket.socket) -> None:
-        """Drain what the kernel holds (bounded per wake), every datagram into the pending mapping."""
-        buffer, view, parser, pending = self._buffer, self._view, self.statsd, self.pending
-        count = 0
-        with self.lock:
-            for count in range(1, _DATAGRAMS_PER_WAKE + 1):
-                try:
-                    size = sock.recv_into(buffer)
-                except (BlockingIOError, InterruptedError):
-                    count -= 1
-                    break
-                except OSError as error:  # e.g. ECONNREFUSED from an ICMP error: keep going
-                    log.debug("receive error: %s", error)
-                    count -= 1
-                    break
-                parser.feed(bytes(view[:size]), pending)
-        self.figures["datagrams"] += count
+        """Drain what the kernel holds (bounded per wake), then parse it all in one call.
+
+        The datagrams are joined with newlines: a line never spans two
+        datagrams, so this parses exactly as one call per datagram would, but
+        pays the parser's per-call costs (decode, split, setup) once per wake
+        rather than per datagram: a fifth less CPU per line for one-line
+        datagrams (bench/ingress.py).
+        """
+        chunks: list[bytes] = []
+        receive, keep = sock.recv, chunks.append
+        for _ in range(_DATAGRAMS_PER_WAKE):
+            try:
+                keep(receive(_MAX_DATAGRAM))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as error:  # e.g. ECONNREFUSED from an ICMP error: keep going
+                log.debug("receive error: %s", error)
+                break
+        if chunks:
+            with self.lock:
+                self.statsd.feed(chunks[0] if len(chunks) == 1 else b"\n".join(chunks), self.pending)
+            self.figures["datagrams"] += len(chunks)
 
     def _accept(self, poller: zmq.Poller) -> None:
         try:
