@@ -278,7 +278,7 @@ def cost_breakdown(shape: str, seconds: float) -> dict:
             received += 1
         cpu += time.process_time() - started
     receive = cpu / (received * per_datagram) * 1e6
-    parser, pending, lines = StatsdParser(), {}, 0
+    parser, pending = StatsdParser(), {}
     wake = b"\n".join(raw[:2000])  # the whole stream: the same lines for both shapes
     started = time.process_time()
     while time.process_time() - started < seconds:
@@ -309,7 +309,7 @@ def cost_breakdown(shape: str, seconds: float) -> dict:
 # --- report ----------------------------------------------------------------------------------
 
 def report(runs: dict, shapes: list[str], duration: float, ceilings: dict) -> str:
-    out = [f"# Ingress: statsd lines into zibrato-listen and Etsy statsd\n",
+    out = ["# Ingress: statsd lines into zibrato-listen and Etsy statsd\n",
            f"{c.machine()}; {duration:g} s per step; kernel rmem_default {KERNEL_DEFAULT_BUFFER:,} bytes.\n"]
     for shape in shapes:
         title = "packed datagrams (<= 1,432 bytes, DogStatsD's buffering)" if shape == "packed" \

@@ -45,7 +45,7 @@ DEFAULT_MAX_BODY = 8 * 1024 * 1024
 MAX_TCP_CONNECTIONS = 1000
 _DATAGRAMS_PER_WAKE = 2000  # bounded, so the flush and status stay on time
 _MAX_DATAGRAM = 65536
-_PENDING_LIMIT = 200_000  # lines; past it the pending values are published at once
+_PENDING_LIMIT = 200_000  # series; past it the pending values are published at once
 _SELF_EVERY = 10.0
 _DROPS_EVERY = 1.0
 _PROBLEM_WINDOW = 60.0
@@ -93,8 +93,9 @@ class Listener:
         self._reject_log = RateLimitedLog(log)
         self.statsd_rejects = Rejects(self._rejected("statsd"))
         self.l2met_rejects = Rejects(self._rejected("l2met"))
-        self.statsd = statsd_lines.StatsdParser(config.level, config.gauge_sign, config.max_line_length,
-                                          config.timestamp_window, self.statsd_rejects)
+        self.statsd = statsd_lines.StatsdParser(config.level, config.gauge_sign,
+                                                config.max_line_length, config.timestamp_window,
+                                                self.statsd_rejects)
         self.l2met = L2metParser(config.level, self.l2met_rejects)
         self.pending: Pending = {}
         self.lock = threading.Lock()
@@ -112,7 +113,6 @@ class Listener:
         self._skipping: set[socket.socket] = set()  # connections inside an overlong line
         self._http: Optional[ThreadingHTTPServer] = None
         self._status: Optional[zmq.Socket] = None
-        self._last_drops: Optional[int] = None
         self._seen: dict[str, tuple[int, Optional[float]]] = {}
         self.publisher: Optional[Publisher] = None
 
