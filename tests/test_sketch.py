@@ -131,7 +131,7 @@ def test_five_orders_of_magnitude_fit_at_scale_6_in_about_1100_buckets():
     values = [1e-4 * 10 ** (5 * i / 10_000) for i in range(10_001)]  # 100 us .. 10 s
     sketch = sketch_of(values, max_exact=0)
     expect(sketch.scale) == 6
-    assert 1050 <= len(sketch.positive) <= 1110, len(sketch.positive)
+    assert 1050 <= len(sketch.positive) <= 1110, len(sketch.positive)  # slots, 8 bytes each
 
 
 def test_a_wider_range_than_the_bound_lowers_the_scale_and_says_so():
@@ -355,3 +355,15 @@ def test_set_from_dict_refuses_bad_registers():
         SetSketch.from_dict({"exact": False, "precision": 14, "registers": "AAAA"})
     with expect.raises(ValueError):
         SetSketch.from_dict({"exact": False, "precision": 14, "registers": "not base64!"})
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(values_strategy, min_size=1, max_size=600), st.lists(st.integers(min_value=0), max_size=5),
+       st.sampled_from([4, 16, 2048]), st.integers(min_value=0, max_value=100))
+def test_adding_in_batches_of_any_size_equals_adding_one_by_one(values, cuts, max_buckets, max_exact):
+    """Batches of one sign take a bulk path (counted in C); the result must not depend on it."""
+    one_by_one = sketch_of(values, max_buckets=max_buckets, max_exact=max_exact)
+    batched = Sketch(max_buckets=max_buckets, max_exact=max_exact)
+    for part in split(sorted(values) if len(cuts) % 2 else values, cuts):
+        batched.add_many(part)
+    assert same_sketch(batched.to_dict(), one_by_one.to_dict(), values)

@@ -260,7 +260,7 @@ class Aggregator:
         for key, state in self._series.items():
             if key[0] in "th":
                 held += len(state) if state.__class__ is array else \
-                    len(state.positive) + len(state.negative)
+                    state.buckets_held
         return held
 
     def add(self, type: str, name: str, source: str | None, tags: tuple[str, ...],

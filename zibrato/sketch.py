@@ -49,6 +49,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from array import array
+from collections import Counter
+from operator import neg as _neg
 from fractions import Fraction
 from typing import Iterable, Sequence
 
@@ -60,6 +63,8 @@ DEFAULT_MAX_BUCKETS = 2048
 DEFAULT_MAX_EXACT = 1024
 MAX_SCALE = 20
 MIN_SCALE = -10
+_BULK = 64  # a batch of at least this many values of one sign, into an empty sketch, is counted in C
+_BULK_LARGE = 4096  # ... and into any sketch
 
 
 def relative_error_of(scale: int) -> float:
@@ -106,6 +111,63 @@ def _representative(index: int, scale: int) -> float:
     return _power_of_base(index, scale) * factor
 
 
+class Buckets:
+    """The counts of one sign: a dense array from bucket ``offset`` on (8 bytes a bucket)."""
+
+    __slots__ = ("offset", "counts")
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.counts = array("d")
+
+    def __len__(self) -> int:
+        """Buckets held (zeros between used ones included): what the memory grows with."""
+        return len(self.counts)
+
+    @property
+    def last(self) -> int:
+        return self.offset + len(self.counts) - 1
+
+    def items(self):
+        """(index, count) of every non-empty bucket, lowest index first."""
+        offset = self.offset
+        return [(offset + j, c) for j, c in enumerate(self.counts) if c]
+
+    def cover(self, low: int, high: int) -> None:
+        """Grow (with zeros) so that indices ``low..high`` have a slot."""
+        counts = self.counts
+        if not counts:
+            self.offset, self.counts = low, array("d", bytes(8 * (high - low + 1)))
+            return
+        if low < self.offset:
+            counts[0:0] = array("d", bytes(8 * (self.offset - low)))
+            self.offset = low
+        if high > self.last:
+            counts.extend(array("d", bytes(8 * (high - self.last))))
+
+    def shifted(self, shift: int) -> None:
+        """Bucket i becomes i >> shift (pairs merge): the scale drops by ``shift``."""
+        if not self.counts or not shift:
+            return
+        offset = self.offset
+        low, high = offset >> shift, self.last >> shift
+        merged = array("d", bytes(8 * (high - low + 1)))
+        for j, c in enumerate(self.counts):
+            if c:
+                merged[((offset + j) >> shift) - low] += c
+        self.offset, self.counts = low, merged
+
+    def copy(self) -> "Buckets":
+        twin = Buckets()
+        twin.offset, twin.counts = self.offset, array("d", self.counts)
+        return twin
+
+
+def _count(value: float) -> float:
+    """An integral count as an int (JSON shows 3, not 3.0), a fractional one as it is."""
+    return int(value) if value.is_integer() else value
+
+
 class Sketch:
     """A mergeable distribution: exact while small, then an exponential histogram (module docstring).
 
@@ -116,7 +178,7 @@ class Sketch:
     """
 
     __slots__ = ("max_buckets", "max_exact", "initial_scale", "scale", "_factor", "positive",
-                 "negative", "_bounds", "zero_count", "count", "sum", "min", "max", "_values")
+                 "negative", "zero_count", "count", "sum", "min", "max", "_values")
 
     def __init__(self, relative_error: float = DEFAULT_RELATIVE_ERROR,
                  max_buckets: int = DEFAULT_MAX_BUCKETS, max_exact: int = DEFAULT_MAX_EXACT) -> None:
@@ -127,11 +189,9 @@ class Sketch:
         self.max_buckets, self.max_exact = max_buckets, max_exact
         self.initial_scale = self.scale = scale_for(relative_error)
         self._factor = math.ldexp(1.0, self.scale)
-        #: bucket index -> count, per sign; a negative value -x is counted at the index of x
-        self.positive: dict[int, float] = {}
-        self.negative: dict[int, float] = {}
-        #: [lowest, highest] index in use, per bucket dict (keyed by id: the dicts are never replaced)
-        self._bounds: dict[int, list[int]] = {}
+        #: the counts per sign; a negative value -x is counted at the index of x
+        self.positive = Buckets()
+        self.negative = Buckets()
         self.zero_count: float = 0
         self.count: float = 0
         self.sum: float = 0.0
@@ -144,7 +204,32 @@ class Sketch:
 
     def add(self, value: float, weight: float = 1) -> None:
         """Add one observation; ``weight`` observations of it (1 / sample rate), positive and finite."""
-        self.add_many((value,), weight)
+        if (value.__class__ is not float and value.__class__ is not int) or not math.isfinite(value) \
+                or weight != 1:
+            self.add_many((value,), weight)  # the checks, with their messages
+            return
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        self.count += 1
+        self.sum += value
+        kept = self._values
+        if kept is not None:
+            if len(kept) < self.max_exact:
+                kept.append(value)
+                return
+            self._start_buckets()
+        if value > 0:  # inline, the common case of _bucket
+            buckets = self.positive
+            index = math.ceil(math.log2(value) * self._factor) - 1
+            j = index - buckets.offset
+            if 0 <= j < len(buckets.counts):
+                buckets.counts[j] += 1
+            else:
+                self._new_bucket(buckets, index, 1)
+        else:
+            self._bucket((value,), 1)
 
     def add_many(self, values: Sequence[float], weight: float = 1) -> None:
         """Add finite values, each counting ``weight`` times; a ValueError leaves the sketch unchanged."""
@@ -180,68 +265,93 @@ class Sketch:
             self.sum += sum(values) * weight
             if self._values is not None:
                 self._start_buckets()
-        self._bucket(values, weight)
+        # In C when building anew (sparse: new buckets at every turn) or for very large batches;
+        # the Python loop is faster for a record into buckets already in use.
+        if (n >= _BULK_LARGE or (n >= _BULK and not (self.positive.counts or self.negative.counts))) \
+                and (low > 0 or high < 0):
+            self._bucket_bulk(values, weight, low, high)
+        else:
+            self._bucket(values, weight)
 
     def _start_buckets(self) -> None:
         kept, self._values = self._values, None
         if kept:
             self._bucket(kept, 1)
 
+    def _bucket_bulk(self, values: Sequence[float], weight: float, low: float, high: float) -> None:
+        """Many values of one sign (an exact series at flush, a huge record): counted in C.
+
+        The buckets a batch needs are known from its extremes, so the scale is
+        lowered once, first, if it must be; then ``map`` and ``Counter`` count
+        every value's index without a Python loop per value.
+        """
+        if low > 0:
+            buckets, magnitudes, smallest, largest = self.positive, values, low, high
+        else:
+            buckets, magnitudes, smallest, largest = self.negative, map(_neg, values), -high, -low
+        factor = self._factor
+        first = math.ceil(math.log2(smallest) * factor) - 1
+        last = math.ceil(math.log2(largest) * factor) - 1
+        if buckets.counts:
+            first, last = min(first, buckets.offset), max(last, buckets.last)
+        shift = 0
+        while (last >> shift) - (first >> shift) >= self.max_buckets:
+            shift += 1
+        if shift:
+            self._downscale(shift)
+            factor = self._factor
+        buckets.cover(first >> shift, last >> shift)
+        counts, offset = buckets.counts, buckets.offset + 1  # index = upper - 1
+        for upper, n in Counter(map(math.ceil, map(factor.__mul__, map(math.log2, magnitudes)))).items():
+            counts[upper - offset] += n * weight
+
     def _bucket(self, values: Iterable[float], weight: float) -> None:
         """Count values into buckets: the hot loop (``log2`` keeps bucket edges exact on powers of 2)."""
         positive, negative = self.positive, self.negative
         factor, log2, ceil = self._factor, math.log2, math.ceil
+        pos, pos_offset, pos_size = positive.counts, positive.offset, len(positive.counts)
+        neg, neg_offset, neg_size = negative.counts, negative.offset, len(negative.counts)
         zeros = 0
         for x in values:
             if x > 0:
-                i = ceil(log2(x) * factor) - 1
-                if i in positive:
-                    positive[i] += weight
-                else:
-                    self._new_bucket(positive, i, weight)
-                    factor = self._factor
+                j = ceil(log2(x) * factor) - 1 - pos_offset
+                if 0 <= j < pos_size:
+                    pos[j] += weight
+                    continue
+                self._new_bucket(positive, j + pos_offset, weight)
             elif x < 0:
-                i = ceil(log2(-x) * factor) - 1
-                if i in negative:
-                    negative[i] += weight
-                else:
-                    self._new_bucket(negative, i, weight)
-                    factor = self._factor
+                j = ceil(log2(-x) * factor) - 1 - neg_offset
+                if 0 <= j < neg_size:
+                    neg[j] += weight
+                    continue
+                self._new_bucket(negative, j + neg_offset, weight)
             else:
                 zeros += weight
+                continue
+            # a bucket was added (and the scale may have dropped): reload
+            factor = self._factor
+            pos, pos_offset, pos_size = positive.counts, positive.offset, len(positive.counts)
+            neg, neg_offset, neg_size = negative.counts, negative.offset, len(negative.counts)
         if zeros:
             self.zero_count += zeros
 
-    def _new_bucket(self, buckets: dict, index: int, weight: float) -> None:
-        """A bucket not yet used: within ``max_buckets`` of the others, or lower the scale first."""
-        bounds = self._bounds.get(id(buckets))
-        if bounds is None:
-            self._bounds[id(buckets)] = [index, index]
-            buckets[index] = weight
-            return
-        low, high = min(bounds[0], index), max(bounds[1], index)
-        shift = 0
-        while (high >> shift) - (low >> shift) >= self.max_buckets:
-            shift += 1
-        if shift:
-            self._downscale(shift)
-            index >>= shift
-        bounds[0], bounds[1] = min(bounds[0], index), max(bounds[1], index)
-        buckets[index] = buckets.get(index, 0) + weight
+    def _new_bucket(self, buckets: Buckets, index: int, weight: float) -> None:
+        """A bucket outside those held: within ``max_buckets`` of the others, or lower the scale first."""
+        if buckets.counts:
+            low, high = min(buckets.offset, index), max(buckets.last, index)
+            shift = 0
+            while (high >> shift) - (low >> shift) >= self.max_buckets:
+                shift += 1
+            if shift:
+                self._downscale(shift)
+                index >>= shift
+        buckets.cover(*_span(buckets, index, index))
+        buckets.counts[index - buckets.offset] += weight
 
     def _downscale(self, shift: int) -> None:
-        """Lower the scale by ``shift``: bucket i becomes i >> shift (pairs merge, in place)."""
-        for buckets in (self.positive, self.negative):
-            if not buckets:
-                continue
-            merged: dict[int, float] = {}
-            for index, count in buckets.items():
-                merged[index >> shift] = merged.get(index >> shift, 0) + count
-            buckets.clear()
-            buckets.update(merged)
-            bounds = self._bounds[id(buckets)]
-            bounds[0] >>= shift
-            bounds[1] >>= shift
+        """Lower the scale by ``shift``: bucket i becomes i >> shift (pairs merge)."""
+        self.positive.shifted(shift)
+        self.negative.shifted(shift)
         self.scale -= shift
         self._factor = math.ldexp(1.0, self.scale)
 
@@ -274,26 +384,22 @@ class Sketch:
             self._downscale(self.scale - (target - shift))
         other_shift = other.scale - self.scale
         for mine, theirs in ((self.positive, other.positive), (self.negative, other.negative)):
+            if not theirs.counts:
+                continue
+            mine.cover(*_span(mine, theirs.offset >> other_shift, theirs.last >> other_shift))
+            counts, offset = mine.counts, mine.offset
             for index, count in theirs.items():
-                index >>= other_shift
-                if index in mine:
-                    mine[index] += count
-                else:
-                    self._new_bucket(mine, index, count)
+                counts[(index >> other_shift) - offset] += count
         self.zero_count += other.zero_count
 
     def _fits(self, other: "Sketch", scale: int) -> bool:
         """Whether the union of both sketches' buckets fits ``max_buckets`` per sign at ``scale``."""
         for mine, theirs in ((self.positive, other.positive), (self.negative, other.negative)):
-            ends = [i >> (self.scale - scale) for i in self._ends(mine)]
-            ends += [i >> (other.scale - scale) for i in other._ends(theirs)]
+            ends = [i >> (self.scale - scale) for i in _ends(mine)]
+            ends += [i >> (other.scale - scale) for i in _ends(theirs)]
             if ends and max(ends) - min(ends) >= self.max_buckets:
                 return False
         return True
-
-    def _ends(self, buckets: dict) -> list[int]:
-        bounds = self._bounds.get(id(buckets))
-        return list(bounds) if bounds and buckets else []
 
     def _bucketed(self) -> "Sketch":
         """This sketch as buckets only (an exact sketch's values counted into a copy)."""
@@ -302,13 +408,15 @@ class Sketch:
         copy._factor = math.ldexp(1.0, copy.scale)
         if self._values is None:
             copy.scale, copy._factor = self.scale, self._factor
-            for mine, theirs in ((copy.positive, self.positive), (copy.negative, self.negative)):
-                mine.update(theirs)
-                if theirs:
-                    copy._bounds[id(mine)] = list(self._bounds[id(theirs)])
+            copy.positive, copy.negative = self.positive.copy(), self.negative.copy()
             copy.zero_count = self.zero_count
         elif self._values:
-            copy._bucket(self._values, 1)
+            values = self._values
+            low, high = min(values), max(values)
+            if len(values) >= _BULK and (low > 0 or high < 0):
+                copy._bucket_bulk(values, 1, low, high)
+            else:
+                copy._bucket(values, 1)
         copy.count, copy.sum, copy.min, copy.max = self.count, self.sum, self.min, self.max
         return copy
 
@@ -323,6 +431,11 @@ class Sketch:
     def relative_error_bound(self) -> float:
         """The relative error of quantiles now: 0 while exact, else that of the current scale."""
         return 0.0 if self._values is not None else relative_error_of(self.scale)
+
+    @property
+    def buckets_held(self) -> int:
+        """Bucket slots held, both signs (8 bytes each): the memory that grows with the range."""
+        return len(self.positive.counts) + len(self.negative.counts)
 
     def quantile(self, q: float) -> float:
         """The q-quantile (0 <= q <= 1) by nearest rank: exact while exact, else within the bound.
@@ -384,26 +497,19 @@ class Sketch:
 
     def _walk(self):
         """(count, representative value) of each bucket, from the smallest values to the largest."""
-        for index in sorted(self.negative, reverse=True):
-            yield self.negative[index], self._clamp(-_representative(index, self.scale))
+        for index, count in reversed(self.negative.items()):  # the most negative values first
+            yield count, self._clamp(-_representative(index, self.scale))
         if self.zero_count:
             yield self.zero_count, self._clamp(0.0)
-        for index in sorted(self.positive):
-            yield self.positive[index], self._clamp(_representative(index, self.scale))
+        for index, count in self.positive.items():
+            yield count, self._clamp(_representative(index, self.scale))
 
     def _bucket_quantile(self, rank: float) -> float:
         seen: float = 0
-        for index in sorted(self.negative, reverse=True):  # the most negative values first
-            seen += self.negative[index]
+        for count, value in self._walk():
+            seen += count
             if seen >= rank:
-                return self._clamp(-_representative(index, self.scale))
-        seen += self.zero_count
-        if seen >= rank:
-            return self._clamp(0.0)
-        for index in sorted(self.positive):
-            seen += self.positive[index]
-            if seen >= rank:
-                return self._clamp(_representative(index, self.scale))
+                return value
         return self.max  # float weights: the running sum fell a hair short of count
 
     def _clamp(self, value: float) -> float:
@@ -416,15 +522,9 @@ class Sketch:
         source = self if self._values is None else self._bucketed()
         empty = not self.count
         return {"scale": source.scale, "zero_count": source.zero_count,
-                "positive": source._dense(source.positive), "negative": source._dense(source.negative),
+                "positive": _dense(source.positive), "negative": _dense(source.negative),
                 "count": self.count, "sum": self.sum,
                 "min": None if empty else self.min, "max": None if empty else self.max}
-
-    def _dense(self, buckets: dict) -> dict:
-        if not buckets:
-            return {"offset": 0, "counts": []}
-        low, high = self._bounds[id(buckets)]
-        return {"offset": low, "counts": [buckets.get(i, 0) for i in range(low, high + 1)]}
 
     @classmethod
     def from_dict(cls, data: dict, max_buckets: int = DEFAULT_MAX_BUCKETS) -> "Sketch":
@@ -455,7 +555,24 @@ class Sketch:
 
     def __repr__(self) -> str:
         mode = "exact" if self._values is not None else f"scale {self.scale}"
-        return f"<Sketch {mode}, count {self.count}, {len(self.positive) + len(self.negative)} buckets>"
+        return f"<Sketch {mode}, count {self.count}, {self.buckets_held} buckets>"
+
+
+def _dense(buckets: Buckets) -> dict:
+    if not buckets.counts:
+        return {"offset": 0, "counts": []}
+    return {"offset": buckets.offset, "counts": [_count(c) for c in buckets.counts]}
+
+
+def _ends(buckets: Buckets) -> list[int]:
+    return [buckets.offset, buckets.last] if buckets.counts else []
+
+
+def _span(buckets: Buckets, low: int, high: int) -> tuple[int, int]:
+    """The index range that covers ``buckets`` and ``low..high``."""
+    if not buckets.counts:
+        return low, high
+    return min(buckets.offset, low), max(buckets.last, high)
 
 
 # --- sets ---------------------------------------------------------------------------

@@ -6,29 +6,42 @@ import sys
 import time
 from typing import TextIO
 
-from ..worker import Backend
+from ..destination import Destination, Interval
 
 _TIMER_COLUMNS = ("count", "mean", "median", "min", "max", "stddev")
+FORMATS = ("table", "json")
 
 
-class ConsoleBackend(Backend):
-    """The worker a newcomer runs first; ``--format json`` is a stable format for tools."""
+class Console(Destination):
+    """The worker a newcomer runs first; ``--format json`` is a stable format for tools.
+
+    The mapping is :func:`json_lines` or :func:`table`; the transport, a text stream.
+    """
 
     name = "console"
 
-    def __init__(self, *args, format: str = "table", stream: TextIO | None = None, **kwargs) -> None:
-        if format not in ("table", "json"):
+    def __init__(self, format: str = "table", stream: TextIO | None = None) -> None:
+        if format not in FORMATS:
             raise ValueError(f"unknown format {format!r} (table or json)")
-        super().__init__(*args, **kwargs)
-        self.aggregator.include_interval = True  # JSON readers can check rate = value / interval
         self.format = format
-        self.stream = stream or sys.stdout
+        self.stream = stream
+        self.lines_written = 0
 
-    def post(self, time: float, summaries: list[dict]) -> None:
-        text = json_lines(summaries) if self.format == "json" else table(time, summaries)
+    def render(self, interval: Interval) -> str:
+        if self.format == "json":
+            return json_lines(interval.summaries)
+        return table(interval.end, interval.summaries)
+
+    def post(self, interval: Interval) -> None:
+        text = self.render(interval)
         if text:
-            self.stream.write(text)
-            self.stream.flush()
+            stream = self.stream or sys.stdout
+            stream.write(text)
+            stream.flush()
+            self.lines_written += text.count("\n")
+
+    def figures(self) -> dict:
+        return {"format": self.format, "lines_written": self.lines_written}
 
 
 def json_lines(summaries: list[dict]) -> str:
@@ -53,14 +66,28 @@ def table(flush_time: float, summaries: list[dict]) -> str:
 
 
 def _statistics(s: dict) -> str:
-    if s["type"] == "counter":
-        return f"value={_number(s['value'])} count={s['count']} rate={s['rate']:.3g}/s"
-    if s["type"] == "gauge":
+    kind = s["type"]
+    if kind == "counter":
+        return f"value={_number(s['value'])} count={_number(s['count'])} rate={s['rate']:.3g}/s"
+    if kind == "gauge":
         return (f"value={_number(s['value'])} min={_number(s['min'])} max={_number(s['max'])} "
                 f"count={s['count']}")
-    parts = [f"count={s['count']}"] + [f"{k}={human_seconds(s[k])}" for k in _TIMER_COLUMNS[1:]]
-    parts += [f"{k}={human_seconds(v)}" for k, v in s.items() if k.startswith("p") and k[1:2].isdigit()]
+    if kind == "set":
+        return f"unique={s['value']}" + ("" if s.get("exact", True) else " (estimated)")
+    if not s["count"]:  # an idle series, kept until it expires
+        return "count=0"
+    show = human_seconds if kind == "timer" else _with_unit(s.get("unit"))
+    parts = [f"count={_number(s['count'])}"] + [f"{k}={show(s[k])}" for k in _TIMER_COLUMNS[1:]]
+    parts += [f"{k}={show(v)}" for k, v in s.items() if k.startswith("p") and k[1:2].isdigit()]
+    if not s.get("exact", True):
+        parts.append(f"(sketch, ±{s['relative_error']:.2%})")
     return " ".join(parts)
+
+
+def _with_unit(unit: str | None):
+    """A histogram's numbers, 4 significant digits, followed by its unit."""
+    suffix = unit or ""
+    return lambda value: f"{value:.4g} {suffix}" if suffix else f"{value:.4g}"
 
 
 _UNITS = ((3600.0, "h"), (60.0, "min"), (1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
