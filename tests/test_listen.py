@@ -417,6 +417,27 @@ def test_l2met_drain_with_token_produces_the_documented_series(listen_pipeline, 
     assert TOKEN not in p.listener.stderr
 
 
+def test_drain_answers_for_a_body_too_big_or_without_length(tmp_path, raw_pull):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    listener, _ = start_listener(tmp_path, raw_pull.port, "--l2met", "127.0.0.1:0",
+                                 "--l2met-token-file", token_file, "--max-body", 2048)
+    port = listening_port(listener, "l2met")
+    try:
+        assert post(port, frame("count#big=1 " + "x" * 3000), f"Bearer {TOKEN}") == 413
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.putrequest("POST", "/logs")
+        conn.putheader("Authorization", f"Bearer {TOKEN}")
+        conn.endheaders()
+        assert conn.getresponse().status == 411
+        conn.close()
+        assert post(port, frame("count#small=1"), f"Bearer {TOKEN}") == 200
+        records = raw_pull.receive_until(lambda r: r)
+        assert [r[2] for r in records] == ["small"]
+    finally:
+        listener.stop()
+
+
 def test_stdin_with_tee_passes_lines_through_and_publishes_them(tmp_path, raw_pull):
     text = ("starting\nmeasure#job.duration=1.5s count#job.done source=worker-3\n"
             "bad measure#x=oops tuple count#job.done\n\u00e9t\u00e9 ok\n")
@@ -455,6 +476,19 @@ def test_a_port_in_use_is_a_clear_error(tmp_path):
         result = run_script("zibrato-listen", "--statsd", f"127.0.0.1:{taken.getsockname()[1]}",
                             "--no-self-metrics", timeout=10)
     assert result.returncode == 1 and "cannot bind --statsd (UDP)" in result.stderr
+
+
+def test_a_timestamped_line_travels_in_a_message_of_its_own_time(tmp_path, raw_pull):
+    import time
+    stamp = int(time.time()) - 120
+    listener, port = start_listener(tmp_path, raw_pull.port)
+    try:
+        send_udp(port, b"now:1|c\nthen:2|c|T%d" % stamp)
+        raw_pull.receive_until(lambda r: len(r) == 2)
+    finally:
+        listener.stop()
+    times = {records[0][1]: time_ for _, time_, records in raw_pull.messages}
+    assert times["then"] == stamp and abs(times["now"] - time.time()) < 60
 
 
 def test_stops_cleanly_on_term_publishing_what_it_holds(tmp_path, raw_pull):

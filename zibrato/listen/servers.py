@@ -354,7 +354,13 @@ class Listener:
 
     def feed_drain(self, body: bytes, prefix: Optional[str], source_prefix: Optional[str]) -> int:
         with self.lock:
+            self.figures["drain_requests"] += 1
             return self.l2met.feed_drain(body, self.pending, prefix, source_prefix)
+
+    def count(self, key: str) -> None:
+        """Add one to a figure from another thread (the drain's)."""
+        with self.lock:
+            self.figures[key] += 1
 
     def _read_stdin(self) -> None:
         """Log lines from a pipe; ``--tee`` passes each through unchanged. EOF stops the listener."""
@@ -467,7 +473,7 @@ class _DrainHandler(BaseHTTPRequestHandler):
         if url.path != "/logs":
             return self._answer(404)
         if not self._authorised():
-            self.listener.figures["drain_refused"] += 1
+            self.listener.count("drain_refused")
             return self._answer(401, {"WWW-Authenticate": 'Basic realm="zibrato-listen"'})
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
@@ -476,7 +482,6 @@ class _DrainHandler(BaseHTTPRequestHandler):
             return self._answer(413)
         body = self.rfile.read(int(length))
         query = parse_qs(url.query)
-        self.listener.figures["drain_requests"] += 1
         self.listener.feed_drain(body, _first(query, "prefix"), _first(query, "source-prefix"))
         self._answer(200)
 
@@ -505,6 +510,10 @@ class _DrainHandler(BaseHTTPRequestHandler):
         return ok
 
     def _answer(self, code: int, headers: Optional[dict] = None) -> None:
+        """Answer with no body; after a refusal the unread body would poison the connection: close it."""
+        if code != 200:
+            self.close_connection = True
+            headers = {**(headers or {}), "Connection": "close"}
         self.send_response(code)
         for key, value in (headers or {}).items():
             self.send_header(key, value)
