@@ -45,6 +45,7 @@ DEFAULT_MAX_BODY = 8 * 1024 * 1024
 MAX_TCP_CONNECTIONS = 1000
 _DATAGRAMS_PER_WAKE = 2000  # bounded, so the flush and status stay on time
 _MAX_DATAGRAM = 65536
+_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _PENDING_LIMIT = 200_000  # series; past it the pending values are published at once
 _SELF_EVERY = 10.0
 _DROPS_EVERY = 1.0
@@ -287,7 +288,7 @@ class Listener:
         receive, keep = sock.recv, chunks.append
         for _ in range(_DATAGRAMS_PER_WAKE):
             try:
-                keep(receive(_MAX_DATAGRAM))
+                keep(receive(_MAX_DATAGRAM, _DONTWAIT))  # never blocks, even at close
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:  # e.g. ECONNREFUSED from an ICMP error: keep going
