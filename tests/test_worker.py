@@ -381,3 +381,31 @@ def test_a_destination_publishes_its_own_figures_with_the_runtimes_under_the_sel
     seen.assert_gauged("zibrato.statsd.series_flushed", value=3, level="ops")
     seen.assert_gauged("zibrato.statsd.late_flushes", value=0, level="ops")
     expect({m.level for m in seen}) == {"ops"}
+
+
+def test_a_worker_pointed_at_no_broker_says_so_in_status_and_connects_when_it_appears():
+    port = free_ports(2)
+    worker = Worker(Console(stream=io.StringIO()), "127.0.0.1", port, flush_interval=60.0,
+                    status_port=port + 1, self_level=None)
+    stop = threading.Event()
+    running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    running.start()
+    context = zmq.Context()
+    try:
+        wait_until(lambda: _answers(port + 1), message="the status port")
+        expect(ask_status("127.0.0.1", port + 1)["broker_connected"]) == False
+        worker._unconnected_since -= 11  # as if 11 s had passed
+        status = ask_status("127.0.0.1", port + 1)
+        expect(status["healthy"]) == False
+        expect(" ".join(status["problems"])).contains(f"not connected to the broker at tcp://127.0.0.1:{port}")
+        pub = context.socket(zmq.PUB)
+        pub.bind(f"tcp://127.0.0.1:{port}")
+        wait_until(lambda: ask_status("127.0.0.1", port + 1)["broker_connected"], message="connected")
+        expect(ask_status("127.0.0.1", port + 1)["healthy"]) == True
+        pub.close(linger=0)
+        wait_until(lambda: not ask_status("127.0.0.1", port + 1)["broker_connected"],
+                   message="the broker gone")
+    finally:
+        stop.set()
+        running.join(10)
+        context.term()
