@@ -291,6 +291,27 @@ def test_tcp_lines_split_across_reads_and_an_overlong_line(listen_pipeline):
     assert p.summaries()["split"]["value"] == 7
 
 
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
+def test_ipv6_loopback(tmp_path, raw_pull):
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    listener = Daemon(tmp_path, "zibrato-listen", "--broker", f"127.0.0.1:{raw_pull.port}",
+                      "--statsd", "[::1]:0", "--no-self-metrics")
+    listener.start().wait_for_log("listen ready")
+    try:
+        port = int(re.search(r"statsd \[::1\]:(\d+)", listener.stderr).group(1))
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"v6:1|c", ("::1", port))
+        with socket.create_connection(("::1", port)) as conn:
+            conn.sendall(b"v6:2|c\n")
+        records = raw_pull.receive_until(lambda r: sum(sum(x[3]) for x in r) == 3)
+        assert {x[2] for x in records} == {"v6"}
+    finally:
+        listener.stop()
+
+
 def test_unix_datagram_socket(tmp_path, raw_pull):
     path = tmp_path / "statsd.sock"
     listener, _ = start_listener(tmp_path, raw_pull.port, "--statsd-unix", path)

@@ -151,7 +151,8 @@ class Listener:
         tcp.listen(128)
         for sock in (udp, tcp):
             sock.setblocking(False)
-        self.addresses["statsd"] = f"{host}:{udp.getsockname()[1]}"
+        shown = f"[{host}]" if ":" in host else host
+        self.addresses["statsd"] = f"{shown}:{udp.getsockname()[1]}"
 
     @staticmethod
     def _bind_statsd_pair(host: str, port: int) -> tuple[socket.socket, Optional[socket.socket]]:
