@@ -2,7 +2,8 @@
 
 The pure parsers (:mod:`.statsd`, :mod:`.l2met`) turn bytes into series and
 values, counting what they reject; the servers (:mod:`.servers`) own the
-sockets; the publisher (:mod:`.publisher`) batches the parsed values into
+sockets and the loop, the drain (:mod:`.drain`) the l2met HTTP endpoint;
+the publisher (:mod:`.publisher`) batches the parsed values into
 Protocol 1.1 records and PUSHes them to the broker like any client, never
 blocking. docs/INGRESS.md states the grammar and every choice made where
 the peers disagree.

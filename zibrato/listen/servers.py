@@ -14,8 +14,6 @@ messages, never a blocked receive.
 """
 from __future__ import annotations
 
-import base64
-import hmac
 import logging
 import os
 import socket
@@ -24,14 +22,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import BinaryIO, Optional
-from urllib.parse import parse_qs, urlsplit
 
 import zmq
 
 from ..runtime import RateLimitedLog, answer_status, bind_status, describe_bind_error
 from . import statsd as statsd_lines
+from .drain import drain_server
 from .l2met import L2metParser
 from .publisher import DEFAULT_HWM, Publisher
 from .series import Pending, Rejects, Series
@@ -181,12 +179,7 @@ class Listener:
         self.addresses["statsd_unix"] = path
 
     def _open_drain(self, host: str, port: int) -> None:
-        handler = type("DrainHandler", (_DrainHandler,), {"listener": self})
-        try:
-            self._http = ThreadingHTTPServer((host, port), handler)
-        except OSError as error:
-            raise RuntimeError(f"cannot bind --l2met {host}:{port}: {error.strerror}") from None
-        self._http.daemon_threads = True
+        self._http = drain_server(self, host, port)
         self.addresses["l2met"] = f"{host}:{self._http.server_address[1]}"
         threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
                          name="zibrato-listen-drain", daemon=True).start()
@@ -459,76 +452,6 @@ class Listener:
             shown = what if isinstance(what, (bytes, str)) else str(what)
             self._reject_log.warning("rejected %s input (%s): %.200r", kind, reason, shown)
         return hook
-
-
-# --- the l2met HTTP drain -----------------------------------------------------------
-
-class _DrainHandler(BaseHTTPRequestHandler):
-    """POST /logs with octet-counted RFC5424 frames; a token in the URL's user-info or a bearer header."""
-
-    listener: Listener
-    protocol_version = "HTTP/1.1"
-    server_version = "zibrato-listen"
-
-    def do_POST(self) -> None:  # noqa: N802 (the http.server spelling)
-        url = urlsplit(self.path)
-        if url.path != "/logs":
-            return self._answer(404)
-        if not self._authorised():
-            self.listener.count("drain_refused")
-            return self._answer(401, {"WWW-Authenticate": 'Basic realm="zibrato-listen"'})
-        length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            return self._answer(411)
-        if int(length) > self.listener.config.max_body:
-            return self._answer(413)
-        body = self.rfile.read(int(length))
-        query = parse_qs(url.query)
-        self.listener.feed_drain(body, _first(query, "prefix"), _first(query, "source-prefix"))
-        self._answer(200)
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._answer(405, {"Allow": "POST"})
-
-    def _authorised(self) -> bool:
-        """Constant-time comparison with the token, from Basic (user or password) or Bearer."""
-        token = (self.listener.config.l2met_token or "").encode()
-        if not token:
-            return False
-        header = self.headers.get("Authorization", "")
-        scheme, _, credentials = header.partition(" ")
-        candidates: list[bytes] = []
-        if scheme.lower() == "bearer":
-            candidates.append(credentials.strip().encode())
-        elif scheme.lower() == "basic":
-            try:
-                user, _, password = base64.b64decode(credentials.strip(), validate=True).partition(b":")
-            except ValueError:
-                return False
-            candidates += [password, user] if password else [user]
-        ok = False
-        for candidate in candidates:
-            ok |= hmac.compare_digest(candidate, token)
-        return ok
-
-    def _answer(self, code: int, headers: Optional[dict] = None) -> None:
-        """Answer with no body; after a refusal the unread body would poison the connection: close it."""
-        if code != 200:
-            self.close_connection = True
-            headers = {**(headers or {}), "Connection": "close"}
-        self.send_response(code)
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: object) -> None:  # never the Authorization header
-        log.debug("drain %s: %s", self.address_string(), format % args)
-
-
-def _first(query: dict, key: str) -> Optional[str]:
-    values = query.get(key)
-    return values[0] if values else None
 
 
 # --- sockets ------------------------------------------------------------------------
