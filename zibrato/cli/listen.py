@@ -9,8 +9,14 @@ import click
 
 from ..listen import statsd
 from ..listen.publisher import DEFAULT_HWM
-from ..listen.servers import (DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_BODY, DEFAULT_RECEIVE_BUFFER,
-                              Listener, ListenConfig, split_address)
+from ..listen.servers import (
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_BODY,
+    DEFAULT_RECEIVE_BUFFER,
+    ListenConfig,
+    Listener,
+    split_address,
+)
 from ..protocol import is_valid_level
 from ..runtime import install_stop_handlers, setup_logging
 from .common import CONTEXT_SETTINGS, standalone, verbose_option
@@ -121,7 +127,7 @@ def _read_token(path: str) -> str:
         with open(path, encoding="utf-8") as file:
             token = file.read().strip()
     except (OSError, UnicodeDecodeError) as error:
-        raise click.BadParameter(f"cannot read {path}: {error}", param_hint="--l2met-token-file")
+        raise click.BadParameter(f"cannot read {path}: {error}", param_hint="--l2met-token-file") from None
     if not token:
         raise click.BadParameter(f"{path} is empty", param_hint="--l2met-token-file")
     if os.stat(path).st_mode & 0o004:

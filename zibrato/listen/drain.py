@@ -39,7 +39,7 @@ class DrainHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "zibrato-listen"
 
-    def do_POST(self) -> None:  # noqa: N802 (the http.server spelling)
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         if url.path != "/logs":
             return self._answer(404)
@@ -56,7 +56,7 @@ class DrainHandler(BaseHTTPRequestHandler):
         self.listener.feed_drain(body, _first(query, "prefix"), _first(query, "source-prefix"))
         self._answer(200)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._answer(405, {"Allow": "POST"})
 
     def _authorised(self) -> bool:

@@ -99,7 +99,7 @@ class L2metParser:
         self.lines += 1
         if "=" not in line and "count#" not in line:
             return 0  # the common case: a log line with no measurement in it
-        found: list[tuple[str, str, str, Optional[str]]] = []  # (kind, name, value, token)
+        found: list[tuple[str, Optional[str], str, str]] = []  # (kind, name, value, token)
         source = None
         for token in line.split():
             key, equals, value = token.partition("=")
@@ -123,8 +123,9 @@ class L2metParser:
             return 0
         source = _prefixed(source_prefix, source)
         accepted = 0
-        for kind, name, value, token in found:
-            accepted += self._add(kind, name and _prefixed(prefix, name), value, source, token, pending)
+        for found_kind, found_name, text, token in found:
+            named = found_name and _prefixed(prefix, found_name)
+            accepted += self._add(found_kind, named, text, source, token, pending)
         self.measurements += accepted
         return accepted
 

@@ -14,7 +14,7 @@ gauges and timers it does know.
 from __future__ import annotations
 
 import time as _time
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Iterable, Optional
 
 import zmq
 
@@ -46,7 +46,7 @@ class Publisher:
         if not pending:
             return
         now = self.clock()
-        groups: dict[Tuple[str, float, bool], List[Tuple[Series, list]]] = {}
+        groups: dict[tuple[str, float, bool], list[tuple[Series, list]]] = {}
         for series, values in pending.items():
             key = (series.level, now if series.time is None else series.time, series.needs_1_1)
             group = groups.get(key)
@@ -58,7 +58,7 @@ class Publisher:
             for records, count in self._batches(entries):
                 self._send(level, time, records, count)
 
-    def _batches(self, entries: Iterable[Tuple[Series, list]]) -> Iterable[Tuple[list, int]]:
+    def _batches(self, entries: Iterable[tuple[Series, list]]) -> Iterable[tuple[list, int]]:
         """Records of at most ``batch`` values per message (a long record is split)."""
         records, count, batch = [], 0, self.batch
         for series, values in entries:

@@ -8,11 +8,11 @@ parsers' hot loops are written around it.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable, Dict, List, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional
 
 from .. import protocol
 
-Value = Union[float, str]
+Value = float | str  # a number, or a set member
 
 
 class Series(NamedTuple):
@@ -32,9 +32,9 @@ class Series(NamedTuple):
     unit: Optional[str] = None
     time: Optional[float] = None
 
-    def record(self, values: List[Value]) -> list:
+    def record(self, values: list[Value]) -> list:
         """The Protocol record: 5 fields when 1.0 says it all, else 6 or 7."""
-        record = [self.type, self.name, values, self.source, list(self.tags)]
+        record: list[Any] = [self.type, self.name, values, self.source, list(self.tags)]
         if self.unit is not None:
             record += [self.weight, self.unit]
         elif self.weight is not None:
@@ -48,7 +48,7 @@ class Series(NamedTuple):
             or self.unit is not None
 
 
-Pending = Dict[Series, List[Value]]
+Pending = dict[Series, list[Value]]
 RejectHook = Callable[[str, object], None]
 
 

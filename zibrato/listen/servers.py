@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
-from typing import BinaryIO, Optional
+from typing import Any, BinaryIO, Optional
 
 import zmq
 
@@ -99,7 +99,7 @@ class Listener:
         self.pending: Pending = {}
         self.lock = threading.Lock()
         self.context = zmq.Context(io_threads=1)
-        self.figures = {"datagrams": 0, "tcp_connections": 0, "tcp_refused": 0, "drain_requests": 0,
+        self.figures: dict[str, int] = {"datagrams": 0, "tcp_connections": 0, "tcp_refused": 0, "drain_requests": 0,
                         "drain_refused": 0, "kernel_drops": 0, "flushes": 0}
         self.started = time.time()
         self.addresses: dict[str, str] = {}
@@ -222,6 +222,7 @@ class Listener:
             log.error("%s", error)
             self.close()
             return 1
+        assert self.publisher is not None  # open() made it
         log.info("listen ready: %s -> broker %s, level %s",
                  ", ".join(f"{k} {v}" for k, v in self.addresses.items()) or "stdin",
                  self.publisher.endpoint, self.config.level)
@@ -237,7 +238,7 @@ class Listener:
         try:
             while not stop.is_set():
                 timeout = max(0.0, min(next_flush - time.monotonic(), 0.1))
-                for sock, _ in poller.poll(timeout * 1000):
+                for sock, _ in poller.poll(int(timeout * 1000)):
                     self._readable(sock, poller)
                 now = time.monotonic()
                 if now >= next_flush or len(self.pending) > _PENDING_LIMIT:
@@ -256,10 +257,11 @@ class Listener:
 
     def _readable(self, ready: object, poller: zmq.Poller) -> None:
         """``ready`` is what zmq.Poller returns: the zmq socket itself, or a plain socket's fd."""
-        if ready is self._status:
-            answer_status(self._status, self.status)
+        status = self._status
+        if status is not None and ready is status:
+            answer_status(status, self.status)
             return
-        sock = self._by_fd.get(ready)
+        sock = self._by_fd.get(ready) if isinstance(ready, int) else None
         if sock is None:
             return
         if sock is self._udp or sock is self._unix:
@@ -294,6 +296,8 @@ class Listener:
             self.figures["datagrams"] += len(chunks)
 
     def _accept(self, poller: zmq.Poller) -> None:
+        if self._tcp is None:
+            return
         try:
             conn, _ = self._tcp.accept()
         except (BlockingIOError, InterruptedError):
@@ -397,12 +401,12 @@ class Listener:
         if drops is not None:
             self.figures["kernel_drops"] = drops
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """What `zibrato status` shows."""
         self._count_kernel_drops()
         now = time.time()
         sent = self.publisher.figures if self.publisher is not None else {}
-        figures = {
+        figures: dict[str, Any] = {
             "role": "listen", "broker": self.publisher.endpoint if self.publisher else None,
             "level": self.config.level, "addresses": dict(self.addresses),
             "lines": self.statsd.lines, "l2met_lines": self.l2met.lines,
@@ -456,7 +460,7 @@ class Listener:
 
 # --- sockets ------------------------------------------------------------------------
 
-def _bind(sock: socket.socket, address: object, what: str) -> None:
+def _bind(sock: socket.socket, address: str | tuple[str, int], what: str) -> None:
     try:
         sock.bind(address)
     except OSError as error:

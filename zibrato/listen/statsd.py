@@ -173,7 +173,9 @@ class StatsdParser:
             kind, type_ = _TYPES[fields[0]]
         except KeyError:
             raise _Reject("unknown type") from None
-        rate, tags, timestamp = 1.0, [], None
+        rate = 1.0
+        timestamp: Optional[float] = None
+        given: list[str] = []
         for field in fields[1:]:
             if not field:
                 continue
@@ -181,11 +183,11 @@ class StatsdParser:
             if first == "@":
                 rate = _rate(field[1:])
             elif first == "#":
-                tags.extend(tag for tag in field[1:].split(",") if tag)
+                given.extend(tag for tag in field[1:].split(",") if tag)
             elif first == "T":
                 timestamp = _timestamp(field[1:])
             # anything else (DogStatsD's |c:<container>, future fields) is ignored
-        level, source, tags = self._routing(tags)
+        level, source, tags = self._routing(given)
         weight = None if rate == 1.0 or kind not in (_TIMER, _DISTRIBUTION) else 1.0 / rate
         scale = 1.0 / rate if kind == _COUNTER else 1.0
         series = Series(level, type_, name, source, tags, weight, None, timestamp)
