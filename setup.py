@@ -19,7 +19,9 @@ setup(
     python_requires=">=3.9",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "hypothesis>=6"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "hypothesis>=6",
+                 # zibrato-listen's tests send through these real statsd clients
+                 "statsd>=4.0", "datadog>=0.49"],
         # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
         "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
     },
@@ -30,6 +32,7 @@ setup(
             "zibrato-console = zibrato.cli.console:main",
             "zibrato-statsd = zibrato.cli.statsd:main",
             "zibrato-librato = zibrato.cli.librato:main",
+            "zibrato-listen = zibrato.cli.listen:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },

@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "console": "console",
     "statsd": "statsd",
     "librato": "librato",
+    "listen": "listen",
     "demo": "demo",
     "status": "status",
 }
