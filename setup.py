@@ -18,7 +18,7 @@ setup(
     packages=find_packages(include=["zibrato", "zibrato.*"]),
     python_requires=">=3.9",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "whisper>=1.1"]},
     entry_points={
         "console_scripts": [
             "zibrato = zibrato.cli:main",
@@ -26,6 +26,8 @@ setup(
             "zibrato-console = zibrato.cli.console:main",
             "zibrato-statsd = zibrato.cli.statsd:main",
             "zibrato-librato = zibrato.cli.librato:main",
+            "zibrato-graphite = zibrato.cli.graphite:main",
+            "zibrato-influxdb = zibrato.cli.influxdb:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },

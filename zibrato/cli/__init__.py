@@ -13,6 +13,8 @@ SUBCOMMANDS = {
     "console": "console",
     "statsd": "statsd",
     "librato": "librato",
+    "graphite": "graphite",
+    "influxdb": "influxdb",
     "demo": "demo",
     "status": "status",
 }
