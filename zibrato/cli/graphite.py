@@ -39,7 +39,12 @@ def parse_address(ctx: click.Context | None, param: click.Parameter | None,
                    "and tags as Graphite 1.1 ';k=v' tags (carbon's ENABLE_TAGS).")
 @click.option("--timeout", default=10.0, show_default=True, type=POSITIVE,
               help="Seconds for connecting, writing and carbon's confirmation.")
-def command(address: tuple[str, int], prefix: str, tag_mode: str, timeout: float, verbose: bool,
+@click.option("--retry-delay", default=0.5, show_default=True, type=POSITIVE,
+              help="First delay before retrying a failed interval; it doubles (with jitter) each time.")
+@click.option("--max-retry-delay", default=30.0, show_default=True, type=POSITIVE,
+              help="Cap on the delay between retries.")
+def command(address: tuple[str, int], prefix: str, tag_mode: str, timeout: float, retry_delay: float,
+            max_retry_delay: float, verbose: bool,
             **options: object) -> None:
     """Send each flush of the subscribed levels to Graphite, retrying until carbon has it.
 
@@ -49,10 +54,12 @@ def command(address: tuple[str, int], prefix: str, tag_mode: str, timeout: float
     See README, "Where the metrics go".
     """
     host, port = address
+    if max_retry_delay < retry_delay:
+        raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
     kwargs = backend_kwargs(options)
     run_backend(lambda: DestinationBackend(
         GraphiteDestination(host, port, prefix=prefix, tags=tag_mode, timeout=timeout),
-        **kwargs), verbose)
+        backoff_base=retry_delay, backoff_cap=max_retry_delay, **kwargs), verbose)
 
 
 main = standalone(command, "zibrato-graphite", "ZIBRATO_GRAPHITE")

@@ -27,8 +27,13 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
               type=click.IntRange(1, None), help="Most points per write request.")
 @click.option("--timeout", default=10.0, show_default=True, type=POSITIVE,
               help="Seconds to wait for each answer from InfluxDB.")
+@click.option("--retry-delay", default=0.5, show_default=True, type=POSITIVE,
+              help="First delay before retrying a failed interval; it doubles (with jitter) each time.")
+@click.option("--max-retry-delay", default=30.0, show_default=True, type=POSITIVE,
+              help="Cap on the delay between retries.")
 def command(url: str, database: str | None, org: str | None, bucket: str | None,
-            token_file: Path | None, prefix: str, batch_size: int, timeout: float, verbose: bool,
+            token_file: Path | None, prefix: str, batch_size: int, timeout: float, retry_delay: float,
+            max_retry_delay: float, verbose: bool,
             **options: object) -> None:
     """Write each flush of the subscribed levels to InfluxDB, one point per series.
 
@@ -41,11 +46,13 @@ def command(url: str, database: str | None, org: str | None, bucket: str | None,
     if bucket and not org:
         raise click.UsageError("--bucket needs --org")
     token = read_token(token_file)
+    if max_retry_delay < retry_delay:
+        raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
     kwargs = backend_kwargs(options)
     run_backend(lambda: DestinationBackend(
         InfluxDBDestination(url, database=database, org=org, bucket=bucket, token=token,
                             prefix=prefix, batch_size=batch_size, timeout=timeout),
-        **kwargs), verbose)
+        backoff_base=retry_delay, backoff_cap=max_retry_delay, **kwargs), verbose)
 
 
 def read_token(token_file: Path | None) -> str | None:
