@@ -100,3 +100,22 @@ def describe_bind_error(endpoint: str, error: zmq.ZMQError) -> str:
     if error.errno == zmq.EADDRINUSE:
         return f"cannot bind {endpoint}: address already in use (is another Zibrato daemon running?)"
     return f"cannot bind {endpoint}: {error.strerror}"
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """Text from outside (the wire, a server's answer) made safe for one log line.
+
+    Control characters and non-ASCII are escaped (``\\n`` can never forge a
+    line) and the result is cut to ``limit`` characters with a marker saying how
+    much was left out.
+    """
+    text = str(text)
+    cut = len(text) - limit
+    head = text[:limit] if cut > 0 else text
+    if not (head.isascii() and head.isprintable()):
+        head = head.encode("unicode_escape").decode("ascii")[:limit]
+    return head + (f"...(+{cut} characters)" if cut > 0 else "")
+
+
+def printable_repr(text: str, limit: int = 200) -> str:
+    return "'" + printable(text, limit).replace("'", "\\'") + "'"

@@ -43,7 +43,7 @@ import socket
 import time as _time
 from typing import Iterable, Iterator
 
-from ..delivery import Retryable
+from ..delivery import Retryable, describe, request_timeout
 from ..destination import Destination, Interval
 
 TAG_MODES = ("drop", "graphite")
@@ -224,10 +224,10 @@ class GraphiteDestination(Destination):
             self._send_confirmed(payload)
         except OSError as error:
             self._figures["send_errors"] += 1
-            self._figures["last_error"] = f"{self.endpoint}: {error}"
+            self._figures["last_error"] = f"{self.endpoint}: {describe(error)}"
             if self._failing_since is None:
                 self._failing_since = _time.monotonic()
-            raise Retryable(f"carbon at {self.endpoint}: {error}") from None
+            raise Retryable(f"carbon at {self.endpoint}: {describe(error)}", status="connection") from None
         if self._failing_since is not None:
             self.log.info("carbon at %s reachable again", self.endpoint)
         self._failing_since = None
@@ -238,7 +238,8 @@ class GraphiteDestination(Destination):
 
     def _send_confirmed(self, payload: bytes) -> None:
         """Write, half-close, and wait until carbon closes too: it has then read every byte."""
-        with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
+        with socket.create_connection((self.host, self.port),
+                                      timeout=request_timeout(self.timeout)) as sock:
             sock.sendall(payload)
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(4096):

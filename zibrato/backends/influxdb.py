@@ -45,8 +45,9 @@ from typing import Callable, Iterable, Iterator
 
 import requests
 
-from ..delivery import Rejected, Retryable
+from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval
+from ..runtime import printable
 from .graphite import distribution_stats, split_tag
 
 DEFAULT_URL = "http://127.0.0.1:8086"
@@ -241,11 +242,13 @@ class InfluxDBDestination(Destination):
             self.connect()
         try:
             answer = self._session.post(self.write_url, params=self.params, data=body,
-                                        headers=self.headers, timeout=self.timeout)
+                                        headers=self.headers,
+                                        timeout=request_timeout(self.timeout))
         except requests.RequestException as error:
             self._figures["connection_errors"] += 1
             raise self._failed(Retryable(f"InfluxDB at {self.url} unreachable: "
-                                         f"{error.__class__.__name__}: {_first_line(error)}"))
+                                         f"{error.__class__.__name__}: {_first_line(error)}",
+                                         status="connection"))
         self._figures["requests"] += 1
         if answer.status_code < 300:
             self._figures["points_sent"] += len(lines)
@@ -254,7 +257,8 @@ class InfluxDBDestination(Destination):
         message = server_message(answer)
         reason = f"InfluxDB answered {answer.status_code}: {message}"
         if answer.status_code == 429 or answer.status_code >= 500:
-            raise self._failed(Retryable(reason, retry_after=retry_after(answer)))
+            raise self._failed(Retryable(reason, parse_retry_after(answer.headers.get("Retry-After")),
+                                         status=answer.status_code))
         self._figures["rejected_points"] += len(lines)
         raise self._failed(Rejected(reason))
 
@@ -270,18 +274,10 @@ def server_message(answer: requests.Response) -> str:
     try:
         body = answer.json()
         if isinstance(body, dict) and (body.get("error") or body.get("message")):
-            return str(body.get("error") or body.get("message"))[:500]
+            return printable(body.get("error") or body.get("message"), 500)
     except ValueError:
         pass
-    return (answer.headers.get("X-Influxdb-Error") or answer.text.strip() or answer.reason or "")[:500]
-
-
-def retry_after(answer: requests.Response) -> float | None:
-    """``Retry-After`` in seconds (the numeric form), or None."""
-    try:
-        return max(0.0, float(answer.headers.get("Retry-After", "")))
-    except ValueError:
-        return None
+    return printable(answer.headers.get("X-Influxdb-Error") or answer.text.strip() or answer.reason or "", 500)
 
 
 def _batches(lines: list[str], size: int) -> Iterable[list[str]]:
@@ -290,4 +286,4 @@ def _batches(lines: list[str], size: int) -> Iterable[list[str]]:
 
 
 def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0][:300] if str(error) else ""
+    return printable(str(error).splitlines()[0], 300) if str(error) else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from ..backends.graphite import DEFAULT_PORT, DEFAULT_PREFIX, TAG_MODES, GraphiteDestination
-from ..delivery import DestinationBackend
+from ..destination_worker import DestinationBackend
 from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
 
 POSITIVE = click.FloatRange(min=0, min_open=True)

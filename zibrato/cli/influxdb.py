@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..backends.influxdb import DEFAULT_BATCH_SIZE, DEFAULT_URL, TOKEN_ENV, InfluxDBDestination
-from ..delivery import DestinationBackend
+from ..destination_worker import DestinationBackend
 from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
