@@ -17,7 +17,7 @@ from expecter import expect
 
 from support.daemons import run_script, wait_until
 from support.influxdb import InfluxDB, influxd_missing
-from support.pipeline import WorkerPipeline, pipelines
+from support.pipeline import DAY, WorkerPipeline, pipelines
 from test_graphite import a_set, counter, gauge, timer
 from zibrato.backends.influxdb import (InfluxDBDestination, InfluxMapping, escape_key,
                                        escape_measurement)
@@ -252,6 +252,48 @@ def test_a_missing_database_is_rejected_with_influxdbs_message(influxdb):
     expect(destination.figures()["rejected_points"]) == 1
 
 
+@pytest.fixture(scope="module")
+def secured_influxdb(tmp_path_factory):
+    if influxd_missing():
+        pytest.skip(influxd_missing())
+    server = InfluxDB(tmp_path_factory.mktemp("influxdb-auth"), auth=True).start()
+    yield server
+    server.stop()
+
+
+@needs_influxd
+def test_with_authentication_on_a_user_password_token_writes_and_a_wrong_one_is_rejected(secured_influxdb):
+    server = secured_influxdb
+    database = server.create_database("secured")
+    user, password = server.admin
+    good = InfluxDBDestination(server.url, database=database, token=f"{user}:{password}")
+    good.post(now_interval(counter(value=5)))
+    expect([row["value"] for row in server.rows(database, "hits")]) == [5.0]
+    bad = InfluxDBDestination(server.url, database=database, token=f"{user}:wrong")
+    with pytest.raises(Rejected, match="401: authorization failed"):
+        bad.post(now_interval(counter(value=6)))
+    nobody = InfluxDBDestination(server.url, database=database)
+    with pytest.raises(Rejected, match="401: unable to parse authentication credentials"):
+        nobody.post(now_interval(counter(value=7)))
+    expect([row["value"] for row in server.rows(database, "hits")]) == [5.0]
+
+
+def test_the_token_comes_from_the_file_or_the_environment_never_both(tmp_path):
+    from zibrato.cli.influxdb import read_token
+    import click
+    token_file = tmp_path / "token"
+    token_file.write_text(f"  {TOKEN}\n")
+    expect(read_token(token_file)) == TOKEN
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(click.UsageError, match="is empty"):
+        read_token(tmp_path / "empty")
+    result = run_script("zibrato-influxdb", "--database", "m", "--token-file", token_file,
+                        env={"INFLUXDB_TOKEN": TOKEN})
+    expect(result.returncode) == 2
+    expect(result.stderr).contains("give the token once")
+    expect(TOKEN in result.stderr) == False
+
+
 class InfluxPipeline(WorkerPipeline):
     """A broker and a zibrato-influxdb worker (fast retries) writing to a real influxd."""
 
@@ -275,6 +317,24 @@ def influx_total(server: InfluxDB, database: str, measurement: str, field: str =
         return -1
     series = result.get("series")
     return series[0]["values"][0][1] if series else 0
+
+
+@needs_influxd
+def test_the_stop_signal_delivers_the_final_partial_interval(pipeline, influxdb, tmp_path):
+    database = influxdb.create_database("final")
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    p = pipeline(influxdb, database, "--token-file", token_file, flush=DAY)
+    for i in range(1, 201):
+        p.client.timing("info", "db.query", i / 1000, source="api", tags={"env": "prod"})
+    p.wait_measurements(200)
+    p.stop_worker()
+    row = influxdb.wait_for_rows(database, "db.query")[0]
+    expect((row["count"], row["min"], row["max"], row["p50"], row["source"], row["env"])) == (
+        200, 0.001, 0.2, 0.1, "api", "prod")
+    expect(round(row["sum"], 9)) == 20.1
+    expect(p.worker.stderr).contains("with a token")
+    expect(TOKEN in p.worker.stderr) == False
 
 
 @needs_influxd

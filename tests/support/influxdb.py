@@ -29,8 +29,10 @@ def influxd_missing() -> str | None:
 class InfluxDB:
     """One influxd on 127.0.0.1; it can be stopped and started again on the same port and data."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, auth: bool = False) -> None:
+        self.root, self.auth = root, auth
+        #: (user, password) of the admin made at the first start when ``auth`` is on
+        self.admin = ("admin", "admin-password") if auth else None
         base = free_ports(2)
         self.http_port, self.rpc_port = base, base + 1
         self.log_path = root / "influxd.log"
@@ -57,6 +59,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 [http]
   bind-address = "127.0.0.1:{self.http_port}"
   log-enabled = false
+  auth-enabled = {str(self.auth).lower()}
 [logging]
   level = "warn"
   suppress-logo = true
@@ -73,6 +76,11 @@ bind-address = "127.0.0.1:{self.rpc_port}"
                    message=f"influxd answering /ping at {self.url}")
         if self.process.poll() is not None:
             raise RuntimeError(f"influxd exited ({self.process.returncode}):\n{self.log}")
+        if self.auth and not (self.root / "admin-created").exists():
+            # with no user yet, InfluxDB lets anyone create the first admin
+            user, password = self.admin
+            self.query(f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES")
+            (self.root / "admin-created").touch()
         return self
 
     def stop(self) -> None:
@@ -102,7 +110,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         params = {"q": statement, "epoch": "ms"}
         if database:
             params["db"] = database
-        answer = requests.post(f"{self.url}/query", params=params, timeout=10)
+        answer = requests.post(f"{self.url}/query", params=params, timeout=10, auth=self.admin)
         answer.raise_for_status()
         result = answer.json()["results"][0]
         if "error" in result:
