@@ -13,7 +13,7 @@ from expecter import expect
 
 from support.carbon import Carbon, carbon_missing
 from support.daemons import run_script, wait_until
-from support.pipeline import WorkerPipeline, pipelines
+from support.pipeline import DAY, WorkerPipeline, pipelines
 from zibrato.backends.graphite import (GraphiteDestination, GraphiteMapping, number, sanitise_path,
                                        timestamp)
 from zibrato.delivery import Retryable
@@ -235,6 +235,20 @@ def pipeline(tmp_path):
 
 def total(carbon: Carbon, metric: str) -> float:
     return sum(carbon.points(metric).values())
+
+
+@needs_carbon
+def test_the_stop_signal_delivers_the_final_partial_interval_with_graphite_tags(pipeline, tagged_carbon):
+    p = pipeline(tagged_carbon, "--prefix", "final", "--tags", "graphite", "--percentiles", "50,99.9",
+                 flush=DAY)
+    for i in range(1, 201):
+        p.client.timing("info", "db.query", i / 1000, source="api", tags={"env": "prod"})
+    p.wait_measurements(200)
+    p.stop_worker()
+    path = "final.timers.db.query.{};env=prod;source=api"
+    expected = {"count": 200, "min": 0.001, "max": 0.2, "p50": 0.1, "p99_9": 0.2}
+    for stat, value in expected.items():
+        expect(list(tagged_carbon.wait_for_points(path.format(stat)).values())) == [value]
 
 
 @needs_carbon
