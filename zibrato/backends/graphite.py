@@ -41,7 +41,7 @@ import math
 import re
 import socket
 import time as _time
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from ..delivery import Retryable, describe, request_timeout
 from ..destination import Destination, Interval
@@ -127,6 +127,7 @@ class GraphiteMapping:
         self.log = log or logging.getLogger("zibrato.graphite")
         self.changed = 0
         self._paths: dict[str, str] = {}
+        self._series: dict[tuple, tuple[str, str]] = {}  # series -> (path, tags): built once
 
     def lines(self, interval: Interval) -> list[str]:
         """Every line for one interval, each ending in a newline."""
@@ -153,7 +154,17 @@ class GraphiteMapping:
         return []  # a type from the future: nothing rather than a wrong guess
 
     def series_path(self, summary: dict) -> tuple[str, str]:
-        """(path without the statistic, tag suffix) of one series."""
+        """(path without the statistic, tag suffix) of one series (cached per series)."""
+        series = (summary["type"], summary["name"], summary.get("source"),
+                  tuple(summary.get("tags") or ()), summary.get("level"), summary.get("unit"))
+        found = self._series.get(series)
+        if found is None:
+            if len(self._series) >= _MAX_CACHED:
+                self._series.clear()
+            found = self._series[series] = self._series_path(summary)
+        return found
+
+    def _series_path(self, summary: dict) -> tuple[str, str]:
         parts = [self.prefix, NAMESPACES.get(summary["type"], summary["type"])]
         source, unit = summary.get("source"), summary.get("unit")
         if self.tag_mode == "graphite":
@@ -202,7 +213,7 @@ class GraphiteDestination(Destination):
         self.host, self.port, self.timeout = host, port, timeout
         self.log = logging.getLogger("zibrato.graphite")
         self.mapping = GraphiteMapping(prefix, tags, self.log)
-        self._figures = {"lines_sent": 0, "bytes_sent": 0, "intervals_sent": 0, "send_errors": 0,
+        self._figures: dict[str, Any] = {"lines_sent": 0, "bytes_sent": 0, "intervals_sent": 0, "send_errors": 0,
                          "last_error": None}
         self._failing_since: float | None = None
 
@@ -246,7 +257,7 @@ class GraphiteDestination(Destination):
                 pass  # carbon never answers; anything it sent is ignored
 
     def figures(self) -> dict:
-        f = dict(self._figures, graphite=self.endpoint, names_changed=self.mapping.changed)
+        f: dict[str, Any] = dict(self._figures, graphite=self.endpoint, names_changed=self.mapping.changed)
         if self._failing_since is not None:
             failing = _time.monotonic() - self._failing_since
             f["problems"] = [f"Graphite delivery failing for {failing:.0f} s ({f['last_error']})"]

@@ -41,7 +41,7 @@ import base64
 import logging
 import re
 import time as _time
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import requests
 
@@ -60,6 +60,7 @@ _KEY_ESCAPES = re.compile(r"([,= ])")
 _AMBIGUOUS_BACKSLASH_MEASUREMENT = re.compile(r"\\(?=[, ]|$)")
 _AMBIGUOUS_BACKSLASH_KEY = re.compile(r"\\(?=[,= ]|$)")
 _RESERVED_KEYS = {"time"}
+_MAX_CACHED_SERIES = 100_000
 
 
 def fit_measurement(name: str) -> str:
@@ -114,18 +115,30 @@ class InfluxMapping:
         self.log = log or logging.getLogger("zibrato.influxdb")
         self.changed = 0
         self._warned: set[str] = set()
+        self._keys: dict[tuple, str] = {}  # series -> its escaped key: escaping once per series
 
     def lines(self, interval: Interval) -> list[str]:
         stamp = f" {round(interval.end * 1000)}"
         out = []
         for summary in interval.summaries:
-            fields = ",".join(f"{escape_key(k)}={number(v)}" for k, v in fields_of(summary))
+            # field names are Zibrato's own (value, count, p99_9 ...): nothing to escape
+            fields = ",".join([f"{k}={float(v)!r}" for k, v in fields_of(summary)])
             if fields:
                 out.append(f"{self.series_key(summary)} {fields}{stamp}")
         return out
 
     def series_key(self, summary: dict) -> str:
-        """``measurement,k=v,...``: the part of a line that names the series."""
+        """``measurement,k=v,...``: the part of a line that names the series (cached per series)."""
+        series = (summary["name"], summary.get("source"), tuple(summary.get("tags") or ()),
+                  summary.get("level"), summary.get("unit"))
+        key = self._keys.get(series)
+        if key is None:
+            if len(self._keys) >= _MAX_CACHED_SERIES:
+                self._keys.clear()
+            key = self._keys[series] = self._series_key(summary)
+        return key
+
+    def _series_key(self, summary: dict) -> str:
         measurement = self._checked(self.prefix + summary["name"], fit_measurement, escape_measurement)
         tags = self.tags_of(summary)
         return measurement + "".join(f",{k}={v}" for k, v in tags)
@@ -176,7 +189,7 @@ class InfluxDBDestination(Destination):
         self.mapping = InfluxMapping(prefix, self.log)
         self._token = token
         self._session = session
-        self._figures = {"points_sent": 0, "requests": 0, "intervals_sent": 0, "http_errors": 0,
+        self._figures: dict[str, Any] = {"points_sent": 0, "requests": 0, "intervals_sent": 0, "http_errors": 0,
                          "connection_errors": 0, "rejected_points": 0, "last_error": None}
         self._failing_since: float | None = None
 
@@ -230,7 +243,7 @@ class InfluxDBDestination(Destination):
             self._session.close()
 
     def figures(self) -> dict:
-        f = dict(self._figures, influxdb=self.target, names_changed=self.mapping.changed)
+        f: dict[str, Any] = dict(self._figures, influxdb=self.target, names_changed=self.mapping.changed)
         if self._failing_since is not None:
             failing = _time.monotonic() - self._failing_since
             f["problems"] = [f"InfluxDB delivery failing for {failing:.0f} s ({f['last_error']})"]
@@ -240,6 +253,7 @@ class InfluxDBDestination(Destination):
         body = "\n".join(lines).encode("utf-8")
         if self._session is None:
             self.connect()
+        assert self._session is not None
         try:
             answer = self._session.post(self.write_url, params=self.params, data=body,
                                         headers=self.headers,
