@@ -40,6 +40,7 @@ from .runtime import printable, printable_repr
 _LOG_EVERY_N_FAILURES = 10
 _MIN_ATTEMPT_SECONDS = 0.1  # below this much time left before the deadline, no attempt is made
 _MAX_REMEMBERED_NAMES = 100_000
+LOSS_MEMORY_SECONDS = 900.0  # a lost interval keeps the worker unhealthy this long
 MIN_RETRY_AFTER_CAP = 300.0  # seconds of Retry-After honoured even when the backoff cap is less
 
 
@@ -165,6 +166,7 @@ class DeliveryQueue:
                        "rejected_intervals": 0, "failed_attempts": 0, "retries": 0,
                        "cut_off_intervals": 0, "cut_off_series": 0}
         self.last_delivery: float | None = None  # the end of the last interval delivered
+        self._last_loss: tuple[float, str] | None = None  # (clock(), what) of the latest loss
 
     # --- the receive loop's side --------------------------------------------------
 
@@ -176,6 +178,7 @@ class DeliveryQueue:
                 dropped = self._waiting.popleft()
                 self.counts["dropped_intervals"] += 1
                 self.counts["dropped_series"] += len(dropped.summaries)
+                self._lost("backlog full")
                 self.log.error("delivery backlog full (%d intervals): dropped the interval at %s "
                                "(%d series)", self.max_backlog, iso(dropped.end), len(dropped.summaries))
             self._changed.notify_all()
@@ -222,10 +225,29 @@ class DeliveryQueue:
         return None if since is None else self.clock() - since
 
     def problems(self) -> list[str]:
+        """Why delivery is unhealthy: failing now, or an interval lost in the last 15 minutes."""
+        problems = []
         failing = self.failing_for()
-        if failing is None:
-            return []
-        return [f"{self.destination.name} delivery failing for {failing:.0f} s ({self.last_error})"]
+        if failing is not None:
+            problems.append(f"{self.destination.name} delivery failing for {failing:.0f} s "
+                            f"({self.last_error})")
+        lost = self.recent_losses()
+        if lost:
+            problems.append(lost)
+        return problems
+
+    def recent_losses(self) -> str | None:
+        """The latest loss, if it happened within :data:`LOSS_MEMORY_SECONDS`."""
+        loss = self._last_loss
+        if loss is None or self.clock() - loss[0] > LOSS_MEMORY_SECONDS:
+            return None
+        c = self.counts
+        return (f"intervals lost: {c['dropped_intervals']} dropped (backlog full), "
+                f"{c['rejected_intervals']} rejected, {c['cut_off_intervals']} cut off at stop; "
+                f"the latest {self.clock() - loss[0]:.0f} s ago: {loss[1]}")
+
+    def _lost(self, what: str) -> None:
+        self._last_loss = (self.clock(), what)
 
     def figures(self) -> dict:
         failing = self.failing_for()
@@ -248,12 +270,17 @@ class DeliveryQueue:
             self._connect()
             while True:
                 interval = self._next()
-                if interval is None:
-                    return
-                if not self._deliver(interval):
-                    return
+                if interval is None or not self._deliver(interval):
+                    break
+            self._close()
         finally:
             _current.queue = None
+
+    def _close(self) -> None:
+        try:
+            self.destination.close()
+        except Exception as error:
+            self.log.error("closing the destination failed: %s", describe(error))
 
     def _connect(self) -> None:
         try:
@@ -300,6 +327,7 @@ class DeliveryQueue:
     def _drop(self, interval: Interval, reason: str) -> None:
         self.counts["rejected_intervals"] += 1
         self.last_error = reason
+        self._lost(reason)
         self.log.error("dropped the interval at %s (%d series): %s", iso(interval.end),
                        len(interval.summaries), reason)
 
@@ -377,6 +405,7 @@ class DeliveryQueue:
         self.counts["cut_off_intervals"] += len(intervals)
         self.counts["cut_off_series"] += series
         if intervals:
+            self._lost("cut off by the stop deadline")
             self.log.error("stop deadline reached: %d intervals (%d series) not delivered, from %s "
                            "(%s)", len(intervals), series, iso(intervals[0].end), why)
 
