@@ -141,7 +141,6 @@ def test_an_unreachable_carbon_is_retryable(unused_port):
     with pytest.raises(Retryable, match=f"carbon at 127.0.0.1:{unused_port}"):
         destination.post(Interval(END - 10, END, [counter()]))
     expect(destination.figures()["send_errors"]) == 1
-    expect(destination.figures()["problems"][0]).contains("Graphite delivery failing")
 
 
 def test_a_carbon_that_never_confirms_times_out_as_retryable():
@@ -271,7 +270,7 @@ def test_the_console_script_delivers_exact_totals_through_an_outage(pipeline, tm
         p.wait_measurements(25)
         wait_until(lambda: p.status()["retries"] >= 2, timeout=15, message="failed deliveries")
         expect(p.status()["healthy"]) == False
-        expect(" ".join(p.status()["problems"])).contains("Graphite delivery failing")
+        expect(" ".join(p.status()["problems"])).contains("graphite delivery failing")
 
         carbon.start()
         wait_until(lambda: total(carbon, "e2e.counters.jobs.count") == 55 + 1500, timeout=20,
@@ -279,6 +278,6 @@ def test_the_console_script_delivers_exact_totals_through_an_outage(pipeline, tm
         wait_until(lambda: p.status()["healthy"], timeout=10, message="healthy again")
         expect(p.status()["dropped_intervals"]) == 0
         p.stop_worker()
-        expect(p.worker.stderr).contains("delivery failed")
+        expect(p.worker.stderr).contains(f"carbon at {carbon.address}: connection refused (attempt 1 failed")
     finally:
         carbon.stop()

@@ -174,7 +174,7 @@ def test_connection_refused_is_retryable(unused_port):
     destination = InfluxDBDestination(f"http://127.0.0.1:{unused_port}", database="m", timeout=1)
     with pytest.raises(Retryable, match="unreachable"):
         destination.post(Interval(END - 10, END, [counter()]))
-    expect(destination.figures()["problems"][0]).contains("InfluxDB delivery failing")
+    expect(destination.figures()["connection_errors"]) == 1
 
 
 # --- the real InfluxDB ----------------------------------------------------------------------
@@ -338,6 +338,17 @@ def test_the_stop_signal_delivers_the_final_partial_interval(pipeline, influxdb,
 
 
 @needs_influxd
+def test_a_rejected_write_is_logged_with_influxdbs_message_dropped_and_not_retried(pipeline, influxdb):
+    p = pipeline(influxdb, "never_created", flush=DAY)
+    p.client.count("info", "jobs", 1)
+    p.wait_measurements(1)
+    p.stop_worker()
+    expect(p.worker.stderr).contains('InfluxDB answered 404: database not found: "never_created"')
+    expect(p.worker.stderr).contains("dropped the interval at")
+    expect(p.worker.stderr).does_not_contain("attempt 1 failed")
+
+
+@needs_influxd
 def test_the_console_script_delivers_exact_totals_through_an_outage(pipeline, tmp_path):
     server = InfluxDB(tmp_path / "influxdb").start()
     try:
@@ -356,14 +367,14 @@ def test_the_console_script_delivers_exact_totals_through_an_outage(pipeline, tm
             p.client.count("info", "jobs", 100 * i, source="api")
         p.wait_measurements(25)
         wait_until(lambda: p.status()["retries"] >= 2, timeout=15, message="failed deliveries")
-        expect(" ".join(p.status()["problems"])).contains("InfluxDB delivery failing")
+        expect(" ".join(p.status()["problems"])).contains("influxdb delivery failing")
 
         server.start()
         wait_until(lambda: influx_total(server, database, "jobs") == 1555, timeout=20,
                    message="every job after the outage")
         expect(p.status()["dropped_intervals"]) == 0
         p.stop_worker()
-        expect(p.worker.stderr).contains("delivery failed")
+        expect(p.worker.stderr).contains(f"InfluxDB at {server.url} unreachable: ConnectionError")
         expect(TOKEN in p.worker.stderr) == False
         expect(TOKEN in " ".join(map(str, p.worker.argv))) == False
     finally:

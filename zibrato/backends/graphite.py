@@ -40,7 +40,6 @@ import logging
 import math
 import re
 import socket
-import time as _time
 from typing import Any, Iterable, Iterator
 
 from ..delivery import Retryable, describe, request_timeout
@@ -213,9 +212,8 @@ class GraphiteDestination(Destination):
         self.host, self.port, self.timeout = host, port, timeout
         self.log = logging.getLogger("zibrato.graphite")
         self.mapping = GraphiteMapping(prefix, tags, self.log)
-        self._figures: dict[str, Any] = {"lines_sent": 0, "bytes_sent": 0, "intervals_sent": 0, "send_errors": 0,
-                         "last_error": None}
-        self._failing_since: float | None = None
+        self._figures: dict[str, Any] = {"lines_sent": 0, "bytes_sent": 0, "intervals_sent": 0,
+                                         "send_errors": 0}
 
     @property
     def endpoint(self) -> str:
@@ -235,13 +233,7 @@ class GraphiteDestination(Destination):
             self._send_confirmed(payload)
         except OSError as error:
             self._figures["send_errors"] += 1
-            self._figures["last_error"] = f"{self.endpoint}: {describe(error)}"
-            if self._failing_since is None:
-                self._failing_since = _time.monotonic()
             raise Retryable(f"carbon at {self.endpoint}: {describe(error)}", status="connection") from None
-        if self._failing_since is not None:
-            self.log.info("carbon at %s reachable again", self.endpoint)
-        self._failing_since = None
         f = self._figures
         f["lines_sent"] += len(lines)
         f["bytes_sent"] += len(payload)
@@ -257,8 +249,5 @@ class GraphiteDestination(Destination):
                 pass  # carbon never answers; anything it sent is ignored
 
     def figures(self) -> dict:
-        f: dict[str, Any] = dict(self._figures, graphite=self.endpoint, names_changed=self.mapping.changed)
-        if self._failing_since is not None:
-            failing = _time.monotonic() - self._failing_since
-            f["problems"] = [f"Graphite delivery failing for {failing:.0f} s ({f['last_error']})"]
-        return f
+        """Own figures; failing deliveries are reported by the delivery queue."""
+        return dict(self._figures, graphite=self.endpoint, names_changed=self.mapping.changed)

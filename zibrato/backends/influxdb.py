@@ -40,7 +40,6 @@ from __future__ import annotations
 import base64
 import logging
 import re
-import time as _time
 from typing import Any, Callable, Iterable, Iterator
 
 import requests
@@ -190,8 +189,7 @@ class InfluxDBDestination(Destination):
         self._token = token
         self._session = session
         self._figures: dict[str, Any] = {"points_sent": 0, "requests": 0, "intervals_sent": 0, "http_errors": 0,
-                         "connection_errors": 0, "rejected_points": 0, "last_error": None}
-        self._failing_since: float | None = None
+                         "connection_errors": 0, "rejected_points": 0}
 
     # --- request shape (no I/O) -------------------------------------------------
 
@@ -233,9 +231,6 @@ class InfluxDBDestination(Destination):
         lines = self.mapping.lines(interval)
         for batch in _batches(lines, self.batch_size):
             self._write(batch)
-        if self._failing_since is not None:
-            self.log.info("InfluxDB at %s reachable again", self.url)
-            self._failing_since = None
         self._figures["intervals_sent"] += 1
 
     def close(self) -> None:
@@ -243,11 +238,8 @@ class InfluxDBDestination(Destination):
             self._session.close()
 
     def figures(self) -> dict:
-        f: dict[str, Any] = dict(self._figures, influxdb=self.target, names_changed=self.mapping.changed)
-        if self._failing_since is not None:
-            failing = _time.monotonic() - self._failing_since
-            f["problems"] = [f"InfluxDB delivery failing for {failing:.0f} s ({f['last_error']})"]
-        return f
+        """Own figures; failing deliveries are reported by the delivery queue."""
+        return dict(self._figures, influxdb=self.target, names_changed=self.mapping.changed)
 
     def _write(self, lines: list[str]) -> None:
         body = "\n".join(lines).encode("utf-8")
@@ -260,9 +252,9 @@ class InfluxDBDestination(Destination):
                                         timeout=request_timeout(self.timeout))
         except requests.RequestException as error:
             self._figures["connection_errors"] += 1
-            raise self._failed(Retryable(f"InfluxDB at {self.url} unreachable: "
-                                         f"{error.__class__.__name__}: {_first_line(error)}",
-                                         status="connection"))
+            raise Retryable(f"InfluxDB at {self.url} unreachable: "
+                            f"{error.__class__.__name__}: {_first_line(error)}",
+                            status="connection") from None
         self._figures["requests"] += 1
         if answer.status_code < 300:
             self._figures["points_sent"] += len(lines)
@@ -271,16 +263,10 @@ class InfluxDBDestination(Destination):
         message = server_message(answer)
         reason = f"InfluxDB answered {answer.status_code}: {message}"
         if answer.status_code == 429 or answer.status_code >= 500:
-            raise self._failed(Retryable(reason, parse_retry_after(answer.headers.get("Retry-After")),
-                                         status=answer.status_code))
+            raise Retryable(reason, parse_retry_after(answer.headers.get("Retry-After")),
+                            status=answer.status_code)
         self._figures["rejected_points"] += len(lines)
-        raise self._failed(Rejected(reason))
-
-    def _failed(self, error: Exception) -> Exception:
-        self._figures["last_error"] = str(error)
-        if isinstance(error, Retryable) and self._failing_since is None:
-            self._failing_since = _time.monotonic()
-        return error
+        raise Rejected(reason)
 
 
 def server_message(answer: requests.Response) -> str:

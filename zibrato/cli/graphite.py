@@ -4,8 +4,8 @@ from __future__ import annotations
 import click
 
 from ..backends.graphite import DEFAULT_PORT, DEFAULT_PREFIX, TAG_MODES, GraphiteDestination
-from ..destination_worker import DestinationBackend
-from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
+from ..delivery import Backoff
+from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
@@ -56,10 +56,8 @@ def command(address: tuple[str, int], prefix: str, tag_mode: str, timeout: float
     host, port = address
     if max_retry_delay < retry_delay:
         raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
-    kwargs = backend_kwargs(options)
-    run_backend(lambda: DestinationBackend(
-        GraphiteDestination(host, port, prefix=prefix, tags=tag_mode, timeout=timeout),
-        backoff_base=retry_delay, backoff_cap=max_retry_delay, **kwargs), verbose)
+    run_worker(lambda: GraphiteDestination(host, port, prefix=prefix, tags=tag_mode, timeout=timeout),
+               verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
 
 
 main = standalone(command, "zibrato-graphite", "ZIBRATO_GRAPHITE")

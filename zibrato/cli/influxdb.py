@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from ..backends.influxdb import DEFAULT_BATCH_SIZE, DEFAULT_URL, TOKEN_ENV, InfluxDBDestination
-from ..destination_worker import DestinationBackend
-from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
+from ..delivery import Backoff
+from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
@@ -48,11 +48,9 @@ def command(url: str, database: str | None, org: str | None, bucket: str | None,
     token = read_token(token_file)
     if max_retry_delay < retry_delay:
         raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
-    kwargs = backend_kwargs(options)
-    run_backend(lambda: DestinationBackend(
-        InfluxDBDestination(url, database=database, org=org, bucket=bucket, token=token,
-                            prefix=prefix, batch_size=batch_size, timeout=timeout),
-        backoff_base=retry_delay, backoff_cap=max_retry_delay, **kwargs), verbose)
+    run_worker(lambda: InfluxDBDestination(url, database=database, org=org, bucket=bucket, token=token,
+                                           prefix=prefix, batch_size=batch_size, timeout=timeout),
+               verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
 
 
 def read_token(token_file: Path | None) -> str | None:
