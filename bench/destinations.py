@@ -6,7 +6,7 @@ Mapping (pure CPU, no socket): one interval of N series, 40 % counters, 20 %
 gauges, 40 % timers (count, sum, sum_squares, min, max, mean, median, stddev
 and four percentiles), each with a source and two tags, turned into the
 destination's wire text by ``GraphiteMapping.lines``, ``InfluxMapping.lines``
-and, as the peer already in Zibrato, ``StatsdBackend.lines`` (timers with one
+and, as the peer already in Zibrato, ``StatsdMapping.lines`` (timers with one
 raw value each, since statsd forwards values, not statistics). The figure is
 the median of the repeats (process CPU time), per interval and per series.
 
@@ -28,7 +28,7 @@ import _common as c
 
 from zibrato.backends.graphite import GraphiteDestination, GraphiteMapping
 from zibrato.backends.influxdb import InfluxDBDestination, InfluxMapping
-from zibrato.backends.statsd import StatsdBackend
+from zibrato.backends.statsd import StatsdMapping
 from zibrato.destination import Interval
 
 
@@ -71,25 +71,22 @@ def wall(func, repeats: int) -> float:
 
 def mapping_rows(n: int, repeats: int) -> list[list]:
     interval = Interval(990.0, 1000.0, summaries(n, 1000.0))
-    statsd = StatsdBackend(self_level=None, flush_interval=10.0)
+    statsd = StatsdMapping()
     graphite, influx = GraphiteMapping(), InfluxMapping()  # long-lived, as in a worker
-    try:
-        cases = [
-            ("Graphite: first interval (names escaped)", lambda: GraphiteMapping().lines(interval)),
-            ("Graphite: steady state", lambda: graphite.lines(interval)),
-            ("InfluxDB: first interval (names escaped)", lambda: InfluxMapping().lines(interval)),
-            ("InfluxDB: steady state", lambda: influx.lines(interval)),
-            ("statsd (peer: values, not statistics)", lambda: statsd.lines(interval.summaries)),
-        ]
-        rows = []
-        for label, func in cases:
-            out = func()
-            seconds = cpu(func, repeats)
-            size = sum(len(x) for x in out)
-            rows.append([label, n, len(out), size / 1e6, seconds * 1000, seconds / n * 1e6])
-        return rows
-    finally:
-        statsd._context.term()
+    cases = [
+        ("Graphite: first interval (names escaped)", lambda: GraphiteMapping().lines(interval)),
+        ("Graphite: steady state", lambda: graphite.lines(interval)),
+        ("InfluxDB: first interval (names escaped)", lambda: InfluxMapping().lines(interval)),
+        ("InfluxDB: steady state", lambda: influx.lines(interval)),
+        ("statsd (peer: values, not statistics)", lambda: statsd.lines(interval.summaries)),
+    ]
+    rows = []
+    for label, func in cases:
+        out = func()
+        seconds = cpu(func, repeats)
+        size = sum(len(x) for x in out)
+        rows.append([label, n, len(out), size / 1e6, seconds * 1000, seconds / n * 1e6])
+    return rows
 
 
 def delivery_rows(n: int, repeats: int) -> list[list]:

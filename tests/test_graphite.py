@@ -121,7 +121,8 @@ def test_prefix_can_be_empty_or_nested_and_changed_names_are_logged_once(caplog)
         mapping.lines(Interval(0, 10, [counter(name="db query")]))
     expect(mapping.changed) == 1
     expect([r.getMessage() for r in caplog.records if "db query" in r.getMessage()]) == [
-        "name 'db query' sent to Graphite as 'db_query'"]
+        "name 'db query' does not fit Graphite's rules (Graphite paths are made of A-Z a-z 0-9 _ - "
+        "separated by single dots): sent as 'db_query'"]
 
 
 @pytest.mark.parametrize("end, stamp", [(100.0, 100), (100.4, 101), (100.0000001, 100), (99.9999999, 100)])

@@ -42,7 +42,7 @@ import re
 import socket
 from typing import Any, Iterable, Iterator
 
-from ..delivery import Retryable, describe, request_timeout
+from ..delivery import NameFitter, Retryable, describe, request_timeout
 from ..destination import Destination, Interval
 
 TAG_MODES = ("drop", "graphite")
@@ -59,6 +59,7 @@ _DOT_RUNS = re.compile(r"\.{2,}")
 _NOT_IN_TAG_KEY = re.compile(r"[;!^=\s]")
 _NOT_IN_TAG_VALUE = re.compile(r"[;\s]")
 _MAX_CACHED = 100_000
+PATH_RULE = "Graphite paths are made of A-Z a-z 0-9 _ - separated by single dots"
 
 
 def sanitise_path(text: str) -> str:
@@ -124,8 +125,8 @@ class GraphiteMapping:
         self.prefix = sanitise_path(prefix) if prefix.strip(". ") else ""
         self.tag_mode = tags
         self.log = log or logging.getLogger("zibrato.graphite")
-        self.changed = 0
-        self._paths: dict[str, str] = {}
+        self.names = NameFitter(self.log, PATH_RULE, fit=lambda text, limit: sanitise_path(text),
+                                destination="Graphite")
         self._series: dict[tuple, tuple[str, str]] = {}  # series -> (path, tags): built once
 
     def lines(self, interval: Interval) -> list[str]:
@@ -185,17 +186,12 @@ class GraphiteMapping:
         return "".join(t for t in tags if t)
 
     def _path(self, text: str) -> str:
-        path = self._paths.get(text)
-        if path is None:
-            path = sanitise_path(text)
-            if path != text:
-                self.changed += 1
-                if self.changed <= 10:
-                    self.log.warning("name %r sent to Graphite as %r", text, path)
-            if len(self._paths) >= _MAX_CACHED:
-                self._paths.clear()
-            self._paths[text] = path
-        return path
+        return self.names(text)
+
+    @property
+    def changed(self) -> int:
+        """How many distinct names had to change to fit a Graphite path."""
+        return self.names.changed
 
 
 class GraphiteDestination(Destination):

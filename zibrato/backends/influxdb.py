@@ -40,11 +40,11 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import requests
 
-from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
+from ..delivery import NameFitter, Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval
 from ..runtime import printable
 from .graphite import distribution_stats, split_tag
@@ -60,6 +60,8 @@ _AMBIGUOUS_BACKSLASH_MEASUREMENT = re.compile(r"\\(?=[, ]|$)")
 _AMBIGUOUS_BACKSLASH_KEY = re.compile(r"\\(?=[,= ]|$)")
 _RESERVED_KEYS = {"time"}
 _MAX_CACHED_SERIES = 100_000
+NAME_RULE = "a measurement cannot start with # nor hold a backslash before a comma or space or at its end"
+TAG_RULE = "tag keys and values cannot hold a backslash before , = or space or at their end"
 
 
 def fit_measurement(name: str) -> str:
@@ -112,8 +114,10 @@ class InfluxMapping:
     def __init__(self, prefix: str = "", log: logging.Logger | None = None) -> None:
         self.prefix = prefix
         self.log = log or logging.getLogger("zibrato.influxdb")
-        self.changed = 0
-        self._warned: set[str] = set()
+        self.names = NameFitter(self.log, NAME_RULE, fit=lambda text, limit: fit_measurement(text),
+                                destination="InfluxDB")
+        self.tags = NameFitter(self.log, TAG_RULE, fit=lambda text, limit: fit_key(text),
+                               destination="InfluxDB")
         self._keys: dict[tuple, str] = {}  # series -> its escaped key: escaping once per series
 
     def lines(self, interval: Interval) -> list[str]:
@@ -138,7 +142,7 @@ class InfluxMapping:
         return key
 
     def _series_key(self, summary: dict) -> str:
-        measurement = self._checked(self.prefix + summary["name"], fit_measurement, escape_measurement)
+        measurement = _escape(_MEASUREMENT_ESCAPES, self.names(self.prefix + summary["name"]))
         tags = self.tags_of(summary)
         return measurement + "".join(f",{k}={v}" for k, v in tags)
 
@@ -153,17 +157,18 @@ class InfluxMapping:
                 continue
             if key in _RESERVED_KEYS:
                 key = key + "_"
-            out.append((self._checked(key, fit_key, escape_key), self._checked(value, fit_key, escape_key)))
+            out.append((_escape(_KEY_ESCAPES, self.tags(key, kind="tag key")),
+                        _escape(_KEY_ESCAPES, self.tags(value, kind="tag value"))))
         return sorted(out)
 
-    def _checked(self, text: str, fit: Callable[[str], str], escape: Callable[[str], str]) -> str:
-        """``text`` escaped; when it had to be changed first, counted and logged (once per text)."""
-        if fit(text) != text:
-            self.changed += 1
-            if text not in self._warned and len(self._warned) < 100:
-                self._warned.add(text)
-                self.log.warning("%r cannot be written to InfluxDB as it is: sent as %r", text, fit(text))
-        return escape(text)
+    @property
+    def changed(self) -> int:
+        """How many distinct names and tags had to change to be written."""
+        return self.names.changed + self.tags.changed
+
+
+def _escape(pattern: re.Pattern, text: str) -> str:
+    return pattern.sub(r"\\\1", text)
 
 
 class InfluxDBDestination(Destination):
