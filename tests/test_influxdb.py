@@ -20,7 +20,7 @@ from support.influxdb import InfluxDB, influxd_missing
 from support.pipeline import DAY, WorkerPipeline, pipelines
 from test_graphite import a_set, counter, gauge, timer
 from zibrato.backends.influxdb import (InfluxDBDestination, InfluxMapping, escape_key,
-                                       escape_measurement)
+                                       escape_measurement, without_credentials)
 from zibrato.delivery import Rejected, Retryable
 from zibrato.destination import Interval
 
@@ -99,6 +99,18 @@ def test_the_token_goes_in_a_header_as_token_or_basic_for_1x_user_password():
     expect(v2.params) == {"org": "acme", "bucket": "metrics", "precision": "ms"}
     expect(v2.headers["Authorization"]) == f"Token {TOKEN}"
     expect("Authorization" in InfluxDBDestination(database="m").headers) == False
+
+
+def test_credentials_in_the_url_never_reach_the_logs_or_the_status(caplog):
+    caplog.set_level("INFO")
+    destination = InfluxDBDestination("http://ops:hunter2@db.example:8086/", database="m")
+    expect(destination.target) == "http://db.example:8086 (database 'm')"
+    destination.connect()
+    destination.close()
+    expect("hunter2" in caplog.text) == False
+    expect("hunter2" in str(destination.figures())) == False
+    expect(without_credentials("https://u@[::1]:8086/x")) == "https://[::1]:8086/x"
+    expect(without_credentials("http://db:8086")) == "http://db:8086"
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"database": "a", "bucket": "b", "org": "o"}, {"bucket": "b"}])

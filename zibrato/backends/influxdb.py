@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import logging
 import re
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any, Iterable, Iterator
 
 import requests
@@ -83,11 +84,6 @@ def escape_measurement(name: str) -> str:
 def escape_key(text: str) -> str:
     """A tag key, tag value or field key (commas, equals signs and spaces escaped)."""
     return _KEY_ESCAPES.sub(r"\\\1", fit_key(text))
-
-
-def number(value: float) -> str:
-    """A float field: repr is the shortest text that reads back as the same double."""
-    return repr(float(value))
 
 
 def fields_of(summary: dict) -> Iterator[tuple[str, float]]:
@@ -187,14 +183,16 @@ class InfluxDBDestination(Destination):
         if batch_size < 1 or timeout <= 0:
             raise ValueError("batch size and timeout must be positive")
         self.url = url.rstrip("/")
+        self.shown_url = without_credentials(self.url)  # for logs and status: never a password
         self.database, self.org, self.bucket = database, org, bucket
         self.batch_size, self.timeout = batch_size, timeout
         self.log = logging.getLogger("zibrato.influxdb")
         self.mapping = InfluxMapping(prefix, self.log)
         self._token = token
         self._session = session
-        self._figures: dict[str, Any] = {"points_sent": 0, "requests": 0, "intervals_sent": 0, "http_errors": 0,
-                         "connection_errors": 0, "rejected_points": 0}
+        self._figures: dict[str, Any] = {"points_sent": 0, "requests": 0, "intervals_sent": 0,
+                                         "http_errors": 0, "connection_errors": 0,
+                                         "rejected_points": 0}
 
     # --- request shape (no I/O) -------------------------------------------------
 
@@ -222,7 +220,7 @@ class InfluxDBDestination(Destination):
     @property
     def target(self) -> str:
         where = f"bucket {self.bucket!r} of org {self.org!r}" if self.bucket else f"database {self.database!r}"
-        return f"{self.url} ({where})"
+        return f"{self.shown_url} ({where})"
 
     # --- Destination ---------------------------------------------------------------
 
@@ -257,7 +255,7 @@ class InfluxDBDestination(Destination):
                                         timeout=request_timeout(self.timeout))
         except requests.RequestException as error:
             self._figures["connection_errors"] += 1
-            raise Retryable(f"InfluxDB at {self.url} unreachable: "
+            raise Retryable(f"InfluxDB at {self.shown_url} unreachable: "
                             f"{error.__class__.__name__}: {_first_line(error)}",
                             status="connection") from None
         self._figures["requests"] += 1
@@ -283,6 +281,18 @@ def server_message(answer: requests.Response) -> str:
     except ValueError:
         pass
     return printable(answer.headers.get("X-Influxdb-Error") or answer.text.strip() or answer.reason or "", 500)
+
+
+def without_credentials(url: str) -> str:
+    """``url`` without a ``user:password@`` part, for logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _batches(lines: list[str], size: int) -> Iterable[list[str]]:
