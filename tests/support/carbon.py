@@ -133,7 +133,10 @@ GRAPHITE_URL = http://127.0.0.1:1
         if not path.exists():
             return {}
         now = int(time.time())
-        (start, _end, step), values = whisper.fetch(str(path), now - 3500, now + 60)
+        try:
+            (start, _end, step), values = whisper.fetch(str(path), now - 3500, now + 60)
+        except (whisper.WhisperException, OSError, ValueError):  # carbon is still creating it
+            return {}
         return {start + i * step: v for i, v in enumerate(values) if v is not None}
 
     def wait_for_points(self, metric: str, count: int = 1, timeout: float = 15.0) -> dict[int, float]:
