@@ -141,8 +141,12 @@ GRAPHITE_URL = http://127.0.0.1:1
 
     def wait_for_points(self, metric: str, count: int = 1, timeout: float = 15.0) -> dict[int, float]:
         """Poll until ``metric`` has at least ``count`` points; return them."""
-        wait_until(lambda: len(self.points(metric)) >= count, timeout, interval=0.1,
-                   message=f"{count} points of {metric} in whisper")
+        try:
+            wait_until(lambda: len(self.points(metric)) >= count, timeout, interval=0.1,
+                       message=f"{count} points of {metric} in whisper")
+        except AssertionError as error:
+            raise AssertionError(f"{error}; metrics so far: {self.metrics()}; carbon's log ends:\n"
+                                 f"{self.log[-2000:]}") from None
         return self.points(metric)
 
     def metrics(self) -> list[str]:
