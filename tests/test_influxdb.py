@@ -301,6 +301,12 @@ def test_the_token_comes_from_the_file_or_the_environment_never_both(tmp_path):
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(click.UsageError, match="is empty"):
         read_token(tmp_path / "empty")
+    (tmp_path / "bom").write_bytes(b"\xef\xbb\xbf" + TOKEN.encode() + b"\r\n")
+    expect(read_token(tmp_path / "bom")) == TOKEN
+    (tmp_path / "two-lines").write_text(f"{TOKEN}\nsecond line\n")
+    with pytest.raises(click.UsageError, match="holds spaces, control or non-ASCII") as caught:
+        read_token(tmp_path / "two-lines")
+    expect(TOKEN in str(caught.value)) == False
     result = run_script("zibrato-influxdb", "--database", "m", "--token-file", token_file,
                         env={"INFLUXDB_TOKEN": TOKEN})
     expect(result.returncode) == 2

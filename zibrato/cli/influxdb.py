@@ -57,15 +57,24 @@ def read_token(token_file: Path | None) -> str | None:
     """The token from --token-file, else $INFLUXDB_TOKEN, else None (never from argv)."""
     env_token = os.environ.get(TOKEN_ENV, "").strip()
     if token_file is None:
-        return env_token or None
+        return _checked_token(env_token, TOKEN_ENV) if env_token else None
     if env_token:
         raise click.UsageError(f"give the token once: --token-file or {TOKEN_ENV}, not both")
     try:
-        token = token_file.read_text(encoding="utf-8").strip()
+        # utf-8-sig: Windows editors start a file with a BOM, which is not part of the token
+        token = token_file.read_text(encoding="utf-8-sig").strip()
     except (OSError, UnicodeDecodeError) as error:
         raise click.UsageError(f"cannot read --token-file {token_file}: {error}") from None
     if not token:
         raise click.UsageError(f"--token-file {token_file} is empty")
+    return _checked_token(token, f"--token-file {token_file}")
+
+
+def _checked_token(token: str, where: str) -> str:
+    """A token an HTTP header can carry: printable ASCII without spaces (never echoed back)."""
+    if not (token.isascii() and token.isprintable()) or " " in token:
+        raise click.UsageError(f"the token in {where} holds spaces, control or non-ASCII "
+                               f"characters: is it the right file?")
     return token
 
 
