@@ -260,10 +260,11 @@ def test_batches_split_an_interval_into_requests(influxdb, database):
 
 @needs_influxd
 def test_a_missing_database_is_rejected_with_influxdbs_message(influxdb):
-    destination = InfluxDBDestination(influxdb.url, database="nowhere")
+    destination = InfluxDBDestination(influxdb.url, database="nowhere", batch_size=2)
     with pytest.raises(Rejected, match='404: database not found: "nowhere"'):
-        destination.post(now_interval(counter()))
-    expect(destination.figures()["rejected_points"]) == 1
+        destination.post(now_interval(*[counter(name=f"c{i}") for i in range(5)]))
+    expect(destination.figures()["rejected_points"]) == 5  # the failed batch and those not sent
+    expect(destination.figures()["requests"]) == 1
 
 
 @pytest.fixture(scope="module")

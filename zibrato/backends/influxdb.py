@@ -41,7 +41,7 @@ import base64
 import logging
 import re
 from urllib.parse import urlsplit, urlunsplit
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import requests
 
@@ -232,8 +232,12 @@ class InfluxDBDestination(Destination):
 
     def post(self, interval: Interval) -> None:
         lines = self.mapping.lines(interval)
-        for batch in _batches(lines, self.batch_size):
-            self._write(batch)
+        for start in range(0, len(lines), self.batch_size):
+            try:
+                self._write(lines[start:start + self.batch_size])
+            except Rejected:
+                self._figures["rejected_points"] += len(lines) - start  # this batch and the rest
+                raise
         self._figures["intervals_sent"] += 1
 
     def close(self) -> None:
@@ -268,7 +272,6 @@ class InfluxDBDestination(Destination):
         if answer.status_code == 429 or answer.status_code >= 500:
             raise Retryable(reason, parse_retry_after(answer.headers.get("Retry-After")),
                             status=answer.status_code)
-        self._figures["rejected_points"] += len(lines)
         raise Rejected(reason)
 
 
@@ -293,11 +296,6 @@ def without_credentials(url: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _batches(lines: list[str], size: int) -> Iterable[list[str]]:
-    for start in range(0, len(lines), size):
-        yield lines[start:start + size]
 
 
 def _first_line(error: Exception) -> str:
