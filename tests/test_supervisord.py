@@ -228,8 +228,7 @@ def librato():
 
 
 def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, etsy_statsd, librato):
-    base = quiet_ports(8)  # broker, its PUB, its status; then the librato, statsd, console,
-    # (graphite, influxdb: commented out) status ports
+    base = quiet_ports(6)  # broker, its PUB, its status; then the librato, statsd, console status ports
     status_ports = (base + 2, base + 3, base + 4, base + 5)
     token_file = tmp_path / "librato-token"
     token_file.write_text(librato.token + "\n")
@@ -244,9 +243,6 @@ def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, et
         "ZIBRATO_LIBRATO_STATUS_PORT": str(base + 3),
         "ZIBRATO_STATSD_STATUS_PORT": str(base + 4),
         "ZIBRATO_CONSOLE_STATUS_PORT": str(base + 5),
-        # the commented-out programs' ports: set, as supervisord.conf ships them, but unused
-        "ZIBRATO_GRAPHITE_STATUS_PORT": str(base + 6),
-        "ZIBRATO_INFLUXDB_STATUS_PORT": str(base + 7),
         "ZIBRATO_STATSD_STATSD_HOST": etsy_statsd.host,
         "ZIBRATO_STATSD_STATSD_PORT": str(etsy_statsd.port),
         "ZIBRATO_LIBRATO_USERNAME": librato.user,

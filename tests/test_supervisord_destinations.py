@@ -10,8 +10,7 @@ from expecter import expect
 from support.daemons import BIN, run_script
 
 CONF = Path(__file__).parent.parent / "supervisord" / "zibrato.conf"
-ENV = {"ZIBRATO_BIN": str(BIN), "ZIBRATO_BROKER_PUB_PORT": "5551", "ZIBRATO_LOG_DIR": "/tmp",
-       "ZIBRATO_GRAPHITE_STATUS_PORT": "5556", "ZIBRATO_INFLUXDB_STATUS_PORT": "5557"}
+ENV = {"ZIBRATO_BIN": str(BIN), "ZIBRATO_BROKER_PUB_PORT": "5551", "ZIBRATO_LOG_DIR": "/tmp"}
 
 
 def enabled_programs() -> configparser.ConfigParser:
@@ -31,6 +30,7 @@ def test_the_commented_out_program_runs_its_script_with_valid_flags(program):
     command = section["command"]
     for name, value in ENV.items():
         command = command.replace(f"%(ENV_{name})s", value)
+    expect("%(" in command) == False  # only the variables every install sets
     script, *args = command.split()
     expect(Path(script).name) == program
     result = run_script(program, *args, "--help")  # click rejects an unknown flag before --help
