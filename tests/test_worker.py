@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import logging
+import signal
 import socket
 import threading
 import time
@@ -23,7 +24,7 @@ from zibrato.broker import Broker
 from zibrato.delivery import DeliveryQueue, Rejected
 from zibrato.destination import Destination, Interval
 from zibrato.rules import SeriesRules
-from zibrato.runtime import Secrets, StatusServer, answer_status, ask_status, printable
+from zibrato.runtime import STOP_SIGNALS, Secrets, StatusServer, ask_status, install_stop_handlers, printable
 from zibrato.worker import Schedule, Worker
 
 
@@ -81,6 +82,20 @@ def test_the_worker_reports_late_flushes_in_status_and_self_metrics():
     expect((f["late_flushes"], f["missed_boundaries"], f["flush_lag_seconds"])) == (1, 2, 2.5)
     expect(" ".join(f["problems"])).contains("flushes run 2.5 s late")
     expect(worker.self_figures(0)["late_flushes"]) == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT])
+def test_every_stop_signal_sets_the_stop_event(signum):
+    """So that one end-to-end stop test per daemon covers TERM, INT and QUIT."""
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    stop = threading.Event()
+    try:
+        install_stop_handlers(stop)
+        signal.raise_signal(signum)
+        expect(stop.is_set()) == True
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 # --- series rules -----------------------------------------------------------------------------
@@ -353,8 +368,8 @@ def test_every_form_of_a_credential_is_redacted_from_logs_and_status_replies():
 
 
 def test_a_destination_publishes_its_own_figures_with_the_runtimes_under_the_self_level():
-    from zibrato.testing import MemoryZibrato
     from zibrato.backends.statsd import Statsd
+    from zibrato.testing import MemoryZibrato
 
     destination = Statsd()
     destination.counts["lines_lost"] = 7

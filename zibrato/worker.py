@@ -369,7 +369,7 @@ class Worker:
         """Workers measure themselves through the broker, under their own level."""
         if not self.self_level:
             return None
-        from .client import Zibrato
+        from . import Zibrato  # the public client, however zibrato.client is laid out
         port = self.broker_port if self.broker_port is not None else self.port - 1
         return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()})
 
