@@ -14,8 +14,7 @@ from expecter import expect
 from support.carbon import Carbon, carbon_missing
 from support.daemons import run_script, wait_until
 from support.pipeline import DAY, WorkerPipeline, pipelines
-from zibrato.backends.graphite import (GraphiteDestination, GraphiteMapping, number, sanitise_path,
-                                       timestamp)
+from zibrato.backends.graphite import GraphiteDestination, GraphiteMapping, number, sanitise_path, timestamp
 from zibrato.delivery import Retryable
 from zibrato.destination import Interval
 

@@ -14,13 +14,18 @@ import time
 
 import pytest
 from expecter import expect
+from test_graphite import a_set, counter, gauge, timer
 
 from support.daemons import run_script, wait_until
 from support.influxdb import InfluxDB, influxd_missing
 from support.pipeline import DAY, WorkerPipeline, pipelines
-from test_graphite import a_set, counter, gauge, timer
-from zibrato.backends.influxdb import (InfluxDBDestination, InfluxMapping, escape_key,
-                                       escape_measurement, without_credentials)
+from zibrato.backends.influxdb import (
+    InfluxDBDestination,
+    InfluxMapping,
+    escape_key,
+    escape_measurement,
+    without_credentials,
+)
 from zibrato.delivery import Rejected, Retryable
 from zibrato.destination import Interval
 
@@ -294,8 +299,9 @@ def test_with_authentication_on_a_user_password_token_writes_and_a_wrong_one_is_
 
 
 def test_the_token_comes_from_the_file_or_the_environment_never_both(tmp_path):
-    from zibrato.cli.influxdb import read_token
     import click
+
+    from zibrato.cli.influxdb import read_token
     token_file = tmp_path / "token"
     token_file.write_text(f"  {TOKEN}\n")
     expect(read_token(token_file)) == TOKEN

@@ -40,8 +40,8 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from urllib.parse import urlsplit, urlunsplit
 from typing import Any, Iterator
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
