@@ -21,7 +21,9 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "hypothesis>=6",
                  # zibrato-listen's tests send through these real statsd clients
-                 "statsd>=4.0", "datadog>=0.49"],
+                 "statsd>=4.0", "datadog>=0.49",
+                 # the Graphite tests read carbon's whisper files back
+                 "whisper>=1.1"],
         # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
         "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
     },
@@ -33,6 +35,8 @@ setup(
             "zibrato-statsd = zibrato.cli.statsd:main",
             "zibrato-librato = zibrato.cli.librato:main",
             "zibrato-listen = zibrato.cli.listen:main",
+            "zibrato-graphite = zibrato.cli.graphite:main",
+            "zibrato-influxdb = zibrato.cli.influxdb:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },

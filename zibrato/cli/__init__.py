@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "statsd": "statsd",
     "librato": "librato",
     "listen": "listen",
+    "graphite": "graphite",
+    "influxdb": "influxdb",
     "demo": "demo",
     "status": "status",
 }
