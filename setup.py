@@ -16,9 +16,11 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     packages=find_packages(include=["zibrato", "zibrato.*"]),
+    package_data={"zibrato.web": ["static/*"]},  # the web view's page, script and style
     python_requires=">=3.9",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2"]},
+    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2",
+                             "selenium>=4.10"]},
     entry_points={
         "console_scripts": [
             "zibrato = zibrato.cli:main",
@@ -26,6 +28,7 @@ setup(
             "zibrato-console = zibrato.cli.console:main",
             "zibrato-statsd = zibrato.cli.statsd:main",
             "zibrato-librato = zibrato.cli.librato:main",
+            "zibrato-web = zibrato.cli.web:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },

@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "console": "console",
     "statsd": "statsd",
     "librato": "librato",
+    "web": "web",
     "demo": "demo",
     "status": "status",
 }
