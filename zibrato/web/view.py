@@ -221,7 +221,8 @@ class History:
         else:
             matched = latest.rows
         return {"version": self.version, "time": latest.time, "interval": latest.interval,
-                "total": len(latest.rows), "matched": len(matched), "offset": offset,
+                "query": query, "type": type, "total": len(latest.rows), "matched": len(matched),
+                "offset": offset,
                 "limit": limit, "rows": list(matched[offset:offset + limit])}
 
     def chart(self, sid: str) -> dict | None:

@@ -16,6 +16,7 @@
     query: "", type: "", offset: 0, limit: 100,
     selected: null,      // series id whose charts are shown
     table: null,         // last /api/series answer
+    shown: null,         // the query, type and offset of the table shown
     chart: null,         // last /api/chart answer
     version: -1,         // last flush seen
     transport: null,     // "events" or "polling"
@@ -95,6 +96,7 @@
       return loadTable();
     }
     state.table = data;
+    state.shown = { query: data.query, type: data.type, offset: data.offset };
     renderTable(data);
   }
 
@@ -308,10 +310,15 @@
     $("chart-close").addEventListener("click", () => select(null));
   }
 
+  function selectFromHash() {
+    const match = /^#series=([0-9a-f]+)$/.exec(window.location.hash);
+    if (match && match[1] !== state.selected) select(match[1]);
+  }
+
   function start() {
     wireControls();
-    const match = /^#series=([0-9a-f]+)$/.exec(window.location.hash);
-    if (match) select(match[1]);
+    selectFromHash();
+    window.addEventListener("hashchange", selectFromHash);
     follow();
   }
 
