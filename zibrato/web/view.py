@@ -67,12 +67,12 @@ def group_key(summary: dict) -> tuple:
     return (summary.get("type"), summary.get("name"), summary.get("source"), tags)
 
 
-def row(summary: dict) -> dict:
-    """One table row: identity plus the main statistics of the type."""
+def row(summary: dict, sid: str | None = None) -> dict:
+    """One table row: identity plus the main statistics of the type (``sid``: its id, if known)."""
     type_ = summary.get("type")
     tags = list(summary.get("tags") or ())
     stats = {key: _number(summary[key]) for key in STAT_KEYS.get(type_, ()) if key in summary}
-    return {"id": series_id(summary), "type": type_, "name": summary.get("name"),
+    return {"id": sid or series_id(summary), "type": type_, "name": summary.get("name"),
             "source": summary.get("source"), "tags": tags, "outcome": outcome_of(tags),
             "unit": _unit(summary), "stats": stats}
 
@@ -90,10 +90,11 @@ def _unit(summary: dict) -> str | None:
 
 
 def _number(value: object) -> float | None:
-    """A finite number as is; anything else (absent, NaN, a string) as None: JSON null."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return value
-    return None
+    """A finite number as is; anything else (absent, NaN, a string, a bool) as None: JSON null."""
+    kind = value.__class__
+    if kind is float:
+        return value if math.isfinite(value) else None
+    return value if kind is int else None
 
 
 def _sort_key(r: dict) -> tuple:
@@ -119,6 +120,7 @@ class _Meta:
     row: dict
     group: tuple
     last_seen: float
+    key: tuple  # (type, name, source, tags): the key of History's identity cache
 
 
 @dataclass
@@ -144,6 +146,8 @@ class History:
         self._held: collections.deque[_Held] = collections.deque(maxlen=size)
         self._meta: dict[str, _Meta] = {}
         self._groups: dict[tuple, dict[str, None]] = {}  # insertion-ordered sets of ids
+        # (type, name, source, tags) -> (id, group key): hashing once per series, not per interval
+        self._identities: dict[tuple, tuple[str, tuple]] = {}
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
 
@@ -156,26 +160,33 @@ class History:
         """Hold one interval (an empty one too: the charts' time axis moves on)."""
         rows, held = [], _Held(time, interval)
         metas = []
+        identities = self._identities
         for summary in summaries:
-            r = row(summary)
+            key = (summary.get("type"), summary.get("name"), summary.get("source"),
+                   tuple(summary.get("tags") or ()))
+            identity = identities.get(key)
+            if identity is None:  # a new series (read-only here: only this thread writes)
+                identity = (series_id(summary), group_key(summary))
+            r = row(summary, identity[0])
             rows.append(r)
             held.points[r["id"]] = point(summary)
-            metas.append((r, group_key(summary)))
+            metas.append((r, identity[1], key, identity))
         rows.sort(key=_sort_key)
         latest = _Latest(time, interval, tuple(rows), tuple(_search_text(r) for r in rows))
         with self._lock:
             self._held.append(held)
-            for r, group in metas:
-                self._remember(r, group, time)
+            for r, group, key, identity in metas:
+                self._remember(r, group, key, time)
+                identities[key] = identity
             self._forget_older_than(self._held[0].time)
             self._latest = latest
             self.version += 1
             self._changed.notify_all()
 
-    def _remember(self, r: dict, group: tuple, time: float) -> None:
+    def _remember(self, r: dict, group: tuple, key: tuple, time: float) -> None:
         meta = self._meta.get(r["id"])
         if meta is None:
-            self._meta[r["id"]] = _Meta(r, group, time)
+            self._meta[r["id"]] = _Meta(r, group, time, key)
             self._groups.setdefault(group, {})[r["id"]] = None
         else:
             meta.row, meta.last_seen = r, time
@@ -185,6 +196,7 @@ class History:
         gone = [sid for sid, meta in self._meta.items() if meta.last_seen < oldest]
         for sid in gone:
             meta = self._meta.pop(sid)
+            self._identities.pop(meta.key, None)
             members = self._groups.get(meta.group)
             if members is not None:
                 members.pop(sid, None)
