@@ -326,6 +326,18 @@ def test_demo_web_starts_the_web_view_and_prints_its_url(tmp_path):
         assert demo.wait(20) == 0
 
 
+def test_demo_web_names_the_web_worker_when_its_port_is_taken():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_script("zibrato", "demo", "--port", free_ports(3), "--web", "--web-listen",
+                            f"127.0.0.1:{port}", "--duration", "60", timeout=30)
+    assert result.returncode == 1
+    assert "the web worker exited with status 1" in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
 def test_an_installed_package_carries_the_page(tmp_path):
     """A non-editable install serves the page too: setuptools copies static/* (package_data)."""
     result = subprocess.run([sys.executable, "setup.py", "--quiet", "build_py", "--build-lib", str(tmp_path)],
