@@ -1,67 +1,70 @@
-"""zibrato-web: a worker that serves a live page of its series instead of sending them anywhere.
+"""zibrato-web: a destination that serves a live page of its series instead of sending them anywhere.
 
-Delivery is keeping: :meth:`WebBackend.post` hands each interval to a
+Delivery is keeping: :meth:`WebView.post` hands each interval to a
 :class:`~zibrato.web.view.History` of the last ``history`` intervals, which
 never fails; the HTTP server (:mod:`zibrato.web.server`) reads it. Everything
-the page shows is computed by the pure functions of :mod:`zibrato.web.view`,
-so moving to the destination interface (``post(interval)``) changes only
-:meth:`post`.
+the page shows is computed by the pure functions of :mod:`zibrato.web.view`.
+
+Constructing a WebView opens nothing. :meth:`WebView.bind` takes the port
+(the CLI calls it before the worker starts, so that a port in use is exit
+status 1 at once); :meth:`connect` binds if that was not done and serves.
 """
 from __future__ import annotations
 
-import threading
+import logging
 from typing import Sequence
 
+from ..destination import Destination, Interval
 from ..web.server import WebServer, is_loopback
 from ..web.view import CHART_PERCENTILES, History
-from ..worker import DEFAULT_PERCENTILES, Backend
 
 DEFAULT_LISTEN = ("127.0.0.1", 8080)
 DEFAULT_HISTORY = 60
 
+log = logging.getLogger("zibrato.web")
 
-class WebBackend(Backend):
-    """Aggregate like every worker; keep the last ``history`` intervals for the page."""
+
+class WebView(Destination):
+    """Keep the last ``history`` intervals for the page; serve it on ``listen``."""
 
     name = "web"
 
-    def __init__(self, *args, listen: tuple[str, int] = DEFAULT_LISTEN,
-                 history: int = DEFAULT_HISTORY,
-                 percentiles: Sequence[float] = DEFAULT_PERCENTILES, **kwargs) -> None:
-        # The charts draw p50, p90 and p99 whatever --percentiles says.
-        wanted = tuple(sorted(set(map(float, percentiles)) | set(CHART_PERCENTILES)))
-        super().__init__(*args, percentiles=wanted, **kwargs)
-        self.aggregator.include_interval = True
+    def __init__(self, listen: tuple[str, int] = DEFAULT_LISTEN, history: int = DEFAULT_HISTORY) -> None:
         self.listen = listen
         self.history = History(history)
         self.server: WebServer | None = None
+        self._serving = False
 
-    def run(self, stop: threading.Event) -> int:
-        """Listen first (a port in use is exit status 1 at once), then run the worker."""
-        host, port = self.listen
-        try:
+    def bind(self) -> WebServer:
+        """Take the port (OSError if it cannot); warn when it is not loopback."""
+        if self.server is None:
+            host, port = self.listen
             self.server = WebServer(host, port, self.history)
-        except OSError as error:
-            self.log.error("cannot listen on %s:%d: %s", host, port, error.strerror or error)
-            return 1
-        if not is_loopback(host):
-            self.log.warning("listening on %s, not loopback: anyone who can reach this address "
-                             "sees every series name, tag and value (there is no authentication)",
-                             host)
-        self.server.start()
-        self.log.info("web view at %s", self.server.url)
-        try:
-            return super().run(stop)
-        finally:
+            if not is_loopback(host):
+                log.warning("listening on %s, not loopback: anyone who can reach this address "
+                            "sees every series name, tag and value (there is no authentication)", host)
+            log.info("web view at %s", self.server.url)
+        return self.server
+
+    def connect(self) -> None:
+        if not self._serving:
+            self.bind().start()
+            self._serving = True
+
+    def post(self, interval: Interval) -> None:
+        self.history.add(interval.end, interval.seconds, interval.summaries)
+
+    def close(self) -> None:
+        if self.server is not None:
             self.server.stop()
 
-    def post(self, time: float, summaries: list[dict]) -> None:
-        interval = summaries[0].get("interval", self.flush_interval) if summaries else self.flush_interval
-        self.history.add(time, interval, summaries)
-
     def figures(self) -> dict:
-        f = super().figures()
-        f.update(history=self.history.size, intervals_held=self.history.summary()["intervals"])
+        f = {"history": self.history.size, "intervals_held": self.history.summary()["intervals"]}
         if self.server is not None:
             f.update(self.server.figures())
         return f
+
+
+def chart_percentiles(percentiles: Sequence[float]) -> tuple[float, ...]:
+    """The worker's percentiles plus 50, 90 and 99, which the charts draw whatever --percentiles says."""
+    return tuple(sorted(set(map(float, percentiles)) | set(CHART_PERCENTILES)))

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import click
 
-from ..backends.web import DEFAULT_HISTORY, WebBackend
+from ..backends.web import DEFAULT_HISTORY, WebView, chart_percentiles
+from ..runtime import setup_logging
 from ..web.server import parse_listen
-from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
+from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
 
 
 def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
@@ -27,8 +28,20 @@ def command(listen: tuple[str, int], history: int, verbose: bool, **options: obj
 
     Open the URL it logs ("web view at ..."); the page updates at each flush.
     """
-    kwargs = backend_kwargs(options)
-    run_backend(lambda: WebBackend(listen=listen, history=history, **kwargs), verbose)
+    kwargs = worker_kwargs(options)
+    kwargs["percentiles"] = chart_percentiles(kwargs["percentiles"])
+    setup_logging(verbose)
+    view = WebView(listen=listen, history=history)
+    try:
+        view.bind()  # before the worker starts: a port in use is a clear error at once
+    except OSError as error:
+        click.echo(f"zibrato-web: cannot listen on {listen[0]}:{listen[1]}: "
+                   f"{error.strerror or error}", err=True)
+        raise SystemExit(1) from None
+    try:
+        run_worker(lambda: view, verbose, **kwargs)
+    finally:
+        view.close()
 
 
 main = standalone(command, "zibrato-web", "ZIBRATO_WEB")
