@@ -117,7 +117,9 @@ class WebServer:
                 "event_streams": self._server.event_streams}
 
     def stop(self) -> None:
-        """Stop accepting, end the event streams, close the socket."""
+        """Stop accepting, end the event streams, close the socket (once; later calls do nothing)."""
+        if self._server.stopping.is_set():
+            return
         self._server.stopping.set()
         self._server.history.wake_all()
         if self._thread is not None:
