@@ -88,6 +88,7 @@ def select_series(driver, sid: str) -> dict:
 
 def test_the_table_lists_the_series_sent(web, page):
     z = web.client
+    page.execute_script("window.__same_page = true")  # gone if the page reloaded
 
     def record() -> None:
         z.count("info", "signup", 1, source="shop")
@@ -102,6 +103,19 @@ def test_the_table_lists_the_series_sent(web, page):
     assert ["counter", "signup", "shop"] in rows
     assert ["gauge", "queue.depth", "–"] in rows
     assert ["timer", "db.query", "–"] in rows
+    # they arrived after the page was loaded: updated in place, by the server-sent events
+    assert page.execute_script("return window.__same_page === true && window.zibratoWeb.transport") == "events"
+
+
+def test_without_event_source_the_page_polls(web):
+    z = web.client
+    with browser.chromium() as driver:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
+                               {"source": "delete window.EventSource"})
+        driver.get(web.url)
+        with sending(z, lambda: z.count("info", "polled")):
+            wait_until(lambda: "polled" in table_names(driver), message="a row by polling")
+        assert driver.execute_script("return window.zibratoWeb.transport") == "polling"
 
 
 def test_a_chart_shows_the_summaries_of_what_was_sent(web, page):
