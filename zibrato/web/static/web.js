@@ -15,6 +15,7 @@
   const state = {
     query: "", type: "", offset: 0, limit: 100,
     selected: null,      // series id whose charts are shown
+    autoSelected: false, // a series was chosen for a first visit (once: closing the charts keeps them closed)
     table: null,         // last /api/series answer
     shown: null,         // the query, type and offset of the table shown
     chart: null,         // last /api/chart answer
@@ -98,6 +99,12 @@
     state.table = data;
     state.shown = { query: data.query, type: data.type, offset: data.offset };
     renderTable(data);
+    if (!state.selected && !state.autoSelected && data.rows.length) {
+      // charts at once on a first visit: a timer with outcomes if there is one
+      state.autoSelected = true;
+      const timers = data.rows.filter((r) => r.type === "timer" || r.type === "histogram");
+      select((timers.find((r) => r.outcome === "ok") || timers[0] || data.rows[0]).id);
+    }
   }
 
   function tagList(tags) {
@@ -312,7 +319,10 @@
 
   function selectFromHash() {
     const match = /^#series=([0-9a-f]+)$/.exec(window.location.hash);
-    if (match && match[1] !== state.selected) select(match[1]);
+    if (match && match[1] !== state.selected) {
+      state.autoSelected = true;
+      select(match[1]);
+    }
   }
 
   function start() {
