@@ -236,6 +236,18 @@ def test_server_sent_events_announce_each_flush(served):
     assert [(e["version"], e["series"]) for e in events] == [(0, 0), (1, 1)]
 
 
+def test_an_ipv6_loopback_server_answers():
+    try:
+        server = WebServer("::1", 0, History()).start()
+    except OSError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    try:
+        assert server.url == f"http://[::1]:{server.port}/"
+        assert get_json(server.url + "api/summary")["version"] == 0
+    finally:
+        server.stop()
+
+
 def test_listen_addresses():
     assert parse_listen("127.0.0.1:8080") == ("127.0.0.1", 8080)
     assert parse_listen("[::1]:0") == ("::1", 0)
