@@ -16,6 +16,7 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     packages=find_packages(include=["zibrato", "zibrato.*"]),
+    package_data={"zibrato.web": ["static/*"]},  # the web view's page, script and style
     python_requires=">=3.9",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
     extras_require={
@@ -23,7 +24,9 @@ setup(
                  # zibrato-listen's tests send through these real statsd clients
                  "statsd>=4.0", "datadog>=0.49",
                  # the Graphite tests read carbon's whisper files back
-                 "whisper>=1.1"],
+                 "whisper>=1.1",
+                 # the web view's tests drive the real chromium
+                 "selenium>=4.10"],
         # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
         "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
     },
@@ -37,6 +40,7 @@ setup(
             "zibrato-listen = zibrato.cli.listen:main",
             "zibrato-graphite = zibrato.cli.graphite:main",
             "zibrato-influxdb = zibrato.cli.influxdb:main",
+            "zibrato-web = zibrato.cli.web:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },

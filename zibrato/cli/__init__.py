@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "listen": "listen",
     "graphite": "graphite",
     "influxdb": "influxdb",
+    "web": "web",
     "demo": "demo",
     "status": "status",
 }

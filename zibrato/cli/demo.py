@@ -23,7 +23,11 @@ from .common import CONTEXT_SETTINGS, MAX_FLUSH, MIN_FLUSH, Seconds
               show_default=True)
 @click.option("--duration", type=Seconds(0, 7 * 86_400), default=None,
               help="Stop after this many seconds [default: until Ctrl-C].")
-def command(port: int, flush: float, format_: str, duration: float | None) -> None:
+@click.option("--web", is_flag=True, help="Also start zibrato-web and print the URL of its live page.")
+@click.option("--web-listen", default="127.0.0.1:8080", show_default=True,
+              help="HOST:PORT of the web view (with --web).")
+def command(port: int, flush: float, format_: str, duration: float | None, web: bool,
+            web_listen: str) -> None:
     """Start a broker and a console worker, then instrument a pretend web application.
 
     Metrics appear every FLUSH seconds; Ctrl-C stops everything cleanly. If
@@ -32,9 +36,11 @@ def command(port: int, flush: float, format_: str, duration: float | None) -> No
     """
     stop = threading.Event()
     install_stop_handlers(stop)
-    daemons = start_daemons(port, flush, format_)
+    daemons = start_daemons(port, flush, format_, web_listen if web else None)
     click.echo(f"zibrato demo: broker on {port}, console worker flushing every {flush:g} s; "
                "Ctrl-C to stop", err=True)
+    if web:
+        click.echo(f"zibrato demo: live charts at {web_url(web_listen)}", err=True)
     died: list[tuple[str, int]] = []
     threading.Thread(target=watch, args=(daemons, stop, died), name="zibrato-demo-watch",
                      daemon=True).start()
@@ -51,8 +57,9 @@ def command(port: int, flush: float, format_: str, duration: float | None) -> No
         raise SystemExit(1)
 
 
-def start_daemons(port: int, flush: float, format_: str) -> dict[str, subprocess.Popen]:
-    """The broker and the console worker, by name, in the order they must stop.
+def start_daemons(port: int, flush: float, format_: str,
+                  web_listen: str | None = None) -> dict[str, subprocess.Popen]:
+    """The broker and the console worker (and the web worker), by name, in the order they must stop.
 
     Each in its own session, so that Ctrl-C reaches only the demo, which stops them in order.
     """
@@ -61,8 +68,16 @@ def start_daemons(port: int, flush: float, format_: str) -> dict[str, subprocess
     # The application's metrics only: the worker's own (level 'zibrato') would fill half the table.
     worker = ["console", "--port", str(port + 1), "--flush", str(flush), "--format", format_,
               "--no-self-metrics"]
-    return {name: subprocess.Popen(python + argv, start_new_session=True)
-            for name, argv in (("broker", broker), ("console worker", worker))}
+    commands = [("broker", broker), ("console worker", worker)]
+    if web_listen is not None:
+        commands.append(("web worker", ["web", "--port", str(port + 1), "--flush", str(flush),
+                                        "--no-self-metrics", "--listen", web_listen]))
+    return {name: subprocess.Popen(python + argv, start_new_session=True) for name, argv in commands}
+
+
+def web_url(listen: str) -> str:
+    """'127.0.0.1:8080' -> 'http://127.0.0.1:8080/' (the web worker checks the value itself)."""
+    return f"http://{listen}/"
 
 
 def watch(daemons: dict[str, subprocess.Popen], stop: threading.Event,
