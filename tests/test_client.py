@@ -18,6 +18,8 @@ import pytest
 from expecter import expect
 
 import zibrato.client
+import zibrato.instruments
+import zibrato.sender
 from zibrato import Zibrato
 from conftest import Flat, select, values_of, wait_until
 
@@ -236,9 +238,9 @@ def test_decorated_methods_receive_self(broker_pull, make_client):
 
 def test_timer_records_seconds_from_perf_counter(broker_pull, make_client, monkeypatch):
     z = make_client()
-    expect(zibrato.client._perf_counter is time.perf_counter) == True  # the clock timers read...
+    expect(zibrato.instruments._perf_counter is time.perf_counter) == True  # the clock timers read...
     clock = iter([100.0, 100.25, 200.0, 203.5])  # ...replaced by a fake one
-    monkeypatch.setattr(zibrato.client, "_perf_counter", lambda: next(clock))
+    monkeypatch.setattr(zibrato.instruments, "_perf_counter", lambda: next(clock))
 
     @z.time_me("info", "fake.clock.function")
     def work():
@@ -605,7 +607,7 @@ def test_no_broker_never_blocks_and_counts_what_it_drops(unused_port):
     started = time.monotonic()
     z.close()
     expect(time.monotonic() - started) < z.linger + 0.5
-    expect([t for t in threading.enumerate() if getattr(t, "client", None) is z]) == []
+    expect([t for t in threading.enumerate() if getattr(t, "buffer", None) is z._buffer]) == []
 
 
 def test_a_sender_thread_that_cannot_start_drops_counts_and_retries(broker_pull, make_client,
@@ -615,7 +617,7 @@ def test_a_sender_thread_that_cannot_start_drops_counts_and_retries(broker_pull,
     def no_threads_left(self):
         raise RuntimeError("can't start new thread")
 
-    monkeypatch.setattr(zibrato.client._Sender, "start", no_threads_left)
+    monkeypatch.setattr(zibrato.sender.Sender, "start", no_threads_left)
     z.count("info", "lost")  # must not raise into the application
     expect(z.dropped) == 1
     monkeypatch.undo()
@@ -694,7 +696,8 @@ def frequent_thread_switches():
 
 
 def test_threads_lose_and_duplicate_nothing(broker_pull, make_client, frequent_thread_switches):
-    z = make_client(interval=0.001)  # drains often, while the threads record
+    # Drains often, while the threads record; a queue that holds them all (the bound has its own test).
+    z = make_client(interval=0.001, max_queue=1_000_000)
     threads, counts, timed_calls = 8, 20_000, 500
     start = threading.Barrier(threads)
 
@@ -878,14 +881,14 @@ def test_close_delivers_then_counts_later_measurements_as_dropped(broker_pull, m
     expect(sorted(r.value for r in received)) == [0, 1, 2]
     expect(z.flush()) == True
     z.close()  # twice is harmless
-    expect([t for t in threading.enumerate() if getattr(t, "client", None) is z]) == []
+    expect([t for t in threading.enumerate() if getattr(t, "buffer", None) is z._buffer]) == []
 
 
 def test_close_does_not_drop_what_was_recorded_during_a_drain(broker_pull, make_client, monkeypatch):
     """A measurement recorded while the sender is draining, just before close(), is still sent."""
     z = make_client()
     in_drain = threading.Event()
-    encode = zibrato.client.protocol.encode
+    encode = zibrato.sender.protocol.encode
 
     def slow_encode(*args):
         sender = threading.current_thread()
@@ -894,7 +897,7 @@ def test_close_does_not_drop_what_was_recorded_during_a_drain(broker_pull, make_
             wait_until(lambda: sender._stopping, message="close() to stop the sender")
         return encode(*args)
 
-    monkeypatch.setattr(zibrato.client.protocol, "encode", slow_encode)
+    monkeypatch.setattr(zibrato.sender.protocol, "encode", slow_encode)
     z.count("info", "drained.first")
     assert in_drain.wait(5), "the sender never drained"
     z.count("info", "recorded.during.drain")  # after the drain took its snapshot
