@@ -98,7 +98,7 @@ class Zibrato:
         self.port = _port(port if port is not None else os.environ.get("ZIBRATO_PORT") or DEFAULT_PORT)
         self.source = None if source is None else _check_name(source, "source")
         self.tags = _normalise_tags(tags)
-        if interval <= 0 or hwm < 1 or batch < 1 or linger < 0 or max_queue < 1:
+        if interval <= 0 or hwm < 1 or batch < 1 or linger < 0 or not 0 < max_queue < END:
             raise ValueError("interval, hwm, batch, max_queue and linger must be positive")
         if max_message_size < 1024 or max_buffer_bytes < max_message_size:
             raise ValueError("max_message_size must be at least 1024, and max_buffer_bytes at least "
@@ -167,24 +167,30 @@ class Zibrato:
     def count(self, level: str, name: str, value: float = 1, source: str | None = None,
               tags: Tags = None, rate: float = 1.0) -> None:
         """Add ``value`` to a counter (floats stay floats). ``rate`` < 1 samples the calls."""
-        item = (self._cached_series(level, COUNTER, name, source, tags, rate=rate), _number(value))
-        if rate == 1.0 or _random() < rate:
-            self._put(item)
+        if rate != 1.0:
+            self._sampled(self._cached_series(level, COUNTER, name, source, tags, rate), _number(value), rate)
+            return
+        try:
+            self._record(END, (self._cached_series(level, COUNTER, name, source, tags), _number(value)))
+        except IndexError:  # the buffer is full: dropped, and counted
+            self._buffer.overflow()
 
     def gauge(self, level: str, name: str, value: float, source: str | None = None,
               tags: Tags = None) -> None:
         """Set a gauge to ``value`` (the last value of an interval wins)."""
-        self._put((self._cached_series(level, GAUGE, name, source, tags), _number(value)))
+        try:
+            self._record(END, (self._cached_series(level, GAUGE, name, source, tags), _number(value)))
+        except IndexError:  # the buffer is full: dropped, and counted
+            self._buffer.overflow()
 
     def timing(self, level: str, name: str, seconds: float, source: str | None = None,
                tags: Tags = None, rate: float = 1.0) -> None:
         """Record a duration measured elsewhere, in seconds. ``rate`` < 1 samples the calls."""
-        series = self._cached_series(level, TIMER, name, source, tags, rate=rate)
+        series = self._cached_series(level, TIMER, name, source, tags, rate)
         seconds = _number(seconds)
         if seconds < 0:
             raise ValueError(f"timing {name!r}: negative duration {seconds}")
-        if rate == 1.0 or _random() < rate:
-            self._put((series, seconds))
+        self._sampled(series, seconds, rate)
 
     def histogram(self, level: str, name: str, value: float, unit: str | None = None,
                   source: str | None = None, tags: Tags = None, rate: float = 1.0) -> None:
@@ -193,10 +199,8 @@ class Zibrato:
         ``unit`` (1-64 characters of ``A-Za-z0-9_./%-``) is part of the series.
         Timers are always seconds; use :meth:`timing` for durations.
         """
-        series = self._cached_series(level, HISTOGRAM, name, source, tags, rate=rate, unit=unit)
-        value = _number(value)
-        if rate == 1.0 or _random() < rate:
-            self._put((series, value))
+        series = self._cached_series(level, HISTOGRAM, name, source, tags, rate, unit)
+        self._sampled(series, _number(value), rate)
 
     def set(self, level: str, name: str, member: str | int, source: str | None = None,
             tags: Tags = None) -> None:
@@ -233,8 +237,9 @@ class Zibrato:
                 return
             self._closed = True
             self._record = self._drop
-            sender, self._sender = self._sender, None
+            sender = self._sender  # kept while it stops: a SIGTERM meanwhile waits for it too
         self._stop(sender, self.linger + 1.0 if timeout is None else timeout)
+        self._sender = None
         _live_clients.discard(self)
 
     def _stop(self, sender: Sender | None, timeout: float) -> None:
@@ -281,15 +286,21 @@ class Zibrato:
 
     def _cached_series(self, level: str, type: str, name: str, source: str | None,
                        tags: Tags, rate: float = 1.0, unit: str | None = None) -> Series:
-        """series() for the direct calls, cached so that repeated calls skip validation."""
+        """series() for the direct calls, cached so that repeated calls skip validation.
+
+        The cache key is as short as the call: the common calls (no rate, no
+        unit) hash five fields, not seven.
+        """
+        cache_key = (level, type, name, source, tags) if rate == 1.0 and unit is None else \
+            (level, type, name, source, tags, rate, unit)
         try:
-            return self._series_cache[level, type, name, source, tags, rate, unit]
+            return self._series_cache[cache_key]
         except (KeyError, TypeError):  # TypeError: tags given as an unhashable mapping
             key = self.series(level, type, name, source, tags, rate, unit)
             if len(self._series_cache) >= _MAX_CACHED_SERIES:
                 self._series_cache.clear()
             try:
-                self._series_cache[level, type, name, source, tags, rate, unit] = key
+                self._series_cache[cache_key] = key
             except TypeError:
                 pass
             return key
@@ -316,6 +327,11 @@ class Zibrato:
     # --- the recording path ---------------------------------------------------
     # self._record(END, item) is the buffer's insert once the sender runs: it raises
     # IndexError when the buffer is full, and the caller counts it with _overflow().
+
+    def _sampled(self, series: Series, value: Any, rate: float) -> None:
+        """Record one in ``1 / rate`` calls (chosen at random, as statsd clients do)."""
+        if rate == 1.0 or _random() < rate:
+            self._put((series, value))
 
     def _put(self, item: tuple) -> None:
         try:
@@ -499,10 +515,9 @@ def _flush_on_sigterm() -> None:
 def _close_all_then_die(signum: int, frame: object) -> None:
     signal.signal(signum, signal.SIG_DFL)
     for client in list(_live_clients):
-        with _suppressed():
-            sender, client._sender = client._sender, None
+        with _suppressed():  # the main thread may be inside close(): stop the same sender
             client._closed, client._record = True, client._drop
-            client._stop(sender, client.linger + 0.5)
+            client._stop(client._sender, client.linger + 0.5)
     os.kill(os.getpid(), signum)
 
 

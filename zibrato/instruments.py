@@ -57,7 +57,7 @@ class _Instrument:
         self.client = client
         self.outcome = outcome
         self.rate = client._check_rate(rate)
-        self._plain = client._cached_series(level, type_, name, source, tags, rate=self.rate)
+        self._plain = client._cached_series(level, type_, name, source, tags, self.rate)
         self.series = _add_tags(self._plain, "outcome:ok") if outcome else self._plain
         self._error_series: dict[type, Series] = {}
 

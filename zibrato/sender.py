@@ -35,8 +35,9 @@ __all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender"
 
 log = logging.getLogger("zibrato.client")
 
-#: the index recorders insert at: past any end, so ``deque.insert`` appends
-END = 1 << 62
+#: the index recorders insert at: past the end of any buffer, so ``deque.insert`` appends
+#: (below 2**30: one machine digit, the fastest integer for ``insert`` to read)
+END = (1 << 30) - 1
 #: how long flush() waits for ZeroMQ to write out what it took, when ZeroMQ is writing at all
 SETTLE_WHEN_STALLED = 0.1
 
