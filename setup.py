@@ -18,7 +18,12 @@ setup(
     packages=find_packages(include=["zibrato", "zibrato.*"]),
     python_requires=">=3.10",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "gunicorn>=21"]},
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "hypothesis>=6",
+                 "gunicorn>=21"],
+        # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
+        "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
+    },
     entry_points={
         "console_scripts": [
             "zibrato = zibrato.cli:main",

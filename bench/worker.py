@@ -13,8 +13,9 @@ interval (a flush, not timed) so that timer series do not grow across repeats.
 
 Memory: in a fresh process per case, 1M timer values in one interval, sent as
 the client would (records of up to 10,000 values): in one series (past
-``max_samples`` = 100,000 the series keeps a uniform sample) and over 1,000
-series of 1,000 values (all kept exactly). Peak traced Python allocations
+``max_exact`` = 10,000 values the series becomes a sketch of ~1,000 buckets)
+and over 1,000 series of 1,000 values (all kept exactly; each summary still
+carries a sketch built at flush). Peak traced Python allocations
 (``tracemalloc``) during ingest and flush, the growth of the process's peak
 RSS (``VmHWM`` reset just before ingest, minus ``VmRSS`` then), and the flush time (measured again without tracemalloc).
 """
@@ -91,7 +92,7 @@ def ingest_rates(repeats: int, target: int) -> list[dict]:
 
 
 MEMORY_CASES = [
-    ("1M timer values, 1 series (sampled past 100,000)", 1, 1_000_000),
+    ("1M timer values, 1 series (sketched past 10,000)", 1, 1_000_000),
     ("1M timer values, 1,000 series x 1,000 (all exact)", 1_000, 1_000),
 ]
 
@@ -183,7 +184,8 @@ def main() -> None:
     print(c.table(["frame shape", "measurements/s", "share of the time in decoding (Backend.parse)"],
                   [[r["shape"], r["rate"], f"{r['decode_share']:.0%}"] for r in rates]))
     print("\n### 1M timer values in one interval (fresh process per case)\n")
-    print(c.table(["case", "ingest (measurements/s)", "flush (ms)", "values held", "tracemalloc peak (MB)",
+    print(c.table(["case", "ingest (measurements/s)", "flush (ms)", "values + buckets held",
+                   "tracemalloc peak (MB)",
                    "peak RSS growth (MB)"],
                   [[m["case"], m["ingest_rate"], m["flush_s"] * 1e3, m["values_held"], m["traced_peak"] / 1e6,
                     m["rss_growth"] / 1e6] for m in mem]))

@@ -11,7 +11,8 @@ from fractions import Fraction
 import pytest
 from expecter import expect
 
-from zibrato.aggregation import Aggregator, nearest_rank, percentile_key
+from zibrato.aggregation import Aggregator, nearest_rank, parse_expire, percentile_key
+from zibrato.sketch import SetSketch, Sketch, relative_error_of
 
 T = 1_700_000_000.0  # a flush boundary
 
@@ -62,6 +63,7 @@ def test_counter_sums_values_counts_measurements_and_rates_per_second():
     s = only(agg.flush(T, 10.0))
     expect(s) == {"time": T, "type": "counter", "name": "hits", "source": None, "tags": [],
                   "value": 6.5, "count": 4, "rate": 0.65}
+    expect(type(s["value"])) == float
 
 
 def test_counter_first_record_may_be_a_batch():
@@ -117,7 +119,9 @@ def expect_timer_matches(summary, values, percentiles=(50, 90, 95, 99)):
         assert summary[key] == ref[key], key
     for key in ("sum", "sum_squares", "mean", "stddev"):
         assert close(summary[key], ref[key]), (key, summary[key], ref[key])
-    expect(set(summary)) == {"time", "type", "name", "source", "tags", *ref}
+    expect(set(summary)) == {"time", "type", "name", "source", "tags", "exact", "sketch", *ref}
+    expect(summary["exact"]) == True
+    expect(summary["sketch"]["count"]) == len(values)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -200,7 +204,7 @@ def test_p99_9_of_a_thousand_random_values_is_the_999th_smallest():
 
 
 def test_percentiles_follow_the_configuration():
-    agg = Aggregator(percentiles=(25, 99.99, 100))
+    agg = Aggregator(percentiles=(25, 99.99, 100), max_exact=20_000)
     add_in_batches(agg, "t", "t", [float(v) for v in range(1, 20001)])
     s = only(agg.flush(T, 10.0))
     expect((s["p25"], s["p99_99"], s["p100"])) == (5000, 19998, 20000)
@@ -251,10 +255,10 @@ def test_nearest_rank_of_nothing_raises():
 
 
 def test_flush_resets_everything():
-    agg = Aggregator(max_samples=10)
+    agg = Aggregator(max_exact=10)
     agg.add("c", "c", None, (), (5,))
     agg.add("g", "g", None, (), (5,))
-    agg.add("t", "t", None, (), tuple(range(100)))  # sampled
+    agg.add("t", "t", None, (), tuple(range(100)))  # sketched
     expect(len(agg)) == 3
     expect(len(agg.flush(T, 10.0))) == 3
     expect(len(agg)) == 0
@@ -266,7 +270,7 @@ def test_flush_resets_everything():
     c, g, t = agg.flush(T + 20, 10.0)
     expect((c["value"], c["count"])) == (1, 1)
     expect((g["min"], g["max"], g["sum"], g["count"])) == (1, 1, 1, 1)
-    expect((t["count"], t["min"], t["sum"], "sampled" in t)) == (1, 1000.0, 1000.0, False)
+    expect((t["count"], t["min"], t["sum"], t["exact"])) == (1, 1000.0, 1000.0, True)
 
 
 def test_series_are_separated_by_type_source_and_tags():
@@ -343,52 +347,62 @@ def test_percentile_100_and_fractions_are_valid():
 
 
 @pytest.mark.parametrize("bad", [0, -5, 1.5, True])
-def test_invalid_max_samples_raises(bad):
+def test_invalid_max_exact_raises(bad):
     with expect.raises(ValueError):
-        Aggregator(max_samples=bad)
+        Aggregator(max_exact=bad)
+    with expect.raises(ValueError):
+        Aggregator(max_samples=bad)  # its former name still works
+
+
+@pytest.mark.parametrize("bad", [0, 1, -0.5, float("nan")])
+def test_invalid_relative_error_raises(bad):
+    with expect.raises(ValueError):
+        Aggregator(relative_error=bad)
 
 
 def test_unknown_type_raises_and_holds_nothing():
     agg = Aggregator()
     with expect.raises(ValueError):
-        agg.add("h", "x", None, (), (1,))
+        agg.add("x", "x", None, (), (1,))
     expect(len(agg)) == 0
 
 
-# --- sampling ----------------------------------------------------------------------
+# --- past max_exact: the sketch ---------------------------------------------------------
 
 
-def test_exactly_max_samples_values_stay_exact():
-    agg = Aggregator(max_samples=100)
+def test_exactly_max_exact_values_stay_exact():
+    agg = Aggregator(max_exact=100)
     values = [float(v) for v in range(100)]
     add_in_batches(agg, "t", "t", values, sizes=(50,))
     s = only(agg.flush(T, 10.0))
-    expect("sampled" in s) == False
+    expect(s["exact"]) == True
+    expect("relative_error" in s) == False
     expect_timer_matches(s, values)
 
 
-def sampled_run(seed=123, n=100_000, m=1000, batch=100):
-    # An increasing stream: a sampler that favoured early or late values would miss badly.
-    data_rng = random.Random(99)
-    values = sorted(data_rng.uniform(0.001, 2.0) for _ in range(n))
-    agg = Aggregator(percentiles=(50, 90, 95, 99), max_samples=m, rng=random.Random(seed))
-    for i in range(0, n, batch):
-        agg.add("t", "t", None, (), tuple(values[i:i + batch]))
-    return agg, values
-
-
 @pytest.fixture(scope="module")
-def sampled():
-    """100,000 values through a 1,000-value reservoir: (summary, values, values held before flush)."""
-    agg, values = sampled_run()
+def sketched():
+    """100,000 lognormal values (records of 1, 7, 100) past a 1,000-value exact bound."""
+    rng = random.Random(99)
+    values = [rng.lognormvariate(-4, 1.5) for _ in range(100_000)]
+    agg = Aggregator(percentiles=(50, 90, 95, 99, 99.9), max_exact=1000)
+    add_in_batches(agg, "t", "t", values)
     held = agg.values_held()
     return only(agg.flush(T, 10.0)), values, held
 
 
-def test_sampling_keeps_max_samples_values_and_exact_totals(sampled):
-    s, values, held = sampled
-    expect(held) == 1000
-    expect(s["sampled"]) == 1000
+def test_sketched_percentiles_are_within_the_relative_error_of_nearest_rank(sketched):
+    s, values, _ = sketched
+    expect((s["exact"], s["relative_error"])) == (False, relative_error_of(6))
+    for p in (50, 90, 95, 99, 99.9):
+        exact = reference_rank(values, p)
+        assert abs(s[percentile_key(p)] - exact) <= 0.01 * exact, p
+        assert abs(s[percentile_key(p)] - exact) <= s["relative_error"] * exact * (1 + 1e-9), p
+    assert abs(s["median"] - reference_rank(values, 50)) <= 0.01 * reference_rank(values, 50)
+
+
+def test_sketched_totals_stay_exact(sketched):
+    s, values, _ = sketched
     expect((s["count"], s["min"], s["max"])) == (100_000, min(values), max(values))
     assert close(s["sum"], math.fsum(values), rel=1e-12)
     assert close(s["sum_squares"], math.fsum(x * x for x in values), rel=1e-12)
@@ -396,71 +410,225 @@ def test_sampling_keeps_max_samples_values_and_exact_totals(sampled):
     assert close(s["stddev"], statistics.pstdev(values), rel=1e-9)
 
 
-def test_sampled_percentiles_are_close_in_rank_to_the_exact_ones(sampled):
-    s, values, _ = sampled
-    m, n = s["sampled"], len(values)
-    for p in (50, 90, 95, 99):
-        q = p / 100
-        rank = bisect.bisect_left(values, s[percentile_key(p)]) / n
-        # 4 standard errors of the rank, plus the rank granularity of the sample
-        assert abs(rank - q) <= 4 * math.sqrt(q * (1 - q) / m) + 1 / m, (p, rank)
-    rank = bisect.bisect_left(values, s["median"]) / n
-    assert abs(rank - 0.5) <= 4 * math.sqrt(0.25 / m) + 1 / m
+def test_the_summary_sketch_is_the_documented_dict_and_answers_like_the_summary(sketched):
+    s, values, held = sketched
+    d = s["sketch"]
+    expect(set(d)) == {"scale", "zero_count", "positive", "negative", "count", "sum", "min", "max"}
+    expect((d["scale"], d["count"], d["min"], d["max"])) == (6, 100_000, min(values), max(values))
+    expect(held) == len([c for c in d["positive"]["counts"] if c])  # buckets, not values
+    expect(Sketch.from_dict(d).quantile(0.99)) == s["p99"]
 
 
-def test_sampling_is_deterministic_for_a_seeded_rng():
-    first = sampled_run(seed=5, n=20_000)[0].flush(T, 10.0)
-    again = sampled_run(seed=5, n=20_000)[0].flush(T, 10.0)
-    other = sampled_run(seed=6, n=20_000)[0].flush(T, 10.0)
-    expect(first) == again
-    expect(first == other) == False
-
-
-def test_reservoir_is_a_uniform_sample_of_the_interval():
-    """Each of n values ends in the m-sample with probability m/n, whatever the record sizes."""
-    m, n, trials = 10, 100, 1500
-    deciles = tuple(range(10, 101, 10))  # with 10 kept values, p10..p100 list the whole sample
-    keys = [percentile_key(p) for p in deciles]
-    rng, sampler_rng = random.Random(2024), random.Random(2025)  # (seeding 1500 Randoms is slow)
-    included = [0] * n
-    for trial in range(trials):
-        agg = Aggregator(percentiles=deciles, max_samples=m, rng=sampler_rng)
-        # every other trial starts with a record that fills the reservoir exactly
-        i = m if trial % 2 else 0
-        if i:
-            agg.add("t", "t", None, (), tuple(float(v) for v in range(m)))
-        while i < n:
-            size = rng.choice((1, 1, 2, 3, 7, 13, 40))
-            agg.add("t", "t", None, (), tuple(float(v) for v in range(i, min(i + size, n))))
-            i += size
-        s = only(agg.flush(T, 1.0))
-        kept = {int(s[key]) for key in keys}
-        assert len(kept) == m and s["sampled"] == m and s["count"] == n
-        for v in kept:
-            included[v] += 1
-    expected = trials * m / n  # 150, standard deviation about 11.6
-    assert all(abs(c - expected) < 5.5 * math.sqrt(expected) for c in included), included
-    # no drift between the first values (the initial fill) and the last ones
-    assert abs(sum(included[:m]) - sum(included[-m:])) < 0.15 * expected * m
-
-
-def test_sampled_series_memory_stays_near_max_samples_doubles():
-    m, n = 1000, 100_000
+def test_sketched_series_memory_is_bounded_by_buckets_not_values():
     rng = random.Random(3)
-    batches = [tuple(rng.random() for _ in range(100)) for _ in range(n // 100)]
-    agg = Aggregator(max_samples=m, rng=random.Random(1))
-    agg.add("t", "t", None, (), batches[0])  # struct packers and the like, before measuring
+    batches = [tuple(rng.lognormvariate(-4, 2) for _ in range(100)) for _ in range(1000)]
+    agg = Aggregator(max_exact=1000)
+    for batch in batches[:20]:  # past the exact bound, packers and the like, before measuring
+        agg.add("t", "t", None, (), batch)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for batch in batches[1:]:
+        for batch in batches[20:]:
             agg.add("t", "t", None, (), batch)
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    expect(agg.values_held()) == m
-    assert held < 4 * m * 8, held  # kept as a list or unbounded, this would be megabytes
-    expect(only(agg.flush(T, 10.0))["count"]) == n
+    buckets = agg.values_held()
+    assert buckets < 2048, buckets
+    assert held < 200_000, held  # 98,000 values kept would be 784 kB at least
+    expect(only(agg.flush(T, 10.0))["count"]) == 100_000
+
+
+def test_a_range_wider_than_the_bucket_bound_lowers_the_scale_and_the_summary_says_so():
+    agg = Aggregator(max_exact=1, max_buckets=64)
+    agg.add("t", "t", None, (), (1e-6, 1.0, 1000.0))
+    s = only(agg.flush(T, 10.0))
+    expect(s["sketch"]["scale"] < 6) == True
+    expect(s["relative_error"]) == relative_error_of(s["sketch"]["scale"])
+    expect(s["relative_error"] > 0.01) == True
+
+
+def test_relative_error_is_settable():
+    agg = Aggregator(max_exact=1, relative_error=0.002)
+    agg.add("t", "t", None, (), (0.1, 0.2, 0.3))
+    s = only(agg.flush(T, 10.0))
+    expect((s["sketch"]["scale"], s["relative_error"] <= 0.002)) == (8, True)
+
+
+def test_sketches_of_two_aggregators_merge_into_the_sketch_of_one():
+    rng = random.Random(5)
+    values = [rng.lognormvariate(-3, 1) for _ in range(30_000)]
+    one, first, second = Aggregator(max_exact=500), Aggregator(max_exact=500), Aggregator(max_exact=500)
+    add_in_batches(one, "t", "t", values)
+    add_in_batches(first, "t", "t", values[::2])
+    add_in_batches(second, "t", "t", values[1::2])
+    whole = only(one.flush(T, 10.0))["sketch"]
+    merged = Sketch.from_dict(only(first.flush(T, 10.0))["sketch"]).merge(
+        Sketch.from_dict(only(second.flush(T, 10.0))["sketch"])).to_dict()
+    expect({k: v for k, v in merged.items() if k != "sum"}) == {k: v for k, v in whole.items() if k != "sum"}
+    assert close(merged["sum"], whole["sum"], rel=1e-12)
+
+
+def test_an_exact_series_also_carries_its_sketch():
+    agg = Aggregator()
+    agg.add("t", "t", None, (), (0.001, 0.002, 0.002))
+    d = only(agg.flush(T, 10.0))["sketch"]
+    expect((d["count"], d["min"], d["max"], sum(d["positive"]["counts"]))) == (3, 0.001, 0.002, 3)
+
+
+# --- weights, histograms, units, sets ---------------------------------------------------------
+
+
+def test_a_counter_weight_multiplies_its_values_and_count():
+    agg = Aggregator()
+    agg.add_records([("c", "miss", (1, 1), None, (), 10), ("c", "miss", (0.5,), None, ()),
+                     ("c", "miss", (2,), None, (), None)])
+    s = only(agg.flush(T, 10.0))
+    expect((s["value"], s["count"], s["rate"])) == (22.5, 22, 2.25)
+
+
+def test_a_timer_weight_counts_each_value_as_that_many_observations():
+    agg = Aggregator()
+    agg.add_records([("t", "t", (0.1, 0.2), None, (), 10), ("t", "t", (0.4,), None, ())])
+    s = only(agg.flush(T, 10.0))
+    expect((s["count"], s["exact"], s["min"], s["max"])) == (21, False, 0.1, 0.4)
+    assert close(s["sum"], 3.4)
+    assert close(s["sum_squares"], 0.1 ** 2 * 10 + 0.2 ** 2 * 10 + 0.4 ** 2)
+    expect(s["sketch"]["count"]) == 21
+    assert abs(s["p50"] - 0.2) <= 0.01 * 0.2  # 10 of 21 at 0.1: rank 11 is 0.2
+    assert abs(s["p90"] - 0.2) <= 0.01 * 0.2  # rank 19 of 21
+    assert abs(s["p99"] - 0.4) <= 0.01 * 0.4  # rank 21
+    assert abs(s["median"] - 0.2) <= 0.01 * 0.2
+
+
+def test_gauges_and_sets_ignore_weights():
+    agg = Aggregator()
+    agg.add_records([("g", "g", (5,), None, (), 10), ("s", "s", ("a", "b"), None, (), 10)])
+    g, st = agg.flush(T, 10.0)
+    expect((g["value"], g["count"], g["sum"])) == (5, 1, 5)
+    expect(st["value"]) == 2
+
+
+def test_histograms_summarise_like_timers_and_their_unit_is_part_of_the_series():
+    agg = Aggregator()
+    agg.add_records([("h", "size", (5120, 880), "api", (), None, "bytes"),
+                     ("h", "size", (1,), "api", (), None, "kB"),
+                     ("h", "size", (2, -3), "api", ()),
+                     ("h", "size", (100,), "api", (), 1, "bytes")])
+    summaries = agg.flush(T, 10.0)
+    expect([(s["type"], s["unit"], s["count"]) for s in summaries]) == [
+        ("histogram", None, 2), ("histogram", "bytes", 3), ("histogram", "kB", 1)]
+    expect_timer_matches({k: v for k, v in summaries[1].items() if k != "unit"}, [5120, 880, 100])
+    expect(summaries[0]["sketch"]["negative"]) == {"offset": 101, "counts": [1]}  # -3 in (2**1.578..]
+    expect(summaries[0]["min"]) == -3
+
+
+def test_sets_count_unique_members_exactly_then_estimate():
+    agg = Aggregator(set_max_exact=100)
+    agg.add_records([("s", "users", ("u1", "u2", "u1"), None, ()), ("s", "users", (7, "u2"), None, ())])
+    agg.add_records([("s", "big", tuple(f"m{i}" for i in range(5000)), None, ())])
+    big, users = agg.flush(T, 10.0)
+    expect((users["type"], users["value"], users["exact"])) == ("set", 3, True)
+    expect(users["sketch"]) == {"exact": True, "count": 3, "members": [7, "u1", "u2"]}
+    expect(big["exact"]) == False
+    assert abs(big["value"] / 5000 - 1) < 3 * 0.0081
+    expect(SetSketch.from_dict(big["sketch"]).count) == big["value"]
+
+
+def test_extended_and_plain_records_mix_in_one_message():
+    agg = Aggregator()
+    count = agg.add_records([("t", "t", (0.5,), None, ()), ("t", "t", (0.25,), None, (), None),
+                             ("t", "t", (1.0,), None, (), None, None)])
+    expect(count) == 3
+    s = only(agg.flush(T, 10.0))
+    expect((s["count"], s["exact"], s["median"])) == (3, True, 0.5)
+
+
+# --- expiry ----------------------------------------------------------------------------------
+
+
+def test_without_expiry_an_idle_interval_reports_nothing():
+    agg = Aggregator()
+    agg.add("c", "c", None, (), (1,))
+    agg.flush(T, 10.0)
+    expect(agg.flush(T + 10, 10.0)) == []
+
+
+def test_idle_series_are_reported_as_gostatsd_does_until_they_expire():
+    agg = Aggregator(expire=20, include_interval=True)
+    agg.add("c", "c", None, (), (3,))
+    agg.add("g", "g", None, (), (7, 5))
+    agg.add("t", "t", None, (), (0.5,))
+    agg.add("h", "h", None, (), (4,), unit="rows")
+    agg.add("s", "s", None, (), ("a",))
+    expect(len(agg.flush(T, 10.0))) == 5
+    for later in (T + 10, T + 20):
+        c, g, h, s, t = agg.flush(later, 10.0)
+        expect((c["value"], c["count"], c["rate"])) == (0.0, 0, 0.0)
+        expect((g["value"], g["count"])) == (5, 0)
+        expect((t["count"], t["exact"], "p50" in t, "sketch" in t, "median" in t)) == (0, True, False, False,
+                                                                                      False)
+        expect((h["count"], h["unit"])) == (0, "rows")
+        expect((s["value"], s["exact"])) == (0, True)
+        expect({x["time"] for x in (c, g, h, s, t)}) == {later}
+    expect(agg.flush(T + 30, 10.0)) == []  # 30 s after the last data: expired and forgotten
+    agg.add("c", "c", None, (), (1,))
+    expect([x["value"] for x in agg.flush(T + 40, 10.0)]) == [1.0]
+
+
+def test_expiry_per_kind_overrides_the_default():
+    agg = Aggregator(expire="10,gauge=30,counter=0")
+    agg.add("c", "c", None, (), (3,))
+    agg.add("g", "g", None, (), (7,))
+    agg.add("t", "t", None, (), (0.5,))
+    agg.flush(T, 10.0)
+    expect([s["type"] for s in agg.flush(T + 10, 10.0)]) == ["gauge", "timer"]
+    expect([s["type"] for s in agg.flush(T + 20, 10.0)]) == ["gauge"]
+    expect([s["type"] for s in agg.flush(T + 30, 10.0)]) == ["gauge"]
+    expect(agg.flush(T + 40, 10.0)) == []
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("0", dict.fromkeys(("counter", "gauge", "timer", "histogram", "set"), 0.0)),
+    ("gauge=60,300", {"counter": 300.0, "gauge": 60.0, "timer": 300.0, "histogram": 300.0, "set": 300.0}),
+    ({"set": 5}, {"counter": 0.0, "gauge": 0.0, "timer": 0.0, "histogram": 0.0, "set": 5.0}),
+])
+def test_parse_expire(text, expected):
+    expect(parse_expire(text)) == expected
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf", "gauges=5", "x", "gauge=abc"])
+def test_parse_expire_refuses_bad_values(bad):
+    with expect.raises(ValueError):
+        parse_expire(bad)
+
+
+# --- no non-finite number reaches a destination -------------------------------------------------
+
+
+def test_overflowing_sums_drop_the_series_interval_and_count_it():
+    agg = Aggregator()
+    agg.add("c", "big", None, (), (1e308,))
+    agg.add("c", "big", None, (), (1e308,))
+    agg.add("c", "nan", None, (), (1e308, 1e308))
+    agg.add("c", "nan", None, (), (-1e308, -1e308))  # inf + -inf
+    agg.add("g", "gauge", None, (), (1e308, 1e308))
+    agg.add("t", "timer", None, (), (1e308, 1e308))
+    agg.add("h", "histo", None, (), (1e200,))  # sum_squares overflows
+    agg.add("c", "fine", None, (), (1,))
+    summaries = agg.flush(T, 10.0)
+    expect([s["name"] for s in summaries]) == ["fine"]
+    expect(agg.non_finite_dropped) == 5
+    expect(sorted(agg.last_non_finite)) == ["big", "gauge", "histo", "nan", "timer"]
+    import json
+    json.dumps(summaries, allow_nan=False)  # valid JSON
+
+
+def test_a_sketched_series_that_overflows_is_dropped_too():
+    agg = Aggregator(max_exact=1)
+    agg.add("t", "t", None, (), (1e308, 1e308, 1.0))
+    expect(agg.flush(T, 10.0)) == []
+    expect(agg.non_finite_dropped) == 1
 
 
 # --- keep_values (raw timer values for backends such as statsd) ---------------------
@@ -480,14 +648,14 @@ def test_keep_values_hands_over_every_timer_value_and_is_off_by_default():
     expect("sampled" in timer) == False
 
 
-def test_keep_values_past_max_samples_hands_over_the_reservoir():
-    agg = Aggregator(max_samples=50, rng=random.Random(7), keep_values=True)
-    values = [float(v) for v in range(1000)]
+def test_keep_values_past_max_exact_hands_over_values_spread_over_the_sketch():
+    agg = Aggregator(max_exact=50, keep_values=True)
+    values = [float(v) for v in range(1, 1001)]
     add_in_batches(agg, "t", "t", values)
     s = only(agg.flush(T, 10.0))
-    kept = sorted(s["values"])
+    kept = s["values"]
     expect((s["sampled"], len(kept), s["count"])) == (50, 50, 1000)
-    expect(len(set(kept))) == 50
-    expect(set(kept) <= set(values)) == True
-    # the percentiles and median come from the same sample that is handed over
-    expect(s["median"]) == (kept[24] + kept[25]) / 2
+    expect(kept) == sorted(kept)
+    for k, value in enumerate(kept):  # the (k + 1/2) / 50 quantiles, within the bound
+        exact = values[int((k + 0.5) * 1000 / 50)]
+        assert abs(value - exact) <= 0.01 * exact + 1, (k, value, exact)

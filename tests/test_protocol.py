@@ -41,10 +41,10 @@ def test_encode_decode_round_trip():
     ])
 
 
-def test_round_trip_keeps_unicode_names_and_levels():
-    batch = decode(encode("niveau-é", 1.0, [("c", "заказ.создан", [1], "сервер", ["ключ:значение"])]))
+def test_round_trip_keeps_unicode_names_sources_and_tags():
+    batch = decode(encode("niveau-e", 1.0, [("c", "заказ.создан", [1], "сервер", ["ключ:значение"])]))
 
-    expect(batch.level) == "niveau-é"
+    expect(batch.level) == "niveau-e"
     expect(batch.records) == [Record("c", "заказ.создан", (1,), "сервер", ("ключ:значение",))]
 
 
@@ -148,6 +148,45 @@ REJECTED = {
     "tags a map": (raw([1, 1.0, [good_record(tags={"env": "prod"})]]), "tags"),
     "tags of numbers": (raw([1, 1.0, [good_record(tags=[1])]]), "tags"),
     "tags nil": (raw([1, 1.0, [good_record(tags=None)]]), "tags"),
+    # the client's rules for names, sources, tags and levels (protocol.name_problem & co)
+    "newline in name": (raw([1, 1.0, [good_record(name="a\nb")]]), "control characters"),
+    "NUL in name": (raw([1, 1.0, [good_record(name="a\x00b")]]), "control characters"),
+    "name of 256 characters": (raw([1, 1.0, [good_record(name="n" * 256)]]), "longer than 255"),
+    "100k-character name": (raw([1, 1.0, [good_record(name="n" * 100_000)]]), "longer than 255"),
+    "newline in source": (raw([1, 1.0, [good_record(source="web\n1")]]), "source contains control"),
+    "empty source": (raw([1, 1.0, [good_record(source="")]]), "source must be a non-empty"),
+    "source of 256": (raw([1, 1.0, [good_record(source="s" * 256)]]), "source is longer"),
+    "empty tag": (raw([1, 1.0, [good_record(tags=[""])]]), "bad tag"),
+    "tag with a tab": (raw([1, 1.0, [good_record(tags=["a:\t"])]]), "bad tag"),
+    "tag of 256": (raw([1, 1.0, [good_record(tags=["t" * 256])]]), "bad tag"),
+    "65 tags": (raw([1, 1.0, [good_record(tags=[f"k{i}:v" for i in range(65)])]]), "at most 64"),
+    "tags a map inside": (raw([1, 1.0, [good_record(tags=[{"a": 1}])]]), "tags"),
+    "empty level": (raw([1, 1.0, [good_record()]], level=""), "level"),
+    "level with a comma": (raw([1, 1.0, [good_record()]], level="info,warn"), "level"),
+    "level with a space": (raw([1, 1.0, [good_record()]], level="in fo"), "level"),
+    "non-ascii level": (raw([1, 1.0, [good_record()]], level="niveau-é"), "level"),
+    "level of 65": (raw([1, 1.0, [good_record()]], level="l" * 65), "level"),
+    # protocol 1.1: weights, units, sets
+    "record of 8": (raw([1, 1.0, [good_record() + [1, None, "x"]]]), "record"),
+    "weight zero": (raw([1, 1.0, [good_record() + [0]]]), "weight"),
+    "weight negative": (raw([1, 1.0, [good_record() + [-2]]]), "weight"),
+    "weight nan": (raw([1, 1.0, [good_record() + [float("nan")]]]), "weight"),
+    "weight inf": (raw([1, 1.0, [good_record() + [float("inf")]]]), "weight"),
+    "weight a string": (raw([1, 1.0, [good_record() + ["10"]]]), "weight"),
+    "weight true": (raw([1, 1.0, [good_record() + [True]]]), "weight"),
+    "unit empty": (raw([1, 1.0, [good_record(type="h") + [None, ""]]]), "unit"),
+    "unit with a space": (raw([1, 1.0, [good_record(type="h") + [None, "k B"]]]), "unit"),
+    "unit of 65": (raw([1, 1.0, [good_record(type="h") + [None, "u" * 65]]]), "unit"),
+    "unit a number": (raw([1, 1.0, [good_record(type="h") + [None, 5]]]), "unit"),
+    "unit on a timer": (raw([1, 1.0, [good_record(type="t") + [None, "ms"]]]), "only histograms"),
+    "unit on a counter": (raw([1, 1.0, [good_record() + [2, "bytes"]]]), "only histograms"),
+    "histogram nan": (raw([1, 1.0, [good_record(type="h", values=[float("nan")])]]), "finite"),
+    "set member a float": (raw([1, 1.0, [good_record(type="s", values=[1.5])]]), "members"),
+    "set member empty": (raw([1, 1.0, [good_record(type="s", values=[""])]]), "members"),
+    "set member nil": (raw([1, 1.0, [good_record(type="s", values=[None])]]), "members"),
+    "set member true": (raw([1, 1.0, [good_record(type="s", values=[True])]]), "members"),
+    "set member of 256": (raw([1, 1.0, [good_record(type="s", values=["m" * 256])]]), "members"),
+    "set member an array": (raw([1, 1.0, [good_record(type="s", values=[["a"]])]]), "members"),
 }
 
 
@@ -163,7 +202,7 @@ def test_decode_rejects_invalid_messages_with_a_reason(frame, reason, decoder):
 
 def test_decode_rejects_a_bad_record_among_good_ones():
     with pytest.raises(ProtocolError, match="type"):
-        decode(raw([1, 1.0, [good_record(), good_record(type="s"), good_record()]]))
+        decode(raw([1, 1.0, [good_record(), good_record(type="x"), good_record()]]))
 
 
 def test_decode_accepts_the_hand_made_equivalent_of_a_good_message():
@@ -178,6 +217,65 @@ def test_decode_plain_gives_the_same_records_as_plain_tuples():
     named, plain = decode(frame), protocol.decode_plain(frame)
 
     expect((plain.level, plain.time)) == (named.level, named.time)
-    expect(list(plain.records)) == named.records  # a named tuple equals the plain tuple of its fields
+    # a 1.0 record: the plain tuple is the named one's first five fields (weight 1 and unit None follow)
+    expect([tuple(r[:5]) for r in named.records]) == list(plain.records)
+    expect({(r.weight, r.unit) for r in named.records}) == {(1, None)}
     expect({type(record) for record in named.records}) == {Record}
     expect({type(record) for record in plain.records}) == {tuple}
+
+
+# --- protocol 1.1 -------------------------------------------------------------------
+
+
+def test_a_1_0_record_decodes_with_weight_1_and_no_unit():
+    batch = decode(raw([1, 2.0, [good_record(type="t", values=[0.5])]]))
+
+    expect(batch.records) == [Record("t", "hits", (0.5,), None, (), 1, None)]
+    expect((batch.records[0].weight, batch.records[0].unit)) == (1, None)
+
+
+def test_1_1_records_decode_with_weight_unit_histograms_and_sets():
+    records = [
+        ("c", "cache.miss", [1, 1], None, [], 10),
+        ("h", "response.size", [5120, 880, -3.5], "api", [], None, "bytes"),
+        ("t", "db.query", [0.25], None, [], 2.5, None),
+        ("s", "users.active", ["u-17", "u-42", 99], None, ["env:prod"]),
+        ("s", "users.active", ["u-17"], None, [], 4),
+    ]
+
+    batch = decode(encode("info", 1.0, records))
+
+    expect(batch.records) == [
+        Record("c", "cache.miss", (1, 1), None, (), 10, None),
+        Record("h", "response.size", (5120, 880, -3.5), "api", (), 1, "bytes"),
+        Record("t", "db.query", (0.25,), None, (), 2.5, None),
+        Record("s", "users.active", ("u-17", "u-42", 99), None, ("env:prod",), 1, None),
+        Record("s", "users.active", ("u-17",), None, (), 4, None),
+    ]
+    plain = protocol.decode_plain(encode("info", 1.0, records))
+    expect([len(r) for r in plain.records]) == [6, 7, 7, 5, 6]  # as sent: the aggregator reads them
+
+
+def test_the_decoder_rejects_exactly_what_the_client_rules_reject():
+    """One definition: name_problem's message is the decoder's reason."""
+    for bad in ("", "x" * 256, "a\x7fb", "line\nforged"):
+        problem = protocol.name_problem(bad)
+        expect(problem is None) == False
+        with pytest.raises(ProtocolError) as raised:
+            decode(raw([1, 1.0, [good_record(name=bad)]]))
+        expect(str(raised.value)) == problem
+    for good in ("x" * 255, "db.query", "заказ"):
+        expect(protocol.name_problem(good)) == None
+        expect(decode(raw([1, 1.0, [good_record(name=good)]])).records[0].name) == good
+
+
+def test_remembered_names_are_bounded_and_still_validated(monkeypatch):
+    monkeypatch.setattr(protocol, "MAX_REMEMBERED", 10)
+    for i in range(50):
+        decode(raw([1, 1.0, [good_record(name=f"name.{i}", source=f"s{i}", tags=[f"k:{i}"])]]))
+    expect(len(protocol._known_names) <= 10) == True
+    expect(len(protocol._known_tags) <= 10) == True
+    with pytest.raises(ProtocolError, match="control"):  # a bad name is never remembered
+        decode(raw([1, 1.0, [good_record(name="bad\n")]]))
+    with pytest.raises(ProtocolError, match="control"):
+        decode(raw([1, 1.0, [good_record(name="bad\n")]]))

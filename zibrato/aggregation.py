@@ -1,101 +1,115 @@
 """Per-interval aggregation of measurements into one summary per series.
 
-A series is ``(type, name, source, tags)``; ``type`` is the wire code ``"c"``
-(counter), ``"g"`` (gauge) or ``"t"`` (timer). :class:`Aggregator` is pure
-code (no I/O, no threads): the worker calls :meth:`Aggregator.add` for every
-record it receives and :meth:`Aggregator.flush` at every interval boundary.
+A series is ``(type, name, source, tags)`` (histograms add their unit);
+``type`` is the wire code ``"c"`` (counter), ``"g"`` (gauge), ``"t"``
+(timer, seconds), ``"h"`` (histogram, any unit) or ``"s"`` (set).
+:class:`Aggregator` is pure code (no I/O, no threads): the worker calls
+:meth:`Aggregator.add_records` for every message it receives and
+:meth:`Aggregator.flush` at every interval boundary.
 
 What a summary holds
 --------------------
-Every summary is a plain dict ``{"time", "type", "name", "source", "tags", ...}``:
+Every summary is a plain dict ``{"time", "type", "name", "source", "tags", ...}``
+(plus ``"interval"``, the seconds it covers, with ``include_interval``):
 
-* counter: ``value`` (sum), ``count`` (measurements), ``rate`` (value per second);
+* counter: ``value`` (float sum, each value times its record's weight),
+  ``count`` (observations: values times weight), ``rate`` (value per second);
 * gauge: ``value`` (last received), ``count``, ``min``, ``max``, ``sum``;
-* timer: ``count``, ``sum``, ``sum_squares``, ``min``, ``max``, ``mean``,
-  ``median`` (as :func:`statistics.median`), ``stddev`` (population, as
-  :func:`statistics.pstdev`) and one key per configured percentile
-  (:func:`percentile_key`: 99.9 -> ``"p99_9"``) by nearest rank
-  (:func:`nearest_rank`).
+* timer (seconds) and histogram (any unit; ``"unit"``: str or None):
+  ``count``, ``sum``, ``sum_squares``, ``min``, ``max``, ``mean``,
+  ``median``, ``stddev`` (population) and one key per configured percentile
+  (:func:`percentile_key`: 99.9 -> ``"p99_9"``); ``"exact"``: True when the
+  median and percentiles are exact nearest ranks (:func:`nearest_rank`),
+  and ``"sketch"``: the series' distribution in :class:`zibrato.sketch.Sketch`'s
+  dict form, mergeable across workers and intervals;
+* set: ``value`` (unique members), ``"exact"``, and ``"sketch"``
+  (:class:`zibrato.sketch.SetSketch`'s dict form).
 
-Memory bound
-------------
-Counters and gauges take a few numbers per series. A timer series keeps its
-values, because the median and percentiles need them: exactly, as packed
-doubles (``array('d')``, 8 bytes a value), up to ``max_samples`` values per
-interval. Past that the series switches to uniform reservoir sampling
-(Algorithm L, driven by the injected ``rng``): it keeps a uniform random
-sample of ``max_samples`` of the interval's values, so a series that receives
-millions of values in one interval still holds about ``max_samples * 8``
-bytes (800 kB at the default 100,000). The sample serves only the median and
-the percentiles; ``count``, ``sum``, ``sum_squares``, ``min``, ``max``,
-``mean`` and ``stddev`` stay exact because they are tracked incrementally
-from every value. A sampled summary carries ``"sampled": <values kept>`` so
-that users know its median and percentiles are estimates.
+Exact while small, then a sketch
+--------------------------------
+A timer or histogram series keeps its values exactly, as packed doubles
+(``array('d')``, 8 bytes a value), up to ``max_exact`` values per interval
+(10,000 by default: 80 kB): its median and percentiles are then exact
+nearest ranks and ``"exact"`` is True. Past that, or at the first weighted
+record (a sampled value is not an exact sample), the series becomes a
+:class:`~zibrato.sketch.Sketch`: an exponential histogram whose quantiles are
+within ``relative_error`` (1 % by default: scale 6, a bound of 0.54 %) of the
+exact nearest-rank values, in at most ``max_buckets`` buckets per sign
+(2,048: 5 orders of magnitude take ~1,100). A series whose range needs more
+is brought to a lower scale; its summary then says the bound in force,
+``"relative_error"`` (always present once sketched). ``count``, ``sum``,
+``sum_squares``, ``min``, ``max``, ``mean`` and ``stddev`` stay exact (sums
+as running float sums). The median of a sketched series is its 0.5
+quantile by nearest rank.
 
-Their error: for a uniform sample of ``m`` values, the rank of the estimated
-p-quantile (as a fraction of the interval's values) has a standard error of
-about ``sqrt(p * (1 - p) / m)``; with m = 100,000 that is +/-0.16 % of rank
-for the median and +/-0.03 % for p99 (m = 1,000: +/-1.6 % and +/-0.3 %).
+Sets keep their members exactly up to ``set_max_exact`` (1,000), then a
+HyperLogLog sketch (standard error 0.81 %, 16 KiB).
 
-Once a series is sampled, ``stddev`` comes from the running sums
-(``sum_squares / count - mean**2``), which loses relative precision of about
-``1e-16 * (mean / stddev)**2``: negligible unless the values barely vary
-relative to their size. An exact series computes it in two passes (the mean,
-then ``math.dist`` from it), within about 1e-15 of :func:`statistics.pstdev`.
+Weights and units (protocol 1.1)
+--------------------------------
+A record may carry a weight (``1 / sample rate``): a counter's values count
+``value x weight``; a timer's or histogram's values count as ``weight``
+observations each, in ``count``, the sums and the sketch; gauges and sets
+ignore it. A histogram record may carry a unit, which is part of its series.
+
+Expiry
+------
+``expire`` (seconds; a number for every kind, or a dict by summary type)
+keeps reporting a series that stopped receiving, as gostatsd does, until
+that many seconds have passed since the end of its last interval with
+data: a counter as 0 (value, count, rate), a gauge as its last value (count
+0), a timer or histogram as count 0 without percentiles, a set as 0. 0 (the
+default) reports only intervals with data.
+
+No non-finite number, ever
+--------------------------
+Values on the wire are finite, but their sums can overflow (``1e308`` twice).
+:meth:`Aggregator.flush` is the one place that checks: a summary holding an
+infinity or NaN is dropped whole (a clamped number would look real), the
+drop is counted in :attr:`Aggregator.non_finite_dropped` and the series is
+listed in :attr:`Aggregator.last_non_finite` for the worker to log. No
+destination ever receives one.
 
 Raw values (``keep_values=True``)
 ---------------------------------
-A backend that forwards raw timer values (statsd, which computes its own
-percentiles) builds its aggregator with ``keep_values=True``: each timer
-summary then also carries ``"values"``, an ``array('d')`` of the values the
-interval kept: all of them in arrival order, or the reservoir sample (in no
-particular order) once the series passed ``max_samples``, in which case the
-summary also says ``"sampled": len(values)``. It costs nothing: the array is
-the one the series held, handed over rather than copied. Off by default, so
-that other backends do not hold the values until delivery.
-
-With ``include_interval=True`` every summary also carries ``"interval"``, the
-seconds it covers (the console's JSON shows it, so that a reader can check a
-counter's ``rate``: the first interval after a start is shorter than the others).
+A backend that forwards values (statsd, which computes its own percentiles)
+builds its aggregator with ``keep_values=True``: each timer and histogram
+summary then also carries ``"values"``: every value in arrival order while
+exact (the array the series held, handed over rather than copied), or, once
+sketched, ``max_exact`` values spread evenly over the sketch (its
+``(k - 1/2) / m`` quantiles), with ``"sampled"``: how many.
 
 Speed
 -----
 :meth:`Aggregator.add_records` is the worker's hot loop, one call per
 message: one dict lookup per record, a fast path per type, C-level builtins
-over the record's values and no Python loop per value (timer values are
-appended with one cached ``struct`` pack into the array; a sampled series
-only does work at the reservoir's replacement points, about ``m * ln(n /
-m)`` of them). Sorting for the percentiles happens once per series at flush.
-
-Why ``array('d')`` and not a list: measured on CPython 3.11, appending a
-million values from 100-value tuples takes ~14 ms with a list and ~14 ms
-with the cached ``struct`` pack into an array (``array.extend`` from a tuple
-takes ~75 ms), and the array holds 8 bytes a value where a list holds 32
-(pointer plus float object). Sorting at flush costs the same either way.
-
-Measured (one core of a busy 2-core VM, best of 15): ``add`` takes ~30 ms for
-1,000,000 timer values in records of 100 (~30 M values/s while exact,
-~2-3 M values/s once sampled at m = 100,000) and ~90-110 ms for 200,000
-single-value counter records (~2 M records/s). ``flush`` of a 100,000-value
-exact timer series takes ~50 ms, most of it the sort.
+over the record's values (timer values appended with one cached ``struct``
+pack into the array). A sketched series costs one ``log2`` and one dict
+update per value (~0.2 us). Sorting for the percentiles happens once per
+series at flush.
 """
 from __future__ import annotations
 
 import functools
 import math
-import random
 import struct
 from array import array
 from decimal import Decimal
 from fractions import Fraction
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["Aggregator", "nearest_rank", "percentile_key", "TYPE_NAMES"]
+from .sketch import DEFAULT_MAX_BUCKETS, DEFAULT_RELATIVE_ERROR, SetSketch, Sketch, relative_error_of
+
+__all__ = ["Aggregator", "nearest_rank", "percentile_key", "parse_expire", "TYPE_NAMES", "KINDS"]
 
 #: wire code -> the ``type`` of a summary
-TYPE_NAMES = {"c": "counter", "g": "gauge", "t": "timer"}
+TYPE_NAMES = {"c": "counter", "g": "gauge", "t": "timer", "h": "histogram", "s": "set"}
+KINDS = tuple(TYPE_NAMES.values())
+DEFAULT_MAX_EXACT = 10_000
+DEFAULT_SET_MAX_EXACT = 1_000
 
 _MAX_CACHED_PACKER = 4096  # record lengths up to this get a cached struct packer
+_LAST_NON_FINITE = 20  # series names kept for the worker's log
 
 
 def percentile_key(p: float) -> str:
@@ -137,28 +151,71 @@ def nearest_rank(sorted_values: Sequence[float], p: float) -> float:
     return sorted_values[min(max(k, 1), n) - 1]
 
 
-class _Sampled:
-    """A timer series past ``max_samples`` values: a reservoir plus exact running stats."""
+def parse_expire(value: float | str | Mapping[str, float] | None) -> dict[str, float]:
+    """Seconds of expiry per summary type from ``300``, ``"300,gauge=3600"`` or ``{"gauge": 3600}``.
 
-    __slots__ = ("reservoir", "count", "total", "squares", "min", "max", "next", "log_w")
+    A bare number applies to every kind; ``kind=seconds`` overrides one
+    (counter, gauge, timer, histogram, set). 0 means "report only intervals
+    with data". ValueError on anything else.
+    """
+    out = dict.fromkeys(KINDS, 0.0)
+    if value is None:
+        return out
+    if isinstance(value, Mapping):
+        items = [(str(k), v) for k, v in value.items()]
+    elif isinstance(value, str):
+        items = []
+        for part in (p.strip() for p in value.split(",")):
+            if part:
+                kind, sep, seconds = part.rpartition("=")
+                items.append((kind.strip() if sep else "", seconds))
+    else:
+        items = [("", value)]
+    default, overrides = 0.0, {}
+    for kind, seconds in items:
+        try:
+            number = float(seconds)
+        except (TypeError, ValueError):
+            raise ValueError(f"expiry must be seconds, got {seconds!r}") from None
+        if not 0 <= number < math.inf:
+            raise ValueError(f"expiry must be 0 or more finite seconds, got {seconds!r}")
+        if not kind:
+            default = number
+        elif kind in out:
+            overrides[kind] = number
+        else:
+            raise ValueError(f"unknown kind {kind!r} in expiry (one of {', '.join(KINDS)})")
+    return {kind: overrides.get(kind, default) for kind in KINDS}
 
-    def __init__(self, reservoir: array, total: float, squares: float, low: float, high: float):
-        self.reservoir = reservoir
-        self.count = len(reservoir)
-        self.total, self.squares = total, squares
-        self.min, self.max = low, high
-        self.next = 0        # 1-based position in the interval of the next value to keep
-        self.log_w = 0.0     # log of Algorithm L's W
+
+class _Distribution(Sketch):
+    """A sketched timer or histogram series: the sketch plus the sum of squares (for stddev)."""
+
+    __slots__ = ("squares",)
+
+    def __init__(self, relative_error: float, max_buckets: int) -> None:
+        super().__init__(relative_error=relative_error, max_buckets=max_buckets, max_exact=0)
+        self.squares = 0.0
+
+    def add_weighted(self, values: Sequence[float], weight: float) -> None:
+        norm = math.hypot(*values)  # one C call, as accurate as summing the squares
+        self.squares += norm * norm * weight  # (x * x overflows to inf; x ** 2 would raise)
+        self._add_unchecked(values, weight)
 
 
 class Aggregator:
     """Accumulates measurements per series and summarises them once per flush interval."""
 
-    def __init__(self, percentiles: Sequence[float] = (50, 90, 95, 99), max_samples: int = 100_000,
-                 rng: random.Random | None = None, keep_values: bool = False,
-                 include_interval: bool = False) -> None:
-        if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
-            raise ValueError(f"max_samples must be a positive integer, got {max_samples!r}")
+    def __init__(self, percentiles: Sequence[float] = (50, 90, 95, 99),
+                 max_exact: int = DEFAULT_MAX_EXACT, relative_error: float = DEFAULT_RELATIVE_ERROR,
+                 max_buckets: int = DEFAULT_MAX_BUCKETS, set_max_exact: int = DEFAULT_SET_MAX_EXACT,
+                 expire: float | str | Mapping[str, float] | None = 0, keep_values: bool = False,
+                 include_interval: bool = False, max_samples: int | None = None) -> None:
+        if max_samples is not None:  # its name before sketches (the reservoir's size)
+            max_exact = max_samples
+        for what, number in (("max_exact", max_exact), ("set_max_exact", set_max_exact)):
+            if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+                raise ValueError(f"{what} must be a positive integer, got {number!r}")
         parsed: dict[str, tuple[int, int]] = {}
         for p in percentiles:
             try:
@@ -171,46 +228,70 @@ class Aggregator:
         #: (summary key, numerator, denominator of p/100), duplicates removed, in the given order
         self._percentiles = [(key, num, den) for key, (num, den) in parsed.items()]
         self.percentiles = tuple(float(p) for p in percentiles)
-        self.max_samples = max_samples
-        #: timer summaries also carry ``"values"`` (see "Raw values" above)
+        self.max_exact, self.set_max_exact = max_exact, set_max_exact
+        Sketch(relative_error=relative_error, max_buckets=max_buckets)  # ValueError if they are bad
+        self.relative_error, self.max_buckets = relative_error, max_buckets
+        #: seconds of expiry by summary type (see "Expiry")
+        self.expire = parse_expire(expire)
+        #: timer and histogram summaries also carry ``"values"`` (see "Raw values" above)
         self.keep_values = keep_values
         #: every summary also carries ``"interval"``, the seconds it covers
         self.include_interval = include_interval
-        self._rng = rng if rng is not None else random.Random()
+        #: summaries dropped because they held a non-finite number, and the latest such series
+        self.non_finite_dropped = 0
+        self.last_non_finite: list[str] = []
         self._series: dict[tuple, object] = {}
+        #: series key -> (end of its last interval with data, its gauge's last value): for expiry
+        self._seen: dict[tuple, tuple[float, float | None]] = {}
         self._packers: dict[int, Callable[..., bytes]] = {}
 
+    @property
+    def max_samples(self) -> int:
+        """The former name of :attr:`max_exact`."""
+        return self.max_exact
+
     def __len__(self) -> int:
-        """Number of series currently held (what the next flush will report)."""
+        """Number of series that received data this interval."""
         return len(self._series)
 
     def values_held(self) -> int:
-        """Timer values currently held in memory: at most ``max_samples`` per timer series."""
+        """Timer and histogram values (exact) plus sketch buckets held: the memory that grows with data."""
         held = 0
-        for (type_, *_), state in self._series.items():
-            if type_ == "t":
-                held += len(state) if state.__class__ is array else len(state.reservoir)
+        for key, state in self._series.items():
+            if key[0] in "th":
+                held += len(state) if state.__class__ is array else \
+                    len(state.positive) + len(state.negative)
         return held
 
     def add(self, type: str, name: str, source: str | None, tags: tuple[str, ...],
-            values: Sequence[float]) -> None:
+            values: Sequence, weight: float | None = None, unit: str | None = None) -> None:
         """Aggregate one record: one or more measurements of one series.
 
-        ``values`` must already be validated (finite ints/floats, at least one);
-        checking again here would cost the hot loop. Unknown ``type`` -> ValueError.
+        ``values`` must already be validated (finite ints/floats, at least one;
+        set members: strings or ints); checking again here would cost the hot
+        loop. Unknown ``type`` -> ValueError.
         """
-        self.add_records(((type, name, values, source, tags),))
+        if weight is None and unit is None:
+            self.add_records(((type, name, values, source, tags),))
+        else:
+            self.add_records(((type, name, values, source, tags, weight, unit),))
 
     def add_records(self, records: Iterable[Sequence]) -> int:
-        """Aggregate decoded records ``(type, name, values, source, tags)``; return how many values.
+        """Aggregate decoded records ``(type, name, values, source, tags[, weight[, unit]])``.
 
-        The worker's hot loop: one call per message rather than per record,
-        because a Python call costs as much as aggregating a one-value record.
-        Values must already be validated, as for :meth:`add`.
+        Returns how many values. The worker's hot loop: one call per message
+        rather than per record, because a Python call costs as much as
+        aggregating a one-value record. Values must already be validated, as
+        for :meth:`add`. A 1.0 record (five fields) takes the fast paths.
         """
-        series, max_samples, packers = self._series, self.max_samples, self._packers
+        series, max_exact, packers = self._series, self.max_exact, self._packers
         count = 0
-        for type, name, values, source, tags in records:
+        for record in records:
+            try:
+                type, name, values, source, tags = record
+            except ValueError:  # a protocol 1.1 record with a weight and/or a unit
+                count += self._add_extended(record)
+                continue
             n = len(values)
             count += n
             key = (type, name, source, tags)
@@ -219,7 +300,7 @@ class Aggregator:
                 if state is None:
                     state = series[key] = array("d")
                 if state.__class__ is array:
-                    if len(state) + n <= max_samples:
+                    if len(state) + n <= max_exact:
                         if n == 1:
                             state.append(values[0])
                         else:
@@ -228,8 +309,8 @@ class Aggregator:
                                 pack = self._packer(n)
                             state.frombytes(pack(*values))
                         continue
-                    state = series[key] = self._start_sampling(state)
-                self._add_sampled(state, values)
+                    state = series[key] = self._start_sketch(state)
+                state.add_weighted(values, 1)
             elif type == "c":
                 if state is None:
                     series[key] = [sum(values), n]
@@ -261,38 +342,55 @@ class Aggregator:
                         state[3] = high
                     state[4] += sum(values)
             else:
-                raise ValueError(f"unknown measurement type {type!r} (expected one of 'c', 'g', 't')")
+                self._add_other(type, name, values, source, tags, 1, None)
         return count
 
-    def flush(self, time: float, interval: float) -> list[dict]:
-        """Summaries of everything added since the last flush, sorted; then start empty.
+    # --- the less frequent paths ---------------------------------------------------
 
-        ``time`` is the flush boundary (Unix seconds), stamped on every summary;
-        ``interval`` the seconds the flush covers, which turns counters into rates.
-        Sorted by (type, name, source, tags) so that output is deterministic.
-        """
-        if not interval > 0:
-            raise ValueError(f"flush interval must be positive, got {interval!r}")
-        series, self._series = self._series, {}
-        stamp = {"time": time, "interval": interval} if self.include_interval else {"time": time}
-        summaries = []
-        for key in sorted(series, key=_sort_key):
-            type_, name, source, tags = key
-            state = series[key]
-            summary = {**stamp, "type": TYPE_NAMES[type_], "name": name, "source": source,
-                       "tags": list(tags)}
-            if type_ == "c":
-                value, count = state
-                summary.update(value=value, count=count, rate=value / interval)
-            elif type_ == "g":
-                last, count, low, high, total = state
-                summary.update(value=last, count=count, min=low, max=high, sum=total)
+    def _add_extended(self, record: Sequence) -> int:
+        if not 5 <= len(record) <= 7:
+            raise ValueError(f"a record has 5 to 7 fields, got {len(record)}")
+        type, name, values, source, tags = record[:5]
+        weight = record[5] if len(record) > 5 else None
+        unit = record[6] if len(record) > 6 else None
+        self._add_other(type, name, values, source, tags, 1 if weight is None else weight, unit)
+        return len(values)
+
+    def _add_other(self, type: str, name: str, values: Sequence, source: str | None,
+                   tags: tuple[str, ...], weight: float, unit: str | None) -> None:
+        """Everything but the 1.0 fast paths: histograms, sets, weights."""
+        series = self._series
+        if type == "t" or type == "h":
+            key = (type, name, source, tags) if type == "t" else (type, name, source, tags, unit)
+            state = series.get(key)
+            if state is None or state.__class__ is array:
+                if weight == 1 and (state is None or len(state) + len(values) <= self.max_exact):
+                    if state is None:
+                        state = series[key] = array("d")
+                    state.extend(float(v) for v in values)
+                    return
+                state = series[key] = self._start_sketch(state if state is not None else array("d"))
+            state.add_weighted(values, weight)
+        elif type == "c":
+            key = (type, name, source, tags)
+            state = series.get(key)
+            total, n = sum(values) * weight, len(values) * weight
+            if state is None:
+                series[key] = [total, n]
             else:
-                summary.update(self._timer_stats(state))
-            summaries.append(summary)
-        return summaries
-
-    # --- timers ------------------------------------------------------------
+                state[0] += total
+                state[1] += n
+        elif type == "g":  # gauges ignore weights
+            self.add_records(((type, name, values, source, tags),))
+        elif type == "s":  # so do sets
+            key = (type, name, source, tags)
+            state = series.get(key)
+            if state is None:
+                state = series[key] = SetSketch(max_exact=self.set_max_exact)
+            state.update(values)
+        else:
+            raise ValueError(f"unknown measurement type {type!r} (expected one of "
+                             f"{', '.join(repr(code) for code in TYPE_NAMES)})")
 
     def _packer(self, n: int) -> Callable[..., bytes]:
         """A function packing n numbers as doubles, for array.frombytes (one C call a record)."""
@@ -301,95 +399,156 @@ class Aggregator:
             self._packers[n] = pack
         return pack
 
-    def _start_sampling(self, exact: array) -> _Sampled:
-        """Switch a full exact series to sampling: its values seed the reservoir and the sums."""
+    def _start_sketch(self, exact: array) -> _Distribution:
+        """Switch an exact series to a sketch: its values go in first."""
+        sketch = _Distribution(self.relative_error, self.max_buckets)
         if exact:
-            norm = math.hypot(*exact)
-            return _Sampled(exact, _fsum(exact), norm * norm, min(exact), max(exact))
-        return _Sampled(exact, 0.0, 0.0, math.inf, -math.inf)
+            sketch.add_weighted(exact, 1)
+            sketch.sum = _fsum(exact)  # as exact as the exact series was
+        return sketch
 
-    def _add_sampled(self, state: _Sampled, values: Sequence[float]) -> None:
-        """Exact running stats for every value; Algorithm L picks the values the reservoir keeps.
+    # --- flush ----------------------------------------------------------------------
 
-        Algorithm L (Li 1994) draws how many values to pass over before the next
-        replacement, so the cost is per replacement (about m * ln(n / m) in an
-        interval of n values), not per value.
+    def flush(self, time: float, interval: float) -> list[dict]:
+        """Summaries of everything added since the last flush (and of idle series not yet
+        expired), sorted; then start empty.
+
+        ``time`` is the flush boundary (Unix seconds), stamped on every summary;
+        ``interval`` the seconds the flush covers, which turns counters into rates.
+        Sorted by (type, name, source, tags, unit) so that output is deterministic.
+        A summary that would hold a non-finite number is dropped and counted.
         """
-        state.total += sum(values)
-        norm = math.hypot(*values)  # one C call, as accurate as summing the squares
-        state.squares += norm * norm  # (x * x overflows to inf; x ** 2 would raise)
-        low, high = min(values), max(values)
-        if low < state.min:
-            state.min = low
-        if high > state.max:
-            state.max = high
-        seen = state.count
-        end = seen + len(values)
-        state.count = end
-        m = self.max_samples
-        reservoir = state.reservoir
-        rand, log, expm1, floor = self._rng.random, math.log, math.expm1, math.floor
-        position = state.next
-        if not position:  # the batch that crosses max_samples: fill up, then start skipping
-            reservoir.extend(values[:m - len(reservoir)])
-            state.log_w = log(rand() or 0.5) / m
-            position = m + 1  # then skip, as below
-            position += floor(log(rand() or 0.5) / log(-expm1(state.log_w)))
-        if position > end:
-            state.next = position
-            return
-        log_w = state.log_w
-        try:
-            while position <= end:
-                # int(random() * m): uniform over the slots up to a bias of m / 2**53
-                reservoir[int(rand() * m)] = values[position - seen - 1]
-                log_w += log(rand() or 0.5) / m  # W *= u ** (1/m); rand() or 0.5 avoids log(0)
-                # skip floor(log(u) / log(1 - W)) values; -expm1 keeps 1 - W exact when W is near 1
-                position += floor(log(rand() or 0.5) / log(-expm1(log_w))) + 1
-        except ZeroDivisionError:  # W < 1e-16: no further replacement this interval
-            position = math.inf
-        state.next, state.log_w = position, log_w
+        if not interval > 0:
+            raise ValueError(f"flush interval must be positive, got {interval!r}")
+        series, self._series = self._series, {}
+        stamp = {"time": time, "interval": interval} if self.include_interval else {"time": time}
+        idle = self._idle_keys(series, time)
+        summaries = []
+        for key in sorted(series.keys() | idle, key=_sort_key):
+            type_, name, source, tags = key[:4]
+            summary = {**stamp, "type": TYPE_NAMES[type_], "name": name, "source": source,
+                       "tags": list(tags)}
+            if type_ == "h":
+                summary["unit"] = key[4]
+            state = series.get(key)
+            if state is None:
+                summary.update(self._idle_stats(type_, self._seen[key][1]))
+            else:
+                summary.update(self._stats(type_, state, interval))
+                if self.expire[TYPE_NAMES[type_]]:
+                    self._seen[key] = (time, state[0] if type_ == "g" else None)
+            if _all_finite(summary):
+                summaries.append(summary)
+            else:
+                self._dropped_non_finite(summary)
+        return summaries
 
-    def _timer_stats(self, state: array | _Sampled) -> dict:
+    def _idle_keys(self, series: dict, time: float) -> set[tuple]:
+        """Series without data this interval that are still reported (not expired); forget the rest."""
+        idle = set()
+        for key in list(self._seen):
+            if key in series:
+                continue
+            seen, _ = self._seen[key]
+            if time - seen <= self.expire[TYPE_NAMES[key[0]]]:
+                idle.add(key)
+            else:
+                del self._seen[key]
+        return idle
+
+    def _stats(self, type_: str, state: object, interval: float) -> dict:
+        if type_ == "c":
+            value, count = state
+            return {"value": float(value), "count": count, "rate": value / interval}
+        if type_ == "g":
+            last, count, low, high, total = state
+            return {"value": last, "count": count, "min": low, "max": high, "sum": total}
+        if type_ == "s":
+            return {"value": state.count, "exact": state.exact, "sketch": state.to_dict()}
         if state.__class__ is array:
-            ordered = state.tolist()  # floats in memory order: the sums run faster before the sort
-            count = len(ordered)
-            total = _fsum(ordered)
-            norm = math.hypot(*ordered)
-            squares = norm * norm
-            mean = total / count
-            # sqrt(sum((x - mean)**2) / n) in C, with hypot's extended precision
-            stddev = math.dist(ordered, [mean] * count) / math.sqrt(count)
-            ordered.sort()
-            low, high = ordered[0], ordered[-1]
-            if low == high:  # fsum([0.1] * 3) / 3 is not 0.1
-                mean, stddev = low, 0.0
-            else:
-                mean = min(max(mean, low), high)
-            stats = {}
+            return self._exact_stats(state)
+        return self._sketch_stats(state)
+
+    @staticmethod
+    def _idle_stats(type_: str, last: float | None) -> dict:
+        """What an idle, unexpired series reports (as gostatsd does)."""
+        if type_ == "c":
+            return {"value": 0.0, "count": 0, "rate": 0.0}
+        if type_ == "g":
+            return {"value": last, "count": 0, "min": last, "max": last, "sum": 0}
+        if type_ == "s":
+            return {"value": 0, "exact": True, "sketch": SetSketch().to_dict()}
+        return {"count": 0, "sum": 0.0, "sum_squares": 0.0, "exact": True}
+
+    def _exact_stats(self, state: array) -> dict:
+        ordered = state.tolist()  # floats in memory order: the sums run faster before the sort
+        count = len(ordered)
+        total = _fsum(ordered)
+        norm = math.hypot(*ordered)
+        squares = norm * norm
+        mean = total / count
+        # sqrt(sum((x - mean)**2) / n) in C, with hypot's extended precision
+        stddev = math.dist(ordered, [mean] * count) / math.sqrt(count) if math.isfinite(mean) else mean
+        sketch = Sketch(relative_error=self.relative_error, max_buckets=self.max_buckets, max_exact=0)
+        sketch._add_unchecked(ordered)
+        sketch.sum = total
+        ordered.sort()
+        low, high = ordered[0], ordered[-1]
+        if low == high:  # fsum([0.1] * 3) / 3 is not 0.1
+            mean, stddev = low, 0.0
         else:
-            ordered = state.reservoir.tolist()
-            ordered.sort()
-            count = state.count
-            total, squares = float(state.total), float(state.squares)
-            low, high = float(state.min), float(state.max)
-            mean = min(max(total / count, low), high)
-            if low == high:
-                stddev = 0.0
-            else:
-                stddev = math.sqrt(max((squares - total * mean) / count, 0.0))
-            stats = {"sampled": len(ordered)}
-        kept = len(ordered)
-        half = kept // 2
-        median = ordered[half] if kept % 2 else (ordered[half - 1] + ordered[half]) / 2
+            mean = min(max(mean, low), high)
+        half = count // 2
+        median = ordered[half] if count % 2 else (ordered[half - 1] + ordered[half]) / 2
         summary = {"count": count, "sum": total, "sum_squares": squares, "min": low, "max": high,
                    "mean": mean, "median": median, "stddev": stddev}
         for key, num, den in self._percentiles:
-            summary[key] = ordered[min(max(-(-num * kept // den), 1), kept) - 1]
-        summary.update(stats)
+            summary[key] = ordered[min(max(-(-num * count // den), 1), count) - 1]
+        summary["exact"] = True
+        summary["sketch"] = sketch.to_dict()
         if self.keep_values:
-            summary["values"] = state if state.__class__ is array else state.reservoir
+            summary["values"] = state
         return summary
+
+    def _sketch_stats(self, state: _Distribution) -> dict:
+        count, total, squares = state.count, float(state.sum), float(state.squares)
+        low, high = state.min, state.max
+        mean = min(max(total / count, low), high) if math.isfinite(total) else total
+        if low == high:
+            stddev = 0.0
+        else:
+            stddev = math.sqrt(max((squares - total * mean) / count, 0.0))
+        summary = {"count": count, "sum": total, "sum_squares": squares, "min": low, "max": high,
+                   "mean": mean, "median": state.quantile(0.5), "stddev": stddev}
+        for key, num, den in self._percentiles:
+            summary[key] = state.quantile(num / den)
+        summary["exact"] = False
+        summary["relative_error"] = relative_error_of(state.scale)
+        summary["sketch"] = state.to_dict()
+        if self.keep_values:
+            values = state.evenly_spaced(min(self.max_exact, max(1, math.ceil(count))))
+            summary["values"], summary["sampled"] = values, len(values)
+        return summary
+
+    def _dropped_non_finite(self, summary: dict) -> None:
+        self.non_finite_dropped += 1
+        self.last_non_finite.append(summary["name"])
+        del self.last_non_finite[:-_LAST_NON_FINITE]
+
+
+def _all_finite(summary: dict) -> bool:
+    """True unless a number of the summary (or of its sketch's totals) is infinite or NaN."""
+    isfinite = math.isfinite
+    for value in summary.values():
+        if value.__class__ is float and not isfinite(value):
+            return False
+    sketch = summary.get("sketch")
+    if sketch is not None:
+        for key in ("count", "sum", "zero_count"):
+            value = sketch.get(key)
+            if value.__class__ is float and not isfinite(value):
+                return False
+    return True
 
 
 def _fsum(values: Sequence[float]) -> float:
@@ -401,5 +560,6 @@ def _fsum(values: Sequence[float]) -> float:
 
 
 def _sort_key(key: tuple) -> tuple:
-    type_, name, source, tags = key
-    return (TYPE_NAMES[type_], name, source or "", source is not None, tags)
+    type_, name, source, tags = key[:4]
+    unit = key[4] if len(key) > 4 else None
+    return (TYPE_NAMES[type_], name, source or "", source is not None, tags, unit or "", unit is not None)

@@ -15,9 +15,13 @@ The payload is a msgpack array ``[version, time, records]``:
 * ``time`` -- float, Unix seconds when the client sent the batch; it is the
   timestamp of every measurement in the batch.
 * ``records`` -- array of ``[type, name, values, source, tags]``: ``type`` is
-  ``"c"`` (counter), ``"g"`` (gauge) or ``"t"`` (timer, seconds); ``values``
-  a non-empty array of the series' measurements in the order taken;
-  ``source`` a string or nil; ``tags`` an array of ``"key:value"`` strings.
+  ``"c"`` (counter), ``"g"`` (gauge) or ``"t"`` (timer, seconds), and since
+  protocol 1.1 ``"h"`` (histogram) or ``"s"`` (set, whose values are
+  members: strings or integers); ``values`` a non-empty array of the
+  series' measurements in the order taken; ``source`` a string or nil;
+  ``tags`` an array of ``"key:value"`` strings. Protocol 1.1 lets a record
+  carry a 6th element, ``weight`` (``1 / sample rate``, nil = 1), and a 7th,
+  ``unit`` (histograms only). A 1.0 record still decodes as before.
 
 Grouping a series' values into one record is what makes the client cheap:
 a hot loop of a million timer calls costs one record per batch, not a
@@ -35,11 +39,19 @@ VERSION = 1
 COUNTER, GAUGE, TIMER = "c", "g", "t"
 #: protocol 1.1 kinds (docs/PROTOCOL.md): a distribution of any quantity, and unique members
 HISTOGRAM, SET = "h", "s"
-TYPES = frozenset((COUNTER, GAUGE, TIMER))
+TYPES = frozenset((COUNTER, GAUGE, TIMER, HISTOGRAM, SET))
+#: protocol 1.0 kinds (what a receiver that predates 1.1 knows)
+TYPES_1_0 = frozenset((COUNTER, GAUGE, TIMER))
 TYPE_NAMES = {COUNTER: "counter", GAUGE: "gauge", TIMER: "timer", HISTOGRAM: "histogram", SET: "set"}
 MAX_NAME_LENGTH = 255
 MAX_TAG_LENGTH = 255
 MAX_TAGS = 64
+MAX_MEMBER_LENGTH = 255
+#: a histogram's unit (protocol 1.1): 1-64 characters of A-Za-z0-9_./%-
+UNIT_PATTERN = re.compile(r"[A-Za-z0-9_./%\-]{1,64}\Z")
+#: names, sources, tag tuples and levels already validated are remembered, up to this many each
+#: (then forgotten all at once): validation costs a lookup per record, not a regex
+MAX_REMEMBERED = 65_536
 #: the broker's default limit on a message (ZMQ_MAXMSGSIZE); clients split bigger ones
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 LEVEL_TERMINATOR = b"\x00"
@@ -106,13 +118,15 @@ class ProtocolError(ValueError):
 
 
 class Record(NamedTuple):
-    """One series' measurements within a batch."""
+    """One series' measurements within a batch (weight and unit: protocol 1.1, absent = 1 and None)."""
 
     type: str
     name: str
     values: Sequence[float]
     source: str | None
     tags: tuple[str, ...]
+    weight: float = 1
+    unit: str | None = None
 
 
 class Batch(NamedTuple):
@@ -136,15 +150,24 @@ def encode(level: str, time: float, records: Sequence[Sequence]) -> bytes:
 def decode(frame: bytes) -> Batch:
     """Parse and validate a message; raise :class:`ProtocolError` if it is not v1."""
     level, time, records = _validated_batch(frame)
-    return Batch(level, time, [_new_record(Record, record) for record in records])
+    return Batch(level, time, [_record(raw) for raw in records])
+
+
+def _record(raw: tuple) -> Record:
+    if len(raw) == 5:
+        return Record(*raw)
+    weight = raw[5]
+    return Record(*raw[:5], 1 if weight is None else weight, raw[6] if len(raw) > 6 else None)
 
 
 def decode_plain(frame: bytes) -> Batch:
-    """:func:`decode`, with each record a plain tuple in :class:`Record`'s order.
+    """:func:`decode`, with each record the plain tuple that was sent, in :class:`Record`'s order.
 
     The same validation, a third cheaper for one-value records (the worker's
     worst case), because no named tuple is built per record: what the
-    worker's ingest loop, which only unpacks records, uses.
+    worker's ingest loop, which only unpacks records, uses. A 1.0 record is
+    a 5-tuple; a 1.1 record may carry a 6th (weight, possibly None) and 7th
+    (unit) element.
     """
     return Batch(*_validated_batch(frame))
 
@@ -158,6 +181,10 @@ def _validated_batch(frame: bytes) -> tuple[str, float, tuple[tuple, ...]]:
         body = msgpack.unpackb(payload, use_list=False, raw=False, strict_map_key=True)
     except (ValueError, msgpack.UnpackException) as error:
         raise ProtocolError(f"undecodable payload: {error}") from None
+    if level not in _known_levels:
+        if not is_valid_level(level):
+            raise ProtocolError(f"bad level {_short(level)}: 1-64 characters of A-Z a-z 0-9 _ . -")
+        _remember(_known_levels, level)
     if not isinstance(body, tuple) or len(body) != 3:
         raise ProtocolError("payload is not [version, time, records]")
     version, time, records = body
@@ -168,8 +195,17 @@ def _validated_batch(frame: bytes) -> tuple[str, float, tuple[tuple, ...]]:
     return level, float(time), _validated_records(records)
 
 
-_new_record = tuple.__new__
-_STR, _TUPLE, _sum, _join = str, tuple, sum, "".join
+_STR, _TUPLE, _INT, _sum, _join = str, tuple, int, sum, "".join
+# What passed the name, source and tag rules already (see MAX_REMEMBERED).
+_known_names: set[str] = set()
+_known_tags: set[tuple[str, ...]] = set()
+_known_levels: set[str] = set()
+
+
+def _remember(known: set, item: object) -> None:
+    if len(known) >= MAX_REMEMBERED:
+        known.clear()
+    known.add(item)
 
 
 def _validated_records(records: tuple) -> tuple:
@@ -177,35 +213,87 @@ def _validated_records(records: tuple) -> tuple:
 
     The worker's hot path: one loop rather than a call per record (a Python
     call costs as much as these checks), with checks ordered and spelled for
-    speed: exact class tests, one C-level sum for the values, one C-level
-    join for the tags.
+    speed: exact class tests, one C-level sum for the values, and set
+    lookups for names, sources and tags already validated by
+    :func:`name_problem` and :func:`tags_problem` (the client's own rules).
     """
     for raw in records:
         if raw.__class__ is not _TUPLE or len(raw) != 5:
-            raise ProtocolError("record is not [type, name, values, source, tags]")
-        type_, name, values, source, tags = raw
+            head = _extended_head(raw)
+        else:
+            head = raw
+        type_, name, values, source, tags = head
         if type_.__class__ is not _STR or type_ not in TYPES:
-            raise ProtocolError(f"unknown measurement type {type_!r}")
-        if name.__class__ is not _STR or not name:
-            raise ProtocolError("record without a name")
+            raise ProtocolError(f"unknown measurement type {_short(type_)}")
+        if name.__class__ is not _STR or name not in _known_names:
+            _check_name(name, "name")
         if values.__class__ is not _TUPLE or not values:
-            raise ProtocolError(f"{name}: values must be a non-empty array of finite numbers")
-        try:
-            finite = _isfinite(_sum(values))
-        except TypeError:
-            raise ProtocolError(f"{name}: values must be finite numbers") from None
-        if not finite and not _all_finite_numbers(values):
-            raise ProtocolError(f"{name}: values must be finite numbers")
-        if source is not None and source.__class__ is not _STR:
-            raise ProtocolError(f"{name}: source must be a string or nil")
+            raise ProtocolError(f"{name}: values must be a non-empty array")
+        if type_ == SET:
+            _check_members(name, values)
+        else:
+            try:
+                finite = _isfinite(_sum(values))
+            except TypeError:
+                raise ProtocolError(f"{name}: values must be finite numbers") from None
+            if not finite and not _all_finite_numbers(values):
+                raise ProtocolError(f"{name}: values must be finite numbers")
+        if source is not None and (source.__class__ is not _STR or source not in _known_names):
+            _check_name(source, "source", name)
         if tags.__class__ is not _TUPLE:
             raise ProtocolError(f"{name}: tags must be an array of strings")
         if tags:
             try:
-                _join(tags)  # raises TypeError unless every tag is a string
-            except TypeError:
-                raise ProtocolError(f"{name}: tags must be an array of strings") from None
+                known = tags in _known_tags
+            except TypeError:  # an unhashable element: not a string anyway
+                known = False
+            if not known:
+                _check_tags(name, tags)
+        if head is not raw and raw[6:] and type_ != HISTOGRAM and raw[6] is not None:
+            raise ProtocolError(f"{name}: only histograms carry a unit")
     return records
+
+
+def _extended_head(raw: object) -> tuple:
+    """A protocol 1.1 record (6 or 7 elements): check weight and unit, return the first five."""
+    if raw.__class__ is not _TUPLE or not 5 <= len(raw) <= 7:
+        raise ProtocolError("record is not [type, name, values, source, tags(, weight(, unit))]")
+    weight = raw[5]
+    if weight is not None and (weight.__class__ not in (_INT, float) or not 0 < weight < math.inf):
+        raise ProtocolError(f"weight must be a positive finite number or nil, got {_short(weight)}")
+    if len(raw) == 7:
+        unit = raw[6]
+        if unit is not None and (unit.__class__ is not _STR or not UNIT_PATTERN.match(unit)):
+            raise ProtocolError(f"unit must be nil or 1-64 characters of A-Za-z0-9_./%-, "
+                                f"got {_short(unit)}")
+    return raw[:5]
+
+
+def _check_name(value: object, what: str, series: object = None) -> None:
+    problem = name_problem(value, what)
+    if problem:
+        raise ProtocolError(problem if series is None else f"{_short(series)}: {problem}")
+    _remember(_known_names, value)
+
+
+def _check_tags(name: str, tags: tuple) -> None:
+    try:
+        _join(tags)  # raises TypeError unless every tag is a string
+    except TypeError:
+        raise ProtocolError(f"{_short(name)}: tags must be an array of strings") from None
+    problem = tags_problem(tags)
+    if problem:
+        raise ProtocolError(f"{_short(name)}: {problem}")
+    _remember(_known_tags, tags)
+
+
+def _check_members(name: str, members: tuple) -> None:
+    """Set members: strings of 1-255 characters or integers (not booleans)."""
+    for member in members:
+        cls = member.__class__
+        if not (cls is _INT or (cls is _STR and 0 < len(member) <= MAX_MEMBER_LENGTH)):
+            raise ProtocolError(f"{_short(name)}: set members must be strings of 1-{MAX_MEMBER_LENGTH} "
+                                f"characters or integers, got {_short(member)}")
 
 
 _isfinite = math.isfinite
