@@ -535,7 +535,8 @@ def test_invalid_port_raises_at_construction(port):
         Zibrato(port=port)
 
 
-@pytest.mark.parametrize("option", [{"interval": 0}, {"hwm": 0}, {"batch": 0}, {"linger": -1}])
+@pytest.mark.parametrize("option", [{"interval": 0}, {"hwm": 0}, {"batch": 0}, {"linger": -1}, {"max_queue": 0},
+                                    {"max_buffer_bytes": 1000}, {"max_message_size": 100}])
 def test_invalid_options_raise_at_construction(option):
     with pytest.raises(ValueError):
         Zibrato(**option)

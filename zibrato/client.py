@@ -53,8 +53,6 @@ _INT64_MIN, _UINT64_LIMIT = -(1 << 63), 1 << 64  # the integers msgpack can carr
 _MAX_CACHED_SERIES = 10_000
 _UNIT = re.compile(r"[A-Za-z0-9_./%\-]{1,64}\Z")
 _random = random.random
-# Kept for code that reads the clock the timers use from here.
-from .instruments import _perf_counter  # noqa: E402
 
 
 class Zibrato:
