@@ -169,7 +169,7 @@ class Zibrato:
             self._sampled(self._cached_series(level, COUNTER, name, source, tags, rate), _number(value), rate)
             return
         try:
-            self._record(END, (self._cached_series(level, COUNTER, name, source, tags), _number(value)))
+            self._record(END, (self._plain_series(level, COUNTER, name, source, tags), _number(value)))
         except IndexError:  # the buffer is full: dropped, and counted
             self._buffer.overflow()
 
@@ -177,7 +177,7 @@ class Zibrato:
               tags: Tags = None) -> None:
         """Set a gauge to ``value`` (the last value of an interval wins)."""
         try:
-            self._record(END, (self._cached_series(level, GAUGE, name, source, tags), _number(value)))
+            self._record(END, (self._plain_series(level, GAUGE, name, source, tags), _number(value)))
         except IndexError:  # the buffer is full: dropped, and counted
             self._buffer.overflow()
 
@@ -203,7 +203,7 @@ class Zibrato:
     def set(self, level: str, name: str, member: str | int, source: str | None = None,
             tags: Tags = None) -> None:
         """Add ``member`` to a set: workers report the number of unique members per interval."""
-        self._put((self._cached_series(level, SET, name, source, tags), _member(member)))
+        self._put((self._plain_series(level, SET, name, source, tags), _member(member)))
 
     # --- lifecycle -------------------------------------------------------
 
@@ -284,24 +284,28 @@ class Zibrato:
 
     def _cached_series(self, level: str, type: str, name: str, source: str | None,
                        tags: Tags, rate: float = 1.0, unit: str | None = None) -> Series:
-        """series() for the direct calls, cached so that repeated calls skip validation.
-
-        The cache key is as short as the call: the common calls (no rate, no
-        unit) hash five fields, not seven.
-        """
-        cache_key = (level, type, name, source, tags) if rate == 1.0 and unit is None else \
-            (level, type, name, source, tags, rate, unit)
+        """series() for the direct calls, cached so that repeated calls skip validation."""
         try:
-            return self._series_cache[cache_key]
+            return self._series_cache[level, type, name, source, tags, rate, unit]
         except (KeyError, TypeError):  # TypeError: tags given as an unhashable mapping
-            key = self.series(level, type, name, source, tags, rate, unit)
-            if len(self._series_cache) >= _MAX_CACHED_SERIES:
-                self._series_cache.clear()
-            try:
-                self._series_cache[cache_key] = key
-            except TypeError:
-                pass
-            return key
+            return self._validate_and_cache((level, type, name, source, tags, rate, unit))
+
+    def _plain_series(self, level: str, type: str, name: str, source: str | None, tags: Tags) -> Series:
+        """:meth:`_cached_series` without rate or unit: the common calls' shorter path."""
+        try:
+            return self._series_cache[level, type, name, source, tags]
+        except (KeyError, TypeError):
+            return self._validate_and_cache((level, type, name, source, tags))
+
+    def _validate_and_cache(self, call: tuple) -> Series:
+        key = self.series(*call)
+        if len(self._series_cache) >= _MAX_CACHED_SERIES:
+            self._series_cache.clear()
+        try:
+            self._series_cache[call] = key
+        except TypeError:
+            pass
+        return key
 
     def _cached_instrument(self, kind: type, level: str, name: str, source: str | None,
                            tags: Tags, outcome: bool, rate: float, *value: float) -> _Instrument:

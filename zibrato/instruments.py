@@ -60,6 +60,8 @@ class _Instrument:
         self._plain = client._cached_series(level, type_, name, source, tags, self.rate)
         self.series = _add_tags(self._plain, "outcome:ok") if outcome else self._plain
         self._error_series: dict[type, Series] = {}
+        #: what a call does first: _begin, or a draw that may leave the call out
+        self._start = self._begin if self.rate == 1.0 else self._sampled_begin
 
     def _begin(self) -> object:
         return None
@@ -67,9 +69,9 @@ class _Instrument:
     def _value(self, token: Any) -> float:
         raise NotImplementedError
 
-    def _start(self) -> object:
+    def _sampled_begin(self) -> object:
         """:meth:`_begin`, or the token that says sampling left this call out."""
-        if self.rate < 1.0 and _random() >= self.rate:
+        if _random() >= self.rate:
             return _SKIPPED
         return self._begin()
 
@@ -86,7 +88,10 @@ class _Instrument:
 
     def _finish(self, token: object, error: BaseException | None) -> None:
         if token is not _SKIPPED:
-            self.client._put((self._series_for(error), self._value(token)))
+            try:
+                self.client._record(END, (self._series_for(error), self._value(token)))
+            except IndexError:  # the buffer is full: dropped, and counted
+                self.client._overflow()
 
     def __call__(self, func: F) -> F:
         if is_async(func):

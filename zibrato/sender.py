@@ -112,8 +112,11 @@ class Transport:
     def open(self) -> None:
         """Called once, in the thread that will send."""
 
-    def send(self, frame: bytes) -> bool:
-        """Take one message, without blocking; False if it cannot (it is then dropped and counted)."""
+    def send(self, frame: bytes, last: bool = True) -> bool:
+        """Take one message, without blocking; False if it cannot (it is then dropped and counted).
+
+        ``last`` marks the last message of a drain (a transport may track only those).
+        """
         raise NotImplementedError
 
     def settle(self, timeout: float) -> bool:
@@ -131,12 +134,16 @@ class Transport:
 class ZmqTransport(Transport):
     """A ZeroMQ PUSH socket that never blocks, with a bound in bytes on what ZeroMQ holds.
 
-    Every frame is sent zero-copy with a tracker, which ZeroMQ marks done when
-    it has written the frame to the connection. The frames not yet done are
-    what ZeroMQ holds for an absent broker: at most ``max_bytes`` bytes (and
-    ``hwm`` messages); a frame past that is refused, and dropped and counted
-    by the publisher. The trackers also let :meth:`settle` wait until what
-    was sent has actually left the process (``flush()`` before ``os._exit``).
+    The last frame of each drain is sent zero-copy with a tracker, which
+    ZeroMQ marks done when it has written the frame to the connection; frames
+    on one connection are written in order, so that one tracker vouches for
+    every frame of the drain (one tracker per 50 ms, not one per message:
+    tracking costs a wake-up of pyzmq's collector thread). The frames not yet
+    done are what ZeroMQ holds for an absent broker: at most ``max_bytes``
+    bytes (and ``hwm`` messages); a frame past that is refused, and dropped
+    and counted by the publisher. The trackers also let :meth:`settle` wait
+    until what was sent has actually left the process (``flush()`` before
+    ``os._exit``).
     """
 
     def __init__(self, endpoint: str, hwm: int, linger: float, max_bytes: int,
@@ -145,7 +152,8 @@ class ZmqTransport(Transport):
         self._given_context = context
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
-        self._held: deque = deque()  # (tracker, bytes, sent at) of frames ZeroMQ has not written
+        self._held: deque = deque()  # (tracker, bytes it vouches for, sent at), oldest first
+        self._untracked = 0  # bytes sent since the last tracked frame
         #: bytes of the frames ZeroMQ holds (not yet written to the broker's connection)
         self.held_bytes = 0
         self._failing = False
@@ -166,7 +174,7 @@ class ZmqTransport(Transport):
             log.error("zibrato: cannot connect to %s (%s); measurements will be dropped and counted",
                       self.endpoint, error)
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, last: bool = True) -> bool:
         if self._socket is None:
             return False
         self._forget_written()
@@ -174,13 +182,19 @@ class ZmqTransport(Transport):
             self._report_failure(f"{self.held_bytes:,} bytes already wait for the broker")
             return False
         try:
-            tracker = self._socket.send(frame, zmq.NOBLOCK, copy=False, track=True)
+            if last:
+                tracker = self._socket.send(frame, zmq.NOBLOCK, copy=False, track=True)
+            else:
+                self._socket.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError as error:
             self._report_failure("buffer full, broker unreachable" if isinstance(error, zmq.Again)
                                  else str(error))
             return False
-        self._held.append((tracker, len(frame), time.monotonic()))
         self.held_bytes += len(frame)
+        self._untracked += len(frame)
+        if last:
+            self._held.append((tracker, self._untracked, time.monotonic()))
+            self._untracked = 0
         if self._failing:
             self._failing = False
             log.warning("zibrato: sending to %s again", self.endpoint)
@@ -192,7 +206,7 @@ class ZmqTransport(Transport):
         while True:
             self._forget_written()
             if not self._held:
-                return True
+                return not self._untracked  # untracked bytes (a last frame refused): cannot tell
             now = time.monotonic()
             if now >= deadline or now - self._held[0][2] > SETTLE_WHEN_STALLED:
                 return False
@@ -206,7 +220,7 @@ class ZmqTransport(Transport):
             self._context.term()  # waits up to the linger for delivery
             self._context = None
         self._held.clear()
-        self.held_bytes = 0
+        self.held_bytes = self._untracked = 0
 
     def fork_child(self) -> "ZmqTransport":
         """A context made before fork is unusable in the child: a fresh transport of its own."""
@@ -267,11 +281,18 @@ class Publisher:
         if not grouped:
             return
         now = time.time()
-        for level, records, size in messages(grouped, self.batch):
-            self._send(level, now, records, size)
+        frames = [framed for level, records, size in messages(grouped, self.batch)
+                  for framed in self._encode(level, now, records, size)]
+        last = len(frames) - 1
+        send, tally = self.transport.send, self.tally
+        for index, (frame, size) in enumerate(frames):
+            if send(frame, index == last):
+                tally.sent += size
+            else:
+                tally.dropped += size
 
-    def _send(self, level: str, now: float, records: list, size: int) -> None:
-        """Encode and send one message; split one the broker would refuse as too large."""
+    def _encode(self, level: str, now: float, records: list, size: int) -> Iterator[tuple[bytes, int]]:
+        """(frame, measurements) for one message; split one the broker would refuse as too large."""
         tally = self.tally
         try:
             frame = protocol.encode(level, now, records)
@@ -288,12 +309,9 @@ class Publisher:
                           self.max_message_size)
                 return
             for half in halves:
-                self._send(level, now, half, sum(len(record[2]) for record in half))
+                yield from self._encode(level, now, half, sum(len(record[2]) for record in half))
             return
-        if self.transport.send(frame):
-            tally.sent += size
-        else:
-            tally.dropped += size
+        yield frame, size
 
 
 def record_of(series: tuple, values: list) -> tuple:
