@@ -4,7 +4,7 @@ One class per kind (:class:`Timer`, :class:`Counter`) is at once a decorator
 (of functions, methods, ``async def`` functions, generators and async
 generators) and a context manager. Each validates its series once, when it
 is made; a call then costs one clock read or none, one tuple and one
-C-level insert into the client's bounded buffer (see :mod:`zibrato.sender`).
+C-level append to the client's bounded buffer (see :mod:`zibrato.sender`).
 
 A decorated call keeps its start in a local variable, and each ``with`` on
 an instrument keeps its start in a per-thread, per-task stack
@@ -22,7 +22,6 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .protocol import COUNTER, TIMER
-from .sender import END
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Series, Tags, Zibrato
@@ -88,10 +87,7 @@ class _Instrument:
 
     def _finish(self, token: object, error: BaseException | None) -> None:
         if token is not _SKIPPED:
-            try:
-                self.client._record(END, (self._series_for(error), self._value(token)))
-            except IndexError:  # the buffer is full: dropped, and counted
-                self.client._overflow()
+            self.client._record((self._series_for(error), self._value(token)))
 
     def __call__(self, func: F) -> F:
         if is_async(func):
@@ -216,10 +212,7 @@ class Timer(_Instrument):
             try:
                 return func(*args, **kwargs)
             finally:
-                try:
-                    client._record(END, (series, _perf_counter() - start))
-                except IndexError:  # the buffer is full: dropped, and counted
-                    client._overflow()
+                client._record((series, _perf_counter() - start))
         return timed
 
 
@@ -241,10 +234,7 @@ class Counter(_Instrument):
             try:
                 return func(*args, **kwargs)
             finally:
-                try:
-                    client._record(END, (series, value))
-                except IndexError:  # the buffer is full: dropped, and counted
-                    client._overflow()
+                client._record((series, value))
         return counted
 
 
