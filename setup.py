@@ -17,7 +17,7 @@ setup(
     license="BSD-3-Clause",
     packages=find_packages(include=["zibrato", "zibrato.*"]),
     package_data={"zibrato.web": ["static/*"]},  # the web view's page, script and style
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "hypothesis>=6",
@@ -26,7 +26,9 @@ setup(
                  # the Graphite tests read carbon's whisper files back
                  "whisper>=1.1",
                  # the web view's tests drive the real chromium
-                 "selenium>=4.10"],
+                 "selenium>=4.10",
+                 # a real pre-fork server: the client's fork safety under gunicorn
+                 "gunicorn>=21"],
         # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
         "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
     },
@@ -47,6 +49,11 @@ setup(
     classifiers=[
         "License :: OSI Approved :: BSD License",
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: System :: Monitoring",
     ],
 )

@@ -1,0 +1,521 @@
+"""What happens to a measurement after the application recorded it.
+
+Three small parts, each with one job (the pystatsd model: one publisher owns
+the protocol, each transport only moves bytes):
+
+* :class:`Buffer`, the bounded queue between the application's threads and
+  the sender. Recording is one C-level ``deque.append`` (no lock, no Python
+  call); past half full, a small function that refuses and counts what
+  arrives when the queue is full, so that the bound is hard and every
+  refused measurement is counted.
+* :class:`Publisher`, which groups values per series, splits them into
+  protocol messages of at most ``batch`` values and ``max_message_size``
+  bytes, encodes them (:mod:`zibrato.protocol`) and hands each to a
+  transport, counting what was sent and what was dropped.
+* :class:`Sender`, the background thread that drains a buffer into a
+  publisher every ``interval`` seconds and owns the transport (ZeroMQ sockets
+  are not thread-safe, so they live in this one thread).
+
+Transports: :class:`ZmqTransport` here (a PUSH socket that never blocks and
+bounds in bytes what ZeroMQ holds), ``zibrato.testing.MemoryTransport`` for
+tests.
+"""
+from __future__ import annotations
+
+import functools
+import gc
+import itertools
+import logging
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+
+import zmq
+# Tracked frames need pyzmq's collector thread, which stops at interpreter exit from an
+# atexit hook registered when this module is imported: imported here, before the client
+# registers its own exit flush, so that flush runs first (atexit runs hooks last-in first-out).
+import zmq.utils.garbage  # noqa: F401
+
+from . import protocol
+
+__all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender"]
+
+log = logging.getLogger("zibrato.client")
+
+#: the largest queue a client may ask for
+MAX_CAPACITY = 1 << 30
+#: room past a queue's capacity for appends already under way when it switched to guarded
+SLACK = 1024
+#: queues smaller than this are always guarded (see Buffer)
+FAST_FROM = 20_000
+#: how long flush() waits for ZeroMQ to write out what it took, when ZeroMQ is writing at all
+SETTLE_WHEN_STALLED = 0.1
+
+
+class Tally:
+    """Measurements sent and dropped. Written by one thread at a time (the sender's)."""
+
+    __slots__ = ("sent", "dropped")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.dropped = 0
+
+
+class Buffer:
+    """The bounded queue of ``(series, value)`` items waiting for the sender.
+
+    A ``deque`` with ``maxlen = capacity``: memory can never exceed the bound.
+    Recording uses one of two C-level callables, which the client installs as
+    its recording path (:attr:`install` is told which):
+
+    * :attr:`fast`, ``deque.append``: the normal case, as cheap as recording
+      can be. A full deque would discard its oldest item silently, so it is
+      used only while the queue is far from full;
+    * :attr:`guarded`, a small function that appends while fewer than
+      ``capacity`` items wait and otherwise drops and counts the item
+      (:meth:`overflow`). Dearer (a Python call, about 40 ns), so it is used
+      only while the queue is more than half full (an overloaded process, or
+      a sender held up), and always for queues under ``FAST_FROM`` items.
+
+    The switch to guarded is made at once by the garbage collector's callback
+    (:func:`_guard_buffers`): CPython collects its youngest generation every
+    few hundred to few thousand allocations, and every queued item is one, so
+    a queue cannot grow from half full to full between two collections. The
+    sender checks too, at every wake (for a process that disabled the
+    collector), and switches back to fast once it has drained the queue.
+    """
+
+    def __init__(self, capacity: int, install: Callable[[Callable[[tuple], None]], None]) -> None:
+        self.capacity = capacity
+        self.soft = capacity // 2
+        # SLACK past the capacity: room for the appends of threads that fetched the fast
+        # recorder just before the switch, so that none of them can push an item out.
+        self.items: deque = deque(maxlen=capacity + SLACK)
+        self._reset_count()
+        self.guarded = self._guarded_recorder()
+        # A small queue is always guarded: half of it is not a safe margin over a collector's period.
+        self.fast = self.items.append if capacity >= FAST_FROM else self.guarded
+        self.guarding = False
+        self.install = install
+        self._unguarded_overflow_reported = False
+        _buffers.add(self)
+
+    def _guarded_recorder(self) -> Callable[[tuple], None]:
+        def guarded(item: tuple, _len=len, _items=self.items, _append=self.items.append,
+                    _capacity=self.capacity, _buffer=self) -> None:
+            if _len(_items) < _capacity:
+                _append(item)
+            else:  # full: dropped, and counted
+                _buffer.overflow()
+        return guarded
+
+    def _reset_count(self) -> None:
+        self._refusals = itertools.count()
+        #: count one refused item: one C-level next(), atomic without a lock
+        self.overflow = functools.partial(next, self._refusals)
+
+    @property
+    def overflowed(self) -> int:
+        """Items refused so far (``count``'s repr is its next value: read without consuming it)."""
+        return int(repr(self._refusals)[len("count("):-1])
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def guard(self) -> None:
+        """Record through :attr:`guarded` from now on (the queue is more than half full)."""
+        if not self.guarding:
+            self.guarding = True
+            self.install(self.guarded)
+
+    def check(self) -> None:
+        """The sender's look before each drain: guard a filling queue; report an unguarded overflow.
+
+        It installs the guarded recorder again even when the flag says so
+        already: whatever race came before, a full-ish queue is guarded from here.
+        """
+        length = len(self.items)
+        if length >= self.soft:
+            if length >= self.capacity + SLACK and not self.guarding and self.fast is not self.guarded \
+                    and not self._unguarded_overflow_reported:
+                self._unguarded_overflow_reported = True
+                log.warning("zibrato: the client's queue filled up between two garbage collections "
+                            "(is the collector disabled?); measurements it discarded are not counted")
+            self.guarding = True
+            self.install(self.guarded)
+
+    def relax(self) -> None:
+        """After a drain: back to :attr:`fast` once the queue is nearly empty."""
+        if self.guarding and len(self.items) < self.soft // 4:
+            self.guarding = False
+            self.install(self.fast)
+            if self.guarding:  # the collector's callback guarded meanwhile (another thread)
+                self.install(self.guarded)
+
+    def take(self) -> Iterator[tuple]:
+        """The items present now, oldest first, removed one by one (appends may race)."""
+        pop = self.items.popleft
+        for _ in range(len(self.items)):
+            try:
+                yield pop()
+            except IndexError:  # emptied by another taker (close() after a sender that hung)
+                return
+
+    def discard(self) -> int:
+        """Remove everything waiting; return how many (to be counted as dropped)."""
+        return sum(1 for _ in self.take())
+
+    def reset(self) -> None:
+        """After fork: the child forgets the parent's items (the parent sends them)."""
+        self.items.clear()
+        self.guarding = False
+        self._reset_count()
+
+
+_buffers: "weakref.WeakSet[Buffer]" = weakref.WeakSet()
+
+
+def _guard_buffers(phase: str, info: dict) -> None:
+    """gc callback: guard every queue more than half full (runs in the thread that allocated)."""
+    if phase == "start" and _buffers:
+        for buffer in list(_buffers):
+            if not buffer.guarding and len(buffer.items) >= buffer.soft:
+                buffer.guard()
+
+
+gc.callbacks.append(_guard_buffers)
+
+
+class Transport:
+    """Where encoded messages go. A subclass implements :meth:`send`; the rest is optional.
+
+    ``synchronous = True`` means publishing in the recording thread is fine
+    (an in-memory transport): the client then starts no sender thread.
+    """
+
+    synchronous = False
+
+    def open(self) -> None:
+        """Called once, in the thread that will send."""
+
+    def send(self, frame: bytes, last: bool = True) -> bool:
+        """Take one message, without blocking; False if it cannot (it is then dropped and counted).
+
+        ``last`` marks the last message of a drain (a transport may track only those).
+        """
+        raise NotImplementedError
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for what was sent to leave the process; True when it has."""
+        return True
+
+    def close(self, linger: float) -> None:
+        """Release what :meth:`open` made, waiting up to ``linger`` seconds for delivery."""
+
+    def fork_child(self) -> "Transport":
+        """The transport a forked child uses (sockets cannot cross a fork: a new one)."""
+        return self
+
+
+class ZmqTransport(Transport):
+    """A ZeroMQ PUSH socket that never blocks, with a bound in bytes on what ZeroMQ holds.
+
+    The last frame of each drain is sent zero-copy with a tracker, which
+    ZeroMQ marks done when it has written the frame to the connection; frames
+    on one connection are written in order, so that one tracker vouches for
+    every frame of the drain (one tracker per 50 ms, not one per message:
+    tracking costs a wake-up of pyzmq's collector thread). The frames not yet
+    done are what ZeroMQ holds for an absent broker: at most ``max_bytes``
+    bytes (and ``hwm`` messages); a frame past that is refused, and dropped
+    and counted by the publisher. The trackers also let :meth:`settle` wait
+    until what was sent has actually left the process (``flush()`` before
+    ``os._exit``).
+    """
+
+    def __init__(self, endpoint: str, hwm: int, linger: float, max_bytes: int,
+                 context: zmq.Context | None = None) -> None:
+        self.endpoint, self.hwm, self.linger, self.max_bytes = endpoint, hwm, linger, max_bytes
+        self._given_context = context
+        self._context: zmq.Context | None = None
+        self._socket: zmq.Socket | None = None
+        self._held: deque = deque()  # (tracker, bytes it vouches for, sent at), oldest first
+        self._untracked = 0  # bytes sent since the last tracked frame
+        #: bytes of the frames ZeroMQ holds (not yet written to the broker's connection)
+        self.held_bytes = 0
+        self._failing = False
+
+    def open(self) -> None:
+        try:
+            context = self._given_context
+            if context is None:
+                context = self._context = zmq.Context(io_threads=1)
+            socket = context.socket(zmq.PUSH)
+            socket.setsockopt(zmq.SNDHWM, self.hwm)
+            socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
+            socket.setsockopt(zmq.LINGER, int(self.linger * 1000))
+            socket.copy_threshold = 0  # every frame zero-copy, so that every frame is tracked
+            socket.connect(self.endpoint)
+            self._socket = socket
+        except Exception as error:  # a bad host string, no file descriptors left...
+            log.error("zibrato: cannot connect to %s (%s); measurements will be dropped and counted",
+                      self.endpoint, error)
+
+    def send(self, frame: bytes, last: bool = True) -> bool:
+        if self._socket is None:
+            return False
+        self._forget_written()
+        if self.held_bytes + len(frame) > self.max_bytes:
+            self._report_failure(f"{self.held_bytes:,} bytes already wait for the broker")
+            return False
+        try:
+            tracker = self._send_tracked(frame) if last else self._socket.send(frame, zmq.NOBLOCK)
+        except zmq.ZMQError as error:
+            self._report_failure("buffer full, broker unreachable" if isinstance(error, zmq.Again)
+                                 else str(error))
+            return False
+        self.held_bytes += len(frame)
+        self._untracked += len(frame)
+        if tracker is not None:
+            self._held.append((tracker, self._untracked, time.monotonic()))
+            self._untracked = 0
+        if self._failing:
+            self._failing = False
+            log.warning("zibrato: sending to %s again", self.endpoint)
+        return True
+
+    def _send_tracked(self, frame: bytes) -> zmq.MessageTracker | None:
+        try:
+            return self._socket.send(frame, zmq.NOBLOCK, copy=False, track=True)  # type: ignore[union-attr]
+        except RuntimeError:  # pyzmq's collector has stopped (interpreter exit): send untracked
+            self._socket.send(frame, zmq.NOBLOCK)  # type: ignore[union-attr]
+            return None
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until ZeroMQ has written every frame, unless it has stopped writing (broker away)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._forget_written()
+            if not self._held:
+                return not self._untracked  # untracked bytes (a last frame refused): cannot tell
+            now = time.monotonic()
+            if now >= deadline or now - self._held[0][2] > SETTLE_WHEN_STALLED:
+                return False
+            time.sleep(0.0005)
+
+    def close(self, linger: float) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=int(linger * 1000))
+            self._socket = None
+        if self._context is not None:
+            self._context.term()  # waits up to the linger for delivery
+            self._context = None
+        self._held.clear()
+        self.held_bytes = self._untracked = 0
+
+    def fork_child(self) -> "ZmqTransport":
+        """A context made before fork is unusable in the child: a fresh transport of its own."""
+        return ZmqTransport(self.endpoint, self.hwm, self.linger, self.max_bytes)
+
+    def _forget_written(self) -> None:
+        held = self._held
+        while held and held[0][0].done:
+            self.held_bytes -= held.popleft()[1]
+
+    def _report_failure(self, reason: str) -> None:
+        """Log the start of a failure once, not every message (logs must not flood)."""
+        if not self._failing:
+            self._failing = True
+            log.warning("zibrato: cannot queue measurements for %s (%s); dropping and counting them",
+                        self.endpoint, reason)
+
+
+class Publisher:
+    """Groups, splits, encodes and sends; counts every measurement as sent or dropped."""
+
+    def __init__(self, transport: Transport, tally: Tally, batch: int, max_message_size: int) -> None:
+        self.transport, self.tally = transport, tally
+        self.batch, self.max_message_size = batch, max_message_size
+
+    def publish(self, items: Iterable[tuple]) -> None:
+        """Send ``(series, value)`` items: one record per series, one message per level."""
+        grouped: dict[tuple, list] = {}
+        for series, value in items:
+            values = grouped.get(series)
+            if values is None:
+                grouped[series] = [value]
+            else:
+                values.append(value)
+        self._publish_grouped(grouped)
+
+    def drain(self, buffer: Buffer) -> None:
+        """:meth:`publish` what waits in ``buffer`` now (the sender's loop, inlined for speed)."""
+        items = buffer.items
+        count = len(items)
+        if not count:
+            return
+        pop = items.popleft
+        grouped: dict[tuple, list] = {}
+        try:
+            for _ in range(count):
+                series, value = pop()
+                values = grouped.get(series)
+                if values is None:
+                    grouped[series] = [value]
+                else:
+                    values.append(value)
+        except IndexError:  # emptied by close() after a sender that hung
+            pass
+        self._publish_grouped(grouped)
+
+    def _publish_grouped(self, grouped: dict[tuple, list]) -> None:
+        if not grouped:
+            return
+        now = time.time()
+        frames = [framed for level, records, size in messages(grouped, self.batch)
+                  for framed in self._encode(level, now, records, size)]
+        last = len(frames) - 1
+        send, tally = self.transport.send, self.tally
+        for index, (frame, size) in enumerate(frames):
+            try:
+                taken = send(frame, index == last)
+            except Exception:  # pragma: no cover - a transport's bug: count, log, go on
+                log.exception("zibrato: the transport failed to take a message; dropped and counted")
+                taken = False
+            if taken:
+                tally.sent += size
+            else:
+                tally.dropped += size
+
+    def _encode(self, level: str, now: float, records: list, size: int) -> Iterator[tuple[bytes, int]]:
+        """(frame, measurements) for one message; split one the broker would refuse as too large."""
+        tally = self.tally
+        try:
+            frame = protocol.encode(level, now, records)
+        except Exception as error:  # pragma: no cover - values are validated when recorded
+            tally.dropped += size
+            log.error("zibrato: cannot encode %d measurements: %s; dropped and counted", size, error)
+            return
+        if len(frame) > self.max_message_size:
+            halves = split(records)
+            if halves is None:
+                tally.dropped += size
+                log.error("zibrato: one measurement of %r is %d bytes encoded, over the %d-byte "
+                          "message limit; dropped and counted", records[0][1], len(frame),
+                          self.max_message_size)
+                return
+            for half in halves:
+                yield from self._encode(level, now, half, sum(len(record[2]) for record in half))
+            return
+        yield frame, size
+
+
+def record_of(series: tuple, values: list) -> tuple:
+    """The wire record of a series (protocol 1.1: weight and unit appended only when needed)."""
+    _level, type_, name, source, tags, weight, unit = series
+    if unit is not None:
+        return (type_, name, values, source, tags, weight, unit)
+    if weight is not None:
+        return (type_, name, values, source, tags, weight)
+    return (type_, name, values, source, tags)
+
+
+def messages(grouped: dict[tuple, list], batch: int) -> Iterator[tuple[str, list, int]]:
+    """Yield (level, records, measurement count) per message, at most ``batch`` values each."""
+    by_level: dict[str, list] = {}
+    for series, values in grouped.items():
+        by_level.setdefault(series[0], []).append((series, values))
+    for level, pairs in by_level.items():
+        chunk: list = []
+        size = 0
+        for series, values in pairs:
+            for start in range(0, len(values), batch):
+                part = values[start:start + batch] if len(values) > batch else values
+                if size + len(part) > batch and chunk:
+                    yield level, chunk, size
+                    chunk, size = [], 0
+                chunk.append(record_of(series, part))
+                size += len(part)
+        if chunk:
+            yield level, chunk, size
+
+
+def split(records: list) -> tuple[list, list] | None:
+    """Two halves of a message's records (or of its one record's values); None if one value."""
+    if len(records) > 1:
+        middle = len(records) // 2
+        return records[:middle], records[middle:]
+    record = records[0]
+    values = record[2]
+    if len(values) < 2:
+        return None
+    middle = len(values) // 2
+    return ((*record[:2], values[:middle], *record[3:]),), ((*record[:2], values[middle:], *record[3:]),)
+
+
+class Sender(threading.Thread):
+    """Drains a buffer into a publisher every ``interval`` seconds; owns the transport.
+
+    It knows the buffer, the publisher and the transport it is given, and
+    nothing of the client that made them.
+    """
+
+    def __init__(self, buffer: Buffer, publisher: Publisher, interval: float, linger: float) -> None:
+        super().__init__(name="zibrato-sender", daemon=True)
+        self.buffer, self.publisher = buffer, publisher
+        self.transport = publisher.transport
+        self.interval, self.linger = interval, linger
+        self._wake = threading.Event()
+        self._done = threading.Condition()
+        self._requested = self._completed = 0
+        self._stopping = False
+
+    def drain_now(self, timeout: float) -> bool:
+        """Publish everything recorded before this call; wait until ZeroMQ has written it.
+
+        True when it was all handed to the transport within ``timeout``. The
+        wait for the writing is skipped when the transport has stopped
+        writing (broker away): the measurements then wait in ZeroMQ.
+        """
+        deadline = time.monotonic() + timeout
+        with self._done:
+            self._requested += 1
+            wanted = self._requested
+        self._wake.set()
+        with self._done:
+            return self._done.wait_for(lambda: self._completed >= wanted,
+                                       max(0.0, deadline - time.monotonic()))
+
+    def stop(self, timeout: float) -> None:
+        self._stopping = True
+        self._wake.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        self.transport.open()
+        try:
+            while True:
+                self._wake.wait(self.interval)
+                self._wake.clear()
+                # Read before draining: a stop requested during the drain gets one more
+                # drain, for what was recorded after this one's snapshot of the queue.
+                stopping = self._stopping
+                with self._done:
+                    wanted = self._requested
+                try:
+                    self.buffer.check()
+                    self.publisher.drain(self.buffer)
+                    self.buffer.relax()
+                    if wanted > self._completed:  # someone waits in flush(): let ZeroMQ write it out
+                        self.transport.settle(SETTLE_WHEN_STALLED * 10)
+                except Exception:  # pragma: no cover - a bug here must not kill the sender
+                    log.exception("zibrato: sender failed to drain measurements")
+                with self._done:
+                    self._completed = wanted
+                    self._done.notify_all()
+                if stopping:
+                    return
+        finally:
+            self.transport.close(self.linger)
