@@ -26,6 +26,7 @@ import functools
 import gc
 import itertools
 import logging
+import signal
 import threading
 import time
 import weakref
@@ -494,6 +495,7 @@ class Sender(threading.Thread):
         self.join(timeout)
 
     def run(self) -> None:
+        _leave_signals_to_the_main_thread()
         self.transport.open()
         try:
             while True:
@@ -519,3 +521,26 @@ class Sender(threading.Thread):
                     return
         finally:
             self.transport.close(self.linger)
+
+
+#: Asynchronous signals an application may handle (or die of) in its main thread.
+_APPLICATION_SIGNALS = frozenset(
+    getattr(signal, name) for name in
+    ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGWINCH")
+    if hasattr(signal, name))
+
+
+def _leave_signals_to_the_main_thread() -> None:
+    """Block the application's signals in the sender thread.
+
+    The kernel delivers a process-directed signal to any thread that does not
+    block it. Landing on the sender, a SIGTERM would only set CPython's flag,
+    and a main thread asleep in ``time.sleep(60)`` would run its handler a
+    minute late (``Pool.terminate()`` then hangs on a busy child). Blocked
+    here, every such signal goes to a thread that can act on it.
+    """
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _APPLICATION_SIGNALS)
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - no pthread_sigmask (Windows)
+        pass
+
