@@ -18,7 +18,12 @@ setup(
     packages=find_packages(include=["zibrato", "zibrato.*"]),
     python_requires=">=3.9",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2"]},
+    extras_require={
+        "otlp": ["opentelemetry-proto>=1.20", "protobuf>=4.21"],
+        "prometheus": ["prometheus_client>=0.17"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2",
+                 "opentelemetry-proto>=1.20", "protobuf>=4.21", "prometheus_client>=0.17"],
+    },
     entry_points={
         "console_scripts": [
             "zibrato = zibrato.cli:main",
@@ -26,6 +31,8 @@ setup(
             "zibrato-console = zibrato.cli.console:main",
             "zibrato-statsd = zibrato.cli.statsd:main",
             "zibrato-librato = zibrato.cli.librato:main",
+            "zibrato-otlp = zibrato.cli.otlp:main",
+            "zibrato-prometheus = zibrato.cli.prometheus:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },

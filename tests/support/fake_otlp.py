@@ -128,7 +128,7 @@ class FakeOtlp:
         self.headers: list[dict] = []          # of every request that reached the handler
         self.attempts: list[float] = []        # monotonic arrival time of every POST
         self.violations: list[str] = []
-        self._script: list[Fail | Partial] = []
+        self._script: list[Fail | Partial | None] = []
         self._streams: dict[tuple, tuple[int, int, float]] = {}  # stream -> (start, time, value)
         self._cond = threading.Condition()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -160,8 +160,8 @@ class FakeOtlp:
     def url(self) -> str:
         return self.endpoint + PATH
 
-    def script(self, *responses: Fail | Partial) -> None:
-        """Answer the next requests with these, in order; then accept again."""
+    def script(self, *responses: Fail | Partial | None) -> None:
+        """Answer the next requests with these, in order (None: accept as usual); then accept again."""
         with self._cond:
             self._script.extend(responses)
 

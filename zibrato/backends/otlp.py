@@ -167,7 +167,8 @@ class OtlpDestination(Destination):
                                 "User-Agent": f"zibrato-otlp/{__version__}"})
         if self.compression == "gzip":
             session.headers["Content-Encoding"] = "gzip"
-        session.verify = self.ca_file or system_ca_bundle()
+        # per request, not session.verify: requests lets $REQUESTS_CA_BUNDLE override the session's
+        self._verify = self.ca_file or system_ca_bundle()
         self.session = session
         self.log.info("posting to %s (%s temporality, %s, at most %d points a request, %d headers)",
                       self.url, "cumulative" if self.mapper.cumulative else "delta", self.compression,
@@ -214,7 +215,7 @@ class OtlpDestination(Destination):
     def _send(self, body: bytes, points: int) -> None:
         f = self._figures
         try:
-            response = self.session.post(self.url, data=body, timeout=self.timeout)
+            response = self.session.post(self.url, data=body, timeout=self.timeout, verify=self._verify)
         except requests.RequestException as error:
             f["requests_failed"] += 1
             f["last_error"] = f"{error.__class__.__name__}"
