@@ -39,13 +39,13 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from .. import __version__
+from .labels import tag_pairs
 
 DELTA = pb.AGGREGATION_TEMPORALITY_DELTA
 CUMULATIVE = pb.AGGREGATION_TEMPORALITY_CUMULATIVE
 TEMPORALITIES = {"delta": DELTA, "cumulative": CUMULATIVE}
 SCOPE_NAME = "zibrato"
 DEFAULT_SERVICE_NAME = "zibrato"
-RESERVED_ATTRIBUTES = ("source", "level")
 
 
 # --- configuration from the OpenTelemetry environment variables ------------------
@@ -87,18 +87,7 @@ def resource_attributes(service_name: str | None = None, environ: dict | None = 
 
 def attribute_pairs(summary: dict) -> list[tuple[str, str]]:
     """A summary's (key, value) attributes: source, level, then its tags (see the module doc)."""
-    pairs: dict[str, str] = {}
-    for key in RESERVED_ATTRIBUTES:
-        if summary.get(key) is not None:
-            pairs[key] = str(summary[key])
-    for tag in summary.get("tags") or ():
-        key, sep, value = tag.partition(":")
-        if not sep:
-            value = "true"
-        if key in RESERVED_ATTRIBUTES:
-            key = "tag." + key
-        pairs[key] = pairs[key] + "," + value if key in pairs else value
-    return list(pairs.items())
+    return tag_pairs(summary)
 
 
 def _attributes(pairs: Iterable[tuple[str, str]]) -> list[KeyValue]:

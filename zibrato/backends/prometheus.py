@@ -1,0 +1,210 @@
+"""zibrato-prometheus: a scrape endpoint for Prometheus, plus l2met's read API, on one small HTTP server.
+
+Each interval goes into :class:`~zibrato.backends.prometheus_mapping.PrometheusState`
+(the pure mapping); the server answers from it:
+
+* ``GET /metrics``: every series, rendered by ``prometheus_client``'s
+  exposition code: the text format 0.0.4, or OpenMetrics when the scraper's
+  ``Accept`` asks for it (``prometheus_client.exposition.choose_encoder``);
+  gzip when accepted;
+* ``GET /series/<name>?source=S&offset=N``: the series' summary of the N-th
+  last interval (``offset`` 1, the default, is the last one) as JSON;
+  ``tags=k:v,k2:v2`` and ``type=timer`` pick one series when several share
+  the name and source;
+* with ``count=``, ``mean=`` or ``sum=`` (and ``tol=``, default 0) the same URL
+  is l2met's **metric assertion**: 200 when ``|actual - expected| <= tol`` for
+  every one given, 404 when not, so an uptime checker can alert on a metric.
+
+The server binds in :meth:`PrometheusDestination.connect` (127.0.0.1:9464 by
+default: loopback unless told otherwise) and runs in daemon threads; it
+never blocks delivery, which only updates the state under its lock.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Sequence
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from prometheus_client import exposition
+
+from ..destination import Destination, Interval
+from .prometheus_mapping import DEFAULT_BUCKETS, DEFAULT_EXPIRE, DEFAULT_HISTORY, PrometheusState
+
+DEFAULT_LISTEN = ("127.0.0.1", 9464)
+ASSERTIONS = ("count", "mean", "sum")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'HOST:PORT' (or ':PORT', '[::1]:PORT') -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return (host.strip("[]") or "127.0.0.1"), int(port)
+
+
+class _Collector:
+    """What prometheus_client's exposition asks for: an object with collect()."""
+
+    def __init__(self, state: PrometheusState) -> None:
+        self.state = state
+
+    def collect(self):
+        return self.state.families()
+
+
+class PrometheusDestination(Destination):
+    """Holds the running state and serves it; ``post`` only updates the state."""
+
+    name = "prometheus"
+    # Until summaries carry sketches (issue 19), bucket counts come from the raw timer values.
+    needs_values = True
+
+    def __init__(self, listen: tuple[str, int] = DEFAULT_LISTEN, *,
+                 buckets: Sequence[float] = DEFAULT_BUCKETS, expire: float = DEFAULT_EXPIRE,
+                 history: int = DEFAULT_HISTORY) -> None:
+        self.listen = listen
+        self.log = logging.getLogger("zibrato.prometheus")
+        self.state = PrometheusState(buckets=buckets, expire=expire, history=history, log=self.log)
+        self.collector = _Collector(self.state)
+        self.server: ThreadingHTTPServer | None = None
+        self._figures = {"scrapes": 0, "series_requests": 0, "intervals": 0}
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """Where the server listens (the real port when ``listen`` asked for port 0)."""
+        return self.server.server_address[:2] if self.server else self.listen
+
+    def connect(self) -> None:
+        if self.server is not None:
+            return
+        try:
+            server = ThreadingHTTPServer(self.listen, _handler(self))
+        except OSError as error:
+            raise OSError(f"cannot listen on {self.listen[0]}:{self.listen[1]}: {error.strerror}") from None
+        server.daemon_threads = True
+        self.server = server
+        threading.Thread(target=server.serve_forever, name="zibrato-prometheus-http",
+                         daemon=True).start()
+        host, port = self.address
+        self.log.info("serving /metrics and /series/<name> on http://%s:%d", host, port)
+
+    def post(self, interval: Interval) -> None:
+        if self.server is None:
+            self.connect()
+        self.state.update(interval.summaries)
+        self._figures["intervals"] += 1
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.server = None
+
+    def figures(self) -> dict:
+        host, port = self.address
+        return {**self.state.figures, **self._figures, "listen": f"{host}:{port}"}
+
+    # --- answers (called from the server's threads) ------------------------------
+
+    def metrics(self, accept: str | None) -> tuple[bytes, str]:
+        encoder, content_type = exposition.choose_encoder(accept or "")
+        self._figures["scrapes"] += 1
+        return encoder(self.collector), content_type
+
+    def series(self, name: str, query: dict[str, list[str]]) -> tuple[int, dict]:
+        """The l2met read API and metric assertion: (status, JSON body)."""
+        self._figures["series_requests"] += 1
+        one = {key: values[-1] for key, values in query.items()}
+        try:
+            offset = int(one.get("offset", "1"))
+            tol = float(one.get("tol", "0"))
+            expected = {key: float(one[key]) for key in ASSERTIONS if key in one}
+        except ValueError:
+            return 400, {"error": "offset must be an integer; count, mean, sum and tol numbers"}
+        if offset < 1:
+            return 400, {"error": "offset counts back from 1 (the last interval)"}
+        tags = [t for t in one["tags"].split(",") if t] if "tags" in one else None
+        matches = self.state.lookup(name, one.get("source"), tags, one.get("type"),
+                                    any_source="source" not in one)
+        if not matches:
+            return 404, {"error": f"no series {name!r} with source {one.get('source')!r}"}
+        if len(matches) > 1:
+            return 409, {"error": "several series match: add source=, tags= or type=",
+                         "matches": [{"type": m.key[0], "source": m.key[2], "tags": list(m.key[3])}
+                                     for m in matches]}
+        history = list(matches[0].history)
+        if offset > len(history):
+            return 404, {"error": f"offset {offset}: only {len(history)} intervals are kept"}
+        summary = history[-offset]
+        if not expected:
+            return 200, summary
+        results = {key: _check(summary, key, value, tol) for key, value in expected.items()}
+        ok = all(r["ok"] for r in results.values())
+        return (200 if ok else 404), {"ok": ok, "tol": tol, "assertions": results, "summary": summary}
+
+
+def _actual(summary: dict, key: str) -> float | None:
+    """count, sum and mean of any summary type (a counter's sum is its value)."""
+    count = summary.get("count", summary.get("value"))
+    total = summary.get("sum", summary.get("value"))
+    if key == "count":
+        return count
+    if key == "sum":
+        return total
+    mean = summary.get("mean")
+    if mean is None and count:
+        mean = total / count
+    return mean
+
+
+def _check(summary: dict, key: str, expected: float, tol: float) -> dict:
+    actual = _actual(summary, key)
+    ok = actual is not None and math.isfinite(expected) and abs(actual - expected) <= tol
+    return {"expected": expected, "actual": actual, "ok": ok}
+
+
+def _handler(destination: PrometheusDestination):
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "zibrato-prometheus"
+
+        def log_message(self, format: str, *args: object) -> None:
+            destination.log.debug("%s %s", self.address_string(), format % args)
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            try:
+                if url.path == "/metrics":
+                    body, content_type = destination.metrics(self.headers.get("Accept"))
+                    self._send(200, body, content_type)
+                elif url.path.startswith("/series/") and len(url.path) > len("/series/"):
+                    status, answer = destination.series(unquote(url.path[len("/series/"):]),
+                                                        parse_qs(url.query))
+                    self._send(status, json.dumps(answer, default=str).encode() + b"\n",
+                               "application/json")
+                elif url.path == "/":
+                    self._send(200, b"zibrato-prometheus: GET /metrics, GET /series/<name>?source=&offset=\n",
+                               "text/plain; charset=utf-8")
+                else:
+                    self._send(404, b"not found: try /metrics or /series/<name>\n", "text/plain")
+            except Exception as error:  # a bug must not kill the server thread silently
+                destination.log.exception("answering %s failed", url.path)
+                self._send(500, f"internal error: {error.__class__.__name__}\n".encode(), "text/plain")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            if len(body) > 1024 and "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                body = gzip.compress(body, compresslevel=1)
+                self.send_response(status)
+                self.send_header("Content-Encoding", "gzip")
+            else:
+                self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
