@@ -1,7 +1,7 @@
 """zibrato-librato against a real local HTTP server that enforces Librato's API rules.
 
-The first tests drive the backend object directly (``post`` as the delivery
-thread calls it); the others run client -> zibrato-broker -> zibrato-librato
+The first tests drive the destination directly (``post`` as the delivery
+thread calls it, or through its real delivery queue: tests/support/rig.py); the others run client -> zibrato-broker -> zibrato-librato
 -> FakeLibrato as real processes. Every test checks that the API token never
 appears in a log line.
 """
@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 from expecter import expect
 
-from support.daemons import run_script, stop_within, wait_until
+from support.daemons import run_script, wait_until
 from support.pipeline import DAY, WorkerPipeline, pipelines
 from support.fake_librato import FakeLibrato
+from support.rig import Rig
 from zibrato.aggregation import nearest_rank
-from zibrato.backends.librato import LibratoBackend, parse_retry_after
+from zibrato.backends.librato import Librato
 from zibrato.cli.librato import command as librato_command
+from zibrato.delivery import Backoff, parse_retry_after
 
 USER, TOKEN = "ops@example.com", "tok-7f3e9a1c-do-not-log"
 CREDENTIAL_ENV = ("ZIBRATO_LIBRATO_USERNAME", "ZIBRATO_LIBRATO_APITOKEN")
@@ -37,21 +39,22 @@ def librato():
 
 @pytest.fixture
 def make_backend(librato, caplog):
-    """LibratoBackend objects with short retry delays; the token must not be in any log record."""
+    """Librato destinations in a Rig, short retry delays; the token must not be in any log record."""
     caplog.set_level(logging.DEBUG)  # urllib3's debug lines included
     made = []
 
-    def make(fake=None, **options):
-        settings = dict(username=USER, token=TOKEN, api_url=(fake or librato).url, self_level=None,
-                        timeout=2.0, backoff_base=0.01, backoff_cap=0.05)
+    def make(fake=None, percentiles=(50, 90, 95, 99), backoff=Backoff(0.01, 0.05), **options):
+        settings = dict(api_url=(fake or librato).url, timeout=2.0)
         settings.update(options)
-        made.append(LibratoBackend(**settings))
-        made[-1].connect()
-        return made[-1]
+        rig = Rig(Librato(USER, TOKEN, **settings), percentiles=percentiles, backoff=backoff,
+                  length=60.0)
+        rig.destination.connect()
+        made.append(rig)
+        return rig
     yield make
-    for backend in made:
-        backend.close()
-        backend._context.term()
+    for rig in made:
+        rig.stop(0.1)
+        rig.destination.close()
     expect(caplog.text).does_not_contain(TOKEN)
 
 
@@ -183,7 +186,7 @@ def test_server_errors_and_429_are_retried_and_everything_arrives_exactly_once(l
     librato.fail_next(2, 500)
     librato.fail_next(1, 429)
     t, summaries = interval(backend, *[("c", f"c{i}", None, (), [i]) for i in range(1, 6)])
-    backend.post(t, summaries)
+    backend.send(t, summaries)
     expect([r["status"] for r in librato.requests()]) == [500, 500, 429, 200, 200, 200]
     expect(delivered(librato)) == [(f"c{i}", i) for i in range(1, 6)]
     expect(backend.figures_["retries"]) == 3
@@ -195,7 +198,7 @@ def test_a_timeout_is_retried(librato, make_backend):
     librato.delay_next(1, 5)  # the server sits on the first request for 5 s
     t, summaries = interval(backend, ("c", "slow", None, (), [4]))
     started = time.monotonic()
-    backend.post(t, summaries)
+    backend.send(t, summaries)
     expect(time.monotonic() - started) < 3
     expect(delivered(librato)) == [("slow", 4)]
     expect(backend.figures_["last_error_status"]) == "timeout"
@@ -240,7 +243,7 @@ def test_a_batch_rejected_throughout_costs_at_most_2n_minus_1_requests(librato, 
 def test_a_4xx_about_the_request_itself_is_retried_whole_not_bisected(librato, make_backend, caplog, status):
     backend = make_backend()
     librato.fail_next(3, status)
-    backend.post(*interval(backend, *counters(20)))
+    backend.send(*interval(backend, *counters(20)))
     expect([(r["status"], len(r["body"]["gauges"])) for r in librato.requests()]) == [
         (status, 20), (status, 20), (status, 20), (200, 20)]
     expect(delivered(librato)) == sorted((f"c{i}", i) for i in range(1, 21))
@@ -251,12 +254,10 @@ def test_a_4xx_about_the_request_itself_is_retried_whole_not_bisected(librato, m
 
 
 def test_a_wrong_api_url_keeps_the_interval_instead_of_dropping_it(librato, make_backend, caplog):
-    backend = make_backend(api_url=librato.url + "/librato", backoff_base=0.05, backoff_cap=0.1)  # 404
-    delivery = in_thread(backend.post, *interval(backend, *counters(20)))
+    backend = make_backend(api_url=librato.url + "/librato", backoff=Backoff(0.05, 0.1))  # 404
+    backend.deliver(*interval(backend, *counters(20)))
     wait_until(lambda: backend.figures_["posts_failed"] >= 3, message="three failed posts")
-    backend.stop_deadline = time.monotonic() + 0.3
-    backend.stopping.set()
-    delivery.join(5)
+    backend.stop(0.3)
     requests = librato.requests()
     expect({(r["status"], len(r["body"]["gauges"])) for r in requests}) == {(404, 20)}
     expect(backend.figures_["measurements_rejected"]) == 0
@@ -288,22 +289,25 @@ def test_series_that_meet_in_one_librato_series_are_sent_once_and_counted(librat
 def test_retry_after_is_waited_for_even_beyond_the_backoff_cap(librato, make_backend, status):
     backend = make_backend()  # backoff capped at 0.05 s
     librato.fail_next(1, status, headers={"Retry-After": "1"})
-    backend.post(*interval(backend, ("c", "patient", None, (), [1])))
+    backend.send(*interval(backend, ("c", "patient", None, (), [1])))
     first, retry = librato.requests()
     expect((first["status"], retry["status"])) == (status, 200)
     expect(retry["received"] - first["received"]) >= 1.0
 
 
-def test_retry_after_never_waits_past_the_stop_deadline(librato, make_backend):
+def test_a_retry_after_past_the_stop_deadline_is_honoured_and_the_loss_counted(librato, make_backend):
+    """The real failure of issue 12: a 503 with Retry-After: 120, then TERM. No storm, no retry."""
     backend = make_backend()
-    librato.fail_next(1, 429, headers={"Retry-After": "120"})
-    delivery = in_thread(backend.post, *interval(backend, ("c", "kept", None, (), [1])))
-    wait_until(lambda: backend.figures_["posts_failed"] == 1, message="the 429")
-    expect(stop_within(backend, delivery)) < 1.0
-    expect(delivered(librato)) == [("kept", 1)]  # one more attempt within the deadline
+    librato.fail_next(100, 503, headers={"Retry-After": "120"})
+    backend.deliver(*interval(backend, ("c", "kept", None, (), [1])))
+    wait_until(lambda: backend.figures_["posts_failed"] == 1, message="the 503")
+    expect(backend.stop(window=1.0)) < 1.0
+    expect(len(librato.requests())) == 1  # Librato said 120 s: nothing more before the deadline
+    expect(backend.figures_["measurements_lost"]) == 1
+    expect(backend.queue.counts["cut_off_intervals"]) == 1
 
 
-def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped(make_backend):
+def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped():
     now = 1_700_000_000.0
     expect(parse_retry_after("7")) == 7
     expect(parse_retry_after(formatdate(now + 30, usegmt=True), now=now)) == 30
@@ -311,71 +315,59 @@ def test_retry_after_is_read_as_seconds_or_an_http_date_and_capped(make_backend)
     expect(parse_retry_after(formatdate(now - 30, usegmt=True), now=now)) == 0
     for unreadable in (None, "", "soon"):
         expect(parse_retry_after(unreadable)) == None
-    short = make_backend(backoff_base=0.01, backoff_cap=0.05)
-    expect(short.backoff_delay(1, retry_after=1000)) == 300  # max(max_retry_delay, 300)
-    long = make_backend(backoff_base=1, backoff_cap=600)
-    expect(long.backoff_delay(1, retry_after=1000)) == 600
+    expect(Backoff(0.01, 0.05).delay(1, retry_after=1000)) == 300  # max(max_retry_delay, 300)
+    expect(Backoff(1, 600).delay(1, retry_after=1000)) == 600
 
 
-def test_a_post_still_running_when_the_stop_window_ends_counts_what_is_lost(librato, make_backend, caplog):
-    backend = make_backend(timeout=5.0, stop_timeout=0.3, percentiles=(50, 99))
+def test_a_post_still_running_when_the_stop_window_ends_counts_what_is_cut_off(librato, make_backend, caplog):
+    backend = make_backend(timeout=5.0, percentiles=(50, 99))
     librato.delay_next(1, 30)  # the first request is never answered in time
-    delivery = in_thread(backend._deliver_forever, threading.Event())
-    backend._enqueue(*interval(backend, *counters(3), time_=(int(time.time()) // 60 - 1) * 60))
+    backend.deliver(*interval(backend, *counters(3), time_=(int(time.time()) // 60 - 1) * 60))
     wait_until(lambda: backend.figures_["posts"] == 1, message="the first request in flight")
-    backend._enqueue(*interval(backend, ("t", "t", None, (), [0.1, 0.2])))  # 1 summary + 2 percentiles
-    backend.stop_deadline = time.monotonic() + 0.3
-    backend._finish_delivery(delivery)
-    expect(delivery.is_alive()) == True  # cut off inside the request
-    expect(backend.figures_["measurements_lost"]) == 3 + 3
-    expect(errors_logged(caplog, "6 measurements of 2 intervals not delivered")) != []
+    backend.deliver(*interval(backend, ("t", "t", None, (), [0.1, 0.2])))
+    backend.queue.stop(time.monotonic() + 0.3)
+    backend.thread.join(0.5)
+    expect(backend.thread.is_alive()) == True  # cut off inside the request
+    backend.queue.abandon()  # what the worker does when its stop window is over
+    expect(backend.queue.counts["cut_off_intervals"]) == 2
+    expect(backend.queue.counts["cut_off_series"]) == 3 + 1
+    expect(errors_logged(caplog, "the stop window ended with a post still running")) != []
     librato.stop()  # the request fails now: nothing is counted twice
-    delivery.join(5)
-    expect(delivery.is_alive()) == False
-    expect(backend.figures_["measurements_lost"]) == 6
+    backend.thread.join(5)
+    expect(backend.thread.is_alive()) == False
+    expect(backend.queue.counts["cut_off_series"]) == 4
 
 
-def test_the_default_timeout_fits_inside_the_stop_window(make_backend):
-    [timeout] = [p.default for p in librato_command.params if p.name == "timeout"]
-    expect(timeout) == 5.0
-    expect(timeout) < make_backend().stop_timeout
-
-
-@pytest.mark.parametrize("flush", ["0.5", "1.5"])
-def test_a_flush_interval_librato_cannot_stamp_apart_is_a_usage_error(flush):
-    result = run_script("zibrato-librato", "--flush", flush, env={USER_ENV: USER, TOKEN_ENV: TOKEN})
-    expect(result.returncode) == 2
-    expect(result.stderr).contains("--flush")
-    expect(result.stderr).contains("whole number of seconds")
-    with pytest.raises(ValueError, match="whole number of seconds"):
-        LibratoBackend(username=USER, token=TOKEN, flush_interval=float(flush), self_level=None)
+def test_the_default_timeout_fits_inside_the_stop_window():
+    defaults = {p.name: p.default for p in librato_command.params}
+    expect(defaults["timeout"]) == 5.0
+    expect(defaults["timeout"]) < defaults["stop_timeout"]
 
 
 def test_refused_credentials_are_reported_clearly_and_the_interval_kept(librato, make_backend, caplog):
     librato.token = "rotated-token"  # the account's token changed: every post gets 401
     backend = make_backend()
     t, summaries = interval(backend, ("c", "kept", None, (), [5]))
-    delivery = in_thread(backend.post, t, summaries)
+    backend.deliver(t, summaries)
     wait_until(lambda: "refused the credentials (401)" in caplog.text, message="a credentials message")
     expect(caplog.text).contains("ZIBRATO_LIBRATO_APITOKEN")
     expect(backend.figures()["healthy"]) == False
     librato.token = TOKEN  # credentials fixed: the kept interval goes through
-    delivery.join(10)
-    expect(delivery.is_alive()) == False
+    wait_until(lambda: backend.queue.counts["delivered_intervals"] == 1, message="delivery")
     expect(delivered(librato)) == [("kept", 5)]
     expect(backend.figures()["healthy"]) == True
 
 
 def test_stopping_interrupts_the_backoff_and_gives_up_by_the_deadline(librato, make_backend, caplog):
-    backend = make_backend(backoff_base=30, backoff_cap=60)
+    backend = make_backend(backoff=Backoff(30, 60))
     librato.fail_until_cleared(503)
     t, summaries = interval(backend, ("c", "a", None, (), [1]), ("c", "b", None, (), [2]))
-    delivery = in_thread(backend.post, t, summaries)
+    backend.deliver(t, summaries)
     wait_until(lambda: backend.figures_["posts_failed"] == 1, message="the first failure")
-    expect(stop_within(backend, delivery)) < 1.5
-    expect(backend.figures_["posts_failed"]) >= 2  # one more attempt after the stop signal
+    expect(backend.stop()) < 1.5
+    expect(backend.figures_["posts_failed"]) == 2  # one final attempt after the stop signal
     expect(backend.figures_["measurements_lost"]) == 2
-    expect(caplog.text).contains("gave up the interval")
+    expect(caplog.text).contains("stop deadline reached")
 
 
 # --- end to end: client -> zibrato-broker -> zibrato-librato -> FakeLibrato ----------
@@ -459,7 +451,7 @@ def test_an_outage_spanning_several_flushes_loses_nothing(pipeline, librato):
         wait_until(lambda: p.status()["flushes"] > flushes, message="the next flush")
     status = p.status()
     expect(status["healthy"]) == False
-    expect(" ".join(status["problems"])).contains("Librato delivery failing")
+    expect(" ".join(status["problems"])).contains("librato delivery failing")
     expect(status["backlog"]) >= 3
     expect(p.received()) == []
 

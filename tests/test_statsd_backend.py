@@ -1,7 +1,7 @@
 """zibrato-statsd against real sockets and the real Etsy statsd 0.9.0.
 
-The first tests drive the backend object directly (``post`` as the delivery
-thread calls it) against loopback sockets of the test's own, or the real
+The first tests drive the destination directly (``post`` as the delivery
+thread calls it, or its real delivery queue: tests/support/rig.py) against loopback sockets of the test's own, or the real
 statsd; the others run client -> zibrato-broker -> zibrato-statsd -> Etsy
 statsd as real processes and read back what statsd itself computed (through
 the capture backend of tests/support/etsy_statsd.py). No mocks, no fixed
@@ -20,10 +20,12 @@ import time
 import pytest
 from expecter import expect
 
-from support.daemons import run_script, stop_within, wait_until
+from support.daemons import run_script, wait_until
 from support.etsy_statsd import INSTALL_COMMAND, EtsyStatsd
 from support.pipeline import DAY, WorkerPipeline, pipelines
-from zibrato.backends.statsd import StatsdBackend, milliseconds, number, pack, sample_rate
+from support.rig import Rig
+from zibrato.backends.statsd import Statsd, milliseconds, number, pack, sample_rate
+from zibrato.delivery import Backoff
 
 needs_node = pytest.mark.skipif(
     shutil.which("node") is None,
@@ -125,25 +127,24 @@ def udp_receiver():
 
 @pytest.fixture
 def make_backend(caplog):
-    """StatsdBackend objects (no self-metrics, fast TCP retries), connected, closed after the test."""
+    """Statsd destinations in a Rig (fast TCP retries), connected, closed after the test."""
     caplog.set_level(logging.INFO)
     made = []
 
-    def make(port, **options):
-        settings = dict(statsd_port=port, self_level=None, backoff_base=0.01, backoff_cap=0.05,
-                        timeout=2.0)
+    def make(port, max_samples=100_000, backoff=Backoff(0.01, 0.05), **options):
+        settings = dict(timeout=2.0)
         settings.update(options)
-        backend = StatsdBackend(**settings)
-        made.append(backend)
+        rig = Rig(Statsd(port=port, **settings), max_samples=max_samples, backoff=backoff)
+        made.append(rig)
         try:
-            backend.connect()
+            rig.destination.connect()
         except OSError:
             pass  # TCP with nothing listening: post() connects
-        return backend
+        return rig
     yield make
-    for backend in made:
-        backend.close()
-        backend._context.term()
+    for rig in made:
+        rig.stop(0.1)
+        rig.destination.close()
 
 
 def interval(backend, *records, time_=T):
@@ -253,7 +254,7 @@ def test_packing_respects_the_mtu_exactly_and_sends_every_line_once(make_backend
     records.append(("g", "neg", None, (), (-3,)))
     records.append(("c", "x" * 150, None, (), (1,)))  # a line longer than the mtu
     t, summaries = interval(backend, *records)
-    units = backend.lines(summaries)
+    units = backend.destination.mapping.lines(summaries)
     expected = [line for unit in units for line in unit.split(b"\n")]
     backend.post(t, summaries)
     lines = udp_receiver.receive_lines(len(expected))
@@ -354,7 +355,7 @@ def test_udp_a_refused_datagram_is_counted_and_the_next_one_still_goes_out(make_
         receiver.close()
     f = backend.figures()
     expect((f["send_errors"], f["lines_lost"], f["lines_sent"])) == (1, 0, 2)
-    expect(f["last_error"]).contains("refused")
+    expect(f["statsd_error"]).contains("refused")
 
 
 # --- against the real Etsy statsd, without the pipeline --------------------------
@@ -378,7 +379,7 @@ def test_every_line_the_backend_makes_is_valid_for_etsy_statsd(tmp_path, make_ba
                                 ("g", "huge", None, (), (1.5e300,)),  # 301 digits, no exponent
                                 ("t", "sampled", None, (), statsd_values),
                                 ("t", "exact", None, (), (0.25, 0.0005)))
-        units = backend.lines(summaries)
+        units = backend.destination.mapping.lines(summaries)
         lines = sum(u.count(b"\n") + 1 for u in units)
         backend.post(t, summaries)
         expect(lines) == 1 + 1 + 2 + 1 + 50 + 2
@@ -541,19 +542,17 @@ def test_tcp_lines_are_newline_terminated_and_a_closed_connection_is_reopened(ma
 
 def test_tcp_keeps_the_interval_until_statsd_listens(make_backend, unused_port, caplog):
     backend = make_backend(unused_port, protocol="tcp")
-    t, summaries = interval(backend, ("c", "kept", None, (), (5,)))
-    delivery = threading.Thread(target=backend.post, args=(t, summaries), daemon=True)
-    delivery.start()
+    backend.deliver(*interval(backend, ("c", "kept", None, (), (5,))))
     wait_until(lambda: backend.figures_["send_errors"] >= 2, message="failed attempts")
     expect(backend.figures()["healthy"]) == False
+    expect(backend.figures()["problems"][0]).contains("statsd delivery failing for")
     listener = socket.create_server(("127.0.0.1", unused_port))
     try:
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(5)
             expect(conn.recv(100)) == b"kept:5|c\n"
-        delivery.join(5)
-        expect(delivery.is_alive()) == False
+        wait_until(lambda: backend.queue.counts["delivered_intervals"] == 1, message="delivered")
         expect(backend.figures()["healthy"]) == True
         expect(caplog.text).contains("connection refused")
     finally:
@@ -561,25 +560,11 @@ def test_tcp_keeps_the_interval_until_statsd_listens(make_backend, unused_port, 
 
 
 def test_stopping_gives_up_by_the_deadline_and_counts_the_loss(make_backend, unused_port, caplog):
-    backend = make_backend(unused_port, protocol="tcp", backoff_base=30, backoff_cap=60)
-    t, summaries = interval(backend, ("c", "a", None, (), (1,)), ("c", "b", None, (), (2,)))
-    delivery = threading.Thread(target=backend.post, args=(t, summaries), daemon=True)
-    delivery.start()
+    backend = make_backend(unused_port, protocol="tcp", backoff=Backoff(30, 60))
+    backend.deliver(*interval(backend, ("c", "a", None, (), (1,)), ("c", "b", None, (), (2,))))
     wait_until(lambda: backend.figures_["send_errors"] == 1, message="the first failure")
-    expect(stop_within(backend, delivery)) < 1.5
+    expect(backend.stop()) < 1.5
+    expect(backend.figures_["send_errors"]) <= 2  # at most one final attempt in the window
     expect(backend.figures_["lines_lost"]) == 2
-    expect(caplog.text).contains("gave up the interval")
-
-
-@pytest.mark.parametrize("args, complaint", [
-    (["--protocol", "sctp"], "sctp"),
-    (["--mtu", "20"], "20"),
-    (["--source-as", "label"], "label"),
-    (["--tags", "influx"], "influx"),
-    (["--retry-delay", "2", "--max-retry-delay", "1"], "must not be less than --retry-delay"),
-])
-def test_bad_flags_exit_with_usage(args, complaint):
-    result = run_script("zibrato-statsd", *args)
-    expect(result.returncode) == 2
-    expect(result.stderr).contains("Usage:")
-    expect(result.stderr).contains(complaint)
+    expect(backend.queue.counts["cut_off_series"]) == 2
+    expect(caplog.text).contains("stop deadline reached")

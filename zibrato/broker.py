@@ -55,6 +55,7 @@ class Broker:
         self.startup_grace, self.drain_seconds, self.linger = startup_grace, drain_seconds, linger
         self.started = time.time()
         self.drained = 0
+        self.control_timeout = 1.0  # seconds a status request waits for the proxy's counters
         self._context = zmq.Context(io_threads=1)
         self._ready = threading.Event()
 
@@ -83,8 +84,7 @@ class Broker:
             proxy = threading.Thread(target=self._proxy, args=(pull, pub, control),
                                      name="zibrato-proxy", daemon=True)
             proxy.start()
-            requests = context.socket(zmq.REQ)
-            requests.connect(f"inproc://broker-control-{id(self)}")
+            requests = self._control_requests()
             log.info("broker ready: clients -> %s -> workers %s", self.pull_endpoint, self.pub_endpoint)
             self._ready.set()
             try:
@@ -127,6 +127,16 @@ class Broker:
         except zmq.ZMQError as error:
             raise BrokerError(describe_bind_error(endpoint, error)) from None
 
+    def _control_requests(self) -> zmq.Socket:
+        """The REQ side of the proxy's control socket, relaxed so that a request that
+        timed out never leaves it unable to send the next one (EFSM)."""
+        requests = self._context.socket(zmq.REQ)
+        requests.setsockopt(zmq.REQ_RELAXED, 1)
+        requests.setsockopt(zmq.REQ_CORRELATE, 1)
+        requests.setsockopt(zmq.LINGER, 0)
+        requests.connect(f"inproc://broker-control-{id(self)}")
+        return requests
+
     def _proxy(self, pull: zmq.Socket, pub: zmq.Socket, control: zmq.Socket) -> None:
         try:
             zmq.proxy_steerable(pull, pub, None, control)
@@ -163,16 +173,24 @@ class Broker:
         }
 
     def _proxy_statistics(self, requests: zmq.Socket) -> dict:
-        requests.send(b"STATISTICS")
-        if not requests.poll(1000):
+        """libzmq's counters from the proxy; {} when it does not answer within ``control_timeout``."""
+        try:
+            requests.send(b"STATISTICS")
+            if not requests.poll(self.control_timeout * 1000):
+                return {}
+            frames = requests.recv_multipart()
+        except zmq.ZMQError as error:  # pragma: no cover - REQ_RELAXED prevents EFSM
+            log.warning("proxy statistics failed: %s", error)
             return {}
-        frames = requests.recv_multipart()
         return {name: struct.unpack("=Q", frame)[0] for name, frame in zip(_STAT_NAMES, frames)}
 
     def _terminate_proxy(self, requests: zmq.Socket, proxy: threading.Thread) -> None:
         if proxy.is_alive():
-            requests.send(b"TERMINATE")
-            requests.poll(1000)
+            try:
+                requests.send(b"TERMINATE")
+                requests.poll(1000)
+            except zmq.ZMQError as error:  # pragma: no cover - REQ_RELAXED prevents EFSM
+                log.error("cannot stop the proxy cleanly: %s", error)
         proxy.join(2.0)
 
     def _drain(self, pull: zmq.Socket, pub: zmq.Socket) -> None:

@@ -1,22 +1,465 @@
-"""STUB of the daemon engineer's zibrato/delivery.py (issue 12), per COMMON.md's contract.
+"""One delivery policy for every destination: backlog, retries, backoff, stop deadline, health.
 
-Only the two exceptions a destination raises. When the daemon branch
-(issue-11-12-daemon) is merged, its version of this file wins.
+The worker's receive loop :meth:`DeliveryQueue.put`\\ s each flushed interval;
+the delivery thread (:meth:`DeliveryQueue.run`) hands them to the
+destination's ``post`` one at a time, in order:
+
+* **returns**: delivered;
+* raises :class:`Retryable` (or ``OSError``: a connection refused, a timeout):
+  retried after an exponential backoff with jitter (:class:`Backoff`), at
+  least as long as the ``Retry-After`` the service asked for, while later
+  intervals wait in the bounded backlog (past ``max_backlog`` the oldest
+  *waiting* interval is dropped and counted, never the one in flight);
+* raises :class:`Rejected`, or anything else (a bug in a mapping): logged,
+  counted and dropped, so that one bad interval never blocks the rest.
+
+**Stopping.** :meth:`DeliveryQueue.stop` sets a deadline (monotonic seconds).
+From then on a wait that would end past the deadline is shortened once, for
+one final attempt, and a request's timeout (:func:`request_timeout`) never
+runs past the deadline; so a stop during an outage makes at most one attempt
+per backoff step, never a storm, and ends inside the budget. A ``Retry-After``
+that ends past the deadline is honoured: no further attempt. What the deadline
+cuts off (the interval in flight and those waiting) is counted in
+``cut_off_intervals`` / ``cut_off_series`` and logged.
 """
 from __future__ import annotations
 
+import logging
+import random
+import re
+import threading
+import time
+from collections import deque
+from datetime import timezone
+from email.utils import parsedate_to_datetime
+from typing import Callable
+
+from .destination import Destination, Interval
+from .runtime import printable, printable_repr
+
+_LOG_EVERY_N_FAILURES = 10
+_MIN_ATTEMPT_SECONDS = 0.1  # below this much time left before the deadline, no attempt is made
+_MAX_REMEMBERED_NAMES = 100_000
+LOSS_MEMORY_SECONDS = 900.0  # a lost interval keeps the worker unhealthy this long
+MIN_RETRY_AFTER_CAP = 300.0  # seconds of Retry-After honoured even when the backoff cap is less
+
 
 class Retryable(Exception):
-    """A transient failure: the runtime retries the interval with backoff."""
+    """A transient failure: the queue retries the interval after a backoff.
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    ``retry_after`` (seconds) is the service's own ``Retry-After``; ``alarm``
+    marks failures an operator must fix (credentials, a wrong URL): logged as
+    errors rather than warnings.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None, *, alarm: bool = False,
+                 status: int | str | None = None) -> None:
         super().__init__(reason)
-        self.reason, self.retry_after = reason, retry_after
+        self.reason, self.retry_after, self.alarm, self.status = reason, retry_after, alarm, status
 
 
 class Rejected(Exception):
-    """A permanent failure: the runtime logs it, counts it and drops the interval."""
+    """A permanent failure: the interval (or what is left of it) is logged, counted and dropped."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Backoff:
+    """Exponential backoff with jitter: between half and all of min(cap, base x 2^(n-1)).
+
+    A ``Retry-After`` is honoured up to ``retry_after_cap`` (by default the
+    larger of the cap and 300 s): the service knows better when to come back.
+    """
+
+    def __init__(self, base: float = 1.0, cap: float = 60.0, retry_after_cap: float | None = None,
+                 rng: random.Random | None = None) -> None:
+        if base <= 0 or cap < base:
+            raise ValueError("backoff must be positive, its cap at least its base")
+        self.base, self.cap = base, cap
+        self.retry_after_cap = max(cap, MIN_RETRY_AFTER_CAP) if retry_after_cap is None else retry_after_cap
+        self.rng = rng or random.Random()
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        delay = min(self.cap, self.base * 2 ** min(failures - 1, 60))
+        delay = self.rng.uniform(delay / 2, delay)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.retry_after_cap))
+        return delay
+
+
+def parse_retry_after(header: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110)."""
+    if not header:
+        return None
+    header = header.strip()
+    try:
+        seconds = float(header)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
+    try:
+        when = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # "-0000": UTC, as every HTTP-date is
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+# --- request timeouts that respect the stop deadline --------------------------------
+
+_current = threading.local()
+
+
+def request_timeout(limit: float) -> float:
+    """The timeout for one request of the post in progress: ``limit``, or less when stopping.
+
+    Raises :class:`Retryable` when the stop deadline leaves no time for a
+    request (the queue then gives up and counts what is cut off). Outside a
+    delivery thread it is ``limit``.
+    """
+    queue = getattr(_current, "queue", None)
+    if queue is None:
+        return limit
+    left = queue.time_left()
+    if left is None:
+        return limit
+    if left < _MIN_ATTEMPT_SECONDS:
+        raise Retryable("stop deadline reached", status="stopping")
+    return min(limit, left)
+
+
+# --- the queue ------------------------------------------------------------------------
+
+class DeliveryQueue:
+    """The bounded backlog of intervals and the thread that delivers them (see the module docstring).
+
+    Public figures (read them from any thread): :attr:`backlog` (waiting plus
+    in flight), :attr:`in_flight`, and the counters in :meth:`figures`.
+    """
+
+    def __init__(self, destination: Destination, *, max_backlog: int = 16,
+                 backoff: Backoff | None = None, log: logging.Logger | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if max_backlog < 1:
+            raise ValueError("max_backlog must be at least 1")
+        self.destination = destination
+        self.max_backlog = max_backlog
+        self.backoff = backoff or Backoff()
+        self.log = log or logging.getLogger(f"zibrato.{destination.name}")
+        self.clock = clock
+        self._waiting: deque[Interval] = deque()
+        self._in_flight: Interval | None = None
+        self._changed = threading.Condition()
+        self._closing = False
+        self._deadline: float | None = None
+        self._final_attempt = False  # while stopping: the one shortened wait is used
+        self._abandoned = False
+        self._failures = 0  # consecutive failed attempts, across intervals
+        self._alarms_logged: set = set()
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
+        self.counts = {"delivered_intervals": 0, "dropped_intervals": 0, "dropped_series": 0,
+                       "rejected_intervals": 0, "failed_attempts": 0, "retries": 0,
+                       "cut_off_intervals": 0, "cut_off_series": 0}
+        self.last_delivery: float | None = None  # the end of the last interval delivered
+        self._last_loss: tuple[float, str] | None = None  # (clock(), what) of the latest loss
+
+    # --- the receive loop's side --------------------------------------------------
+
+    def put(self, interval: Interval) -> None:
+        """Queue an interval; past ``max_backlog`` (in flight included) drop the oldest waiting."""
+        with self._changed:
+            self._waiting.append(interval)
+            while self._waiting and len(self._waiting) + (self._in_flight is not None) > self.max_backlog:
+                dropped = self._waiting.popleft()
+                self.counts["dropped_intervals"] += 1
+                self.counts["dropped_series"] += len(dropped.summaries)
+                self._lost("backlog full")
+                self.log.error("delivery backlog full (%d intervals): dropped the interval at %s "
+                               "(%d series)", self.max_backlog, iso(dropped.end), len(dropped.summaries))
+            self._changed.notify_all()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._waiting) + (self._in_flight is not None)
+
+    @property
+    def in_flight(self) -> Interval | None:
+        return self._in_flight
+
+    def waiting(self) -> list[Interval]:
+        with self._changed:
+            return list(self._waiting)
+
+    def stop(self, deadline: float) -> None:
+        """Deliver what is queued until ``deadline`` (``clock()`` seconds), then give up and count it."""
+        with self._changed:
+            self._closing = True
+            self._deadline = deadline
+            self._changed.notify_all()
+
+    def time_left(self) -> float | None:
+        """Seconds before the stop deadline; None while not stopping."""
+        deadline = self._deadline
+        return None if deadline is None else deadline - self.clock()
+
+    def abandon(self) -> None:
+        """The stop window is over with a post still running: count what will not be delivered."""
+        with self._changed:
+            if self._abandoned:
+                return
+            self._abandoned = True
+            intervals = ([self._in_flight] if self._in_flight is not None else []) + list(self._waiting)
+            self._waiting.clear()
+            self._count_cut_off(intervals, "the stop window ended with a post still running")
+
+    # --- health ---------------------------------------------------------------------
+
+    def failing_for(self) -> float | None:
+        """Seconds since delivery started failing (None: it is not failing)."""
+        since = self.failing_since
+        return None if since is None else self.clock() - since
+
+    def problems(self) -> list[str]:
+        """Why delivery is unhealthy: failing now, or an interval lost in the last 15 minutes."""
+        problems = []
+        failing = self.failing_for()
+        if failing is not None:
+            problems.append(f"{self.destination.name} delivery failing for {failing:.0f} s "
+                            f"({self.last_error})")
+        lost = self.recent_losses()
+        if lost:
+            problems.append(lost)
+        return problems
+
+    def recent_losses(self) -> str | None:
+        """The latest loss, if it happened within :data:`LOSS_MEMORY_SECONDS`."""
+        loss = self._last_loss
+        if loss is None or self.clock() - loss[0] > LOSS_MEMORY_SECONDS:
+            return None
+        c = self.counts
+        return (f"intervals lost: {c['dropped_intervals']} dropped (backlog full), "
+                f"{c['rejected_intervals']} rejected, {c['cut_off_intervals']} cut off at stop; "
+                f"the latest {self.clock() - loss[0]:.0f} s ago: {loss[1]}")
+
+    def _lost(self, what: str) -> None:
+        self._last_loss = (self.clock(), what)
+
+    def figures(self) -> dict:
+        failing = self.failing_for()
+        return {**self.counts, "backlog": self.backlog, "max_backlog": self.max_backlog,
+                "last_delivery": self.last_delivery, "last_error": self.last_error,
+                "failing_seconds": None if failing is None else round(failing, 3)}
+
+    # --- the delivery thread ------------------------------------------------------------
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name=f"zibrato-{self.destination.name}-delivery",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def run(self) -> None:
+        """Connect, then deliver each interval in order until stopped and empty (or given up)."""
+        _current.queue = self
+        try:
+            self._connect()
+            while True:
+                interval = self._next()
+                if interval is None or not self._deliver(interval):
+                    break
+            self._close()
+        finally:
+            _current.queue = None
+
+    def _close(self) -> None:
+        try:
+            self.destination.close()
+        except Exception as error:
+            self.log.error("closing the destination failed: %s", describe(error))
+
+    def _connect(self) -> None:
+        try:
+            self.destination.connect()
+        except Exception as error:
+            self.log.error("cannot connect to the destination: %s (will retry at each post)",
+                           describe(error))
+
+    def _next(self) -> Interval | None:
+        with self._changed:
+            while not self._waiting and not self._closing:
+                self._changed.wait()
+            if not self._waiting or self._abandoned:
+                return None
+            self._in_flight = self._waiting.popleft()
+            return self._in_flight
+
+    def _deliver(self, interval: Interval) -> bool:
+        """Post until delivered or dropped (True), or given up at the stop deadline (False)."""
+        while True:
+            try:
+                self.destination.post(interval)
+            except (Retryable, OSError) as error:
+                failure = error if isinstance(error, Retryable) else Retryable(describe(error))
+                if not self._wait_to_retry(failure):
+                    self._give_up(interval)
+                    return False
+                continue
+            except Rejected as rejection:
+                self._recovered()
+                self._drop(interval, rejection.reason)
+            except Exception as error:  # a bug in a mapping must not stop delivery
+                self.log.exception("posting the interval at %s failed", iso(interval.end))
+                self._drop(interval, describe(error))
+            else:
+                self._recovered()
+                self.counts["delivered_intervals"] += 1
+                self.last_delivery = interval.end
+            with self._changed:
+                self._in_flight = None
+                self._changed.notify_all()
+            return True
+
+    def _drop(self, interval: Interval, reason: str) -> None:
+        self.counts["rejected_intervals"] += 1
+        self.last_error = reason
+        self._lost(reason)
+        self.log.error("dropped the interval at %s (%d series): %s", iso(interval.end),
+                       len(interval.summaries), reason)
+
+    def _wait_to_retry(self, failure: Retryable) -> bool:
+        """Count and log the failure, then wait; False when the stop deadline says give up."""
+        self.counts["failed_attempts"] += 1
+        self.last_error = failure.reason
+        if self.failing_since is None:
+            self.failing_since = self.clock()
+        self._failures += 1
+        delay = self.backoff.delay(self._failures, failure.retry_after)
+        self._log_failure(failure, delay)
+        if not self._sleep(delay, strict=failure.retry_after is not None):
+            return False
+        self.counts["retries"] += 1
+        return True
+
+    def _sleep(self, delay: float, strict: bool) -> bool:
+        """Wait ``delay`` seconds; a stop shortens the wait once, never to a busy loop.
+
+        ``strict``: the service asked for this wait (Retry-After); if it ends
+        past the deadline, give up rather than ask again early.
+        """
+        end = self.clock() + delay
+        with self._changed:
+            while True:
+                now = self.clock()
+                if self._abandoned:
+                    return False
+                if self._deadline is not None:
+                    latest = self._deadline - _MIN_ATTEMPT_SECONDS
+                    if now >= latest:
+                        return False
+                    if end > latest:
+                        if strict or self._final_attempt:
+                            return False
+                        self._final_attempt = True
+                        end = now + (self._deadline - now) / 2  # one final attempt, half-way
+                if now >= end:
+                    return True
+                self._changed.wait(end - now)
+
+    def _log_failure(self, failure: Retryable, delay: float) -> None:
+        """The first failure, every tenth, and the first of each alarming status (as an error)."""
+        key = failure.status if failure.status is not None else failure.reason
+        new_alarm = failure.alarm and key not in self._alarms_logged
+        if new_alarm:
+            self._alarms_logged.add(key)
+        if new_alarm or self._failures == 1 or self._failures % _LOG_EVERY_N_FAILURES == 0:
+            level = self.log.error if failure.alarm else self.log.warning
+            level("%s (attempt %d failed; retrying in %.2g s, later flushes keep aggregating)",
+                  failure.reason, self._failures, delay)
+        else:
+            self.log.debug("%s; retrying in %.2g s", failure.reason, delay)
+
+    def _recovered(self) -> None:
+        if self.failing_since is not None:
+            self.log.info("%s delivery recovered after %d failed attempts over %.1f s",
+                          self.destination.name, self._failures, self.clock() - self.failing_since)
+        self._failures, self.failing_since = 0, None
+        self._alarms_logged.clear()
+
+    def _give_up(self, interval: Interval) -> None:
+        with self._changed:
+            if self._abandoned:
+                return
+            self._abandoned = True
+            intervals = [interval, *self._waiting]
+            self._waiting.clear()
+            self._in_flight = None
+            self._count_cut_off(intervals, f"last error: {self.last_error}")
+
+    def _count_cut_off(self, intervals: list[Interval], why: str) -> None:
+        series = sum(len(i.summaries) for i in intervals)
+        self.counts["cut_off_intervals"] += len(intervals)
+        self.counts["cut_off_series"] += series
+        if intervals:
+            self._lost("cut off by the stop deadline")
+            self.log.error("stop deadline reached: %d intervals (%d series) not delivered, from %s "
+                           "(%s)", len(intervals), series, iso(intervals[0].end), why)
+
+
+# --- names fitted to a destination's rules ------------------------------------------
+
+class NameFitter:
+    """Fits names to a destination's rules, caching each answer; each changed name is logged once.
+
+    ``fit(text, limit)`` returns the fitted text; the default replaces every
+    character ``invalid`` matches with ``_`` and truncates to ``limit``. The
+    cache is bounded (cleared past 100,000 names).
+    """
+
+    def __init__(self, log: logging.Logger, rule: str, invalid: re.Pattern | None = None,
+                 fit: Callable[[str, int | None], str] | None = None,
+                 destination: str = "the destination") -> None:
+        if fit is None and invalid is None:
+            raise ValueError("give a pattern of invalid characters or a fit function")
+        self.log, self.rule, self.destination = log, rule, destination
+        self._fit = fit or (lambda text, limit: invalid.sub("_", text)[:limit])
+        self.changed = 0
+        self._seen: dict[tuple, str] = {}
+
+    def __call__(self, text: str, limit: int | None = None, kind: str = "name") -> str:
+        key = (kind, text, limit)
+        fixed = self._seen.get(key)
+        if fixed is None:
+            fixed = self._fit(text, limit)
+            if len(self._seen) >= _MAX_REMEMBERED_NAMES:
+                self._seen.clear()
+            self._seen[key] = fixed
+            if fixed != text:
+                self.changed += 1
+                self.log.warning("%s %s does not fit %s's rules (%s): sent as %s", kind,
+                                 printable_repr(text), self.destination, self.rule,
+                                 printable_repr(fixed))
+        return fixed
+
+
+# --- small shared helpers -------------------------------------------------------------
+
+def describe(error: BaseException) -> str:
+    """An exception as one log-safe phrase."""
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    return printable(str(error) or error.__class__.__name__)
+
+
+def iso(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+__all__ = ["Backoff", "DeliveryQueue", "NameFitter", "Rejected", "Retryable", "describe", "iso",
+           "parse_retry_after", "printable", "request_timeout"]

@@ -1,196 +1,256 @@
-"""The worker runtime that every backend (console, statsd, Librato, yours) subclasses.
+"""The worker runtime: intake, schedule and delivery around one :class:`~zibrato.destination.Destination`.
 
-Two threads, so that a slow destination never stops the intake:
+Three threads, so that neither a slow destination nor a flood of messages
+stops the others:
 
 * the **receive loop** (the main thread, which also handles stop signals)
-  subscribes to the broker for the configured levels, validates each message
-  (:meth:`Backend.parse`), feeds the :class:`~zibrato.aggregation.Aggregator`
-  and, at every wall-clock multiple of the flush interval, hands the
-  interval's summaries over (:meth:`Backend.flush`), whether or not anything
-  arrived;
-* the **delivery thread** calls :meth:`Backend.connect` once and then
-  :meth:`Backend.post` for each interval, in order. Intervals waiting for
-  delivery form the backlog, bounded by ``max_backlog``; past it the oldest
-  interval is dropped and counted.
+  subscribes to the broker for the configured levels, validates each message,
+  applies the series rules (:mod:`zibrato.rules`), feeds the
+  :class:`~zibrato.aggregation.Aggregator` and, at every wall-clock multiple of
+  the flush interval (:class:`Schedule`), puts the interval on the delivery
+  queue, whether or not anything arrived;
+* the **delivery thread** (:class:`zibrato.delivery.DeliveryQueue`) hands each
+  interval to the destination's ``post``, retrying with backoff; intervals
+  waiting form the bounded backlog;
+* the **status thread** (:class:`zibrato.runtime.StatusServer`) answers
+  `zibrato status` at once, however busy the receive loop is.
 
-Writing a new worker means subclassing :class:`Backend` and implementing
-``post`` (and ``connect`` if the destination needs a connection); see the
-README, "Writing a new worker".
+Writing a new worker means writing a Destination; see the README, "Writing a
+new worker".
 """
 from __future__ import annotations
 
-import collections
 import logging
+import math
 import os
 import socket as _socket
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import zmq
 
 from . import protocol
 from .aggregation import Aggregator
-from .client import Zibrato
-from .runtime import RateLimitedLog, answer_status, bind_status, describe_bind_error
+from .delivery import Backoff, DeliveryQueue, iso
+from .destination import Destination, Interval
+from .rules import SeriesRules
+from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable
 
 DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
 ALL_LEVELS = "all"
 SELF_LEVEL = "zibrato"
 _POLL_MS = 100  # short, so that stop signals are noticed promptly
 _STOP_QUIET_SECONDS = 0.3  # on stop, receiving ends after this long without a message
+_BATCH_SECONDS = 0.05  # the receive loop checks the schedule at least this often
+_SILENT_FLUSHES = 3  # nothing received for this many flushes (and 30 s): unhealthy
+_MIN_SILENT_SECONDS = 30.0
 
 
-class Backend:
-    """Subscribe, validate, aggregate, flush on schedule, deliver.
+class Schedule:
+    """Flush boundaries at wall-clock multiples of the interval; counts flushes that run late.
 
-    Subclasses set :attr:`name` and implement :meth:`post`; the other
-    extension points have working defaults.
+    The clock is injected (``time.time`` by default), so the schedule is tested
+    without real time. The first interval starts at :meth:`start`, not at the
+    boundary before it, so that its rates are per second of receiving.
     """
 
-    name = "backend"
-    #: keys of ``figures_`` that a backend adds and publishes with its self-metrics
-    self_figures: tuple[str, ...] = ()
+    def __init__(self, flush_interval: float, clock: Callable[[], float] = time.time) -> None:
+        if not (flush_interval > 0 and math.isfinite(flush_interval)):
+            raise ValueError("flush interval must be a positive, finite number of seconds")
+        self.flush_interval, self.clock = flush_interval, clock
+        self.late_flushes = 0
+        self.missed_boundaries = 0
+        self.lag = 0.0  # seconds between the last boundary and its flush
+        self.max_lag = 0.0
+        self.start()
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5551, *,
+    def start(self) -> None:
+        now = self.clock()
+        self.boundary = self.next_boundary(now)
+        self.interval_start = max(self.boundary - self.flush_interval, now)
+
+    def next_boundary(self, now: float) -> float:
+        """The next multiple of the interval after ``now``, rounded to the µs (0.1 * k is 613.3000002)."""
+        return round((math.floor(now / self.flush_interval) + 1) * self.flush_interval, 6)
+
+    @property
+    def late_after(self) -> float:
+        """A flush this long after its boundary is late: half an interval, at most 1 s."""
+        return min(self.flush_interval / 2, 1.0)
+
+    def seconds_to_boundary(self) -> float:
+        return max(0.0, self.boundary - self.clock())
+
+    def due(self) -> tuple[float, float] | None:
+        """The interval ``(start, end)`` to flush now, or None; advances the schedule.
+
+        A flush later than a whole interval has missed boundaries: the interval
+        flushed then covers them all (its length says so) and they are counted.
+        """
+        now = self.clock()
+        if now < self.boundary:
+            return None
+        end = self.boundary
+        missed = math.floor((now - end) / self.flush_interval + 1e-9)
+        if missed > 0:
+            end = round(end + missed * self.flush_interval, 6)
+            self.missed_boundaries += missed
+        lag = now - self.boundary
+        self.lag = lag
+        self.max_lag = max(self.max_lag, lag)
+        if lag > self.late_after:
+            self.late_flushes += 1
+        start = self.interval_start
+        self.interval_start = end
+        self.boundary = self.next_boundary(max(now, end))
+        return start, end
+
+    def final(self) -> tuple[float, float]:
+        """The partial interval at stop: from the last boundary to now."""
+        now = self.clock()
+        return self.interval_start, max(now, self.interval_start + 1e-6)
+
+
+class Worker:
+    """Subscribe, validate, aggregate, flush on schedule and deliver to one destination."""
+
+    def __init__(self, destination: Destination, host: str = "127.0.0.1", port: int = 5551, *,
                  levels: Sequence[str] = (ALL_LEVELS,), flush_interval: float = 60.0,
                  percentiles: Sequence[float] = DEFAULT_PERCENTILES, max_samples: int = 100_000,
                  status_port: int | None = None, self_level: str | None = SELF_LEVEL,
                  broker_port: int | None = None, max_backlog: int | None = None,
                  stop_timeout: float = 8.0, hwm: int = 100_000,
-                 max_message_size: int | None = None) -> None:
-        if flush_interval <= 0:
-            raise ValueError("flush interval must be positive")
+                 max_message_size: int | None = None, rules: SeriesRules | None = None,
+                 backoff: Backoff | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.destination = destination
+        self.name = destination.name
         self.host, self.port = host, port
         self.levels = tuple(levels)
+        self.schedule = Schedule(flush_interval, clock)
         self.flush_interval = flush_interval
-        self.aggregator = Aggregator(percentiles=percentiles, max_samples=max_samples)
+        self.clock = clock
+        self.aggregator = Aggregator(percentiles=percentiles, max_samples=max_samples,
+                                     keep_values=destination.needs_values, include_interval=True)
+        self.rules = rules if rules else None
         self.status_port, self.stop_timeout = status_port, stop_timeout
         # No limit by default: the broker enforces --max-message-size on what clients send,
         # and a SUB that meets a message over its own limit drops the whole connection.
         self.hwm, self.max_message_size = hwm, max_message_size
-        # 15 minutes of intervals by default, so an outage that long loses nothing.
-        self.max_backlog = max_backlog or max(16, int(900 / flush_interval) + 1)
         self.log = logging.getLogger(f"zibrato.{self.name}")
+        # 15 minutes of intervals by default, so an outage that long loses nothing.
+        self.delivery = DeliveryQueue(destination, log=self.log, backoff=backoff,
+                                      max_backlog=max_backlog or max(16, int(900 / flush_interval) + 1))
         self._malformed_log = RateLimitedLog(self.log)
-        self._backlog: collections.deque = collections.deque()
-        self._backlog_ready = threading.Condition()
-        self._delivering = False
-        self._closing = False  # set at stop: the delivery thread ends once the backlog is empty
-        #: set when the worker is stopping: a backend that retries should stop waiting
-        #: between attempts and give up by :attr:`stop_deadline` (time.monotonic()).
-        self.stopping = threading.Event()
-        self.stop_deadline: float | None = None
+        self._late_log = RateLimitedLog(self.log, every=60.0)
         self.figures_ = {"received": 0, "measurements": 0, "malformed": 0, "flushes": 0,
-                         "series_flushed": 0, "dropped_intervals": 0, "delivery_failures": 0,
-                         "last_flush": None, "last_flush_seconds": None, "last_delivery": None}
+                         "series_flushed": 0, "unread_at_stop": 0,
+                         "last_flush": None, "last_flush_seconds": None, "last_received": None}
         self.started = time.time()
         if self_level and not protocol.is_valid_level(self_level):
             raise ValueError(f"invalid self-metrics level {self_level!r}")
         #: the level this worker's own figures are published under (None: not published)
         self.self_level = self_level or None
-        self._context = zmq.Context(io_threads=1)
-        self._self_client = self._make_self_client(self_level, broker_port)
+        self.broker_port = broker_port
+        self._self_client = None
 
-    # --- extension points ------------------------------------------------
-
-    def connect(self) -> None:
-        """Open the connection to the destination (called once, in the delivery thread)."""
-
-    def parse(self, frame: bytes) -> protocol.Batch:
-        """Turn one broker message into a batch; raise ProtocolError when it is not one.
-
-        Its records are (type, name, values, source, tags) tuples, plain ones
-        by default (:func:`zibrato.protocol.decode_plain`, for speed).
-        """
-        return protocol.decode_plain(frame)
-
-    def flush(self, time: float, interval: float) -> None:
-        """Close the interval ending at ``time``: summarise it and queue it for delivery."""
-        started = _monotonic()
-        summaries = self.aggregator.flush(time, interval)
-        self._enqueue(time, summaries)
-        elapsed = _monotonic() - started
-        f = self.figures_
-        f["flushes"] += 1
-        f["series_flushed"] += len(summaries)
-        f["last_flush"], f["last_flush_seconds"] = time, round(elapsed, 6)
-        self._report_self(len(summaries), elapsed)
-
-    def post(self, time: float, summaries: list[dict]) -> None:
-        """Deliver one interval's summaries to the destination (delivery thread).
-
-        Raise to report a failure; the runtime logs it and counts it.
-        Backends that retry keep the interval themselves.
-        """
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Release the destination's resources (delivery thread, at exit)."""
-
-    # --- running ---------------------------------------------------------
+    # --- figures ------------------------------------------------------------------
 
     @property
     def broker_endpoint(self) -> str:
         return f"tcp://{self.host}:{self.port}"
 
     def figures(self) -> dict:
-        """What `zibrato status` shows for this worker."""
+        """What `zibrato status` shows for this worker (called from the status thread)."""
         f = dict(self.figures_)
         now = time.time()
-        stale = f["last_flush"] is not None and now - f["last_flush"] > 3 * self.flush_interval + 5
-        problems = []
-        if stale:
-            problems.append(f"no flush for {now - f['last_flush']:.0f} s")
-        if len(self._backlog) > self.max_backlog // 2:
-            problems.append(f"delivery backlog {len(self._backlog)} of {self.max_backlog} intervals")
+        problems = self._problems(now)
+        destination = dict(self.destination.figures())
+        problems += destination.pop("problems", [])
+        problems += self.delivery.problems()
+        schedule = self.schedule
+        f.update(destination)
+        f.update(self.delivery.figures())
         f.update(role=self.name, broker=self.broker_endpoint, levels=list(self.levels),
-                 flush_interval=self.flush_interval, backlog=len(self._backlog),
-                 series_held=len(self.aggregator), uptime_seconds=round(now - self.started, 3),
-                 healthy=not problems, problems=problems)
+                 flush_interval=self.flush_interval, series_held=len(self.aggregator),
+                 late_flushes=schedule.late_flushes, missed_boundaries=schedule.missed_boundaries,
+                 flush_lag_seconds=round(schedule.lag, 6), max_flush_lag_seconds=round(schedule.max_lag, 6),
+                 uptime_seconds=round(now - self.started, 3), healthy=not problems, problems=problems)
+        if self.rules:
+            f.update(rules=self.rules.describe(), measurements_dropped_by_rules=self.rules.measurements_dropped,
+                     tags_dropped_by_rules=self.rules.tags_dropped)
         return f
+
+    def _problems(self, now: float) -> list[str]:
+        f, problems = self.figures_, []
+        if f["last_flush"] is not None and now - f["last_flush"] > 3 * self.flush_interval + 5:
+            problems.append(f"no flush for {now - f['last_flush']:.0f} s")
+        silent_after = max(_SILENT_FLUSHES * self.flush_interval, _MIN_SILENT_SECONDS)
+        heard = f["last_received"] or self.started
+        if now - heard > silent_after:
+            problems.append(f"nothing received from the broker at {self.broker_endpoint} for "
+                            f"{now - heard:.0f} s: is the broker running there (--host, --port), "
+                            "and is anything sending?")
+        backlog, most = self.delivery.backlog, self.delivery.max_backlog
+        if backlog > most // 2:
+            problems.append(f"delivery backlog {backlog} of {most} intervals")
+        if self.schedule.lag > self.flush_interval:
+            problems.append(f"flushes run {self.schedule.lag:.1f} s late: the worker cannot keep up")
+        return problems
+
+    # --- running ------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> int:
         """Receive and flush until ``stop`` is set; flush once more, deliver, return an exit code."""
+        context = zmq.Context(io_threads=1)
         try:
-            status = self._bind_status()
-        except RuntimeError as error:
-            self.log.error("%s", error)
+            status = StatusServer(context, "127.0.0.1", self.status_port, self.figures)
+        except zmq.ZMQError as error:
+            self.log.error("%s", describe_bind_error(f"tcp://127.0.0.1:{self.status_port}", error))
+            context.term()
             return 1
-        sub = self._subscribe()
-        delivery = threading.Thread(target=self._deliver_forever, args=(stop,),
-                                    name=f"zibrato-{self.name}-delivery", daemon=True)
-        delivery.start()
+        self._self_client = self._make_self_client()
+        sub = self._subscribe(context)
+        status.start()
+        delivery = self.delivery.start()
         self.log.info("%s worker: levels %s from %s, flushing every %g s", self.name,
                       ",".join(self.levels), self.broker_endpoint, self.flush_interval)
+        stopped = None
         try:
-            self._receive_until(stop, sub, status)
-            # The stop budget counts from the signal: receiving the last messages is part of it.
-            self.stop_deadline = time.monotonic() + self.stop_timeout
-            self._receive_what_arrived(sub)
+            self.schedule.start()
+            self._receive_until(stop, sub)
+            # The stop budget counts from the signal: receiving what is queued is part of it.
+            stopped = time.monotonic()
+            self._receive_what_is_queued(sub, stopped + self.stop_timeout / 2)
         finally:
             self._final_flush()
-            self._finish_delivery(delivery)
+            self._finish_delivery(delivery, stopped or time.monotonic())
             sub.close(linger=0)
-            if status is not None:
-                status.close(linger=0)
+            status.close()
             if self._self_client is not None:
                 self._self_client.close(timeout=1.0)
-            self._context.term()
+            context.term()
             self.log.info("%s worker stopped", self.name)
         return 0
 
-    def next_boundary(self, now: float) -> float:
-        """The next wall-clock multiple of the flush interval after ``now``.
+    def flush(self, start: float, end: float) -> Interval:
+        """Close the interval ``(start, end)``: summarise it and queue it for delivery."""
+        started = time.perf_counter()
+        summaries = self.aggregator.flush(end, max(end - start, 1e-6))
+        interval = Interval(start, end, summaries)
+        self.delivery.put(interval)
+        elapsed = time.perf_counter() - started
+        f = self.figures_
+        f["flushes"] += 1
+        f["series_flushed"] += len(summaries)
+        f["last_flush"], f["last_flush_seconds"] = end, round(elapsed, 6)
+        self._report_self(len(summaries), elapsed)
+        return interval
 
-        Rounded to the microsecond: in floats, 0.1 * k is 613.3000002.
-        """
-        return round((int(now / self.flush_interval) + 1) * self.flush_interval, 6)
+    # --- receive loop ------------------------------------------------------------------
 
-    # --- receive loop ------------------------------------------------------
-
-    def _subscribe(self) -> zmq.Socket:
-        sub = self._context.socket(zmq.SUB)
+    def _subscribe(self, context: zmq.Context) -> zmq.Socket:
+        sub = context.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, self.hwm)
         if self.max_message_size is not None:
             sub.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
@@ -203,78 +263,83 @@ class Backend:
         sub.connect(self.broker_endpoint)
         return sub
 
-    def _bind_status(self) -> zmq.Socket | None:
-        try:
-            return bind_status(self._context, "127.0.0.1", self.status_port)
-        except zmq.ZMQError as error:
-            raise RuntimeError(describe_bind_error(f"tcp://127.0.0.1:{self.status_port}", error))
-
-    def _receive_until(self, stop: threading.Event, sub: zmq.Socket,
-                       status: zmq.Socket | None) -> None:
-        """Receive, flushing at each boundary, until ``stop``.
-
-        The first interval starts now, not at the boundary before the worker
-        existed, so that its rates are per second of receiving.
-        """
-        poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
-        if status is not None:
-            poller.register(status, zmq.POLLIN)
-        now = time.time()
-        boundary = self.next_boundary(now)
-        self._interval_start = max(boundary - self.flush_interval, now)
+    def _receive_until(self, stop: threading.Event, sub: zmq.Socket) -> None:
+        """Receive, flushing at each boundary, until ``stop``."""
+        schedule = self.schedule
         while not stop.is_set():
-            wait = max(0.0, min(boundary - time.time(), _POLL_MS / 1000))
-            ready = dict(poller.poll(wait * 1000))
-            if sub in ready:
+            wait = min(schedule.seconds_to_boundary(), _POLL_MS / 1000)
+            if sub.poll(wait * 1000):
                 self._receive_available(sub)
-            if status is not None and status in ready:
-                answer_status(status, self.figures)
-            now = time.time()
-            if now >= boundary:
-                # at least 1 µs: the rounding may put the first boundary a hair before the start
-                self.flush(boundary, max(boundary - self._interval_start, 1e-6))
-                self._interval_start = boundary
-                boundary = self.next_boundary(now)
+            due = schedule.due()
+            if due is not None:
+                self.flush(*due)
+                if schedule.lag > schedule.late_after:
+                    self._late_log.warning(
+                        "flush of the interval at %s ran %.2f s late (%d late flushes, %d boundaries "
+                        "merged so far): the worker is not keeping up with what it receives",
+                        iso(due[1]), schedule.lag, schedule.late_flushes, schedule.missed_boundaries)
 
-    def _receive_what_arrived(self, sub: zmq.Socket, quiet: float = _STOP_QUIET_SECONDS,
-                              most: float = 1.0) -> None:
+    def _receive_what_is_queued(self, sub: zmq.Socket, read_until: float) -> None:
         """On stop: take what the broker sends, until quiet, so the final flush has it.
 
         ``supervisorctl stop all`` signals the broker and the workers at once,
         and the broker forwards what it drains from clients up to about 0.2 s
-        later (it notices the signal within 0.1 s, then drains). The quiet gap
-        that ends this is longer than that, so those messages are not lost.
+        later; the quiet gap that ends this is longer than that. A worker that
+        is behind reads what is queued for up to half its stop budget; what it
+        cannot read by then is counted (``unread_at_stop``) and logged, never
+        dropped silently.
         """
-        deadline = time.monotonic() + most
-        while time.monotonic() < deadline and sub.poll(quiet * 1000):
+        while time.monotonic() < read_until and sub.poll(_STOP_QUIET_SECONDS * 1000):
             self._receive_available(sub)
+        left = 0
+        give_up = time.monotonic() + min(1.0, self.stop_timeout / 8)
+        while time.monotonic() < give_up:
+            try:
+                sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                if not sub.poll(10):
+                    break
+                continue
+            left += 1
+        if left:
+            self.figures_["unread_at_stop"] += left
+            self.log.error("stopping: %d messages queued from the broker were not read within half "
+                           "the stop budget (%g s) and are lost (unread_at_stop)", left,
+                           self.stop_timeout / 2)
 
     def _receive_available(self, sub: zmq.Socket, limit: int = 10_000) -> None:
-        """Take what is queued now (bounded, so flushes stay on schedule)."""
+        """Take what is queued now, bounded in count and time so that flushes stay on schedule."""
+        until = time.perf_counter() + _BATCH_SECONDS
+        received = 0
         for _ in range(limit):
             try:
                 frame = sub.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
+            received += 1
             if sub.getsockopt(zmq.RCVMORE):
                 self._discard_rest(sub)
                 self._malformed("multipart message")
                 continue
             self.ingest(frame)
+            if not received % 64 and time.perf_counter() > until:
+                break
+        if received:
+            self.figures_["last_received"] = time.time()
 
     def ingest(self, frame: bytes) -> None:
         """Validate one message and aggregate its records; count and log what is malformed."""
         self.figures_["received"] += 1
         try:
-            batch = self.parse(frame)
+            batch = protocol.decode_plain(frame)
         except protocol.ProtocolError as error:
             self._malformed(str(error))
             return
-        except Exception as error:  # a parse() that misses a case must not stop the worker
+        except Exception as error:  # a decoder that misses a case must not stop the worker
             self._malformed(f"unparseable ({error.__class__.__name__}: {error})")
             return
-        self.figures_["measurements"] += self.aggregator.add_records(batch.records)
+        records = batch.records if self.rules is None else self.rules.apply(batch.records)
+        self.figures_["measurements"] += self.aggregator.add_records(records)
 
     def _discard_rest(self, sub: zmq.Socket) -> None:
         while sub.getsockopt(zmq.RCVMORE):
@@ -283,101 +348,53 @@ class Backend:
     def _malformed(self, reason: str) -> None:
         self.figures_["malformed"] += 1
         self._malformed_log.warning("dropped malformed message: %s (%d malformed so far)",
-                                    reason, self.figures_["malformed"])
+                                    printable(reason), self.figures_["malformed"])
 
     def _final_flush(self) -> None:
         """On stop: the partial interval is flushed too (the last minute must not be lost)."""
-        now = time.time()
-        start = getattr(self, "_interval_start", now)
         if len(self.aggregator):
-            self.flush(now, max(now - start, 1e-6))
+            self.flush(*self.schedule.final())
 
-    # --- delivery ----------------------------------------------------------
-
-    def _enqueue(self, time: float, summaries: list[dict]) -> None:
-        """Queue an interval; past ``max_backlog`` (the one in flight included) drop the oldest waiting.
-
-        The interval being delivered is ``_backlog[0]`` until its post returns:
-        dropping it would count as lost an interval that still arrives.
-        """
-        with self._backlog_ready:
-            self._backlog.append((time, summaries))
-            while len(self._backlog) > self.max_backlog:
-                oldest_waiting = 1 if self._delivering else 0
-                dropped_time, dropped = self._backlog[oldest_waiting]
-                del self._backlog[oldest_waiting]
-                self.figures_["dropped_intervals"] += 1
-                self.log.error("delivery backlog full (%d intervals): dropped the interval at %s "
-                               "(%d series)", self.max_backlog, _iso(dropped_time), len(dropped))
-            self._backlog_ready.notify()
-
-    def _deliver_forever(self, stop: threading.Event) -> None:
-        try:
-            self.connect()
-        except Exception as error:
-            self.log.error("cannot connect to the destination: %s (will retry at each post)", error)
-        while True:
-            with self._backlog_ready:
-                while not self._backlog and not self._closing:
-                    self._backlog_ready.wait()
-                if not self._backlog:
-                    return
-                time_, summaries = self._backlog[0]
-                self._delivering = True
-            try:
-                self.post(time_, summaries)
-                self.figures_["last_delivery"] = time_
-            except Exception as error:
-                self.figures_["delivery_failures"] += 1
-                self.log.error("delivery of the interval at %s failed: %s", _iso(time_), error)
-            finally:
-                with self._backlog_ready:
-                    if self._backlog and self._backlog[0][0] == time_:
-                        self._backlog.popleft()
-                    self._delivering = False
-                    self._backlog_ready.notify_all()
-
-    def _finish_delivery(self, delivery: threading.Thread) -> None:
+    def _finish_delivery(self, delivery: threading.Thread, stopped: float) -> None:
         """Give delivery what is left of ``stop_timeout`` since the stop (supervisord's stopwaitsecs is 10)."""
-        if self.stop_deadline is None:
-            self.stop_deadline = time.monotonic() + self.stop_timeout
-        self.stopping.set()
-        with self._backlog_ready:
-            self._closing = True
-            self._backlog_ready.notify_all()
-        delivery.join(max(0.0, self.stop_deadline - time.monotonic()) + 0.5)
+        deadline = stopped + self.stop_timeout
+        self.delivery.stop(deadline)
+        delivery.join(max(0.0, deadline - time.monotonic()) + 0.2)
         if delivery.is_alive():
-            self.log.error("stopping with %d intervals undelivered after %g s",
-                           len(self._backlog), self.stop_timeout)
-        else:
-            try:
-                self.close()
-            except Exception as error:  # pragma: no cover
-                self.log.error("closing the destination failed: %s", error)
+            self.delivery.abandon()
 
-    # --- self-observation ----------------------------------------------------
+    # --- self-observation -----------------------------------------------------------
 
-    def _make_self_client(self, level: str | None, broker_port: int | None) -> Zibrato | None:
+    def _make_self_client(self):
         """Workers measure themselves through the broker, under their own level."""
-        if not level:
+        if not self.self_level:
             return None
-        port = broker_port if broker_port is not None else self.port - 1
+        from .client import Zibrato
+        port = self.broker_port if self.broker_port is not None else self.port - 1
         return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()})
+
+    def self_figures(self, series: int) -> dict[str, float]:
+        """The gauges this worker publishes about itself after each flush."""
+        f, q, s = self.figures_, self.delivery.counts, self.schedule
+        figures = {"received": f["received"], "malformed": f["malformed"],
+                   "measurements": f["measurements"], "series_flushed": series,
+                   "backlog": self.delivery.backlog, "dropped_intervals": q["dropped_intervals"],
+                   "cut_off_intervals": q["cut_off_intervals"], "late_flushes": s.late_flushes,
+                   "flush_lag": s.lag}
+        for key in getattr(self.destination, "self_figures", ()):
+            value = self.destination.figures().get(key)
+            if isinstance(value, (int, float)):
+                figures[key] = value
+        return figures
 
     def _report_self(self, series: int, elapsed: float) -> None:
         client = self._self_client
         if client is None:
             return
-        f, level, prefix = self.figures_, self.self_level, f"zibrato.{self.name}"
-        client.gauge(level, f"{prefix}.received", f["received"])
-        client.gauge(level, f"{prefix}.malformed", f["malformed"])
-        client.gauge(level, f"{prefix}.measurements", f["measurements"])
-        client.gauge(level, f"{prefix}.series_flushed", series)
-        client.gauge(level, f"{prefix}.backlog", len(self._backlog))
-        client.gauge(level, f"{prefix}.dropped_intervals", f["dropped_intervals"])
+        level, prefix = self.self_level, f"zibrato.{self.name}"
+        for key, value in self.self_figures(series).items():
+            client.gauge(level, f"{prefix}.{key}", value)
         client.timing(level, f"{prefix}.flush_duration", elapsed)
-        for key in self.self_figures:
-            client.gauge(level, f"{prefix}.{key}", f[key])
 
 
 def parse_levels(text: str) -> tuple[str, ...]:
@@ -398,7 +415,7 @@ def parse_percentiles(text: str | Iterable[float]) -> tuple[float, ...]:
     except ValueError:
         raise ValueError(f"percentiles must be numbers, e.g. 50,90,99.9; got {text!r}") from None
     for p in values:
-        if not 0 < p <= 100:
+        if not 0 < p <= 100:  # also NaN
             raise ValueError(f"percentile {p:g} is outside (0, 100]")
     return values
 
@@ -407,9 +424,5 @@ def _hostname() -> str:
     return _socket.gethostname().split(".")[0] or str(os.getpid())
 
 
-def _monotonic() -> float:
-    return time.perf_counter()
-
-
-def _iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+__all__ = ["ALL_LEVELS", "DEFAULT_PERCENTILES", "SELF_LEVEL", "Schedule", "Worker", "parse_levels",
+           "parse_percentiles"]

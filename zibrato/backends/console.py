@@ -6,29 +6,42 @@ import sys
 import time
 from typing import TextIO
 
-from ..worker import Backend
+from ..destination import Destination, Interval
 
 _TIMER_COLUMNS = ("count", "mean", "median", "min", "max", "stddev")
+FORMATS = ("table", "json")
 
 
-class ConsoleBackend(Backend):
-    """The worker a newcomer runs first; ``--format json`` is a stable format for tools."""
+class Console(Destination):
+    """The worker a newcomer runs first; ``--format json`` is a stable format for tools.
+
+    The mapping is :func:`json_lines` or :func:`table`; the transport, a text stream.
+    """
 
     name = "console"
 
-    def __init__(self, *args, format: str = "table", stream: TextIO | None = None, **kwargs) -> None:
-        if format not in ("table", "json"):
+    def __init__(self, format: str = "table", stream: TextIO | None = None) -> None:
+        if format not in FORMATS:
             raise ValueError(f"unknown format {format!r} (table or json)")
-        super().__init__(*args, **kwargs)
-        self.aggregator.include_interval = True  # JSON readers can check rate = value / interval
         self.format = format
-        self.stream = stream or sys.stdout
+        self.stream = stream
+        self.lines_written = 0
 
-    def post(self, time: float, summaries: list[dict]) -> None:
-        text = json_lines(summaries) if self.format == "json" else table(time, summaries)
+    def render(self, interval: Interval) -> str:
+        if self.format == "json":
+            return json_lines(interval.summaries)
+        return table(interval.end, interval.summaries)
+
+    def post(self, interval: Interval) -> None:
+        text = self.render(interval)
         if text:
-            self.stream.write(text)
-            self.stream.flush()
+            stream = self.stream or sys.stdout
+            stream.write(text)
+            stream.flush()
+            self.lines_written += text.count("\n")
+
+    def figures(self) -> dict:
+        return {"format": self.format, "lines_written": self.lines_written}
 
 
 def json_lines(summaries: list[dict]) -> str:

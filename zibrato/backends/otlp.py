@@ -27,8 +27,6 @@ import gzip
 import logging
 import os
 import ssl
-import time as _time
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import requests
@@ -37,7 +35,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
 from .. import __version__
-from ..delivery import Rejected, Retryable
+from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval
 from .otlp_mapping import OtlpMapper, count_points
 
@@ -87,21 +85,6 @@ def system_ca_bundle() -> str | bool:
         if candidate and os.path.exists(candidate):
             return candidate
     return True
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """A Retry-After header (seconds or an HTTP date) -> seconds from now; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when - (_time.time() if now is None else now))
 
 
 def _status_class():
@@ -215,11 +198,13 @@ class OtlpDestination(Destination):
     def _send(self, body: bytes, points: int) -> None:
         f = self._figures
         try:
-            response = self.session.post(self.url, data=body, timeout=self.timeout, verify=self._verify)
+            response = self.session.post(self.url, data=body, timeout=request_timeout(self.timeout),
+                                         verify=self._verify)
         except requests.RequestException as error:
             f["requests_failed"] += 1
             f["last_error"] = f"{error.__class__.__name__}"
-            raise Retryable(f"no answer from {self.url}: {error.__class__.__name__}: {_short(error)}") from None
+            raise Retryable(f"no answer from {self.url}: {error.__class__.__name__}: {_short(error)}",
+                            status="connection") from None
         status = response.status_code
         if 200 <= status < 300:
             f["requests_sent"] += 1
@@ -230,7 +215,7 @@ class OtlpDestination(Destination):
         if status in RETRYABLE_STATUSES:
             f["requests_failed"] += 1
             raise Retryable(f"{status} from {self.url}: {message}",
-                            retry_after_seconds(response.headers.get("Retry-After")))
+                            parse_retry_after(response.headers.get("Retry-After")), status=status)
         f["requests_rejected"] += 1
         f["points_rejected"] += points
         self.log.error("%s refused %d data points with %d: %s (not retried)", self.url, points,

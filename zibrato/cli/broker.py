@@ -7,7 +7,7 @@ import click
 
 from ..broker import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_SIZE, Broker, run_broker
 from ..runtime import install_stop_handlers, setup_logging
-from .common import CONTEXT_SETTINGS, standalone, verbose_option
+from .common import CONTEXT_SETTINGS, Seconds, standalone, verbose_option
 
 
 @click.command("broker", context_settings=CONTEXT_SETTINGS)
@@ -17,12 +17,12 @@ from .common import CONTEXT_SETTINGS, standalone, verbose_option
               help="PULL port for clients; workers subscribe on PORT + 1.")
 @click.option("--status-port", type=click.IntRange(0, 65535), default=None,
               help="Loopback port answering `zibrato status` [default: PORT + 2; 0: off].")
-@click.option("--hwm", default=DEFAULT_HWM, show_default=True, type=click.IntRange(1, None),
+@click.option("--hwm", default=DEFAULT_HWM, show_default=True, type=click.IntRange(1, 100_000_000),
               help="Messages queued per socket (and per worker) before ZeroMQ drops.")
 @click.option("--max-message-size", default=DEFAULT_MAX_MESSAGE_SIZE, show_default=True,
-              type=click.IntRange(1024, None),
+              type=click.IntRange(1024, 2**31 - 1),
               help="Bytes; a client sending more is disconnected and that message dropped.")
-@click.option("--startup-grace", default=1.0, show_default=True, type=click.FloatRange(0, None),
+@click.option("--startup-grace", default=1.0, show_default=True, type=Seconds(0, 60),
               help="Seconds between binding PUB and accepting clients, so workers reconnect first.")
 @verbose_option
 def command(host: str, port: int, status_port: int | None, hwm: int, max_message_size: int,

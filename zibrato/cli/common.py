@@ -2,15 +2,51 @@
 from __future__ import annotations
 
 import functools
+import math
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 import click
 
+from ..destination import Destination
+from ..rules import SeriesRules, check_pattern
 from ..runtime import install_stop_handlers, setup_logging
-from ..worker import Backend, parse_levels, parse_percentiles
+from ..worker import Worker, parse_levels, parse_percentiles
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+MIN_FLUSH, MAX_FLUSH = 0.1, 86_400.0
+
+
+class Seconds(click.ParamType):
+    """A finite number of seconds within [low, high] (``low_open``: strictly above low).
+
+    click's FloatRange lets ``nan`` through (every comparison with NaN is
+    false) and accepts ``inf``; a duration must be neither.
+    """
+
+    name = "seconds"
+
+    def __init__(self, low: float = 0.0, high: float = 86_400.0, low_open: bool = False) -> None:
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            try:
+                number = float(str(value).strip())
+            except ValueError:
+                self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        too_low = number <= self.low if self.low_open else number < self.low
+        if too_low or number > self.high:
+            low = f"more than {self.low:g}" if self.low_open else f"at least {self.low:g}"
+            self.fail(f"{number:g} s is out of range: {low} and at most {self.high:g}", param, ctx)
+        return number
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SECONDS"
 
 
 def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -27,10 +63,11 @@ def _percentiles(ctx: click.Context, param: click.Parameter, value: str) -> tupl
         raise click.BadParameter(str(error)) from None
 
 
-def _positive(ctx: click.Context, param: click.Parameter, value: float) -> float:
-    if value is not None and value <= 0:
-        raise click.BadParameter("must be greater than 0")
-    return value
+def _patterns(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        return tuple(check_pattern(p) for p in value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
 
 
 def verbose_option(func: Callable) -> Callable:
@@ -48,13 +85,14 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
             click.option("--levels", default="all", show_default=True, callback=_levels,
                          help="Comma-separated levels to aggregate, matched exactly; 'all' for every level."),
             click.option("--flush", "flush_interval", default=default_flush, show_default=True,
-                         type=float, callback=_positive,
-                         help="Seconds between flushes, aligned to the wall clock (0.5 allowed)."),
+                         type=Seconds(MIN_FLUSH, MAX_FLUSH),
+                         help=f"Seconds between flushes, aligned to the wall clock "
+                              f"({MIN_FLUSH:g} to {MAX_FLUSH:g})."),
             click.option("--percentiles", default="50,90,95,99", show_default=True,
                          callback=_percentiles,
                          help="Timer percentiles by nearest rank; fractions allowed (99.9 -> p99_9)."),
             click.option("--max-samples", default=100_000, show_default=True,
-                         type=click.IntRange(1, None),
+                         type=click.IntRange(1, 100_000_000),
                          help="Timer values kept exactly per series and interval; beyond, a uniform sample."),
             click.option("--status-port", type=click.IntRange(0, 65535), default=0, show_default=True,
                          help="Loopback port answering `zibrato status` (0: off)."),
@@ -62,6 +100,16 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
                          help="Publish this worker's own figures under the level 'zibrato'."),
             click.option("--broker-port", type=click.IntRange(1, 65535), default=None,
                          help="Broker PULL port for self-metrics [default: --port - 1]."),
+            click.option("--keep", multiple=True, callback=_patterns, metavar="PATTERN",
+                         help="Keep only series matching a pattern (repeatable): a name glob "
+                              "('db.*') or, after #, a tag glob ('#env:prod')."),
+            click.option("--drop", multiple=True, callback=_patterns, metavar="PATTERN",
+                         help="Drop series matching a pattern (repeatable; same forms as --keep)."),
+            click.option("--drop-tags", multiple=True, callback=_patterns, metavar="KEY",
+                         help="Remove tags whose key matches this glob (repeatable), e.g. 'pod*'."),
+            click.option("--stop-timeout", default=8.0, show_default=True, type=Seconds(0.5, 3600),
+                         help="Seconds from a stop signal to exit: reading what is queued, the "
+                              "final flush and its delivery (supervisord's stopwaitsecs is 10)."),
             verbose_option,
         ]
         for option in reversed(options):
@@ -70,27 +118,34 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def backend_kwargs(options: dict) -> dict:
-    """Map the shared CLI options onto Backend's constructor."""
+def worker_kwargs(options: dict) -> dict:
+    """Map the shared CLI options onto :class:`zibrato.worker.Worker`'s constructor (popping them)."""
+    rules = SeriesRules(keep=options.pop("keep", ()), drop=options.pop("drop", ()),
+                        drop_tags=options.pop("drop_tags", ()))
     return dict(
         host=options.pop("host"), port=options.pop("port"), levels=options.pop("levels"),
         flush_interval=options.pop("flush_interval"), percentiles=options.pop("percentiles"),
         max_samples=options.pop("max_samples"), status_port=options.pop("status_port") or None,
         self_level="zibrato" if options.pop("self_metrics") else None,
-        broker_port=options.pop("broker_port"),
+        broker_port=options.pop("broker_port"), rules=rules,
+        stop_timeout=options.pop("stop_timeout", 8.0),
     )
 
 
-def run_backend(make: Callable[[], Backend], verbose: bool) -> None:
-    """Build the backend (a ValueError is a usage error) and run it until a stop signal."""
+def run_worker(make: Callable[[], Destination], verbose: bool, **worker: Any) -> None:
+    """Build the destination (a ValueError is a usage error), run a worker around it until stopped.
+
+    ``worker`` holds :class:`~zibrato.worker.Worker`'s keyword arguments
+    (:func:`worker_kwargs` of the shared options, plus e.g. ``backoff``).
+    """
     setup_logging(verbose)
     try:
-        backend = make()
+        runtime = Worker(make(), **worker)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     stop = threading.Event()
     install_stop_handlers(stop)
-    raise SystemExit(backend.run(stop))
+    raise SystemExit(runtime.run(stop))
 
 
 def standalone(command: click.Command, prog_name: str, envvar_prefix: str) -> Callable[[], None]:

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import click
 
-from ..backends.console import ConsoleBackend
-from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
+from ..backends.console import FORMATS, Console
+from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
 
 
 @click.command("console", context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
-@click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table",
+@click.option("--format", "format_", type=click.Choice(FORMATS), default="table",
               show_default=True, help="A readable table, or one JSON object per series per flush.")
 def command(format_: str, verbose: bool, **options: object) -> None:
     """Print each flush of the subscribed levels to standard output.
@@ -19,8 +19,7 @@ def command(format_: str, verbose: bool, **options: object) -> None:
     flush under the level 'zibrato' (--no-self-metrics, or --levels without
     zibrato, hides them).
     """
-    kwargs = backend_kwargs(options)
-    run_backend(lambda: ConsoleBackend(format=format_, **kwargs), verbose)
+    run_worker(lambda: Console(format=format_), verbose, **worker_kwargs(options))
 
 
 main = standalone(command, "zibrato-console", "ZIBRATO_CONSOLE")

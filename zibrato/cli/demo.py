@@ -11,17 +11,17 @@ import click
 
 from .. import Zibrato
 from ..runtime import install_stop_handlers
-from .common import CONTEXT_SETTINGS
+from .common import CONTEXT_SETTINGS, MAX_FLUSH, MIN_FLUSH, Seconds
 
 
 @click.command("demo", context_settings=CONTEXT_SETTINGS)
 @click.option("--port", default=5550, show_default=True, type=click.IntRange(1, 65533),
               help="Broker port (PUB on PORT + 1, status on PORT + 2).")
-@click.option("--flush", default=2.0, show_default=True, type=click.FloatRange(0.1, None),
+@click.option("--flush", default=2.0, show_default=True, type=Seconds(MIN_FLUSH, MAX_FLUSH),
               help="Console flush interval in seconds.")
 @click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table",
               show_default=True)
-@click.option("--duration", type=click.FloatRange(0, None), default=None,
+@click.option("--duration", type=Seconds(0, 7 * 86_400), default=None,
               help="Stop after this many seconds [default: until Ctrl-C].")
 def command(port: int, flush: float, format_: str, duration: float | None) -> None:
     """Start a broker and a console worker, then instrument a pretend web application.

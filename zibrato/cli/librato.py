@@ -5,12 +5,13 @@ from pathlib import Path
 
 import click
 
-from ..backends.librato import APIS, DEFAULT_API_URL, LibratoBackend, flush_interval_problem
-from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
+from ..backends.librato import APIS, DEFAULT_API_URL, Librato, check_credentials, flush_interval_problem
+from ..delivery import Backoff
+from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
 
 USERNAME_ENV = "ZIBRATO_LIBRATO_USERNAME"
 TOKEN_ENV = "ZIBRATO_LIBRATO_APITOKEN"
-POSITIVE = click.FloatRange(min=0, min_open=True)
+POSITIVE = Seconds(0, 3600, low_open=True)
 
 
 @click.command("librato", context_settings=CONTEXT_SETTINGS)
@@ -21,14 +22,14 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
               help="Librato API token. Prefer the environment variable or --apitoken-file: "
                    "an option is visible to every user in `ps`.")
 @click.option("--apitoken-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="File holding the API token (surrounding whitespace is ignored).")
+              help="File holding the API token (a UTF-8 BOM and surrounding whitespace are ignored).")
 @click.option("--api-url", default=DEFAULT_API_URL, show_default=True, help="Librato API base URL.")
 @click.option("--api", type=click.Choice(APIS), default="legacy", show_default=True,
               help="legacy: source-based POST /v1/metrics (tags folded into the source); "
                    "tagged: POST /v1/measurements with Zibrato's tags.")
 @click.option("--source", default=None,
               help="Source for series sent without one (legacy API); the 'source' tag (tagged API).")
-@click.option("--batch-size", default=300, show_default=True, type=click.IntRange(1, None),
+@click.option("--batch-size", default=300, show_default=True, type=click.IntRange(1, 100_000),
               help="Most measurements per POST.")
 @click.option("--timeout", default=5.0, show_default=True, type=POSITIVE,
               help="Seconds to wait for each answer from Librato (keep it below the 8 s stop window).")
@@ -53,11 +54,13 @@ def command(username: str | None, apitoken: str | None, apitoken_file: Path | No
     flush_problem = flush_interval_problem(options["flush_interval"])
     if flush_problem:
         raise click.BadParameter(flush_problem, param_hint="--flush")
-    kwargs = backend_kwargs(options)
-    run_backend(lambda: LibratoBackend(
-        username=username, token=token, api_url=api_url, api=api, source=source,
-        batch_size=batch_size, timeout=timeout, backoff_base=retry_delay,
-        backoff_cap=max_retry_delay, **kwargs), verbose)
+    try:
+        check_credentials(username, token)
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
+    run_worker(lambda: Librato(username, token, api_url=api_url, api=api, source=source,
+                               batch_size=batch_size, timeout=timeout),
+               verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
 
 
 def _token(apitoken: str | None, apitoken_file: Path | None) -> str:
@@ -67,7 +70,8 @@ def _token(apitoken: str | None, apitoken_file: Path | None) -> str:
                                f"or --apitoken-file, not both")
     if apitoken_file:
         try:
-            token = apitoken_file.read_text(encoding="utf-8").strip()
+            # utf-8-sig: Windows editors start a file with a BOM, which is not part of the token
+            token = apitoken_file.read_text(encoding="utf-8-sig").strip()
         except (OSError, UnicodeDecodeError) as error:
             raise click.UsageError(f"cannot read --apitoken-file {apitoken_file}: {error}") from None
         if not token:

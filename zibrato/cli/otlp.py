@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
+from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
 
 HEADERS_ENV = "OTEL_EXPORTER_OTLP_HEADERS"
 METRICS_HEADERS_ENV = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
@@ -33,10 +33,15 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--max-points", default=1000, show_default=True, type=click.IntRange(1, None),
               help="Most data points per request; an interval with more is split.")
 @click.option("--timeout", default=10.0, show_default=True, type=POSITIVE,
-              help="Seconds to wait for each answer.")
+              help="Seconds to wait for each answer (keep it below the 8 s stop window).")
+@click.option("--retry-delay", default=1.0, show_default=True, type=POSITIVE,
+              help="First delay before retrying a transient failure; it doubles (with jitter) each time.")
+@click.option("--max-retry-delay", default=60.0, show_default=True, type=POSITIVE,
+              help="Cap on the delay between retries (a longer Retry-After is honoured up to 300 s).")
 def command(endpoint: str | None, headers_file: Path | None, ca_file: str | None,
             service_name: str | None, temporality: str, compression: str, max_points: int,
-            timeout: float, verbose: bool, **options: object) -> None:
+            timeout: float, retry_delay: float, max_retry_delay: float, verbose: bool,
+            **options: object) -> None:
     """Post each flush of the subscribed levels to an OTLP/HTTP endpoint.
 
     Counters become Sums (delta by default), gauges Gauges, timers and
@@ -46,9 +51,9 @@ def command(endpoint: str | None, headers_file: Path | None, ca_file: str | None
     message and dropped. See README, "zibrato-otlp".
     """
     try:
-        from ..backends.destination_backend import DestinationBackend
         from ..backends.otlp import OtlpDestination, metrics_url
         from ..backends.otlp_mapping import resource_attributes
+        from ..delivery import Backoff
     except ImportError as error:
         raise click.ClickException(f"zibrato-otlp needs the otlp extra ({error.name} is missing): "
                                    "pip install 'zibrato[otlp]'") from None
@@ -62,10 +67,12 @@ def command(endpoint: str | None, headers_file: Path | None, ca_file: str | None
         resource = resource_attributes(service_name)
     except ValueError as error:
         raise click.UsageError(f"OTEL_RESOURCE_ATTRIBUTES: {error}") from None
-    kwargs = backend_kwargs(options)
-    run_backend(lambda: DestinationBackend(OtlpDestination(
+    if max_retry_delay < retry_delay:
+        raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
+    run_worker(lambda: OtlpDestination(
         url, headers=headers, temporality=temporality, resource=resource, compression=compression,
-        ca_file=ca_file, timeout=timeout, max_points=max_points), **kwargs), verbose)
+        ca_file=ca_file, timeout=timeout, max_points=max_points),
+        verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
 
 
 def _headers(headers_file: Path | None) -> dict[str, str]:

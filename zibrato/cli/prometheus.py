@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
+from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
@@ -48,15 +48,13 @@ def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, expire: 
     (and tol=) for l2met's metric assertion: 200 when it holds, 404 when not.
     """
     try:
-        from ..backends.destination_backend import DestinationBackend
         from ..backends.prometheus import PrometheusDestination
         from ..backends.prometheus_mapping import DEFAULT_BUCKETS
     except ImportError as error:
         raise click.ClickException(f"zibrato-prometheus needs the prometheus extra ({error.name} is "
                                    "missing): pip install 'zibrato[prometheus]'") from None
-    kwargs = backend_kwargs(options)
-    run_backend(lambda: DestinationBackend(PrometheusDestination(
-        listen, buckets=buckets or DEFAULT_BUCKETS, expire=expire, history=history), **kwargs), verbose)
+    run_worker(lambda: PrometheusDestination(listen, buckets=buckets or DEFAULT_BUCKETS, expire=expire,
+                                             history=history), verbose, **worker_kwargs(options))
 
 
 main = standalone(command, "zibrato-prometheus", "ZIBRATO_PROMETHEUS")

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import click
 
-from ..backends.statsd import (DEFAULT_MTU, MAX_UDP_PAYLOAD, PROTOCOLS, SOURCE_MODES, TAG_MODES,
-                               StatsdBackend)
-from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
+from ..backends.statsd import DEFAULT_MTU, MAX_UDP_PAYLOAD, PROTOCOLS, SOURCE_MODES, TAG_MODES, Statsd
+from ..delivery import Backoff
+from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
 
-POSITIVE = click.FloatRange(min=0, min_open=True)
+POSITIVE = Seconds(0, 3600, low_open=True)
 
 
 @click.command("statsd", context_settings=CONTEXT_SETTINGS)
@@ -46,11 +46,9 @@ def command(statsd_host: str, statsd_port: int, protocol: str, prefix: str, mtu:
     """
     if max_retry_delay < retry_delay:
         raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
-    kwargs = backend_kwargs(options)
-    run_backend(lambda: StatsdBackend(
-        statsd_host=statsd_host, statsd_port=statsd_port, protocol=protocol, prefix=prefix,
-        mtu=mtu, source_as=source_as, tags=tag_mode, timeout=timeout, backoff_base=retry_delay,
-        backoff_cap=max_retry_delay, **kwargs), verbose)
+    run_worker(lambda: Statsd(statsd_host, statsd_port, protocol=protocol, prefix=prefix, mtu=mtu,
+                              source_as=source_as, tags=tag_mode, timeout=timeout),
+               verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
 
 
 main = standalone(command, "zibrato-statsd", "ZIBRATO_STATSD")
