@@ -108,8 +108,17 @@ def test_fractional_weighted_counts_are_rounded_and_count_is_their_sum():
     [point] = checked([one_request(OtlpMapper(), [summary])])
 
     h = point.proto
-    expect(sorted(c for c in h.positive.bucket_counts if c)) == [1, 2, 2]   # 2.5 -> 2 (half to even), 1.4 -> 1
-    expect(h.count) == 5
+    # running sums 2.5, 5.0, 6.4 round to 2, 5, 6: each bucket within 1, the total within 0.5
+    expect([c for c in h.positive.bucket_counts if c]) == [2, 3, 1]
+    expect(h.count) == 6
+
+
+def test_many_half_counts_do_not_bias_the_total():
+    summary = timer("sampled", [0.001 * 1.5 ** i for i in range(40)], weights=[1.5] * 40)
+
+    [point] = checked([one_request(OtlpMapper(), [summary])])
+
+    expect(point.proto.count) == 60
 
 
 def test_an_idle_timer_is_an_empty_histogram():

@@ -11,7 +11,8 @@ The mapping (README, "zibrato-otlp"; issue 13):
 * timer and histogram -> ``ExponentialHistogram`` carrying the summary's
   ``"sketch"`` (same bucket scheme: base ``2 ** 2 ** -scale``, bucket ``i``
   holds ``(base**i, base**(i+1)]``). Fractional counts (weighted samples)
-  are rounded per bucket and ``count`` is the sum of the rounded buckets, so
+  are rounded so that each side's running sums stay within 0.5 of the true
+  ones, and ``count`` is the sum of the rounded buckets, so
   the spec's invariant ``count == zero_count + sum(buckets)`` holds. Timers
   have unit ``s``, histograms their ``unit``. A timer summary without a
   sketch (an aggregator that predates sketches) becomes a ``Summary`` of its
@@ -105,11 +106,26 @@ def rounded_buckets(side: dict | None) -> tuple[int, list[int]]:
     """A sketch side ``{"offset", "counts"}`` -> (offset, integer counts), trimmed of empty ends."""
     if not side:
         return 0, []
-    counts = [int(round(c)) for c in side.get("counts") or ()]
+    counts = _rounded_cumulatively(side.get("counts") or ())
     offset = int(side.get("offset", 0))
     first = next((i for i, c in enumerate(counts) if c), len(counts))
     last = len(counts) - next((i for i, c in enumerate(reversed(counts)) if c), len(counts))
     return offset + first, counts[first:last]
+
+
+def _rounded_cumulatively(counts) -> list[int]:
+    """Integer counts whose running sums are the rounded running sums of ``counts``.
+
+    Each bucket moves by less than 1 and the side's total by at most 0.5,
+    where rounding each bucket alone would bias the total (1.5 x n -> 2 x n).
+    """
+    out, running, before = [], 0.0, 0
+    for count in counts:
+        running += count
+        now = int(round(running))
+        out.append(now - before)
+        before = now
+    return out
 
 
 def downscale(offset: int, counts: list[int], by: int) -> tuple[int, list[int]]:
