@@ -75,6 +75,18 @@ def test_a_large_scrape_is_gzipped_when_accepted(served):
     expect(gzip.decompress(body).decode()).contains('hits_total{shard="99"} 99.0')
 
 
+def test_a_rendering_is_reused_until_the_next_interval(served):
+    post(served, counter("signup", 3))
+    first = get(served.base + "/metrics")[2]
+    again = get(served.base + "/metrics")[2]
+    expect((again, served.figures()["renders"], served.figures()["scrapes"])) == (first, 1, 2)
+
+    post(served, counter("signup", 4), end=1_800_000_120.0)
+
+    expect(get(served.base + "/metrics")[2].decode()).contains("signup_total 7.0")
+    expect(served.figures()["renders"]) == 2
+
+
 def test_series_answers_the_summary_of_the_nth_last_interval(served):
     for i, values in enumerate([[0.1, 0.3], [0.2], [0.4, 0.4, 0.4]]):
         post(served, timer("db.query", values, source="api"), end=1_800_000_060.0 + 60 * i)

@@ -119,6 +119,10 @@ def _rounded_cumulatively(counts) -> list[int]:
     Each bucket moves by less than 1 and the side's total by at most 0.5,
     where rounding each bucket alone would bias the total (1.5 x n -> 2 x n).
     """
+    counts = list(counts)
+    whole = list(map(int, counts))
+    if whole == counts:  # the usual case (no fractional weights): nothing to round, C speed
+        return whole
     out, running, before = [], 0.0, 0
     for count in counts:
         running += count

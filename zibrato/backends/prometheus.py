@@ -6,7 +6,8 @@ Each interval goes into :class:`~zibrato.backends.prometheus_mapping.PrometheusS
 * ``GET /metrics``: every series, rendered by ``prometheus_client``'s
   exposition code: the text format 0.0.4, or OpenMetrics when the scraper's
   ``Accept`` asks for it (``prometheus_client.exposition.choose_encoder``);
-  gzip when accepted;
+  gzip when accepted. A rendering is cached until the next interval arrives
+  or a series expires, so scrapes between flushes cost only the sending;
 * ``GET /series/<name>?source=S&offset=N``: the series' summary of the N-th
   last interval (``offset`` 1, the default, is the last one) as JSON;
   ``tags=k:v,k2:v2`` and ``type=timer`` pick one series when several share
@@ -72,7 +73,9 @@ class PrometheusDestination(Destination):
         self.state = PrometheusState(buckets=buckets, expire=expire, history=history, log=self.log)
         self.collector = _Collector(self.state)
         self.server: ThreadingHTTPServer | None = None
-        self._figures = {"scrapes": 0, "series_requests": 0, "intervals": 0}
+        self._figures = {"scrapes": 0, "renders": 0, "series_requests": 0, "intervals": 0}
+        self._render_lock = threading.Lock()
+        self._rendered: dict[tuple, tuple[int, bytes]] = {}  # (content type, gzip) -> (version, body)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -111,10 +114,27 @@ class PrometheusDestination(Destination):
 
     # --- answers (called from the server's threads) ------------------------------
 
-    def metrics(self, accept: str | None) -> tuple[bytes, str]:
+    def metrics(self, accept: str | None, gzipped: bool = False) -> tuple[bytes, str]:
+        """The exposition for this ``Accept``, rendered once per change of the state.
+
+        The state changes once per flush interval, while Prometheus may scrape
+        more often (and an HA pair scrapes twice): a rendering of 100,000
+        series takes seconds, so it is cached until the next interval (or expiry).
+        """
         encoder, content_type = exposition.choose_encoder(accept or "")
         self._figures["scrapes"] += 1
-        return encoder(self.collector), content_type
+        with self._render_lock:
+            version = self.state.expire_now()
+            key = (content_type, gzipped)
+            cached = self._rendered.get(key)
+            if cached is None or cached[0] != version:
+                body = encoder(self.collector)
+                if gzipped:
+                    body = gzip.compress(body, compresslevel=1)
+                self._rendered = {k: v for k, v in self._rendered.items() if v[0] == version}
+                self._rendered[key] = cached = (version, body)
+                self._figures["renders"] += 1
+        return cached[1], content_type
 
     def series(self, name: str, query: dict[str, list[str]]) -> tuple[int, dict]:
         """The l2met read API and metric assertion: (status, JSON body)."""
@@ -179,8 +199,9 @@ def _handler(destination: PrometheusDestination):
             url = urlsplit(self.path)
             try:
                 if url.path == "/metrics":
-                    body, content_type = destination.metrics(self.headers.get("Accept"))
-                    self._send(200, body, content_type)
+                    gzipped = "gzip" in (self.headers.get("Accept-Encoding") or "")
+                    body, content_type = destination.metrics(self.headers.get("Accept"), gzipped)
+                    self._send(200, body, content_type, gzipped=gzipped)
                 elif url.path.startswith("/series/") and len(url.path) > len("/series/"):
                     status, answer = destination.series(unquote(url.path[len("/series/"):]),
                                                         parse_qs(url.query))
@@ -195,13 +216,10 @@ def _handler(destination: PrometheusDestination):
                 destination.log.exception("answering %s failed", url.path)
                 self._send(500, f"internal error: {error.__class__.__name__}\n".encode(), "text/plain")
 
-        def _send(self, status: int, body: bytes, content_type: str) -> None:
-            if len(body) > 1024 and "gzip" in (self.headers.get("Accept-Encoding") or ""):
-                body = gzip.compress(body, compresslevel=1)
-                self.send_response(status)
+        def _send(self, status: int, body: bytes, content_type: str, gzipped: bool = False) -> None:
+            self.send_response(status)
+            if gzipped:
                 self.send_header("Content-Encoding", "gzip")
-            else:
-                self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -167,6 +167,8 @@ class PrometheusState:
         self._series: dict[tuple, Series] = {}
         self._families: dict[str, _Family] = {}
         self._exposed: dict[str, str] = {}     # sample name -> family exposing it
+        #: bumped whenever what a scrape would show changes (cached renderings compare it)
+        self.version = 0
         self.figures = {"series": 0, "families": 0, "name_collisions": 0, "label_collisions": 0,
                         "series_expired": 0}
 
@@ -183,6 +185,7 @@ class PrometheusState:
                     series = self._series[key] = self._new_series(key, summary, now)
                 self._apply(series, summary, now)
             self._expire(now)
+            self.version += 1
             self.figures.update(series=len(self._series), families=len(self._families))
 
     def _apply(self, series: Series, s: dict, now: float) -> None:
@@ -211,7 +214,16 @@ class PrometheusState:
                 del self._families[series.family]
                 for name in family.exposed:
                     self._exposed.pop(name, None)
-        self.figures["series_expired"] += len(idle)
+        if idle:
+            self.figures["series_expired"] += len(idle)
+            self.figures.update(series=len(self._series), families=len(self._families))
+            self.version += 1
+
+    def expire_now(self) -> int:
+        """Drop the series idle too long (a scrape calls it); return :attr:`version`."""
+        with self._lock:
+            self._expire(self.clock())
+            return self.version
 
     # --- naming ------------------------------------------------------------------
 
