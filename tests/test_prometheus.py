@@ -219,3 +219,17 @@ def test_the_real_prometheus_stores_exact_totals_gauges_and_buckets(pipeline, pr
     p.wait_measurements(50 + 4 + len(timings) + 1)
     prometheus.wait_value('signup_total{plan="pro"}', 1300)
     p.stop_worker()
+
+
+def test_the_shared_expire_flag_is_used_when_every_worker_has_one():
+    import click
+
+    from zibrato.cli.prometheus import _own_expire
+
+    @click.option("--expire", default="0")
+    def shared(**options): ...
+
+    def alone(**options): ...
+
+    expect(_own_expire(shared)) == shared
+    expect([p.name for p in _own_expire(alone).__click_params__]) == ["expire"]

@@ -159,3 +159,13 @@ def test_history_keeps_the_last_summaries_without_raw_data():
     [series] = state.lookup("t")
     expect([h["sum"] for h in series.history]) == [2, 3]
     expect("sketch" in series.history[-1]) == False
+
+
+def test_expiry_per_type_with_zero_meaning_the_default():
+    clock = Clock()
+    state = PrometheusState(expire={"gauge": 10, "counter": 0}, clock=clock)
+    state.update([counter("c", 1), gauge("g", 1)])
+    clock.now += 11
+
+    expect(sorted(name for name, _ in scrape(state))) == ["c_total"]
+    expect(state.expire["counter"]) == 300

@@ -28,7 +28,7 @@ import logging
 import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Sequence
+from typing import Mapping, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import exposition
@@ -66,7 +66,7 @@ class PrometheusDestination(Destination):
     needs_values = True
 
     def __init__(self, listen: tuple[str, int] = DEFAULT_LISTEN, *,
-                 buckets: Sequence[float] = DEFAULT_BUCKETS, expire: float = DEFAULT_EXPIRE,
+                 buckets: Sequence[float] = DEFAULT_BUCKETS, expire: float | Mapping[str, float] = DEFAULT_EXPIRE,
                  history: int = DEFAULT_HISTORY) -> None:
         self.listen = listen
         self.log = logging.getLogger("zibrato.prometheus")

@@ -40,7 +40,7 @@ import math
 import re
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
@@ -155,13 +155,14 @@ class _Family:
 class PrometheusState:
     """Running totals per series, fed one interval at a time, read by scrapes (thread-safe)."""
 
-    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS, expire: float = DEFAULT_EXPIRE,
-                 history: int = DEFAULT_HISTORY, clock: Callable[[], float] = time.time,
-                 log: logging.Logger | None = None) -> None:
-        if expire <= 0 or history < 1:
-            raise ValueError("expire must be positive and history at least 1")
+    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS,
+                 expire: float | Mapping[str, float] = DEFAULT_EXPIRE, history: int = DEFAULT_HISTORY,
+                 clock: Callable[[], float] = time.time, log: logging.Logger | None = None) -> None:
+        if history < 1:
+            raise ValueError("history must be at least 1")
         self.bounds = tuple(sorted(buckets))
-        self.expire, self.history, self.clock = expire, history, clock
+        self.expire = expiry_per_kind(expire)
+        self.history, self.clock = history, clock
         self.log = log or logging.getLogger("zibrato.prometheus")
         self._lock = threading.Lock()
         self._series: dict[tuple, Series] = {}
@@ -205,7 +206,8 @@ class PrometheusState:
         series.history.append({k: v for k, v in s.items() if k not in ("values", "sketch")})
 
     def _expire(self, now: float) -> None:
-        idle = [key for key, series in self._series.items() if now - series.last_data > self.expire]
+        expire = self.expire
+        idle = [key for key, series in self._series.items() if now - series.last_data > expire[series.kind]]
         for key in idle:
             series = self._series.pop(key)
             family = self._families[series.family]
@@ -314,6 +316,19 @@ class PrometheusState:
 
     def __len__(self) -> int:
         return len(self._series)
+
+
+def expiry_per_kind(expire: float | Mapping[str, float]) -> dict[str, float]:
+    """Seconds per summary type; 0 or a missing type means the default (a scrape target
+    cannot drop a counter the moment it is idle: Prometheus would see a reset)."""
+    given = expire if isinstance(expire, Mapping) else dict.fromkeys(_KIND, expire)
+    out = {}
+    for kind in _KIND:
+        seconds = float(given.get(kind) or 0)
+        if seconds < 0 or not math.isfinite(seconds):
+            raise ValueError(f"expiry must be positive seconds, got {seconds!r}")
+        out[kind] = seconds or DEFAULT_EXPIRE
+    return out
 
 
 def series_key(summary: dict) -> tuple:

@@ -26,19 +26,26 @@ def _buckets(ctx: click.Context, param: click.Parameter, value: str | None):
         raise click.BadParameter(str(error)) from None
 
 
+def _own_expire(func):
+    """--expire, unless the shared worker options already have it (then that one is used)."""
+    if any(param.name == "expire" for param in getattr(func, "__click_params__", ())):
+        return func
+    return click.option("--expire", default=300.0, show_default=True, type=POSITIVE,
+                        help="Seconds without data after which a series is dropped from /metrics.")(func)
+
+
 @click.command("prometheus", context_settings=CONTEXT_SETTINGS)
+@_own_expire
 @worker_options(default_flush=10.0)
 @click.option("--listen", default="127.0.0.1:9464", show_default=True, callback=_listen,
               metavar="HOST:PORT", help="Where to serve /metrics and /series/<name> (loopback by default).")
 @click.option("--buckets", default=None, callback=_buckets, metavar="LE,LE,...",
               help="Histogram upper bounds for timers and histograms "
                    "[default: powers of two, 2^-10 s (~1 ms) to 32 s, exact on the sketch's buckets].")
-@click.option("--expire", default=300.0, show_default=True, type=POSITIVE,
-              help="Seconds without data after which a series is dropped from /metrics.")
 @click.option("--history", default=5, show_default=True, type=click.IntRange(1, 1000),
               help="Intervals kept per series for /series/<name>?offset=N.")
-def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, expire: float, history: int,
-            verbose: bool, **options: object) -> None:
+def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, history: int, verbose: bool,
+            **options: object) -> None:
     """Serve the subscribed levels to Prometheus: GET /metrics (text or OpenMetrics).
 
     Counters are cumulative <name>_total since the start, gauges and sets their
@@ -53,8 +60,16 @@ def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, expire: 
     except ImportError as error:
         raise click.ClickException(f"zibrato-prometheus needs the prometheus extra ({error.name} is "
                                    "missing): pip install 'zibrato[prometheus]'") from None
+    # the shared --expire (seconds per type; 0: the default 300 s here) or this command's own
+    expire = options["expire"] if "expire" in _shared_params() else options.pop("expire")
     run_worker(lambda: PrometheusDestination(listen, buckets=buckets or DEFAULT_BUCKETS, expire=expire,
                                              history=history), verbose, **worker_kwargs(options))
+
+
+def _shared_params() -> set[str]:
+    @worker_options(default_flush=10.0)
+    def probe(**kwargs: object) -> None: ...
+    return {param.name for param in probe.__click_params__}
 
 
 main = standalone(command, "zibrato-prometheus", "ZIBRATO_PROMETHEUS")
