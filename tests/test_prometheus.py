@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 import urllib.error
 import urllib.request
 
@@ -135,6 +136,30 @@ def test_ambiguous_series_ask_for_tags_or_type(served):
 def test_unknown_paths_and_bad_parameters(served):
     expect(get(served.base + "/nothing")[0]) == 404
     expect(get(served.base + "/series/x?count=many")[0]) == 400
+
+
+def test_a_port_in_use_is_a_clear_error_at_start():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        bad = run_script("zibrato-prometheus", "--listen", f"127.0.0.1:{port}")
+
+    expect(bad.returncode) == 1
+    expect(bad.stderr).contains(f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_an_ipv6_loopback_listen_address():
+    destination = PrometheusDestination(("::1", 0))
+    try:
+        destination.connect()
+    except OSError as error:
+        pytest.skip(f"no IPv6 loopback here: {error}")
+    try:
+        host, port = destination.address
+        expect(get(f"http://[::1]:{port}/metrics")[0]) == 200
+    finally:
+        destination.close()
 
 
 def test_listen_parsing():

@@ -23,9 +23,11 @@ never blocks delivery, which only updates the state under its lock.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import logging
 import math
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Mapping, Sequence
@@ -62,8 +64,9 @@ class PrometheusDestination(Destination):
     """Holds the running state and serves it; ``post`` only updates the state."""
 
     name = "prometheus"
-    # Until summaries carry sketches (issue 19), bucket counts come from the raw timer values.
-    needs_values = True
+    #: bucket counts come from the summaries' sketches; only an aggregator without them
+    #: (before zibrato.sketch) has to hand over the raw timer values instead
+    needs_values = importlib.util.find_spec("zibrato.sketch") is None
 
     def __init__(self, listen: tuple[str, int] = DEFAULT_LISTEN, *,
                  buckets: Sequence[float] = DEFAULT_BUCKETS, expire: float | Mapping[str, float] = DEFAULT_EXPIRE,
@@ -86,7 +89,7 @@ class PrometheusDestination(Destination):
         if self.server is not None:
             return
         try:
-            server = ThreadingHTTPServer(self.listen, _handler(self))
+            server = _server_class(self.listen[0])(self.listen, _handler(self))
         except OSError as error:
             raise OSError(f"cannot listen on {self.listen[0]}:{self.listen[1]}: {error.strerror}") from None
         server.daemon_threads = True
@@ -166,6 +169,24 @@ class PrometheusDestination(Destination):
         results = {key: _check(summary, key, value, tol) for key, value in expected.items()}
         ok = all(r["ok"] for r in results.values())
         return (200 if ok else 404), {"ok": ok, "tol": tol, "assertions": results, "summary": summary}
+
+
+def _server_class(host: str) -> type[ThreadingHTTPServer]:
+    """An IPv6 server for an IPv6 host ('::1', '::'), the standard IPv4 one otherwise."""
+    if ":" not in host:
+        return ThreadingHTTPServer
+    return type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+
+
+def check_listen(listen: tuple[str, int]) -> None:
+    """Raise OSError (with the reason) when ``listen`` cannot be bound now: a usage check at start."""
+    family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(listen)
+        except OSError as error:
+            raise OSError(f"cannot listen on {listen[0]}:{listen[1]}: {error.strerror}") from None
 
 
 def _actual(summary: dict, key: str) -> float | None:

@@ -55,11 +55,15 @@ def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, history:
     (and tol=) for l2met's metric assertion: 200 when it holds, 404 when not.
     """
     try:
-        from ..backends.prometheus import PrometheusDestination
+        from ..backends.prometheus import PrometheusDestination, check_listen
         from ..backends.prometheus_mapping import DEFAULT_BUCKETS
     except ImportError as error:
         raise click.ClickException(f"zibrato-prometheus needs the prometheus extra ({error.name} is "
                                    "missing): pip install 'zibrato[prometheus]'") from None
+    try:
+        check_listen(listen)  # a port in use is a clear error at start, as for the broker
+    except OSError as error:
+        raise click.ClickException(str(error)) from None
     # the shared --expire (seconds per type; 0: the default 300 s here) or this command's own
     expire = options["expire"] if "expire" in _shared_params() else options.pop("expire")
     run_worker(lambda: PrometheusDestination(listen, buckets=buckets or DEFAULT_BUCKETS, expire=expire,
