@@ -276,3 +276,12 @@ def test_bad_flags_are_usage_errors_that_echo_no_secret(tmp_path):
     expect(bad.stderr).does_not_contain("s3cr3t")
 
     expect(run_script("zibrato-otlp", "--temporality", "sometimes").returncode) == 2
+
+
+def test_a_server_message_cannot_forge_log_lines(otlp, caplog):
+    otlp.script(Fail(400, "bad\nzibrato.otlp ERROR all delivered"))
+    with pytest.raises(Rejected):
+        destination(otlp).post(interval(counter("c", 1)))
+
+    expect(caplog.text).contains("bad\\nzibrato.otlp ERROR")
+    expect([line for line in caplog.text.splitlines() if line.startswith("zibrato.otlp ERROR")]) == []

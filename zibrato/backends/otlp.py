@@ -37,6 +37,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from .. import __version__
 from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval
+from ..runtime import printable
 from .otlp_mapping import OtlpMapper, count_points
 
 DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -117,7 +118,7 @@ def server_message(response: requests.Response) -> str:
             message = ""
     if not message:
         message = body.decode("utf-8", "replace").strip() or response.reason or ""
-    return message[:_MAX_LOGGED_MESSAGE]
+    return printable(message, _MAX_LOGGED_MESSAGE)
 
 
 class OtlpDestination(Destination):
@@ -236,8 +237,8 @@ class OtlpDestination(Destination):
             self._figures["points_rejected"] += rejected
             self.log.warning("%s accepted the request but rejected %d of its %d data points: %s",
                              self.url, rejected, points,
-                             partial.error_message[:_MAX_LOGGED_MESSAGE] or "(no message)")
+                             printable(partial.error_message, _MAX_LOGGED_MESSAGE) or "(no message)")
 
 
 def _short(error: Exception) -> str:
-    return str(error)[:_MAX_LOGGED_MESSAGE]
+    return printable(error, _MAX_LOGGED_MESSAGE)
