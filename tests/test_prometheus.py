@@ -82,7 +82,8 @@ def test_a_rendering_is_reused_until_the_next_interval(served):
     again = get(served.base + "/metrics")[2]
     expect((again, served.figures()["renders"], served.figures()["scrapes"])) == (first, 1, 2)
 
-    post(served, counter("signup", 4), end=1_800_000_120.0)
+    post(served, counter("signup", 4), end=1_800_000_120.0)     # rendered again at once
+    expect(served.figures()["renders"]) == 2
 
     expect(get(served.base + "/metrics")[2].decode()).contains("signup_total 7.0")
     expect(served.figures()["renders"]) == 2

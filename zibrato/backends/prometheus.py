@@ -6,8 +6,9 @@ Each interval goes into :class:`~zibrato.backends.prometheus_mapping.PrometheusS
 * ``GET /metrics``: every series, rendered by ``prometheus_client``'s
   exposition code: the text format 0.0.4, or OpenMetrics when the scraper's
   ``Accept`` asks for it (``prometheus_client.exposition.choose_encoder``);
-  gzip when accepted. A rendering is cached until the next interval arrives
-  or a series expires, so scrapes between flushes cost only the sending;
+  gzip when accepted. Each format a scraper asked for is rendered again right
+  after each interval (in the delivery thread), so a scrape only sends bytes
+  that are ready, however many series there are;
 * ``GET /series/<name>?source=S&offset=N``: the series' summary of the N-th
   last interval (``offset`` 1, the default, is the last one) as JSON;
   ``tags=k:v,k2:v2`` and ``type=timer`` pick one series when several share
@@ -50,6 +51,25 @@ def parse_listen(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1"), int(port)
 
 
+class _Rendered:
+    """One exposition of one version of the state, and its gzip (made when first asked for)."""
+
+    __slots__ = ("version", "body", "encoder", "_gzipped")
+
+    def __init__(self, version: int, body: bytes, encoder) -> None:
+        self.version, self.body, self.encoder = version, body, encoder
+        self._gzipped: bytes | None = None
+
+    @property
+    def was_gzipped(self) -> bool:
+        return self._gzipped is not None
+
+    def gzipped(self) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=1)
+        return self._gzipped
+
+
 class _Collector:
     """What prometheus_client's exposition asks for: an object with collect()."""
 
@@ -78,7 +98,7 @@ class PrometheusDestination(Destination):
         self.server: ThreadingHTTPServer | None = None
         self._figures = {"scrapes": 0, "renders": 0, "series_requests": 0, "intervals": 0}
         self._render_lock = threading.Lock()
-        self._rendered: dict[tuple, tuple[int, bytes]] = {}  # (content type, gzip) -> (version, body)
+        self._rendered: dict[str, _Rendered] = {}  # content type -> its latest rendering
 
     @property
     def address(self) -> tuple[str, int]:
@@ -104,6 +124,7 @@ class PrometheusDestination(Destination):
             self.connect()
         self.state.update(interval.summaries)
         self._figures["intervals"] += 1
+        self._render_again()
 
     def close(self) -> None:
         if self.server is not None:
@@ -121,23 +142,34 @@ class PrometheusDestination(Destination):
         """The exposition for this ``Accept``, rendered once per change of the state.
 
         The state changes once per flush interval, while Prometheus may scrape
-        more often (and an HA pair scrapes twice): a rendering of 100,000
-        series takes seconds, so it is cached until the next interval (or expiry).
+        more often (and an HA pair scrapes twice); rendering 100,000 series
+        takes seconds, so each format asked for is rendered again right after
+        each interval, in the delivery thread (:meth:`post`), and scrapes send
+        the bytes ready. Only a series expiring between intervals makes a
+        scrape render.
         """
         encoder, content_type = exposition.choose_encoder(accept or "")
         self._figures["scrapes"] += 1
         with self._render_lock:
             version = self.state.expire_now()
-            key = (content_type, gzipped)
-            cached = self._rendered.get(key)
-            if cached is None or cached[0] != version:
-                body = encoder(self.collector)
-                if gzipped:
-                    body = gzip.compress(body, compresslevel=1)
-                self._rendered = {k: v for k, v in self._rendered.items() if v[0] == version}
-                self._rendered[key] = cached = (version, body)
-                self._figures["renders"] += 1
-        return cached[1], content_type
+            rendered = self._rendered.get(content_type)
+            if rendered is None or rendered.version != version:
+                rendered = self._rendered[content_type] = self._render(encoder, version)
+            return (rendered.gzipped() if gzipped else rendered.body), content_type
+
+    def _render(self, encoder, version: int) -> "_Rendered":
+        self._figures["renders"] += 1
+        return _Rendered(version, encoder(self.collector), encoder)
+
+    def _render_again(self) -> None:
+        """After an interval: render the formats scrapers asked for, before they ask again."""
+        with self._render_lock:
+            version = self.state.version
+            for content_type, rendered in list(self._rendered.items()):
+                if rendered.version != version:
+                    fresh = self._rendered[content_type] = self._render(rendered.encoder, version)
+                    if rendered.was_gzipped:  # scrapers of this format take gzip: have it ready
+                        fresh.gzipped()
 
     def series(self, name: str, query: dict[str, list[str]]) -> tuple[int, dict]:
         """The l2met read API and metric assertion: (status, JSON body)."""
