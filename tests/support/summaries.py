@@ -21,10 +21,10 @@ def bucket_index(value: float, scale: int) -> int:
 
 def sketch_of(values: Iterable[float], scale: int = 6, weights: Sequence[float] | None = None) -> dict:
     values = list(values)
-    weights = list(weights) if weights is not None else [1.0] * len(values)
+    weights = list(weights) if weights is not None else [1] * len(values)  # ints, as zibrato.sketch
     positive: dict[int, float] = {}
     negative: dict[int, float] = {}
-    zero = 0.0
+    zero = 0
     for value, weight in zip(values, weights):
         if value == 0:
             zero += weight
