@@ -68,3 +68,21 @@ def test_worker_help_lists_the_shared_flags_and_the_series_rules():
     for flag in ("--levels", "--flush", "--percentiles", "--keep", "--drop", "--drop-tags",
                  "--stop-timeout"):
         expect(shown).contains(flag)
+
+
+def test_a_token_file_with_a_bom_and_whitespace_gives_the_bare_token(tmp_path):
+    from zibrato.cli.librato import _token
+    path = tmp_path / "token"
+    path.write_bytes("\ufefftok-123\r\n".encode("utf-8"))
+    expect(_token(None, path)) == "tok-123"
+
+
+@pytest.mark.parametrize("token", ["tok\u20ac123", "tok\u200b123", "tok\x07123"])
+def test_a_token_http_basic_auth_cannot_send_is_a_startup_usage_error(tmp_path, token):
+    path = tmp_path / "token"
+    path.write_text(token, encoding="utf-8")
+    result = CliRunner().invoke(group, ["librato", "--username", "ops@example.com",
+                                        "--apitoken-file", str(path)], prog_name="zibrato")
+    expect(result.exit_code) == 2
+    expect(result.output).contains("API token")
+    expect(result.output).does_not_contain(token)

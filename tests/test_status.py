@@ -1,6 +1,6 @@
 """`zibrato status` against a worker that turns unhealthy and recovers: exit codes 0, 1, 0.
 
-The worker is a real :class:`zibrato.worker.Backend` run in a thread, whose
+The worker is a real :class:`zibrato.worker.Worker` run in a thread, whose
 destination is stuck until the test lets it go, so that its delivery backlog
 fills; `zibrato status` is the real console script in a subprocess.
 """
@@ -12,20 +12,20 @@ import threading
 from expecter import expect
 
 from support.daemons import free_ports, run_script, wait_until
+from zibrato.destination import Destination, Interval
 from zibrato.runtime import ask_status
-from zibrato.worker import Backend
+from zibrato.worker import Worker
 
 
-class StuckBackend(Backend):
+class Stuck(Destination):
     """A destination that answers only once ``unstuck`` is set (every flush queues an interval)."""
 
     name = "stuck"
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self) -> None:
         self.unstuck = threading.Event()
 
-    def post(self, time: float, summaries: list[dict]) -> None:
+    def post(self, interval: Interval) -> None:
         self.unstuck.wait(30)
 
 
@@ -35,13 +35,15 @@ def status(port: int) -> subprocess.CompletedProcess:
 
 def test_status_exits_1_naming_the_problem_while_delivery_is_stuck_and_0_once_it_recovers():
     port = free_ports(2)
-    worker = StuckBackend("127.0.0.1", port, flush_interval=0.1, max_backlog=4,
-                          status_port=port + 1, self_level=None)
+    destination = Stuck()
+    worker = Worker(destination, "127.0.0.1", port, flush_interval=0.1, max_backlog=40,
+                    status_port=port + 1, self_level=None)
+    worker.figures_["last_received"] = 2e9  # the broker is not the subject here: never "silent"
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     running.start()
     try:
-        wait_until(lambda: ask_status("127.0.0.1", port + 1)["backlog"] > 2, timeout=10,
+        wait_until(lambda: ask_status("127.0.0.1", port + 1)["backlog"] > 20, timeout=10,
                    message="the backlog over half full")
 
         stuck = status(port + 1)
@@ -50,15 +52,15 @@ def test_status_exits_1_naming_the_problem_while_delivery_is_stuck_and_0_once_it
         expect(stuck.stdout).contains("stuck UNHEALTHY")
         expect(stuck.stdout).contains("delivery backlog")
 
-        worker.unstuck.set()
-        wait_until(lambda: ask_status("127.0.0.1", port + 1)["backlog"] <= 2, timeout=10,
+        destination.unstuck.set()
+        wait_until(lambda: ask_status("127.0.0.1", port + 1)["backlog"] <= 20, timeout=10,
                    message="the backlog delivered")
         recovered = status(port + 1)
 
         expect(recovered.returncode) == 0
         expect(recovered.stdout).contains("stuck OK")
     finally:
-        worker.unstuck.set()
+        destination.unstuck.set()
         stop.set()
         running.join(15)
     expect(running.is_alive()) == False

@@ -322,7 +322,7 @@ class Worker:
                 self._malformed("multipart message")
                 continue
             self.ingest(frame)
-            if not received % 64 and time.perf_counter() > until:
+            if not received & 7 and time.perf_counter() > until:
                 break
         if received:
             self.figures_["last_received"] = time.time()
@@ -381,8 +381,10 @@ class Worker:
                    "backlog": self.delivery.backlog, "dropped_intervals": q["dropped_intervals"],
                    "cut_off_intervals": q["cut_off_intervals"], "late_flushes": s.late_flushes,
                    "flush_lag": s.lag}
-        for key in getattr(self.destination, "self_figures", ()):
-            value = self.destination.figures().get(key)
+        keys = getattr(self.destination, "self_figures", ())
+        own = self.destination.figures() if keys else {}
+        for key in keys:
+            value = own.get(key)
             if isinstance(value, (int, float)):
                 figures[key] = value
         return figures

@@ -9,7 +9,7 @@ library only.
 Use::
 
     with FakeLibrato(max_batch=300) as librato:
-        backend = LibratoBackend(url=librato.url, user=librato.user, token=librato.token)
+        destination = Librato(librato.user, librato.token, api_url=librato.url)
         ...
         assert librato.wait_for(lambda: len(librato.measurements()) == 3)
 
