@@ -76,7 +76,7 @@ class WorkerPipeline:
             now = self.status()["measurements"]
             done, seen[0] = now == seen[0], now
             return done
-        wait_until(settled, timeout=10, interval=0.3, message="the warm-up to settle")
+        wait_until(settled, timeout=10, interval=0.15, message="the warm-up to settle")
         self.baseline = seen[0]
 
     def wait_measurements(self, count: int) -> None:
