@@ -251,6 +251,30 @@ def test_an_outage_with_retry_after_loses_nothing_and_sends_nothing_twice(pipeli
     expect(p.worker.stderr).contains("otlp delivery recovered after 3 failed attempts")
 
 
+def test_an_outage_spanning_several_flushes_loses_nothing(pipeline, otlp):
+    p = pipeline("--retry-delay", "0.1", "--max-retry-delay", "0.3", flush=0.5)
+    otlp.fail_until_cleared(Fail(503, "collector down"))
+    sent = 0
+    for i in range(1, 5):  # each value in its own flush interval
+        flushes = p.status()["flushes"]
+        p.client.count("info", "orders", i)
+        p.client.flush()
+        sent += i
+        wait_until(lambda: p.status()["flushes"] > flushes, message="the next flush")
+    expect(p.status()["backlog"]) >= 3
+    expect(p.received("orders")) == []
+
+    otlp.clear_failure()
+
+    def orders():
+        return sum(x.value for x in p.received("orders"))
+    wait_until(lambda: orders() == sent and p.status()["backlog"] == 0, timeout=15,
+               message="the backlog delivered")
+    p.stop_worker()
+    expect(orders()) == sent       # nothing lost, nothing twice
+    expect(otlp.violations) == []  # the delayed intervals are still in order, never overlapping
+
+
 def test_headers_from_a_file(pipeline, otlp, tmp_path):
     otlp.required_headers = {"Authorization": TOKEN, "X-Scope": "ops"}
     headers = tmp_path / "otlp-headers"

@@ -129,6 +129,7 @@ class FakeOtlp:
         self.attempts: list[float] = []        # monotonic arrival time of every POST
         self.violations: list[str] = []
         self._script: list[Fail | Partial | None] = []
+        self._outage: Fail | None = None
         self._streams: dict[tuple, tuple[int, int, float]] = {}  # stream -> (start, time, value)
         self._cond = threading.Condition()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -159,6 +160,15 @@ class FakeOtlp:
     @property
     def url(self) -> str:
         return self.endpoint + PATH
+
+    def fail_until_cleared(self, failure: Fail) -> None:
+        """Answer every request with ``failure`` (an outage) until :meth:`clear_failure`."""
+        with self._cond:
+            self._outage = failure
+
+    def clear_failure(self) -> None:
+        with self._cond:
+            self._outage = None
 
     def script(self, *responses: Fail | Partial | None) -> None:
         """Answer the next requests with these, in order (None: accept as usual); then accept again."""
@@ -235,6 +245,8 @@ class FakeOtlp:
         encoding = headers.get("Content-Encoding")
         if encoding not in (None, "gzip"):
             return _error(415, f"unsupported Content-Encoding {encoding}")
+        if self._outage is not None:
+            return _error(self._outage.status, self._outage.message)
         if self._script:
             scripted = self._script.pop(0)
             if isinstance(scripted, Fail):
