@@ -8,7 +8,17 @@ from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, wor
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
+def _needs_extra() -> None:
+    """A clear message, not a traceback, when prometheus_client is not installed."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError as error:
+        raise click.ClickException(f"zibrato-prometheus needs the prometheus extra ({error.name} is "
+                                   "missing): pip install 'zibrato[prometheus]'") from None
+
+
 def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    _needs_extra()
     from ..backends.prometheus import parse_listen
     try:
         return parse_listen(value)
@@ -19,6 +29,7 @@ def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 def _buckets(ctx: click.Context, param: click.Parameter, value: str | None):
     if value is None:
         return None
+    _needs_extra()
     from ..backends.prometheus_mapping import parse_buckets
     try:
         return parse_buckets(value)
@@ -54,12 +65,9 @@ def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, history:
     &offset=N answers a series' summary as JSON; add count=, mean= or sum=
     (and tol=) for l2met's metric assertion: 200 when it holds, 404 when not.
     """
-    try:
-        from ..backends.prometheus import PrometheusDestination, check_listen
-        from ..backends.prometheus_mapping import DEFAULT_BUCKETS
-    except ImportError as error:
-        raise click.ClickException(f"zibrato-prometheus needs the prometheus extra ({error.name} is "
-                                   "missing): pip install 'zibrato[prometheus]'") from None
+    _needs_extra()
+    from ..backends.prometheus import PrometheusDestination, check_listen
+    from ..backends.prometheus_mapping import DEFAULT_BUCKETS
     try:
         check_listen(listen)  # a port in use is a clear error at start, as for the broker
     except OSError as error:
