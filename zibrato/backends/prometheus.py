@@ -6,9 +6,10 @@ Each interval goes into :class:`~zibrato.backends.prometheus_mapping.PrometheusS
 * ``GET /metrics``: every series, rendered by ``prometheus_client``'s
   exposition code: the text format 0.0.4, or OpenMetrics when the scraper's
   ``Accept`` asks for it (``prometheus_client.exposition.choose_encoder``);
-  gzip when accepted. Each format a scraper asked for is rendered again right
-  after each interval (in the delivery thread), so a scrape only sends bytes
-  that are ready, however many series there are;
+  gzip when accepted. A renderer thread renders each format a scraper asked
+  for again after each interval, so a scrape only sends bytes that are ready
+  (at most one interval old), however many series there are, and delivery
+  never waits for a rendering;
 * ``GET /series/<name>?source=S&offset=N``: the series' summary of the N-th
   last interval (``offset`` 1, the default, is the last one) as JSON;
   ``tags=k:v,k2:v2`` and ``type=timer`` pick one series when several share
@@ -97,8 +98,12 @@ class PrometheusDestination(Destination):
         self.collector = _Collector(self.state)
         self.server: ThreadingHTTPServer | None = None
         self._figures = {"scrapes": 0, "renders": 0, "series_requests": 0, "intervals": 0}
-        self._render_lock = threading.Lock()
+        self._render_lock = threading.Lock()   # one rendering at a time
+        self._cache_lock = threading.Lock()    # guards _rendered (held only to read or swap)
         self._rendered: dict[str, _Rendered] = {}  # content type -> its latest rendering
+        self._wanted = threading.Event()       # the renderer thread has a newer state to render
+        self._renderer: threading.Thread | None = None
+        self._closing = False
 
     @property
     def address(self) -> tuple[str, int]:
@@ -116,6 +121,9 @@ class PrometheusDestination(Destination):
         self.server = server
         threading.Thread(target=server.serve_forever, name="zibrato-prometheus-http",
                          daemon=True).start()
+        self._renderer = threading.Thread(target=self._render_forever, name="zibrato-prometheus-render",
+                                          daemon=True)
+        self._renderer.start()
         host, port = self.address
         self.log.info("serving /metrics and /series/<name> on http://%s:%d", host, port)
 
@@ -124,9 +132,13 @@ class PrometheusDestination(Destination):
             self.connect()
         self.state.update(interval.summaries)
         self._figures["intervals"] += 1
-        self._render_again()
+        self._wanted.set()
 
     def close(self) -> None:
+        self._closing = True
+        self._wanted.set()
+        if self._renderer is not None:
+            self._renderer.join(5)
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -139,37 +151,58 @@ class PrometheusDestination(Destination):
     # --- answers (called from the server's threads) ------------------------------
 
     def metrics(self, accept: str | None, gzipped: bool = False) -> tuple[bytes, str]:
-        """The exposition for this ``Accept``, rendered once per change of the state.
+        """The latest rendering of the exposition this ``Accept`` asks for.
 
-        The state changes once per flush interval, while Prometheus may scrape
-        more often (and an HA pair scrapes twice); rendering 100,000 series
-        takes seconds, so each format asked for is rendered again right after
-        each interval, in the delivery thread (:meth:`post`), and scrapes send
-        the bytes ready. Only a series expiring between intervals makes a
-        scrape render.
+        Rendering 100,000 series takes seconds (prometheus_client's exposition),
+        so it happens neither in the delivery thread nor while a scraper waits:
+        after each interval the renderer thread renders every format asked for
+        so far (and its gzip, if that was asked for), and a scrape sends the
+        latest one ready, at most one interval old while the next is rendered.
+        Only the first scrape of a format waits for its rendering.
         """
         encoder, content_type = exposition.choose_encoder(accept or "")
         self._figures["scrapes"] += 1
-        with self._render_lock:
-            version = self.state.expire_now()
+        with self._cache_lock:
             rendered = self._rendered.get(content_type)
-            if rendered is None or rendered.version != version:
-                rendered = self._rendered[content_type] = self._render(encoder, version)
-            return (rendered.gzipped() if gzipped else rendered.body), content_type
+        if rendered is None:
+            with self._render_lock:
+                with self._cache_lock:
+                    rendered = self._rendered.get(content_type)
+                if rendered is None:
+                    rendered = self._render(content_type, encoder, self.state.expire_now())
+        elif rendered.version != self.state.version:
+            self._wanted.set()
+        return (rendered.gzipped() if gzipped else rendered.body), content_type
 
-    def _render(self, encoder, version: int) -> "_Rendered":
+    def _render(self, content_type: str, encoder, version: int, gzipped: bool = False) -> "_Rendered":
+        """Render (holding the render lock), then swap the cache entry in."""
+        rendered = _Rendered(version, encoder(self.collector), encoder)
+        if gzipped:
+            rendered.gzipped()
+        with self._cache_lock:
+            self._rendered[content_type] = rendered
         self._figures["renders"] += 1
-        return _Rendered(version, encoder(self.collector), encoder)
+        return rendered
+
+    def _render_forever(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._closing:
+                return
+            self._wanted.clear()
+            try:
+                self._render_again()
+            except Exception:  # a bug must not end the renderer: scrapes would go stale silently
+                self.log.exception("rendering /metrics failed")
 
     def _render_again(self) -> None:
-        """After an interval: render the formats scrapers asked for, before they ask again."""
+        """Render again each format scrapers asked for, if the state changed since."""
         with self._render_lock:
-            version = self.state.version
-            for content_type, rendered in list(self._rendered.items()):
-                if rendered.version != version:
-                    fresh = self._rendered[content_type] = self._render(rendered.encoder, version)
-                    if rendered.was_gzipped:  # scrapers of this format take gzip: have it ready
-                        fresh.gzipped()
+            version = self.state.expire_now()
+            with self._cache_lock:
+                stale = [(content_type, r) for content_type, r in self._rendered.items() if r.version != version]
+            for content_type, old in stale:
+                self._render(content_type, old.encoder, version, gzipped=old.was_gzipped)
 
     def series(self, name: str, query: dict[str, list[str]]) -> tuple[int, dict]:
         """The l2met read API and metric assertion: (status, JSON body)."""
