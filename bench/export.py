@@ -28,7 +28,6 @@ import time
 import urllib.request
 
 from _common import machine, median, save_json, table
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, exposition, openmetrics
 
 from tests.support.summaries import counter, gauge, timer

@@ -14,10 +14,10 @@ from expecter import expect
 
 pytest.importorskip("zibrato.sketch", reason="zibrato.sketch arrives with the sketch branch (issue 19)")
 
-from support.fake_otlp import FakeOtlp, flatten  # noqa: E402
-from zibrato.aggregation import Aggregator  # noqa: E402
-from zibrato.backends.otlp_mapping import OtlpMapper  # noqa: E402
-from zibrato.backends.prometheus_mapping import DEFAULT_BUCKETS, PrometheusState  # noqa: E402
+from support.fake_otlp import FakeOtlp, flatten
+from zibrato.aggregation import Aggregator
+from zibrato.backends.otlp_mapping import OtlpMapper
+from zibrato.backends.prometheus_mapping import DEFAULT_BUCKETS, PrometheusState
 
 END = 1_800_000_060.0
 

@@ -6,8 +6,10 @@ import gzip
 import pytest
 import requests
 from expecter import expect
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (ExportMetricsServiceRequest,
-                                                                          ExportMetricsServiceResponse)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
@@ -88,7 +90,8 @@ def test_transport_rules_and_scripted_answers():
 
         fake.script(Fail(503, "later", retry_after=3), Partial(2, "two too old"))
         answer = post(gzip.compress(body), **{"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
-        expect((answer.status_code, answer.headers["Retry-After"], status_message(answer.content))) == (503, "3", "later")
+        expect((answer.status_code, answer.headers["Retry-After"])) == (503, "3")
+        expect(status_message(answer.content)) == "later"
         answer = post(body, **{"Content-Type": "application/x-protobuf"})
         expect(answer.status_code) == 200
         response = ExportMetricsServiceResponse.FromString(answer.content)

@@ -9,8 +9,15 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
 from tests.support.fake_otlp import FakeOtlp, Violation, flatten
 from tests.support.summaries import counter, gauge, set_, sketch_of, timer
-from zibrato.backends.otlp_mapping import (ExpHistogram, OtlpMapper, attribute_pairs, downscale, nanos,
-                                           parse_key_values, resource_attributes)
+from zibrato.backends.otlp_mapping import (
+    ExpHistogram,
+    OtlpMapper,
+    attribute_pairs,
+    downscale,
+    nanos,
+    parse_key_values,
+    resource_attributes,
+)
 
 START, END = 1_800_000_000.0, 1_800_000_060.0
 

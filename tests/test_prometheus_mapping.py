@@ -8,8 +8,14 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.summaries import counter, gauge, set_, timer
-from zibrato.backends.prometheus_mapping import (DEFAULT_BUCKETS, PrometheusState, bucket_increments,
-                                                 label_name, metric_name, parse_buckets)
+from zibrato.backends.prometheus_mapping import (
+    DEFAULT_BUCKETS,
+    PrometheusState,
+    bucket_increments,
+    label_name,
+    metric_name,
+    parse_buckets,
+)
 
 
 class Clock:

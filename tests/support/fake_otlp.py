@@ -43,7 +43,9 @@ from typing import Callable
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse)
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
 __all__ = ["FakeOtlp", "Fail", "Partial", "status_message"]

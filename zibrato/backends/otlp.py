@@ -27,6 +27,7 @@ import gzip
 import logging
 import os
 import ssl
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -141,7 +142,7 @@ class OtlpDestination(Destination):
         self.log = logging.getLogger("zibrato.otlp")
         self.session: requests.Session | None = None
         self._pending: tuple[float, list[tuple[bytes, int]]] | None = None  # interval end, bodies left
-        self._figures = {"requests_sent": 0, "points_sent": 0, "points_rejected": 0,
+        self._figures: dict[str, Any] = {"requests_sent": 0, "points_sent": 0, "points_rejected": 0,
                          "requests_rejected": 0, "requests_failed": 0, "last_error": None}
 
     def connect(self) -> None:
@@ -198,6 +199,7 @@ class OtlpDestination(Destination):
 
     def _send(self, body: bytes, points: int) -> None:
         f = self._figures
+        assert self.session is not None, "connect() first"
         try:
             response = self.session.post(self.url, data=body, timeout=request_timeout(self.timeout),
                                          verify=self._verify)

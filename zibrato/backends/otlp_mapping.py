@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import os
 import socket
-from typing import Iterable
+from typing import Any, Iterable
 from urllib.parse import unquote
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -44,6 +44,7 @@ from .labels import tag_pairs
 
 DELTA = pb.AGGREGATION_TEMPORALITY_DELTA
 CUMULATIVE = pb.AGGREGATION_TEMPORALITY_CUMULATIVE
+Buckets = tuple[int, list[int]]  # (offset, counts) of one side of an exponential histogram
 TEMPORALITIES = {"delta": DELTA, "cumulative": CUMULATIVE}
 SCOPE_NAME = "zibrato"
 DEFAULT_SERVICE_NAME = "zibrato"
@@ -170,8 +171,9 @@ class ExpHistogram:
 
     __slots__ = ("scale", "zero_count", "positive", "negative", "sum", "min", "max")
 
-    def __init__(self, scale: int = 0, zero_count: int = 0, positive=(0, []), negative=(0, []),
-                 sum: float = 0.0, min: float | None = None, max: float | None = None) -> None:
+    def __init__(self, scale: int = 0, zero_count: int = 0, positive: Buckets = (0, []),
+                 negative: Buckets = (0, []), sum: float = 0.0, min: float | None = None,
+                 max: float | None = None) -> None:
         self.scale, self.zero_count = scale, zero_count
         self.positive, self.negative = positive, negative
         self.sum, self.min, self.max = sum, min, max
@@ -198,10 +200,10 @@ class ExpHistogram:
     def merged(self, other: "ExpHistogram") -> "ExpHistogram":
         """Both brought to the smaller scale, counts added (how the spec merges them)."""
         scale = min(self.scale, other.scale)
-        pos = add_buckets(downscale(*self.positive, self.scale - scale),
-                          downscale(*other.positive, other.scale - scale))
-        neg = add_buckets(downscale(*self.negative, self.scale - scale),
-                          downscale(*other.negative, other.scale - scale))
+        pos = add_buckets(downscale(self.positive[0], self.positive[1], self.scale - scale),
+                          downscale(other.positive[0], other.positive[1], other.scale - scale))
+        neg = add_buckets(downscale(self.negative[0], self.negative[1], self.scale - scale),
+                          downscale(other.negative[0], other.negative[1], other.scale - scale))
         lows = [v for v in (self.min, other.min) if v is not None]
         highs = [v for v in (self.max, other.max) if v is not None]
         return ExpHistogram(scale, self.zero_count + other.zero_count, pos, neg,
@@ -229,7 +231,7 @@ class _Running:
 
     __slots__ = ("start", "total")
 
-    def __init__(self, start: int, total: object) -> None:
+    def __init__(self, start: int, total: Any) -> None:
         self.start, self.total = start, total
 
 
@@ -354,7 +356,7 @@ class OtlpMapper:
             running = self._advance(key, start, (count, total), lambda a, b: (a[0] + b[0], a[1] + b[1]))
             start, (count, total) = running.start, running.total
         quantiles = [(0.0, s["min"])] + sorted(
-            (_percentile_of(k) / 100, v) for k, v in s.items() if _percentile_of(k) is not None
+            (p / 100, v) for k, v in s.items() if (p := _percentile_of(k)) is not None
         ) + [(1.0, s["max"])]
         point.start_time_unix_nano, point.time_unix_nano = start, end
         point.count, point.sum = count, total
@@ -408,4 +410,5 @@ def _percentile_of(key: str) -> float | None:
 
 
 def count_points(metric: pb.Metric) -> int:
-    return len(getattr(metric, metric.WhichOneof("data")).data_points)
+    kind = metric.WhichOneof("data")
+    return len(getattr(metric, kind).data_points) if kind else 0

@@ -108,7 +108,10 @@ class PrometheusDestination(Destination):
     @property
     def address(self) -> tuple[str, int]:
         """Where the server listens (the real port when ``listen`` asked for port 0)."""
-        return self.server.server_address[:2] if self.server else self.listen
+        if self.server is None:
+            return self.listen
+        host, port = self.server.server_address[:2]
+        return str(host), int(port)
 
     def connect(self) -> None:
         if self.server is not None:

@@ -138,7 +138,7 @@ class Series:
                  now: float) -> None:
         self.key, self.kind, self.family, self.labels = key, kind, family, labels
         self.value = 0.0
-        self.buckets = [0.0] * buckets if kind in ("timer", "histogram") else None
+        self.buckets: list[float] = [0.0] * buckets if kind in ("timer", "histogram") else []
         self.count, self.sum = 0.0, 0.0
         self.last_data = now
         self.history: collections.deque = collections.deque(maxlen=history)

@@ -1,6 +1,8 @@
 """zibrato-prometheus: the worker Prometheus scrapes (GET /metrics), with l2met's read API."""
 from __future__ import annotations
 
+from typing import cast
+
 import click
 
 from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
@@ -73,7 +75,8 @@ def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, history:
     except OSError as error:
         raise click.ClickException(str(error)) from None
     # the shared --expire (seconds per type; 0: the default 300 s here) or this command's own
-    expire = options["expire"] if "expire" in _shared_params() else options.pop("expire")
+    expire = cast("float | dict[str, float]",
+                  options["expire"] if "expire" in _shared_params() else options.pop("expire"))
     run_worker(lambda: PrometheusDestination(listen, buckets=buckets or DEFAULT_BUCKETS, expire=expire,
                                              history=history), verbose, **worker_kwargs(options))
 
@@ -81,7 +84,7 @@ def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, history:
 def _shared_params() -> set[str]:
     @worker_options(default_flush=10.0)
     def probe(**kwargs: object) -> None: ...
-    return {param.name for param in probe.__click_params__}
+    return {param.name for param in getattr(probe, "__click_params__", ()) if param.name}
 
 
 main = standalone(command, "zibrato-prometheus", "ZIBRATO_PROMETHEUS")
