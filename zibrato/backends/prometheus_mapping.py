@@ -132,7 +132,7 @@ class Series:
     """What a scrape shows of one Zibrato series, and its recent summaries."""
 
     __slots__ = ("kind", "family", "labels", "value", "buckets", "count", "sum", "last_data",
-                 "history", "key")
+                 "history", "key", "le_labels")
 
     def __init__(self, key: tuple, kind: str, family: str, labels: dict, buckets: int, history: int,
                  now: float) -> None:
@@ -142,6 +142,7 @@ class Series:
         self.count, self.sum = 0.0, 0.0
         self.last_data = now
         self.history: collections.deque = collections.deque(maxlen=history)
+        self.le_labels: list[dict[str, str]] | None = None  # the labels of its _bucket samples
 
 
 class _Family:
@@ -161,6 +162,7 @@ class PrometheusState:
         if history < 1:
             raise ValueError("history must be at least 1")
         self.bounds = tuple(sorted(buckets))
+        self._le_values = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
         self.expire = expiry_per_kind(expire)
         self.history, self.clock = history, clock
         self.log = log or logging.getLogger("zibrato.prometheus")
@@ -296,11 +298,14 @@ class PrometheusState:
             elif family.kind == "gauge":
                 add(_sample(name, labels, series.value))
             else:
+                bucket_name = name + "_bucket"
+                if series.le_labels is None:  # made once per series: scrapes reuse them
+                    series.le_labels = [{**labels, "le": le} for le in self._le_values]
                 running = 0.0
-                for bound, count in zip(self.bounds, series.buckets):
+                for le_labels, count in zip(series.le_labels, series.buckets):
                     running += count
-                    add(_sample(name + "_bucket", {**labels, "le": floatToGoString(bound)}, running))
-                add(_sample(name + "_bucket", {**labels, "le": "+Inf"}, series.count))
+                    add(Sample(bucket_name, le_labels, running, None, None))
+                add(Sample(bucket_name, series.le_labels[-1], series.count, None, None))
                 add(_sample(name + "_count", labels, series.count))
                 add(_sample(name + "_sum", labels, series.sum))
         return metric
