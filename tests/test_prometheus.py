@@ -240,6 +240,14 @@ def test_the_real_prometheus_stores_exact_totals_gauges_and_buckets(pipeline, pr
     p99 = prometheus.value("histogram_quantile(0.99, db_query_bucket)")
     expect(1.0 < p99 <= 2.0) == True
 
+    # every scrape was clean: Prometheus's own counters of what it refused stayed at 0
+    own = get(prometheus.url + "/metrics")[2].decode()
+    for refused in ("prometheus_target_scrapes_sample_duplicate_timestamp_total",
+                    "prometheus_target_scrapes_sample_out_of_order_total",
+                    "prometheus_target_scrapes_sample_out_of_bounds_total"):
+        expect(own).contains(f"{refused} 0\n")
+    expect(prometheus.value('up{job="zibrato"}')) == 1
+
     # more of the same counter: Prometheus sees the running total, not the last interval
     p.client.count("info", "signup", 25, tags={"plan": "pro"})
     p.wait_measurements(50 + 4 + len(timings) + 1)

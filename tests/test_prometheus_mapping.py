@@ -35,10 +35,16 @@ class Collector:
 
 
 def scrape(state) -> dict:
-    """{(sample name, frozenset(labels)): value} as Prometheus would parse the text format."""
+    """{(sample name, frozenset(labels)): value} as Prometheus would parse the text format.
+
+    A sample twice (same name and labels) fails the test: Prometheus rejects such a scrape.
+    """
     text = exposition.generate_latest(Collector(state)).decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = [((s.name, frozenset(s.labels.items())), s.value)
+               for family in text_string_to_metric_families(text) for s in family.samples]
+    got = dict(samples)
+    assert len(got) == len(samples), f"duplicate samples in:\n{text}"
+    return got
 
 
 def labels(**kw):

@@ -302,7 +302,7 @@ class PrometheusState:
                 if series.le_labels is None:  # made once per series: scrapes reuse them
                     series.le_labels = [{**labels, "le": le} for le in self._le_values]
                 running = 0.0
-                for le_labels, count in zip(series.le_labels, series.buckets):
+                for le_labels, count in zip(series.le_labels[:-1], series.buckets):  # +Inf: below
                     running += count
                     add(Sample(bucket_name, le_labels, running, None, None))
                 add(Sample(bucket_name, series.le_labels[-1], series.count, None, None))
