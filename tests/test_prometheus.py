@@ -272,3 +272,14 @@ def test_the_shared_expire_flag_is_used_when_every_worker_has_one():
 
     expect(_own_expire(shared)) == shared
     expect([p.name for p in _own_expire(alone).__click_params__]) == ["expire"]
+
+
+def test_an_idle_series_leaves_metrics_after_expire(pipeline):
+    p = pipeline("--expire", "1", flush=0.5)
+    p.client.count("info", "once", 3)
+    p.wait_measurements(1)
+    wait_until(lambda: p.scrape().get(("once_total", ())) == 3, message="the counter in /metrics")
+
+    wait_until(lambda: ("once_total", ()) not in p.scrape(), timeout=10, message="the idle counter expiring")
+    expect(p.status()["series_expired"]) >= 1
+    p.stop_worker()
