@@ -20,6 +20,8 @@ setup(
     python_requires=">=3.10",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
     extras_require={
+        "otlp": ["opentelemetry-proto>=1.20", "protobuf>=4.21"],
+        "prometheus": ["prometheus_client>=0.17"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "hypothesis>=6",
                  # zibrato-listen's tests send through these real statsd clients
                  "statsd>=4.0", "datadog>=0.49",
@@ -28,7 +30,9 @@ setup(
                  # the web view's tests drive the real chromium
                  "selenium>=4.10",
                  # a real pre-fork server: the client's fork safety under gunicorn
-                 "gunicorn>=21"],
+                 "gunicorn>=21",
+                 # the OTLP and Prometheus destinations' own extras
+                 "opentelemetry-proto>=1.20", "protobuf>=4.21", "prometheus_client>=0.17"],
         # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
         "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
     },
@@ -43,6 +47,8 @@ setup(
             "zibrato-graphite = zibrato.cli.graphite:main",
             "zibrato-influxdb = zibrato.cli.influxdb:main",
             "zibrato-web = zibrato.cli.web:main",
+            "zibrato-otlp = zibrato.cli.otlp:main",
+            "zibrato-prometheus = zibrato.cli.prometheus:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },

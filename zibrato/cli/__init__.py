@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "graphite": "graphite",
     "influxdb": "influxdb",
     "web": "web",
+    "otlp": "otlp",
+    "prometheus": "prometheus",
     "demo": "demo",
     "status": "status",
 }
