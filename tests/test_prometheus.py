@@ -177,7 +177,7 @@ def test_listen_parsing():
 
 
 def test_bad_flags_are_usage_errors():
-    for args in (["--listen", "nowhere"], ["--buckets", "0.1,slow"], ["--expire", "0"]):
+    for args in (["--listen", "nowhere"], ["--buckets", "0.1,slow"], ["--expire", "-1"]):
         bad = run_script("zibrato-prometheus", *args)
         expect((args, bad.returncode)) == (args, 2)
 
