@@ -1,7 +1,7 @@
 """Where the time goes, for the targets the benchmarks can miss.
 
     bench/.venv/bin/python bench/where_time_goes.py client   # @z.time_me, piece by piece
-    bench/.venv/bin/python bench/where_time_goes.py worker   # cProfile of Backend.ingest, 1-value records
+    bench/.venv/bin/python bench/where_time_goes.py worker   # cProfile of Worker.ingest, 1-value records
 
 (bench/run creates bench/.venv.) ``client``: cProfile cannot see inside a call
 of a few hundred ns (its own hook costs more), so the decorator is rebuilt one
@@ -95,16 +95,17 @@ def worker(n_frames: int = 2_000) -> None:
     import io
 
     from zibrato import protocol
-    from zibrato.backends.console import ConsoleBackend
+    from zibrato.backends.console import Console
+    from zibrato.worker import Worker
     records = [("t", f"bench.t.{i}", [0.01 * i], None, ("host:bench",)) for i in range(100)]
     frame = protocol.encode("info", time.time(), records)
-    backend = ConsoleBackend(stream=io.StringIO(), self_level=None)
+    backend = Worker(Console(stream=io.StringIO()), self_level=None)
     profile = cProfile.Profile()
     profile.enable()
     for _ in range(n_frames):
         backend.ingest(frame)
     profile.disable()
-    print(f"### cProfile of Backend.ingest: {n_frames:,} frames of 100 one-value timer records\n")
+    print(f"### cProfile of Worker.ingest: {n_frames:,} frames of 100 one-value timer records\n")
     print("```")
     stats = pstats.Stats(profile, stream=sys.stdout)
     stats.sort_stats("tottime").print_stats(12)

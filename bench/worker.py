@@ -3,7 +3,7 @@
 Run through ``bench/run worker [--quick]``.
 
 Ingest: pre-encoded protocol v1 frames (``protocol.encode``, as the client
-sends them) are fed to ``Backend.ingest(frame)`` of a ``ConsoleBackend`` (no
+sends them) are fed to ``Worker.ingest(frame)`` of a worker around a ``Console`` (no
 sockets involved: decode, validate, ``Aggregator.add``), in four shapes:
 counters and timers, records of 1 value (100 distinct series a frame: many
 series each measured once per client drain) and of 100 values (10 series a
@@ -33,11 +33,12 @@ import time
 import _common as c
 
 from zibrato import protocol
-from zibrato.backends.console import ConsoleBackend
+from zibrato.backends.console import Console
+from zibrato.worker import Worker
 
 
-def backend() -> ConsoleBackend:
-    return ConsoleBackend(stream=io.StringIO(), self_level=None, flush_interval=60.0)
+def backend() -> Worker:
+    return Worker(Console(stream=io.StringIO()), self_level=None, flush_interval=60.0)
 
 
 def frames(kind: str, per_record: int, series: int, count: int, seed: int = 1) -> list[bytes]:
@@ -83,7 +84,7 @@ def ingest_rates(repeats: int, target: int) -> list[dict]:
             b.aggregator.flush(time.time(), 1.0)
             start = time.process_time()
             for frame in batch:
-                b.parse(frame)  # what ingest decodes with (protocol.decode_plain)
+                protocol.decode_plain(frame)  # what ingest decodes with
             decode_share.append((time.process_time() - start) / elapsed)
         assert b.figures_["malformed"] == 0
         results.append({"shape": label, "rate": c.median(rates), "decode_share": c.median(decode_share),
@@ -180,8 +181,8 @@ def main() -> None:
     rates = ingest_rates(repeats, target)
     mem = memory(0 if args.quick else 3)
     c.save_json("worker" + ("-quick" if args.quick else ""), {"ingest": rates, "memory": mem})
-    print("### Aggregation ceiling (Backend.ingest: decode + validate + aggregate, one core)\n")
-    print(c.table(["frame shape", "measurements/s", "share of the time in decoding (Backend.parse)"],
+    print("### Aggregation ceiling (Worker.ingest: decode + validate + aggregate, one core)\n")
+    print(c.table(["frame shape", "measurements/s", "share of the time in decoding (protocol.decode_plain)"],
                   [[r["shape"], r["rate"], f"{r['decode_share']:.0%}"] for r in rates]))
     print("\n### 1M timer values in one interval (fresh process per case)\n")
     print(c.table(["case", "ingest (measurements/s)", "flush (ms)", "values + buckets held",

@@ -467,6 +467,22 @@ def test_an_outage_spanning_several_flushes_loses_nothing(pipeline, librato):
     expect(p.worker.stderr).contains("recovered after")
 
 
+def test_a_stop_during_a_503_with_retry_after_sends_nothing_more_and_exits_inside_the_budget(
+        pipeline, librato):
+    """Issue 12's storm (175 POSTs after TERM) against the real worker process: now none."""
+    librato.fail_next(1000, 503, headers={"Retry-After": "120"})
+    p = pipeline("--stop-timeout", "3")
+    p.client.count("info", "orders", 5)
+    p.wait_measurements(1)
+    before = len(librato.requests())
+    started = time.monotonic()
+    p.stop_worker()  # the final flush meets the 503: one attempt, then Retry-After is honoured
+    expect(time.monotonic() - started) < 3 + 1.5
+    expect(len(librato.requests()) - before) <= 1
+    expect(p.worker.stderr).contains("stop deadline reached")
+    expect(p.received()) == []
+
+
 def test_a_bad_name_costs_only_itself(pipeline, librato):
     librato.reject_name("bad.name")
     p = pipeline()

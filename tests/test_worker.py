@@ -350,3 +350,19 @@ def test_every_form_of_a_credential_is_redacted_from_logs_and_status_replies():
     expect(stream.getvalue()).does_not_contain(token)
     expect(stream.getvalue()).contains("<redacted>")
     expect(reply["last_error"]) == "echo <redacted>"
+
+
+def test_a_destination_publishes_its_own_figures_with_the_runtimes_under_the_self_level():
+    from zibrato.testing import MemoryZibrato
+    from zibrato.backends.statsd import Statsd
+
+    destination = Statsd()
+    destination.counts["lines_lost"] = 7
+    worker = Worker(destination, self_level="ops")
+    worker._self_client = MemoryZibrato()
+    worker._report_self(series=3, elapsed=0.01)
+    seen = worker._self_client.measurements
+    seen.assert_gauged("zibrato.statsd.lines_lost", value=7, level="ops")
+    seen.assert_gauged("zibrato.statsd.series_flushed", value=3, level="ops")
+    seen.assert_gauged("zibrato.statsd.late_flushes", value=0, level="ops")
+    expect({m.level for m in seen}) == {"ops"}

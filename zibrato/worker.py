@@ -396,8 +396,10 @@ class Worker:
                    "cut_off_intervals": q["cut_off_intervals"], "late_flushes": s.late_flushes,
                    "non_finite_dropped": f["non_finite_dropped"],
                    "flush_lag": s.lag}
-        for key in getattr(self.destination, "self_figures", ()):
-            value = self.destination.figures().get(key)
+        keys = getattr(self.destination, "self_figures", ())
+        own = self.destination.figures() if keys else {}
+        for key in keys:
+            value = own.get(key)
             if isinstance(value, (int, float)):
                 figures[key] = value
         return figures

@@ -107,15 +107,3 @@ def run_script(script: str, *args: object, timeout: float = 30.0, env: dict | No
     """Run a console script to completion, capturing its output."""
     return subprocess.run([str(BIN / script), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, input=input)
-
-
-def stop_within(backend, delivery, window: float = 0.6) -> float:
-    """Stop ``backend`` with ``window`` seconds left for delivery; the seconds ``delivery`` then took.
-
-    What a worker does at its stop signal, for a backend driven by hand in a test.
-    """
-    started = time.monotonic()
-    backend.stop_deadline = started + window
-    backend.stopping.set()
-    delivery.join(5)
-    return time.monotonic() - started

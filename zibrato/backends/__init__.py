@@ -1,1 +1,1 @@
-"""Destinations: one module per service, each a small subclass of zibrato.worker.Backend."""
+"""Destinations: one module per service, each a pure mapping plus a small zibrato.destination.Destination."""
