@@ -16,10 +16,11 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     packages=find_packages(include=["zibrato", "zibrato.*"]),
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "hypothesis>=6"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "hypothesis>=6",
+                 "gunicorn>=21"],
         # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
         "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
     },
@@ -36,6 +37,11 @@ setup(
     classifiers=[
         "License :: OSI Approved :: BSD License",
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: System :: Monitoring",
     ],
 )

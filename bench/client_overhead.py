@@ -30,6 +30,11 @@ charges other tenants' load to whichever library happened to be running.
 (Other tenants still slow everything through shared caches and cores, so
 compare the ratios, which come from the same moments, rather than absolute ns.)
 
+A last section, "threads flat out", runs four threads calling ``@z.time_me``
+back to back (broker up and down) and reports the worst single call, the
+RSS growth and the most measurements queued at once: the client's bound
+(issue 11), beside the same loop around a bare ``noop()``.
+
 Overhead = instrumented statement - baseline statement (``noop()`` for a
 decorated function or a ``with`` block around ``noop()``, ``pass`` for a
 direct call such as ``z.gauge(...)``). Each figure is the median of the
@@ -39,11 +44,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import timeit
+from array import array
 from dataclasses import dataclass
 
 import _common as c
@@ -263,6 +271,101 @@ def run_condition(condition: str, repeats: int, tight_n: int, spaced_n: int) -> 
             c.stop(daemon)
 
 
+FLAT_OUT_THREADS = 4
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def flat_out(condition: str, seconds: float) -> dict:
+    """Four threads call ``@z.time_me`` back to back for ``seconds``; each call timed alone.
+
+    The worst single call (and the 99.99th percentile) is what an application
+    thread can wait in one measurement; the same loop around a bare ``noop()``
+    in the same conditions shows what the GIL alone costs (a thread waits up to
+    the switch interval, 5 ms, for its turn, whatever it calls). Also the RSS
+    growth, the most measurements queued at once, and what was sent and dropped.
+    """
+    from zibrato import Zibrato
+
+    base = c.free_port_run(3)
+    daemons = []
+    if condition == "up":
+        daemons.append(c.start("zibrato-broker", "--port", base, "--status-port", 0, "--startup-grace", 0.1))
+        time.sleep(0.5)
+    try:
+        z = Zibrato("127.0.0.1", base)
+        timed = z.time_me("info", "bench.flat_out")(noop)
+        out = {}
+        for label, call in (("bare noop()", noop), ("@z.time_me", timed)):
+            call()
+            rss0 = rss_bytes()
+            durations = [array("d") for _ in range(FLAT_OUT_THREADS)]  # 8 bytes a call, no objects
+            highest = [0]
+            stop = threading.Event()
+
+            def loop(mine: array, call=call) -> None:
+                pc = time.perf_counter
+                append = mine.append
+                while not stop.is_set():
+                    for _ in range(1000):
+                        t0 = pc()
+                        call()
+                        append(pc() - t0)
+
+            def watch() -> None:
+                while not stop.is_set():
+                    highest[0] = max(highest[0], z.queued)
+                    stop.wait(0.002)
+
+            threads = [threading.Thread(target=loop, args=(d,)) for d in durations]
+            threads.append(threading.Thread(target=watch))
+            for thread in threads:
+                thread.start()
+            time.sleep(seconds)
+            stop.set()
+            for thread in threads:
+                thread.join()
+            rss1 = rss_bytes() - 8 * sum(len(d) for d in durations)
+            everything = sorted(x for d in durations for x in d)
+            z.flush(10)
+            out[label] = {"calls": len(everything), "max": everything[-1],
+                          "p99_99": everything[int(len(everything) * 0.9999)],
+                          "median": everything[len(everything) // 2],
+                          "rss_growth": rss1 - rss0,  # less the timings themselves
+                          "queued_max": highest[0]}
+            del durations, everything
+        out["_zibrato"] = {"sent": z.sent, "dropped": z.dropped, "max_queue": z.max_queue}
+        z.close(timeout=2.0)
+        return out
+    finally:
+        for daemon in daemons:
+            c.stop(daemon)
+
+
+def flat_out_report(results: dict, seconds: float) -> str:
+    rows = []
+    for cond, out in results.items():
+        for label in ("bare noop()", "@z.time_me"):
+            r = out[label]
+            rows.append([f"broker {cond}", label, f"{r['calls']:,}", f"{r['median'] * 1e9:,.0f}",
+                         f"{r['p99_99'] * 1e6:,.0f}", f"{r['max'] * 1e3:,.2f}",
+                         f"{max(r['rss_growth'], 0) / 1e6:,.1f}",
+                         f"{r['queued_max']:,}" if label != "bare noop()" else ""])
+        zr = out["_zibrato"]
+        rows.append([f"broker {cond}", "zibrato totals", "", "", "", "", "",
+                     f"sent {zr['sent']:,}, dropped {zr['dropped']:,} (queue bound {zr['max_queue']:,})"])
+    headers = ["condition", "call", "calls", "median (ns)", "p99.99 (us)", "worst single call (ms)",
+               "RSS growth (MB)", "most queued at once"]
+    return "\n".join([f"### {FLAT_OUT_THREADS} threads flat out for {seconds:g} s (the client's bound)", "",
+                      c.table(headers, rows), "",
+                      "Each call timed alone with perf_counter (wall time, so a thread that waits for the "
+                      "GIL in the middle of a call counts the wait). The bare noop() rows are the GIL's own "
+                      "share: a worst call of a few ms is the 5 ms switch interval, for any code.", ""])
+
+
 def report(all_results: dict, conditions: list[str]) -> str:
     ov = {cond: overheads(all_results[cond]) for cond in conditions}
     cols = [(cond, mode) for mode in ("tight", "spaced") for cond in conditions]
@@ -333,8 +436,12 @@ def main() -> None:
     all_results = {}
     for cond in conditions:
         all_results[cond] = run_condition(cond, repeats, tight_n, spaced_n)
+    seconds = 2.0 if args.quick else 10.0
+    flat = {cond: flat_out(cond, seconds) for cond in conditions}
+    all_results["_flat_out"] = flat
     c.save_json("client" + ("-quick" if args.quick else ""), all_results)
     print(report(all_results, conditions))
+    print(flat_out_report(flat, seconds))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,15 @@ def flatten(batch: protocol.Batch) -> list[Flat]:
             for record in batch.records for value in record.values]
 
 
+def flatten_raw(frame: bytes) -> list[Flat]:
+    """A message flattened without the protocol decoder (for 1.1 records it may not know yet)."""
+    import msgpack
+    level, _, payload = frame.partition(protocol.LEVEL_TERMINATOR)
+    _version, _time, records = msgpack.unpackb(payload, raw=False)
+    return [Flat(level.decode(), record[0], record[1], value, record[3], tuple(record[4]))
+            for record in records for value in record[2]]
+
+
 def select(records: list[Flat], name: str | None = None, **fields) -> list[Flat]:
     """The records with this name (and every other field given equal)."""
     return [r for r in records
@@ -70,6 +79,7 @@ class BrokerPull:
         #: every message received, decoded
         self.batches: list[protocol.Batch] = []
         self.frames: list[bytes] = []  # as received, for size checks
+        self.accept_1_1 = False  # protocol 1.1 records the decoder may not read yet (see settle)
         #: every measurement received, flattened, in arrival order
         self.records: list[Flat] = []
         self.bind()
@@ -126,14 +136,17 @@ class BrokerPull:
                            timeout, what=f"{count} x {name or 'any'}")
         return select(self.records, name, **fields)
 
-    def settle(self, client: Zibrato, timeout: float = RECEIVE_TIMEOUT) -> list[Flat]:
+    def settle(self, client: Zibrato, timeout: float = RECEIVE_TIMEOUT, raw: bool = False) -> list[Flat]:
         """Everything ``client`` recorded so far, received exactly as many times as it arrived.
 
         Flushes, then sends a sentinel and flushes again: the messages of one
         client travel in order on one connection, so once the sentinel is in,
         everything recorded before it is in too (and any duplicate would be).
-        Returns the records received so far, without sentinels.
+        Returns the records received so far, without sentinels. ``raw``: accept
+        protocol 1.1 records that this branch's decoder does not know yet
+        (read them from :attr:`raw_frames`).
         """
+        self.accept_1_1 = self.accept_1_1 or raw
         assert client.flush(timeout), "flush() timed out"
         marker = next(_sentinel_values)
         client.gauge("sentinel", SENTINEL, marker)
@@ -152,10 +165,20 @@ class BrokerPull:
                 frame = self.socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            batch = protocol.decode(frame)  # a message the client made must decode
             self.frames.append(frame)
+            try:
+                batch = protocol.decode(frame)  # a message the client made must decode
+            except protocol.ProtocolError:
+                if not self.accept_1_1:
+                    raise
+                self.records.extend(flatten_raw(frame))
+                continue
             self.batches.append(batch)
             self.records.extend(flatten(batch))
+
+    @property
+    def raw_frames(self) -> list[bytes]:
+        return self.frames
 
 
 @pytest.fixture

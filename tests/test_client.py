@@ -18,6 +18,8 @@ import pytest
 from expecter import expect
 
 import zibrato.client
+import zibrato.instruments
+import zibrato.sender
 from zibrato import Zibrato
 from conftest import Flat, select, values_of, wait_until
 
@@ -236,9 +238,9 @@ def test_decorated_methods_receive_self(broker_pull, make_client):
 
 def test_timer_records_seconds_from_perf_counter(broker_pull, make_client, monkeypatch):
     z = make_client()
-    expect(zibrato.client._perf_counter is time.perf_counter) == True  # the clock timers read...
+    expect(zibrato.instruments._perf_counter is time.perf_counter) == True  # the clock timers read...
     clock = iter([100.0, 100.25, 200.0, 203.5])  # ...replaced by a fake one
-    monkeypatch.setattr(zibrato.client, "_perf_counter", lambda: next(clock))
+    monkeypatch.setattr(zibrato.instruments, "_perf_counter", lambda: next(clock))
 
     @z.time_me("info", "fake.clock.function")
     def work():
@@ -605,7 +607,7 @@ def test_no_broker_never_blocks_and_counts_what_it_drops(unused_port):
     started = time.monotonic()
     z.close()
     expect(time.monotonic() - started) < z.linger + 0.5
-    expect([t for t in threading.enumerate() if getattr(t, "client", None) is z]) == []
+    expect([t for t in threading.enumerate() if getattr(t, "buffer", None) is z._buffer]) == []
 
 
 def test_a_sender_thread_that_cannot_start_drops_counts_and_retries(broker_pull, make_client,
@@ -615,7 +617,7 @@ def test_a_sender_thread_that_cannot_start_drops_counts_and_retries(broker_pull,
     def no_threads_left(self):
         raise RuntimeError("can't start new thread")
 
-    monkeypatch.setattr(zibrato.client._Sender, "start", no_threads_left)
+    monkeypatch.setattr(zibrato.sender.Sender, "start", no_threads_left)
     z.count("info", "lost")  # must not raise into the application
     expect(z.dropped) == 1
     monkeypatch.undo()
@@ -694,7 +696,8 @@ def frequent_thread_switches():
 
 
 def test_threads_lose_and_duplicate_nothing(broker_pull, make_client, frequent_thread_switches):
-    z = make_client(interval=0.001)  # drains often, while the threads record
+    # Drains often, while the threads record; a queue that holds them all (the bound has its own test).
+    z = make_client(interval=0.001, max_queue=1_000_000)
     threads, counts, timed_calls = 8, 20_000, 500
     start = threading.Barrier(threads)
 
@@ -878,14 +881,14 @@ def test_close_delivers_then_counts_later_measurements_as_dropped(broker_pull, m
     expect(sorted(r.value for r in received)) == [0, 1, 2]
     expect(z.flush()) == True
     z.close()  # twice is harmless
-    expect([t for t in threading.enumerate() if getattr(t, "client", None) is z]) == []
+    expect([t for t in threading.enumerate() if getattr(t, "buffer", None) is z._buffer]) == []
 
 
 def test_close_does_not_drop_what_was_recorded_during_a_drain(broker_pull, make_client, monkeypatch):
     """A measurement recorded while the sender is draining, just before close(), is still sent."""
     z = make_client()
     in_drain = threading.Event()
-    encode = zibrato.client.protocol.encode
+    encode = zibrato.sender.protocol.encode
 
     def slow_encode(*args):
         sender = threading.current_thread()
@@ -894,7 +897,7 @@ def test_close_does_not_drop_what_was_recorded_during_a_drain(broker_pull, make_
             wait_until(lambda: sender._stopping, message="close() to stop the sender")
         return encode(*args)
 
-    monkeypatch.setattr(zibrato.client.protocol, "encode", slow_encode)
+    monkeypatch.setattr(zibrato.sender.protocol, "encode", slow_encode)
     z.count("info", "drained.first")
     assert in_drain.wait(5), "the sender never drained"
     z.count("info", "recorded.during.drain")  # after the drain took its snapshot
@@ -945,3 +948,238 @@ def test_async_generator_is_timed_over_its_whole_iteration(broker_pull, make_cli
     expect(len(timed)) == 1
     expect(timed[0].value >= 0.06) == True  # the iteration, not the creation (~2 µs)
     expect(timed[0].tags) == ("outcome:ok",)
+
+
+# --- the bound on what the client keeps (issue 11, item 3) ---------------------------------------
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_four_threads_flat_out_stay_within_the_bound_broker_down_then_up(broker_pull, make_client):
+    """Queue and ZeroMQ buffer never grow past their bounds; the rest is dropped and counted."""
+    broker_pull.close()  # the broker is down while the threads record
+    z = make_client(max_queue=5_000, max_buffer_bytes=256 * 1024, max_message_size=64 * 1024)
+    threads, calls = 4, 150_000
+    recorded = [0] * threads
+    highest = {"queued": 0, "held": 0}
+    start, stop = threading.Barrier(threads + 1), threading.Event()
+
+    @z.time_me("info", "bound.timed")
+    def timed():
+        pass
+
+    def record(n):
+        start.wait()
+        for i in range(calls):
+            if i % 2:
+                timed()
+            else:
+                z.count("info", "bound.count", 1, tags=[f"thread:{n}"])
+            recorded[n] += 1
+
+    def watch():
+        while not stop.is_set():
+            highest["queued"] = max(highest["queued"], z.queued)
+            highest["held"] = max(highest["held"], z._transport.held_bytes)
+            stop.wait(0.001)
+
+    rss_before = rss_bytes()
+    pool = [threading.Thread(target=record, args=(n,)) for n in range(threads)]
+    watcher = threading.Thread(target=watch)
+    for thread in pool + [watcher]:
+        thread.start()
+    start.wait()
+    for thread in pool:
+        thread.join(60)
+        expect(thread.is_alive()) == False
+    expect(z.flush(5)) == True
+    stop.set()
+    watcher.join()
+    rss_growth = rss_bytes() - rss_before
+
+    total = threads * calls
+    expect(sum(recorded)) == total
+    expect(highest["queued"] <= 5_000) == True
+    expect(highest["held"] <= 256 * 1024) == True
+    expect(z.dropped) > 0
+    expect(z.sent + z.dropped) == total  # every measurement either handed to ZeroMQ or counted
+    # Unbounded, 600,000 queued measurements are about 54 MB; bounded, the growth stays small.
+    expect(rss_growth < 25 * 1024 * 1024) == True
+
+    broker_pull.bind()  # the broker is back: what ZeroMQ held arrives, exactly once
+    sent = z.sent
+    broker_pull.receive_count(sent, timeout=10)
+    expect(len(broker_pull.settle(z, timeout=10))) == sent
+    expect(z.dropped) == total - sent
+
+
+def test_a_full_queue_drops_and_counts_in_every_recording_path(make_client, unused_port):
+    z = make_client(port=unused_port, max_queue=10, interval=60)  # the sender never drains by itself
+
+    @z.time_me("info", "full.timed")
+    def timed():
+        pass
+
+    @z.count_me("info", "full.counted", outcome=True)
+    def counted():
+        pass
+
+    calls = [timed, counted, lambda: z.count("info", "full.count"), lambda: z.gauge("info", "full.gauge", 1),
+             lambda: z.timing("info", "full.timing", 0.1), lambda: z.histogram("info", "full.h", 5),
+             lambda: z.set("info", "full.set", "member"), lambda: z.count("info", "full.sampled", rate=1.0)]
+    for call in calls:  # the first ten fill the queue
+        call()
+        call()
+    expect(z.queued) == 10
+    expect(z.dropped) == 2 * len(calls) - 10
+    with z.Time_me("info", "full.block"):
+        pass
+    expect(z.dropped) == 2 * len(calls) - 9
+    expect(z.queued) == 10
+
+
+# --- one shared Timer, many with-blocks (issue 11, item 18) ------------------------------------------
+
+def test_a_shared_timer_gives_each_with_block_its_own_start(broker_pull, make_client, monkeypatch):
+    z = make_client()
+    clock = iter([10.0, 11.0, 15.0, 40.0])  # outer starts at 10, inner 11-15, outer ends at 40
+    monkeypatch.setattr(zibrato.instruments, "_perf_counter", lambda: next(clock))
+    t = z.time_me("info", "shared.timer")
+
+    with t:
+        with t:
+            pass
+
+    expect(sorted(values_of(broker_pull.settle(z), "shared.timer"))) == [4.0, 30.0]
+
+
+def test_a_shared_timer_times_blocks_in_threads_independently(broker_pull, make_client):
+    z = make_client()
+    t = z.time_me("info", "shared.threads")
+    long_started, short_done = threading.Event(), threading.Event()
+
+    def long_block():
+        with t:
+            long_started.set()
+            short_done.wait(5)
+            pause(0.2)
+
+    def short_block():
+        long_started.wait(5)
+        with t:
+            pass
+        short_done.set()
+
+    threads = [threading.Thread(target=long_block), threading.Thread(target=short_block)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+
+    short, long = sorted(values_of(broker_pull.settle(z), "shared.threads"))
+    expect(short) < 0.1   # its own start, not the long block's
+    expect(long) >= 0.2 - CLOCK_SLACK
+
+
+def test_a_shared_timer_in_concurrent_tasks(broker_pull, make_client):
+    z = make_client()
+    t = z.time_me("info", "shared.tasks")
+
+    async def block(seconds):
+        async with t:
+            await asyncio.sleep(seconds)
+
+    async def both():
+        await asyncio.gather(block(0.2), block(0.01))
+
+    asyncio.run(both())
+    short, long = sorted(values_of(broker_pull.settle(z), "shared.tasks"))
+    expect(short) < 0.15
+    expect(long) >= 0.2 - CLOCK_SLACK
+
+
+# --- protocol 1.1 kinds: histograms, sets, sample rates, float counters (issue 19) -------------------
+
+def raw_records(broker_pull) -> list:
+    """Every record as it arrived on the wire (msgpack-unpacked, no protocol decoder)."""
+    import msgpack
+    records = []
+    for frame in broker_pull.raw_frames:
+        level, _, payload = frame.partition(b"\x00")
+        version, _time, batch = msgpack.unpackb(payload, raw=False)
+        assert version == 1
+        records.extend([level.decode(), *record] for record in batch)
+    return records
+
+
+def test_histograms_sets_and_rates_are_encoded_per_protocol_1_1(broker_pull, make_client, monkeypatch):
+    z = make_client()
+    monkeypatch.setattr(zibrato.client, "_random", lambda: 0.05)  # every sampled call is kept
+    z.histogram("info", "response.size", 5120, unit="bytes", source="api")
+    z.histogram("info", "response.size", 880, unit="bytes", source="api")
+    z.histogram("info", "queue.wait", -2.5)
+    z.set("info", "users.active", "u-17")
+    z.set("info", "users.active", 99)
+    z.count("info", "cache.miss", 1, rate=0.1)
+    z.count("info", "cache.miss", 1)              # same name, another rate: another record
+    z.count("info", "bytes.ratio", 0.25)           # floats stay floats
+    z.timing("info", "db", 0.5, rate=0.5)
+    z.histogram("info", "rows", 7, unit="rows", rate=0.25)
+
+    broker_pull.settle(z, raw=True)
+    records = {(r[2], tuple(r[6:])): r for r in raw_records(broker_pull) if r[2] != "zibrato.test.sentinel"}
+    expect(records[("response.size", (None, "bytes"))]) == \
+        ["info", "h", "response.size", [5120, 880], "api", [], None, "bytes"]
+    expect(records[("queue.wait", ())]) == ["info", "h", "queue.wait", [-2.5], None, []]
+    expect(records[("users.active", ())]) == ["info", "s", "users.active", ["u-17", 99], None, []]
+    expect(records[("cache.miss", (10.0,))]) == ["info", "c", "cache.miss", [1], None, [], 10.0]
+    expect(records[("cache.miss", ())]) == ["info", "c", "cache.miss", [1], None, []]
+    expect(records[("bytes.ratio", ())][3]) == [0.25]
+    expect(records[("db", (2.0,))]) == ["info", "t", "db", [0.5], None, [], 2.0]
+    expect(records[("rows", (4.0, "rows"))]) == ["info", "h", "rows", [7], None, [], 4.0, "rows"]
+
+
+def test_sampling_keeps_about_rate_of_the_calls_and_weights_them(make_client, monkeypatch):
+    from zibrato.testing import capture
+    z = make_client()
+    draws = iter([0.05, 0.5, 0.09, 0.95] * 25)  # 2 in 4 below rate 0.1? no: 0.05 and 0.09
+    monkeypatch.setattr(zibrato.client, "_random", lambda: next(draws))
+    monkeypatch.setattr(zibrato.instruments, "_random", lambda: next(draws))
+
+    @z.count_me("info", "sampled.calls", rate=0.1)
+    def call():
+        pass
+
+    with capture(z) as seen:
+        for _ in range(50):
+            call()
+        for _ in range(50):
+            z.count("info", "sampled.direct", 2, rate=0.1)
+    expect(len(seen.find("sampled.calls"))) == 25
+    expect({m.weight for m in seen}) == {10.0}
+    seen.assert_counted("sampled.direct", total=25 * 2 * 10.0)
+
+
+RATE_MISUSE = {
+    "rate zero": lambda z: z.count("info", "x", rate=0),
+    "rate above one": lambda z: z.timing("info", "x", 1, rate=1.5),
+    "rate not a number": lambda z: z.time_me("info", "x", rate="0.5"),
+    "rate nan": lambda z: z.histogram("info", "x", 1, rate=float("nan")),
+    "bad unit": lambda z: z.histogram("info", "x", 1, unit="m s"),
+    "unit too long": lambda z: z.histogram("info", "x", 1, unit="u" * 65),
+    "histogram nan": lambda z: z.histogram("info", "x", float("nan")),
+    "set member a float": lambda z: z.set("info", "x", 1.5),
+    "set member empty": lambda z: z.set("info", "x", ""),
+    "set member with a newline": lambda z: z.set("info", "x", "a\nb"),
+}
+
+
+@pytest.mark.parametrize("misuse", RATE_MISUSE.values(), ids=RATE_MISUSE.keys())
+def test_new_kinds_reject_misuse_at_once(misuse, make_client):
+    z = make_client()
+    with pytest.raises((ValueError, TypeError)):
+        misuse(z)
+    expect(z.queued) == 0

@@ -10,34 +10,44 @@ Two ways in::
         app.signup()
     seen.assert_counted("signup", total=1)
 
-Installed as a pytest plugin, it also gives the fixture ``zibrato_memory``.
+Both are the real client with :class:`MemoryTransport` in place of the
+ZeroMQ socket: measurements go through the same validation, sampling and
+encoding as in production, and are decoded back as they would reach a
+worker. Installed as a pytest plugin, it also gives the fixture ``zibrato_memory``.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Union
 
-from .client import Zibrato
-from .protocol import TYPE_NAMES
+import msgpack
 
-__all__ = ["Measurement", "Recorded", "MemoryZibrato", "capture", "zibrato_memory"]
+from .client import Tags, Zibrato
+from .protocol import LEVEL_TERMINATOR, TYPE_NAMES
+from .sender import Transport
+
+__all__ = ["Measurement", "Recorded", "MemoryTransport", "MemoryZibrato", "capture", "zibrato_memory"]
 
 
 class Measurement(NamedTuple):
     level: str
-    type: str  # "counter", "gauge" or "timer"
+    type: str  # "counter", "gauge", "timer", "histogram" or "set"
     name: str
-    value: float
+    value: Union[float, str]  # a set's member may be a string
     source: str | None
     tags: tuple[str, ...]
+    weight: float = 1  # observations this value stands for (1 / rate when sampled)
+    unit: str | None = None  # histograms
 
 
 class Recorded(list):
     """The measurements seen, in order, with assertion helpers."""
 
     def record(self, item: tuple) -> None:
-        (level, type_, name, source, tags), value = item
-        self.append(Measurement(level, TYPE_NAMES[type_], name, value, source, tags))
+        """Append one ``(series, value)`` item as the client keys it."""
+        (level, type_, name, source, tags, weight, unit), value = item
+        self.append(Measurement(level, TYPE_NAMES[type_], name, value, source, tags,
+                                1 if weight is None else weight, unit))
 
     def find(self, name: str | None = None, type: str | None = None, level: str | None = None,
              tags: tuple[str, ...] | None = None) -> list[Measurement]:
@@ -52,15 +62,33 @@ class Recorded(list):
 
     def assert_counted(self, name: str, total: float | None = None, count: int | None = None,
                        **criteria) -> list[Measurement]:
+        """``total`` is what a worker would count: each value times its weight."""
         found = self._assert(name, "counter", count, **criteria)
-        if total is not None and sum(m.value for m in found) != total:
-            raise AssertionError(f"counter {name!r} totals {sum(m.value for m in found)}, expected {total}")
+        counted = sum(m.value * m.weight for m in found)  # type: ignore[operator]
+        if total is not None and counted != total:
+            raise AssertionError(f"counter {name!r} totals {counted}, expected {total}")
         return found
 
     def assert_gauged(self, name: str, value: float | None = None, **criteria) -> list[Measurement]:
         found = self._assert(name, "gauge", None, **criteria)
         if value is not None and found[-1].value != value:
             raise AssertionError(f"gauge {name!r} last set to {found[-1].value}, expected {value}")
+        return found
+
+    def assert_histogram(self, name: str, count: int | None = None, unit: str | None = None,
+                         **criteria) -> list[Measurement]:
+        found = self._assert(name, "histogram", count, **criteria)
+        if unit is not None and {m.unit for m in found} != {unit}:
+            raise AssertionError(f"histogram {name!r} has units {sorted({str(m.unit) for m in found})}, "
+                                 f"expected {unit!r}")
+        return found
+
+    def assert_set(self, name: str, members: set | None = None, **criteria) -> list[Measurement]:
+        found = self._assert(name, "set", None, **criteria)
+        seen = {m.value for m in found}
+        if members is not None and seen != set(members):
+            raise AssertionError(f"set {name!r} has members {sorted(map(str, seen))}, "
+                                 f"expected {sorted(map(str, members))}")
         return found
 
     def _assert(self, name: str, type: str, count: int | None, **criteria) -> list[Measurement]:
@@ -73,22 +101,39 @@ class Recorded(list):
         return found
 
 
+class MemoryTransport(Transport):
+    """A transport that decodes each message into :attr:`measurements` instead of sending it.
+
+    Synchronous: a client with this transport publishes in the recording
+    thread, so a measurement is visible as soon as the call returns.
+    """
+
+    synchronous = True
+
+    def __init__(self, measurements: Recorded | None = None) -> None:
+        self.measurements = Recorded() if measurements is None else measurements
+
+    def send(self, frame: bytes) -> bool:
+        level, _, payload = frame.partition(LEVEL_TERMINATOR)
+        _version, _time, records = msgpack.unpackb(payload, raw=False)
+        for type_, name, values, source, tags, *extra in records:
+            weight = extra[0] if extra and extra[0] is not None else 1
+            unit = extra[1] if len(extra) > 1 else None
+            for value in values:
+                self.measurements.append(Measurement(level.decode(), TYPE_NAMES[type_], name, value,
+                                                     source, tuple(tags), weight, unit))
+        return True
+
+
 class MemoryZibrato(Zibrato):
     """A client that keeps its measurements in :attr:`measurements` instead of sending them."""
 
-    def __init__(self, source: str | None = None, tags=None) -> None:
-        super().__init__(source=source, tags=tags)
-        self.measurements = Recorded()
-        self._record = self.measurements.record
+    def __init__(self, source: str | None = None, tags: Tags = None) -> None:
+        super().__init__(source=source, tags=tags, transport=MemoryTransport())
 
-    def flush(self, timeout: float = 1.0) -> bool:
-        return True
-
-    def close(self, timeout: float | None = None) -> None:
-        pass
-
-    def _after_fork_in_child(self) -> None:
-        pass
+    @property
+    def measurements(self) -> Recorded:
+        return self._transport.measurements  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
@@ -96,16 +141,14 @@ def capture(client: Zibrato) -> Iterator[Recorded]:
     """Divert ``client``'s measurements into memory for the ``with`` block.
 
     Works on a module-level client already used by decorators, because every
-    instrument looks up the client's recorder at call time.
+    instrument looks up the client's recording path at call time.
     """
-    seen = Recorded()
-    previous = client._record
-    client._record = seen.record
+    transport = MemoryTransport()
+    undo = client._divert(transport)
     try:
-        yield seen
+        yield transport.measurements
     finally:
-        if client._record == seen.record:  # unless the block closed the client (or forked)
-            client._record = client._drop if client._closed else previous
+        undo()
 
 
 try:

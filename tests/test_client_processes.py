@@ -1,0 +1,207 @@
+"""The client in the process models applications use: multiprocessing (every start method,
+Pool and its terminate()), os._exit after flush(), and gunicorn's pre-fork workers.
+
+Each scenario is a real subprocess running a small script against the real
+PULL socket of ``broker_pull``; every test counts exactly what arrived.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.request
+
+import pytest
+from expecter import expect
+
+from conftest import select, wait_until
+
+START_METHODS = ["fork", "spawn", "forkserver"]
+
+
+def run_script(tmp_path, source: str, port: int, *args: str, timeout: float = 60) -> str:
+    """Run ``source`` as a script (its own __main__, as spawn needs) and return its stdout."""
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(source))
+    env = dict(os.environ, ZIBRATO_PORT=str(port))
+    done = subprocess.run([sys.executable, str(script), *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"script failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def exactly(broker_pull, name: str, count: int) -> list:
+    """Wait for ``count`` measurements called ``name``, then check that no more arrive."""
+    broker_pull.receive_count(count, name, timeout=10)
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:  # a duplicate would arrive right behind the rest
+        if broker_pull.socket.poll(20):
+            broker_pull._receive_available()
+    return select(broker_pull.records, name)
+
+
+POOL_SCRIPT = """
+    import multiprocessing, sys
+    from zibrato import Zibrato
+
+    z = Zibrato(linger=2)
+
+    def task(i):
+        z.count("info", "pool.task", 1)
+        return i
+
+    if __name__ == "__main__":
+        method, ending, tasks = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        context = multiprocessing.get_context(method)
+        if ending == "with":           # the usual idiom: leaving the block calls terminate()
+            with context.Pool(2) as pool:
+                assert pool.map(task, range(tasks), chunksize=50) == list(range(tasks))
+        else:                          # close() and join(): the workers end normally
+            pool = context.Pool(2)
+            pool.map(task, range(tasks), chunksize=50)
+            pool.close()
+            pool.join()
+        print("done")
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+@pytest.mark.parametrize("ending", ["with", "join"])
+def test_pool_workers_lose_nothing_with_any_start_method(broker_pull, tmp_path, method, ending):
+    tasks = 2_000
+    run_script(tmp_path, POOL_SCRIPT, broker_pull.port, method, ending, str(tasks))
+    expect(len(exactly(broker_pull, "pool.task", tasks))) == tasks
+
+
+PROCESS_SCRIPT = """
+    import multiprocessing, sys
+    from zibrato import Zibrato
+
+    z = Zibrato(interval=60)  # the sender never drains on its own: only the exit flush does
+
+    def child():
+        for i in range(100):
+            z.count("info", "process.child", i)
+
+    if __name__ == "__main__":
+        process = multiprocessing.get_context(sys.argv[1]).Process(target=child)
+        process.start()
+        process.join(30)
+        print(process.exitcode)
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_process_child_of_any_start_method_registers_its_final_flush(broker_pull, tmp_path, method):
+    expect(run_script(tmp_path, PROCESS_SCRIPT, broker_pull.port, method).strip()) == "0"
+    received = exactly(broker_pull, "process.child", 100)
+    expect(sorted(r.value for r in received)) == list(range(100))
+
+
+TERMINATE_SCRIPT = """
+    import multiprocessing, sys, time
+    from zibrato import Zibrato
+
+    z = Zibrato(interval=60)
+
+    def child(ready):
+        for i in range(100):
+            z.count("info", "terminated.child", i)
+        ready.set()
+        time.sleep(60)  # terminate() finds it busy
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context(sys.argv[1])
+        ready = context.Event()
+        process = context.Process(target=child, args=(ready,))
+        process.start()
+        assert ready.wait(30)
+        process.terminate()
+        process.join(30)
+        print(process.exitcode)
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_terminate_flushes_then_ends_the_child_by_sigterm(broker_pull, tmp_path, method):
+    exitcode = run_script(tmp_path, TERMINATE_SCRIPT, broker_pull.port, method).strip()
+    expect(exitcode) == str(-signal.SIGTERM)  # still ended by the signal, as the parent expects
+    expect(len(exactly(broker_pull, "terminated.child", 100))) == 100
+
+
+EXIT_SCRIPT = """
+    import os
+    from zibrato import Zibrato
+
+    z = Zibrato(interval=60)
+    tags = [f"padding:{'x' * 200}"]  # megabytes for ZeroMQ to write after flush() returns
+    for i in range(90_000):  # within the queue bound (100,000)
+        z.count("info", "exit.now", 1, tags=tags + [f"series:{i % 1000}"])
+    z.flush()
+    os._exit(0)
+"""
+
+
+def test_flush_then_os_exit_loses_nothing_when_the_broker_is_up(broker_pull, tmp_path):
+    run_script(tmp_path, EXIT_SCRIPT, broker_pull.port)
+    expect(len(exactly(broker_pull, "exit.now", 90_000))) == 90_000
+
+
+# --- gunicorn --------------------------------------------------------------------------
+
+WSGI_APP = """
+    from zibrato import Zibrato
+
+    z = Zibrato(source="web")
+
+    @z.count_me("info", "gunicorn.request")
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.skipif(shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None,
+                    reason="gunicorn is in the test extras")
+@pytest.mark.parametrize("preload", [False, True], ids=["import-per-worker", "preload-then-fork"])
+def test_gunicorn_workers_deliver_every_request_exactly_once(broker_pull, tmp_path, preload):
+    (tmp_path / "wsgiapp.py").write_text(textwrap.dedent(WSGI_APP))
+    http_port = free_port()
+    command = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2",
+               "-b", f"127.0.0.1:{http_port}", "--graceful-timeout", "5", "wsgiapp:app"]
+    if preload:
+        command.insert(1, "--preload")
+    server = subprocess.Popen(command, cwd=tmp_path, env=dict(os.environ, ZIBRATO_PORT=str(broker_pull.port)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def answers() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=1):
+                    return True
+            except OSError:
+                return False
+        wait_until(answers, timeout=15, message="gunicorn to answer")
+        requests = 200
+        for _ in range(requests - 1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=5) as answer:
+                assert answer.read() == b"ok"
+        expect(len(exactly(broker_pull, "gunicorn.request", requests))) == requests
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    expect(len(select(broker_pull.records, "gunicorn.request"))) == requests
