@@ -31,6 +31,7 @@ setup(
             "zibrato-console = zibrato.cli.console:main",
             "zibrato-statsd = zibrato.cli.statsd:main",
             "zibrato-librato = zibrato.cli.librato:main",
+            "zibrato-forward = zibrato.cli.forward:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },

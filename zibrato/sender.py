@@ -30,6 +30,7 @@ from collections.abc import Iterable, Iterator
 import zmq
 
 from . import protocol
+from .curve import ClientKeys
 
 __all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender", "END"]
 
@@ -136,8 +137,10 @@ class ZmqTransport(Transport):
     """
 
     def __init__(self, endpoint: str, hwm: int, linger: float, max_bytes: int,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: ClientKeys | None = None) -> None:
         self.endpoint, self.hwm, self.linger, self.max_bytes = endpoint, hwm, linger, max_bytes
+        #: CURVE keys (zibrato.curve): the broker is then a CURVE server that checks this client's key
+        self.curve = curve
         self._given_context = context
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
@@ -156,6 +159,8 @@ class ZmqTransport(Transport):
             socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             socket.setsockopt(zmq.LINGER, int(self.linger * 1000))
             socket.copy_threshold = 0  # every frame zero-copy, so that every frame is tracked
+            if self.curve is not None:
+                self.curve.apply(socket)
             socket.connect(self.endpoint)
             self._socket = socket
         except Exception as error:  # a bad host string, no file descriptors left...
@@ -206,7 +211,7 @@ class ZmqTransport(Transport):
 
     def fork_child(self) -> "ZmqTransport":
         """A context made before fork is unusable in the child: a fresh transport of its own."""
-        return ZmqTransport(self.endpoint, self.hwm, self.linger, self.max_bytes)
+        return ZmqTransport(self.endpoint, self.hwm, self.linger, self.max_bytes, curve=self.curve)
 
     def _forget_written(self) -> None:
         held = self._held
@@ -224,9 +229,12 @@ class ZmqTransport(Transport):
 class Publisher:
     """Groups, splits, encodes and sends; counts every measurement as sent or dropped."""
 
-    def __init__(self, transport: Transport, tally: Tally, batch: int, max_message_size: int) -> None:
+    def __init__(self, transport: Transport, tally: Tally, batch: int, max_message_size: int,
+                 shards: bool = False) -> None:
         self.transport, self.tally = transport, tally
         self.batch, self.max_message_size = batch, max_message_size
+        #: put each series' shard in the frame (protocol 1.2), for levels spread over N workers
+        self.shards = shards
 
     def publish(self, items: Iterable[tuple]) -> None:
         """Send ``(series, value)`` items: one record per series, one message per level."""
@@ -263,14 +271,18 @@ class Publisher:
         if not grouped:
             return
         now = time.time()
+        if self.shards:
+            for (level, shard), records, size in messages(_by_shard(grouped), self.batch):
+                self._send(level, now, records, size, shard)
+            return
         for level, records, size in messages(grouped, self.batch):
             self._send(level, now, records, size)
 
-    def _send(self, level: str, now: float, records: list, size: int) -> None:
+    def _send(self, level: str, now: float, records: list, size: int, shard: int | None = None) -> None:
         """Encode and send one message; split one the broker would refuse as too large."""
         tally = self.tally
         try:
-            frame = protocol.encode(level, now, records)
+            frame = protocol.encode(level, now, records, shard)
         except Exception as error:  # pragma: no cover - values are validated when recorded
             tally.dropped += size
             log.error("zibrato: cannot encode %d measurements: %s; dropped and counted", size, error)
@@ -284,12 +296,30 @@ class Publisher:
                           self.max_message_size)
                 return
             for half in halves:
-                self._send(level, now, half, sum(len(record[2]) for record in half))
+                self._send(level, now, half, sum(len(record[2]) for record in half), shard)
             return
         if self.transport.send(frame):
             tally.sent += size
         else:
             tally.dropped += size
+
+
+_shard_cache: dict[tuple, int] = {}
+
+
+def _by_shard(grouped: dict[tuple, list]) -> dict[tuple, list]:
+    """The same groups, each series' level replaced by (level, shard): one message per shard."""
+    cache = _shard_cache
+    out = {}
+    for series, values in grouped.items():
+        shard = cache.get(series)
+        if shard is None:
+            if len(cache) >= 100_000:
+                cache.clear()
+            level, type_, name, source, tags, _weight, unit = series
+            shard = cache[series] = protocol.shard_of(type_, name, source, tags, unit)
+        out[((series[0], shard), *series[1:])] = values
+    return out
 
 
 def record_of(series: tuple, values: list) -> tuple:

@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "librato": "librato",
     "demo": "demo",
     "status": "status",
+    "forward": "forward",
+    "keys": "keys",
 }
 
 
