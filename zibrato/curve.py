@@ -204,7 +204,7 @@ class ServerAuth:
 
     def _configure(self) -> None:
         if self._auth is not None:
-            self._auth.configure_curve(domain="*", location=str(self.clients))
+            self._auth.configure_curve(domain=DOMAIN, location=str(self.clients))
 
     def _fingerprint(self) -> tuple:
         try:
