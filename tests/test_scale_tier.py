@@ -13,7 +13,7 @@ import pytest
 from zibrato.sketch import Sketch
 
 from support.daemons import wait_until
-from support.tier import GlobalTier, Host, warm_up
+from support.tier import GlobalTier, Host, make_keys, warm_up
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,9 +22,10 @@ pytestmark = pytest.mark.timeout(120)
 def tier(tmp_path):
     made: list = []
     try:
-        tier = GlobalTier(tmp_path).start()
+        keys = make_keys(tmp_path / "keys", ("hostA", "hostB", "global-worker"))
+        tier = GlobalTier(tmp_path, keys=keys).start()  # hosts reach the global tier over CURVE
         made.append(tier)
-        hosts = [Host(tmp_path, name, tier.port).start() for name in ("hostA", "hostB")]
+        hosts = [Host(tmp_path, name, tier.port, keys=keys).start() for name in ("hostA", "hostB")]
         made.extend(hosts)
         warm_up(hosts, tier)
         yield tier, hosts

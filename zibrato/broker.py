@@ -57,6 +57,7 @@ class Broker:
         self.startup_grace, self.drain_seconds, self.linger = startup_grace, drain_seconds, linger
         self.started = time.time()
         self.drained = 0
+        self.proxy_resumed = 0  # see _proxy
         self.control_timeout = 1.0  # seconds a status request waits for the proxy's counters
         self._context = zmq.Context(io_threads=1)
         self._ready = threading.Event()
@@ -150,12 +151,20 @@ class Broker:
         return requests
 
     def _proxy(self, pull: zmq.Socket, pub: zmq.Socket, control: zmq.Socket) -> None:
-        try:
-            zmq.proxy_steerable(pull, pub, None, control)
-        except zmq.ContextTerminated:
-            pass
-        except zmq.ZMQError as error:  # pragma: no cover - libzmq failure, not bad input
-            log.error("proxy stopped: %s", error)
+        while True:
+            try:
+                zmq.proxy_steerable(pull, pub, None, control)
+            except zmq.ContextTerminated:
+                pass
+            except zmq.Again:
+                # libzmq 4.3's proxy gives up when a socket polled readable has nothing to read
+                # (a wake-up from a handshake, seen with CURVE clients connecting): resume it.
+                self.proxy_resumed += 1
+                log.debug("proxy woke with nothing to read; resumed (%d times)", self.proxy_resumed)
+                continue
+            except zmq.ZMQError as error:  # pragma: no cover - libzmq failure, not bad input
+                log.error("proxy stopped: %s", error)
+            return
 
     def _serve_until(self, stop: threading.Event, status: zmq.Socket | None,
                      requests: zmq.Socket, proxy: threading.Thread) -> None:

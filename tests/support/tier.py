@@ -12,6 +12,24 @@ from zibrato.runtime import ask_status
 from .daemons import Daemon, free_ports, wait_until
 
 
+def make_keys(folder: Path, clients: tuple[str, ...]) -> Path:
+    """A global broker's key pair and the clients' pairs, their public keys allowed."""
+    from zibrato.curve import create_keys
+    allowed = folder / "allowed"
+    allowed.mkdir(parents=True)
+    create_keys("global", folder)
+    for name in clients:
+        public, _ = create_keys(name, folder)
+        (allowed / public.name).write_bytes(public.read_bytes())
+    return folder
+
+
+def curve_args(keys: Path | None, name: str) -> list:
+    if keys is None:
+        return []
+    return ["--curve-secret-key", keys / f"{name}.key_secret", "--curve-server-key", keys / "global.key"]
+
+
 class UdpCapture:
     """A statsd stand-in: every datagram received on a loopback port, as text lines."""
 
@@ -63,14 +81,14 @@ class Host:
     """One host of the tier: its broker, its forwarder to the global broker, a producer."""
 
     def __init__(self, tmp_path: Path, name: str, upstream_port: int, *forward_args: object,
-                 flush: float = 1.0) -> None:
+                 flush: float = 1.0, keys: Path | None = None) -> None:
         self.name = name
         self.base = free_ports(4)
         self.broker = Daemon(tmp_path, "zibrato-broker", "--port", self.base, "--startup-grace", "0.1")
         self.forwarder = Daemon(tmp_path, "zibrato-forward", "--port", self.base + 1, "--to",
                                 f"127.0.0.1:{upstream_port}", "--flush", flush, "--levels", "info",
                                 "--no-self-metrics", "--retry-cap", "1", "--status-port", self.base + 3,
-                                *forward_args)
+                                *curve_args(keys, name), *forward_args)
         self.client = Zibrato(port=self.base)
 
     def start(self) -> "Host":
@@ -91,8 +109,11 @@ class GlobalTier:
     """The global broker with a console (JSON) worker and a statsd worker (to a UDP capture)."""
 
     def __init__(self, tmp_path: Path, flush: float = 4.0, lateness: float = 1.0,
-                 broker_args: tuple = ()) -> None:
-        self.tmp_path = tmp_path
+                 broker_args: tuple = (), keys: Path | None = None) -> None:
+        self.tmp_path, self.keys = tmp_path, keys
+        if keys is not None:
+            broker_args = ("--curve-secret-key", keys / "global.key_secret",
+                           "--curve-clients", keys / "allowed", *broker_args)
         self.base = free_ports(5)
         self.flush, self.lateness, self.broker_args = flush, lateness, broker_args
         self.statsd = UdpCapture()
@@ -106,7 +127,8 @@ class GlobalTier:
 
     def _worker_args(self, status: int) -> list:
         return ["--port", self.base + 1, "--flush", self.flush, "--lateness", self.lateness,
-                "--levels", "info", "--no-self-metrics", "--status-port", status]
+                "--levels", "info", "--no-self-metrics", "--status-port", status,
+                *curve_args(self.keys, "global-worker")]
 
     def start_workers(self) -> None:
         console = Daemon(self.tmp_path, "zibrato-console", *self._worker_args(self.base + 3),
@@ -160,4 +182,9 @@ def warm_up(hosts: list[Host], tier: GlobalTier, timeout: float = 20.0) -> None:
             host.client.flush()
         return all(tier.console_total("warmup", h.name) > 0 and
                    tier.statsd.counter_total(f"{h.name}.warmup") > 0 for h in hosts)
-    wait_until(arrived, timeout=timeout, interval=0.25, message="warm-up through the tier")
+    try:
+        wait_until(arrived, timeout=timeout, interval=0.25, message="warm-up through the tier")
+    except AssertionError:
+        logs = [d for d in [tier.broker, *tier.consoles, tier.statsd_worker] + [h.forwarder for h in hosts] if d]
+        raise AssertionError("warm-up did not get through the tier:\n" + "\n".join(
+            f"--- {d.name}\n{d.stderr[-3000:]}" for d in logs)) from None
