@@ -277,3 +277,20 @@ def test_client_keys_need_both_files_and_real_certificates(tmp_path):
 def test_loopback_is_recognised():
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.1", "example.com", "*"))
+
+
+def test_few_values_travel_as_values_and_stay_exact_upstream():
+    levels = LevelAggregators(lambda: Aggregator(percentiles=(), include_interval=True, values_up_to=64))
+    levels.level("info").add_records([("t", "db", (0.3, 0.1, 0.2), None, ()),
+                                      ("h", "size", (5, 7), None, (), None, "bytes")])
+    interval = Interval(0.0, 10.0, levels.flush(10.0, 10.0))
+    frames, _ = interval_frames(interval, 10.1, protocol.MAX_MESSAGE_SIZE)
+    maps = [r[2][0] for f in frames for r in protocol.decode_plain(f).records]
+    assert all("values" in m and "sketch" not in m for m in maps)
+    agg = Aggregator(percentiles=(50, 100))
+    for frame in frames:
+        agg.add_records(protocol.decode_plain(frame).records)
+    agg.add_records([("t", "db", (0.4,), None, ())])
+    merged = by_name(agg.flush(10.0, 10.0))
+    assert merged["db"]["exact"] and (merged["db"]["p50"], merged["db"]["count"]) == (0.2, 4)
+    assert merged["size"]["unit"] == "bytes" and merged["size"]["sum"] == 12

@@ -210,7 +210,8 @@ class Aggregator:
                  max_exact: int = DEFAULT_MAX_EXACT, relative_error: float = DEFAULT_RELATIVE_ERROR,
                  max_buckets: int = DEFAULT_MAX_BUCKETS, set_max_exact: int = DEFAULT_SET_MAX_EXACT,
                  expire: float | str | Mapping[str, float] | None = 0, keep_values: bool = False,
-                 include_interval: bool = False, max_samples: int | None = None) -> None:
+                 include_interval: bool = False, max_samples: int | None = None,
+                 values_up_to: int = 0) -> None:
         if max_samples is not None:  # its name before sketches (the reservoir's size)
             max_exact = max_samples
         for what, number in (("max_exact", max_exact), ("set_max_exact", set_max_exact)):
@@ -237,6 +238,9 @@ class Aggregator:
         self.keep_values = keep_values
         #: every summary also carries ``"interval"``, the seconds it covers
         self.include_interval = include_interval
+        #: exact timer and histogram summaries of at most this many values also carry ``"values"``
+        #: (a forwarder sends those rather than a sketch: fewer bytes, and exact upstream)
+        self.values_up_to = values_up_to
         #: summaries dropped because they held a non-finite number, and the latest such series
         self.non_finite_dropped = 0
         self.last_non_finite: list[str] = []
@@ -440,6 +444,14 @@ class Aggregator:
                 state = series[key] = SetSketch(max_exact=self.set_max_exact)
             state.merge(incoming)
             return 0
+        values = summary.get("values")
+        if values is not None:  # a source's few exact values: they stay exact here too
+            current, self._series = self._series, series
+            try:
+                self._add_other(kind, name, values, source, tuple(tags), 1, summary.get("unit"))
+            finally:
+                self._series = current
+            return len(values)
         sketch = Sketch.from_dict(summary["sketch"], max_buckets=self.max_buckets)
         if not sketch.count:
             return 0
@@ -627,7 +639,7 @@ class Aggregator:
             summary[key] = ordered[min(max(-(-num * count // den), 1), count) - 1]
         summary["exact"] = True
         summary["sketch"] = sketch.to_dict()
-        if self.keep_values:
+        if self.keep_values or count <= self.values_up_to:
             summary["values"] = state
         return summary
 

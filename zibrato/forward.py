@@ -40,6 +40,8 @@ log = logging.getLogger("zibrato.forward")
 
 #: summary records per message (a message also stays under max_message_size)
 RECORDS_PER_MESSAGE = 500
+#: an exact timer or histogram of at most this many values travels as its values, not a sketch
+VALUES_UP_TO = 64
 HEARTBEAT_MS = 1000  # ZMTP pings: a silent, dead upstream is noticed within HEARTBEAT_TIMEOUT_MS
 HEARTBEAT_TIMEOUT_MS = 5000
 
@@ -68,10 +70,22 @@ def summary_record(summary: dict, start: float, end: float, source: str | None) 
     else:
         if not summary.get("count") or "sketch" not in summary:
             return None
-        state.update(sketch=summary["sketch"], sum_squares=summary["sum_squares"])
+        values = summary.get("values")
+        if summary.get("exact") and values is not None and len(values) <= VALUES_UP_TO:
+            state["values"] = list(values)  # few values: smaller than a sketch, and exact upstream
+        else:
+            state.update(sketch=_compact(summary["sketch"]))
+        state["sum_squares"] = summary["sum_squares"]
         if kind == "h" and summary.get("unit") is not None:
             state["unit"] = summary["unit"]
     return (protocol.SUMMARY, summary["name"], (state,), source, tuple(summary["tags"]))
+
+
+def _compact(sketch: dict) -> dict:
+    """The sketch without what its dict form lets a reader assume (no buckets of a sign, no zeros)."""
+    return {key: value for key, value in sketch.items()
+            if not ((key == "positive" or key == "negative") and not value["counts"])
+            and not (key == "zero_count" and not value)}
 
 
 def interval_frames(interval: Interval, now: float, max_message_size: int,
@@ -272,7 +286,7 @@ class ForwardWorker(Worker):
         self.aggregator = LevelAggregators(lambda: Aggregator(  # type: ignore[assignment]
             percentiles=(), max_exact=template.max_exact, relative_error=template.relative_error,
             max_buckets=template.max_buckets, set_max_exact=template.set_max_exact,
-            expire=template.expire, include_interval=True))
+            expire=template.expire, include_interval=True, values_up_to=VALUES_UP_TO))
 
     def _aggregate(self, batch: protocol.Batch, records: Sequence) -> float:
         aggregator = self.aggregator.level(batch.level)  # type: ignore[attr-defined]

@@ -378,7 +378,11 @@ def _check_summary(name: str, values: tuple) -> None:
     if unit is not None and (kind != HISTOGRAM or unit.__class__ is not _STR or not UNIT_PATTERN.match(unit)):
         raise ProtocolError(f"{_short(name)}: only a histogram summary carries a unit, "
                             "1-64 characters of A-Za-z0-9_./%-")
-    if kind in (TIMER, HISTOGRAM, SET):
+    if kind in (TIMER, HISTOGRAM) and "values" in summary:  # few values: forwarded as they are
+        values = summary["values"]
+        if values.__class__ is not _TUPLE or not values or not _all_finite_numbers(values):
+            raise ProtocolError(f"{_short(name)}: summary values must be a non-empty array of finite numbers")
+    elif kind in (TIMER, HISTOGRAM, SET):
         _check_summary_sketch(name, kind, summary.get("sketch"))
 
 
