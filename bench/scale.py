@@ -38,7 +38,7 @@ from zibrato import protocol  # noqa: E402
 from zibrato.aggregation import Aggregator  # noqa: E402
 from zibrato.curve import ClientKeys, create_keys, load_pair  # noqa: E402
 from zibrato.destination import Interval  # noqa: E402
-from zibrato.forward import LevelAggregators, interval_frames  # noqa: E402
+from zibrato.forward import VALUES_UP_TO, LevelAggregators, interval_frames  # noqa: E402
 
 RNG = random.Random(15)
 
@@ -50,30 +50,33 @@ def raw_frames(series: int, per_series: int, kind: str = "t", batch: int = 1000,
     for i in range(series):
         values = [round(RNG.lognormvariate(-4, 1), 6) if kind == "t" else 1 for _ in range(per_series)]
         records.append((kind, f"app.{kind}.series_{i}", values, "web-1", ("env:prod",)))
-    frames, chunk, size = [], [], 0
-    for record in records:
-        if shards:
-            frames.append(protocol.encode("info", time.time(), [record], protocol.record_shard(record)))
-            continue
-        if size + len(record[2]) > batch and chunk:
-            frames.append(protocol.encode("info", time.time(), chunk))
-            chunk, size = [], 0
-        chunk.append(record)
-        size += len(record[2])
-    if chunk:
-        frames.append(protocol.encode("info", time.time(), chunk))
+    groups: dict = {}
+    for record in records:  # a sharding client sends one shard's records per message
+        groups.setdefault(protocol.record_shard(record) if shards else None, []).append(record)
+    frames = []
+    for shard, group in groups.items():
+        chunk, size = [], 0
+        for record in group:
+            if size + len(record[2]) > batch and chunk:
+                frames.append(protocol.encode("info", time.time(), chunk, shard))
+                chunk, size = [], 0
+            chunk.append(record)
+            size += len(record[2])
+        if chunk:
+            frames.append(protocol.encode("info", time.time(), chunk, shard))
     return frames
 
 
 def wire_bytes(quick: bool) -> list[dict]:
     rows = []
-    for kind, series, per_series in (("c", 1000, 1), ("c", 100, 100), ("t", 1000, 1), ("t", 100, 100),
-                                     ("t", 10, 10_000)):
+    for kind, series, per_series in (("c", 1000, 1), ("c", 100, 100), ("t", 1000, 1), ("t", 1000, 10),
+                                     ("t", 100, 100), ("t", 10, 10_000)):
         if quick and per_series > 1000:
             continue
         frames = raw_frames(series, per_series, kind)
         measurements = series * per_series
-        levels = LevelAggregators(lambda: Aggregator(percentiles=(), include_interval=True))
+        levels = LevelAggregators(lambda: Aggregator(percentiles=(), include_interval=True,
+                                                     values_up_to=VALUES_UP_TO))
         for frame in frames:
             levels.level("info").add_records(protocol.decode_plain(frame).records)
         interval = Interval(0.0, 10.0, levels.flush(10.0, 10.0))
@@ -160,7 +163,7 @@ def _warm(broker_port: int, status_ports: list[int], shards: bool) -> float:
 
 
 def shard_scaling(quick: bool, tmp: Path, counts: list[int]) -> list[dict]:
-    series, per_series = (2000, 5) if quick else (4000, 25)
+    series, per_series = (50_000, 1) if quick else (200_000, 2)
     frames = raw_frames(series, per_series, "t", shards=True)
     total = series * per_series
     rows, one = [], None
@@ -191,7 +194,7 @@ def shard_scaling(quick: bool, tmp: Path, counts: list[int]) -> list[dict]:
 
 def tier_throughput(quick: bool, tmp: Path) -> list[dict]:
     """Two hosts forwarding to a global worker, against one worker taking the raw stream directly."""
-    series, per_series = (1000, 10) if quick else (2000, 50)
+    series, per_series = (5000, 20) if quick else (20_000, 50)
     rows = []
     frames = raw_frames(series, per_series, "t")
     total = series * per_series
@@ -274,7 +277,7 @@ def main() -> None:
     if "shards" in only:
         counts = [int(n) for n in args.workers.split(",")]
         results["shards"] = rows = shard_scaling(args.quick, tmp, counts)
-        print("## N workers for one level (--shard K/N), one-value timer records\n")
+        print("## N workers for one level (--shard K/N), timer records of one or two values\n")
         print(table(list(rows[0]), [r.values() for r in rows]) + "\n")
     save_json("scale", results)
 
