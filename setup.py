@@ -19,8 +19,10 @@ setup(
     python_requires=">=3.10",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
     extras_require={
+        "otlp": ["opentelemetry-proto>=1.20", "protobuf>=4.21"],
+        "prometheus": ["prometheus_client>=0.17"],
         "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "hypothesis>=6",
-                 "gunicorn>=21"],
+                 "gunicorn>=21", "opentelemetry-proto>=1.20", "protobuf>=4.21", "prometheus_client>=0.17"],
         # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
         "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
     },
@@ -32,6 +34,8 @@ setup(
             "zibrato-statsd = zibrato.cli.statsd:main",
             "zibrato-librato = zibrato.cli.librato:main",
             "zibrato-forward = zibrato.cli.forward:main",
+            "zibrato-otlp = zibrato.cli.otlp:main",
+            "zibrato-prometheus = zibrato.cli.prometheus:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },

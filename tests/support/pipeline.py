@@ -65,8 +65,19 @@ class WorkerPipeline:
             sent += 1
             return self.status()["measurements"] > 0
         wait_until(received, timeout=10, interval=0.1, message="worker subscription")
-        wait_until(lambda: self.status()["measurements"] >= sent, message="every warm-up")
-        self.baseline = sent
+        if self.status()["measurements"] >= sent:
+            self.baseline = sent
+            return
+        # A warm-up sent before the subscription was live is lost for good (ZeroMQ's slow
+        # joiner), so "every warm-up" may never come: count what arrived once it settles.
+        seen = [-1]
+
+        def settled() -> bool:
+            now = self.status()["measurements"]
+            done, seen[0] = now == seen[0], now
+            return done
+        wait_until(settled, timeout=10, interval=0.15, message="the warm-up to settle")
+        self.baseline = seen[0]
 
     def wait_measurements(self, count: int) -> None:
         """Wait until ``count`` measurements beyond the warm-up have reached the worker."""

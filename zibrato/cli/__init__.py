@@ -13,6 +13,8 @@ SUBCOMMANDS = {
     "console": "console",
     "statsd": "statsd",
     "librato": "librato",
+    "otlp": "otlp",
+    "prometheus": "prometheus",
     "demo": "demo",
     "status": "status",
     "forward": "forward",

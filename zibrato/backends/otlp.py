@@ -1,0 +1,246 @@
+"""zibrato-otlp: deliver each interval to an OpenTelemetry Collector or any OTLP/HTTP backend.
+
+The mapping from summaries to protobuf is :mod:`zibrato.backends.otlp_mapping`
+(pure code); this module is the transport: ``POST <endpoint>`` of
+``application/x-protobuf`` bodies (gzip by default) over one keep-alive
+session, https verified against the system's CAs or ``--ca-file``.
+
+Answers, as the OTLP specification says:
+
+* 2xx: delivered; a ``partial_success`` with rejected points is logged with
+  the server's message and counted (``points_rejected``), not retried;
+* 429, 502, 503, 504, a connection error or a timeout: transient
+  (:class:`~zibrato.delivery.Retryable`, with the ``Retry-After`` seconds);
+  the runtime retries the interval with backoff, and requests of it that were
+  already accepted are not sent again;
+* any other status: permanent; the request's points are dropped, counted and
+  logged with the server's message (the ``google.rpc.Status`` in the body),
+  the interval's other requests still go out, then the interval is reported
+  :class:`~zibrato.delivery.Rejected`.
+
+Headers (usually the auth token) come only from ``--headers-file`` or
+``OTEL_EXPORTER_OTLP_HEADERS``; they are sent and never logged.
+"""
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import ssl
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+
+from .. import __version__
+from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
+from ..destination import Destination, Interval
+from ..runtime import printable
+from .otlp_mapping import OtlpMapper, count_points
+
+DEFAULT_ENDPOINT = "http://localhost:4318"
+METRICS_PATH = "/v1/metrics"
+RETRYABLE_STATUSES = (429, 502, 503, 504)
+COMPRESSIONS = ("gzip", "none")
+_MAX_LOGGED_MESSAGE = 500
+
+
+def metrics_url(endpoint: str | None = None, environ: dict | None = None) -> str:
+    """Where to POST: ``--endpoint``, else the OpenTelemetry variables, else localhost:4318.
+
+    ``--endpoint`` and ``OTEL_EXPORTER_OTLP_ENDPOINT`` are base URLs (``/v1/metrics``
+    is appended unless already there); ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``
+    is used as it is.
+    """
+    env = os.environ if environ is None else environ
+    if endpoint:
+        url = _with_path(endpoint)
+    elif env.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"):
+        url = env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]
+    else:
+        url = _with_path(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_ENDPOINT)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the OTLP endpoint must be an http:// or https:// URL, got {_redacted(url)}")
+    if parts.username or parts.password:
+        raise ValueError("the OTLP endpoint must not hold credentials: put them in --headers-file")
+    return url
+
+
+def _with_path(base: str) -> str:
+    base = base.rstrip("/")
+    return base if base.endswith(METRICS_PATH) else base + METRICS_PATH
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}" if parts.password else url
+
+
+def system_ca_bundle() -> str | bool:
+    """The system's CA file or directory (what `openssl` trusts), else requests' own bundle."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, paths.capath, paths.openssl_capath):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return True
+
+
+def _status_class():
+    """google.rpc.Status (what OTLP servers send with errors), built here: it is not in opentelemetry-proto."""
+    proto = descriptor_pb2.FileDescriptorProto(name="zibrato_rpc_status.proto", package="google.rpc",
+                                               syntax="proto3")
+    message = proto.message_type.add(name="Status")
+    message.field.add(name="code", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
+                      label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    message.field.add(name="message", number=2, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+                      label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status"))
+
+
+_Status = _status_class()
+
+
+def server_message(response: requests.Response) -> str:
+    """The server's reason: a google.rpc.Status message, else the body's text, shortened."""
+    body = response.content or b""
+    message = ""
+    if "protobuf" in response.headers.get("Content-Type", ""):
+        try:
+            status = _Status()
+            status.ParseFromString(body)
+            message = status.message
+        except DecodeError:
+            message = ""
+    if not message:
+        message = body.decode("utf-8", "replace").strip() or response.reason or ""
+    return printable(message, _MAX_LOGGED_MESSAGE)
+
+
+class OtlpDestination(Destination):
+    """Posts each interval as OTLP/HTTP protobuf requests of at most ``max_points`` points."""
+
+    name = "otlp"
+
+    def __init__(self, url: str, *, headers: dict[str, str] | None = None, temporality: str = "delta",
+                 resource: dict[str, str] | None = None, compression: str = "gzip",
+                 ca_file: str | None = None, timeout: float = 10.0, max_points: int = 1000) -> None:
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"unknown compression {compression!r} (gzip or none)")
+        if max_points < 1 or timeout <= 0:
+            raise ValueError("max_points and timeout must be positive")
+        self.url = url
+        self._headers = dict(headers or {})
+        self.mapper = OtlpMapper(temporality=temporality, resource=resource)
+        self.compression, self.ca_file = compression, ca_file
+        self.timeout, self.max_points = timeout, max_points
+        self.log = logging.getLogger("zibrato.otlp")
+        self.session: requests.Session | None = None
+        self._pending: tuple[float, list[tuple[bytes, int]]] | None = None  # interval end, bodies left
+        self._figures: dict[str, Any] = {"requests_sent": 0, "points_sent": 0, "points_rejected": 0,
+                         "requests_rejected": 0, "requests_failed": 0, "last_error": None}
+
+    def connect(self) -> None:
+        session = requests.Session()
+        session.headers.update(self._headers)
+        session.headers.update({"Content-Type": "application/x-protobuf",
+                                "User-Agent": f"zibrato-otlp/{__version__}"})
+        if self.compression == "gzip":
+            session.headers["Content-Encoding"] = "gzip"
+        # per request, not session.verify: requests lets $REQUESTS_CA_BUNDLE override the session's
+        self._verify = self.ca_file or system_ca_bundle()
+        self.session = session
+        self.log.info("posting to %s (%s temporality, %s, at most %d points a request, %d headers)",
+                      self.url, "cumulative" if self.mapper.cumulative else "delta", self.compression,
+                      self.max_points, len(self._headers))
+
+    def post(self, interval: Interval) -> None:
+        """Send the interval's requests; on a retry, only those not yet accepted."""
+        if self.session is None:
+            self.connect()
+        if self._pending is None or self._pending[0] != interval.end:
+            self._pending = (interval.end, self.encode(interval))
+        bodies = self._pending[1]
+        rejected: list[str] = []
+        while bodies:
+            body, points = bodies[0]
+            try:
+                self._send(body, points)
+            except Rejected as rejection:
+                rejected.append(str(rejection))
+            bodies.pop(0)
+        self._pending = None
+        if rejected:
+            raise Rejected(f"{len(rejected)} request(s) refused: {rejected[0]}")
+
+    def encode(self, interval: Interval) -> list[tuple[bytes, int]]:
+        """The interval's request bodies, serialised (and compressed), with their point counts."""
+        out = []
+        for request in self.mapper.requests(interval.start, interval.end, interval.summaries,
+                                            self.max_points):
+            points = sum(count_points(m) for rm in request.resource_metrics
+                         for sm in rm.scope_metrics for m in sm.metrics)
+            body = request.SerializeToString()
+            out.append((gzip.compress(body, compresslevel=6) if self.compression == "gzip" else body,
+                        points))
+        return out
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+    def figures(self) -> dict:
+        return {**self._figures, "endpoint": self.url}
+
+    def _send(self, body: bytes, points: int) -> None:
+        f = self._figures
+        assert self.session is not None, "connect() first"
+        try:
+            response = self.session.post(self.url, data=body, timeout=request_timeout(self.timeout),
+                                         verify=self._verify)
+        except requests.RequestException as error:
+            f["requests_failed"] += 1
+            f["last_error"] = f"{error.__class__.__name__}"
+            raise Retryable(f"no answer from {self.url}: {error.__class__.__name__}: {_short(error)}",
+                            status="connection") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            f["requests_sent"] += 1
+            self._partial_success(response, points)
+            return
+        message = server_message(response)
+        f["last_error"] = f"{status} {message}"
+        if status in RETRYABLE_STATUSES:
+            f["requests_failed"] += 1
+            raise Retryable(f"{status} from {self.url}: {message}",
+                            parse_retry_after(response.headers.get("Retry-After")), status=status)
+        f["requests_rejected"] += 1
+        f["points_rejected"] += points
+        self.log.error("%s refused %d data points with %d: %s (not retried)", self.url, points,
+                       status, message)
+        raise Rejected(f"{status}: {message}")
+
+    def _partial_success(self, response: requests.Response, points: int) -> None:
+        answer = ExportMetricsServiceResponse()
+        try:
+            answer.ParseFromString(response.content or b"")
+        except DecodeError:
+            self._figures["points_sent"] += points
+            return
+        partial = answer.partial_success
+        rejected = min(partial.rejected_data_points, points)
+        self._figures["points_sent"] += points - rejected
+        if rejected or partial.error_message:
+            self._figures["points_rejected"] += rejected
+            self.log.warning("%s accepted the request but rejected %d of its %d data points: %s",
+                             self.url, rejected, points,
+                             printable(partial.error_message, _MAX_LOGGED_MESSAGE) or "(no message)")
+
+
+def _short(error: Exception) -> str:
+    return printable(error, _MAX_LOGGED_MESSAGE)

@@ -1,0 +1,353 @@
+"""Zibrato summaries -> Prometheus metric families: pure code (no sockets), for zibrato-prometheus.
+
+:class:`PrometheusState` takes each interval's summaries and keeps what a
+scrape shows; :meth:`PrometheusState.families` turns it into
+``prometheus_client`` metric families, which ``prometheus_client``'s own
+exposition code renders (text format 0.0.4 or OpenMetrics).
+
+* counter -> ``<name>_total``, the running sum since the worker started;
+* gauge -> the last value; set -> a gauge of the last interval's unique count;
+* timer (seconds) and histogram -> a histogram: cumulative ``_bucket{le=...}``
+  counts, ``_count`` and ``_sum`` since the start. Counts come from the
+  summary's ``"sketch"`` (exponential buckets, see COMMON.md's contract):
+  each sketch bucket's count goes to the first ``le`` at or above the
+  bucket's middle. The default bounds are powers of two (2**-10 s ~ 1 ms to
+  32 s), which are sketch bucket boundaries at every scale >= 0, so they are
+  exact: a value lands in the ``le`` bucket it belongs to. Without a sketch,
+  the raw ``"values"`` are counted (a sampled interval's weighted by
+  count / kept).
+
+Names: characters outside ``[a-zA-Z0-9_]`` become ``_`` (``db.query`` ->
+``db_query``; ``:`` is left to recording rules) and a leading digit gets a
+``_``. Labels: ``source``, ``level`` and the tags, their keys fitted the same
+way; ``__`` prefixes and the names ``le`` / ``quantile`` get a ``tag`` prefix.
+Collisions are resolved and counted: a second Zibrato name (or type, or unit)
+that lands on a family name, or on one of its sample names (``x_total``,
+``x_bucket``...), gets ``_2``, ``_3``...; a label key that repeats gets ``_2``;
+two series that would expose the same family and labels move the later one to
+a suffixed family.
+
+Idle series expire: one that had no data for ``expire`` seconds is dropped
+(statsd_exporter's most asked-for feature). The last ``history`` summaries of
+every series are kept for the l2met read API (:meth:`PrometheusState.lookup`).
+"""
+from __future__ import annotations
+
+import bisect
+import collections
+import logging
+import math
+import re
+import threading
+import time
+from typing import Callable, Iterable, Mapping, Sequence
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
+
+from .labels import tag_pairs
+
+DEFAULT_BUCKETS = tuple(2.0 ** e for e in range(-10, 6))  # 0.0009765625 s .. 32 s
+DEFAULT_EXPIRE = 300.0
+DEFAULT_HISTORY = 5
+_INVALID = re.compile(r"[^a-zA-Z0-9_]")
+_RESERVED_LABELS = ("le", "quantile")
+_KIND = {"counter": "counter", "gauge": "gauge", "set": "gauge", "timer": "histogram",
+         "histogram": "histogram"}
+_HELP = {"counter": "Zibrato counter {name!r}: sum since the worker started.",
+         "gauge": "Zibrato gauge {name!r}: last value.",
+         "set": "Zibrato set {name!r}: unique members in the last interval.",
+         "timer": "Zibrato timer {name!r}, in seconds.",
+         "histogram": "Zibrato histogram {name!r}{unit}."}
+
+
+def metric_name(name: str) -> str:
+    """A valid Prometheus metric name for a Zibrato name: ``db.query`` -> ``db_query``."""
+    fitted = _INVALID.sub("_", name)
+    return "_" + fitted if fitted[:1].isdigit() else fitted
+
+
+def label_name(key: str) -> str:
+    """A valid label name for a tag key; reserved ones (``__x``, ``le``, ``quantile``) get a ``tag`` prefix."""
+    fitted = _INVALID.sub("_", key) or "_"
+    if fitted[:1].isdigit():
+        fitted = "_" + fitted
+    if fitted.startswith("__") or fitted in _RESERVED_LABELS:
+        fitted = "tag_" + fitted.lstrip("_") if fitted.startswith("__") else "tag_" + fitted
+    return fitted
+
+
+def parse_buckets(text: str) -> tuple[float, ...]:
+    """'0.005,0.01,0.1' -> sorted finite upper bounds (+Inf is always added)."""
+    try:
+        bounds = sorted({float(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise ValueError(f"buckets must be numbers, e.g. 0.005,0.01,0.1; got {text!r}") from None
+    if not bounds or not all(math.isfinite(b) for b in bounds):
+        raise ValueError("give at least one finite bucket bound (+Inf is added)")
+    return tuple(bounds)
+
+
+def bucket_increments(summary: dict, bounds: Sequence[float]) -> list[float]:
+    """How many of the interval's values fall in each ``le`` bucket (not cumulative; last: +Inf)."""
+    counts = [0.0] * (len(bounds) + 1)
+    sketch = summary.get("sketch")
+    if sketch:
+        for value, count in _sketch_points(sketch):
+            counts[bisect.bisect_left(bounds, value)] += count
+        return counts
+    values = summary.get("values")
+    if values is not None and len(values):
+        weight = summary.get("count", len(values)) / len(values)
+        for value in values:
+            counts[bisect.bisect_left(bounds, value)] += weight
+        return counts
+    counts[-1] = float(summary.get("count") or 0)  # no distribution known: only the total
+    return counts
+
+
+def _sketch_points(sketch: dict) -> Iterable[tuple[float, float]]:
+    """(a value inside the bucket, count) for every non-empty bucket of a sketch dict."""
+    base = 2.0 ** (2.0 ** -int(sketch.get("scale", 0)))
+    if sketch.get("zero_count"):
+        yield 0.0, sketch["zero_count"]
+    for side, sign in (("positive", 1.0), ("negative", -1.0)):
+        buckets = sketch.get(side) or {}
+        offset = int(buckets.get("offset", 0))
+        for i, count in enumerate(buckets.get("counts") or ()):
+            if count:
+                # the middle of (base**k, base**(k+1)] in log space: never on a boundary
+                yield sign * _power(base, offset + i + 0.5), count
+
+
+def _power(base: float, exponent: float) -> float:
+    try:
+        return base ** exponent
+    except OverflowError:
+        return math.inf
+
+
+class Series:
+    """What a scrape shows of one Zibrato series, and its recent summaries."""
+
+    __slots__ = ("kind", "family", "labels", "value", "buckets", "count", "sum", "last_data",
+                 "history", "key", "le_labels")
+
+    def __init__(self, key: tuple, kind: str, family: str, labels: dict, buckets: int, history: int,
+                 now: float) -> None:
+        self.key, self.kind, self.family, self.labels = key, kind, family, labels
+        self.value = 0.0
+        self.buckets: list[float] = [0.0] * buckets if kind in ("timer", "histogram") else []
+        self.count, self.sum = 0.0, 0.0
+        self.last_data = now
+        self.history: collections.deque = collections.deque(maxlen=history)
+        self.le_labels: list[dict[str, str]] | None = None  # the labels of its _bucket samples
+
+
+class _Family:
+    __slots__ = ("owner", "kind", "help", "series", "exposed")
+
+    def __init__(self, owner: tuple, kind: str, help: str, exposed: tuple[str, ...]) -> None:
+        self.owner, self.kind, self.help, self.exposed = owner, kind, help, exposed
+        self.series: dict[tuple, Series] = {}  # label items -> series
+
+
+class PrometheusState:
+    """Running totals per series, fed one interval at a time, read by scrapes (thread-safe)."""
+
+    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS,
+                 expire: float | Mapping[str, float] = DEFAULT_EXPIRE, history: int = DEFAULT_HISTORY,
+                 clock: Callable[[], float] = time.time, log: logging.Logger | None = None) -> None:
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self.bounds = tuple(sorted(buckets))
+        self._le_values = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        self.expire = expiry_per_kind(expire)
+        self.history, self.clock = history, clock
+        self.log = log or logging.getLogger("zibrato.prometheus")
+        self._lock = threading.Lock()
+        self._series: dict[tuple, Series] = {}
+        self._families: dict[str, _Family] = {}
+        self._exposed: dict[str, str] = {}     # sample name -> family exposing it
+        #: bumped whenever what a scrape would show changes (cached renderings compare it)
+        self.version = 0
+        self.figures = {"series": 0, "families": 0, "name_collisions": 0, "label_collisions": 0,
+                        "series_expired": 0}
+
+    # --- feeding --------------------------------------------------------------
+
+    def update(self, summaries: Iterable[dict]) -> None:
+        """Add one interval's summaries; then drop the series idle for longer than ``expire``."""
+        now = self.clock()
+        with self._lock:
+            for summary in summaries:
+                key = series_key(summary)
+                series = self._series.get(key)
+                if series is None:
+                    series = self._series[key] = self._new_series(key, summary, now)
+                self._apply(series, summary, now)
+            self._expire(now)
+            self.version += 1
+            self.figures.update(series=len(self._series), families=len(self._families))
+
+    def _apply(self, series: Series, s: dict, now: float) -> None:
+        kind = s["type"]
+        has_data = bool(s.get("count", s.get("value")))
+        if kind == "counter":
+            series.value += s.get("value", 0.0)
+        elif kind in ("gauge", "set"):
+            series.value = s.get("value", series.value)
+        else:
+            for i, n in enumerate(bucket_increments(s, self.bounds)):
+                series.buckets[i] += n
+            series.count += s.get("count", 0)
+            series.sum += s.get("sum", 0.0)
+        if has_data:
+            series.last_data = now
+        series.history.append({k: v for k, v in s.items() if k not in ("values", "sketch")})
+
+    def _expire(self, now: float) -> None:
+        expire = self.expire
+        idle = [key for key, series in self._series.items() if now - series.last_data > expire[series.kind]]
+        for key in idle:
+            series = self._series.pop(key)
+            family = self._families[series.family]
+            del family.series[tuple(series.labels.items())]
+            if not family.series:
+                del self._families[series.family]
+                for name in family.exposed:
+                    self._exposed.pop(name, None)
+        if idle:
+            self.figures["series_expired"] += len(idle)
+            self.figures.update(series=len(self._series), families=len(self._families))
+            self.version += 1
+
+    def expire_now(self) -> int:
+        """Drop the series idle too long (a scrape calls it); return :attr:`version`."""
+        with self._lock:
+            self._expire(self.clock())
+            return self.version
+
+    # --- naming ------------------------------------------------------------------
+
+    def _new_series(self, key: tuple, s: dict, now: float) -> Series:
+        labels = self._labels(s)
+        family = self._claim(s, tuple(labels.items()))
+        series = Series(key, s["type"], family, labels, len(self.bounds) + 1, self.history, now)
+        self._families[family].series[tuple(labels.items())] = series
+        return series
+
+    def _labels(self, s: dict) -> dict[str, str]:
+        labels: dict[str, str] = {}
+        for key, value in tag_pairs(s):
+            fitted = label_name(key)
+            if fitted in labels:
+                base, n = fitted, 2
+                while f"{base}_{n}" in labels:
+                    n += 1
+                fitted = f"{base}_{n}"
+                self.figures["label_collisions"] += 1
+            labels[fitted] = value
+        return labels
+
+    def _claim(self, s: dict, label_items: tuple) -> str:
+        """The family for this series: its fitted name, or the first free ``_N`` variant."""
+        kind = _KIND[s["type"]]
+        owner = (s["type"], s["name"], s.get("unit"))
+        base = metric_name(s["name"])
+        if kind == "counter" and base.endswith("_total") and len(base) > len("_total"):
+            base = base[: -len("_total")]
+        n = 1
+        while True:
+            name = base if n == 1 else f"{base}_{n}"
+            family = self._families.get(name)
+            if family is None:
+                exposed = _exposed_names(name, kind)
+                if not any(e in self._exposed for e in exposed):
+                    unit = f" ({s['unit']})" if s.get("unit") else ""
+                    self._families[name] = _Family(owner, kind, _HELP[s["type"]].format(
+                        name=s["name"], unit=unit), exposed)
+                    for e in exposed:
+                        self._exposed[e] = name
+                    break
+            elif family.owner == owner and label_items not in family.series:
+                break
+            n += 1
+        if n > 1:
+            self.figures["name_collisions"] += 1
+            self.log.warning("%s %r meets another series at the Prometheus name %s: exposed as %s",
+                             s["type"], s["name"], base, name)
+        return name
+
+    # --- reading --------------------------------------------------------------------
+
+    def families(self) -> list[Metric]:
+        """The families a scrape renders (after expiring idle series)."""
+        with self._lock:
+            self._expire(self.clock())
+            return [self._family_metric(name, family) for name, family in self._families.items()]
+
+    def _family_metric(self, name: str, family: _Family) -> Metric:
+        metric = Metric(name, family.help, family.kind)
+        add = metric.samples.append
+        for series in family.series.values():
+            labels = series.labels
+            if family.kind == "counter":
+                add(_sample(name + "_total", labels, series.value))
+            elif family.kind == "gauge":
+                add(_sample(name, labels, series.value))
+            else:
+                bucket_name = name + "_bucket"
+                if series.le_labels is None:  # made once per series: scrapes reuse them
+                    series.le_labels = [{**labels, "le": le} for le in self._le_values]
+                running = 0.0
+                for le_labels, count in zip(series.le_labels[:-1], series.buckets):  # +Inf: below
+                    running += count
+                    add(Sample(bucket_name, le_labels, running, None, None))
+                add(Sample(bucket_name, series.le_labels[-1], series.count, None, None))
+                add(_sample(name + "_count", labels, series.count))
+                add(_sample(name + "_sum", labels, series.sum))
+        return metric
+
+    def lookup(self, name: str, source: str | None = None, tags: Sequence[str] | None = None,
+               type: str | None = None, any_source: bool = False) -> list[Series]:
+        """The series named ``name`` (Zibrato's name) matching the filters given."""
+        with self._lock:
+            return [series for key, series in self._series.items()
+                    if key[1] == name and (any_source or key[2] == source)
+                    and (tags is None or sorted(key[3]) == sorted(tags))
+                    and (type is None or key[0] == type)]
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+
+def expiry_per_kind(expire: float | Mapping[str, float]) -> dict[str, float]:
+    """Seconds per summary type; 0 or a missing type means the default (a scrape target
+    cannot drop a counter the moment it is idle: Prometheus would see a reset)."""
+    given = expire if isinstance(expire, Mapping) else dict.fromkeys(_KIND, expire)
+    out = {}
+    for kind in _KIND:
+        seconds = float(given.get(kind) or 0)
+        if seconds < 0 or not math.isfinite(seconds):
+            raise ValueError(f"expiry must be positive seconds, got {seconds!r}")
+        out[kind] = seconds or DEFAULT_EXPIRE
+    return out
+
+
+def series_key(summary: dict) -> tuple:
+    return (summary["type"], summary["name"], summary.get("source"), tuple(summary.get("tags") or ()),
+            summary.get("level"), summary.get("unit"))
+
+
+def _exposed_names(name: str, kind: str) -> tuple[str, ...]:
+    if kind == "counter":
+        return (name, name + "_total", name + "_created")
+    if kind == "histogram":
+        return (name, name + "_bucket", name + "_count", name + "_sum", name + "_created")
+    return (name,)
+
+
+def _sample(name: str, labels: dict, value: float) -> Sample:
+    return Sample(name, labels, value, None, None)
