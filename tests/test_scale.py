@@ -294,3 +294,13 @@ def test_few_values_travel_as_values_and_stay_exact_upstream():
     merged = by_name(agg.flush(10.0, 10.0))
     assert merged["db"]["exact"] and (merged["db"]["p50"], merged["db"]["count"]) == (0.2, 4)
     assert merged["size"]["unit"] == "bytes" and merged["size"]["sum"] == 12
+
+
+def test_a_forwarder_sends_the_time_of_each_gauge_s_last_value():
+    levels = LevelAggregators(lambda: Aggregator(include_interval=True))
+    agg = levels.level("info")
+    agg.add_records([("g", "temp", (3, 4), None, ())])
+    agg.stamp_gauges([("g", "temp", (3, 4), None, ())], 105.5)
+    interval = Interval(100.0, 110.0, levels.flush(110.0, 10.0))
+    record = summary_record(interval.summaries[0], 100.0, 110.0, None)
+    assert (record[2][0]["last"], record[2][0]["time"], record[2][0]["count"]) == (4, 105.5, 2)

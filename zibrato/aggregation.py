@@ -484,6 +484,23 @@ class Aggregator:
             state[0], state[5] = last, when
         return count
 
+    def stamp_gauges(self, records: Iterable[Sequence], time: float) -> None:
+        """Note ``time`` as when the gauges among ``records`` (just added) took their last value.
+
+        A forwarder calls it with each message's time, so that the gauge
+        summaries it sends carry ``last_time`` and the latest value wins
+        upstream.
+        """
+        series = self._series
+        for record in records:
+            if record[0] == "g":
+                state = series.get(("g", record[1], record[3], record[4]))
+                if state is not None:
+                    if len(state) > 5:
+                        state[5] = time
+                    else:
+                        state.append(time)
+
     def _series_for(self, end: float) -> dict:
         """The series dict a summary for the interval ending at ``end`` belongs in."""
         held = self._held

@@ -143,7 +143,8 @@ class Forwarder(Destination):
         self._given_context = context
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
-        self._pending: tuple[int, list[bytes], int] | None = None  # (id of interval, frames, sent)
+        #: the interval being sent: (the interval, its frames, how many were taken, its summary count)
+        self._pending: tuple[Interval, list[bytes], int, int] | None = None
         self.counts = {"forwarded_messages": 0, "forwarded_summaries": 0, "forwarded_bytes": 0,
                        "forwarded_intervals": 0, "upstream_unavailable": 0}
 
@@ -172,17 +173,16 @@ class Forwarder(Destination):
         if self._socket is None:
             self.connect()
         pending = self._pending
-        if pending is None or pending[0] != id(interval):
+        if pending is None or pending[0] is not interval:  # a new interval (a retry resumes)
             frames, count = interval_frames(interval, time.time(), self.max_message_size, self.fix_source)
-            pending = (id(interval), frames, 0)
-            self.counts["forwarded_summaries"] += count
-        _, frames, sent = pending
+            pending = (interval, frames, 0, count)
+        _, frames, sent, count = pending
         socket = self._socket
         while sent < len(frames):
             try:
                 socket.send(frames[sent], zmq.NOBLOCK)
             except zmq.Again:
-                self._pending = (pending[0], frames, sent)
+                self._pending = (interval, frames, sent, count)
                 self.counts["upstream_unavailable"] += 1
                 raise Retryable(f"upstream broker {self.endpoint} not connected (or its queue is full): "
                                 f"{len(frames) - sent} of {len(frames)} messages wait") from None
@@ -191,6 +191,7 @@ class Forwarder(Destination):
             sent += 1
         self._pending = None
         self.counts["forwarded_intervals"] += 1
+        self.counts["forwarded_summaries"] += count
 
     def close(self) -> None:
         if self._socket is not None:
@@ -291,15 +292,7 @@ class ForwardWorker(Worker):
     def _aggregate(self, batch: protocol.Batch, records: Sequence) -> float:
         aggregator = self.aggregator.level(batch.level)  # type: ignore[attr-defined]
         count = aggregator.add_records(records)
-        series = aggregator._series
-        for record in records:
-            if record[0] == "g":  # the last value's time travels with the gauge's summary
-                state = series.get(("g", record[1], record[3], record[4]))
-                if state is not None:
-                    if len(state) > 5:
-                        state[5] = batch.time
-                    else:
-                        state.append(batch.time)
+        aggregator.stamp_gauges(records, batch.time)  # the last value's time travels upstream
         return count
 
 
