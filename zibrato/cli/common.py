@@ -15,7 +15,7 @@ from ..runtime import install_stop_handlers, setup_logging
 from ..sketch import scale_for
 from ..curve import ClientKeys, KeyFileError
 from ..shard import Shard
-from ..worker import DEFAULT_LATENESS, Worker, parse_hosts, parse_levels, parse_percentiles
+from ..worker import DEFAULT_LATENESS, Worker, parse_levels, parse_percentiles
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MIN_FLUSH, MAX_FLUSH = 0.1, 86_400.0
@@ -93,6 +93,15 @@ def verbose_option(func: Callable) -> Callable:
     return click.option("-v", "--verbose", is_flag=True, help="Log debug details.")(func)
 
 
+def curve_client_options(func: Callable) -> Callable:
+    """--curve-secret-key and --curve-server-key, for any command that connects to a broker
+    (workers, forwarders, zibrato-listen); read them with :func:`curve_keys`."""
+    func = click.option("--curve-server-key", type=click.Path(dir_okay=False), default=None,
+                        metavar="FILE", help="The broker's CURVE public key file (NAME.key).")(func)
+    return click.option("--curve-secret-key", type=click.Path(dir_okay=False), default=None,
+                        metavar="FILE", help="This process's CURVE secret key file (NAME.key_secret).")(func)
+
+
 def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
     """The flags every worker shares (see README, "CLI reference")."""
     def decorate(func: Callable) -> Callable:
@@ -142,10 +151,7 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
                          type=Seconds(0, 3600),
                          help="Seconds an interval stays open for forwarders' summaries (at most "
                               "half of --flush); later ones join the next interval, counted as late."),
-            click.option("--curve-secret-key", type=click.Path(dir_okay=False), default=None,
-                         metavar="FILE", help="This worker's CURVE secret key file (NAME.key_secret)."),
-            click.option("--curve-server-key", type=click.Path(dir_okay=False), default=None,
-                         metavar="FILE", help="The broker's CURVE public key file (NAME.key)."),
+            curve_client_options,
             click.option("--stop-timeout", default=8.0, show_default=True, type=Seconds(0.5, 3600),
                          help="Seconds from a stop signal to exit: reading what is queued, the "
                               "final flush and its delivery (supervisord's stopwaitsecs is 10)."),
