@@ -31,14 +31,13 @@ from pathlib import Path
 import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (free_port_run, machine, save_json, start, status, stop, table,  # noqa: E402
-                     wait_until)
+from _common import free_port_run, machine, save_json, start, status, stop, table, wait_until
 
-from zibrato import protocol  # noqa: E402
-from zibrato.aggregation import Aggregator  # noqa: E402
-from zibrato.curve import ClientKeys, create_keys, load_pair  # noqa: E402
-from zibrato.destination import Interval  # noqa: E402
-from zibrato.forward import VALUES_UP_TO, LevelAggregators, interval_frames  # noqa: E402
+from zibrato import protocol
+from zibrato.aggregation import Aggregator
+from zibrato.curve import ClientKeys, create_keys, load_pair
+from zibrato.destination import Interval
+from zibrato.forward import VALUES_UP_TO, LevelAggregators, interval_frames
 
 RNG = random.Random(15)
 

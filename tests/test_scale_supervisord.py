@@ -48,5 +48,6 @@ def test_each_program_of_the_tier_configs_parses_with_its_command(conf, expected
 
 def test_the_host_forwards_upstream_and_the_global_broker_listens_beyond_loopback():
     host, global_ = programs("zibrato-tier-host.conf"), programs("zibrato-tier-global.conf")
-    assert "--to" in host["zibrato-forward"] and host["zibrato-broker"][host["zibrato-broker"].index("--host") + 1] == "127.0.0.1"
+    host_broker = host["zibrato-broker"]
+    assert "--to" in host["zibrato-forward"] and host_broker[host_broker.index("--host") + 1] == "127.0.0.1"
     assert global_["zibrato-broker"][global_["zibrato-broker"].index("--host") + 1] == "0.0.0.0"

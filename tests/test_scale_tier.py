@@ -10,10 +10,9 @@ import time
 
 import pytest
 
-from zibrato.sketch import Sketch
-
 from support.daemons import wait_until
 from support.tier import GlobalTier, Host, make_keys, warm_up
+from zibrato.sketch import Sketch
 
 pytestmark = pytest.mark.timeout(120)
 

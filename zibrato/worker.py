@@ -32,12 +32,12 @@ import zmq
 
 from . import protocol
 from .aggregation import DEFAULT_MAX_EXACT, Aggregator
+from .curve import ClientKeys
 from .delivery import Backoff, DeliveryQueue, iso
 from .destination import Destination, Interval
-from .curve import ClientKeys
 from .rules import SeriesRules
-from .shard import Shard
 from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable
+from .shard import Shard
 
 DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
 ALL_LEVELS = "all"
@@ -566,5 +566,6 @@ def _hostname() -> str:
     return _socket.gethostname().split(".")[0] or str(os.getpid())
 
 
-__all__ = ["ALL_LEVELS", "DEFAULT_LATENESS", "DEFAULT_PERCENTILES", "parse_hosts", "split_endpoint", "SELF_LEVEL", "Schedule", "Worker", "parse_levels",
+__all__ = ["ALL_LEVELS", "DEFAULT_LATENESS", "DEFAULT_PERCENTILES", "parse_hosts", "split_endpoint",
+           "SELF_LEVEL", "Schedule", "Worker", "parse_levels",
            "parse_percentiles"]

@@ -9,12 +9,12 @@ from typing import Any, Callable
 import click
 
 from ..aggregation import DEFAULT_MAX_EXACT, parse_expire
+from ..curve import ClientKeys, KeyFileError
 from ..destination import Destination
 from ..rules import SeriesRules, check_pattern
 from ..runtime import install_stop_handlers, setup_logging
-from ..sketch import scale_for
-from ..curve import ClientKeys, KeyFileError
 from ..shard import Shard
+from ..sketch import scale_for
 from ..worker import DEFAULT_LATENESS, Worker, parse_levels, parse_percentiles
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

@@ -5,8 +5,7 @@ import click
 
 from ..delivery import Backoff
 from ..forward import Forwarder, ForwardWorker
-from .common import CONTEXT_SETTINGS, Seconds, curve_keys, run_worker, standalone, worker_kwargs, \
-    worker_options
+from .common import CONTEXT_SETTINGS, Seconds, curve_keys, run_worker, standalone, worker_kwargs, worker_options
 
 
 @click.command("forward", context_settings=CONTEXT_SETTINGS)
