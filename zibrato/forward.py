@@ -178,6 +178,7 @@ class Forwarder(Destination):
             pending = (interval, frames, 0, count)
         _, frames, sent, count = pending
         socket = self._socket
+        assert socket is not None  # connect() made it
         while sent < len(frames):
             try:
                 socket.send(frames[sent], zmq.NOBLOCK)
@@ -245,6 +246,8 @@ class LevelAggregators:
     def flush(self, time: float, interval: float) -> list[dict]:
         return self._each("flush", time, interval)
 
+    _held: tuple[float, float] | None = None
+
     def hold(self, start: float, end: float) -> None:
         self._held = (start, end)
         for aggregator in self.by_level.values():
@@ -252,7 +255,7 @@ class LevelAggregators:
 
     @property
     def held(self) -> tuple[float, float] | None:
-        return getattr(self, "_held", None)
+        return self._held
 
     def flush_held(self) -> list[dict]:
         self._held = None
