@@ -70,3 +70,40 @@ def test_shard_workers_together_deliver_exactly_what_one_worker_does(tmp_path):
         for worker in workers.values():
             worker.stop()
         broker.stop()
+
+
+def test_one_worker_subscribes_to_several_brokers(tmp_path):
+    first, second = free_ports(3), free_ports(3)
+    brokers = []
+    for base in (first, second):
+        brokers.append(Daemon(tmp_path, "zibrato-broker", "--port", base, "--startup-grace", "0.1").start())
+        brokers[-1].wait_for_log("broker ready")
+    status_port = free_ports(1)
+    worker = Daemon(tmp_path, "zibrato-console", "--host", f"127.0.0.1:{first + 1}",
+                    "--host", f"localhost:{second + 1}", "--flush", 0.5, "--format", "json",
+                    "--no-self-metrics", "--status-port", status_port).start()
+    clients = [Zibrato(port=first), Zibrato(port=second)]
+    try:
+        worker.wait_for_log("console worker")
+        assert f"127.0.0.1:{first + 1},tcp://localhost:{second + 1}" in worker.stderr
+
+        def both_subscribed() -> bool:
+            for i, client in enumerate(clients):
+                client.count("info", f"warmup.{i}")
+                client.flush()
+            return {"warmup.0", "warmup.1"} <= {s["name"] for s in worker.json_lines()}
+        wait_until(both_subscribed, timeout=15, interval=0.2, message="the worker subscribed to both")
+        for client in clients:
+            client.count("info", "orders", 5)
+            client.flush()
+        wait_until(lambda: sum(s["value"] for s in worker.json_lines() if s["name"] == "orders") >= 10,
+                   timeout=10, message="both brokers' orders")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(15) == 0
+        assert sum(s["value"] for s in worker.json_lines() if s["name"] == "orders") == 10
+    finally:
+        for client in clients:
+            client.close(timeout=1)
+        worker.stop()
+        for broker in brokers:
+            broker.stop()
