@@ -13,8 +13,7 @@ import pytest
 from expecter import expect
 
 from support.daemons import wait_until
-from zibrato.delivery import (Backoff, DeliveryQueue, NameFitter, Rejected, Retryable,
-                              parse_retry_after, request_timeout)
+from zibrato.delivery import Backoff, DeliveryQueue, NameFitter, Rejected, Retryable, parse_retry_after, request_timeout
 from zibrato.destination import Destination, Interval
 from zibrato.runtime import printable
 

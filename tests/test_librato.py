@@ -1,8 +1,9 @@
 """zibrato-librato against a real local HTTP server that enforces Librato's API rules.
 
 The first tests drive the destination directly (``post`` as the delivery
-thread calls it, or through its real delivery queue: tests/support/rig.py); the others run client -> zibrato-broker -> zibrato-librato
--> FakeLibrato as real processes. Every test checks that the API token never
+thread calls it, or through its real delivery queue: tests/support/rig.py);
+the others run client -> zibrato-broker -> zibrato-librato -> FakeLibrato as
+real processes. Every test checks that the API token never
 appears in a log line.
 """
 from __future__ import annotations
@@ -18,9 +19,9 @@ from pathlib import Path
 import pytest
 from expecter import expect
 
-from support.daemons import run_script, wait_until
-from support.pipeline import DAY, WorkerPipeline, pipelines
+from support.daemons import wait_until
 from support.fake_librato import FakeLibrato
+from support.pipeline import DAY, WorkerPipeline, pipelines
 from support.rig import Rig
 from zibrato.aggregation import nearest_rank
 from zibrato.backends.librato import Librato
@@ -43,10 +44,11 @@ def make_backend(librato, caplog):
     caplog.set_level(logging.DEBUG)  # urllib3's debug lines included
     made = []
 
-    def make(fake=None, percentiles=(50, 90, 95, 99), backoff=Backoff(0.01, 0.05), **options):
+    def make(fake=None, percentiles=(50, 90, 95, 99), backoff=None, **options):
         settings = dict(api_url=(fake or librato).url, timeout=2.0)
         settings.update(options)
-        rig = Rig(Librato(USER, TOKEN, **settings), percentiles=percentiles, backoff=backoff,
+        rig = Rig(Librato(USER, TOKEN, **settings), percentiles=percentiles,
+                  backoff=backoff or Backoff(0.01, 0.05),
                   length=60.0)
         rig.destination.connect()
         made.append(rig)
@@ -409,8 +411,8 @@ def pipeline(tmp_path, librato):
     yield from pipelines(lambda *args, **kwargs: LibratoPipeline(tmp_path, librato, *args, **kwargs))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGQUIT])
-def test_exact_values_reach_librato_and_the_stop_signal_delivers_the_final_flush(pipeline, signum):
+def test_exact_values_reach_librato_and_the_stop_signal_delivers_the_final_flush(pipeline):
+    signum = signal.SIGQUIT  # supervisord's stopsignal; every stop signal is one handler (test_worker)
     p = pipeline("--percentiles", "50,90,99.9")
     timer = [i / 1000 for i in range(1, 201)]
     for v in timer:
@@ -509,18 +511,23 @@ def test_the_token_can_come_from_a_file(pipeline, tmp_path):
 
 
 def test_missing_credentials_are_a_usage_error_naming_every_way_to_give_them(tmp_path):
-    bare = {USER_ENV: "", TOKEN_ENV: ""}
-    result = run_script("zibrato-librato", "--username", USER, env=bare)
-    expect(result.returncode) == 2
+    from click.testing import CliRunner
+
+    def run(*args, **env):
+        bare = {USER_ENV: "", TOKEN_ENV: "", **env}
+        return CliRunner().invoke(librato_command, [str(a) for a in args], env=bare,
+                                  prog_name="zibrato-librato", auto_envvar_prefix="ZIBRATO_LIBRATO")
+
+    result = run("--username", USER)
+    expect(result.exit_code) == 2
     for way in ("--apitoken-file", TOKEN_ENV, "--apitoken"):
-        expect(result.stderr).contains(way)
-    result = run_script("zibrato-librato", env={**bare, TOKEN_ENV: TOKEN})
-    expect(result.returncode) == 2
-    expect(result.stderr).contains(USER_ENV)
-    expect(result.stderr).does_not_contain(TOKEN)
+        expect(result.output).contains(way)
+    result = run(**{TOKEN_ENV: TOKEN})
+    expect(result.exit_code) == 2
+    expect(result.output).contains(USER_ENV)
+    expect(result.output).does_not_contain(TOKEN)
     empty = tmp_path / "empty"
     empty.write_text("\n")
-    result = run_script("zibrato-librato", "--apitoken-file", empty, env={**bare, USER_ENV: USER})
-    expect((result.returncode, "is empty" in result.stderr)) == (2, True)
-    result = run_script("zibrato", "librato", "--help")
-    expect(result.stdout).contains(TOKEN_ENV)
+    result = run("--apitoken-file", empty, **{USER_ENV: USER})
+    expect((result.exit_code, "is empty" in result.output)) == (2, True)
+    expect(run("--help").output).contains(TOKEN_ENV)

@@ -7,6 +7,7 @@ import math
 import signal
 import socket
 import statistics
+import threading
 import time
 from fractions import Fraction
 
@@ -46,8 +47,8 @@ def nearest_rank(values, pct):
     return ordered[max(1, math.ceil(Fraction(str(pct)) / 100 * len(ordered))) - 1]
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGQUIT, signal.SIGINT])
-def test_exact_statistics_arrive_and_stop_signal_flushes_them(pipeline, signum):
+def test_exact_statistics_arrive_and_stop_signal_flushes_them(pipeline):
+    signum = signal.SIGTERM  # every stop signal is one handler: tests/test_worker.py
     p = pipeline("--percentiles", "50,90,99,99.9")
     # 1 ms .. 1 s: with 1,000 values p99.9 is the 999th, neither the max nor p99
     timer_values = [i / 1000 for i in range(1, 1001)]
@@ -91,55 +92,34 @@ def test_levels_match_exactly(pipeline):
     expect(names) == {"from.info", "from.warn", "sentinel"}
 
 
-def test_flushes_on_wall_clock_schedule_even_without_traffic(pipeline):
-    p = pipeline(flush=0.5)
-    p.client.count("info", "tick", 3)
-    p.client.flush()
-    lines = wait_until(lambda: [s for s in p.worker.json_lines() if s["name"] == "tick"],
-                       message="the tick counter flushed")
-    expect(lines[0]["value"]) == 3
-    expect(lines[0]["time"] * 2) == round(lines[0]["time"] * 2)  # a multiple of 0.5 s
-    flushes = p.status()["flushes"]
-    wait_until(lambda: p.status()["flushes"] >= flushes + 2, timeout=5,
-               message="two more flushes with nothing arriving")
-
-
-class WorkerStartingMidInterval(Pipeline):
-    """Starts its worker a third into a wall-clock flush interval, so that the worker's
-    first interval (from its start to the next boundary) is clearly shorter than a whole one."""
-
-    def worker_command(self):
-        flush = self.worker_args[self.worker_args.index("--flush") + 1]
-        wait_until(lambda: flush / 3 <= time.time() % flush < flush / 3 + 0.1, interval=0.005,
-                   timeout=flush + 1, message="a third of a flush interval")
-        return super().worker_command()
-
-
-def test_first_interval_rate_is_per_second_since_the_worker_started(tmp_path):
-    flush = 3.0
-    p = WorkerStartingMidInterval(tmp_path, flush=flush).start()
+def test_flushes_on_wall_clock_schedule_even_without_traffic():
+    """A real worker in a thread (the schedule's arithmetic: tests/test_worker.py, no real time)."""
+    worker = Worker(Console(stream=io.StringIO()), "127.0.0.1", free_ports(1), flush_interval=0.05,
+                    self_level=None)
+    stop = threading.Event()
+    running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    running.start()
     try:
-        status = p.status()
-        started = time.time() - status["uptime_seconds"]
-        expect(status["flushes"]) == 0
-        p.client.count("info", "hits", 6)
-        p.client.flush()
-        first = wait_until(lambda: [s for s in p.worker.json_lines() if s["name"] == "hits"],
-                           message="the first flush")[0]
+        wait_until(lambda: worker.figures_["flushes"] >= 3, timeout=5,
+                   message="three flushes with nothing arriving")
+        expect(worker.figures_["last_flush"] * 20) == pytest.approx(round(worker.figures_["last_flush"] * 20))
     finally:
-        p.close()
-    assert first["time"] - started < flush, "the counter missed the worker's first interval"
-    expect(first["interval"]) == pytest.approx(first["time"] - started, abs=0.1)
-    expect(first["rate"]) == 6 / first["interval"]
+        stop.set()
+        running.join(10)
 
 
-def test_boundaries_of_a_fractional_flush_are_clean_decimals(pipeline):
-    p = pipeline(flush=0.1)
-    stamps = set()
-    wait_until(lambda: stamps.add(p.status()["last_flush"]) or len(stamps) > 10,
-               message="ten flushes")
-    stamps.discard(None)
-    expect(sorted(t for t in stamps if t != round(t, 1))) == []
+def test_first_interval_rate_is_per_second_since_the_worker_started():
+    clock = [1003.0]  # a third into the interval 1002-1005
+    worker = Worker(Console(stream=io.StringIO()), flush_interval=3.0, self_level=None,
+                    clock=lambda: clock[0])
+    worker.schedule.start()
+    worker.ingest(protocol.encode("info", 1003.5, [("c", "hits", [6], None, [])]))
+    clock[0] = 1005.0
+    interval = worker.flush(*worker.schedule.due())
+    [first] = interval.summaries
+    expect((interval.start, interval.end)) == (1003.0, 1005.0)
+    expect(first["interval"]) == 2.0
+    expect(first["rate"]) == 3.0
 
 
 def test_garbage_never_stops_broker_or_worker(pipeline):
@@ -314,8 +294,8 @@ def test_broker_status_reports_forwarded_messages(pipeline):
     expect(silent.stdout).contains("UNREACHABLE")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGQUIT, signal.SIGINT])
-def test_broker_stops_cleanly_on_each_stop_signal_and_forwards_what_it_took(pipeline, signum):
+def test_broker_stops_cleanly_on_its_stop_signal_and_forwards_what_it_took(pipeline):
+    signum = signal.SIGQUIT  # supervisord's stopsignal; TERM and INT are the same handler
     p = pipeline()
     for i in range(1, 101):
         p.client.count("info", "before.stop", i)

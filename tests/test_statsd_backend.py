@@ -1,11 +1,12 @@
 """zibrato-statsd against real sockets and the real Etsy statsd 0.9.0.
 
 The first tests drive the destination directly (``post`` as the delivery
-thread calls it, or its real delivery queue: tests/support/rig.py) against loopback sockets of the test's own, or the real
-statsd; the others run client -> zibrato-broker -> zibrato-statsd -> Etsy
-statsd as real processes and read back what statsd itself computed (through
-the capture backend of tests/support/etsy_statsd.py). No mocks, no fixed
-sleeps: everything polls with a timeout.
+thread calls it, or its real delivery queue: tests/support/rig.py) against
+loopback sockets of the test's own, or the real statsd; the others run
+client -> zibrato-broker -> zibrato-statsd -> Etsy statsd as real processes
+and read back what statsd itself computed (through the capture backend of
+tests/support/etsy_statsd.py). No mocks, no fixed sleeps: everything polls
+with a timeout.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ class UdpReceiver:
             self.sock.settimeout(left)
             try:
                 self.datagrams.append(self.sock.recv(65535))
-            except socket.timeout:
+            except TimeoutError:
                 pass
         return self.lines()
 
@@ -131,10 +132,11 @@ def make_backend(caplog):
     caplog.set_level(logging.INFO)
     made = []
 
-    def make(port, max_samples=100_000, backoff=Backoff(0.01, 0.05), **options):
+    def make(port, max_samples=100_000, backoff=None, **options):
         settings = dict(timeout=2.0)
         settings.update(options)
-        rig = Rig(Statsd(port=port, **settings), max_samples=max_samples, backoff=backoff)
+        rig = Rig(Statsd(port=port, **settings), max_samples=max_samples,
+                  backoff=backoff or Backoff(0.01, 0.05))
         made.append(rig)
         try:
             rig.destination.connect()

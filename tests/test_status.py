@@ -36,7 +36,7 @@ def status(port: int) -> subprocess.CompletedProcess:
 def test_status_exits_1_naming_the_problem_while_delivery_is_stuck_and_0_once_it_recovers():
     port = free_ports(2)
     destination = Stuck()
-    worker = Worker(destination, "127.0.0.1", port, flush_interval=0.1, max_backlog=40,
+    worker = Worker(destination, "127.0.0.1", port, flush_interval=0.04, max_backlog=40,
                     status_port=port + 1, self_level=None)
     worker.figures_["last_received"] = 2e9  # the broker is not the subject here: never "silent"
     stop = threading.Event()

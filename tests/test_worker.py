@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import logging
+import signal
 import socket
 import threading
 import time
@@ -23,7 +24,7 @@ from zibrato.broker import Broker
 from zibrato.delivery import DeliveryQueue, Rejected
 from zibrato.destination import Destination, Interval
 from zibrato.rules import SeriesRules
-from zibrato.runtime import Secrets, StatusServer, answer_status, ask_status, printable
+from zibrato.runtime import STOP_SIGNALS, Secrets, StatusServer, ask_status, install_stop_handlers, printable
 from zibrato.worker import Schedule, Worker
 
 
@@ -81,6 +82,20 @@ def test_the_worker_reports_late_flushes_in_status_and_self_metrics():
     expect((f["late_flushes"], f["missed_boundaries"], f["flush_lag_seconds"])) == (1, 2, 2.5)
     expect(" ".join(f["problems"])).contains("flushes run 2.5 s late")
     expect(worker.self_figures(0)["late_flushes"]) == 1
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT])
+def test_every_stop_signal_sets_the_stop_event(signum):
+    """So that one end-to-end stop test per daemon covers TERM, INT and QUIT."""
+    saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    stop = threading.Event()
+    try:
+        install_stop_handlers(stop)
+        signal.raise_signal(signum)
+        expect(stop.is_set()) == True
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
 
 
 # --- series rules -----------------------------------------------------------------------------
@@ -353,8 +368,8 @@ def test_every_form_of_a_credential_is_redacted_from_logs_and_status_replies():
 
 
 def test_a_destination_publishes_its_own_figures_with_the_runtimes_under_the_self_level():
-    from zibrato.testing import MemoryZibrato
     from zibrato.backends.statsd import Statsd
+    from zibrato.testing import MemoryZibrato
 
     destination = Statsd()
     destination.counts["lines_lost"] = 7
@@ -366,3 +381,31 @@ def test_a_destination_publishes_its_own_figures_with_the_runtimes_under_the_sel
     seen.assert_gauged("zibrato.statsd.series_flushed", value=3, level="ops")
     seen.assert_gauged("zibrato.statsd.late_flushes", value=0, level="ops")
     expect({m.level for m in seen}) == {"ops"}
+
+
+def test_a_worker_pointed_at_no_broker_says_so_in_status_and_connects_when_it_appears():
+    port = free_ports(2)
+    worker = Worker(Console(stream=io.StringIO()), "127.0.0.1", port, flush_interval=60.0,
+                    status_port=port + 1, self_level=None)
+    stop = threading.Event()
+    running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    running.start()
+    context = zmq.Context()
+    try:
+        wait_until(lambda: _answers(port + 1), message="the status port")
+        expect(ask_status("127.0.0.1", port + 1)["broker_connected"]) == False
+        worker._unconnected_since -= 11  # as if 11 s had passed
+        status = ask_status("127.0.0.1", port + 1)
+        expect(status["healthy"]) == False
+        expect(" ".join(status["problems"])).contains(f"not connected to the broker at tcp://127.0.0.1:{port}")
+        pub = context.socket(zmq.PUB)
+        pub.bind(f"tcp://127.0.0.1:{port}")
+        wait_until(lambda: ask_status("127.0.0.1", port + 1)["broker_connected"], message="connected")
+        expect(ask_status("127.0.0.1", port + 1)["healthy"]) == True
+        pub.close(linger=0)
+        wait_until(lambda: not ask_status("127.0.0.1", port + 1)["broker_connected"],
+                   message="the broker gone")
+    finally:
+        stop.set()
+        running.join(10)
+        context.term()

@@ -45,6 +45,8 @@ class Destination:
     name: str = "destination"
     #: True: timer summaries also carry their raw ``values`` (statsd forwards every value)
     needs_values: bool = False
+    #: keys of :meth:`figures` also published as self-metrics (``zibrato.<name>.<key>`` gauges)
+    self_figures: tuple[str, ...] = ()
 
     def connect(self) -> None:
         """Open the connection (once, in the delivery thread). A failure here is retried at post."""

@@ -29,6 +29,7 @@ import time
 from typing import Callable, Iterable, Sequence
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
 from .aggregation import DEFAULT_MAX_EXACT, Aggregator
@@ -49,6 +50,8 @@ _SILENT_FLUSHES = 3  # nothing received for this many flushes (and 30 s): unheal
 _MIN_SILENT_SECONDS = 30.0
 #: seconds an interval stays open for summaries from forwarders (--lateness), at most half a flush
 DEFAULT_LATENESS = 3.0
+_UNCONNECTED_SECONDS = 10.0  # not connected to the broker this long: unhealthy
+_MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 
 
 class Schedule:
@@ -171,6 +174,9 @@ class Worker:
         self.self_level = self_level or None
         self.broker_port = broker_port
         self._self_client = None
+        #: since when the SUB socket has had no connection to the broker (None: connected)
+        self._unconnected_since: float | None = time.monotonic()
+        self._connections = 0  # live connections to brokers (the SUB may connect to several)
 
     # --- figures ------------------------------------------------------------------
 
@@ -190,6 +196,7 @@ class Worker:
         f.update(destination)
         f.update(self.delivery.figures())
         f.update(role=self.name, broker=self.broker_endpoint, levels=list(self.levels),
+                 broker_connected=self._unconnected_since is None,
                  flush_interval=self.flush_interval, series_held=len(self.aggregator),
                  late_flushes=schedule.late_flushes, missed_boundaries=schedule.missed_boundaries,
                  flush_lag_seconds=round(schedule.lag, 6), max_flush_lag_seconds=round(schedule.max_lag, 6),
@@ -208,7 +215,12 @@ class Worker:
             problems.append(f"no flush for {now - f['last_flush']:.0f} s")
         silent_after = max(_SILENT_FLUSHES * self.flush_interval, _MIN_SILENT_SECONDS)
         heard = f["last_received"] or self.started
-        if now - heard > silent_after:
+        unconnected = self._unconnected_since
+        if unconnected is not None and time.monotonic() - unconnected > _UNCONNECTED_SECONDS:
+            problems.append(f"not connected to the broker at {self.broker_endpoint} for "
+                            f"{time.monotonic() - unconnected:.0f} s: is it running there "
+                            "(--host, --port)?")
+        elif now - heard > silent_after:
             problems.append(f"nothing received from the broker at {self.broker_endpoint} for "
                             f"{now - heard:.0f} s: is the broker running there (--host, --port), "
                             "and is anything sending?")
@@ -231,7 +243,9 @@ class Worker:
             context.term()
             return 1
         self._self_client = self._make_self_client()
+        self._unconnected_since = time.monotonic()
         sub = self._subscribe(context)
+        monitor = sub.get_monitor_socket(_MONITORED)
         status.start()
         delivery = self.delivery.start()
         self.log.info("%s worker: levels %s from %s, flushing every %g s", self.name,
@@ -239,13 +253,15 @@ class Worker:
         stopped = None
         try:
             self.schedule.start()
-            self._receive_until(stop, sub)
+            self._receive_until(stop, sub, monitor)
             # The stop budget counts from the signal: receiving what is queued is part of it.
             stopped = time.monotonic()
             self._receive_what_is_queued(sub, stopped + self.stop_timeout / 2)
         finally:
             self._final_flush()
             self._finish_delivery(delivery, stopped or time.monotonic())
+            sub.disable_monitor()
+            monitor.close(linger=0)
             sub.close(linger=0)
             status.close()
             if self._self_client is not None:
@@ -333,15 +349,23 @@ class Worker:
             return [prefix for level in self.levels for prefix in self.shard.subscriptions(level)]
         return [protocol.topic(level) for level in self.levels]
 
-    def _receive_until(self, stop: threading.Event, sub: zmq.Socket) -> None:
-        """Receive, flushing at each boundary, until ``stop``."""
+    def _receive_until(self, stop: threading.Event, sub: zmq.Socket,
+                       monitor: zmq.Socket | None = None) -> None:
+        """Receive, flushing at each boundary, until ``stop``; follow the connection to the broker."""
         schedule = self.schedule
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        if monitor is not None:
+            poller.register(monitor, zmq.POLLIN)
         while not stop.is_set():
             wait = min(schedule.seconds_to_boundary(), _POLL_MS / 1000)
             if self._hold_until is not None:
                 wait = min(wait, max(0.0, self._hold_until - self.clock()))
-            if sub.poll(wait * 1000):
+            ready = dict(poller.poll(wait * 1000))
+            if sub in ready:
                 self._receive_available(sub)
+            if monitor is not None and monitor in ready:
+                self._connection_changed(monitor)
             if self._hold_until is not None and self.clock() >= self._hold_until:
                 self.flush_held()
             due = schedule.due()
@@ -352,6 +376,24 @@ class Worker:
                         "flush of the interval at %s ran %.2f s late (%d late flushes, %d boundaries "
                         "merged so far): the worker is not keeping up with what it receives",
                         iso(due[1]), schedule.lag, schedule.late_flushes, schedule.missed_boundaries)
+
+    def _connection_changed(self, monitor: zmq.Socket) -> None:
+        """A connection to the broker came or went (libzmq's socket monitor)."""
+        while monitor.poll(0):
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                self._connections += 1
+                if self._unconnected_since is not None and self.figures_["flushes"]:
+                    self.log.info("connected to the broker at %s again", self.broker_endpoint)
+                self._unconnected_since = None
+            elif event == zmq.EVENT_DISCONNECTED:
+                # with several brokers (--host a,b), unconnected means connected to none of them
+                self._connections = max(0, self._connections - 1)
+                if self._connections or self._unconnected_since is not None:
+                    continue
+                self._unconnected_since = time.monotonic()
+                self.log.warning("lost the connection to the broker at %s; reconnecting",
+                                 self.broker_endpoint)
 
     def _receive_what_is_queued(self, sub: zmq.Socket, read_until: float) -> None:
         """On stop: take what the broker sends, until quiet, so the final flush has it.
@@ -377,8 +419,9 @@ class Worker:
             left += 1
         if left:
             self.figures_["unread_at_stop"] += left
-            self.log.error("stopping: %d messages queued from the broker were not read within half "
-                           "the stop budget (%g s) and are lost (unread_at_stop)", left,
+            more = " at least" if time.monotonic() >= give_up else ""
+            self.log.error("stopping:%s %d messages queued from the broker were not read within "
+                           "half the stop budget (%g s) and are lost (unread_at_stop)", more, left,
                            self.stop_timeout / 2)
 
     def _receive_available(self, sub: zmq.Socket, limit: int = 10_000) -> None:
@@ -460,7 +503,7 @@ class Worker:
         """Workers measure themselves through the broker, under their own level."""
         if not self.self_level:
             return None
-        from .client import Zibrato
+        from . import Zibrato  # the public client, however zibrato.client is laid out
         port = self.broker_port if self.broker_port is not None else self.port - 1
         return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()},
                        curve_keys=self.curve)

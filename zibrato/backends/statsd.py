@@ -30,13 +30,12 @@ backlog; chunks already written are never sent again.
 from __future__ import annotations
 
 import errno
+import logging
 import re
 import select
 import socket
 from decimal import Decimal
 from typing import Iterable, Iterator
-
-import logging
 
 from ..delivery import NameFitter, Retryable, request_timeout
 from ..destination import Destination, Interval
