@@ -96,7 +96,7 @@ import struct
 from array import array
 from decimal import Decimal
 from fractions import Fraction
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .sketch import DEFAULT_MAX_BUCKETS, DEFAULT_RELATIVE_ERROR, SetSketch, Sketch, relative_error_of
 
@@ -244,7 +244,7 @@ class Aggregator:
         #: summaries dropped because they held a non-finite number, and the latest such series
         self.non_finite_dropped = 0
         self.last_non_finite: list[str] = []
-        self._series: dict[tuple, object] = {}
+        self._series: dict[tuple, Any] = {}
         #: summaries (protocol 1.2 "m" records) merged, and those that came after their interval
         #: was flushed (merged into the current one instead; see "Summaries" above)
         self.summaries_merged = 0
@@ -272,7 +272,7 @@ class Aggregator:
         for key, state in self._series.items():
             if key[0] in "th":
                 held += len(state) if state.__class__ is array else \
-                    len(state.positive) + len(state.negative)
+                    state.buckets_held
         return held
 
     def add(self, type: str, name: str, source: str | None, tags: tuple[str, ...],
@@ -603,7 +603,7 @@ class Aggregator:
                 del self._seen[key]
         return idle
 
-    def _stats(self, type_: str, state: object, interval: float) -> dict:
+    def _stats(self, type_: str, state: Any, interval: float) -> dict:
         if type_ == "c":
             value, count = state
             return {"value": float(value), "count": count, "rate": value / interval}

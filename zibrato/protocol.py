@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import msgpack
 
@@ -187,9 +187,10 @@ def record_shard(record: Sequence) -> int:
     return shard_of(type_, name, source, tags, unit if type_ == HISTOGRAM else None)
 
 
-def encode(level: str, time: float, records: Sequence[Sequence], shard: int | None = None) -> bytes:
+def encode(level: str, time: float, records: Sequence[Sequence[Any]], shard: int | None = None) -> bytes:
     """One message for ``records`` (sequences shaped like :class:`Record`), sharded if asked."""
-    return topic(level, shard) + msgpack.packb([VERSION, time, records], use_bin_type=True)
+    payload: bytes = msgpack.packb([VERSION, time, records], use_bin_type=True)
+    return topic(level, shard) + payload
 
 
 def frame_shard(frame: bytes) -> int | None:
@@ -206,11 +207,10 @@ def decode(frame: bytes) -> Batch:
     return Batch(level, time, [_record(raw) for raw in records])
 
 
-def _record(raw: tuple) -> Record:
-    if len(raw) == 5:
-        return Record(*raw)
-    weight = raw[5]
-    return Record(*raw[:5], 1 if weight is None else weight, raw[6] if len(raw) > 6 else None)
+def _record(raw: tuple[Any, ...]) -> Record:
+    weight = raw[5] if len(raw) > 5 else None
+    return Record(raw[0], raw[1], raw[2], raw[3], raw[4], 1 if weight is None else weight,
+                  raw[6] if len(raw) > 6 else None)
 
 
 def decode_plain(frame: bytes) -> Batch:
@@ -222,10 +222,11 @@ def decode_plain(frame: bytes) -> Batch:
     a 5-tuple; a 1.1 record may carry a 6th (weight, possibly None) and 7th
     (unit) element.
     """
-    return Batch(*_validated_batch(frame))
+    level, time, records = _validated_batch(frame)
+    return Batch(level, time, records)  # the records as plain tuples: Record's fields, unnamed
 
 
-def _validated_batch(frame: bytes) -> tuple[str, float, tuple[tuple, ...]]:
+def _validated_batch(frame: bytes) -> tuple[str, float, Any]:
     level_bytes, sep, payload = bytes(frame).partition(LEVEL_TERMINATOR)
     if not sep:
         raise ProtocolError("no level terminator")
@@ -259,13 +260,13 @@ _known_tags: set[tuple[str, ...]] = set()
 _known_levels: set[str] = set()
 
 
-def _remember(known: set, item: object) -> None:
+def _remember(known: set[Any], item: object) -> None:
     if len(known) >= MAX_REMEMBERED:
         known.clear()
     known.add(item)
 
 
-def _validated_records(records: tuple) -> tuple:
+def _validated_records(records: tuple[Any, ...]) -> tuple[Any, ...]:
     """Validate every record and return them as they are.
 
     The worker's hot path: one loop rather than a call per record (a Python
@@ -313,7 +314,7 @@ def _validated_records(records: tuple) -> tuple:
     return records
 
 
-def _extended_head(raw: object) -> tuple:
+def _extended_head(raw: Any) -> tuple[Any, ...]:
     """A protocol 1.1 record (6 or 7 elements): check weight and unit, return the first five."""
     if raw.__class__ is not _TUPLE or not 5 <= len(raw) <= 7:
         raise ProtocolError("record is not [type, name, values, source, tags(, weight(, unit))]")
@@ -335,7 +336,7 @@ def _check_name(value: object, what: str, series: object = None) -> None:
     _remember(_known_names, value)
 
 
-def _check_tags(name: str, tags: tuple) -> None:
+def _check_tags(name: str, tags: tuple[Any, ...]) -> None:
     try:
         _join(tags)  # raises TypeError unless every tag is a string
     except TypeError:
@@ -346,7 +347,7 @@ def _check_tags(name: str, tags: tuple) -> None:
     _remember(_known_tags, tags)
 
 
-def _check_members(name: str, members: tuple) -> None:
+def _check_members(name: str, members: tuple[Any, ...]) -> None:
     """Set members: strings of 1-255 characters or integers (not booleans)."""
     for member in members:
         cls = member.__class__
@@ -403,7 +404,7 @@ def _check_summary_sketch(name: str, kind: str, sketch: object) -> None:
         raise ProtocolError(f"{_short(name)}: bad sketch in summary ({error})") from None
 
 
-def _all_finite_numbers(values: tuple) -> bool:
+def _all_finite_numbers(values: tuple[Any, ...]) -> bool:
     """True when every value is a finite number; one C-level sum, not a Python loop.
 
     (A msgpack boolean passes as 0 or 1, which is harmless.)

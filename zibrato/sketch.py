@@ -19,7 +19,8 @@ histograms is therefore lossless.
   the largest whose bound meets ``relative_error``: 1 % -> scale 6 (0.54 %),
   0.5 % -> scale 7 (0.27 %), 2 % -> scale 5 (1.08 %).
 * **Bounded memory.** At most ``max_buckets`` buckets per sign (2,048 by
-  default: at scale 6 a range of 2**32, e.g. 1 us to over an hour). A series
+  default: at scale 6 a range of 2**32, e.g. 1 us to over an hour), each
+  sign a dense array of 8-byte counts (:class:`Buckets`): 16 kB at most. A series
   whose range needs more is brought to a lower scale (each step merges
   pairs of buckets and doubles the error bound: scale 5 ~ 1.1 %); the scale
   is in :meth:`Sketch.to_dict` and :attr:`Sketch.relative_error_bound` says
@@ -49,12 +50,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+from array import array
 from collections import Counter
-from operator import neg as _neg
 from fractions import Fraction
-from typing import Iterable, Sequence
+from operator import neg as _neg
+from typing import Any, Iterable, Iterator, Sequence
 
-__all__ = ["Sketch", "SetSketch", "scale_for", "relative_error_of",
+__all__ = ["Sketch", "SetSketch", "Buckets", "scale_for", "relative_error_of",
            "DEFAULT_RELATIVE_ERROR", "DEFAULT_MAX_BUCKETS"]
 
 DEFAULT_RELATIVE_ERROR = 0.01
@@ -62,7 +64,8 @@ DEFAULT_MAX_BUCKETS = 2048
 DEFAULT_MAX_EXACT = 1024
 MAX_SCALE = 20
 MIN_SCALE = -10
-_BULK = 64  # a batch of at least this many values of one sign is counted in C
+_BULK = 64  # a batch of at least this many values of one sign, into an empty sketch, is counted in C
+_BULK_LARGE = 4096  # ... and into any sketch
 
 
 def relative_error_of(scale: int) -> float:
@@ -86,7 +89,7 @@ def scale_for(relative_error: float) -> int:
     return MAX_SCALE  # pragma: no cover - checked above
 
 
-def _rank(q: float, count: float) -> float:
+def _rank(q: float, count: float) -> int:
     """Nearest rank ``ceil(q * count)``, with q taken as the decimal written (0.999 * 1000 is 999)."""
     return math.ceil(Fraction(repr(float(q))) * Fraction(count))
 
@@ -94,7 +97,7 @@ def _rank(q: float, count: float) -> float:
 def _power_of_base(index: int, scale: int) -> float:
     """b ** index = 2 ** (index / 2 ** scale), inf past the float range."""
     try:
-        return 2.0 ** math.ldexp(index, -scale)
+        return float(2.0 ** math.ldexp(index, -scale))
     except OverflowError:
         return math.inf
 
@@ -109,6 +112,63 @@ def _representative(index: int, scale: int) -> float:
     return _power_of_base(index, scale) * factor
 
 
+class Buckets:
+    """The counts of one sign: a dense array from bucket ``offset`` on (8 bytes a bucket)."""
+
+    __slots__ = ("offset", "counts")
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.counts = array("d")
+
+    def __len__(self) -> int:
+        """Buckets held (zeros between used ones included): what the memory grows with."""
+        return len(self.counts)
+
+    @property
+    def last(self) -> int:
+        return self.offset + len(self.counts) - 1
+
+    def items(self) -> list[tuple[int, float]]:
+        """(index, count) of every non-empty bucket, lowest index first."""
+        offset = self.offset
+        return [(offset + j, c) for j, c in enumerate(self.counts) if c]
+
+    def cover(self, low: int, high: int) -> None:
+        """Grow (with zeros) so that indices ``low..high`` have a slot."""
+        counts = self.counts
+        if not counts:
+            self.offset, self.counts = low, array("d", bytes(8 * (high - low + 1)))
+            return
+        if low < self.offset:
+            counts[0:0] = array("d", bytes(8 * (self.offset - low)))
+            self.offset = low
+        if high > self.last:
+            counts.extend(array("d", bytes(8 * (high - self.last))))
+
+    def shifted(self, shift: int) -> None:
+        """Bucket i becomes i >> shift (pairs merge): the scale drops by ``shift``."""
+        if not self.counts or not shift:
+            return
+        offset = self.offset
+        low, high = offset >> shift, self.last >> shift
+        merged = array("d", bytes(8 * (high - low + 1)))
+        for j, c in enumerate(self.counts):
+            if c:
+                merged[((offset + j) >> shift) - low] += c
+        self.offset, self.counts = low, merged
+
+    def copy(self) -> "Buckets":
+        twin = Buckets()
+        twin.offset, twin.counts = self.offset, array("d", self.counts)
+        return twin
+
+
+def _count(value: float) -> float:
+    """An integral count as an int (JSON shows 3, not 3.0), a fractional one as it is."""
+    return int(value) if value.is_integer() else value
+
+
 class Sketch:
     """A mergeable distribution: exact while small, then an exponential histogram (module docstring).
 
@@ -119,7 +179,7 @@ class Sketch:
     """
 
     __slots__ = ("max_buckets", "max_exact", "initial_scale", "scale", "_factor", "positive",
-                 "negative", "_bounds", "zero_count", "count", "sum", "min", "max", "_values")
+                 "negative", "zero_count", "count", "sum", "min", "max", "_values")
 
     def __init__(self, relative_error: float = DEFAULT_RELATIVE_ERROR,
                  max_buckets: int = DEFAULT_MAX_BUCKETS, max_exact: int = DEFAULT_MAX_EXACT) -> None:
@@ -130,11 +190,9 @@ class Sketch:
         self.max_buckets, self.max_exact = max_buckets, max_exact
         self.initial_scale = self.scale = scale_for(relative_error)
         self._factor = math.ldexp(1.0, self.scale)
-        #: bucket index -> count, per sign; a negative value -x is counted at the index of x
-        self.positive: dict[int, float] = {}
-        self.negative: dict[int, float] = {}
-        #: [lowest, highest] index in use, per bucket dict (keyed by id: the dicts are never replaced)
-        self._bounds: dict[int, list[int]] = {}
+        #: the counts per sign; a negative value -x is counted at the index of x
+        self.positive = Buckets()
+        self.negative = Buckets()
         self.zero_count: float = 0
         self.count: float = 0
         self.sum: float = 0.0
@@ -164,12 +222,13 @@ class Sketch:
                 return
             self._start_buckets()
         if value > 0:  # inline, the common case of _bucket
+            buckets = self.positive
             index = math.ceil(math.log2(value) * self._factor) - 1
-            positive = self.positive
-            if index in positive:
-                positive[index] += 1
+            j = index - buckets.offset
+            if 0 <= j < len(buckets.counts):
+                buckets.counts[j] += 1
             else:
-                self._new_bucket(positive, index, 1)
+                self._new_bucket(buckets, index, 1)
         else:
             self._bucket((value,), 1)
 
@@ -207,7 +266,10 @@ class Sketch:
             self.sum += sum(values) * weight
             if self._values is not None:
                 self._start_buckets()
-        if n >= _BULK and (low > 0 or high < 0):
+        # In C when building anew (sparse: new buckets at every turn) or for very large batches;
+        # the Python loop is faster for a record into buckets already in use.
+        if (n >= _BULK_LARGE or (n >= _BULK and not (self.positive.counts or self.negative.counts))) \
+                and (low > 0 or high < 0):
             self._bucket_bulk(values, weight, low, high)
         else:
             self._bucket(values, weight)
@@ -218,12 +280,13 @@ class Sketch:
             self._bucket(kept, 1)
 
     def _bucket_bulk(self, values: Sequence[float], weight: float, low: float, high: float) -> None:
-        """Many values of one sign (a timer's record, an exact series at flush): counted in C.
+        """Many values of one sign (an exact series at flush, a huge record): counted in C.
 
         The buckets a batch needs are known from its extremes, so the scale is
         lowered once, first, if it must be; then ``map`` and ``Counter`` count
         every value's index without a Python loop per value.
         """
+        magnitudes: Iterable[float]
         if low > 0:
             buckets, magnitudes, smallest, largest = self.positive, values, low, high
         else:
@@ -231,83 +294,66 @@ class Sketch:
         factor = self._factor
         first = math.ceil(math.log2(smallest) * factor) - 1
         last = math.ceil(math.log2(largest) * factor) - 1
-        bounds = self._bounds.get(id(buckets))
-        if bounds is not None:
-            first, last = min(first, bounds[0]), max(last, bounds[1])
+        if buckets.counts:
+            first, last = min(first, buckets.offset), max(last, buckets.last)
         shift = 0
         while (last >> shift) - (first >> shift) >= self.max_buckets:
             shift += 1
         if shift:
             self._downscale(shift)
             factor = self._factor
-        counted = Counter(map(math.ceil, map(factor.__mul__, map(math.log2, magnitudes))))
-        get = buckets.get
-        for upper, count in counted.items():
-            buckets[upper - 1] = get(upper - 1, 0) + count * weight
-        self._bounds[id(buckets)] = [first >> shift, last >> shift]
+        buckets.cover(first >> shift, last >> shift)
+        counts, offset = buckets.counts, buckets.offset + 1  # index = upper - 1
+        for upper, n in Counter(map(math.ceil, map(factor.__mul__, map(math.log2, magnitudes)))).items():
+            counts[upper - offset] += n * weight
 
     def _bucket(self, values: Iterable[float], weight: float) -> None:
         """Count values into buckets: the hot loop (``log2`` keeps bucket edges exact on powers of 2)."""
         positive, negative = self.positive, self.negative
         factor, log2, ceil = self._factor, math.log2, math.ceil
-        zeros = 0
+        pos, pos_offset, pos_size = positive.counts, positive.offset, len(positive.counts)
+        neg, neg_offset, neg_size = negative.counts, negative.offset, len(negative.counts)
+        zeros: float = 0
         for x in values:
             if x > 0:
-                i = ceil(log2(x) * factor) - 1
-                if i in positive:
-                    positive[i] += weight
-                else:
-                    self._new_bucket(positive, i, weight)
-                    factor = self._factor
+                j = ceil(log2(x) * factor) - 1 - pos_offset
+                if 0 <= j < pos_size:
+                    pos[j] += weight
+                    continue
+                self._new_bucket(positive, j + pos_offset, weight)
             elif x < 0:
-                i = ceil(log2(-x) * factor) - 1
-                if i in negative:
-                    negative[i] += weight
-                else:
-                    self._new_bucket(negative, i, weight)
-                    factor = self._factor
+                j = ceil(log2(-x) * factor) - 1 - neg_offset
+                if 0 <= j < neg_size:
+                    neg[j] += weight
+                    continue
+                self._new_bucket(negative, j + neg_offset, weight)
             else:
                 zeros += weight
+                continue
+            # a bucket was added (and the scale may have dropped): reload
+            factor = self._factor
+            pos, pos_offset, pos_size = positive.counts, positive.offset, len(positive.counts)
+            neg, neg_offset, neg_size = negative.counts, negative.offset, len(negative.counts)
         if zeros:
             self.zero_count += zeros
 
-    def _new_bucket(self, buckets: dict, index: int, weight: float) -> None:
-        """A bucket not yet used: within ``max_buckets`` of the others, or lower the scale first."""
-        bounds = self._bounds.get(id(buckets))
-        if bounds is None:
-            self._bounds[id(buckets)] = [index, index]
-            buckets[index] = weight
-            return
-        low, high = bounds
-        if low <= index <= high:  # a gap between buckets in use
-            buckets[index] = weight
-            return
-        if index < low:
-            low = index
-        else:
-            high = index
-        shift = 0
-        while (high >> shift) - (low >> shift) >= self.max_buckets:
-            shift += 1
-        if shift:
-            self._downscale(shift)  # shifts bounds too
-            low, high, index = low >> shift, high >> shift, index >> shift
-        bounds[0], bounds[1] = low, high
-        buckets[index] = buckets.get(index, 0) + weight
+    def _new_bucket(self, buckets: Buckets, index: int, weight: float) -> None:
+        """A bucket outside those held: within ``max_buckets`` of the others, or lower the scale first."""
+        if buckets.counts:
+            low, high = min(buckets.offset, index), max(buckets.last, index)
+            shift = 0
+            while (high >> shift) - (low >> shift) >= self.max_buckets:
+                shift += 1
+            if shift:
+                self._downscale(shift)
+                index >>= shift
+        buckets.cover(*_span(buckets, index, index))
+        buckets.counts[index - buckets.offset] += weight
 
     def _downscale(self, shift: int) -> None:
-        """Lower the scale by ``shift``: bucket i becomes i >> shift (pairs merge, in place)."""
-        for buckets in (self.positive, self.negative):
-            if not buckets:
-                continue
-            merged: dict[int, float] = {}
-            for index, count in buckets.items():
-                merged[index >> shift] = merged.get(index >> shift, 0) + count
-            buckets.clear()
-            buckets.update(merged)
-            bounds = self._bounds[id(buckets)]
-            bounds[0] >>= shift
-            bounds[1] >>= shift
+        """Lower the scale by ``shift``: bucket i becomes i >> shift (pairs merge)."""
+        self.positive.shifted(shift)
+        self.negative.shifted(shift)
         self.scale -= shift
         self._factor = math.ldexp(1.0, self.scale)
 
@@ -340,26 +386,22 @@ class Sketch:
             self._downscale(self.scale - (target - shift))
         other_shift = other.scale - self.scale
         for mine, theirs in ((self.positive, other.positive), (self.negative, other.negative)):
+            if not theirs.counts:
+                continue
+            mine.cover(*_span(mine, theirs.offset >> other_shift, theirs.last >> other_shift))
+            counts, offset = mine.counts, mine.offset
             for index, count in theirs.items():
-                index >>= other_shift
-                if index in mine:
-                    mine[index] += count
-                else:
-                    self._new_bucket(mine, index, count)
+                counts[(index >> other_shift) - offset] += count
         self.zero_count += other.zero_count
 
     def _fits(self, other: "Sketch", scale: int) -> bool:
         """Whether the union of both sketches' buckets fits ``max_buckets`` per sign at ``scale``."""
         for mine, theirs in ((self.positive, other.positive), (self.negative, other.negative)):
-            ends = [i >> (self.scale - scale) for i in self._ends(mine)]
-            ends += [i >> (other.scale - scale) for i in other._ends(theirs)]
+            ends = [i >> (self.scale - scale) for i in _ends(mine)]
+            ends += [i >> (other.scale - scale) for i in _ends(theirs)]
             if ends and max(ends) - min(ends) >= self.max_buckets:
                 return False
         return True
-
-    def _ends(self, buckets: dict) -> list[int]:
-        bounds = self._bounds.get(id(buckets))
-        return list(bounds) if bounds and buckets else []
 
     def _bucketed(self) -> "Sketch":
         """This sketch as buckets only (an exact sketch's values counted into a copy)."""
@@ -368,13 +410,15 @@ class Sketch:
         copy._factor = math.ldexp(1.0, copy.scale)
         if self._values is None:
             copy.scale, copy._factor = self.scale, self._factor
-            for mine, theirs in ((copy.positive, self.positive), (copy.negative, self.negative)):
-                mine.update(theirs)
-                if theirs:
-                    copy._bounds[id(mine)] = list(self._bounds[id(theirs)])
+            copy.positive, copy.negative = self.positive.copy(), self.negative.copy()
             copy.zero_count = self.zero_count
         elif self._values:
-            copy._bucket(self._values, 1)
+            values = self._values
+            low, high = min(values), max(values)
+            if len(values) >= _BULK and (low > 0 or high < 0):
+                copy._bucket_bulk(values, 1, low, high)
+            else:
+                copy._bucket(values, 1)
         copy.count, copy.sum, copy.min, copy.max = self.count, self.sum, self.min, self.max
         return copy
 
@@ -389,6 +433,11 @@ class Sketch:
     def relative_error_bound(self) -> float:
         """The relative error of quantiles now: 0 while exact, else that of the current scale."""
         return 0.0 if self._values is not None else relative_error_of(self.scale)
+
+    @property
+    def buckets_held(self) -> int:
+        """Bucket slots held, both signs (8 bytes each): the memory that grows with the range."""
+        return len(self.positive.counts) + len(self.negative.counts)
 
     def quantile(self, q: float) -> float:
         """The q-quantile (0 <= q <= 1) by nearest rank: exact while exact, else within the bound.
@@ -448,28 +497,21 @@ class Sketch:
             out.append(value)
         return out
 
-    def _walk(self):
+    def _walk(self) -> Iterator[tuple[float, float]]:
         """(count, representative value) of each bucket, from the smallest values to the largest."""
-        for index in sorted(self.negative, reverse=True):
-            yield self.negative[index], self._clamp(-_representative(index, self.scale))
+        for index, count in reversed(self.negative.items()):  # the most negative values first
+            yield count, self._clamp(-_representative(index, self.scale))
         if self.zero_count:
             yield self.zero_count, self._clamp(0.0)
-        for index in sorted(self.positive):
-            yield self.positive[index], self._clamp(_representative(index, self.scale))
+        for index, count in self.positive.items():
+            yield count, self._clamp(_representative(index, self.scale))
 
     def _bucket_quantile(self, rank: float) -> float:
         seen: float = 0
-        for index in sorted(self.negative, reverse=True):  # the most negative values first
-            seen += self.negative[index]
+        for count, value in self._walk():
+            seen += count
             if seen >= rank:
-                return self._clamp(-_representative(index, self.scale))
-        seen += self.zero_count
-        if seen >= rank:
-            return self._clamp(0.0)
-        for index in sorted(self.positive):
-            seen += self.positive[index]
-            if seen >= rank:
-                return self._clamp(_representative(index, self.scale))
+                return value
         return self.max  # float weights: the running sum fell a hair short of count
 
     def _clamp(self, value: float) -> float:
@@ -477,23 +519,17 @@ class Sketch:
 
     # --- the dict form ----------------------------------------------------------
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The plain-dict form (OpenTelemetry ExponentialHistogram fields; JSON- and msgpack-ready)."""
         source = self if self._values is None else self._bucketed()
         empty = not self.count
         return {"scale": source.scale, "zero_count": source.zero_count,
-                "positive": source._dense(source.positive), "negative": source._dense(source.negative),
+                "positive": _dense(source.positive), "negative": _dense(source.negative),
                 "count": self.count, "sum": self.sum,
                 "min": None if empty else self.min, "max": None if empty else self.max}
 
-    def _dense(self, buckets: dict) -> dict:
-        if not buckets:
-            return {"offset": 0, "counts": []}
-        low, high = self._bounds[id(buckets)]
-        return {"offset": low, "counts": [buckets.get(i, 0) for i in range(low, high + 1)]}
-
     @classmethod
-    def from_dict(cls, data: dict, max_buckets: int = DEFAULT_MAX_BUCKETS) -> "Sketch":
+    def from_dict(cls, data: dict[str, Any], max_buckets: int = DEFAULT_MAX_BUCKETS) -> "Sketch":
         """A sketch from :meth:`to_dict`'s form (or an OTLP exponential histogram's fields)."""
         try:
             scale = int(data["scale"])
@@ -521,7 +557,24 @@ class Sketch:
 
     def __repr__(self) -> str:
         mode = "exact" if self._values is not None else f"scale {self.scale}"
-        return f"<Sketch {mode}, count {self.count}, {len(self.positive) + len(self.negative)} buckets>"
+        return f"<Sketch {mode}, count {self.count}, {self.buckets_held} buckets>"
+
+
+def _dense(buckets: Buckets) -> dict[str, Any]:
+    if not buckets.counts:
+        return {"offset": 0, "counts": []}
+    return {"offset": buckets.offset, "counts": [_count(c) for c in buckets.counts]}
+
+
+def _ends(buckets: Buckets) -> list[int]:
+    return [buckets.offset, buckets.last] if buckets.counts else []
+
+
+def _span(buckets: Buckets, low: int, high: int) -> tuple[int, int]:
+    """The index range that covers ``buckets`` and ``low..high``."""
+    if not buckets.counts:
+        return low, high
+    return min(buckets.offset, low), max(buckets.last, high)
 
 
 # --- sets ---------------------------------------------------------------------------
@@ -572,8 +625,9 @@ class SetSketch:
             raise ValueError(f"precision must be in [4, 18], got {precision!r}")
         self.max_exact, self.precision = max_exact, precision
         #: the members while exact (None once sketched)
-        self.members: set | None = set()
-        self.registers: bytearray | None = None
+        self.members: set[str | int] | None = set()
+        #: HyperLogLog's registers once past max_exact (empty while exact)
+        self.registers = bytearray()
 
     @property
     def exact(self) -> bool:
@@ -637,7 +691,7 @@ class SetSketch:
         z += m * _sigma(histogram[0] / m)
         return round(m * m / (2 * math.log(2)) / z)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """``{"exact": True, "count", "members"}`` or ``{"exact": False, "count", "precision", "registers"}``
         (registers: base64 of one byte each)."""
         if self.members is not None:
@@ -647,7 +701,7 @@ class SetSketch:
                 "registers": base64.b64encode(bytes(self.registers)).decode("ascii")}
 
     @classmethod
-    def from_dict(cls, data: dict, max_exact: int = DEFAULT_SET_MAX_EXACT) -> "SetSketch":
+    def from_dict(cls, data: dict[str, Any], max_exact: int = DEFAULT_SET_MAX_EXACT) -> "SetSketch":
         try:
             if data.get("exact", "members" in data):
                 sketch = cls(max_exact=max_exact)

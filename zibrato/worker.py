@@ -151,8 +151,8 @@ class Worker:
         # max_samples: values kept exactly per series (--max-exact); aggregation: the Aggregator's
         # other options (relative_error, expire, max_buckets, set_max_exact)
         self.aggregator = Aggregator(percentiles=percentiles, max_exact=max_samples,
-                                     keep_values=destination.needs_values, include_interval=True,
-                                     **(aggregation or {}))
+                                     keep_values=getattr(destination, "needs_values", False),
+                                     include_interval=True, **(aggregation or {}))
         self.rules = rules if rules else None
         self.status_port, self.stop_timeout = status_port, stop_timeout
         # No limit by default: the broker enforces --max-message-size on what clients send,

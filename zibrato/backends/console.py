@@ -66,14 +66,28 @@ def table(flush_time: float, summaries: list[dict]) -> str:
 
 
 def _statistics(s: dict) -> str:
-    if s["type"] == "counter":
-        return f"value={_number(s['value'])} count={s['count']} rate={s['rate']:.3g}/s"
-    if s["type"] == "gauge":
+    kind = s["type"]
+    if kind == "counter":
+        return f"value={_number(s['value'])} count={_number(s['count'])} rate={s['rate']:.3g}/s"
+    if kind == "gauge":
         return (f"value={_number(s['value'])} min={_number(s['min'])} max={_number(s['max'])} "
                 f"count={s['count']}")
-    parts = [f"count={s['count']}"] + [f"{k}={human_seconds(s[k])}" for k in _TIMER_COLUMNS[1:]]
-    parts += [f"{k}={human_seconds(v)}" for k, v in s.items() if k.startswith("p") and k[1:2].isdigit()]
+    if kind == "set":
+        return f"unique={s['value']}" + ("" if s.get("exact", True) else " (estimated)")
+    if not s["count"]:  # an idle series, kept until it expires
+        return "count=0"
+    show = human_seconds if kind == "timer" else _with_unit(s.get("unit"))
+    parts = [f"count={_number(s['count'])}"] + [f"{k}={show(s[k])}" for k in _TIMER_COLUMNS[1:]]
+    parts += [f"{k}={show(v)}" for k, v in s.items() if k.startswith("p") and k[1:2].isdigit()]
+    if not s.get("exact", True):
+        parts.append(f"(sketch, ±{s['relative_error']:.2%})")
     return " ".join(parts)
+
+
+def _with_unit(unit: str | None):
+    """A histogram's numbers, 4 significant digits, followed by its unit."""
+    suffix = unit or ""
+    return lambda value: f"{value:.4g} {suffix}" if suffix else f"{value:.4g}"
 
 
 _UNITS = ((3600.0, "h"), (60.0, "min"), (1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))

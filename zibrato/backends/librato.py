@@ -1,9 +1,9 @@
 """zibrato-librato: deliver each flush to Librato, losing nothing that can be kept.
 
 Mapping (see docs/LIBRATO.md): a counter becomes a gauge of its per-flush sum;
-a gauge is sent as its last value; a timer becomes one summary gauge
-(``count``, ``sum``, ``min``, ``max``, ``sum_squares``) plus one gauge per
-percentile (``name.p95``). Every measurement is stamped with the flush
+a gauge is sent as its last value; a timer or a histogram becomes one summary
+gauge (``count``, ``sum``, ``min``, ``max``, ``sum_squares``) plus one gauge
+per percentile (``name.p95``); a set, a gauge of its unique members. Every measurement is stamped with the flush
 boundary, in whole seconds, so the flush interval must be whole seconds too.
 Names and sources are fitted to Librato's rules, and each changed one is
 logged once. Librato keeps one value per name, source and time, so a second
@@ -102,7 +102,7 @@ class LibratoMapping:
         tagged = self.api == "tagged"
         for s in summaries:
             kind = s["type"]
-            if kind not in ("counter", "gauge", "timer", "histogram"):
+            if kind not in ("counter", "gauge", "timer", "histogram", "set"):  # set: a gauge of its count
                 continue
             extra = self._tags(s) if tagged else self._source(s)
             if kind in ("timer", "histogram"):

@@ -8,10 +8,19 @@ Mapping (see docs/STATSD.md), one interval at a time:
   as a delta when the gauge exists and is not zero;
 * timer: every value as ``name:ms|ms`` in milliseconds, so that statsd's
   count, mean, upper, lower and percentiles are computed from the real values.
-  Past ``max_samples`` values per series and interval (the worker's
-  ``--max-samples``), the aggregator's uniform sample is sent instead, each
-  line marked ``|@rate`` with rate = values sent / values received, so that
-  statsd scales the count back.
+  Past ``--max-exact`` values per series and interval, or for sampled
+  (weighted) values, ``--max-exact`` values spread evenly over the series'
+  sketch are sent instead (each within the sketch's relative error of a real
+  value), each line marked ``|@rate`` with rate = lines sent / observations,
+  so that statsd scales the count back;
+* histogram: the same values as a timer's, unscaled (in the histogram's own
+  unit), as ``|ms`` lines (``--histograms timer``, the default: Etsy statsd
+  then computes their percentiles; negative values are dropped and counted)
+  or as DogStatsD ``|h`` lines (``--histograms dogstatsd``);
+* set: a gauge of its number of unique members (``--sets count``, the
+  default), or each member as ``name:member|s`` (``--sets members``, while
+  the set is exact; an estimated set, past the worker's exact bound, is sent
+  as the gauge of its count, logged once).
 
 The source becomes a name prefix (``source.name``) or a DogStatsD tag; tags
 are DogStatsD ``|#k:v`` tags or dropped. Names are fitted to Etsy statsd's
@@ -44,6 +53,8 @@ from ..runtime import RateLimitedLog, printable, printable_repr
 PROTOCOLS = ("udp", "tcp")
 SOURCE_MODES = ("prefix", "tag")
 TAG_MODES = ("drop", "dogstatsd")
+HISTOGRAM_MODES = ("timer", "dogstatsd")
+SET_MODES = ("count", "members")
 DEFAULT_MTU = 1432  # Etsy's advice for a LAN; 8932 with jumbo frames, 512 across the internet
 MAX_UDP_PAYLOAD = 65507
 STREAM_CHUNK = 65536  # bytes per TCP write; lines are never split across writes
@@ -55,6 +66,8 @@ _NOT_IN_NAME = re.compile(r"[^a-zA-Z_\-0-9.;=]")
 _DOT_RUNS = re.compile(r"\.{2,}")
 # DogStatsD tags: "k:v" stays; the line's separators ("|", ",", "#", "@") and control characters go.
 _NOT_IN_TAG = re.compile(r"[|,#@\x00-\x1f\x7f]")
+# A set member in a line: no separator of the line (":" splits values in Etsy) and no whitespace.
+_NOT_IN_MEMBER = re.compile(r"[:|,#@\s\x00-\x1f\x7f]")
 NAME_RULE = "statsd names are made of A-Z a-z 0-9 _ - . ; =, with no empty part between dots"
 TAG_RULE = "DogStatsD tags cannot hold | , # @"
 
@@ -80,7 +93,13 @@ class StatsdMapping:
     """
 
     def __init__(self, prefix: str = "", source_as: str = "prefix", tags: str = "drop",
-                 log: logging.Logger | None = None) -> None:
+                 log: logging.Logger | None = None, histograms: str = "timer",
+                 sets: str = "count") -> None:
+        if histograms not in HISTOGRAM_MODES:
+            raise ValueError(f"unknown --histograms {histograms!r} (timer or dogstatsd)")
+        if sets not in SET_MODES:
+            raise ValueError(f"unknown --sets {sets!r} (count or members)")
+        self.histogram_mode, self.set_mode = histograms, sets
         if source_as not in SOURCE_MODES:
             raise ValueError(f"unknown --source-as {source_as!r} (prefix or tag)")
         if tags not in TAG_MODES:
@@ -108,40 +127,67 @@ class StatsdMapping:
         units: list[bytes] = []
         for s in summaries:
             kind = s["type"]
-            if kind not in ("counter", "gauge", "timer"):
+            if kind not in ("counter", "gauge", "timer", "histogram", "set"):
                 self._warn_once(kind, "%s series are not sent to statsd (%s)", kind, s["name"])
                 continue
             name, suffix = self._name_and_suffix(s)
             if kind == "counter":
                 units.append(f"{name}:{number(s['value'])}|c{suffix}".encode())
             elif kind == "gauge":
-                value = s["value"]
-                line = f"{name}:{number(value)}|g{suffix}"
-                units.append((f"{name}:0|g{suffix}\n{line}" if value < 0 else line).encode())
+                units.append(self._gauge_unit(name, s["value"], suffix))
+            elif kind == "set":
+                units.extend(self._set_lines(s, name, suffix))
             else:
                 units.extend(self._timer_lines(s, name, suffix))
         return units
 
+    @staticmethod
+    def _gauge_unit(name: str, value: float, suffix: str) -> bytes:
+        line = f"{name}:{number(value)}|g{suffix}"
+        return (f"{name}:0|g{suffix}\n{line}" if value < 0 else line).encode()
+
+    def _set_lines(self, s: dict, name: str, suffix: str) -> Iterator[bytes]:
+        """A gauge of the unique count, or (``--sets members``) each member of an exact set."""
+        members = (s.get("sketch") or {}).get("members")
+        if self.set_mode == "count" or members is None:
+            if self.set_mode == "members" and s["value"]:
+                self._warn_once("estimated-set", "set %s is past the worker's exact bound: its "
+                                "estimated count is sent as a gauge", printable_repr(s["name"]))
+            yield self._gauge_unit(name, s["value"], suffix)
+            return
+        for member in members:
+            text = _NOT_IN_MEMBER.sub("_", str(member))
+            yield f"{name}:{text}|s{suffix}".encode()
+
     def _timer_lines(self, s: dict, name: str, suffix: str) -> Iterator[bytes]:
         values = s.get("values")
-        if values is None:  # pragma: no cover - the runtime keeps values for needs_values
-            self._warn_once("no-values", "timer %s has no raw values: timers are not sent",
-                            printable_repr(s["name"]))
+        if values is None:  # an idle series (count 0, --expire) has none: nothing to send
+            if s.get("count"):  # pragma: no cover - the runtime keeps values for needs_values
+                self._warn_once("no-values", "%s %s has no raw values: not sent", s["type"],
+                                printable_repr(s["name"]))
             return
         rate = ""
         if s.get("sampled") and len(values) < s["count"]:
             rate = "|@" + sample_rate(len(values) / s["count"])
-        head, tail = f"{name}:", f"|ms{rate}{suffix}"
+        histogram = s["type"] == "histogram"
+        head = f"{name}:"
+        if histogram and self.histogram_mode == "dogstatsd":  # any sign, the unit's own numbers
+            tail = f"|h{rate}{suffix}"
+            for value in values:
+                yield (head + number(value) + tail).encode()
+            return
+        tail = f"|ms{rate}{suffix}"
+        scaled = number if histogram else milliseconds
         negative = 0
         for value in values:
             if value < 0:  # statsd rejects negative timings as bad lines
                 negative += 1
                 continue
-            yield (head + milliseconds(value) + tail).encode()
+            yield (head + scaled(value) + tail).encode()
         if negative:
             self.timer_values_dropped += negative
-            self._value_log.warning("timer %s: dropped %d negative values (statsd takes "
-                                    "timings >= 0)", printable_repr(s["name"]), negative)
+            self._value_log.warning("%s %s: dropped %d negative values (statsd takes "
+                                    "timings >= 0)", s["type"], printable_repr(s["name"]), negative)
 
     def _name_and_suffix(self, s: dict) -> tuple[str, str]:
         """``prefix[source.]name`` and the ``|#tags`` suffix (possibly empty) of a series."""
@@ -180,7 +226,8 @@ class Statsd(Destination):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8125, *, protocol: str = "udp",
                  prefix: str = "", mtu: int = DEFAULT_MTU, source_as: str = "prefix",
-                 tags: str = "drop", timeout: float = 5.0) -> None:
+                 tags: str = "drop", timeout: float = 5.0, histograms: str = "timer",
+                 sets: str = "count") -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r} (udp or tcp)")
         if not 1 <= port <= 65535:
@@ -190,7 +237,7 @@ class Statsd(Destination):
         if not timeout > 0:
             raise ValueError("timeout must be positive")
         self.log = logging.getLogger("zibrato.statsd")
-        self.mapping = StatsdMapping(prefix, source_as, tags, self.log)
+        self.mapping = StatsdMapping(prefix, source_as, tags, self.log, histograms=histograms, sets=sets)
         self.host, self.port, self.protocol = host, port, protocol
         self.mtu, self.timeout = mtu, timeout
         self.sock: socket.socket | None = None

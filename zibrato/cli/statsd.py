@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import click
 
-from ..backends.statsd import DEFAULT_MTU, MAX_UDP_PAYLOAD, PROTOCOLS, SOURCE_MODES, TAG_MODES, Statsd
+from ..backends.statsd import (
+    DEFAULT_MTU,
+    HISTOGRAM_MODES,
+    MAX_UDP_PAYLOAD,
+    PROTOCOLS,
+    SET_MODES,
+    SOURCE_MODES,
+    TAG_MODES,
+    Statsd,
+)
 from ..delivery import Backoff
 from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
 
@@ -28,6 +37,12 @@ POSITIVE = Seconds(0, 3600, low_open=True)
 @click.option("--tags", "tag_mode", type=click.Choice(TAG_MODES), default="drop", show_default=True,
               help="dogstatsd: send tags as |#k:v; drop: leave them out (series that differ only "
                    "by tags then share a name).")
+@click.option("--histograms", type=click.Choice(HISTOGRAM_MODES), default="timer", show_default=True,
+              help="timer: histogram values as |ms lines (Etsy statsd computes percentiles); "
+                   "dogstatsd: as |h lines.")
+@click.option("--sets", type=click.Choice(SET_MODES), default="count", show_default=True,
+              help="count: a gauge of the unique members; members: each member as a |s line "
+                   "(while the set is exact).")
 @click.option("--timeout", default=5.0, show_default=True, type=POSITIVE,
               help="TCP: seconds for a connect or a write.")
 @click.option("--retry-delay", default=0.5, show_default=True, type=POSITIVE,
@@ -35,19 +50,21 @@ POSITIVE = Seconds(0, 3600, low_open=True)
 @click.option("--max-retry-delay", default=30.0, show_default=True, type=POSITIVE,
               help="TCP: cap on the delay between retries.")
 def command(statsd_host: str, statsd_port: int, protocol: str, prefix: str, mtu: int,
-            source_as: str, tag_mode: str, timeout: float, retry_delay: float,
+            source_as: str, tag_mode: str, histograms: str, sets: str, timeout: float, retry_delay: float,
             max_retry_delay: float, verbose: bool, **options: object) -> None:
     """Forward each flush of the subscribed levels to statsd, so that its statistics stay exact.
 
     Counters are sent as one pre-summed line per flush, gauges as their last
     value (negative ones set correctly), timers as every value in
-    milliseconds; past --max-samples values per series and flush, a uniform
-    sample marked |@rate. See docs/STATSD.md.
+    milliseconds (past --max-exact values per series and flush, values spread
+    over the sketch, marked |@rate), histograms like timers (or |h), sets as
+    a gauge of their count (or |s per member). See docs/STATSD.md.
     """
     if max_retry_delay < retry_delay:
         raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
     run_worker(lambda: Statsd(statsd_host, statsd_port, protocol=protocol, prefix=prefix, mtu=mtu,
-                              source_as=source_as, tags=tag_mode, timeout=timeout),
+                              source_as=source_as, tags=tag_mode, timeout=timeout,
+                              histograms=histograms, sets=sets),
                verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
 
 
