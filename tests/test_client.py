@@ -535,7 +535,8 @@ def test_invalid_port_raises_at_construction(port):
         Zibrato(port=port)
 
 
-@pytest.mark.parametrize("option", [{"interval": 0}, {"hwm": 0}, {"batch": 0}, {"linger": -1}])
+@pytest.mark.parametrize("option", [{"interval": 0}, {"hwm": 0}, {"batch": 0}, {"linger": -1}, {"max_queue": 0},
+                                    {"max_buffer_bytes": 1000}, {"max_message_size": 100}])
 def test_invalid_options_raise_at_construction(option):
     with pytest.raises(ValueError):
         Zibrato(**option)
@@ -844,6 +845,8 @@ def test_measurements_are_delivered_at_normal_interpreter_exit(broker_pull):
         def work():
             pass
 
+        z.count("info", "exit.first", 1)
+        z.flush()  # a message already sent before exit: ZeroMQ's exit hooks are set up by now
         for i in range(100):
             z.count("info", "exit.count", i)
         work()
@@ -854,11 +857,12 @@ def test_measurements_are_delivered_at_normal_interpreter_exit(broker_pull):
     expect(result.returncode) == 0
     expect(result.stderr) == ""
 
-    broker_pull.receive_until(lambda records: len(records) >= 102, what="the exiting process")
+    broker_pull.receive_until(lambda records: len(records) >= 103, what="the exiting process")
     records = broker_pull.records
     expect(sorted(values_of(records, "exit.count"))) == list(range(100))
     expect(values_of(records, "exit.decorated")) == [1]
     expect(values_of(records, "exit.gauge")) == [7]
+    expect(values_of(records, "exit.first")) == [1]
     expect({r.tags for r in records}) == {("via:exit",)}
 
 
@@ -961,7 +965,7 @@ def rss_bytes() -> int:
 def test_four_threads_flat_out_stay_within_the_bound_broker_down_then_up(broker_pull, make_client):
     """Queue and ZeroMQ buffer never grow past their bounds; the rest is dropped and counted."""
     broker_pull.close()  # the broker is down while the threads record
-    z = make_client(max_queue=5_000, max_buffer_bytes=256 * 1024, max_message_size=64 * 1024)
+    z = make_client(max_queue=40_000, max_buffer_bytes=256 * 1024, max_message_size=64 * 1024)
     threads, calls = 4, 150_000
     recorded = [0] * threads
     highest = {"queued": 0, "held": 0}
@@ -1002,7 +1006,7 @@ def test_four_threads_flat_out_stay_within_the_bound_broker_down_then_up(broker_
 
     total = threads * calls
     expect(sum(recorded)) == total
-    expect(highest["queued"] <= 5_000) == True
+    expect(highest["queued"] <= 40_000 + zibrato.sender.SLACK) == True  # appends under way at the switch
     expect(highest["held"] <= 256 * 1024) == True
     expect(z.dropped) > 0
     expect(z.sent + z.dropped) == total  # every measurement either handed to ZeroMQ or counted

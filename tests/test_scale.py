@@ -214,7 +214,7 @@ def test_a_sharding_client_sends_each_series_under_its_shard_prefix():
     class Frames(Transport):
         frames: list = []
 
-        def send(self, frame: bytes) -> bool:
+        def send(self, frame: bytes, last: bool = True) -> bool:
             self.frames.append(frame)
             return True
 

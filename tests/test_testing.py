@@ -204,3 +204,31 @@ def test_fixture_is_fresh_for_every_test(zibrato_memory):
 def test_fixture_comes_from_the_pytest11_entry_point(request):
     plugin = request.config.pluginmanager.get_plugin("zibrato")
     expect(plugin is zibrato.testing) == True
+
+
+# --- protocol 1.1 kinds in memory ----------------------------------------------------------
+
+def test_memory_client_records_histograms_sets_and_weights_as_a_worker_reads_them(monkeypatch):
+    import zibrato.client
+    monkeypatch.setattr(zibrato.client, "_random", lambda: 0.0)  # every sampled call kept
+    z = MemoryZibrato()
+    z.histogram("info", "response.size", 5120, unit="bytes")
+    z.set("info", "users", "u-1")
+    z.set("info", "users", 7)
+    z.count("info", "misses", 2, rate=0.25)
+    z.count("info", "ratio", 0.5)
+
+    expect(z.measurements) == [
+        Measurement("info", "histogram", "response.size", 5120, None, (), 1, "bytes"),
+        Measurement("info", "set", "users", "u-1", None, ()),
+        Measurement("info", "set", "users", 7, None, ()),
+        Measurement("info", "counter", "misses", 2, None, (), 4.0),
+        Measurement("info", "counter", "ratio", 0.5, None, ()),
+    ]
+    z.measurements.assert_histogram("response.size", count=1, unit="bytes")
+    z.measurements.assert_set("users", members={"u-1", 7})
+    z.measurements.assert_counted("misses", total=8.0)  # value x weight, as a worker counts it
+    with pytest.raises(AssertionError, match="units"):
+        z.measurements.assert_histogram("response.size", unit="kB")
+    with pytest.raises(AssertionError, match="members"):
+        z.measurements.assert_set("users", members={"u-1"})

@@ -1,7 +1,7 @@
 """The instrumentation client: what application code imports.
 
-Recording a measurement is one attribute lookup and one C-level insert of a
-``(series, value)`` pair into a bounded buffer: no lock, no I/O, no encoding.
+Recording a measurement is one attribute lookup and one C-level append of a
+``(series, value)`` pair to a bounded buffer: no lock, no I/O, no encoding.
 A background sender thread (:mod:`zibrato.sender`), started by the first
 measurement, drains the buffer every ``interval`` seconds (50 ms by
 default), encodes one message per level and hands it to a ZeroMQ PUSH
@@ -38,7 +38,7 @@ from . import protocol
 from .instruments import Block, Counter, Timer, _Instrument
 from .curve import ENV_SECRET_KEY, ENV_SERVER_KEY, ClientKeys
 from .protocol import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
-from .sender import END, Buffer, Publisher, Sender, Tally, Transport, ZmqTransport
+from .sender import MAX_CAPACITY, Buffer, Publisher, Sender, Tally, Transport, ZmqTransport
 
 __all__ = ["Zibrato", "DEFAULT_HOST", "DEFAULT_PORT", "Timer", "Counter"]
 
@@ -54,8 +54,6 @@ _INT64_MIN, _UINT64_LIMIT = -(1 << 63), 1 << 64  # the integers msgpack can carr
 _MAX_CACHED_SERIES = 10_000
 _UNIT = re.compile(r"[A-Za-z0-9_./%\-]{1,64}\Z")
 _random = random.random
-# Kept for code that reads the clock the timers use from here.
-from .instruments import _perf_counter  # noqa: E402
 
 
 class Zibrato:
@@ -111,7 +109,7 @@ class Zibrato:
         self.port = _port(port if port is not None else os.environ.get("ZIBRATO_PORT") or DEFAULT_PORT)
         self.source = None if source is None else _check_name(source, "source")
         self.tags = _normalise_tags(tags)
-        if interval <= 0 or hwm < 1 or batch < 1 or linger < 0 or not 0 < max_queue < END:
+        if interval <= 0 or hwm < 1 or batch < 1 or linger < 0 or not 1 < max_queue < MAX_CAPACITY:
             raise ValueError("interval, hwm, batch, max_queue and linger must be positive")
         if max_message_size < 1024 or max_buffer_bytes < max_message_size:
             raise ValueError("max_message_size must be at least 1024, and max_buffer_bytes at least "
@@ -127,7 +125,7 @@ class Zibrato:
         self.shards = _flag(os.environ.get("ZIBRATO_SHARDS")) if shards is None else bool(shards)
         self._transport = transport or ZmqTransport(self.endpoint, hwm, linger, max_buffer_bytes, context,
                                                     curve=curve_keys)
-        self._buffer = Buffer(max_queue)
+        self._buffer = Buffer(max_queue, self._install_recorder)
         self._tally = Tally()
         self._series_cache: dict[tuple, Series] = {}
         self._instrument_cache: dict[tuple, _Instrument] = {}
@@ -137,7 +135,7 @@ class Zibrato:
         self._publish_lock = threading.Lock()
         self._closed = False
         self._no_sender_reported = False  # a sender that cannot start is logged once
-        self._record: Callable[[int, tuple], None] = self._start_sender_and_record
+        self._record: Callable[[tuple], None] = self._start_sender_and_record
         _live_clients.add(self)
 
     @property
@@ -190,18 +188,12 @@ class Zibrato:
         if rate != 1.0:
             self._sampled(self._cached_series(level, COUNTER, name, source, tags, rate), _number(value), rate)
             return
-        try:
-            self._record(END, (self._cached_series(level, COUNTER, name, source, tags), _number(value)))
-        except IndexError:  # the buffer is full: dropped, and counted
-            self._buffer.overflow()
+        self._record((self._plain_series(level, COUNTER, name, source, tags), _number(value)))
 
     def gauge(self, level: str, name: str, value: float, source: str | None = None,
               tags: Tags = None) -> None:
         """Set a gauge to ``value`` (the last value of an interval wins)."""
-        try:
-            self._record(END, (self._cached_series(level, GAUGE, name, source, tags), _number(value)))
-        except IndexError:  # the buffer is full: dropped, and counted
-            self._buffer.overflow()
+        self._record((self._plain_series(level, GAUGE, name, source, tags), _number(value)))
 
     def timing(self, level: str, name: str, seconds: float, source: str | None = None,
                tags: Tags = None, rate: float = 1.0) -> None:
@@ -225,7 +217,7 @@ class Zibrato:
     def set(self, level: str, name: str, member: str | int, source: str | None = None,
             tags: Tags = None) -> None:
         """Add ``member`` to a set: workers report the number of unique members per interval."""
-        self._put((self._cached_series(level, SET, name, source, tags), _member(member)))
+        self._record((self._plain_series(level, SET, name, source, tags), _member(member)))
 
     # --- lifecycle -------------------------------------------------------
 
@@ -306,24 +298,28 @@ class Zibrato:
 
     def _cached_series(self, level: str, type: str, name: str, source: str | None,
                        tags: Tags, rate: float = 1.0, unit: str | None = None) -> Series:
-        """series() for the direct calls, cached so that repeated calls skip validation.
-
-        The cache key is as short as the call: the common calls (no rate, no
-        unit) hash five fields, not seven.
-        """
-        cache_key = (level, type, name, source, tags) if rate == 1.0 and unit is None else \
-            (level, type, name, source, tags, rate, unit)
+        """series() for the direct calls, cached so that repeated calls skip validation."""
         try:
-            return self._series_cache[cache_key]
+            return self._series_cache[level, type, name, source, tags, rate, unit]
         except (KeyError, TypeError):  # TypeError: tags given as an unhashable mapping
-            key = self.series(level, type, name, source, tags, rate, unit)
-            if len(self._series_cache) >= _MAX_CACHED_SERIES:
-                self._series_cache.clear()
-            try:
-                self._series_cache[cache_key] = key
-            except TypeError:
-                pass
-            return key
+            return self._validate_and_cache((level, type, name, source, tags, rate, unit))
+
+    def _plain_series(self, level: str, type: str, name: str, source: str | None, tags: Tags) -> Series:
+        """:meth:`_cached_series` without rate or unit: the common calls' shorter path."""
+        try:
+            return self._series_cache[level, type, name, source, tags]
+        except (KeyError, TypeError):
+            return self._validate_and_cache((level, type, name, source, tags))
+
+    def _validate_and_cache(self, call: tuple) -> Series:
+        key = self.series(*call)
+        if len(self._series_cache) >= _MAX_CACHED_SERIES:
+            self._series_cache.clear()
+        try:
+            self._series_cache[call] = key
+        except TypeError:
+            pass
+        return key
 
     def _cached_instrument(self, kind: type, level: str, name: str, source: str | None,
                            tags: Tags, outcome: bool, rate: float, *value: float) -> _Instrument:
@@ -345,28 +341,25 @@ class Zibrato:
             return instrument
 
     # --- the recording path ---------------------------------------------------
-    # self._record(END, item) is the buffer's insert once the sender runs: it raises
-    # IndexError when the buffer is full, and the caller counts it with _overflow().
+    # self._record(item) is the buffer's append (past half full, its guarded recorder, which
+    # drops and counts what arrives when the buffer is full); before the sender starts, after
+    # close() and while diverted, one of the methods below.
 
     def _sampled(self, series: Series, value: Any, rate: float) -> None:
         """Record one in ``1 / rate`` calls (chosen at random, as statsd clients do)."""
         if rate == 1.0 or _random() < rate:
-            self._put((series, value))
+            self._record((series, value))
 
-    def _put(self, item: tuple) -> None:
-        try:
-            self._record(END, item)
-        except IndexError:
-            self._buffer.overflow()
+    def _install_recorder(self, recorder: Callable[[tuple], None]) -> None:
+        """The buffer's choice between its fast and guarded recorders, while the sender runs."""
+        if self._record is self._buffer.fast or self._record is self._buffer.guarded:
+            self._record = recorder
 
-    def _overflow(self) -> None:
-        self._buffer.overflow()
-
-    def _start_sender_and_record(self, end: int, item: tuple) -> None:
+    def _start_sender_and_record(self, item: tuple) -> None:
         """The first measurement (in this process) starts the sender, then takes the fast path."""
         with self._start_lock:
             if self._closed:
-                self._drop(end, item)
+                self._drop(item)
                 return
             if self._transport.synchronous:
                 self._publisher = Publisher(self._transport, self._tally, self.batch, self.max_message_size,
@@ -380,14 +373,14 @@ class Zibrato:
                     sender.start()
                 except RuntimeError as error:  # no threads left, or interpreter shutting down
                     self._report_no_sender(error)
-                    self._drop(end, item)
+                    self._drop(item)
                     return  # the next measurement tries again
                 self._publisher, self._sender = publisher, sender
-                self._record = self._buffer.insert
+                self._record = self._buffer.guarded if self._buffer.guarding else self._buffer.fast
                 _flush_when_a_multiprocessing_child_ends(self)
-        self._record(end, item)
+        self._record(item)
 
-    def _publish_now(self, end: int, item: tuple) -> None:
+    def _publish_now(self, item: tuple) -> None:
         """Synchronous transports (in memory): publish in the recording thread, in order."""
         with self._publish_lock:
             self._publisher.publish((item,))  # type: ignore[union-attr]
@@ -398,7 +391,7 @@ class Zibrato:
             log.error("zibrato: cannot start the sender thread (%s); measurements are dropped "
                       "and counted until it can", error)
 
-    def _drop(self, end: int, item: tuple) -> None:
+    def _drop(self, item: tuple) -> None:
         self._buffer.overflow()
 
     def _divert(self, transport: Transport) -> Callable[[], None]:
@@ -406,7 +399,7 @@ class Zibrato:
         publisher = Publisher(transport, Tally(), self.batch, self.max_message_size, shards=self.shards)
         lock = threading.Lock()
 
-        def publish_there(end: int, item: tuple) -> None:
+        def publish_there(item: tuple) -> None:
             with lock:
                 publisher.publish((item,))
 

@@ -4,7 +4,7 @@ One class per kind (:class:`Timer`, :class:`Counter`) is at once a decorator
 (of functions, methods, ``async def`` functions, generators and async
 generators) and a context manager. Each validates its series once, when it
 is made; a call then costs one clock read or none, one tuple and one
-C-level insert into the client's bounded buffer (see :mod:`zibrato.sender`).
+C-level append to the client's bounded buffer (see :mod:`zibrato.sender`).
 
 A decorated call keeps its start in a local variable, and each ``with`` on
 an instrument keeps its start in a per-thread, per-task stack
@@ -22,7 +22,6 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .protocol import COUNTER, TIMER
-from .sender import END
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import Series, Tags, Zibrato
@@ -60,6 +59,8 @@ class _Instrument:
         self._plain = client._cached_series(level, type_, name, source, tags, self.rate)
         self.series = _add_tags(self._plain, "outcome:ok") if outcome else self._plain
         self._error_series: dict[type, Series] = {}
+        #: what a call does first: _begin, or a draw that may leave the call out
+        self._start = self._begin if self.rate == 1.0 else self._sampled_begin
 
     def _begin(self) -> object:
         return None
@@ -67,9 +68,9 @@ class _Instrument:
     def _value(self, token: Any) -> float:
         raise NotImplementedError
 
-    def _start(self) -> object:
+    def _sampled_begin(self) -> object:
         """:meth:`_begin`, or the token that says sampling left this call out."""
-        if self.rate < 1.0 and _random() >= self.rate:
+        if _random() >= self.rate:
             return _SKIPPED
         return self._begin()
 
@@ -86,7 +87,7 @@ class _Instrument:
 
     def _finish(self, token: object, error: BaseException | None) -> None:
         if token is not _SKIPPED:
-            self.client._put((self._series_for(error), self._value(token)))
+            self.client._record((self._series_for(error), self._value(token)))
 
     def __call__(self, func: F) -> F:
         if is_async(func):
@@ -211,10 +212,7 @@ class Timer(_Instrument):
             try:
                 return func(*args, **kwargs)
             finally:
-                try:
-                    client._record(END, (series, _perf_counter() - start))
-                except IndexError:  # the buffer is full: dropped, and counted
-                    client._overflow()
+                client._record((series, _perf_counter() - start))
         return timed
 
 
@@ -236,10 +234,7 @@ class Counter(_Instrument):
             try:
                 return func(*args, **kwargs)
             finally:
-                try:
-                    client._record(END, (series, value))
-                except IndexError:  # the buffer is full: dropped, and counted
-                    client._overflow()
+                client._record((series, value))
         return counted
 
 

@@ -4,9 +4,10 @@ Three small parts, each with one job (the pystatsd model: one publisher owns
 the protocol, each transport only moves bytes):
 
 * :class:`Buffer`, the bounded queue between the application's threads and
-  the sender. Recording is one C-level ``deque.insert`` that raises
-  ``IndexError`` when the queue is full: no lock, no Python call, and a
-  hard bound (the caller drops and counts).
+  the sender. Recording is one C-level ``deque.append`` (no lock, no Python
+  call); past half full, a small function that refuses and counts what
+  arrives when the queue is full, so that the bound is hard and every
+  refused measurement is counted.
 * :class:`Publisher`, which groups values per series, splits them into
   protocol messages of at most ``batch`` values and ``max_message_size``
   bytes, encodes them (:mod:`zibrato.protocol`) and hands each to a
@@ -21,24 +22,35 @@ tests.
 """
 from __future__ import annotations
 
+import functools
+import gc
+import itertools
 import logging
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import zmq
+# Tracked frames need pyzmq's collector thread, which stops at interpreter exit from an
+# atexit hook registered when this module is imported: imported here, before the client
+# registers its own exit flush, so that flush runs first (atexit runs hooks last-in first-out).
+import zmq.utils.garbage  # noqa: F401
 
 from . import protocol
 from .curve import ClientKeys
 
-__all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender", "END"]
+__all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender"]
 
 log = logging.getLogger("zibrato.client")
 
-#: the index recorders insert at: past the end of any buffer, so ``deque.insert`` appends
-#: (below 2**30: one machine digit, the fastest integer for ``insert`` to read)
-END = (1 << 30) - 1
+#: the largest queue a client may ask for
+MAX_CAPACITY = 1 << 30
+#: room past a queue's capacity for appends already under way when it switched to guarded
+SLACK = 1024
+#: queues smaller than this are always guarded (see Buffer)
+FAST_FROM = 20_000
 #: how long flush() waits for ZeroMQ to write out what it took, when ZeroMQ is writing at all
 SETTLE_WHEN_STALLED = 0.1
 
@@ -56,26 +68,93 @@ class Tally:
 class Buffer:
     """The bounded queue of ``(series, value)`` items waiting for the sender.
 
-    ``insert(END, item)`` is the recording path: it appends, or raises
-    ``IndexError`` when ``capacity`` items wait (a ``deque`` with ``maxlen``
-    refuses ``insert`` rather than discarding its oldest item). The caller
-    then calls :meth:`overflow`, which counts under a lock: only an
-    overloaded process pays for it.
+    A ``deque`` with ``maxlen = capacity``: memory can never exceed the bound.
+    Recording uses one of two C-level callables, which the client installs as
+    its recording path (:attr:`install` is told which):
+
+    * :attr:`fast`, ``deque.append``: the normal case, as cheap as recording
+      can be. A full deque would discard its oldest item silently, so it is
+      used only while the queue is far from full;
+    * :attr:`guarded`, a small function that appends while fewer than
+      ``capacity`` items wait and otherwise drops and counts the item
+      (:meth:`overflow`). Dearer (a Python call, about 40 ns), so it is used
+      only while the queue is more than half full (an overloaded process, or
+      a sender held up), and always for queues under ``FAST_FROM`` items.
+
+    The switch to guarded is made at once by the garbage collector's callback
+    (:func:`_guard_buffers`): CPython collects its youngest generation every
+    few hundred to few thousand allocations, and every queued item is one, so
+    a queue cannot grow from half full to full between two collections. The
+    sender checks too, at every wake (for a process that disabled the
+    collector), and switches back to fast once it has drained the queue.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, install: Callable[[Callable[[tuple], None]], None]) -> None:
         self.capacity = capacity
-        self.items: deque = deque(maxlen=capacity)
-        self.insert = self.items.insert
-        self.overflowed = 0
-        self._lock = threading.Lock()
+        self.soft = capacity // 2
+        # SLACK past the capacity: room for the appends of threads that fetched the fast
+        # recorder just before the switch, so that none of them can push an item out.
+        self.items: deque = deque(maxlen=capacity + SLACK)
+        self._reset_count()
+        self.guarded = self._guarded_recorder()
+        # A small queue is always guarded: half of it is not a safe margin over a collector's period.
+        self.fast = self.items.append if capacity >= FAST_FROM else self.guarded
+        self.guarding = False
+        self.install = install
+        self._unguarded_overflow_reported = False
+        _buffers.add(self)
 
-    def overflow(self) -> None:
-        with self._lock:
-            self.overflowed += 1
+    def _guarded_recorder(self) -> Callable[[tuple], None]:
+        def guarded(item: tuple, _len=len, _items=self.items, _append=self.items.append,
+                    _capacity=self.capacity, _buffer=self) -> None:
+            if _len(_items) < _capacity:
+                _append(item)
+            else:  # full: dropped, and counted
+                _buffer.overflow()
+        return guarded
+
+    def _reset_count(self) -> None:
+        self._refusals = itertools.count()
+        #: count one refused item: one C-level next(), atomic without a lock
+        self.overflow = functools.partial(next, self._refusals)
+
+    @property
+    def overflowed(self) -> int:
+        """Items refused so far (``count``'s repr is its next value: read without consuming it)."""
+        return int(repr(self._refusals)[len("count("):-1])
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def guard(self) -> None:
+        """Record through :attr:`guarded` from now on (the queue is more than half full)."""
+        if not self.guarding:
+            self.guarding = True
+            self.install(self.guarded)
+
+    def check(self) -> None:
+        """The sender's look before each drain: guard a filling queue; report an unguarded overflow.
+
+        It installs the guarded recorder again even when the flag says so
+        already: whatever race came before, a full-ish queue is guarded from here.
+        """
+        length = len(self.items)
+        if length >= self.soft:
+            if length >= self.capacity + SLACK and not self.guarding and self.fast is not self.guarded \
+                    and not self._unguarded_overflow_reported:
+                self._unguarded_overflow_reported = True
+                log.warning("zibrato: the client's queue filled up between two garbage collections "
+                            "(is the collector disabled?); measurements it discarded are not counted")
+            self.guarding = True
+            self.install(self.guarded)
+
+    def relax(self) -> None:
+        """After a drain: back to :attr:`fast` once the queue is nearly empty."""
+        if self.guarding and len(self.items) < self.soft // 4:
+            self.guarding = False
+            self.install(self.fast)
+            if self.guarding:  # the collector's callback guarded meanwhile (another thread)
+                self.install(self.guarded)
 
     def take(self) -> Iterator[tuple]:
         """The items present now, oldest first, removed one by one (appends may race)."""
@@ -93,8 +172,22 @@ class Buffer:
     def reset(self) -> None:
         """After fork: the child forgets the parent's items (the parent sends them)."""
         self.items.clear()
-        self.overflowed = 0
-        self._lock = threading.Lock()
+        self.guarding = False
+        self._reset_count()
+
+
+_buffers: "weakref.WeakSet[Buffer]" = weakref.WeakSet()
+
+
+def _guard_buffers(phase: str, info: dict) -> None:
+    """gc callback: guard every queue more than half full (runs in the thread that allocated)."""
+    if phase == "start" and _buffers:
+        for buffer in list(_buffers):
+            if not buffer.guarding and len(buffer.items) >= buffer.soft:
+                buffer.guard()
+
+
+gc.callbacks.append(_guard_buffers)
 
 
 class Transport:
@@ -109,8 +202,11 @@ class Transport:
     def open(self) -> None:
         """Called once, in the thread that will send."""
 
-    def send(self, frame: bytes) -> bool:
-        """Take one message, without blocking; False if it cannot (it is then dropped and counted)."""
+    def send(self, frame: bytes, last: bool = True) -> bool:
+        """Take one message, without blocking; False if it cannot (it is then dropped and counted).
+
+        ``last`` marks the last message of a drain (a transport may track only those).
+        """
         raise NotImplementedError
 
     def settle(self, timeout: float) -> bool:
@@ -128,12 +224,16 @@ class Transport:
 class ZmqTransport(Transport):
     """A ZeroMQ PUSH socket that never blocks, with a bound in bytes on what ZeroMQ holds.
 
-    Every frame is sent zero-copy with a tracker, which ZeroMQ marks done when
-    it has written the frame to the connection. The frames not yet done are
-    what ZeroMQ holds for an absent broker: at most ``max_bytes`` bytes (and
-    ``hwm`` messages); a frame past that is refused, and dropped and counted
-    by the publisher. The trackers also let :meth:`settle` wait until what
-    was sent has actually left the process (``flush()`` before ``os._exit``).
+    The last frame of each drain is sent zero-copy with a tracker, which
+    ZeroMQ marks done when it has written the frame to the connection; frames
+    on one connection are written in order, so that one tracker vouches for
+    every frame of the drain (one tracker per 50 ms, not one per message:
+    tracking costs a wake-up of pyzmq's collector thread). The frames not yet
+    done are what ZeroMQ holds for an absent broker: at most ``max_bytes``
+    bytes (and ``hwm`` messages); a frame past that is refused, and dropped
+    and counted by the publisher. The trackers also let :meth:`settle` wait
+    until what was sent has actually left the process (``flush()`` before
+    ``os._exit``).
     """
 
     def __init__(self, endpoint: str, hwm: int, linger: float, max_bytes: int,
@@ -144,7 +244,8 @@ class ZmqTransport(Transport):
         self._given_context = context
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
-        self._held: deque = deque()  # (tracker, bytes, sent at) of frames ZeroMQ has not written
+        self._held: deque = deque()  # (tracker, bytes it vouches for, sent at), oldest first
+        self._untracked = 0  # bytes sent since the last tracked frame
         #: bytes of the frames ZeroMQ holds (not yet written to the broker's connection)
         self.held_bytes = 0
         self._failing = False
@@ -167,7 +268,7 @@ class ZmqTransport(Transport):
             log.error("zibrato: cannot connect to %s (%s); measurements will be dropped and counted",
                       self.endpoint, error)
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, last: bool = True) -> bool:
         if self._socket is None:
             return False
         self._forget_written()
@@ -175,17 +276,27 @@ class ZmqTransport(Transport):
             self._report_failure(f"{self.held_bytes:,} bytes already wait for the broker")
             return False
         try:
-            tracker = self._socket.send(frame, zmq.NOBLOCK, copy=False, track=True)
+            tracker = self._send_tracked(frame) if last else self._socket.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError as error:
             self._report_failure("buffer full, broker unreachable" if isinstance(error, zmq.Again)
                                  else str(error))
             return False
-        self._held.append((tracker, len(frame), time.monotonic()))
         self.held_bytes += len(frame)
+        self._untracked += len(frame)
+        if tracker is not None:
+            self._held.append((tracker, self._untracked, time.monotonic()))
+            self._untracked = 0
         if self._failing:
             self._failing = False
             log.warning("zibrato: sending to %s again", self.endpoint)
         return True
+
+    def _send_tracked(self, frame: bytes) -> zmq.MessageTracker | None:
+        try:
+            return self._socket.send(frame, zmq.NOBLOCK, copy=False, track=True)  # type: ignore[union-attr]
+        except RuntimeError:  # pyzmq's collector has stopped (interpreter exit): send untracked
+            self._socket.send(frame, zmq.NOBLOCK)  # type: ignore[union-attr]
+            return None
 
     def settle(self, timeout: float) -> bool:
         """Wait until ZeroMQ has written every frame, unless it has stopped writing (broker away)."""
@@ -193,7 +304,7 @@ class ZmqTransport(Transport):
         while True:
             self._forget_written()
             if not self._held:
-                return True
+                return not self._untracked  # untracked bytes (a last frame refused): cannot tell
             now = time.monotonic()
             if now >= deadline or now - self._held[0][2] > SETTLE_WHEN_STALLED:
                 return False
@@ -207,7 +318,7 @@ class ZmqTransport(Transport):
             self._context.term()  # waits up to the linger for delivery
             self._context = None
         self._held.clear()
-        self.held_bytes = 0
+        self.held_bytes = self._untracked = 0
 
     def fork_child(self) -> "ZmqTransport":
         """A context made before fork is unusable in the child: a fresh transport of its own."""
@@ -271,15 +382,29 @@ class Publisher:
         if not grouped:
             return
         now = time.time()
-        if self.shards:
-            for (level, shard), records, size in messages(_by_shard(grouped), self.batch):
-                self._send(level, now, records, size, shard)
-            return
-        for level, records, size in messages(grouped, self.batch):
-            self._send(level, now, records, size)
+        if self.shards:  # one message per (level, shard)
+            batches = [(level, shard, records, size)
+                       for (level, shard), records, size in messages(_by_shard(grouped), self.batch)]
+        else:
+            batches = [(level, None, records, size) for level, records, size in messages(grouped, self.batch)]
+        frames = [framed for level, shard, records, size in batches
+                  for framed in self._encode(level, now, records, size, shard)]
+        last = len(frames) - 1
+        send, tally = self.transport.send, self.tally
+        for index, (frame, size) in enumerate(frames):
+            try:
+                taken = send(frame, index == last)
+            except Exception:  # pragma: no cover - a transport's bug: count, log, go on
+                log.exception("zibrato: the transport failed to take a message; dropped and counted")
+                taken = False
+            if taken:
+                tally.sent += size
+            else:
+                tally.dropped += size
 
-    def _send(self, level: str, now: float, records: list, size: int, shard: int | None = None) -> None:
-        """Encode and send one message; split one the broker would refuse as too large."""
+    def _encode(self, level: str, now: float, records: list, size: int,
+                shard: int | None = None) -> Iterator[tuple[bytes, int]]:
+        """(frame, measurements) for one message; split one the broker would refuse as too large."""
         tally = self.tally
         try:
             frame = protocol.encode(level, now, records, shard)
@@ -296,12 +421,9 @@ class Publisher:
                           self.max_message_size)
                 return
             for half in halves:
-                self._send(level, now, half, sum(len(record[2]) for record in half), shard)
+                yield from self._encode(level, now, half, sum(len(record[2]) for record in half), shard)
             return
-        if self.transport.send(frame):
-            tally.sent += size
-        else:
-            tally.dropped += size
+        yield frame, size
 
 
 _shard_cache: dict[tuple, int] = {}
@@ -415,7 +537,9 @@ class Sender(threading.Thread):
                 with self._done:
                     wanted = self._requested
                 try:
+                    self.buffer.check()
                     self.publisher.drain(self.buffer)
+                    self.buffer.relax()
                     if wanted > self._completed:  # someone waits in flush(): let ZeroMQ write it out
                         self.transport.settle(SETTLE_WHEN_STALLED * 10)
                 except Exception:  # pragma: no cover - a bug here must not kill the sender

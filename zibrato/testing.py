@@ -113,7 +113,7 @@ class MemoryTransport(Transport):
     def __init__(self, measurements: Recorded | None = None) -> None:
         self.measurements = Recorded() if measurements is None else measurements
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, last: bool = True) -> bool:
         level, _, payload = frame.partition(LEVEL_TERMINATOR)
         _version, _time, records = msgpack.unpackb(payload, raw=False)
         for type_, name, values, source, tags, *extra in records:
