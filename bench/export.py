@@ -25,6 +25,7 @@ import gzip
 import random
 import sys
 import time
+import tracemalloc
 import urllib.request
 
 from _common import machine, median, save_json, table
@@ -194,6 +195,27 @@ def scrape_rows(n: int, repeat: int) -> list[list]:
         destination.close()
 
 
+def memory_rows(n: int) -> list[list]:
+    """Bytes a series costs in each destination's own state (tracemalloc, after 3 intervals)."""
+    summaries = make_summaries(n)
+    rows = []
+    for what, make in (("Prometheus state (totals, buckets, last summary)", lambda: PrometheusState()),
+                       ("OTLP mapper (prototype points; delta)", lambda: OtlpMapper())):
+        tracemalloc.start()
+        holder = make()
+        for i in range(3):
+            batch = [dict(s) for s in summaries]
+            if isinstance(holder, PrometheusState):
+                holder.update(batch)
+            else:
+                holder.requests(START + 60 * i, END + 60 * i, batch)
+            del batch
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        rows.append([f"memory, {n:,} series: {what}", None, None, None, f"{held / n:,.0f} B/series"])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer series and repeats")
@@ -207,6 +229,7 @@ def main() -> None:
         rows += otlp_rows(n, repeat)
     for n in sizes:
         rows += prometheus_rows(n, repeat)
+    rows += memory_rows(sizes[-1])
     print(table(["what", "Zibrato ms per 1,000 series", "peer ms", "ratio", "size"], rows))
     scrapes = scrape_rows(big, 3)
     print("\n" + table(["scrape target", "ms", "", "", "size"], scrapes))

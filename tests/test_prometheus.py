@@ -90,6 +90,8 @@ def test_a_rendering_is_reused_until_the_next_interval_and_made_again_after_it(s
 
 
 def test_series_answers_the_summary_of_the_nth_last_interval(served):
+    post(served, timer("db.query", [0.5], source="api"), end=1_800_000_000.0)
+    expect(get(served.base + "/series/db.query?source=api")[0]) == 200   # from now on it keeps 10
     for i, values in enumerate([[0.1, 0.3], [0.2], [0.4, 0.4, 0.4]]):
         post(served, timer("db.query", values, source="api"), end=1_800_000_060.0 + 60 * i)
 
@@ -97,7 +99,8 @@ def test_series_answers_the_summary_of_the_nth_last_interval(served):
     last = json.loads(body)
     expect((status, last["count"], last["name"], last["source"])) == (200, 3, "db.query", "api")
     expect(json.loads(get(served.base + "/series/db.query?source=api&offset=2")[2])["count"]) == 1
-    expect(get(served.base + "/series/db.query?source=api&offset=9")[0]) == 404
+    expect(json.loads(get(served.base + "/series/db.query?source=api&offset=4")[2])["count"]) == 1
+    expect(get(served.base + "/series/db.query?source=api&offset=5")[0]) == 404
     expect(get(served.base + "/series/db.query?source=other")[0]) == 404
     expect(get(served.base + "/series/db.query?source=api&offset=0")[0]) == 400
 
@@ -108,6 +111,8 @@ def test_series_answers_the_summary_of_the_nth_last_interval(served):
     ("count=3&sum=9", 404), ("offset=2&count=1", 200)])
 def test_metric_assertions_answer_200_when_they_hold_and_404_when_not(served, query, status):
     post(served, timer("db.query", [0.5], source="api"), end=1_800_000_000.0)
+    get(served.base + "/series/db.query?source=api")   # watched: keeps its history from now on
+    post(served, timer("db.query", [0.5], source="api"), end=1_800_000_030.0)
     post(served, timer("db.query", [0.4, 0.4, 0.4], source="api"))
 
     got, _, body = get(served.base + f"/series/db.query?source=api&{query}")

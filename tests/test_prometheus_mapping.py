@@ -163,13 +163,16 @@ def test_openmetrics_rendering_parses():
     expect(text.rstrip().endswith("# EOF")) == True
 
 
-def test_history_keeps_the_last_summaries_without_raw_data():
+def test_a_series_keeps_its_last_summary_and_once_asked_for_its_history():
     state = PrometheusState(history=2)
-    for v in (1, 2, 3):
+    for v in (1, 2):
         state.update([timer("t", [v])])
 
-    [series] = state.lookup("t")
-    expect([h["sum"] for h in series.history]) == [2, 3]
+    [series] = state.lookup("t")                  # asked for: from now on it keeps two
+    expect([h["sum"] for h in series.history]) == [2]
+    for v in (3, 4):
+        state.update([timer("t", [v])])
+    expect([h["sum"] for h in series.history]) == [3, 4]
     expect("sketch" in series.history[-1]) == False
 
 

@@ -126,6 +126,7 @@ class OtlpDestination(Destination):
     """Posts each interval as OTLP/HTTP protobuf requests of at most ``max_points`` points."""
 
     name = "otlp"
+    self_figures = ("points_sent", "points_rejected", "requests_failed")
 
     def __init__(self, url: str, *, headers: dict[str, str] | None = None, temporality: str = "delta",
                  resource: dict[str, str] | None = None, compression: str = "gzip",

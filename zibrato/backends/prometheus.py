@@ -85,6 +85,7 @@ class PrometheusDestination(Destination):
     """Holds the running state and serves it; ``post`` only updates the state."""
 
     name = "prometheus"
+    self_figures = ("series", "scrapes", "name_collisions", "label_collisions", "series_expired")
     #: bucket counts come from the summaries' sketches; only an aggregator without them
     #: (before zibrato.sketch) has to hand over the raw timer values instead
     needs_values = importlib.util.find_spec("zibrato.sketch") is None

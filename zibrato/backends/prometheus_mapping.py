@@ -28,13 +28,14 @@ two series that would expose the same family and labels move the later one to
 a suffixed family.
 
 Idle series expire: one that had no data for ``expire`` seconds is dropped
-(statsd_exporter's most asked-for feature). The last ``history`` summaries of
-every series are kept for the l2met read API (:meth:`PrometheusState.lookup`).
+(statsd_exporter's most asked-for feature). For the l2met read API
+(:meth:`PrometheusState.lookup`) every series keeps its last summary, and a
+series once asked for keeps its last ``history`` ones from then on: about
+400 bytes a summary, so 100,000 series do not hold ``history`` times that.
 """
 from __future__ import annotations
 
 import bisect
-import collections
 import logging
 import math
 import re
@@ -50,7 +51,7 @@ from .labels import tag_pairs
 
 DEFAULT_BUCKETS = tuple(2.0 ** e for e in range(-10, 6))  # 0.0009765625 s .. 32 s
 DEFAULT_EXPIRE = 300.0
-DEFAULT_HISTORY = 5
+DEFAULT_HISTORY = 10
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 _RESERVED_LABELS = ("le", "quantile")
 _KIND = {"counter": "counter", "gauge": "gauge", "set": "gauge", "timer": "histogram",
@@ -132,17 +133,16 @@ class Series:
     """What a scrape shows of one Zibrato series, and its recent summaries."""
 
     __slots__ = ("kind", "family", "labels", "value", "buckets", "count", "sum", "last_data",
-                 "history", "key", "le_labels")
+                 "history", "key", "watched")
 
-    def __init__(self, key: tuple, kind: str, family: str, labels: dict, buckets: int, history: int,
-                 now: float) -> None:
+    def __init__(self, key: tuple, kind: str, family: str, labels: dict, buckets: int, now: float) -> None:
         self.key, self.kind, self.family, self.labels = key, kind, family, labels
         self.value = 0.0
         self.buckets: list[float] = [0.0] * buckets if kind in ("timer", "histogram") else []
         self.count, self.sum = 0.0, 0.0
         self.last_data = now
-        self.history: collections.deque = collections.deque(maxlen=history)
-        self.le_labels: list[dict[str, str]] | None = None  # the labels of its _bucket samples
+        self.history: list[dict] = []  # the last summaries, oldest first (a list: a deque is 600 B)
+        self.watched = False  # asked for by /series: from then on it keeps `history` summaries
 
 
 class _Family:
@@ -162,7 +162,7 @@ class PrometheusState:
         if history < 1:
             raise ValueError("history must be at least 1")
         self.bounds = tuple(sorted(buckets))
-        self._le_values = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        self._le_values = [floatToGoString(b) for b in self.bounds]  # +Inf is added apart
         self.expire = expiry_per_kind(expire)
         self.history, self.clock = history, clock
         self.log = log or logging.getLogger("zibrato.prometheus")
@@ -205,7 +205,10 @@ class PrometheusState:
             series.sum += s.get("sum", 0.0)
         if has_data:
             series.last_data = now
-        series.history.append({k: v for k, v in s.items() if k not in ("values", "sketch")})
+        history = series.history
+        history.append({k: v for k, v in s.items() if k not in ("values", "sketch")})
+        if len(history) > (self.history if series.watched else 1):
+            del history[0]
 
     def _expire(self, now: float) -> None:
         expire = self.expire
@@ -234,7 +237,7 @@ class PrometheusState:
     def _new_series(self, key: tuple, s: dict, now: float) -> Series:
         labels = self._labels(s)
         family = self._claim(s, tuple(labels.items()))
-        series = Series(key, s["type"], family, labels, len(self.bounds) + 1, self.history, now)
+        series = Series(key, s["type"], family, labels, len(self.bounds) + 1, now)
         self._families[family].series[tuple(labels.items())] = series
         return series
 
@@ -299,13 +302,11 @@ class PrometheusState:
                 add(_sample(name, labels, series.value))
             else:
                 bucket_name = name + "_bucket"
-                if series.le_labels is None:  # made once per series: scrapes reuse them
-                    series.le_labels = [{**labels, "le": le} for le in self._le_values]
                 running = 0.0
-                for le_labels, count in zip(series.le_labels[:-1], series.buckets):  # +Inf: below
+                for le, count in zip(self._le_values, series.buckets):
                     running += count
-                    add(Sample(bucket_name, le_labels, running, None, None))
-                add(Sample(bucket_name, series.le_labels[-1], series.count, None, None))
+                    add(Sample(bucket_name, {**labels, "le": le}, running, None, None))
+                add(Sample(bucket_name, {**labels, "le": "+Inf"}, series.count, None, None))
                 add(_sample(name + "_count", labels, series.count))
                 add(_sample(name + "_sum", labels, series.sum))
         return metric
@@ -314,10 +315,13 @@ class PrometheusState:
                type: str | None = None, any_source: bool = False) -> list[Series]:
         """The series named ``name`` (Zibrato's name) matching the filters given."""
         with self._lock:
-            return [series for key, series in self._series.items()
-                    if key[1] == name and (any_source or key[2] == source)
-                    and (tags is None or sorted(key[3]) == sorted(tags))
-                    and (type is None or key[0] == type)]
+            found = [series for key, series in self._series.items()
+                     if key[1] == name and (any_source or key[2] == source)
+                     and (tags is None or sorted(key[3]) == sorted(tags))
+                     and (type is None or key[0] == type)]
+            for series in found:
+                series.watched = True
+            return found
 
     def __len__(self) -> int:
         return len(self._series)

@@ -55,8 +55,9 @@ def _own_expire(func):
 @click.option("--buckets", default=None, callback=_buckets, metavar="LE,LE,...",
               help="Histogram upper bounds for timers and histograms "
                    "[default: powers of two, 2^-10 s (~1 ms) to 32 s, exact on the sketch's buckets].")
-@click.option("--history", default=5, show_default=True, type=click.IntRange(1, 1000),
-              help="Intervals kept per series for /series/<name>?offset=N.")
+@click.option("--history", default=10, show_default=True, type=click.IntRange(1, 1000),
+              help="Intervals kept for /series/<name>?offset=N, by each series once asked for "
+                   "(before that, its last one).")
 def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, history: int, verbose: bool,
             **options: object) -> None:
     """Serve the subscribed levels to Prometheus: GET /metrics (text or OpenMetrics).
