@@ -354,7 +354,7 @@ class Aggregator:
                         state[3] = high
                     state[4] += sum(values)
             elif type == "m":
-                count += self._add_summary(name, source, tags, values[0]) - n
+                count += round(self._add_summary(name, source, tags, values[0])) - n
             else:
                 self._add_other(type, name, values, source, tags, 1, None)
         return count
@@ -366,7 +366,7 @@ class Aggregator:
             raise ValueError(f"a record has 5 to 7 fields, got {len(record)}")
         type, name, values, source, tags = record[:5]
         if type == "m":
-            return self._add_summary(name, source, tags, values[0])
+            return round(self._add_summary(name, source, tags, values[0]))
         weight = record[5] if len(record) > 5 else None
         unit = record[6] if len(record) > 6 else None
         self._add_other(type, name, values, source, tags, 1 if weight is None else weight, unit)

@@ -177,7 +177,7 @@ def shard_of(type_: str, name: str, source: str | None, tags: Sequence[str],
     return zlib.crc32(series_key_text(type_, name, source, tags, unit)) % SHARDS
 
 
-def record_shard(record: Sequence) -> int:
+def record_shard(record: Sequence[Any]) -> int:
     """The shard of a wire record (a summary record is sharded as the kind it summarises)."""
     type_, name, values, source, tags = record[:5]
     unit = record[6] if len(record) > 6 else None
@@ -361,7 +361,7 @@ _SUMMARY_NUMBERS = {COUNTER: ("sum", "count"), GAUGE: ("last", "time", "count", 
                     TIMER: ("sum_squares",), HISTOGRAM: ("sum_squares",), SET: ()}
 
 
-def _check_summary(name: str, values: tuple) -> None:
+def _check_summary(name: str, values: tuple[Any, ...]) -> None:
     """A summary record's one value: a map with its kind, interval and mergeable state."""
     if len(values) != 1 or values[0].__class__ is not dict:
         raise ProtocolError(f"{_short(name)}: a summary record carries exactly one map")
@@ -369,7 +369,7 @@ def _check_summary(name: str, values: tuple) -> None:
     kind = summary.get("kind")
     if kind not in SUMMARY_KINDS:
         raise ProtocolError(f"{_short(name)}: unknown summary kind {_short(kind)}")
-    start, end = summary.get("start"), summary.get("end")
+    start, end = summary.get("start", math.nan), summary.get("end", math.nan)
     if not (_is_number(start) and _is_number(end) and start < end):
         raise ProtocolError(f"{_short(name)}: a summary needs a finite start before its end")
     for key in _SUMMARY_NUMBERS[kind]:

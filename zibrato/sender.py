@@ -33,10 +33,11 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 import zmq
+
 # Tracked frames need pyzmq's collector thread, which stops at interpreter exit from an
 # atexit hook registered when this module is imported: imported here, before the client
 # registers its own exit flush, so that flush runs first (atexit runs hooks last-in first-out).
-import zmq.utils.garbage  # noqa: F401
+import zmq.utils.garbage
 
 from . import protocol
 from .curve import ClientKeys
