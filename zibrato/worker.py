@@ -516,6 +516,7 @@ class Worker:
                    "backlog": self.delivery.backlog, "dropped_intervals": q["dropped_intervals"],
                    "cut_off_intervals": q["cut_off_intervals"], "late_flushes": s.late_flushes,
                    "non_finite_dropped": f["non_finite_dropped"],
+                   "late_summaries": self.aggregator.late_summaries,
                    "flush_lag": s.lag}
         keys = getattr(self.destination, "self_figures", ())
         own = self.destination.figures() if keys else {}
