@@ -304,3 +304,31 @@ def test_a_forwarder_sends_the_time_of_each_gauge_s_last_value():
     interval = Interval(100.0, 110.0, levels.flush(110.0, 10.0))
     record = summary_record(interval.summaries[0], 100.0, 110.0, None)
     assert (record[2][0]["last"], record[2][0]["time"], record[2][0]["count"]) == (4, 105.5, 2)
+
+
+def test_a_worker_holds_intervals_open_once_summaries_arrive():
+    """Before any summary, a boundary flushes at once; after one, the interval waits for its lateness."""
+    from zibrato.destination import Destination
+    from zibrato.worker import Worker
+
+    class Nowhere(Destination):
+        name = "nowhere"
+
+    now = [100.0]
+    worker = Worker(Nowhere(), flush_interval=10.0, lateness=3.0, clock=lambda: now[0], self_level=None)
+    worker.ingest(protocol.encode("info", 95.0, [("c", "raw", (1,), None, ())]))
+    assert worker.close_interval(90.0, 100.0) is not None  # no summary yet: flushed on the boundary
+    summary = {"kind": "c", "start": 100.0, "end": 110.0, "sum": 5, "count": 5}
+    worker.ingest(protocol.encode("info", 109.0, [("m", "hits", (summary,), "h1", ())], 3))
+    now[0] = 110.0
+    assert worker.close_interval(100.0, 110.0) is None  # held for summaries still on their way
+    worker.ingest(protocol.encode("info", 110.5, [("m", "hits", (summary,), "h2", ())], 3))
+    worker.ingest(protocol.encode("info", 110.6, [("c", "raw", (1,), None, ())]))  # raw: the next interval
+    now[0] = 113.0
+    held = worker.flush_held()
+    assert {(s["name"], s["source"]) for s in held.summaries} == {("hits", "h1"), ("hits", "h2")}
+    assert worker.figures()["late_summaries"] == 0 and worker.figures()["summaries_merged"] == 2
+    worker.ingest(protocol.encode("info", 113.5, [("m", "hits", (summary,), "h3", ())], 3))  # too late
+    assert worker.figures()["late_summaries"] == 1
+    final = worker.flush(110.0, 120.0)
+    assert {(s["name"], s["source"]) for s in final.summaries} == {("raw", None), ("hits", "h3")}
