@@ -5,6 +5,7 @@ forward to a global broker with a console worker and a statsd worker.
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -80,12 +81,18 @@ def test_global_totals_are_exact_and_percentiles_equal_one_worker_over_all_the_d
         assert figures["dropped_intervals"] == 0 and figures["forwarded_summaries"] > 0
 
 
-def test_the_global_tier_away_for_several_flushes_loses_nothing(tier):
+@pytest.mark.parametrize("outage", [
+    3.5,
+    pytest.param(30.0, marks=pytest.mark.skipif(not os.environ.get("ZIBRATO_SLOW_TESTS"),
+                                                 reason="the 30 s outage runs with ZIBRATO_SLOW_TESTS=1")),
+])
+def test_the_global_tier_away_for_several_flushes_loses_nothing(tier, outage):
     """Kill the global broker (SIGKILL), stop its workers; the hosts keep producing; bring it back.
 
     The outage lasts several host flush intervals (1 s each): each forwarder's
     backlog and retries are what carry it, whatever its length up to the
-    backlog's 15 minutes.
+    backlog's 15 minutes. The 30 s variant (the issue's figure) is SLOW: it
+    runs only with ZIBRATO_SLOW_TESTS=1.
     """
     tier, hosts = tier
     sent = {h.name: 0 for h in hosts}
@@ -104,7 +111,7 @@ def test_the_global_tier_away_for_several_flushes_loses_nothing(tier):
                message="mid-way between the hosts' flushes")
     tier.kill()
     outage_started = time.monotonic()
-    while time.monotonic() - outage_started < 3.5:  # the workload goes on for 3+ host flushes
+    while time.monotonic() - outage_started < outage:  # the workload goes on for 3+ host flushes
         produce(25)
         time.sleep(0.25)
     wait_until(lambda: all(h.status()["failed_attempts"] > 0 for h in hosts), timeout=10,

@@ -219,11 +219,24 @@ class LevelAggregators:
     def __init__(self, make: Callable[[], Aggregator]) -> None:
         self._make = make
         self.by_level: dict[str, Aggregator] = {}
+        self._current_start: float | None = None
+
+    @property
+    def current_start(self) -> float | None:
+        return self._current_start
+
+    @current_start.setter
+    def current_start(self, start: float | None) -> None:
+        """Where the current interval starts, for every level (see Aggregator.current_start)."""
+        self._current_start = start
+        for aggregator in self.by_level.values():
+            aggregator.current_start = start
 
     def level(self, level: str) -> Aggregator:
         aggregator = self.by_level.get(level)
         if aggregator is None:
             aggregator = self.by_level[level] = self._make()
+            aggregator.current_start = self._current_start
             held = self.held
             if held is not None:  # summaries of the interval held open join it here too
                 aggregator.hold(*held)
@@ -244,12 +257,14 @@ class LevelAggregators:
         return out
 
     def flush(self, time: float, interval: float) -> list[dict]:
+        self._current_start = time
         return self._each("flush", time, interval)
 
     _held: tuple[float, float] | None = None
 
     def hold(self, start: float, end: float) -> None:
         self._held = (start, end)
+        self._current_start = end
         for aggregator in self.by_level.values():
             aggregator.hold(start, end)
 

@@ -253,6 +253,8 @@ class Worker:
         stopped = None
         try:
             self.schedule.start()
+            # summaries of intervals that ended before this worker's first one are late
+            self.aggregator.current_start = self.schedule.interval_start
             self._receive_until(stop, sub, monitor)
             # The stop budget counts from the signal: receiving what is queued is part of it.
             stopped = time.monotonic()
