@@ -47,6 +47,7 @@ setup(
             "zibrato-graphite = zibrato.cli.graphite:main",
             "zibrato-influxdb = zibrato.cli.influxdb:main",
             "zibrato-web = zibrato.cli.web:main",
+            "zibrato-forward = zibrato.cli.forward:main",
             "zibrato-otlp = zibrato.cli.otlp:main",
             "zibrato-prometheus = zibrato.cli.prometheus:main",
         ],

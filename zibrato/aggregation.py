@@ -210,7 +210,8 @@ class Aggregator:
                  max_exact: int = DEFAULT_MAX_EXACT, relative_error: float = DEFAULT_RELATIVE_ERROR,
                  max_buckets: int = DEFAULT_MAX_BUCKETS, set_max_exact: int = DEFAULT_SET_MAX_EXACT,
                  expire: float | str | Mapping[str, float] | None = 0, keep_values: bool = False,
-                 include_interval: bool = False, max_samples: int | None = None) -> None:
+                 include_interval: bool = False, max_samples: int | None = None,
+                 values_up_to: int = 0) -> None:
         if max_samples is not None:  # its name before sketches (the reservoir's size)
             max_exact = max_samples
         for what, number in (("max_exact", max_exact), ("set_max_exact", set_max_exact)):
@@ -237,10 +238,21 @@ class Aggregator:
         self.keep_values = keep_values
         #: every summary also carries ``"interval"``, the seconds it covers
         self.include_interval = include_interval
+        #: exact timer and histogram summaries of at most this many values also carry ``"values"``
+        #: (a forwarder sends those rather than a sketch: fewer bytes, and exact upstream)
+        self.values_up_to = values_up_to
         #: summaries dropped because they held a non-finite number, and the latest such series
         self.non_finite_dropped = 0
         self.last_non_finite: list[str] = []
         self._series: dict[tuple, Any] = {}
+        #: summaries (protocol 1.2 "m" records) merged, and those that came after their interval
+        #: was flushed (merged into the current one instead; see "Summaries" above)
+        self.summaries_merged = 0
+        self.late_summaries = 0
+        #: the interval held open for late summaries: (start, end, series), or None
+        self._held: tuple[float, float, dict] | None = None
+        #: where the current interval starts (a summary ending before it is late); None: unknown
+        self.current_start: float | None = None
         #: series key -> (end of its last interval with data, its gauge's last value): for expiry
         self._seen: dict[tuple, tuple[float, float | None]] = {}
         self._packers: dict[int, Callable[..., bytes]] = {}
@@ -341,6 +353,8 @@ class Aggregator:
                     if high > state[3]:
                         state[3] = high
                     state[4] += sum(values)
+            elif type == "m":
+                count += round(self._add_summary(name, source, tags, values[0])) - n
             else:
                 self._add_other(type, name, values, source, tags, 1, None)
         return count
@@ -351,6 +365,8 @@ class Aggregator:
         if not 5 <= len(record) <= 7:
             raise ValueError(f"a record has 5 to 7 fields, got {len(record)}")
         type, name, values, source, tags = record[:5]
+        if type == "m":
+            return round(self._add_summary(name, source, tags, values[0]))
         weight = record[5] if len(record) > 5 else None
         unit = record[6] if len(record) > 6 else None
         self._add_other(type, name, values, source, tags, 1 if weight is None else weight, unit)
@@ -392,6 +408,135 @@ class Aggregator:
             raise ValueError(f"unknown measurement type {type!r} (expected one of "
                              f"{', '.join(repr(code) for code in TYPE_NAMES)})")
 
+    # --- summaries from forwarders (protocol 1.2) ------------------------------------
+
+    def add_summary(self, name: str, source: str | None, tags: tuple[str, ...], summary: Mapping) -> float:
+        """Merge one series' interval summary (a "m" record's map, already validated).
+
+        Returns the observations it stands for. It goes into the interval it
+        belongs to (its ``end``): the held one (:meth:`hold`) when it ends
+        inside it, the current one otherwise; one that ends before both is
+        late, counted in :attr:`late_summaries`, and merged into the current.
+        """
+        return self._add_summary(name, source, tags, summary)
+
+    def _add_summary(self, name: str, source: str | None, tags: tuple, summary: Mapping) -> float:
+        series = self._series_for(summary["end"])
+        kind = summary["kind"]
+        key = (kind, name, source, tuple(tags))
+        if kind == "h":
+            key += (summary.get("unit"),)
+        state = series.get(key)
+        self.summaries_merged += 1
+        if kind == "c":
+            total, count = summary["sum"], summary["count"]
+            if state is None:
+                series[key] = [total, count]
+            else:
+                state[0] += total
+                state[1] += count
+            return count
+        if kind == "g":
+            return self._merge_gauge(series, key, state, summary)
+        if kind == "s":
+            incoming = SetSketch.from_dict(summary["sketch"], max_exact=self.set_max_exact)
+            if state is None:
+                state = series[key] = SetSketch(max_exact=self.set_max_exact)
+            state.merge(incoming)
+            return 0
+        values = summary.get("values")
+        if values is not None:  # a source's few exact values: they stay exact here too
+            current, self._series = self._series, series
+            try:
+                self._add_other(kind, name, values, source, tuple(tags), 1, summary.get("unit"))
+            finally:
+                self._series = current
+            return len(values)
+        sketch = Sketch.from_dict(summary["sketch"], max_buckets=self.max_buckets)
+        if not sketch.count:
+            return 0
+        if state is None or state.__class__ is array:
+            state = series[key] = self._start_sketch(state if state is not None else array("d"))
+        state.merge(sketch)
+        state.squares += summary["sum_squares"]
+        return sketch.count
+
+    @staticmethod
+    def _merge_gauge(series: dict, key: tuple, state: list | None, summary: Mapping) -> float:
+        """Counts, sums and extremes add up; the last value is the one with the latest time.
+
+        A gauge state built from raw values has no time (5 fields): what this
+        worker received itself is newer than any source's finished interval,
+        so a summary never replaces its last value.
+        """
+        last, when, count = summary["last"], summary["time"], summary["count"]
+        low, high, total = summary["min"], summary["max"], summary["sum"]
+        if state is None:
+            series[key] = [last, count, low, high, total, when]
+            return count
+        state[1] += count
+        if low < state[2]:
+            state[2] = low
+        if high > state[3]:
+            state[3] = high
+        state[4] += total
+        if len(state) > 5 and when >= state[5]:
+            state[0], state[5] = last, when
+        return count
+
+    def stamp_gauges(self, records: Iterable[Sequence], time: float) -> None:
+        """Note ``time`` as when the gauges among ``records`` (just added) took their last value.
+
+        A forwarder calls it with each message's time, so that the gauge
+        summaries it sends carry ``last_time`` and the latest value wins
+        upstream.
+        """
+        series = self._series
+        for record in records:
+            if record[0] == "g":
+                state = series.get(("g", record[1], record[3], record[4]))
+                if state is not None:
+                    if len(state) > 5:
+                        state[5] = time
+                    else:
+                        state.append(time)
+
+    def _series_for(self, end: float) -> dict:
+        """The series dict a summary for the interval ending at ``end`` belongs in."""
+        held = self._held
+        if held is not None and held[0] < end <= held[1]:
+            return held[2]
+        start = held[0] if held is not None else self.current_start
+        if start is not None and end <= start:
+            self.late_summaries += 1
+        return self._series
+
+    def hold(self, start: float, end: float) -> None:
+        """End the current interval but keep it open for summaries still on their way.
+
+        Raw measurements from now on go into the next interval; summaries of
+        this one (their ``end`` in (start, end]) still join it until
+        :meth:`flush_held`. At most one interval is held.
+        """
+        if self._held is not None:
+            raise RuntimeError("an interval is already held: flush it first")
+        self._held = (start, end, self._series)
+        self._series = {}
+        self.current_start = end
+
+    @property
+    def held(self) -> tuple[float, float] | None:
+        """(start, end) of the interval held for late summaries, or None."""
+        return None if self._held is None else self._held[:2]
+
+    def flush_held(self) -> list[dict]:
+        """Summaries of the held interval (see :meth:`hold`); then nothing is held."""
+        if self._held is None:
+            return []
+        start, end, series = self._held
+        self._held = None
+        return self.flush(end, max(end - start, 1e-6), series=series)
+
     def _packer(self, n: int) -> Callable[..., bytes]:
         """A function packing n numbers as doubles, for array.frombytes (one C call a record)."""
         pack = struct.Struct(f"{n}d").pack
@@ -409,7 +554,7 @@ class Aggregator:
 
     # --- flush ----------------------------------------------------------------------
 
-    def flush(self, time: float, interval: float) -> list[dict]:
+    def flush(self, time: float, interval: float, series: dict | None = None) -> list[dict]:
         """Summaries of everything added since the last flush (and of idle series not yet
         expired), sorted; then start empty.
 
@@ -420,7 +565,9 @@ class Aggregator:
         """
         if not interval > 0:
             raise ValueError(f"flush interval must be positive, got {interval!r}")
-        series, self._series = self._series, {}
+        if series is None:
+            series, self._series = self._series, {}
+            self.current_start = time
         stamp = {"time": time, "interval": interval} if self.include_interval else {"time": time}
         idle = self._idle_keys(series, time)
         summaries = []
@@ -461,8 +608,11 @@ class Aggregator:
             value, count = state
             return {"value": float(value), "count": count, "rate": value / interval}
         if type_ == "g":
-            last, count, low, high, total = state
-            return {"value": last, "count": count, "min": low, "max": high, "sum": total}
+            last, count, low, high, total = state[:5]
+            stats = {"value": last, "count": count, "min": low, "max": high, "sum": total}
+            if len(state) > 5:  # merged from summaries: when the last value was taken
+                stats["last_time"] = state[5]
+            return stats
         if type_ == "s":
             return {"value": state.count, "exact": state.exact, "sketch": state.to_dict()}
         if state.__class__ is array:
@@ -506,7 +656,7 @@ class Aggregator:
             summary[key] = ordered[min(max(-(-num * count // den), 1), count) - 1]
         summary["exact"] = True
         summary["sketch"] = sketch.to_dict()
-        if self.keep_values:
+        if self.keep_values or count <= self.values_up_to:
             summary["values"] = state
         return summary
 

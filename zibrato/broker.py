@@ -26,6 +26,7 @@ import time
 
 import zmq
 
+from .curve import ServerAuth, warn_if_exposed
 from .protocol import MAX_MESSAGE_SIZE
 from .runtime import answer_status, bind_status, describe_bind_error
 
@@ -49,15 +50,20 @@ class Broker:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5550, *, status_port: int | None = None,
                  hwm: int = DEFAULT_HWM, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 startup_grace: float = 1.0, drain_seconds: float = 1.0, linger: float = 3.0) -> None:
+                 startup_grace: float = 1.0, drain_seconds: float = 1.0, linger: float = 3.0,
+                 curve: ServerAuth | None = None) -> None:
         self.host, self.port, self.status_port = host, port, status_port
         self.hwm, self.max_message_size = hwm, max_message_size
         self.startup_grace, self.drain_seconds, self.linger = startup_grace, drain_seconds, linger
         self.started = time.time()
         self.drained = 0
+        self.proxy_resumed = 0  # see _proxy
         self.control_timeout = 1.0  # seconds a status request waits for the proxy's counters
         self._context = zmq.Context(io_threads=1)
         self._ready = threading.Event()
+        #: CURVE on both the client (PULL) and the worker (PUB) side: keys checked by ZAP
+        self.curve = curve
+        self._next_reload_check = 0.0
 
     @property
     def pull_endpoint(self) -> str:
@@ -70,6 +76,9 @@ class Broker:
     def run(self, stop: threading.Event) -> None:
         """Forward until ``stop`` is set; raise BrokerError if a port cannot be bound."""
         context = self._context
+        warn_if_exposed(self.host, self.curve is not None, "the broker")
+        if self.curve is not None:
+            self.curve.start(context)  # the ZAP handler must exist before a CURVE socket binds
         pub = self._bind(zmq.PUB, self.pub_endpoint, zmq.SNDHWM)
         status = self._bind_status()
         try:
@@ -98,6 +107,8 @@ class Broker:
             if status is not None:
                 status.close(linger=0)
             pub.close(linger=int(self.linger * 1000))
+            if self.curve is not None:
+                self.curve.stop()
             context.term()
             log.info("broker stopped")
 
@@ -113,6 +124,8 @@ class Broker:
         socket.setsockopt(zmq.LINGER, 0)
         for option, value in (options or {}).items():
             socket.setsockopt(option, value)
+        if self.curve is not None:
+            self.curve.apply(socket)
         try:
             socket.bind(endpoint)
         except zmq.ZMQError as error:
@@ -138,12 +151,20 @@ class Broker:
         return requests
 
     def _proxy(self, pull: zmq.Socket, pub: zmq.Socket, control: zmq.Socket) -> None:
-        try:
-            zmq.proxy_steerable(pull, pub, None, control)
-        except zmq.ContextTerminated:
-            pass
-        except zmq.ZMQError as error:  # pragma: no cover - libzmq failure, not bad input
-            log.error("proxy stopped: %s", error)
+        while True:
+            try:
+                zmq.proxy_steerable(pull, pub, None, control)
+            except zmq.ContextTerminated:
+                pass
+            except zmq.Again:
+                # libzmq 4.3's proxy gives up when a socket polled readable has nothing to read
+                # (a wake-up from a handshake, seen with CURVE clients connecting): resume it.
+                self.proxy_resumed += 1
+                log.debug("proxy woke with nothing to read; resumed (%d times)", self.proxy_resumed)
+                continue
+            except zmq.ZMQError as error:  # pragma: no cover - libzmq failure, not bad input
+                log.error("proxy stopped: %s", error)
+            return
 
     def _serve_until(self, stop: threading.Event, status: zmq.Socket | None,
                      requests: zmq.Socket, proxy: threading.Thread) -> None:
@@ -153,13 +174,25 @@ class Broker:
         while not stop.is_set() and proxy.is_alive():
             if poller.poll(100) and status is not None:
                 answer_status(status, lambda: self.figures(requests, proxy))
+            self._reload_keys()
         if not proxy.is_alive():
             log.error("proxy thread ended unexpectedly")
+
+    def _reload_keys(self) -> None:
+        """Reload the allowed client keys when their directory changed (checked every second)."""
+        if self.curve is None or time.monotonic() < self._next_reload_check:
+            return
+        self._next_reload_check = time.monotonic() + 1.0
+        try:
+            self.curve.check_reload()
+        except Exception as error:  # a key directory that went away must not stop the broker
+            log.error("cannot reload the CURVE client keys: %s", error)
 
     def figures(self, requests: zmq.Socket, proxy: threading.Thread) -> dict:
         """What `zibrato status` shows: libzmq's own message counters."""
         stats = self._proxy_statistics(requests)
-        return {
+        curve = self.curve.figures() if self.curve is not None else {"curve": False}
+        return {**curve,
             "role": "broker",
             "pull": self.pull_endpoint,
             "pub": self.pub_endpoint,

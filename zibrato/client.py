@@ -36,6 +36,7 @@ import zmq
 
 from . import protocol
 from .instruments import Block, Counter, Timer, _Instrument
+from .curve import ENV_SECRET_KEY, ENV_SERVER_KEY, ClientKeys
 from .protocol import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
 from .sender import MAX_CAPACITY, Buffer, Publisher, Sender, Tally, Transport, ZmqTransport
 
@@ -73,6 +74,14 @@ class Zibrato:
     for queued messages to reach the broker. ``transport`` replaces the
     ZeroMQ socket (``zibrato.testing.MemoryTransport`` keeps measurements in
     memory).
+
+    CURVE (encrypted, authenticated link to a broker started with
+    ``--curve-secret-key``): ``curve_secret_key`` is this client's
+    ``NAME.key_secret`` file and ``curve_server_key`` the broker's public
+    ``.key`` file (or ``$ZIBRATO_CURVE_SECRET_KEY`` / ``$ZIBRATO_CURVE_SERVER_KEY``);
+    paths, never key values. ``shards=True`` (or ``$ZIBRATO_SHARDS=1``) puts
+    each series' shard in the frame, so that a level can be spread over
+    several workers (``--shard K/N``; docs/PROTOCOL.md, "Shards").
     """
 
     def __init__(
@@ -91,6 +100,10 @@ class Zibrato:
         max_queue: int = 100_000,
         max_buffer_bytes: int = 64 * 1024 * 1024,
         transport: Transport | None = None,
+        curve_secret_key: str | os.PathLike | None = None,
+        curve_server_key: str | os.PathLike | None = None,
+        shards: bool | None = None,
+        curve_keys: ClientKeys | None = None,
     ) -> None:
         self.host = host or os.environ.get("ZIBRATO_HOST") or DEFAULT_HOST
         self.port = _port(port if port is not None else os.environ.get("ZIBRATO_PORT") or DEFAULT_PORT)
@@ -104,7 +117,14 @@ class Zibrato:
         self.interval, self.hwm, self.batch, self.linger = interval, hwm, batch, linger
         self.max_message_size, self.max_queue, self.max_buffer_bytes = \
             max_message_size, max_queue, max_buffer_bytes
-        self._transport = transport or ZmqTransport(self.endpoint, hwm, linger, max_buffer_bytes, context)
+        if curve_keys is None:
+            curve_keys = ClientKeys.from_options(
+                curve_secret_key or os.environ.get(ENV_SECRET_KEY) or None,
+                curve_server_key or os.environ.get(ENV_SERVER_KEY) or None)
+        #: shard each series (protocol 1.2) so that N workers can share a level (``--shard K/N``)
+        self.shards = _flag(os.environ.get("ZIBRATO_SHARDS")) if shards is None else bool(shards)
+        self._transport = transport or ZmqTransport(self.endpoint, hwm, linger, max_buffer_bytes, context,
+                                                    curve=curve_keys)
         self._buffer = Buffer(max_queue, self._install_recorder)
         self._tally = Tally()
         self._series_cache: dict[tuple, Series] = {}
@@ -342,10 +362,12 @@ class Zibrato:
                 self._drop(item)
                 return
             if self._transport.synchronous:
-                self._publisher = Publisher(self._transport, self._tally, self.batch, self.max_message_size)
+                self._publisher = Publisher(self._transport, self._tally, self.batch, self.max_message_size,
+                                          shards=self.shards)
                 self._record = self._publish_now
             elif self._sender is None:
-                publisher = Publisher(self._transport, self._tally, self.batch, self.max_message_size)
+                publisher = Publisher(self._transport, self._tally, self.batch, self.max_message_size,
+                                          shards=self.shards)
                 sender = Sender(self._buffer, publisher, self.interval, self.linger)
                 try:
                     sender.start()
@@ -374,7 +396,7 @@ class Zibrato:
 
     def _divert(self, transport: Transport) -> Callable[[], None]:
         """Send what is recorded from now on to ``transport`` (synchronous); return the undo."""
-        publisher = Publisher(transport, Tally(), self.batch, self.max_message_size)
+        publisher = Publisher(transport, Tally(), self.batch, self.max_message_size, shards=self.shards)
         lock = threading.Lock()
 
         def publish_there(item: tuple) -> None:
@@ -406,6 +428,11 @@ class Zibrato:
 
 
 # --- validation ------------------------------------------------------------
+
+def _flag(value: str | None) -> bool:
+    """An environment flag: 1, true, yes, on (any case) are true."""
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
 
 def _port(value: object) -> int:
     try:

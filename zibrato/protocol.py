@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from typing import Any, NamedTuple, Sequence
 
 import msgpack
@@ -39,7 +40,14 @@ VERSION = 1
 COUNTER, GAUGE, TIMER = "c", "g", "t"
 #: protocol 1.1 kinds (docs/PROTOCOL.md): a distribution of any quantity, and unique members
 HISTOGRAM, SET = "h", "s"
-TYPES = frozenset((COUNTER, GAUGE, TIMER, HISTOGRAM, SET))
+#: protocol 1.2 (docs/PROTOCOL.md): a mergeable summary of one series over one interval (forwarders)
+SUMMARY = "m"
+TYPES = frozenset((COUNTER, GAUGE, TIMER, HISTOGRAM, SET, SUMMARY))
+#: the kinds a summary record may summarise
+SUMMARY_KINDS = frozenset((COUNTER, GAUGE, TIMER, HISTOGRAM, SET))
+#: protocol 1.2 shards: a sharded frame is ``level 0x00 0x00 <shard byte> payload``
+SHARDS = 64
+SHARD_MARK = b"\x00"
 #: protocol 1.0 kinds (what a receiver that predates 1.1 knows)
 TYPES_1_0 = frozenset((COUNTER, GAUGE, TIMER))
 TYPE_NAMES = {COUNTER: "counter", GAUGE: "gauge", TIMER: "timer", HISTOGRAM: "histogram", SET: "set"}
@@ -137,15 +145,60 @@ class Batch(NamedTuple):
     records: Sequence[Record]  # a list from decode(), the decoded tuple from decode_plain()
 
 
-def topic(level: str) -> bytes:
-    """The leading bytes that a subscriber to ``level`` (and only it) matches."""
-    return level.encode("utf-8") + LEVEL_TERMINATOR
+def topic(level: str, shard: int | None = None) -> bytes:
+    """The leading bytes that a subscriber to ``level`` (and only it) matches.
+
+    With ``shard`` (0 to :data:`SHARDS` - 1), the bytes of that shard of the
+    level only: ``level 0x00 0x00 <shard>``. A subscriber to the bare level
+    still receives every shard.
+    """
+    if shard is None:
+        return level.encode("utf-8") + LEVEL_TERMINATOR
+    return level.encode("utf-8") + LEVEL_TERMINATOR + SHARD_MARK + bytes((shard,))
 
 
-def encode(level: str, time: float, records: Sequence[Sequence[Any]]) -> bytes:
-    """One message for ``records`` (sequences shaped like :class:`Record`)."""
+#: the first byte of every payload (a msgpack array of 3): what a subscriber to unsharded
+#: messages of a level matches after the terminator
+UNSHARDED_MARK = b"\x93"
+
+
+def series_key_text(type_: str, name: str, source: str | None, tags: Sequence[str],
+                    unit: str | None = None) -> bytes:
+    """The bytes a series is hashed on (its identity: type, name, source, tags, unit)."""
+    return "\x1f".join((type_, name, source or "", "\x1e".join(tags), unit or "")).encode("utf-8", "replace")
+
+
+def shard_of(type_: str, name: str, source: str | None, tags: Sequence[str],
+             unit: str | None = None) -> int:
+    """The stable shard (0 to :data:`SHARDS` - 1) of a series: CRC-32 of its identity.
+
+    The same in every process and every Python (not ``hash()``, which is salted).
+    """
+    return zlib.crc32(series_key_text(type_, name, source, tags, unit)) % SHARDS
+
+
+def record_shard(record: Sequence[Any]) -> int:
+    """The shard of a wire record (a summary record is sharded as the kind it summarises)."""
+    type_, name, values, source, tags = record[:5]
+    unit = record[6] if len(record) > 6 else None
+    if type_ == SUMMARY:
+        summary = values[0]
+        type_, unit = summary.get("kind"), summary.get("unit")
+    return shard_of(type_, name, source, tags, unit if type_ == HISTOGRAM else None)
+
+
+def encode(level: str, time: float, records: Sequence[Sequence[Any]], shard: int | None = None) -> bytes:
+    """One message for ``records`` (sequences shaped like :class:`Record`), sharded if asked."""
     payload: bytes = msgpack.packb([VERSION, time, records], use_bin_type=True)
-    return topic(level) + payload
+    return topic(level, shard) + payload
+
+
+def frame_shard(frame: bytes) -> int | None:
+    """The shard a frame carries, or None for an unsharded (protocol 1.0/1.1) frame; no decoding."""
+    cut = frame.find(LEVEL_TERMINATOR)
+    if cut < 0 or frame[cut + 1:cut + 2] != SHARD_MARK or len(frame) < cut + 3:
+        return None
+    return frame[cut + 2]
 
 
 def decode(frame: bytes) -> Batch:
@@ -177,6 +230,10 @@ def _validated_batch(frame: bytes) -> tuple[str, float, Any]:
     level_bytes, sep, payload = bytes(frame).partition(LEVEL_TERMINATOR)
     if not sep:
         raise ProtocolError("no level terminator")
+    if payload[:1] == SHARD_MARK:  # protocol 1.2: a sharded frame
+        if len(payload) < 2 or payload[1] >= SHARDS:
+            raise ProtocolError(f"bad shard: a byte below {SHARDS} must follow the shard mark")
+        payload = payload[2:]
     try:
         level = level_bytes.decode("utf-8")
         body = msgpack.unpackb(payload, use_list=False, raw=False, strict_map_key=True)
@@ -232,6 +289,8 @@ def _validated_records(records: tuple[Any, ...]) -> tuple[Any, ...]:
             raise ProtocolError(f"{name}: values must be a non-empty array")
         if type_ == SET:
             _check_members(name, values)
+        elif type_ == SUMMARY:
+            _check_summary(name, values)
         else:
             try:
                 finite = _isfinite(_sum(values))
@@ -298,6 +357,51 @@ def _check_members(name: str, members: tuple[Any, ...]) -> None:
 
 
 _isfinite = math.isfinite
+_SUMMARY_NUMBERS = {COUNTER: ("sum", "count"), GAUGE: ("last", "time", "count", "min", "max", "sum"),
+                    TIMER: ("sum_squares",), HISTOGRAM: ("sum_squares",), SET: ()}
+
+
+def _check_summary(name: str, values: tuple[Any, ...]) -> None:
+    """A summary record's one value: a map with its kind, interval and mergeable state."""
+    if len(values) != 1 or values[0].__class__ is not dict:
+        raise ProtocolError(f"{_short(name)}: a summary record carries exactly one map")
+    summary = values[0]
+    kind = summary.get("kind")
+    if kind not in SUMMARY_KINDS:
+        raise ProtocolError(f"{_short(name)}: unknown summary kind {_short(kind)}")
+    start, end = summary.get("start", math.nan), summary.get("end", math.nan)
+    if not (_is_number(start) and _is_number(end) and start < end):
+        raise ProtocolError(f"{_short(name)}: a summary needs a finite start before its end")
+    for key in _SUMMARY_NUMBERS[kind]:
+        if not _is_number(summary.get(key)):
+            raise ProtocolError(f"{_short(name)}: summary field {key!r} must be a finite number")
+    unit = summary.get("unit")
+    if unit is not None and (kind != HISTOGRAM or unit.__class__ is not _STR or not UNIT_PATTERN.match(unit)):
+        raise ProtocolError(f"{_short(name)}: only a histogram summary carries a unit, "
+                            "1-64 characters of A-Za-z0-9_./%-")
+    if kind in (TIMER, HISTOGRAM) and "values" in summary:  # few values: forwarded as they are
+        values = summary["values"]
+        if values.__class__ is not _TUPLE or not values or not _all_finite_numbers(values):
+            raise ProtocolError(f"{_short(name)}: summary values must be a non-empty array of finite numbers")
+    elif kind in (TIMER, HISTOGRAM, SET):
+        _check_summary_sketch(name, kind, summary.get("sketch"))
+
+
+def _check_summary_sketch(name: str, kind: str, sketch: object) -> None:
+    from .sketch import SetSketch, Sketch  # here: the hot path never needs it
+    if sketch.__class__ is not dict:
+        raise ProtocolError(f"{_short(name)}: a {TYPE_NAMES[kind]} summary needs a sketch map")
+    try:
+        if kind == SET:
+            SetSketch.from_dict(sketch)
+        else:
+            parsed = Sketch.from_dict(sketch)
+            numbers = (parsed.count, parsed.sum, parsed.zero_count) + \
+                ((parsed.min, parsed.max) if parsed.count else ())
+            if not all(_is_number(n) for n in numbers) or parsed.count < 0:
+                raise ValueError("count, sum, min and max must be finite numbers")
+    except (ValueError, OverflowError) as error:
+        raise ProtocolError(f"{_short(name)}: bad sketch in summary ({error})") from None
 
 
 def _all_finite_numbers(values: tuple[Any, ...]) -> bool:

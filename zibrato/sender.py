@@ -34,12 +34,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 
 import zmq
+
 # Tracked frames need pyzmq's collector thread, which stops at interpreter exit from an
 # atexit hook registered when this module is imported: imported here, before the client
 # registers its own exit flush, so that flush runs first (atexit runs hooks last-in first-out).
-import zmq.utils.garbage  # noqa: F401
+import zmq.utils.garbage
 
 from . import protocol
+from .curve import ClientKeys
 
 __all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender"]
 
@@ -237,8 +239,10 @@ class ZmqTransport(Transport):
     """
 
     def __init__(self, endpoint: str, hwm: int, linger: float, max_bytes: int,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, curve: ClientKeys | None = None) -> None:
         self.endpoint, self.hwm, self.linger, self.max_bytes = endpoint, hwm, linger, max_bytes
+        #: CURVE keys (zibrato.curve): the broker is then a CURVE server that checks this client's key
+        self.curve = curve
         self._given_context = context
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
@@ -258,6 +262,8 @@ class ZmqTransport(Transport):
             socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             socket.setsockopt(zmq.LINGER, int(self.linger * 1000))
             socket.copy_threshold = 0  # every frame zero-copy, so that every frame is tracked
+            if self.curve is not None:
+                self.curve.apply(socket)
             socket.connect(self.endpoint)
             self._socket = socket
         except Exception as error:  # a bad host string, no file descriptors left...
@@ -318,7 +324,7 @@ class ZmqTransport(Transport):
 
     def fork_child(self) -> "ZmqTransport":
         """A context made before fork is unusable in the child: a fresh transport of its own."""
-        return ZmqTransport(self.endpoint, self.hwm, self.linger, self.max_bytes)
+        return ZmqTransport(self.endpoint, self.hwm, self.linger, self.max_bytes, curve=self.curve)
 
     def _forget_written(self) -> None:
         held = self._held
@@ -336,9 +342,12 @@ class ZmqTransport(Transport):
 class Publisher:
     """Groups, splits, encodes and sends; counts every measurement as sent or dropped."""
 
-    def __init__(self, transport: Transport, tally: Tally, batch: int, max_message_size: int) -> None:
+    def __init__(self, transport: Transport, tally: Tally, batch: int, max_message_size: int,
+                 shards: bool = False) -> None:
         self.transport, self.tally = transport, tally
         self.batch, self.max_message_size = batch, max_message_size
+        #: put each series' shard in the frame (protocol 1.2), for levels spread over N workers
+        self.shards = shards
 
     def publish(self, items: Iterable[tuple]) -> None:
         """Send ``(series, value)`` items: one record per series, one message per level."""
@@ -375,8 +384,13 @@ class Publisher:
         if not grouped:
             return
         now = time.time()
-        frames = [framed for level, records, size in messages(grouped, self.batch)
-                  for framed in self._encode(level, now, records, size)]
+        if self.shards:  # one message per (level, shard)
+            batches = [(level, shard, records, size)
+                       for (level, shard), records, size in messages(_by_shard(grouped), self.batch)]
+        else:
+            batches = [(level, None, records, size) for level, records, size in messages(grouped, self.batch)]
+        frames = [framed for level, shard, records, size in batches
+                  for framed in self._encode(level, now, records, size, shard)]
         last = len(frames) - 1
         send, tally = self.transport.send, self.tally
         for index, (frame, size) in enumerate(frames):
@@ -390,11 +404,12 @@ class Publisher:
             else:
                 tally.dropped += size
 
-    def _encode(self, level: str, now: float, records: list, size: int) -> Iterator[tuple[bytes, int]]:
+    def _encode(self, level: str, now: float, records: list, size: int,
+                shard: int | None = None) -> Iterator[tuple[bytes, int]]:
         """(frame, measurements) for one message; split one the broker would refuse as too large."""
         tally = self.tally
         try:
-            frame = protocol.encode(level, now, records)
+            frame = protocol.encode(level, now, records, shard)
         except Exception as error:  # pragma: no cover - values are validated when recorded
             tally.dropped += size
             log.error("zibrato: cannot encode %d measurements: %s; dropped and counted", size, error)
@@ -408,9 +423,27 @@ class Publisher:
                           self.max_message_size)
                 return
             for half in halves:
-                yield from self._encode(level, now, half, sum(len(record[2]) for record in half))
+                yield from self._encode(level, now, half, sum(len(record[2]) for record in half), shard)
             return
         yield frame, size
+
+
+_shard_cache: dict[tuple, int] = {}
+
+
+def _by_shard(grouped: dict[tuple, list]) -> dict[tuple, list]:
+    """The same groups, each series' level replaced by (level, shard): one message per shard."""
+    cache = _shard_cache
+    out = {}
+    for series, values in grouped.items():
+        shard = cache.get(series)
+        if shard is None:
+            if len(cache) >= 100_000:
+                cache.clear()
+            level, type_, name, source, tags, _weight, unit = series
+            shard = cache[series] = protocol.shard_of(type_, name, source, tags, unit)
+        out[((series[0], shard), *series[1:])] = values
+    return out
 
 
 def record_of(series: tuple, values: list) -> tuple:

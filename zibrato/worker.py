@@ -33,10 +33,12 @@ from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
 from .aggregation import DEFAULT_MAX_EXACT, Aggregator
+from .curve import ClientKeys
 from .delivery import Backoff, DeliveryQueue, iso
 from .destination import Destination, Interval
 from .rules import SeriesRules
 from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable
+from .shard import Shard
 
 DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
 ALL_LEVELS = "all"
@@ -46,6 +48,8 @@ _STOP_QUIET_SECONDS = 0.3  # on stop, receiving ends after this long without a m
 _BATCH_SECONDS = 0.05  # the receive loop checks the schedule at least this often
 _SILENT_FLUSHES = 3  # nothing received for this many flushes (and 30 s): unhealthy
 _MIN_SILENT_SECONDS = 30.0
+#: seconds an interval stays open for summaries from forwarders (--lateness), at most half a flush
+DEFAULT_LATENESS = 3.0
 _UNCONNECTED_SECONDS = 10.0  # not connected to the broker this long: unhealthy
 _MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 
@@ -118,7 +122,8 @@ class Schedule:
 class Worker:
     """Subscribe, validate, aggregate, flush on schedule and deliver to one destination."""
 
-    def __init__(self, destination: Destination, host: str = "127.0.0.1", port: int = 5551, *,
+    def __init__(self, destination: Destination, host: str | Sequence[str] = "127.0.0.1",
+                 port: int = 5551, *,
                  levels: Sequence[str] = (ALL_LEVELS,), flush_interval: float = 60.0,
                  percentiles: Sequence[float] = DEFAULT_PERCENTILES, max_samples: int = DEFAULT_MAX_EXACT,
                  status_port: int | None = None, self_level: str | None = SELF_LEVEL,
@@ -126,10 +131,19 @@ class Worker:
                  stop_timeout: float = 8.0, hwm: int = 100_000,
                  max_message_size: int | None = None, rules: SeriesRules | None = None,
                  backoff: Backoff | None = None, clock: Callable[[], float] = time.time,
-                 aggregation: dict | None = None) -> None:
+                 aggregation: dict | None = None, shard: Shard | None = None,
+                 lateness: float = DEFAULT_LATENESS, curve: ClientKeys | None = None) -> None:
         self.destination = destination
         self.name = destination.name
-        self.host, self.port = host, port
+        #: every broker subscribed to (``--host`` repeated or a comma list, each HOST or HOST:PORT)
+        self.endpoints = parse_hosts([host] if isinstance(host, str) else host, port)
+        self.host, self.port = split_endpoint(self.endpoints[0])
+        self.shard, self.curve = shard, curve
+        if not 0 <= lateness < math.inf:
+            raise ValueError(f"lateness must be 0 or more finite seconds, got {lateness!r}")
+        #: seconds an interval waits for summaries still on their way (at most half a flush)
+        self.lateness = min(lateness, flush_interval / 2)
+        self._hold_until: float | None = None
         self.levels = tuple(levels)
         self.schedule = Schedule(flush_interval, clock)
         self.flush_interval = flush_interval
@@ -162,12 +176,13 @@ class Worker:
         self._self_client = None
         #: since when the SUB socket has had no connection to the broker (None: connected)
         self._unconnected_since: float | None = time.monotonic()
+        self._connections = 0  # live connections to brokers (the SUB may connect to several)
 
     # --- figures ------------------------------------------------------------------
 
     @property
     def broker_endpoint(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
+        return ",".join(self.endpoints)
 
     def figures(self) -> dict:
         """What `zibrato status` shows for this worker (called from the status thread)."""
@@ -185,7 +200,10 @@ class Worker:
                  flush_interval=self.flush_interval, series_held=len(self.aggregator),
                  late_flushes=schedule.late_flushes, missed_boundaries=schedule.missed_boundaries,
                  flush_lag_seconds=round(schedule.lag, 6), max_flush_lag_seconds=round(schedule.max_lag, 6),
-                 uptime_seconds=round(now - self.started, 3), healthy=not problems, problems=problems)
+                 uptime_seconds=round(now - self.started, 3), healthy=not problems, problems=problems,
+                 summaries_merged=self.aggregator.summaries_merged,
+                 late_summaries=self.aggregator.late_summaries, lateness=self.lateness,
+                 shard=None if self.shard is None else str(self.shard), curve=self.curve is not None)
         if self.rules:
             f.update(rules=self.rules.describe(), measurements_dropped_by_rules=self.rules.measurements_dropped,
                      tags_dropped_by_rules=self.rules.tags_dropped)
@@ -235,6 +253,8 @@ class Worker:
         stopped = None
         try:
             self.schedule.start()
+            # summaries of intervals that ended before this worker's first one are late
+            self.aggregator.current_start = self.schedule.interval_start
             self._receive_until(stop, sub, monitor)
             # The stop budget counts from the signal: receiving what is queued is part of it.
             stopped = time.monotonic()
@@ -256,6 +276,33 @@ class Worker:
         """Close the interval ``(start, end)``: summarise it and queue it for delivery."""
         started = time.perf_counter()
         summaries = self.aggregator.flush(end, max(end - start, 1e-6))
+        return self._deliver(start, end, summaries, started)
+
+    def close_interval(self, start: float, end: float) -> Interval | None:
+        """At a boundary: flush now, or, once summaries have arrived, hold the interval open.
+
+        A worker that receives summaries from forwarders keeps each interval
+        open ``lateness`` seconds past its end, so the summaries that the
+        sources flushed at the same boundary join it (:meth:`flush_held`).
+        """
+        if self.aggregator.held is not None:  # a boundary came before the hold ended
+            self.flush_held()
+        if self.lateness > 0 and self.aggregator.summaries_merged:
+            self.aggregator.hold(start, end)
+            self._hold_until = self.clock() + self.lateness
+            return None
+        return self.flush(start, end)
+
+    def flush_held(self) -> Interval | None:
+        """Deliver the interval held open for late summaries."""
+        held = self.aggregator.held
+        self._hold_until = None
+        if held is None:
+            return None
+        started = time.perf_counter()
+        return self._deliver(*held, self.aggregator.flush_held(), started)
+
+    def _deliver(self, start: float, end: float, summaries: list[dict], started: float) -> Interval:
         self._count_non_finite()
         interval = Interval(start, end, summaries)
         self.delivery.put(interval)
@@ -284,13 +331,25 @@ class Worker:
         if self.max_message_size is not None:
             sub.setsockopt(zmq.MAXMSGSIZE, self.max_message_size)
         sub.setsockopt(zmq.LINGER, 0)
-        if ALL_LEVELS in self.levels:
-            sub.setsockopt(zmq.SUBSCRIBE, b"")
-        else:
-            for level in self.levels:
-                sub.setsockopt(zmq.SUBSCRIBE, protocol.topic(level))
-        sub.connect(self.broker_endpoint)
+        if self.curve is not None:
+            self.curve.apply(sub)
+        for prefix in self.subscriptions():
+            sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        for endpoint in self.endpoints:
+            sub.connect(endpoint)
         return sub
+
+    def subscriptions(self) -> list[bytes]:
+        """The SUB prefixes: each level exactly (a sharded worker: its shards of each level).
+
+        With ``all`` levels a sharded worker subscribes to everything and
+        drops other shards' frames before decoding them (:meth:`ingest`).
+        """
+        if ALL_LEVELS in self.levels:
+            return [b""]
+        if self.shard is not None:
+            return [prefix for level in self.levels for prefix in self.shard.subscriptions(level)]
+        return [protocol.topic(level) for level in self.levels]
 
     def _receive_until(self, stop: threading.Event, sub: zmq.Socket,
                        monitor: zmq.Socket | None = None) -> None:
@@ -302,14 +361,18 @@ class Worker:
             poller.register(monitor, zmq.POLLIN)
         while not stop.is_set():
             wait = min(schedule.seconds_to_boundary(), _POLL_MS / 1000)
+            if self._hold_until is not None:
+                wait = min(wait, max(0.0, self._hold_until - self.clock()))
             ready = dict(poller.poll(wait * 1000))
             if sub in ready:
                 self._receive_available(sub)
             if monitor is not None and monitor in ready:
                 self._connection_changed(monitor)
+            if self._hold_until is not None and self.clock() >= self._hold_until:
+                self.flush_held()
             due = schedule.due()
             if due is not None:
-                self.flush(*due)
+                self.close_interval(*due)
                 if schedule.lag > schedule.late_after:
                     self._late_log.warning(
                         "flush of the interval at %s ran %.2f s late (%d late flushes, %d boundaries "
@@ -321,10 +384,15 @@ class Worker:
         while monitor.poll(0):
             event = recv_monitor_message(monitor)["event"]
             if event == zmq.EVENT_CONNECTED:
+                self._connections += 1
                 if self._unconnected_since is not None and self.figures_["flushes"]:
                     self.log.info("connected to the broker at %s again", self.broker_endpoint)
                 self._unconnected_since = None
-            elif event == zmq.EVENT_DISCONNECTED and self._unconnected_since is None:
+            elif event == zmq.EVENT_DISCONNECTED:
+                # with several brokers (--host a,b), unconnected means connected to none of them
+                self._connections = max(0, self._connections - 1)
+                if self._connections or self._unconnected_since is not None:
+                    continue
                 self._unconnected_since = time.monotonic()
                 self.log.warning("lost the connection to the broker at %s; reconnecting",
                                  self.broker_endpoint)
@@ -381,6 +449,11 @@ class Worker:
     def ingest(self, frame: bytes) -> None:
         """Validate one message and aggregate its records; count and log what is malformed."""
         self.figures_["received"] += 1
+        owned = None
+        if self.shard is not None:
+            owned = self.shard.owns_frame(frame)
+            if owned is False:  # another worker's shard (subscribed to 'all' levels)
+                return
         try:
             batch = protocol.decode_plain(frame)
         except protocol.ProtocolError as error:
@@ -389,8 +462,19 @@ class Worker:
         except Exception as error:  # a decoder that misses a case must not stop the worker
             self._malformed(f"unparseable ({error.__class__.__name__}: {error})")
             return
-        records = batch.records if self.rules is None else self.rules.apply(batch.records)
-        self.figures_["measurements"] += self.aggregator.add_records(records)
+        records = batch.records
+        if owned is None and self.shard is not None:  # an unsharded message: keep our series
+            records = self.shard.own_records(records)
+        if self.rules is not None:
+            records = self.rules.apply(records)
+        try:
+            self.figures_["measurements"] += self._aggregate(batch, records)
+        except (ValueError, TypeError, KeyError) as error:  # e.g. two sketches that cannot merge
+            self._malformed(f"cannot aggregate ({error.__class__.__name__}: {error})")
+
+    def _aggregate(self, batch: protocol.Batch, records: Sequence) -> float:
+        """Feed validated records to the aggregator; the observations they hold."""
+        return self.aggregator.add_records(records)
 
     def _discard_rest(self, sub: zmq.Socket) -> None:
         while sub.getsockopt(zmq.RCVMORE):
@@ -403,6 +487,7 @@ class Worker:
 
     def _final_flush(self) -> None:
         """On stop: the partial interval is flushed too (the last minute must not be lost)."""
+        self.flush_held()
         if len(self.aggregator):
             self.flush(*self.schedule.final())
 
@@ -422,7 +507,8 @@ class Worker:
             return None
         from . import Zibrato  # the public client, however zibrato.client is laid out
         port = self.broker_port if self.broker_port is not None else self.port - 1
-        return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()})
+        return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()},
+                       curve_keys=self.curve)
 
     def self_figures(self, series: int) -> dict[str, float]:
         """The gauges this worker publishes about itself after each flush."""
@@ -432,6 +518,7 @@ class Worker:
                    "backlog": self.delivery.backlog, "dropped_intervals": q["dropped_intervals"],
                    "cut_off_intervals": q["cut_off_intervals"], "late_flushes": s.late_flushes,
                    "non_finite_dropped": f["non_finite_dropped"],
+                   "late_summaries": self.aggregator.late_summaries,
                    "flush_lag": s.lag}
         keys = getattr(self.destination, "self_figures", ())
         own = self.destination.figures() if keys else {}
@@ -474,9 +561,57 @@ def parse_percentiles(text: str | Iterable[float]) -> tuple[float, ...]:
     return values
 
 
+def parse_hosts(hosts: Iterable[str], port: int) -> list[str]:
+    """Broker endpoints from ``--host`` values: each a comma list of HOST or HOST:PORT.
+
+    '10.0.0.1,10.0.0.2:6551' with port 5551 -> ['tcp://10.0.0.1:5551', 'tcp://10.0.0.2:6551'];
+    an IPv6 address takes brackets: '[::1]:5551'. Duplicates are removed.
+    """
+    endpoints: list[str] = []
+    for value in hosts:
+        for part in str(value).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            host, own_port = part, port
+            if part.startswith("["):
+                host, _, rest = part[1:].partition("]")
+                if rest.startswith(":"):
+                    own_port = _port_of(rest[1:], part)
+                elif rest:
+                    raise ValueError(f"bad host {part!r}: expected [IPv6] or [IPv6]:PORT")
+                host = f"[{host}]"
+            elif part.count(":") == 1:
+                host, text = part.split(":")
+                own_port = _port_of(text, part)
+            elif ":" in part:
+                host = f"[{part}]"
+            if not host or host == "[]":
+                raise ValueError(f"bad host {part!r}")
+            endpoint = f"tcp://{host}:{own_port}"
+            if endpoint not in endpoints:
+                endpoints.append(endpoint)
+    if not endpoints:
+        raise ValueError("no broker host given")
+    return endpoints
+
+
+def _port_of(text: str, part: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"bad port in {part!r}: 1 to 65535")
+    return int(text)
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """'tcp://[::1]:5551' -> ('::1', 5551)."""
+    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def _hostname() -> str:
     return _socket.gethostname().split(".")[0] or str(os.getpid())
 
 
-__all__ = ["ALL_LEVELS", "DEFAULT_PERCENTILES", "SELF_LEVEL", "Schedule", "Worker", "parse_levels",
+__all__ = ["ALL_LEVELS", "DEFAULT_LATENESS", "DEFAULT_PERCENTILES", "parse_hosts", "split_endpoint",
+           "SELF_LEVEL", "Schedule", "Worker", "parse_levels",
            "parse_percentiles"]

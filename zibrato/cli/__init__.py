@@ -21,6 +21,8 @@ SUBCOMMANDS = {
     "prometheus": "prometheus",
     "demo": "demo",
     "status": "status",
+    "forward": "forward",
+    "keys": "keys",
 }
 
 

@@ -6,6 +6,7 @@ import threading
 import click
 
 from ..broker import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_SIZE, Broker, run_broker
+from ..curve import KeyFileError, ServerAuth
 from ..runtime import install_stop_handlers, setup_logging
 from .common import CONTEXT_SETTINGS, Seconds, standalone, verbose_option
 
@@ -24,21 +25,40 @@ from .common import CONTEXT_SETTINGS, Seconds, standalone, verbose_option
               help="Bytes; a client sending more is disconnected and that message dropped.")
 @click.option("--startup-grace", default=1.0, show_default=True, type=Seconds(0, 60),
               help="Seconds between binding PUB and accepting clients, so workers reconnect first.")
+@click.option("--curve-secret-key", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="The broker's CURVE secret key file (NAME.key_secret): encrypt and authenticate "
+                   "both ports.")
+@click.option("--curve-clients", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Directory of allowed client and worker public keys (*.key), reloaded when it changes.")
 @verbose_option
 def command(host: str, port: int, status_port: int | None, hwm: int, max_message_size: int,
-            startup_grace: float, verbose: bool) -> None:
+            startup_grace: float, curve_secret_key: str | None, curve_clients: str | None,
+            verbose: bool) -> None:
     """Forward measurements from clients (PULL on PORT) to workers (PUB on PORT + 1).
 
     Runs in the foreground; stops cleanly on TERM, INT or QUIT, forwarding
     what clients already sent.
     """
     status_port = _status_port(port, status_port)
+    curve = _curve(curve_secret_key, curve_clients)
     setup_logging(verbose)
     stop = threading.Event()
     install_stop_handlers(stop)
     broker = Broker(host, port, status_port=status_port, hwm=hwm,
-                    max_message_size=max_message_size, startup_grace=startup_grace)
+                    max_message_size=max_message_size, startup_grace=startup_grace, curve=curve)
     raise SystemExit(run_broker(broker, stop))
+
+
+def _curve(secret_key: str | None, clients: str | None) -> ServerAuth | None:
+    """Both --curve-secret-key and --curve-clients, or neither; a usage error if unreadable."""
+    if not secret_key and not clients:
+        return None
+    if not (secret_key and clients):
+        raise click.UsageError("CURVE needs both --curve-secret-key and --curve-clients")
+    try:
+        return ServerAuth(secret_key, clients)
+    except KeyFileError as error:
+        raise click.UsageError(str(error)) from None
 
 
 def _status_port(port: int, status_port: int | None) -> int | None:

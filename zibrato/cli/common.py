@@ -9,11 +9,13 @@ from typing import Any, Callable
 import click
 
 from ..aggregation import DEFAULT_MAX_EXACT, parse_expire
+from ..curve import ClientKeys, KeyFileError
 from ..destination import Destination
 from ..rules import SeriesRules, check_pattern
 from ..runtime import install_stop_handlers, setup_logging
+from ..shard import Shard
 from ..sketch import scale_for
-from ..worker import Worker, parse_levels, parse_percentiles
+from ..worker import DEFAULT_LATENESS, Worker, parse_levels, parse_percentiles
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MIN_FLUSH, MAX_FLUSH = 0.1, 86_400.0
@@ -91,12 +93,22 @@ def verbose_option(func: Callable) -> Callable:
     return click.option("-v", "--verbose", is_flag=True, help="Log debug details.")(func)
 
 
+def curve_client_options(func: Callable) -> Callable:
+    """--curve-secret-key and --curve-server-key, for any command that connects to a broker
+    (workers, forwarders, zibrato-listen); read them with :func:`curve_keys`."""
+    func = click.option("--curve-server-key", type=click.Path(dir_okay=False), default=None,
+                        metavar="FILE", help="The broker's CURVE public key file (NAME.key).")(func)
+    return click.option("--curve-secret-key", type=click.Path(dir_okay=False), default=None,
+                        metavar="FILE", help="This process's CURVE secret key file (NAME.key_secret).")(func)
+
+
 def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
     """The flags every worker shares (see README, "CLI reference")."""
     def decorate(func: Callable) -> Callable:
         options = [
-            click.option("--host", default="127.0.0.1", show_default=True,
-                         help="Broker host to subscribe to."),
+            click.option("--host", multiple=True, default=("127.0.0.1",), show_default=True,
+                         help="Broker host to subscribe to; repeat it or give a comma list to "
+                              "subscribe to several brokers (HOST or HOST:PORT each)."),
             click.option("--port", default=5551, show_default=True, type=click.IntRange(1, 65535),
                          help="Broker PUB port (the broker's --port + 1)."),
             click.option("--levels", default="all", show_default=True, callback=_levels,
@@ -132,6 +144,14 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
                          help="Drop series matching a pattern (repeatable; same forms as --keep)."),
             click.option("--drop-tags", multiple=True, callback=_patterns, metavar="KEY",
                          help="Remove tags whose key matches this glob (repeatable), e.g. 'pod*'."),
+            click.option("--shard", default=None, callback=_shard, metavar="K/N",
+                         help="Aggregate only shard K of N of each level (N workers share a level; "
+                              "clients shard with ZIBRATO_SHARDS=1)."),
+            click.option("--lateness", default=DEFAULT_LATENESS, show_default=True,
+                         type=Seconds(0, 3600),
+                         help="Seconds an interval stays open for forwarders' summaries (at most "
+                              "half of --flush); later ones join the next interval, counted as late."),
+            curve_client_options,
             click.option("--stop-timeout", default=8.0, show_default=True, type=Seconds(0.5, 3600),
                          help="Seconds from a stop signal to exit: reading what is queued, the "
                               "final flush and its delivery (supervisord's stopwaitsecs is 10)."),
@@ -141,6 +161,24 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
             func = option(func)
         return func
     return decorate
+
+
+def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    if value is None:
+        return None
+    try:
+        return Shard.parse(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+def curve_keys(options: dict) -> ClientKeys | None:
+    """The CURVE keys of --curve-secret-key / --curve-server-key (popped); a usage error if unreadable."""
+    try:
+        return ClientKeys.from_options(options.pop("curve_secret_key", None),
+                                       options.pop("curve_server_key", None))
+    except KeyFileError as error:
+        raise click.BadParameter(str(error), param_hint="--curve-secret-key/--curve-server-key") from None
 
 
 def worker_kwargs(options: dict) -> dict:
@@ -155,10 +193,13 @@ def worker_kwargs(options: dict) -> dict:
         broker_port=options.pop("broker_port"), rules=rules,
         aggregation=dict(relative_error=options.pop("relative_error"), expire=options.pop("expire")),
         stop_timeout=options.pop("stop_timeout", 8.0),
+        shard=options.pop("shard", None), lateness=options.pop("lateness", DEFAULT_LATENESS),
+        curve=curve_keys(options),
     )
 
 
-def run_worker(make: Callable[[], Destination], verbose: bool, **worker: Any) -> None:
+def run_worker(make: Callable[[], Destination], verbose: bool, worker_class: type = Worker,
+               **worker: Any) -> None:
     """Build the destination (a ValueError is a usage error), run a worker around it until stopped.
 
     ``worker`` holds :class:`~zibrato.worker.Worker`'s keyword arguments
@@ -166,7 +207,7 @@ def run_worker(make: Callable[[], Destination], verbose: bool, **worker: Any) ->
     """
     setup_logging(verbose)
     try:
-        runtime = Worker(make(), **worker)
+        runtime = worker_class(make(), **worker)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
     stop = threading.Event()

@@ -1,0 +1,317 @@
+"""The forwarder tier: a worker whose destination is an upstream broker.
+
+A host runs a broker, its producers and ``zibrato-forward --to GLOBAL:5550``.
+The forwarder aggregates the host's measurements per level like any worker,
+and at each flush sends the interval's **mergeable summaries** upstream as
+protocol 1.2 summary records (``"m"``; docs/PROTOCOL.md): counter sum and
+count; gauge last value with its time, min, max, count and sum; timer and
+histogram sketches (:mod:`zibrato.sketch` dict form) with the sum of
+squares; set sketches. A worker upstream merges them per series and
+interval with whatever it receives raw (:meth:`zibrato.aggregation.Aggregator.add_summary`),
+so the global counts and sums are exact and its percentiles carry the
+sketch's error, as if one worker had seen all the raw data.
+
+Delivery goes through the runtime's queue (:mod:`zibrato.delivery`): a
+backlog of 15 minutes of intervals by default, retries with backoff. ZeroMQ
+PUSH has no acknowledgements, so the forwarder's socket sets
+``ZMQ_IMMEDIATE=1``: it queues only on a live connection, and a send while
+the upstream broker is unreachable raises ``zmq.Again``, which becomes
+:class:`~zibrato.delivery.Retryable`. An interval's messages are sent in
+order and a retry resumes at the first one not taken, so nothing is sent
+twice. ZeroMQ heartbeats detect a peer that vanished without closing its
+connection. What can still be lost is listed in docs/SCALING.md.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Iterable, Sequence
+
+import zmq
+
+from . import protocol
+from .aggregation import Aggregator
+from .curve import ClientKeys
+from .delivery import Retryable
+from .destination import Destination, Interval
+from .worker import Worker
+
+log = logging.getLogger("zibrato.forward")
+
+#: summary records per message (a message also stays under max_message_size)
+RECORDS_PER_MESSAGE = 500
+#: an exact timer or histogram of at most this many values travels as its values, not a sketch
+VALUES_UP_TO = 64
+HEARTBEAT_MS = 1000  # ZMTP pings: a silent, dead upstream is noticed within HEARTBEAT_TIMEOUT_MS
+HEARTBEAT_TIMEOUT_MS = 5000
+
+
+# --- summaries as wire records ----------------------------------------------------------
+
+_KINDS = {"counter": "c", "gauge": "g", "timer": "t", "histogram": "h", "set": "s"}
+
+
+def summary_record(summary: dict, start: float, end: float, source: str | None) -> tuple | None:
+    """The protocol 1.2 summary record of one flushed summary, or None when it holds nothing to merge."""
+    kind = _KINDS[summary["type"]]
+    state: dict = {"kind": kind, "start": start, "end": end}
+    if kind == "c":
+        state.update(sum=summary["value"], count=summary["count"])
+    elif kind == "g":
+        last = summary["value"]
+        if last is None:
+            return None
+        state.update(last=last, time=summary.get("last_time", end), count=summary["count"],
+                     min=summary["min"], max=summary["max"], sum=summary["sum"])
+    elif kind == "s":
+        if not summary.get("sketch") or not summary["value"]:
+            return None
+        state["sketch"] = summary["sketch"]
+    else:
+        if not summary.get("count") or "sketch" not in summary:
+            return None
+        values = summary.get("values")
+        if summary.get("exact") and values is not None and len(values) <= VALUES_UP_TO:
+            state["values"] = list(values)  # few values: smaller than a sketch, and exact upstream
+        else:
+            state.update(sketch=_compact(summary["sketch"]))
+        state["sum_squares"] = summary["sum_squares"]
+        if kind == "h" and summary.get("unit") is not None:
+            state["unit"] = summary["unit"]
+    return (protocol.SUMMARY, summary["name"], (state,), source, tuple(summary["tags"]))
+
+
+def _compact(sketch: dict) -> dict:
+    """The sketch without what its dict form lets a reader assume (no buckets of a sign, no zeros)."""
+    return {key: value for key, value in sketch.items()
+            if not ((key == "positive" or key == "negative") and not value["counts"])
+            and not (key == "zero_count" and not value)}
+
+
+def interval_frames(interval: Interval, now: float, max_message_size: int,
+                    fix_source: Callable[[str | None], str | None] = lambda s: s,
+                    records_per_message: int = RECORDS_PER_MESSAGE) -> tuple[list[bytes], int]:
+    """The messages of one interval (per level and shard), and how many summary records they carry."""
+    groups: dict[tuple[str, int], list] = {}
+    for summary in interval.summaries:
+        record = summary_record(summary, interval.start, interval.end, fix_source(summary["source"]))
+        if record is None:
+            continue
+        level = summary.get("level") or "info"
+        groups.setdefault((level, protocol.record_shard(record)), []).append(record)
+    frames, count = [], 0
+    for (level, shard), records in groups.items():
+        count += len(records)
+        for start in range(0, len(records), records_per_message):
+            frames.extend(_fitted(level, shard, now, records[start:start + records_per_message],
+                                  max_message_size))
+    return frames, count
+
+
+def _fitted(level: str, shard: int, now: float, records: list, limit: int) -> list[bytes]:
+    frame = protocol.encode(level, now, records, shard)
+    if len(frame) <= limit:
+        return [frame]
+    if len(records) == 1:
+        log.error("the summary of %r is %d bytes encoded, over the %d-byte message limit: not "
+                  "forwarded", records[0][1], len(frame), limit)
+        return []
+    middle = len(records) // 2
+    return _fitted(level, shard, now, records[:middle], limit) + \
+        _fitted(level, shard, now, records[middle:], limit)
+
+
+# --- the destination ------------------------------------------------------------------------
+
+class Forwarder(Destination):
+    """Sends each interval's summaries to an upstream broker's client (PULL) port."""
+
+    name = "forward"
+    self_figures = ("forwarded_messages", "forwarded_summaries", "forwarded_bytes")
+
+    def __init__(self, to: str, *, drop_source: bool = False, source: str | None = None,
+                 curve: ClientKeys | None = None, hwm: int = 10_000,
+                 max_message_size: int = protocol.MAX_MESSAGE_SIZE,
+                 context: zmq.Context | None = None) -> None:
+        self.endpoint = to if to.startswith("tcp://") else f"tcp://{to}"
+        self.drop_source, self.source = drop_source, source
+        if source is not None:
+            problem = protocol.name_problem(source, "source")
+            if problem:
+                raise ValueError(problem)
+        self.curve, self.hwm, self.max_message_size = curve, hwm, max_message_size
+        self._given_context = context
+        self._context: zmq.Context | None = None
+        self._socket: zmq.Socket | None = None
+        #: the interval being sent: (the interval, its frames, how many were taken, its summary count)
+        self._pending: tuple[Interval, list[bytes], int, int] | None = None
+        self.counts = {"forwarded_messages": 0, "forwarded_summaries": 0, "forwarded_bytes": 0,
+                       "forwarded_intervals": 0, "upstream_unavailable": 0}
+
+    def fix_source(self, source: str | None) -> str | None:
+        if self.drop_source:
+            return None
+        return self.source if source is None else source
+
+    def connect(self) -> None:
+        context = self._given_context or zmq.Context(io_threads=1)
+        if self._given_context is None:
+            self._context = context
+        socket = context.socket(zmq.PUSH)
+        socket.setsockopt(zmq.IMMEDIATE, 1)  # queue only on a live connection: Again says "away"
+        socket.setsockopt(zmq.SNDHWM, self.hwm)
+        socket.setsockopt(zmq.LINGER, 2000)
+        socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        if self.curve is not None:
+            self.curve.apply(socket)
+        socket.connect(self.endpoint)
+        self._socket = socket
+
+    def post(self, interval: Interval) -> None:
+        if self._socket is None:
+            self.connect()
+        pending = self._pending
+        if pending is None or pending[0] is not interval:  # a new interval (a retry resumes)
+            frames, count = interval_frames(interval, time.time(), self.max_message_size, self.fix_source)
+            pending = (interval, frames, 0, count)
+        _, frames, sent, count = pending
+        socket = self._socket
+        assert socket is not None  # connect() made it
+        while sent < len(frames):
+            try:
+                socket.send(frames[sent], zmq.NOBLOCK)
+            except zmq.Again:
+                self._pending = (interval, frames, sent, count)
+                self.counts["upstream_unavailable"] += 1
+                raise Retryable(f"upstream broker {self.endpoint} not connected (or its queue is full): "
+                                f"{len(frames) - sent} of {len(frames)} messages wait") from None
+            self.counts["forwarded_messages"] += 1
+            self.counts["forwarded_bytes"] += len(frames[sent])
+            sent += 1
+        self._pending = None
+        self.counts["forwarded_intervals"] += 1
+        self.counts["forwarded_summaries"] += count
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+    def figures(self) -> dict:
+        return {"upstream": self.endpoint, **self.counts, "curve": self.curve is not None}
+
+
+# --- the forwarding worker: one aggregator per level ------------------------------------------
+
+class LevelAggregators:
+    """One :class:`Aggregator` per level, behind the one interface the worker uses.
+
+    A forwarder must keep each measurement's level (the upstream workers
+    subscribe by level), so it aggregates levels apart; every summary it
+    flushes carries ``"level"``.
+    """
+
+    def __init__(self, make: Callable[[], Aggregator]) -> None:
+        self._make = make
+        self.by_level: dict[str, Aggregator] = {}
+        self._current_start: float | None = None
+
+    @property
+    def current_start(self) -> float | None:
+        return self._current_start
+
+    @current_start.setter
+    def current_start(self, start: float | None) -> None:
+        """Where the current interval starts, for every level (see Aggregator.current_start)."""
+        self._current_start = start
+        for aggregator in self.by_level.values():
+            aggregator.current_start = start
+
+    def level(self, level: str) -> Aggregator:
+        aggregator = self.by_level.get(level)
+        if aggregator is None:
+            aggregator = self.by_level[level] = self._make()
+            aggregator.current_start = self._current_start
+            held = self.held
+            if held is not None:  # summaries of the interval held open join it here too
+                aggregator.hold(*held)
+        return aggregator
+
+    def __len__(self) -> int:
+        return sum(len(a) for a in self.by_level.values())
+
+    def add_records(self, records: Iterable[Sequence]) -> int:  # pragma: no cover - use level()
+        raise TypeError("a forwarder aggregates per level: use level(name).add_records")
+
+    def _each(self, method: str, *args: object) -> list[dict]:
+        out = []
+        for level, aggregator in self.by_level.items():
+            for summary in getattr(aggregator, method)(*args):
+                summary["level"] = level
+                out.append(summary)
+        return out
+
+    def flush(self, time: float, interval: float) -> list[dict]:
+        self._current_start = time
+        return self._each("flush", time, interval)
+
+    _held: tuple[float, float] | None = None
+
+    def hold(self, start: float, end: float) -> None:
+        self._held = (start, end)
+        self._current_start = end
+        for aggregator in self.by_level.values():
+            aggregator.hold(start, end)
+
+    @property
+    def held(self) -> tuple[float, float] | None:
+        return self._held
+
+    def flush_held(self) -> list[dict]:
+        self._held = None
+        return self._each("flush_held")
+
+    def _total(self, name: str) -> int:
+        return sum(getattr(a, name) for a in self.by_level.values())
+
+    @property
+    def summaries_merged(self) -> int:
+        return self._total("summaries_merged")
+
+    @property
+    def late_summaries(self) -> int:
+        return self._total("late_summaries")
+
+    @property
+    def non_finite_dropped(self) -> int:
+        return self._total("non_finite_dropped")
+
+    @property
+    def last_non_finite(self) -> list[str]:
+        return [name for a in self.by_level.values() for name in a.last_non_finite]
+
+
+class ForwardWorker(Worker):
+    """A worker that aggregates per level and remembers when each gauge's last value came."""
+
+    def __init__(self, destination: Forwarder, **options: object) -> None:
+        super().__init__(destination, **options)  # type: ignore[arg-type]
+        template = self.aggregator
+        self.aggregator = LevelAggregators(lambda: Aggregator(  # type: ignore[assignment]
+            percentiles=(), max_exact=template.max_exact, relative_error=template.relative_error,
+            max_buckets=template.max_buckets, set_max_exact=template.set_max_exact,
+            expire=template.expire, include_interval=True, values_up_to=VALUES_UP_TO))
+
+    def _aggregate(self, batch: protocol.Batch, records: Sequence) -> float:
+        aggregator = self.aggregator.level(batch.level)  # type: ignore[attr-defined]
+        count = aggregator.add_records(records)
+        aggregator.stamp_gauges(records, batch.time)  # the last value's time travels upstream
+        return count
+
+
+__all__ = ["ForwardWorker", "Forwarder", "LevelAggregators", "interval_frames", "summary_record"]
