@@ -168,3 +168,33 @@ def test_a_broker_with_half_the_curve_options_is_a_usage_error(tmp_path, keys):
     result = run_script("zibrato-console", "--curve-secret-key", folder / "worker.key",
                         "--curve-server-key", folder / "broker.key")
     assert result.returncode == 2 and "no secret key" in result.stderr
+
+
+def test_zibrato_listen_publishes_over_curve_to_a_curve_broker(tmp_path, keys):
+    import re
+
+    folder, allowed = keys
+    base = free_ports(4)
+    broker = Daemon(tmp_path, "zibrato-broker", "--port", base, "--startup-grace", "0.1",
+                    "--curve-secret-key", folder / "broker.key_secret", "--curve-clients", allowed).start()
+    worker = Daemon(tmp_path, "zibrato-console", "--port", base + 1, "--flush", 0.5, "--format", "json",
+                    "--levels", "statsd", "--no-self-metrics",
+                    "--curve-secret-key", folder / "worker.key_secret",
+                    "--curve-server-key", folder / "broker.key").start()
+    listener = Daemon(tmp_path, "zibrato-listen", "--broker", f"127.0.0.1:{base}", "--statsd", "127.0.0.1:0",
+                      "--no-self-metrics", "--curve-secret-key", folder / "app.key_secret",
+                      "--curve-server-key", folder / "broker.key").start()
+    try:
+        broker.wait_for_log("broker ready")
+        worker.wait_for_log("console worker")
+        listener.wait_for_log("listen ready")
+        port = int(re.search(r"statsd [\d.]+:(\d+)", listener.stderr).group(1))
+
+        def arrived() -> bool:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(b"curve.listen.hits:1|c", ("127.0.0.1", port))
+            return any(s["name"] == "curve.listen.hits" for s in worker.json_lines())
+        wait_until(arrived, timeout=15, interval=0.2, message="the listener's line through the CURVE broker")
+    finally:
+        for daemon in (listener, worker, broker):
+            daemon.stop()

@@ -19,7 +19,7 @@ from ..listen.servers import (
 )
 from ..protocol import is_valid_level
 from ..runtime import install_stop_handlers, setup_logging
-from .common import CONTEXT_SETTINGS, standalone, verbose_option
+from .common import CONTEXT_SETTINGS, curve_client_options, curve_keys, standalone, verbose_option
 
 _OFF = ("", "off", "none")
 
@@ -83,12 +83,13 @@ def _level(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--self-metrics/--no-self-metrics", default=True, show_default=True,
               help="Publish this listener's own figures (lines, rejects by reason, drops) "
                    "under the level 'zibrato' every 10 s.")
+@curve_client_options
 @verbose_option
 def command(statsd: Optional[str], statsd_unix: Optional[str], l2met: Optional[str],
             l2met_token_file: Optional[str], read_stdin: bool, tee: bool, broker: str, level: str,
             gauge_sign: str, timestamp_window: float, max_line_length: int, receive_buffer: int,
             flush_interval: float, hwm: int, max_body: int, status_port: int, self_metrics: bool,
-            verbose: bool) -> None:
+            verbose: bool, **curve_options: Optional[str]) -> None:
     """Accept statsd/DogStatsD lines and l2met log lines; publish them to the broker.
 
     \b
@@ -116,7 +117,7 @@ def command(statsd: Optional[str], statsd_unix: Optional[str], l2met: Optional[s
                           gauge_sign=gauge_sign, timestamp_window=timestamp_window,
                           max_line_length=max_line_length, receive_buffer=receive_buffer,
                           flush_interval=flush_interval, hwm=hwm, status_port=status_port or None,
-                          self_metrics=self_metrics, max_body=max_body)
+                          self_metrics=self_metrics, max_body=max_body, curve=curve_keys(curve_options))
     stop = threading.Event()
     install_stop_handlers(stop)
     raise SystemExit(Listener(config).run(stop))

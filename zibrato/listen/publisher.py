@@ -20,6 +20,7 @@ import zmq
 
 from .. import protocol
 from .series import Pending, Series
+from ..curve import ClientKeys
 
 DEFAULT_HWM = 10_000
 #: values per message, as the Zibrato client's default ``batch``
@@ -31,12 +32,14 @@ class Publisher:
 
     def __init__(self, context: zmq.Context, endpoint: str, hwm: int = DEFAULT_HWM,
                  batch: int = DEFAULT_BATCH, max_message_size: int = protocol.MAX_MESSAGE_SIZE,
-                 clock: Callable[[], float] = _time.time) -> None:
+                 clock: Callable[[], float] = _time.time, curve: ClientKeys | None = None) -> None:
         self.endpoint, self.batch, self.max_message_size, self.clock = \
             endpoint, batch, max_message_size, clock
         self.socket = context.socket(zmq.PUSH)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:  # an encrypted, authenticated link to a CURVE broker
+            curve.apply(self.socket)
         self.socket.connect(endpoint)
         self.figures = {"messages_sent": 0, "values_sent": 0, "messages_dropped": 0,
                         "values_dropped": 0}

@@ -33,6 +33,7 @@ from .drain import drain_server
 from .l2met import L2metParser
 from .publisher import DEFAULT_HWM, Publisher
 from .series import Pending, Rejects, Series
+from ..curve import ClientKeys
 
 log = logging.getLogger("zibrato.listen")
 
@@ -71,6 +72,7 @@ class ListenConfig:
     status_port: Optional[int] = None
     self_metrics: bool = True
     max_body: int = DEFAULT_MAX_BODY
+    curve: Optional[ClientKeys] = field(default=None, repr=False)  # keys of a CURVE broker link
 
 
 def split_address(text: str, what: str) -> tuple[str, int]:
@@ -121,7 +123,7 @@ class Listener:
         """Bind everything (raises RuntimeError with a clear message when one cannot be bound)."""
         c = self.config
         host, port = split_address(c.broker, "--broker")
-        self.publisher = Publisher(self.context, f"tcp://{host}:{port}", hwm=c.hwm)
+        self.publisher = Publisher(self.context, f"tcp://{host}:{port}", hwm=c.hwm, curve=c.curve)
         if c.statsd:
             self._open_statsd(*split_address(c.statsd, "--statsd"))
         if c.statsd_unix:
