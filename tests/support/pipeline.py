@@ -10,6 +10,7 @@ from zibrato.runtime import ask_status
 from .daemons import Daemon, free_ports, wait_until
 
 DAY = 86400  # a flush interval the tests never reach: only the stop signal flushes
+_WARM_UP_FENCE = 500  # values; warm-ups go every 0.1 s for at most 10 s, so at most ~100 of them
 
 
 class WorkerPipeline:
@@ -55,18 +56,23 @@ class WorkerPipeline:
 
     def warm_up(self) -> None:
         """Send until the worker receives (its subscription is live: ZeroMQ's slow joiner),
-        then wait for every warm-up sent, so that :attr:`baseline` is exact."""
-        sent = 0
+        then a fence, so that :attr:`baseline` is exact.
 
+        What the broker published before the subscription was live is dropped, so the number
+        of warm-ups sent says nothing. The fence is more values than all the warm-ups together,
+        and messages arrive in order: once the worker holds that many, every warm-up that will
+        ever arrive has arrived.
+        """
         def received() -> bool:
-            nonlocal sent
             self.client.count(self.warm_level, "warmup")
             self.client.flush()
-            sent += 1
             return self.status()["measurements"] > 0
         wait_until(received, timeout=10, interval=0.1, message="worker subscription")
-        wait_until(lambda: self.status()["measurements"] >= sent, message="every warm-up")
-        self.baseline = sent
+        for _ in range(_WARM_UP_FENCE):
+            self.client.count(self.warm_level, "warmup")
+        self.client.flush()
+        wait_until(lambda: self.status()["measurements"] >= _WARM_UP_FENCE, message="the warm-up fence")
+        self.baseline = self.status()["measurements"]
 
     def wait_measurements(self, count: int) -> None:
         """Wait until ``count`` measurements beyond the warm-up have reached the worker."""
