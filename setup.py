@@ -1,5 +1,7 @@
 """Packaging. The version is read from zibrato/__init__.py as text: importing the
 package here would need its dependencies before they are installed."""
+from __future__ import annotations
+
 import re
 from pathlib import Path
 
@@ -16,9 +18,16 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     packages=find_packages(include=["zibrato", "zibrato.*"]),
+    package_data={"zibrato": ["py.typed"]},  # PEP 561: users' type checkers read our annotations
     python_requires=">=3.9",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
-    extras_require={"test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2"]},
+    extras_require={
+        "test": [
+            "pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2",
+            # bin/lint and bin/test's coverage; linters pinned so a new release cannot fail CI by itself
+            "pytest-cov>=7.1", "coverage>=7.10", "ruff==0.17.6", "mypy==2.4.1", "types-requests",
+        ],
+    },
     entry_points={
         "console_scripts": [
             "zibrato = zibrato.cli:main",

@@ -19,8 +19,8 @@ import pytest
 from expecter import expect
 
 from support.daemons import run_script, stop_within, wait_until
-from support.pipeline import DAY, WorkerPipeline, pipelines
 from support.fake_librato import FakeLibrato
+from support.pipeline import DAY, WorkerPipeline, pipelines
 from zibrato.aggregation import nearest_rank
 from zibrato.backends.librato import LibratoBackend, parse_retry_after
 from zibrato.cli.librato import command as librato_command

@@ -51,7 +51,7 @@ class UdpReceiver:
             self.sock.settimeout(left)
             try:
                 self.datagrams.append(self.sock.recv(65535))
-            except socket.timeout:
+            except TimeoutError:
                 pass
         return self.lines()
 

@@ -88,7 +88,7 @@ import struct
 from array import array
 from decimal import Decimal
 from fractions import Fraction
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 __all__ = ["Aggregator", "nearest_rank", "percentile_key", "TYPE_NAMES"]
 
@@ -177,7 +177,7 @@ class Aggregator:
         #: every summary also carries ``"interval"``, the seconds it covers
         self.include_interval = include_interval
         self._rng = rng if rng is not None else random.Random()
-        self._series: dict[tuple, object] = {}
+        self._series: dict[tuple, Any] = {}
         self._packers: dict[int, Callable[..., bytes]] = {}
 
     def __len__(self) -> int:

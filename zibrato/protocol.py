@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import msgpack
 
@@ -128,9 +128,10 @@ def topic(level: str) -> bytes:
     return level.encode("utf-8") + LEVEL_TERMINATOR
 
 
-def encode(level: str, time: float, records: Sequence[Sequence]) -> bytes:
+def encode(level: str, time: float, records: Sequence[Sequence[Any]]) -> bytes:
     """One message for ``records`` (sequences shaped like :class:`Record`)."""
-    return topic(level) + msgpack.packb([VERSION, time, records], use_bin_type=True)
+    payload: bytes = msgpack.packb([VERSION, time, records], use_bin_type=True)
+    return topic(level) + payload
 
 
 def decode(frame: bytes) -> Batch:
@@ -149,7 +150,7 @@ def decode_plain(frame: bytes) -> Batch:
     return Batch(*_validated_batch(frame))
 
 
-def _validated_batch(frame: bytes) -> tuple[str, float, tuple[tuple, ...]]:
+def _validated_batch(frame: bytes) -> tuple[str, float, Sequence[Any]]:
     level_bytes, sep, payload = bytes(frame).partition(LEVEL_TERMINATOR)
     if not sep:
         raise ProtocolError("no level terminator")
@@ -172,7 +173,7 @@ _new_record = tuple.__new__
 _STR, _TUPLE, _sum, _join = str, tuple, sum, "".join
 
 
-def _validated_records(records: tuple) -> tuple:
+def _validated_records(records: tuple[Any, ...]) -> tuple[Any, ...]:
     """Validate every record and return them as they are.
 
     The worker's hot path: one loop rather than a call per record (a Python
@@ -211,7 +212,7 @@ def _validated_records(records: tuple) -> tuple:
 _isfinite = math.isfinite
 
 
-def _all_finite_numbers(values: tuple) -> bool:
+def _all_finite_numbers(values: tuple[Any, ...]) -> bool:
     """True when every value is a finite number; one C-level sum, not a Python loop.
 
     (A msgpack boolean passes as 0 or 1, which is harmless.)

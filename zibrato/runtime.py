@@ -83,7 +83,7 @@ def answer_status(socket: zmq.Socket, figures: Callable[[], dict]) -> None:
 
 def ask_status(host: str, port: int, timeout: float = 2.0) -> dict:
     """Ask a running daemon for its figures (raises TimeoutError when it does not answer)."""
-    context = zmq.Context.instance()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     socket = context.socket(zmq.REQ)
     socket.setsockopt(zmq.LINGER, 0)
     try:

@@ -25,7 +25,7 @@ import os
 import socket as _socket
 import threading
 import time
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import zmq
 
@@ -73,7 +73,7 @@ class Backend:
         self.max_backlog = max_backlog or max(16, int(900 / flush_interval) + 1)
         self.log = logging.getLogger(f"zibrato.{self.name}")
         self._malformed_log = RateLimitedLog(self.log)
-        self._backlog: collections.deque = collections.deque()
+        self._backlog: collections.deque[tuple[float, list[dict[str, Any]]]] = collections.deque()
         self._backlog_ready = threading.Condition()
         self._delivering = False
         self._closing = False  # set at stop: the delivery thread ends once the backlog is empty
@@ -81,9 +81,10 @@ class Backend:
         #: between attempts and give up by :attr:`stop_deadline` (time.monotonic()).
         self.stopping = threading.Event()
         self.stop_deadline: float | None = None
-        self.figures_ = {"received": 0, "measurements": 0, "malformed": 0, "flushes": 0,
-                         "series_flushed": 0, "dropped_intervals": 0, "delivery_failures": 0,
-                         "last_flush": None, "last_flush_seconds": None, "last_delivery": None}
+        self.figures_: dict[str, Any] = {
+            "received": 0, "measurements": 0, "malformed": 0, "flushes": 0,
+            "series_flushed": 0, "dropped_intervals": 0, "delivery_failures": 0,
+            "last_flush": None, "last_flush_seconds": None, "last_delivery": None}
         self.started = time.time()
         if self_level and not protocol.is_valid_level(self_level):
             raise ValueError(f"invalid self-metrics level {self_level!r}")
@@ -117,7 +118,7 @@ class Backend:
         f["last_flush"], f["last_flush_seconds"] = time, round(elapsed, 6)
         self._report_self(len(summaries), elapsed)
 
-    def post(self, time: float, summaries: list[dict]) -> None:
+    def post(self, time: float, summaries: list[dict[str, Any]]) -> None:
         """Deliver one interval's summaries to the destination (delivery thread).
 
         Raise to report a failure; the runtime logs it and counts it.
@@ -134,7 +135,7 @@ class Backend:
     def broker_endpoint(self) -> str:
         return f"tcp://{self.host}:{self.port}"
 
-    def figures(self) -> dict:
+    def figures(self) -> dict[str, Any]:
         """What `zibrato status` shows for this worker."""
         f = dict(self.figures_)
         now = time.time()
@@ -189,7 +190,7 @@ class Backend:
 
     # --- receive loop ------------------------------------------------------
 
-    def _subscribe(self) -> zmq.Socket:
+    def _subscribe(self) -> zmq.Socket[bytes]:
         sub = self._context.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, self.hwm)
         if self.max_message_size is not None:
@@ -203,14 +204,14 @@ class Backend:
         sub.connect(self.broker_endpoint)
         return sub
 
-    def _bind_status(self) -> zmq.Socket | None:
+    def _bind_status(self) -> zmq.Socket[bytes] | None:
         try:
             return bind_status(self._context, "127.0.0.1", self.status_port)
         except zmq.ZMQError as error:
-            raise RuntimeError(describe_bind_error(f"tcp://127.0.0.1:{self.status_port}", error))
+            raise RuntimeError(describe_bind_error(f"tcp://127.0.0.1:{self.status_port}", error)) from error
 
-    def _receive_until(self, stop: threading.Event, sub: zmq.Socket,
-                       status: zmq.Socket | None) -> None:
+    def _receive_until(self, stop: threading.Event, sub: zmq.Socket[bytes],
+                       status: zmq.Socket[bytes] | None) -> None:
         """Receive, flushing at each boundary, until ``stop``.
 
         The first interval starts now, not at the boundary before the worker
@@ -225,7 +226,7 @@ class Backend:
         self._interval_start = max(boundary - self.flush_interval, now)
         while not stop.is_set():
             wait = max(0.0, min(boundary - time.time(), _POLL_MS / 1000))
-            ready = dict(poller.poll(wait * 1000))
+            ready = dict(poller.poll(int(wait * 1000)))
             if sub in ready:
                 self._receive_available(sub)
             if status is not None and status in ready:
@@ -237,7 +238,7 @@ class Backend:
                 self._interval_start = boundary
                 boundary = self.next_boundary(now)
 
-    def _receive_what_arrived(self, sub: zmq.Socket, quiet: float = _STOP_QUIET_SECONDS,
+    def _receive_what_arrived(self, sub: zmq.Socket[bytes], quiet: float = _STOP_QUIET_SECONDS,
                               most: float = 1.0) -> None:
         """On stop: take what the broker sends, until quiet, so the final flush has it.
 
@@ -247,10 +248,10 @@ class Backend:
         that ends this is longer than that, so those messages are not lost.
         """
         deadline = time.monotonic() + most
-        while time.monotonic() < deadline and sub.poll(quiet * 1000):
+        while time.monotonic() < deadline and sub.poll(int(quiet * 1000)):
             self._receive_available(sub)
 
-    def _receive_available(self, sub: zmq.Socket, limit: int = 10_000) -> None:
+    def _receive_available(self, sub: zmq.Socket[bytes], limit: int = 10_000) -> None:
         """Take what is queued now (bounded, so flushes stay on schedule)."""
         for _ in range(limit):
             try:
@@ -276,7 +277,7 @@ class Backend:
             return
         self.figures_["measurements"] += self.aggregator.add_records(batch.records)
 
-    def _discard_rest(self, sub: zmq.Socket) -> None:
+    def _discard_rest(self, sub: zmq.Socket[bytes]) -> None:
         while sub.getsockopt(zmq.RCVMORE):
             sub.recv()
 
@@ -294,7 +295,7 @@ class Backend:
 
     # --- delivery ----------------------------------------------------------
 
-    def _enqueue(self, time: float, summaries: list[dict]) -> None:
+    def _enqueue(self, time: float, summaries: list[dict[str, Any]]) -> None:
         """Queue an interval; past ``max_backlog`` (the one in flight included) drop the oldest waiting.
 
         The interval being delivered is ``_backlog[0]`` until its post returns:
@@ -365,10 +366,10 @@ class Backend:
         return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()})
 
     def _report_self(self, series: int, elapsed: float) -> None:
-        client = self._self_client
-        if client is None:
+        client, level = self._self_client, self.self_level
+        if client is None or level is None:
             return
-        f, level, prefix = self.figures_, self.self_level, f"zibrato.{self.name}"
+        f, prefix = self.figures_, f"zibrato.{self.name}"
         client.gauge(level, f"{prefix}.received", f["received"])
         client.gauge(level, f"{prefix}.malformed", f["malformed"])
         client.gauge(level, f"{prefix}.measurements", f["measurements"])

@@ -40,7 +40,7 @@ def verbose_option(func: Callable) -> Callable:
 def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
     """The flags every worker shares (see README, "CLI reference")."""
     def decorate(func: Callable) -> Callable:
-        options = [
+        options: list[Callable[[Callable], Callable]] = [
             click.option("--host", default="127.0.0.1", show_default=True,
                          help="Broker host to subscribe to."),
             click.option("--port", default=5551, show_default=True, type=click.IntRange(1, 65535),
@@ -95,7 +95,7 @@ def run_backend(make: Callable[[], Backend], verbose: bool) -> None:
 
 def standalone(command: click.Command, prog_name: str, envvar_prefix: str) -> Callable[[], None]:
     """An entry point for a `zibrato-<name>` script, every option settable from the environment."""
-    @functools.wraps(command.callback)
+    @functools.wraps(command.callback)  # type: ignore[arg-type]  # @click.command always sets it
     def main() -> None:
         command.main(prog_name=prog_name, auto_envvar_prefix=envvar_prefix)
     return main

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..backends.statsd import (DEFAULT_MTU, MAX_UDP_PAYLOAD, PROTOCOLS, SOURCE_MODES, TAG_MODES,
-                               StatsdBackend)
+from ..backends.statsd import DEFAULT_MTU, MAX_UDP_PAYLOAD, PROTOCOLS, SOURCE_MODES, TAG_MODES, StatsdBackend
 from .common import CONTEXT_SETTINGS, backend_kwargs, run_backend, standalone, worker_options
 
 POSITIVE = click.FloatRange(min=0, min_open=True)
