@@ -259,7 +259,8 @@ def report(rates: list[float], runs: dict[str, list[dict]], duration: float, pro
                 best[system] = max(best[system], run["achieved"])
             daemons = ", ".join(f"{k} {v:.2f}" for k, v in run["daemon_cpu"].items())
             rows.append([system, rate, run["achieved"], run["sent"], run["aggregated"], f"{loss:.2%}",
-                         run.get("udp_rcvbuf_errors", run.get("client_dropped", 0)), run["producer_cpu_us"], daemons, "yes" if ok else "no"])
+                         run.get("udp_rcvbuf_errors", run.get("client_dropped", 0)), run["producer_cpu_us"],
+                         daemons, "yes" if ok else "no"])
     z, s = best.get("zibrato", 0.0), best.get("Etsy statsd", 0.0)
     top = max(rates)
     z_text = f"{z:,.0f}/s" + (" (the highest rate tried: a lower bound)" if z >= 0.95 * top else "")

@@ -3,6 +3,7 @@
 Raw statsd lines are sent with plain sockets here; what statsd flushed is read
 back through the capture backend. No fixed sleeps: everything polls.
 """
+from __future__ import annotations
 
 import math
 import shutil

@@ -8,8 +8,8 @@ import pytest
 from expecter import expect
 
 import zibrato.testing
-from zibrato.testing import Measurement, MemoryZibrato, capture
 from conftest import values_of
+from zibrato.testing import Measurement, MemoryZibrato, capture
 
 
 def sender_threads(client) -> list:

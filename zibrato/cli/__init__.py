@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 import click
 
+from .. import __version__
 from .common import CONTEXT_SETTINGS
 
 # subcommand -> module in this package; imported only when used, so --help stays fast
@@ -41,7 +43,7 @@ def _available(name: str) -> bool:
 
 
 @click.group(cls=_LazyGroup, context_settings=CONTEXT_SETTINGS)
-@click.version_option(package_name="zibrato")
+@click.version_option(__version__, prog_name="zibrato")  # the source's version, not stale metadata
 def group() -> None:
     """Zibrato: application measurements -> broker -> workers -> Librato, statsd, terminal.
 

@@ -101,7 +101,7 @@ def stop_daemons(daemons: dict[str, subprocess.Popen], timeout: float = 10.0) ->
             daemon.terminate()
         try:
             daemon.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # pragma: no cover - our daemons stop on TERM within seconds
             daemon.kill()
             daemon.wait()
 

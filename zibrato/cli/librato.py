@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -39,7 +40,7 @@ POSITIVE = Seconds(0, 3600, low_open=True)
               help="Cap on the delay between retries.")
 def command(username: str | None, apitoken: str | None, apitoken_file: Path | None, api_url: str,
             api: str, source: str | None, batch_size: int, timeout: float, retry_delay: float,
-            max_retry_delay: float, verbose: bool, **options: object) -> None:
+            max_retry_delay: float, verbose: bool, **options: Any) -> None:
     """Post each flush of the subscribed levels to Librato, retrying until it is delivered.
 
     Counters are sent as gauges of their per-flush sum, gauges as their last
