@@ -423,7 +423,8 @@ def sender_cpu(repeats: int, per_repeat: int) -> dict:
     (``series`` of them, called round robin), wakes the sender and waits until
     the publisher has counted them all; the sender thread's CPU clock is read
     before and after, divided by the measurements it drained. The two
-    publishers alternate within each repeat, on the same client and broker.
+    publishers alternate within each repeat (in turns first), on the same
+    client and broker.
     """
     from zibrato import Zibrato
 
@@ -442,8 +443,8 @@ def sender_cpu(repeats: int, per_repeat: int) -> dict:
         for label, n_series, per_drain in SENDER_WORKLOADS:
             functions = [z.time_me("info", f"bench.sender.s{i}")(noop) for i in range(n_series)]
             calls = [functions[i % n_series] for i in range(per_drain)]
-            for _ in range(repeats):
-                for variant, install in variants.items():
+            for repeat in range(repeats):  # the order alternates: neither variant always goes first
+                for variant, install in list(variants.items())[::1 if repeat % 2 else -1]:
                     publisher.__dict__.pop("drain", None)
                     if install:
                         install(publisher)

@@ -1187,3 +1187,44 @@ def test_new_kinds_reject_misuse_at_once(misuse, make_client):
     with pytest.raises((ValueError, TypeError)):
         misuse(z)
     expect(z.queued) == 0
+
+
+def _series(name: str) -> tuple:
+    return ("info", "g", name, None, (), None, None)
+
+
+@pytest.mark.parametrize("pattern", ["runs", "interleaved", "few"])
+def test_grouping_keeps_each_series_values_in_recorded_order(pattern):
+    """The sender groups by run or by item (sampled); either way a gauge's last value stays last."""
+    a, b = _series("a"), _series("b")
+    a_again = _series("a")  # equal to a, another object: the same series
+    if pattern == "runs":
+        items = [(a, i) for i in range(100)] + [(b, i) for i in range(50)] + [(a_again, i) for i in range(100, 130)]
+    elif pattern == "interleaved":
+        items = [(a if i % 2 else b, i) for i in range(200)]
+    else:
+        items = [(a, 1), (b, 2), (a_again, 3)]
+    grouped = zibrato.sender.group(items)
+    expected: dict = {}
+    for series, value in items:
+        expected.setdefault(series, []).append(value)
+    expect(grouped) == expected
+    expect(list(grouped)) == list(expected)  # series in order of first appearance
+
+
+def test_a_drain_raced_by_another_taker_publishes_what_it_popped():
+    """close() after a sender that hung may empty the queue mid-drain: nothing popped is lost."""
+    from zibrato.testing import MemoryTransport
+    tally = zibrato.sender.Tally()
+    publisher = zibrato.sender.Publisher(MemoryTransport(), tally, 1000, 1 << 20)
+    buffer = zibrato.sender.Buffer(100_000, lambda recorder: None)
+    series = _series("raced")
+    buffer.items.extend((series, i) for i in range(10))
+
+    class Shrinking(collections.deque):
+        def __len__(self):  # the taker saw 20 items; only 10 are there when it pops
+            return 20
+
+    buffer.items = Shrinking(buffer.items)
+    publisher.drain(buffer)
+    expect(tally.sent) == 10

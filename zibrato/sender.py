@@ -26,6 +26,7 @@ import functools
 import gc
 import itertools
 import logging
+import operator
 import signal
 import threading
 import time
@@ -43,7 +44,7 @@ import zmq.utils.garbage
 from . import protocol
 from .curve import ClientKeys
 
-__all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender"]
+__all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender", "group"]
 
 log = logging.getLogger("zibrato.client")
 
@@ -351,34 +352,20 @@ class Publisher:
 
     def publish(self, items: Iterable[tuple]) -> None:
         """Send ``(series, value)`` items: one record per series, one message per level."""
-        grouped: dict[tuple, list] = {}
-        for series, value in items:
-            values = grouped.get(series)
-            if values is None:
-                grouped[series] = [value]
-            else:
-                values.append(value)
-        self._publish_grouped(grouped)
+        self._publish_grouped(group(items if isinstance(items, list) else list(items)))
 
     def drain(self, buffer: Buffer) -> None:
-        """:meth:`publish` what waits in ``buffer`` now (the sender's loop, inlined for speed)."""
+        """:meth:`publish` what waits in ``buffer`` now, popped in one C-level loop."""
         items = buffer.items
         count = len(items)
         if not count:
             return
-        pop = items.popleft
-        grouped: dict[tuple, list] = {}
+        taken: list = []
         try:
-            for _ in range(count):
-                series, value = pop()
-                values = grouped.get(series)
-                if values is None:
-                    grouped[series] = [value]
-                else:
-                    values.append(value)
-        except IndexError:  # emptied by close() after a sender that hung
+            taken.extend(_starmap(items.popleft, _repeat((), count)))
+        except IndexError:  # emptied by close() after a sender that hung: keep what was popped
             pass
-        self._publish_grouped(grouped)
+        self._publish_grouped(group(taken))
 
     def _publish_grouped(self, grouped: dict[tuple, list]) -> None:
         if not grouped:
@@ -426,6 +413,47 @@ class Publisher:
                 yield from self._encode(level, now, half, sum(len(record[2]) for record in half), shard)
             return
         yield frame, size
+
+
+_starmap, _repeat, _groupby = itertools.starmap, itertools.repeat, itertools.groupby
+_series_of, _value_of = operator.itemgetter(0), operator.itemgetter(1)
+#: items looked at to choose how to group a drain, and the most runs among them for runs to pay
+SAMPLE, MOST_RUNS = 64, 8
+
+
+def group(items: list) -> dict[tuple, list]:
+    """``(series, value)`` items grouped per series, each series' values in recorded order.
+
+    A busy series arrives in runs (a loop calling one function): those are
+    grouped a run at a time, in C (``groupby``, ``map(itemgetter)``), about
+    a third of the cost of a dict lookup per item. Interleaved series (runs
+    of one or two) would pay more per run than per item, so the first
+    ``SAMPLE`` items decide: few runs among them, by run; many (or a handful
+    of items, as a synchronous transport publishes), item by item.
+    """
+    grouped: dict[tuple, list] = {}
+    get = grouped.get
+    if len(items) >= MOST_RUNS and _runs(items[:SAMPLE]) <= MOST_RUNS:
+        for series, run in _groupby(items, _series_of):
+            values = get(series)
+            if values is None:
+                grouped[series] = list(map(_value_of, run))
+            else:
+                values.extend(map(_value_of, run))
+    else:
+        for series, value in items:
+            values = get(series)
+            if values is None:
+                grouped[series] = [value]
+            else:
+                values.append(value)
+    return grouped
+
+
+def _runs(sample: list) -> int:
+    """Runs of one series object in ``sample`` (identity: a cheap, conservative count)."""
+    column = list(map(_series_of, sample))
+    return 1 + sum(map(operator.is_not, column[1:], column))
 
 
 _shard_cache: dict[tuple, int] = {}
