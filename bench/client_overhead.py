@@ -479,8 +479,9 @@ def sender_report(results: dict, repeats: int, per_repeat: int) -> str:
         "### The sender thread's CPU per measurement (broker up)", "",
         c.table(["workload", "before: regrouping each item (ns)", "after: the drain today (ns)",
                  "after / before (target <= 0.5x)"], rows), "",
-        f"Median of {repeats} repeats of {per_repeat:,} measurements each (at least 3 drains); the sender thread's own CPU clock "
-        "(pthread_getcpuclockid) around each drain, divided by the measurements it drained: "
+        f"Median of {repeats} repeats of {per_repeat:,} measurements each (at least 3 drains); "
+        "the sender thread's own CPU clock (pthread_getcpuclockid) around each drain, "
+        "divided by the measurements it drained: "
         "popping, grouping per series, encoding (msgpack) and handing the frames to ZeroMQ. "
         f"Zibrato sent {results['_zibrato']['sent']:,}, dropped {results['_zibrato']['dropped']:,}.", ""])
 
