@@ -2,12 +2,17 @@
 
     bench/.venv/bin/python bench/where_time_goes.py client   # @z.time_me, piece by piece
     bench/.venv/bin/python bench/where_time_goes.py worker   # cProfile of Worker.ingest, 1-value records
+    bench/.venv/bin/python bench/where_time_goes.py sender   # the sender's drain, stage by stage
 
 (bench/run creates bench/.venv.) ``client``: cProfile cannot see inside a call
 of a few hundred ns (its own hook costs more), so the decorator is rebuilt one
 piece at a time and each version timed (process CPU time, median of repeats);
 the difference between consecutive lines is what that piece costs.
-``worker``: cProfile of the ingest path, sorted by own time.
+``worker``: cProfile of the ingest path, sorted by own time. ``sender``:
+one drain of the sender thread taken apart (popping, grouping, splitting
+into messages, msgpack, the PUSH socket), each stage timed alone in the
+thread's CPU time, before and after per-run grouping, then a cProfile of
+whole drains.
 """
 from __future__ import annotations
 
@@ -112,5 +117,114 @@ def worker(n_frames: int = 2_000) -> None:
     print("```")
 
 
+def sender(per_drain: int = 10_000, repeats: int = 15) -> None:
+    import itertools
+
+    import zmq
+    from client_overhead import RegroupingPublisher
+
+    from zibrato import protocol
+    from zibrato.sender import Buffer, Publisher, Tally, ZmqTransport, group, messages
+
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    transport = ZmqTransport(f"tcp://127.0.0.1:{port}", 10_000, 1.0, 64 << 20)
+    transport.open()
+
+    def empty_pull() -> None:
+        while True:
+            try:
+                pull.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
+    def per_measurement(fn, make) -> float:
+        best = []
+        for _ in range(repeats):
+            arg = make()
+            start = time.thread_time()
+            fn(arg)
+            best.append(time.thread_time() - start)
+            empty_pull()
+        return c.median(best) / per_drain * 1e9
+
+    print(f"### The sender's drain, stage by stage ({c.machine()}; {per_drain:,} measurements a drain)\n")
+    rows = []
+    for n_series in (1, 10, 1000):
+        names = [("info", "t", f"bench.s{i}", None, (), None, None) for i in range(n_series)]
+        items = [(names[i % n_series], 0.001 * i) for i in range(per_drain)]
+
+        def filled() -> Buffer:
+            buffer = Buffer(1 << 20, lambda recorder: None)
+            buffer.items.extend(items)
+            return buffer
+
+        def pop_one_by_one(buffer: Buffer) -> None:
+            pop = buffer.items.popleft
+            for _ in range(len(buffer.items)):
+                pop()
+
+        def pop_in_c(buffer: Buffer) -> None:
+            taken: list = []
+            taken.extend(itertools.starmap(buffer.items.popleft, itertools.repeat((), len(buffer.items))))
+
+        def regroup(listed: list) -> None:
+            grouped: dict = {}
+            for series, value in listed:
+                values = grouped.get(series)
+                if values is None:
+                    grouped[series] = [value]
+                else:
+                    values.append(value)
+
+        grouped = group(list(items))
+        now = time.time()
+
+        def encode(g: dict) -> None:
+            for level, records, _size in messages(g, 1000):
+                protocol.encode(level, now, records)
+
+        frames = [protocol.encode(level, now, records) for level, records, _ in messages(grouped, 1000)]
+
+        def send(fs: list) -> None:
+            for index, frame in enumerate(fs):
+                transport.send(frame, index == len(fs) - 1)
+
+        before = Publisher(transport, Tally(), 1000, 1 << 20)
+        RegroupingPublisher.install(before)
+        after = Publisher(transport, Tally(), 1000, 1 << 20)
+        stages = [
+            ("pop, one at a time (before)", pop_one_by_one, filled),
+            ("pop, in one C-level loop (after)", pop_in_c, filled),
+            ("group, a dict lookup per item (before)", regroup, lambda: list(items)),
+            ("group, zibrato.sender.group (after)", group, lambda: list(items)),
+            ("split into messages + msgpack (both)", encode, lambda: grouped),
+            ("PUSH socket send (both)", send, lambda: frames),
+            ("whole drain, before", before.drain, filled),
+            ("whole drain, after", after.drain, filled),
+        ]
+        for label, fn, make in stages:
+            rows.append([f"{n_series:,} series", label, per_measurement(fn, make)])
+    print(c.table(["series, interleaved", "stage", "ns per measurement (thread CPU)"], rows))
+    names = [("info", "t", "bench.hot", None, (), None, None)]
+    profile = cProfile.Profile()
+    publisher = Publisher(transport, Tally(), 1000, 1 << 20)
+    buffer = Buffer(1 << 20, lambda recorder: None)
+    for _ in range(20):
+        buffer.items.extend((names[0], 0.001 * i) for i in range(per_drain))
+        profile.enable()
+        publisher.drain(buffer)
+        profile.disable()
+        empty_pull()
+    print(f"\n### cProfile of 20 drains of {per_drain:,} measurements of one series (after)\n")
+    print("```")
+    pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(8)
+    print("```")
+    transport.close(0)
+    pull.close(0)
+    context.term()
+
+
 if __name__ == "__main__":
-    {"client": client, "worker": worker}[sys.argv[1] if len(sys.argv) > 1 else "client"]()
+    {"client": client, "worker": worker, "sender": sender}[sys.argv[1] if len(sys.argv) > 1 else "client"]()
