@@ -227,4 +227,8 @@ def sender(per_drain: int = 10_000, repeats: int = 15) -> None:
 
 
 if __name__ == "__main__":
-    {"client": client, "worker": worker, "sender": sender}[sys.argv[1] if len(sys.argv) > 1 else "client"]()
+    which = sys.argv[1] if len(sys.argv) > 1 else "client"
+    if which == "sender" and len(sys.argv) > 2:  # measurements per drain: sender 250
+        sender(int(sys.argv[2]), repeats=101)
+    else:
+        {"client": client, "worker": worker, "sender": sender}[which]()
