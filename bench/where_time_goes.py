@@ -3,6 +3,7 @@
     bench/.venv/bin/python bench/where_time_goes.py client   # @z.time_me, piece by piece
     bench/.venv/bin/python bench/where_time_goes.py worker   # cProfile of Worker.ingest, 1-value records
     bench/.venv/bin/python bench/where_time_goes.py sender   # the sender's drain, stage by stage
+    bench/.venv/bin/python bench/where_time_goes.py calls    # cProfile of `with z.Time_me` and z.count(...)
 
 (bench/run creates bench/.venv.) ``client``: cProfile cannot see inside a call
 of a few hundred ns (its own hook costs more), so the decorator is rebuilt one
@@ -115,6 +116,35 @@ def worker(n_frames: int = 2_000) -> None:
     stats = pstats.Stats(profile, stream=sys.stdout)
     stats.sort_stats("tottime").print_stats(12)
     print("```")
+
+
+def calls(n: int = 200_000) -> None:
+    """The Python calls inside ``with z.Time_me(...)`` and ``z.count(...)``, by own time.
+
+    cProfile's hook costs more than these calls, so read the call counts and
+    the shares, not the absolute times.
+    """
+    from zibrato import Zibrato
+    z = Zibrato("127.0.0.1", 1)  # nothing listens
+    z.count("info", "warm")
+    statements = {
+        "with z.Time_me('info', 'bench.Time_me'): pass": "for _ in range(n):\n"
+                                                        "    with z.Time_me('info', 'bench.Time_me'):\n"
+                                                        "        pass",
+        "z.count('info', 'bench.count')": "for _ in range(n):\n    z.count('info', 'bench.count')",
+    }
+    for label, code in statements.items():
+        compiled = compile(code, label, "exec")
+        profile = cProfile.Profile()
+        profile.enable()
+        exec(compiled, {"z": z, "n": n})
+        profile.disable()
+        z.flush(10)
+        print(f"### cProfile of {n:,} x `{label}`\n")
+        print("```")
+        pstats.Stats(profile, stream=sys.stdout).sort_stats("tottime").print_stats(8)
+        print("```")
+    z.close(timeout=1.0)
 
 
 def sender(per_drain: int = 10_000, repeats: int = 15) -> None:
@@ -231,4 +261,4 @@ if __name__ == "__main__":
     if which == "sender" and len(sys.argv) > 2:  # measurements per drain: sender 250
         sender(int(sys.argv[2]), repeats=101)
     else:
-        {"client": client, "worker": worker, "sender": sender}[which]()
+        {"client": client, "worker": worker, "sender": sender, "calls": calls}[which]()
