@@ -20,8 +20,8 @@ from expecter import expect
 import zibrato.client
 import zibrato.instruments
 import zibrato.sender
-from zibrato import Zibrato
 from conftest import Flat, select, values_of, wait_until
+from zibrato import Zibrato
 
 # Timed code waits on an Event with a timeout: a wait on a condition, never a sleep.
 WAIT = 0.05
@@ -483,7 +483,7 @@ MISUSE = {
     "level with a comma": (ValueError, lambda z: z.Time_me("a,b", "x")),
     "level with a NUL": (ValueError, lambda z: z.Count_me("info\x00", "x")),
     "level too long": (ValueError, lambda z: z.time_me("l" * 65, "x")),
-    "level not a string": (ValueError, lambda z: z.count("info".encode(), "x")),
+    "level not a string": (ValueError, lambda z: z.count(b"info", "x")),
     "level missing": (TypeError, lambda z: z.time_me(name="x")),
     "name empty": (ValueError, lambda z: z.time_me("info", "")),
     "name None": (ValueError, lambda z: z.count_me("info", None)),

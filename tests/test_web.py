@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from zibrato.web.server import WebServer, parse_listen
-from zibrato.web.view import History, point, row, series_id
-
 from support.daemons import Daemon, free_ports, run_script, wait_until
 from support.web import WebPipeline, get_json
+from zibrato.web.server import WebServer, parse_listen
+from zibrato.web.view import History, point, row, series_id
 
 T0 = 1_800_000_000.0
 ROOT = Path(__file__).resolve().parent.parent

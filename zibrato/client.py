@@ -30,13 +30,13 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Optional, Union
+from typing import Any, Optional
 
 import zmq
 
 from . import protocol
-from .instruments import Block, Counter, Timer, _Instrument
 from .curve import ENV_SECRET_KEY, ENV_SERVER_KEY, ClientKeys
+from .instruments import Block, Counter, Timer, _Instrument
 from .protocol import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
 from .sender import MAX_CAPACITY, Buffer, Publisher, Sender, Tally, Transport, ZmqTransport
 
@@ -47,7 +47,7 @@ log = logging.getLogger("zibrato.client")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5550
 # Optional/Union rather than "|": these aliases are evaluated at import.
-Tags = Optional[Union[Mapping[str, object], Iterable[str]]]
+Tags = Optional[Mapping[str, object] | Iterable[str]]
 Series = tuple  # (level, type, name, source, tags, weight, unit)
 
 _INT64_MIN, _UINT64_LIMIT = -(1 << 63), 1 << 64  # the integers msgpack can carry

@@ -18,7 +18,7 @@ worker. Installed as a pytest plugin, it also gives the fixture ``zibrato_memory
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, NamedTuple, Union
+from typing import Iterator, NamedTuple
 
 import msgpack
 
@@ -33,7 +33,7 @@ class Measurement(NamedTuple):
     level: str
     type: str  # "counter", "gauge", "timer", "histogram" or "set"
     name: str
-    value: Union[float, str]  # a set's member may be a string
+    value: float | str  # a set's member may be a string
     source: str | None
     tags: tuple[str, ...]
     weight: float = 1  # observations this value stands for (1 / rate when sampled)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from support import browser  # noqa: E402
-from support.daemons import BIN, free_ports, wait_until  # noqa: E402
+from support import browser
+from support.daemons import BIN, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,8 +19,8 @@ from typing import Callable, Iterable, Optional
 import zmq
 
 from .. import protocol
-from .series import Pending, Series
 from ..curve import ClientKeys
+from .series import Pending, Series
 
 DEFAULT_HWM = 10_000
 #: values per message, as the Zibrato client's default ``batch``

@@ -27,13 +27,13 @@ from typing import Any, BinaryIO, Optional
 
 import zmq
 
+from ..curve import ClientKeys
 from ..runtime import RateLimitedLog, answer_status, bind_status, describe_bind_error
 from . import statsd as statsd_lines
 from .drain import drain_server
 from .l2met import L2metParser
 from .publisher import DEFAULT_HWM, Publisher
 from .series import Pending, Rejects, Series
-from ..curve import ClientKeys
 
 log = logging.getLogger("zibrato.listen")
 

@@ -133,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "zibrato-web"
     protocol_version = "HTTP/1.0"
 
-    def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
+    def do_GET(self) -> None:  # http.server's naming
         self.server.requests += 1
         if self.server.loopback_only and not is_loopback(_host_of(self.headers.get("Host", ""))):
             self._json({"error": "this server answers only loopback host names"}, HTTPStatus.FORBIDDEN)
