@@ -9,8 +9,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent

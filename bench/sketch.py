@@ -23,8 +23,8 @@ import math
 import random
 import time
 import tracemalloc
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Callable
 
 import _common as c
 

@@ -59,7 +59,7 @@ class Supervisor:
         self.config = render_config(tmp_path / "supervisord.conf", self.run_dir, self.log_dir, environment)
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Supervisor":
+    def start(self) -> Supervisor:
         with open(self.dir / "supervisord.stdout", "ab") as out:
             self.process = subprocess.Popen([str(BIN / "supervisord"), "-n", "-c", str(self.config)],
                                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -30,7 +30,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Optional
+from typing import Any
 
 import zmq
 
@@ -46,8 +46,8 @@ log = logging.getLogger("zibrato.client")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5550
-# Optional/Union rather than "|": these aliases are evaluated at import.
-Tags = Optional[Mapping[str, object] | Iterable[str]]
+# Evaluated at import: "|" between generic aliases needs Python 3.10, the oldest supported.
+Tags = Mapping[str, object] | Iterable[str] | None
 Series = tuple  # (level, type, name, source, tags, weight, unit)
 
 _INT64_MIN, _UINT64_LIMIT = -(1 << 63), 1 << 64  # the integers msgpack can carry
@@ -261,7 +261,7 @@ class Zibrato:
                 return
         self._tally.dropped += self._buffer.discard()
 
-    def __enter__(self) -> "Zibrato":
+    def __enter__(self) -> Zibrato:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -499,7 +499,7 @@ def _normalise_tags(tags: Tags) -> tuple[str, ...]:
 # multiprocessing's own exit finalizers, and a SIGTERM from terminate() (Pool's
 # __exit__) first flushes, then ends the process by SIGTERM as before.
 
-_live_clients: "weakref.WeakSet[Zibrato]" = weakref.WeakSet()
+_live_clients: weakref.WeakSet[Zibrato] = weakref.WeakSet()
 _sigterm_hooked_in: int | None = None  # the pid whose SIGTERM flushes first
 
 

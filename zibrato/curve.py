@@ -103,13 +103,13 @@ class ClientKeys:
     server: bytes
 
     @classmethod
-    def from_files(cls, secret_key: str | os.PathLike, server_key: str | os.PathLike) -> "ClientKeys":
+    def from_files(cls, secret_key: str | os.PathLike, server_key: str | os.PathLike) -> ClientKeys:
         public, secret = load_pair(secret_key)
         return cls(public, secret, load_public(server_key))
 
     @classmethod
     def from_options(cls, secret_key: str | os.PathLike | None,
-                     server_key: str | os.PathLike | None) -> "ClientKeys | None":
+                     server_key: str | os.PathLike | None) -> ClientKeys | None:
         """Both files, or neither (plain); one without the other is a ValueError."""
         if not secret_key and not server_key:
             return None
@@ -118,7 +118,7 @@ class ClientKeys:
         return cls.from_files(secret_key, server_key)
 
     @classmethod
-    def from_env(cls) -> "ClientKeys | None":
+    def from_env(cls) -> ClientKeys | None:
         """From ZIBRATO_CURVE_SECRET_KEY and ZIBRATO_CURVE_SERVER_KEY (file paths), if set."""
         return cls.from_options(os.environ.get(ENV_SECRET_KEY), os.environ.get(ENV_SERVER_KEY))
 
@@ -132,7 +132,7 @@ class ClientKeys:
 class _CountingAuthenticator(ThreadAuthenticator):
     """pyzmq's ZAP authenticator, which also counts and logs refused clients by address."""
 
-    def __init__(self, context: zmq.Context, owner: "ServerAuth") -> None:
+    def __init__(self, context: zmq.Context, owner: ServerAuth) -> None:
         super().__init__(context, log=logging.getLogger("zibrato.curve.zap"))
         self._owner = owner
         self._address = ""

@@ -30,9 +30,9 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Callable
 
 from .destination import Destination, Interval
 from .runtime import printable, printable_repr

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import zmq
 

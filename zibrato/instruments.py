@@ -51,8 +51,8 @@ class _Instrument:
     hand-inlined fast path per subclass, the rarer kinds share the wrappers here.
     """
 
-    def __init__(self, client: "Zibrato", level: str, type_: str, name: str,
-                 source: str | None, tags: "Tags", outcome: bool, rate: float = 1.0) -> None:
+    def __init__(self, client: Zibrato, level: str, type_: str, name: str,
+                 source: str | None, tags: Tags, outcome: bool, rate: float = 1.0) -> None:
         self.client = client
         self.outcome = outcome
         self.rate = client._check_rate(rate)
@@ -74,7 +74,7 @@ class _Instrument:
             return _SKIPPED
         return self._begin()
 
-    def _series_for(self, error: BaseException | None) -> "Series":
+    def _series_for(self, error: BaseException | None) -> Series:
         """The series a call lands in: tagged outcome:error and the class when it raised."""
         if error is None or not self.outcome or isinstance(error, GeneratorExit):
             return self.series  # GeneratorExit: the caller stopped iterating early, not a failure
@@ -194,8 +194,8 @@ class Timer(_Instrument):
     each get their own start too (nested, in threads, in tasks).
     """
 
-    def __init__(self, client: "Zibrato", level: str, name: str, source: str | None,
-                 tags: "Tags", outcome: bool, rate: float = 1.0) -> None:
+    def __init__(self, client: Zibrato, level: str, name: str, source: str | None,
+                 tags: Tags, outcome: bool, rate: float = 1.0) -> None:
         super().__init__(client, level, TIMER, name, source, tags, outcome, rate)
 
     def _begin(self) -> float:
@@ -219,8 +219,8 @@ class Timer(_Instrument):
 class Counter(_Instrument):
     """Decorator and context manager that adds ``value`` per call or block, also when it raises."""
 
-    def __init__(self, client: "Zibrato", level: str, name: str, value: float,
-                 source: str | None, tags: "Tags", outcome: bool, rate: float = 1.0) -> None:
+    def __init__(self, client: Zibrato, level: str, name: str, value: float,
+                 source: str | None, tags: Tags, outcome: bool, rate: float = 1.0) -> None:
         self.value = client._number(value)
         super().__init__(client, level, COUNTER, name, source, tags, outcome, rate)
 
@@ -249,7 +249,7 @@ class Block:
     def __init__(self, instrument: _Instrument) -> None:
         self.instrument = instrument
 
-    def __enter__(self) -> "Block":
+    def __enter__(self) -> Block:
         self.token = self.instrument._start()
         return self
 
@@ -257,7 +257,7 @@ class Block:
         self.instrument._finish(self.token, error)
         return False
 
-    async def __aenter__(self) -> "Block":
+    async def __aenter__(self) -> Block:
         return self.__enter__()
 
     async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
@@ -268,6 +268,6 @@ class Block:
         return self.instrument(func)
 
 
-def _add_tags(series: "Series", *extra: str) -> "Series":
+def _add_tags(series: Series, *extra: str) -> Series:
     level, type_, name, source, tags, weight, unit = series
     return (level, type_, name, source, tuple(sorted(set(tags).union(extra))), weight, unit)

@@ -32,7 +32,8 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import msgpack
 

@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from typing import Callable
+from collections.abc import Callable
 
 import zmq
 

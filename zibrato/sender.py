@@ -178,7 +178,7 @@ class Buffer:
         self._reset_count()
 
 
-_buffers: "weakref.WeakSet[Buffer]" = weakref.WeakSet()
+_buffers: weakref.WeakSet[Buffer] = weakref.WeakSet()
 
 
 def _guard_buffers(phase: str, info: dict) -> None:
@@ -218,7 +218,7 @@ class Transport:
     def close(self, linger: float) -> None:
         """Release what :meth:`open` made, waiting up to ``linger`` seconds for delivery."""
 
-    def fork_child(self) -> "Transport":
+    def fork_child(self) -> Transport:
         """The transport a forked child uses (sockets cannot cross a fork: a new one)."""
         return self
 
@@ -322,7 +322,7 @@ class ZmqTransport(Transport):
         self._held.clear()
         self.held_bytes = self._untracked = 0
 
-    def fork_child(self) -> "ZmqTransport":
+    def fork_child(self) -> ZmqTransport:
         """A context made before fork is unusable in the child: a fresh transport of its own."""
         return ZmqTransport(self.endpoint, self.hwm, self.linger, self.max_bytes, curve=self.curve)
 

@@ -21,8 +21,8 @@ decoding that traffic (see docs/PROTOCOL.md, "Shards").
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from . import protocol
 
@@ -37,7 +37,7 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         """'2/4' -> Shard(2, 4); ValueError with the reason otherwise."""
         match = _SPEC.match(text)
         if not match:

@@ -52,9 +52,10 @@ import hashlib
 import math
 from array import array
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from operator import neg as _neg
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 __all__ = ["Sketch", "SetSketch", "Buckets", "scale_for", "relative_error_of",
            "DEFAULT_RELATIVE_ERROR", "DEFAULT_MAX_BUCKETS"]
@@ -158,7 +159,7 @@ class Buckets:
                 merged[((offset + j) >> shift) - low] += c
         self.offset, self.counts = low, merged
 
-    def copy(self) -> "Buckets":
+    def copy(self) -> Buckets:
         twin = Buckets()
         twin.offset, twin.counts = self.offset, array("d", self.counts)
         return twin
@@ -359,7 +360,7 @@ class Sketch:
 
     # --- merging ----------------------------------------------------------------
 
-    def merge(self, other: "Sketch") -> "Sketch":
+    def merge(self, other: Sketch) -> Sketch:
         """Add ``other``'s observations to this sketch (in place; returns self)."""
         if not other.count:
             return self
@@ -377,7 +378,7 @@ class Sketch:
         self.max = max(self.max, other.max)
         return self
 
-    def _merge_buckets(self, other: "Sketch") -> None:
+    def _merge_buckets(self, other: Sketch) -> None:
         target = min(self.scale, other.scale)
         shift = 0
         while not self._fits(other, target - shift):
@@ -394,7 +395,7 @@ class Sketch:
                 counts[(index >> other_shift) - offset] += count
         self.zero_count += other.zero_count
 
-    def _fits(self, other: "Sketch", scale: int) -> bool:
+    def _fits(self, other: Sketch, scale: int) -> bool:
         """Whether the union of both sketches' buckets fits ``max_buckets`` per sign at ``scale``."""
         for mine, theirs in ((self.positive, other.positive), (self.negative, other.negative)):
             ends = [i >> (self.scale - scale) for i in _ends(mine)]
@@ -403,7 +404,7 @@ class Sketch:
                 return False
         return True
 
-    def _bucketed(self) -> "Sketch":
+    def _bucketed(self) -> Sketch:
         """This sketch as buckets only (an exact sketch's values counted into a copy)."""
         copy = Sketch(max_buckets=self.max_buckets, max_exact=0)
         copy.initial_scale = copy.scale = self.initial_scale
@@ -529,7 +530,7 @@ class Sketch:
                 "min": None if empty else self.min, "max": None if empty else self.max}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], max_buckets: int = DEFAULT_MAX_BUCKETS) -> "Sketch":
+    def from_dict(cls, data: dict[str, Any], max_buckets: int = DEFAULT_MAX_BUCKETS) -> Sketch:
         """A sketch from :meth:`to_dict`'s form (or an OTLP exponential histogram's fields)."""
         try:
             scale = int(data["scale"])
@@ -659,7 +660,7 @@ class SetSketch:
             if rank > registers[index]:
                 registers[index] = rank
 
-    def merge(self, other: "SetSketch") -> "SetSketch":
+    def merge(self, other: SetSketch) -> SetSketch:
         """The union of both (in place; returns self). Precisions must match."""
         if other.members is not None:
             self.update(other.members)
@@ -701,7 +702,7 @@ class SetSketch:
                 "registers": base64.b64encode(bytes(self.registers)).decode("ascii")}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], max_exact: int = DEFAULT_SET_MAX_EXACT) -> "SetSketch":
+    def from_dict(cls, data: dict[str, Any], max_exact: int = DEFAULT_SET_MAX_EXACT) -> SetSketch:
         try:
             if data.get("exact", "members" in data):
                 sketch = cls(max_exact=max_exact)

@@ -18,7 +18,8 @@ worker. Installed as a pytest plugin, it also gives the fixture ``zibrato_memory
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import msgpack
 

@@ -26,7 +26,7 @@ import os
 import socket as _socket
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -30,7 +30,7 @@ def missing() -> str | None:
 
 
 @contextmanager
-def chromium(width: int = 1280, height: int = 900) -> Iterator["object"]:
+def chromium(width: int = 1280, height: int = 900) -> Iterator[object]:
     """A selenium WebDriver on a fresh, temporary profile; quit and removed afterwards."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -80,7 +80,7 @@ GRAPHITE_URL = http://127.0.0.1:1
 """)
         return config
 
-    def start(self, timeout: float = 20.0) -> "Carbon":
+    def start(self, timeout: float = 20.0) -> Carbon:
         assert self.process is None or self.process.poll() is not None, "carbon is running"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

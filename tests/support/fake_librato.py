@@ -58,8 +58,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any
 
 __all__ = ["FakeLibrato"]
 
@@ -108,7 +109,7 @@ _POLL = 0.05  # wait_for re-checks its predicate at least this often
 class _Rejection(Exception):
     """Answer the request with ``status`` and JSON ``body``; accept nothing."""
 
-    def __init__(self, status: int, body: Optional[dict], headers: tuple = (), close: bool = False):
+    def __init__(self, status: int, body: dict | None, headers: tuple = (), close: bool = False):
         super().__init__(status)
         self.status = status
         self.body = body
@@ -140,7 +141,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _number_problem(value: Any) -> Optional[str]:
+def _number_problem(value: Any) -> str | None:
     """Why ``value`` is not an acceptable number, or None."""
     if not _is_number(value):
         return f"must be a number, got {value!r}"
@@ -155,7 +156,7 @@ def _number_problem(value: Any) -> Optional[str]:
     return None
 
 
-def _name_problem(value: Any, what: str) -> Optional[str]:
+def _name_problem(value: Any, what: str) -> str | None:
     if not isinstance(value, str):
         return f"{what} must be a string, got {value!r}"
     if not NAME_RE.fullmatch(value):
@@ -163,7 +164,7 @@ def _name_problem(value: Any, what: str) -> Optional[str]:
     return None
 
 
-def _time_problem(value: Any, now: float, max_future: float, max_past: float) -> Optional[str]:
+def _time_problem(value: Any, now: float, max_future: float, max_past: float) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool):
         return f"must be an integer of Unix seconds, got {value!r}"
     if value > now + max_future:
@@ -173,7 +174,7 @@ def _time_problem(value: Any, now: float, max_future: float, max_past: float) ->
     return None
 
 
-def _period_problem(value: Any) -> Optional[str]:
+def _period_problem(value: Any) -> str | None:
     # Librato's docs: "period ... is an integer value that describes (in seconds)".
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         return f"must be a positive integer of seconds, got {value!r}"
@@ -200,14 +201,14 @@ class FakeLibrato:
         self._measurements: dict[tuple, dict] = {}
         self._overwrites = 0
         self._requests: list[dict] = []
-        self._failures: list[tuple[int, Optional[dict], tuple]] = []
-        self._outage: Optional[int] = None
+        self._failures: list[tuple[int, dict | None, tuple]] = []
+        self._outage: int | None = None
         self._delays: list[float] = []
         self._rejected_names: set[str] = set()
-        self._server: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._port: Optional[int] = None
+        self._port: int | None = None
 
     # ------------------------------------------------------------------ life cycle
     @property
@@ -217,7 +218,7 @@ class FakeLibrato:
             raise RuntimeError("FakeLibrato is not started")
         return f"http://{HOST}:{self._port}"
 
-    def start(self) -> "FakeLibrato":
+    def start(self) -> FakeLibrato:
         """Listen (on a free port the first time, on the same port after a stop) and serve in a daemon thread."""
         with self._cond:
             if self._server is not None:
@@ -245,7 +246,7 @@ class FakeLibrato:
         if thread is not None:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "FakeLibrato":
+    def __enter__(self) -> FakeLibrato:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -301,8 +302,8 @@ class FakeLibrato:
                     self._cond.wait(min(remaining, _POLL))
 
     # ------------------------------------------------------------------ failure injection
-    def fail_next(self, n: int, status: int = 500, body: Optional[dict] = None,
-                  headers: Optional[dict] = None) -> None:
+    def fail_next(self, n: int, status: int = 500, body: dict | None = None,
+                  headers: dict | None = None) -> None:
         """The next ``n`` POSTs answer ``status`` (with ``body``, or a Librato-style error, and
         ``headers``, e.g. ``{"Retry-After": "1"}``) and accept nothing."""
         _check_status(status)
@@ -338,7 +339,7 @@ class FakeLibrato:
             self._rejected_names.add(name)
 
     # ------------------------------------------------------------------ internals
-    def _take_injection(self) -> Optional[tuple]:
+    def _take_injection(self) -> tuple | None:
         """One POST's injected behaviour: ("delay", s), ("fail", status, body, headers) or None."""
         with self._cond:
             if self._delays:
@@ -369,7 +370,7 @@ class FakeLibrato:
             self._overwrites += 1
         self._measurements[key] = measurement
 
-    def _check_auth(self, header: Optional[str]) -> None:
+    def _check_auth(self, header: str | None) -> None:
         challenge = (("WWW-Authenticate", 'Basic realm="Librato API"'),)
         if not header:
             raise _request_error(401, "Authorization Required", headers=challenge)
@@ -790,7 +791,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             raise _request_error(400, f"The body is not valid JSON: {exc}") from None
 
-    def _respond(self, status: int, body: Optional[dict], headers: tuple) -> None:
+    def _respond(self, status: int, body: dict | None, headers: tuple) -> None:
         data = b"" if body is None else json.dumps(body).encode("utf-8")
         try:
             self.send_response(status)

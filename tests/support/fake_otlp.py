@@ -36,9 +36,9 @@ import math
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
@@ -146,7 +146,7 @@ class FakeOtlp:
 
     # --- life -----------------------------------------------------------------
 
-    def __enter__(self) -> "FakeOtlp":
+    def __enter__(self) -> FakeOtlp:
         self._thread.start()
         return self
 

@@ -66,7 +66,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 """)
         return config
 
-    def start(self, timeout: float = 20.0) -> "InfluxDB":
+    def start(self, timeout: float = 20.0) -> InfluxDB:
         assert self.process is None or self.process.poll() is not None, "influxd is running"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([INFLUXD, "run", "-config", str(self.config)],

@@ -40,7 +40,7 @@ class WorkerPipeline:
         """The worker's arguments; override to add what is known only at start."""
         return self.worker_args
 
-    def start(self) -> "WorkerPipeline":
+    def start(self) -> WorkerPipeline:
         self.broker.start().wait_for_log("broker ready")
         self.worker = Daemon(self.tmp_path, self.script, *self.worker_command(), env=self.env)
         self.worker.start().wait_for_log(self.ready_log)

@@ -42,7 +42,7 @@ class PrometheusServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "PrometheusServer":
+    def start(self) -> PrometheusServer:
         if not Path(BINARY).exists():
             raise AssertionError("the Prometheus server is missing: run bin/setup --test "
                                  "(apt-get install prometheus)")

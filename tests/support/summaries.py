@@ -8,7 +8,7 @@ independently of, the sketch module.
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 
 def bucket_index(value: float, scale: int) -> int:

@@ -91,7 +91,7 @@ class Host:
                                 *curve_args(keys, name), *forward_args)
         self.client = Zibrato(port=self.base)
 
-    def start(self) -> "Host":
+    def start(self) -> Host:
         self.broker.start().wait_for_log("broker ready")
         self.forwarder.start().wait_for_log("forward worker")
         return self
@@ -144,7 +144,7 @@ class GlobalTier:
                              *self.broker_args).start()
         self.broker.wait_for_log("broker ready", timeout=15)
 
-    def start(self) -> "GlobalTier":
+    def start(self) -> GlobalTier:
         self.start_broker()
         self.start_workers()
         return self

@@ -21,7 +21,7 @@ class WebPipeline(WorkerPipeline):
         super().__init__(tmp_path, "--listen", "127.0.0.1:0", *worker_args, flush=flush, **kwargs)
         self.url = ""
 
-    def start(self) -> "WebPipeline":
+    def start(self) -> WebPipeline:
         super().start()
         self.url = re.search(r"web view at (http://\S+/)", self.worker.stderr).group(1)
         return self

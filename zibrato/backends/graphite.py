@@ -40,7 +40,8 @@ import logging
 import math
 import re
 import socket
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ..delivery import NameFitter, Retryable, describe, request_timeout
 from ..destination import Destination, Interval

@@ -40,7 +40,8 @@ from __future__ import annotations
 import base64
 import logging
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests

@@ -33,7 +33,7 @@ import re
 import socket
 import time as _time
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 import requests
 

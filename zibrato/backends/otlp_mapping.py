@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 import os
 import socket
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import unquote
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -179,7 +180,7 @@ class ExpHistogram:
         self.sum, self.min, self.max = sum, min, max
 
     @classmethod
-    def from_sketch(cls, sketch: dict) -> "ExpHistogram":
+    def from_sketch(cls, sketch: dict) -> ExpHistogram:
         """The dict form of zibrato.sketch (COMMON.md's contract), counts rounded.
 
         An integer ``count`` means no fractional weight went in: the bucket
@@ -197,7 +198,7 @@ class ExpHistogram:
     def count(self) -> int:
         return self.zero_count + sum(self.positive[1]) + sum(self.negative[1])
 
-    def merged(self, other: "ExpHistogram") -> "ExpHistogram":
+    def merged(self, other: ExpHistogram) -> ExpHistogram:
         """Both brought to the smaller scale, counts added (how the spec merges them)."""
         scale = min(self.scale, other.scale)
         pos = add_buckets(downscale(self.positive[0], self.positive[1], self.scale - scale),

@@ -31,8 +31,8 @@ import logging
 import math
 import socket
 import threading
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Mapping, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import exposition
@@ -178,7 +178,7 @@ class PrometheusDestination(Destination):
             self._wanted.set()
         return (rendered.gzipped() if gzipped else rendered.body), content_type
 
-    def _render(self, content_type: str, encoder, version: int, gzipped: bool = False) -> "_Rendered":
+    def _render(self, content_type: str, encoder, version: int, gzipped: bool = False) -> _Rendered:
         """Render (holding the render lock), then swap the cache entry in."""
         rendered = _Rendered(version, encoder(self.collector), encoder)
         if gzipped:

@@ -43,8 +43,8 @@ import logging
 import re
 import select
 import socket
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from typing import Iterable, Iterator
 
 from ..delivery import NameFitter, Retryable, request_timeout
 from ..destination import Destination, Interval

@@ -12,7 +12,7 @@ status 1 at once); :meth:`connect` binds if that was not done and serves.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..destination import Destination, Interval
 from ..web.server import WebServer, is_loopback

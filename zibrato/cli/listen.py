@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Optional
 
 import click
 
@@ -24,7 +23,7 @@ from .common import CONTEXT_SETTINGS, curve_client_options, curve_keys, standalo
 _OFF = ("", "off", "none")
 
 
-def _address(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None or (param.name == "statsd" and value.lower() in _OFF):
         return None
     try:
@@ -85,11 +84,11 @@ def _level(ctx: click.Context, param: click.Parameter, value: str) -> str:
                    "under the level 'zibrato' every 10 s.")
 @curve_client_options
 @verbose_option
-def command(statsd: Optional[str], statsd_unix: Optional[str], l2met: Optional[str],
-            l2met_token_file: Optional[str], read_stdin: bool, tee: bool, broker: str, level: str,
+def command(statsd: str | None, statsd_unix: str | None, l2met: str | None,
+            l2met_token_file: str | None, read_stdin: bool, tee: bool, broker: str, level: str,
             gauge_sign: str, timestamp_window: float, max_line_length: int, receive_buffer: int,
             flush_interval: float, hwm: int, max_body: int, status_port: int, self_metrics: bool,
-            verbose: bool, **curve_options: Optional[str]) -> None:
+            verbose: bool, **curve_options: str | None) -> None:
     """Accept statsd/DogStatsD lines and l2met log lines; publish them to the broker.
 
     \b

@@ -17,7 +17,7 @@ kept. Nothing here raises on any input.
 from __future__ import annotations
 
 import re
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 from .. import protocol
 from .series import Pending, Rejects, Series, add
@@ -35,7 +35,7 @@ REASONS = ("bad frame", "invalid utf-8", "bad name", "bad value", "non-finite va
 class L2metParser:
     """Parses l2met conventions from log lines and logplex drain bodies into ``pending``."""
 
-    def __init__(self, level: str = "statsd", rejects: Optional[Rejects] = None) -> None:
+    def __init__(self, level: str = "statsd", rejects: Rejects | None = None) -> None:
         if not protocol.is_valid_level(level):
             raise ValueError(f"invalid level {level!r}: 1-64 characters of A-Z a-z 0-9 _ . -")
         self.level = level
@@ -47,8 +47,8 @@ class L2metParser:
 
     # --- drain bodies ---------------------------------------------------------
 
-    def feed_drain(self, body: bytes, pending: Pending, prefix: Optional[str] = None,
-                   source_prefix: Optional[str] = None) -> int:
+    def feed_drain(self, body: bytes, pending: Pending, prefix: str | None = None,
+                   source_prefix: str | None = None) -> int:
         """Every frame of a logplex/log-shuttle body; return the measurements accepted."""
         accepted = 0
         for frame in self.frames(body):
@@ -93,13 +93,13 @@ class L2metParser:
 
     # --- log lines --------------------------------------------------------------
 
-    def feed_line(self, line: str, pending: Pending, prefix: Optional[str] = None,
-                  source_prefix: Optional[str] = None, router: bool = False) -> int:
+    def feed_line(self, line: str, pending: Pending, prefix: str | None = None,
+                  source_prefix: str | None = None, router: bool = False) -> int:
         """One log line's measurements into ``pending``; return how many were accepted."""
         self.lines += 1
         if "=" not in line and "count#" not in line:
             return 0  # the common case: a log line with no measurement in it
-        found: list[tuple[str, Optional[str], str, str]] = []  # (kind, name, value, token)
+        found: list[tuple[str, str | None, str, str]] = []  # (kind, name, value, token)
         source = None
         for token in line.split():
             key, equals, value = token.partition("=")
@@ -129,7 +129,7 @@ class L2metParser:
         self.measurements += accepted
         return accepted
 
-    def _add(self, kind: str, name: Optional[str], text: str, source: Optional[str], token: str,
+    def _add(self, kind: str, name: str | None, text: str, source: str | None, token: str,
              pending: Pending) -> int:
         if name is None or protocol.name_problem(name) or \
                 (source is not None and protocol.name_problem(source, "source")):
@@ -159,7 +159,7 @@ class L2metParser:
         return 1
 
 
-def syslog_header(text: str) -> Optional[tuple[str, str, str]]:
+def syslog_header(text: str) -> tuple[str, str, str] | None:
     """(app, procid, message) of an RFC5424 frame as logplex and log-shuttle send them.
 
     ``<pri>1 timestamp host app procid msgid [structured-data] message``;
@@ -180,7 +180,7 @@ def syslog_header(text: str) -> Optional[tuple[str, str, str]]:
     return app, procid, message.rstrip("\r\n")
 
 
-def _measurement_key(key: str) -> tuple[Optional[str], Optional[str]]:
+def _measurement_key(key: str) -> tuple[str | None, str | None]:
     """('measure' | 'count' | 'sample', name) for a measurement key, (None, None) otherwise."""
     if key.startswith("measure#") or key.startswith("measure."):
         return "measure", key[8:] or None
@@ -191,7 +191,7 @@ def _measurement_key(key: str) -> tuple[Optional[str], Optional[str]]:
     return None, None
 
 
-def _prefixed(prefix: Optional[str], name: Optional[str]) -> Optional[str]:
+def _prefixed(prefix: str | None, name: str | None) -> str | None:
     if not prefix:
         return name
     return f"{prefix}.{name}" if name else prefix

@@ -14,7 +14,7 @@ gauges and timers it does know.
 from __future__ import annotations
 
 import time as _time
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import zmq
 
@@ -96,7 +96,7 @@ class Publisher:
         self.figures["messages_dropped"] += 1
         self.figures["values_dropped"] += count
 
-    def close(self, linger: Optional[float] = 2.0) -> None:
+    def close(self, linger: float | None = 2.0) -> None:
         """Give queued messages ``linger`` seconds to reach the broker, then close."""
         self.socket.close(linger=None if linger is None else int(linger * 1000))
 

@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO
 
 import zmq
 
@@ -56,10 +56,10 @@ class ListenConfig:
     """Everything the CLI decides (see zibrato/cli/listen.py for what each means)."""
 
     broker: str = "127.0.0.1:5550"
-    statsd: Optional[str] = "127.0.0.1:8125"
-    statsd_unix: Optional[str] = None
-    l2met: Optional[str] = None
-    l2met_token: Optional[str] = field(default=None, repr=False)
+    statsd: str | None = "127.0.0.1:8125"
+    statsd_unix: str | None = None
+    l2met: str | None = None
+    l2met_token: str | None = field(default=None, repr=False)
     stdin: bool = False
     tee: bool = False
     level: str = statsd_lines.DEFAULT_LEVEL
@@ -69,10 +69,10 @@ class ListenConfig:
     receive_buffer: int = DEFAULT_RECEIVE_BUFFER
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     hwm: int = DEFAULT_HWM
-    status_port: Optional[int] = None
+    status_port: int | None = None
     self_metrics: bool = True
     max_body: int = DEFAULT_MAX_BODY
-    curve: Optional[ClientKeys] = field(default=None, repr=False)  # keys of a CURVE broker link
+    curve: ClientKeys | None = field(default=None, repr=False)  # keys of a CURVE broker link
 
 
 def split_address(text: str, what: str) -> tuple[str, int]:
@@ -87,8 +87,8 @@ def split_address(text: str, what: str) -> tuple[str, int]:
 class Listener:
     """Owns the sockets, the parsers and the publisher; ``run`` until ``stop`` is set."""
 
-    def __init__(self, config: ListenConfig, stdin: Optional[BinaryIO] = None,
-                 stdout: Optional[BinaryIO] = None) -> None:
+    def __init__(self, config: ListenConfig, stdin: BinaryIO | None = None,
+                 stdout: BinaryIO | None = None) -> None:
         self.config = config
         self._stdin, self._stdout = stdin, stdout
         self._reject_log = RateLimitedLog(log)
@@ -105,17 +105,17 @@ class Listener:
                         "drain_refused": 0, "kernel_drops": 0, "flushes": 0}
         self.started = time.time()
         self.addresses: dict[str, str] = {}
-        self.receive_buffer: Optional[int] = None
-        self._udp: Optional[socket.socket] = None
-        self._tcp: Optional[socket.socket] = None
-        self._unix: Optional[socket.socket] = None
+        self.receive_buffer: int | None = None
+        self._udp: socket.socket | None = None
+        self._tcp: socket.socket | None = None
+        self._unix: socket.socket | None = None
         self._connections: dict[socket.socket, bytearray] = {}
         self._by_fd: dict[int, socket.socket] = {}
         self._skipping: set[socket.socket] = set()  # connections inside an overlong line
-        self._http: Optional[ThreadingHTTPServer] = None
-        self._status: Optional[zmq.Socket] = None
-        self._seen: dict[str, tuple[int, Optional[float]]] = {}
-        self.publisher: Optional[Publisher] = None
+        self._http: ThreadingHTTPServer | None = None
+        self._status: zmq.Socket | None = None
+        self._seen: dict[str, tuple[int, float | None]] = {}
+        self.publisher: Publisher | None = None
 
     # --- start and stop ---------------------------------------------------------
 
@@ -155,7 +155,7 @@ class Listener:
         self.addresses["statsd"] = f"{shown}:{udp.getsockname()[1]}"
 
     @staticmethod
-    def _bind_statsd_pair(host: str, port: int) -> tuple[socket.socket, Optional[socket.socket]]:
+    def _bind_statsd_pair(host: str, port: int) -> tuple[socket.socket, socket.socket | None]:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         udp = socket.socket(family, socket.SOCK_DGRAM)
         _bind(udp, (host, port), "--statsd (UDP)")
@@ -353,7 +353,7 @@ class Listener:
 
     # --- l2met inputs ---------------------------------------------------------------
 
-    def feed_drain(self, body: bytes, prefix: Optional[str], source_prefix: Optional[str]) -> int:
+    def feed_drain(self, body: bytes, prefix: str | None, source_prefix: str | None) -> int:
         with self.lock:
             self.figures["drain_requests"] += 1
             return self.l2met.feed_drain(body, self.pending, prefix, source_prefix)
@@ -492,7 +492,7 @@ def _size_receive_buffer(sock: socket.socket, wanted: int) -> int:
     return granted
 
 
-def udp_drops(sock: socket.socket) -> Optional[int]:
+def udp_drops(sock: socket.socket) -> int | None:
     """Datagrams the kernel dropped for this socket (its receive buffer was full).
 
     Linux's /proc/net/udp (udp6) lists each socket with its inode and a

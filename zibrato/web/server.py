@@ -106,7 +106,7 @@ class WebServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-    def start(self) -> "WebServer":
+    def start(self) -> WebServer:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
                                         name="zibrato-web-http", daemon=True)
         self._thread.start()

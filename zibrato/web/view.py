@@ -15,8 +15,8 @@ import hashlib
 import json
 import math
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 #: the statistics a table row shows, per type (those the summary has)
 STAT_KEYS = {
