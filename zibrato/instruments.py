@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .protocol import COUNTER, TIMER
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from .client import Series, Tags, Zibrato
 
 __all__ = ["Timer", "Counter"]

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from .servers import Listener
 
 log = logging.getLogger("zibrato.listen")
