@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import timezone
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 from .destination import Destination, Interval
 from .runtime import printable, printable_repr
@@ -121,7 +122,7 @@ def request_timeout(limit: float) -> float:
     request (the queue then gives up and counts what is cut off). Outside a
     delivery thread it is ``limit``.
     """
-    queue = getattr(_current, "queue", None)
+    queue: DeliveryQueue | None = getattr(_current, "queue", None)
     if queue is None:
         return limit
     left = queue.time_left()
@@ -159,7 +160,7 @@ class DeliveryQueue:
         self._final_attempt = False  # while stopping: the one shortened wait is used
         self._abandoned = False
         self._failures = 0  # consecutive failed attempts, across intervals
-        self._alarms_logged: set = set()
+        self._alarms_logged: set[int | str] = set()
         self.failing_since: float | None = None
         self.last_error: str | None = None
         self.counts = {"delivered_intervals": 0, "dropped_intervals": 0, "dropped_series": 0,
@@ -249,7 +250,7 @@ class DeliveryQueue:
     def _lost(self, what: str) -> None:
         self._last_loss = (self.clock(), what)
 
-    def figures(self) -> dict:
+    def figures(self) -> dict[str, Any]:
         failing = self.failing_for()
         return {**self.counts, "backlog": self.backlog, "max_backlog": self.max_backlog,
                 "last_delivery": self.last_delivery, "last_error": self.last_error,
@@ -420,15 +421,20 @@ class NameFitter:
     cache is bounded (cleared past 100,000 names).
     """
 
-    def __init__(self, log: logging.Logger, rule: str, invalid: re.Pattern | None = None,
+    def __init__(self, log: logging.Logger, rule: str, invalid: re.Pattern[str] | None = None,
                  fit: Callable[[str, int | None], str] | None = None,
                  destination: str = "the destination") -> None:
         if fit is None and invalid is None:
             raise ValueError("give a pattern of invalid characters or a fit function")
         self.log, self.rule, self.destination = log, rule, destination
-        self._fit = fit or (lambda text, limit: invalid.sub("_", text)[:limit])
+
+        def replace_invalid(text: str, limit: int | None) -> str:
+            assert invalid is not None  # one of the two is given, checked above
+            return invalid.sub("_", text)[:limit]
+
+        self._fit = fit or replace_invalid
         self.changed = 0
-        self._seen: dict[tuple, str] = {}
+        self._seen: dict[tuple[str, str, int | None], str] = {}
 
     def __call__(self, text: str, limit: int | None = None, kind: str = "name") -> str:
         key = (kind, text, limit)

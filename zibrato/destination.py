@@ -24,6 +24,7 @@ logged, counted, dropped). Any other exception counts as retryable.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class Interval:
 
     start: float
     end: float
-    summaries: list[dict]
+    summaries: list[dict[str, Any]]
 
     @property
     def seconds(self) -> float:
@@ -58,7 +59,7 @@ class Destination:
     def close(self) -> None:
         """Release what :meth:`connect` opened (delivery thread, at exit)."""
 
-    def figures(self) -> dict:
+    def figures(self) -> dict[str, Any]:
         """This destination's own figures for `zibrato status`.
 
         A ``"problems"`` list in them (reasons, as sentences) makes the worker unhealthy.
