@@ -213,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_body(data)
 
     def _static(self, name: str) -> None:
-        data = resources.files(__package__).joinpath("static", name).read_bytes()
+        data = resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", STATIC[name])
         self.send_header("Cache-Control", "no-cache")

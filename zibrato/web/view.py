@@ -71,7 +71,7 @@ def row(summary: dict, sid: str | None = None) -> dict:
     """One table row: identity plus the main statistics of the type (``sid``: its id, if known)."""
     type_ = summary.get("type")
     tags = list(summary.get("tags") or ())
-    stats = {key: _number(summary[key]) for key in STAT_KEYS.get(type_, ()) if key in summary}
+    stats = {key: _number(summary[key]) for key in STAT_KEYS.get(type_ or "", ()) if key in summary}
     return {"id": sid or series_id(summary), "type": type_, "name": summary.get("name"),
             "source": summary.get("source"), "tags": tags, "outcome": outcome_of(tags),
             "unit": _unit(summary), "stats": stats}
@@ -79,7 +79,7 @@ def row(summary: dict, sid: str | None = None) -> dict:
 
 def point(summary: dict) -> tuple:
     """The charted statistics of one summary, in :data:`CHART_FIELDS` order (None when absent)."""
-    return tuple(_number(summary.get(key)) for key in CHART_FIELDS.get(summary.get("type"), ()))
+    return tuple(_number(summary.get(key)) for key in CHART_FIELDS.get(summary.get("type", ""), ()))
 
 
 def _unit(summary: dict) -> str | None:
@@ -91,10 +91,9 @@ def _unit(summary: dict) -> str | None:
 
 def _number(value: object) -> float | None:
     """A finite number as is; anything else (absent, NaN, a string, a bool) as None: JSON null."""
-    kind = value.__class__
-    if kind is float:
+    if type(value) is float:  # exactly: a bool is an int subclass, and not a number here
         return value if math.isfinite(value) else None
-    return value if kind is int else None
+    return value if type(value) is int else None
 
 
 def _sort_key(r: dict) -> tuple:
@@ -227,6 +226,7 @@ class History:
         latest = self._latest
         offset, limit = max(0, offset), min(max(1, limit), MAX_PAGE)
         words = query.lower().split()
+        matched: Sequence[dict]
         if words or type:
             matched = [r for r, text in zip(latest.rows, latest.texts)
                        if (not type or r["type"] == type) and all(w in text for w in words)]
