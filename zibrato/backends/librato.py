@@ -295,14 +295,17 @@ class Librato(Destination):
     def _send(self, time: float, batch: list[dict]) -> None:
         """POST one batch; return if accepted, raise _Rejection or Retryable otherwise."""
         timeout = request_timeout(self.timeout)
-        if self.session is None:
+        session = self.session
+        if session is None:
             self.connect()
+            session = self.session
+            assert session is not None  # connect() opened it
         body = json.dumps(self.mapping.payload(time, batch), separators=(",", ":"),
                           allow_nan=False).encode()
         self.counts["posts"] += 1
         started = _time.monotonic()
         try:
-            response = self.session.post(self.url, data=body, timeout=timeout, allow_redirects=False)
+            response = session.post(self.url, data=body, timeout=timeout, allow_redirects=False)
         except requests.Timeout:
             raise Retryable(f"no answer from {self.url} within {timeout:g} s", status="timeout") from None
         except requests.RequestException as error:

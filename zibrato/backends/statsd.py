@@ -45,6 +45,7 @@ import select
 import socket
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
+from typing import Any
 
 from ..delivery import NameFitter, Retryable, request_timeout
 from ..destination import Destination, Interval
@@ -287,8 +288,8 @@ class Statsd(Destination):
                       c["lines_lost"])
         self._close_socket()
 
-    def figures(self) -> dict:
-        f = {**self.counts, "names_changed": self.mapping.names_changed,
+    def figures(self) -> dict[str, Any]:
+        f: dict[str, Any] = {**self.counts, "names_changed": self.mapping.names_changed,
              "timer_values_dropped": self.mapping.timer_values_dropped,
              "statsd": self.endpoint, "protocol": self.protocol, "mtu": self.mtu,
              "statsd_error": self.last_error}
@@ -304,20 +305,22 @@ class Statsd(Destination):
 
     # --- UDP ------------------------------------------------------------------
 
-    def _open_udp(self) -> None:
+    def _open_udp(self) -> socket.socket:
         self._close_socket()
         family, _, _, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setblocking(False)
         sock.connect(address)  # resolve once; lets the kernel report refused datagrams
         self.sock = sock
+        return sock
 
     def _post_datagrams(self, datagrams: list[tuple[bytes, int]]) -> None:
         c = self.counts
         errors = 0
-        if self.sock is None:
+        sock = self.sock
+        if sock is None:
             try:
-                self._open_udp()
+                sock = self._open_udp()
             except OSError as error:
                 c["send_errors"] += 1
                 c["lines_lost"] += sum(n for _, n in datagrams)
@@ -330,7 +333,7 @@ class Statsd(Destination):
             self._check_size(datagram)
             for attempt in (1, 2):
                 try:
-                    self.sock.send(datagram)
+                    sock.send(datagram)
                 except ConnectionRefusedError as error:
                     # An earlier datagram was refused (ICMP port unreachable): the kernel reports
                     # it on this send, which then did not go out. Once more, then it is lost.
@@ -365,11 +368,12 @@ class Statsd(Destination):
 
     # --- TCP ------------------------------------------------------------------
 
-    def _open_tcp(self) -> None:
+    def _open_tcp(self) -> socket.socket:
         self._close_socket()
         sock = socket.create_connection((self.host, self.port), timeout=request_timeout(self.timeout))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        return sock
 
     def _post_stream(self, pending: list[tuple[bytes, int]]) -> None:
         """Write chunk after chunk, removing each once written; a failure leaves the rest pending."""
@@ -390,14 +394,16 @@ class Statsd(Destination):
 
     def _write(self, payload: bytes) -> None:
         """Write on the connection, opened anew if statsd closed it (statsd never writes back)."""
-        if self.sock is not None and _peer_closed(self.sock):
+        sock = self.sock
+        if sock is not None and _peer_closed(sock):
             self.log.info("statsd at %s closed the connection; reconnecting", self.endpoint)
             self.counts["reconnects"] += 1
             self._close_socket()
-        if self.sock is None:
-            self._open_tcp()
-        self.sock.settimeout(request_timeout(self.timeout))
-        self.sock.sendall(payload)
+            sock = None
+        if sock is None:
+            sock = self._open_tcp()
+        sock.settimeout(request_timeout(self.timeout))
+        sock.sendall(payload)
 
 
 def pack(units: list[bytes], limit: int) -> list[tuple[bytes, int]]:
