@@ -209,7 +209,7 @@ class Broker:
         """libzmq's counters from the proxy; {} when it does not answer within ``control_timeout``."""
         try:
             requests.send(b"STATISTICS")
-            if not requests.poll(self.control_timeout * 1000):
+            if not requests.poll(int(self.control_timeout * 1000)):  # ms, as pyzmq truncates
                 return {}
             frames = requests.recv_multipart()
         except zmq.ZMQError as error:  # pragma: no cover - REQ_RELAXED prevents EFSM

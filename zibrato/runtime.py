@@ -129,6 +129,8 @@ class StatusServer:
 
     def _serve(self) -> None:
         socket = self.socket
+        if socket is None:  # start() runs this thread only with a socket
+            return
         try:
             while not self._stop.is_set():
                 if socket.poll(100):
@@ -146,7 +148,7 @@ class StatusServer:
 
 def ask_status(host: str, port: int, timeout: float = 2.0) -> dict:
     """Ask a running daemon for its figures (raises TimeoutError when it does not answer)."""
-    context = zmq.Context.instance()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     if not timeout > 0:  # also NaN
         raise ValueError("timeout must be a positive number of seconds")
     socket = context.socket(zmq.REQ)

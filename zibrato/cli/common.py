@@ -106,7 +106,7 @@ def curve_client_options(func: Callable) -> Callable:
 def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
     """The flags every worker shares (see README, "CLI reference")."""
     def decorate(func: Callable) -> Callable:
-        options = [
+        options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
             click.option("--host", multiple=True, default=("127.0.0.1",), show_default=True,
                          help="Broker host to subscribe to; repeat it or give a comma list to "
                               "subscribe to several brokers (HOST or HOST:PORT each)."),
@@ -218,7 +218,8 @@ def run_worker(make: Callable[[], Destination], verbose: bool, worker_class: typ
 
 def standalone(command: click.Command, prog_name: str, envvar_prefix: str) -> Callable[[], None]:
     """An entry point for a `zibrato-<name>` script, every option settable from the environment."""
-    @functools.wraps(command.callback)
     def main() -> None:
         command.main(prog_name=prog_name, auto_envvar_prefix=envvar_prefix)
+    if command.callback is not None:  # the command's name and docstring
+        functools.update_wrapper(main, command.callback)
     return main
