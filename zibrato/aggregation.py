@@ -162,6 +162,7 @@ def parse_expire(value: float | str | Mapping[str, float] | None) -> dict[str, f
     out = dict.fromkeys(KINDS, 0.0)
     if value is None:
         return out
+    items: list[tuple[str, Any]]  # (kind or "" for all, seconds as given: checked below)
     if isinstance(value, Mapping):
         items = [(str(k), v) for k, v in value.items()]
     elif isinstance(value, str):
@@ -312,7 +313,7 @@ class Aggregator:
             if type == "t":
                 if state is None:
                     state = series[key] = array("d")
-                if state.__class__ is array:
+                if isinstance(state, array):
                     if len(state) + n <= max_exact:
                         if n == 1:
                             state.append(values[0])
@@ -424,7 +425,7 @@ class Aggregator:
     def _add_summary(self, name: str, source: str | None, tags: tuple, summary: Mapping) -> float:
         series = self._series_for(summary["end"])
         kind = summary["kind"]
-        key = (kind, name, source, tuple(tags))
+        key: tuple[Any, ...] = (kind, name, source, tuple(tags))
         if kind == "h":
             key += (summary.get("unit"),)
         state = series.get(key)
@@ -669,8 +670,8 @@ class Aggregator:
             stddev = 0.0
         else:
             stddev = math.sqrt(max((squares - total * mean) / count, 0.0))
-        summary = {"count": count, "sum": total, "sum_squares": squares, "min": low, "max": high,
-                   "mean": mean, "median": state.quantile(0.5), "stddev": stddev}
+        summary: dict[str, Any] = {"count": count, "sum": total, "sum_squares": squares, "min": low,
+                                   "max": high, "mean": mean, "median": state.quantile(0.5), "stddev": stddev}
         for key, num, den in self._percentiles:
             summary[key] = state.quantile(num / den)
         summary["exact"] = False
