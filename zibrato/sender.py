@@ -31,7 +31,8 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import zmq
 
@@ -46,6 +47,15 @@ from .curve import ClientKeys
 __all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender"]
 
 log = logging.getLogger("zibrato.client")
+
+#: what a client records: (series, value), the series a zibrato.client.Series key
+Item = tuple[Any, Any]
+#: a recording path: the buffer's append, or one of the client's
+Recorder = Callable[[Item], None]
+#: series -> its values; sharded (_by_shard), the series' level is (level, shard)
+Grouped = dict[tuple[Any, ...], list[Any]]
+#: one wire record (zibrato.protocol.Record's fields, as a tuple)
+Record = tuple[Any, ...]
 
 #: the largest queue a client may ask for
 MAX_CAPACITY = 1 << 30
@@ -91,12 +101,12 @@ class Buffer:
     collector), and switches back to fast once it has drained the queue.
     """
 
-    def __init__(self, capacity: int, install: Callable[[Callable[[tuple], None]], None]) -> None:
+    def __init__(self, capacity: int, install: Callable[[Recorder], None]) -> None:
         self.capacity = capacity
         self.soft = capacity // 2
         # SLACK past the capacity: room for the appends of threads that fetched the fast
         # recorder just before the switch, so that none of them can push an item out.
-        self.items: deque = deque(maxlen=capacity + SLACK)
+        self.items: deque[Item] = deque(maxlen=capacity + SLACK)
         self._reset_count()
         self.guarded = self._guarded_recorder()
         # A small queue is always guarded: half of it is not a safe margin over a collector's period.
@@ -106,9 +116,10 @@ class Buffer:
         self._unguarded_overflow_reported = False
         _buffers.add(self)
 
-    def _guarded_recorder(self) -> Callable[[tuple], None]:
-        def guarded(item: tuple, _len=len, _items=self.items, _append=self.items.append,
-                    _capacity=self.capacity, _buffer=self) -> None:
+    def _guarded_recorder(self) -> Recorder:
+        def guarded(item: Item, _len: Callable[[deque[Item]], int] = len, _items: deque[Item] = self.items,
+                    _append: Recorder = self.items.append, _capacity: int = self.capacity,
+                    _buffer: Buffer = self) -> None:
             if _len(_items) < _capacity:
                 _append(item)
             else:  # full: dropped, and counted
@@ -158,7 +169,7 @@ class Buffer:
             if self.guarding:  # the collector's callback guarded meanwhile (another thread)
                 self.install(self.guarded)
 
-    def take(self) -> Iterator[tuple]:
+    def take(self) -> Iterator[Item]:
         """The items present now, oldest first, removed one by one (appends may race)."""
         pop = self.items.popleft
         for _ in range(len(self.items)):
@@ -181,7 +192,7 @@ class Buffer:
 _buffers: weakref.WeakSet[Buffer] = weakref.WeakSet()
 
 
-def _guard_buffers(phase: str, info: dict) -> None:
+def _guard_buffers(phase: str, info: dict[str, int]) -> None:
     """gc callback: guard every queue more than half full (runs in the thread that allocated)."""
     if phase == "start" and _buffers:
         for buffer in list(_buffers):
@@ -239,14 +250,15 @@ class ZmqTransport(Transport):
     """
 
     def __init__(self, endpoint: str, hwm: int, linger: float, max_bytes: int,
-                 context: zmq.Context | None = None, curve: ClientKeys | None = None) -> None:
+                 context: zmq.Context[zmq.Socket[bytes]] | None = None, curve: ClientKeys | None = None) -> None:
         self.endpoint, self.hwm, self.linger, self.max_bytes = endpoint, hwm, linger, max_bytes
         #: CURVE keys (zibrato.curve): the broker is then a CURVE server that checks this client's key
         self.curve = curve
         self._given_context = context
-        self._context: zmq.Context | None = None
-        self._socket: zmq.Socket | None = None
-        self._held: deque = deque()  # (tracker, bytes it vouches for, sent at), oldest first
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._socket: zmq.Socket[bytes] | None = None
+        # (tracker, bytes it vouches for, sent at), oldest first
+        self._held: deque[tuple[zmq.MessageTracker, int, float]] = deque()
         self._untracked = 0  # bytes sent since the last tracked frame
         #: bytes of the frames ZeroMQ holds (not yet written to the broker's connection)
         self.held_bytes = 0
@@ -349,9 +361,9 @@ class Publisher:
         #: put each series' shard in the frame (protocol 1.2), for levels spread over N workers
         self.shards = shards
 
-    def publish(self, items: Iterable[tuple]) -> None:
+    def publish(self, items: Iterable[Item]) -> None:
         """Send ``(series, value)`` items: one record per series, one message per level."""
-        grouped: dict[tuple, list] = {}
+        grouped: Grouped = {}
         for series, value in items:
             values = grouped.get(series)
             if values is None:
@@ -367,7 +379,7 @@ class Publisher:
         if not count:
             return
         pop = items.popleft
-        grouped: dict[tuple, list] = {}
+        grouped: Grouped = {}
         try:
             for _ in range(count):
                 series, value = pop()
@@ -380,10 +392,11 @@ class Publisher:
             pass
         self._publish_grouped(grouped)
 
-    def _publish_grouped(self, grouped: dict[tuple, list]) -> None:
+    def _publish_grouped(self, grouped: Grouped) -> None:
         if not grouped:
             return
         now = time.time()
+        batches: list[tuple[str, int | None, list[Record], int]]
         if self.shards:  # one message per (level, shard)
             batches = [(level, shard, records, size)
                        for (level, shard), records, size in messages(_by_shard(grouped), self.batch)]
@@ -404,7 +417,7 @@ class Publisher:
             else:
                 tally.dropped += size
 
-    def _encode(self, level: str, now: float, records: list, size: int,
+    def _encode(self, level: str, now: float, records: Sequence[Record], size: int,
                 shard: int | None = None) -> Iterator[tuple[bytes, int]]:
         """(frame, measurements) for one message; split one the broker would refuse as too large."""
         tally = self.tally
@@ -428,13 +441,13 @@ class Publisher:
         yield frame, size
 
 
-_shard_cache: dict[tuple, int] = {}
+_shard_cache: dict[tuple[Any, ...], int] = {}
 
 
-def _by_shard(grouped: dict[tuple, list]) -> dict[tuple, list]:
+def _by_shard(grouped: Grouped) -> Grouped:
     """The same groups, each series' level replaced by (level, shard): one message per shard."""
     cache = _shard_cache
-    out = {}
+    out: Grouped = {}
     for series, values in grouped.items():
         shard = cache.get(series)
         if shard is None:
@@ -442,11 +455,12 @@ def _by_shard(grouped: dict[tuple, list]) -> dict[tuple, list]:
                 cache.clear()
             level, type_, name, source, tags, _weight, unit = series
             shard = cache[series] = protocol.shard_of(type_, name, source, tags, unit)
-        out[((series[0], shard), *series[1:])] = values
+        sharded = ((series[0], shard), *series[1:])
+        out[sharded] = values
     return out
 
 
-def record_of(series: tuple, values: list) -> tuple:
+def record_of(series: tuple[Any, ...], values: list[Any]) -> Record:
     """The wire record of a series (protocol 1.1: weight and unit appended only when needed)."""
     _level, type_, name, source, tags, weight, unit = series
     if unit is not None:
@@ -456,13 +470,16 @@ def record_of(series: tuple, values: list) -> tuple:
     return (type_, name, values, source, tags)
 
 
-def messages(grouped: dict[tuple, list], batch: int) -> Iterator[tuple[str, list, int]]:
-    """Yield (level, records, measurement count) per message, at most ``batch`` values each."""
-    by_level: dict[str, list] = {}
+def messages(grouped: Grouped, batch: int) -> Iterator[tuple[Any, list[Record], int]]:
+    """Yield (level, records, measurement count) per message, at most ``batch`` values each.
+
+    The level is the series' first field: a string, or (level, shard) from :func:`_by_shard`.
+    """
+    by_level: dict[Any, list[tuple[tuple[Any, ...], list[Any]]]] = {}
     for series, values in grouped.items():
         by_level.setdefault(series[0], []).append((series, values))
     for level, pairs in by_level.items():
-        chunk: list = []
+        chunk: list[Record] = []
         size = 0
         for series, values in pairs:
             for start in range(0, len(values), batch):
@@ -476,7 +493,7 @@ def messages(grouped: dict[tuple, list], batch: int) -> Iterator[tuple[str, list
             yield level, chunk, size
 
 
-def split(records: list) -> tuple[list, list] | None:
+def split(records: Sequence[Record]) -> tuple[Sequence[Record], Sequence[Record]] | None:
     """Two halves of a message's records (or of its one record's values); None if one value."""
     if len(records) > 1:
         middle = len(records) // 2
