@@ -38,7 +38,7 @@ from . import protocol
 from .curve import ENV_SECRET_KEY, ENV_SERVER_KEY, ClientKeys
 from .instruments import Block, Counter, Timer, _Instrument
 from .protocol import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
-from .sender import MAX_CAPACITY, Buffer, Publisher, Sender, Tally, Transport, ZmqTransport
+from .sender import MAX_CAPACITY, Buffer, Item, Publisher, Recorder, Sender, Tally, Transport, ZmqTransport
 
 __all__ = ["Zibrato", "DEFAULT_HOST", "DEFAULT_PORT", "Timer", "Counter"]
 
@@ -48,7 +48,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5550
 # Evaluated at import: "|" between generic aliases needs Python 3.10, the oldest supported.
 Tags = Mapping[str, object] | Iterable[str] | None
-Series = tuple  # (level, type, name, source, tags, weight, unit)
+#: a validated series: (level, type, name, source, tags, weight, unit)
+Series = tuple[str, str, str, str | None, tuple[str, ...], float | None, str | None]
 
 _INT64_MIN, _UINT64_LIMIT = -(1 << 63), 1 << 64  # the integers msgpack can carry
 _MAX_CACHED_SERIES = 10_000
@@ -88,7 +89,7 @@ class Zibrato:
         self,
         host: str | None = None,
         port: int | None = None,
-        context: zmq.Context | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
         source: str | None = None,
         tags: Tags = None,
         *,
@@ -100,8 +101,8 @@ class Zibrato:
         max_queue: int = 100_000,
         max_buffer_bytes: int = 64 * 1024 * 1024,
         transport: Transport | None = None,
-        curve_secret_key: str | os.PathLike | None = None,
-        curve_server_key: str | os.PathLike | None = None,
+        curve_secret_key: str | os.PathLike[str] | None = None,
+        curve_server_key: str | os.PathLike[str] | None = None,
         shards: bool | None = None,
         curve_keys: ClientKeys | None = None,
     ) -> None:
@@ -127,15 +128,15 @@ class Zibrato:
                                                     curve=curve_keys)
         self._buffer = Buffer(max_queue, self._install_recorder)
         self._tally = Tally()
-        self._series_cache: dict[tuple, Series] = {}
-        self._instrument_cache: dict[tuple, _Instrument] = {}
+        self._series_cache: dict[tuple[Any, ...], Series] = {}  # call arguments -> series
+        self._instrument_cache: dict[tuple[Any, ...], _Instrument] = {}
         self._sender: Sender | None = None
         self._publisher: Publisher | None = None
         self._start_lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._closed = False
         self._no_sender_reported = False  # a sender that cannot start is logged once
-        self._record: Callable[[tuple], None] = self._start_sender_and_record
+        self._record: Recorder = self._start_sender_and_record
         _live_clients.add(self)
 
     @property
@@ -293,7 +294,7 @@ class Zibrato:
         return float(rate)
 
     @staticmethod
-    def _number(value: object) -> Any:
+    def _number(value: object) -> float:
         return _number(value)
 
     def _cached_series(self, level: str, type: str, name: str, source: str | None,
@@ -311,7 +312,7 @@ class Zibrato:
         except (KeyError, TypeError):
             return self._validate_and_cache((level, type, name, source, tags))
 
-    def _validate_and_cache(self, call: tuple) -> Series:
+    def _validate_and_cache(self, call: tuple[Any, ...]) -> Series:
         key = self.series(*call)
         if len(self._series_cache) >= _MAX_CACHED_SERIES:
             self._series_cache.clear()
@@ -321,7 +322,7 @@ class Zibrato:
             pass
         return key
 
-    def _cached_instrument(self, kind: type, level: str, name: str, source: str | None,
+    def _cached_instrument(self, kind: type[_Instrument], level: str, name: str, source: str | None,
                            tags: Tags, outcome: bool, rate: float, *value: float) -> _Instrument:
         """One validated instrument per distinct ``with`` statement, reused by every block."""
         key = (kind, level, name, source, tags, outcome, rate, *value)
@@ -331,7 +332,7 @@ class Zibrato:
             if kind is Timer:
                 instrument: _Instrument = Timer(self, level, name, source, tags, outcome, rate)
             else:
-                instrument = Counter(self, level, name, *value, source, tags, outcome, rate)
+                instrument = Counter(self, level, name, value[0], source, tags, outcome, rate)  # Count_me's one
             if len(self._instrument_cache) >= _MAX_CACHED_SERIES:
                 self._instrument_cache.clear()
             try:
@@ -350,12 +351,12 @@ class Zibrato:
         if rate == 1.0 or _random() < rate:
             self._record((series, value))
 
-    def _install_recorder(self, recorder: Callable[[tuple], None]) -> None:
+    def _install_recorder(self, recorder: Recorder) -> None:
         """The buffer's choice between its fast and guarded recorders, while the sender runs."""
         if self._record is self._buffer.fast or self._record is self._buffer.guarded:
             self._record = recorder
 
-    def _start_sender_and_record(self, item: tuple) -> None:
+    def _start_sender_and_record(self, item: Item) -> None:
         """The first measurement (in this process) starts the sender, then takes the fast path."""
         with self._start_lock:
             if self._closed:
@@ -380,7 +381,7 @@ class Zibrato:
                 _flush_when_a_multiprocessing_child_ends(self)
         self._record(item)
 
-    def _publish_now(self, item: tuple) -> None:
+    def _publish_now(self, item: Item) -> None:
         """Synchronous transports (in memory): publish in the recording thread, in order."""
         with self._publish_lock:
             self._publisher.publish((item,))  # type: ignore[union-attr]
@@ -391,7 +392,7 @@ class Zibrato:
             log.error("zibrato: cannot start the sender thread (%s); measurements are dropped "
                       "and counted until it can", error)
 
-    def _drop(self, item: tuple) -> None:
+    def _drop(self, item: Item) -> None:
         self._buffer.overflow()
 
     def _divert(self, transport: Transport) -> Callable[[], None]:
@@ -399,7 +400,7 @@ class Zibrato:
         publisher = Publisher(transport, Tally(), self.batch, self.max_message_size, shards=self.shards)
         lock = threading.Lock()
 
-        def publish_there(item: tuple) -> None:
+        def publish_there(item: Item) -> None:
             with lock:
                 publisher.publish((item,))
 
@@ -436,7 +437,7 @@ def _flag(value: str | None) -> bool:
 
 def _port(value: object) -> int:
     try:
-        port = int(value)  # type: ignore[call-overload]
+        port: int = int(value)  # type: ignore[call-overload]  # anything int() takes
     except (TypeError, ValueError):
         raise ValueError(f"port must be an integer, got {value!r}") from None
     if not 0 < port < 65536:
@@ -451,7 +452,7 @@ def _check_name(name: object, what: str) -> str:
     return name  # type: ignore[return-value]
 
 
-def _number(value: object) -> Any:
+def _number(value: object) -> float:
     if type(value) is float:
         if math.isfinite(value):
             return value

@@ -17,9 +17,9 @@ import functools
 import inspect
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .protocol import COUNTER, TIMER
 
@@ -29,15 +29,16 @@ if TYPE_CHECKING:
 __all__ = ["Timer", "Counter"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+InstrumentT = TypeVar("InstrumentT", bound="_Instrument")
 _perf_counter = time.perf_counter
 _random = random.random
 #: the token of a call that sampling left out: nothing is recorded for it
 _SKIPPED = object()
 #: the ``with`` blocks open on shared instruments, in this thread or task: ((instrument, token), ...)
-_open_blocks: ContextVar[tuple] = ContextVar("zibrato_open_blocks", default=())
+_open_blocks: ContextVar[tuple[tuple[_Instrument, object], ...]] = ContextVar("zibrato_open_blocks", default=())
 
 
-def is_async(func: Callable) -> bool:
+def is_async(func: Callable[..., Any]) -> bool:
     """An ``async def`` function, or an object whose ``__call__`` is one (a handler class)."""
     return inspect.iscoroutinefunction(func) or (
         not inspect.isroutine(func) and inspect.iscoroutinefunction(getattr(type(func), "__call__", None)))
@@ -58,7 +59,7 @@ class _Instrument:
         self.rate = client._check_rate(rate)
         self._plain = client._cached_series(level, type_, name, source, tags, self.rate)
         self.series = _add_tags(self._plain, "outcome:ok") if outcome else self._plain
-        self._error_series: dict[type, Series] = {}
+        self._error_series: dict[type[BaseException], Series] = {}
         #: what a call does first: _begin, or a draw that may leave the call out
         self._start = self._begin if self.rate == 1.0 else self._sampled_begin
 
@@ -102,11 +103,11 @@ class _Instrument:
             wrapper = self._wrap_plain_function(func)
         return functools.wraps(func)(wrapper)  # type: ignore[return-value]
 
-    def _wrap_plain_function(self, func: Callable) -> Callable:
+    def _wrap_plain_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
         return self._wrap_function(func)
 
-    def _wrap_function(self, func: Callable) -> Callable:
-        def measured(*args, **kwargs):
+    def _wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        def measured(*args: Any, **kwargs: Any) -> Any:
             token, error = self._start(), None
             try:
                 return func(*args, **kwargs)
@@ -117,8 +118,8 @@ class _Instrument:
                 self._finish(token, error)
         return measured
 
-    def _wrap_coroutine(self, func: Callable) -> Callable:
-        async def measured_coroutine(*args, **kwargs):
+    def _wrap_coroutine(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        async def measured_coroutine(*args: Any, **kwargs: Any) -> Any:
             token, error = self._start(), None
             try:
                 return await func(*args, **kwargs)
@@ -129,8 +130,8 @@ class _Instrument:
                 self._finish(token, error)
         return measured_coroutine
 
-    def _wrap_generator(self, func: Callable) -> Callable:
-        def measured_generator(*args, **kwargs):
+    def _wrap_generator(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        def measured_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
             token, error = self._start(), None
             try:
                 return (yield from func(*args, **kwargs))
@@ -141,9 +142,9 @@ class _Instrument:
                 self._finish(token, error)
         return measured_generator
 
-    def _wrap_async_generator(self, func: Callable) -> Callable:
+    def _wrap_async_generator(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Measures the whole iteration; values sent with asend() are passed through."""
-        async def measured_async_generator(*args, **kwargs):
+        async def measured_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
             token, error = self._start(), None
             agen = func(*args, **kwargs)
             try:
@@ -165,11 +166,11 @@ class _Instrument:
     # An instrument used directly as a context manager (``t = z.time_me(...)``, then
     # ``with t:``) may be shared: each block's token lives in this thread's or task's stack.
 
-    def __enter__(self):
+    def __enter__(self: InstrumentT) -> InstrumentT:
         _open_blocks.set(_open_blocks.get() + ((self, self._start()),))
         return self
 
-    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> Literal[False]:
         blocks = _open_blocks.get()
         for index in range(len(blocks) - 1, -1, -1):  # the innermost open block of this instrument
             if blocks[index][0] is self:
@@ -179,10 +180,10 @@ class _Instrument:
                 break
         return False
 
-    async def __aenter__(self):
+    async def __aenter__(self: InstrumentT) -> InstrumentT:
         return self.__enter__()
 
-    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> Literal[False]:
         return self.__exit__(kind, error, tb)
 
 
@@ -204,10 +205,10 @@ class Timer(_Instrument):
     def _value(self, start: float) -> float:
         return _perf_counter() - start
 
-    def _wrap_plain_function(self, func: Callable) -> Callable:
+    def _wrap_plain_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
         client, series = self.client, self.series
 
-        def timed(*args, **kwargs):  # the hot path, inlined
+        def timed(*args: Any, **kwargs: Any) -> Any:  # the hot path, inlined
             start = _perf_counter()
             try:
                 return func(*args, **kwargs)
@@ -221,16 +222,16 @@ class Counter(_Instrument):
 
     def __init__(self, client: Zibrato, level: str, name: str, value: float,
                  source: str | None, tags: Tags, outcome: bool, rate: float = 1.0) -> None:
-        self.value = client._number(value)
+        self.value: float = client._number(value)
         super().__init__(client, level, COUNTER, name, source, tags, outcome, rate)
 
     def _value(self, token: object) -> float:
         return self.value
 
-    def _wrap_plain_function(self, func: Callable) -> Callable:
+    def _wrap_plain_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
         client, series, value = self.client, self.series, self.value
 
-        def counted(*args, **kwargs):  # the hot path, inlined
+        def counted(*args: Any, **kwargs: Any) -> Any:  # the hot path, inlined
             try:
                 return func(*args, **kwargs)
             finally:
@@ -253,14 +254,14 @@ class Block:
         self.token = self.instrument._start()
         return self
 
-    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> Literal[False]:
         self.instrument._finish(self.token, error)
         return False
 
     async def __aenter__(self) -> Block:
         return self.__enter__()
 
-    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> Literal[False]:
         return self.__exit__(kind, error, tb)
 
     def __call__(self, func: F) -> F:
