@@ -27,6 +27,7 @@ import socket as _socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -39,6 +40,9 @@ from .destination import Destination, Interval
 from .rules import SeriesRules
 from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable
 from .shard import Shard
+
+if TYPE_CHECKING:
+    from .client import Zibrato
 
 DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
 ALL_LEVELS = "all"
@@ -131,7 +135,7 @@ class Worker:
                  stop_timeout: float = 8.0, hwm: int = 100_000,
                  max_message_size: int | None = None, rules: SeriesRules | None = None,
                  backoff: Backoff | None = None, clock: Callable[[], float] = time.time,
-                 aggregation: dict | None = None, shard: Shard | None = None,
+                 aggregation: dict[str, Any] | None = None, shard: Shard | None = None,
                  lateness: float = DEFAULT_LATENESS, curve: ClientKeys | None = None) -> None:
         self.destination = destination
         self.name = destination.name
@@ -164,16 +168,18 @@ class Worker:
                                       max_backlog=max_backlog or max(16, int(900 / flush_interval) + 1))
         self._malformed_log = RateLimitedLog(self.log)
         self._late_log = RateLimitedLog(self.log, every=60.0)
-        self.figures_ = {"received": 0, "measurements": 0, "malformed": 0, "flushes": 0,
-                         "series_flushed": 0, "unread_at_stop": 0, "non_finite_dropped": 0,
-                         "last_flush": None, "last_flush_seconds": None, "last_received": None}
+        #: counts, and times or None (never yet): what `zibrato status` and self-metrics report
+        self.figures_: dict[str, Any] = {"received": 0, "measurements": 0, "malformed": 0, "flushes": 0,
+                                         "series_flushed": 0, "unread_at_stop": 0, "non_finite_dropped": 0,
+                                         "last_flush": None, "last_flush_seconds": None,
+                                         "last_received": None}
         self.started = time.time()
         if self_level and not protocol.is_valid_level(self_level):
             raise ValueError(f"invalid self-metrics level {self_level!r}")
         #: the level this worker's own figures are published under (None: not published)
         self.self_level = self_level or None
         self.broker_port = broker_port
-        self._self_client = None
+        self._self_client: Zibrato | None = None
         #: since when the SUB socket has had no connection to the broker (None: connected)
         self._unconnected_since: float | None = time.monotonic()
         self._connections = 0  # live connections to brokers (the SUB may connect to several)
@@ -184,9 +190,9 @@ class Worker:
     def broker_endpoint(self) -> str:
         return ",".join(self.endpoints)
 
-    def figures(self) -> dict:
+    def figures(self) -> dict[str, Any]:
         """What `zibrato status` shows for this worker (called from the status thread)."""
-        f = dict(self.figures_)
+        f: dict[str, Any] = dict(self.figures_)
         now = time.time()
         problems = self._problems(now)
         destination = dict(self.destination.figures())
@@ -302,7 +308,7 @@ class Worker:
         started = time.perf_counter()
         return self._deliver(*held, self.aggregator.flush_held(), started)
 
-    def _deliver(self, start: float, end: float, summaries: list[dict], started: float) -> Interval:
+    def _deliver(self, start: float, end: float, summaries: list[dict[str, Any]], started: float) -> Interval:
         self._count_non_finite()
         interval = Interval(start, end, summaries)
         self.delivery.put(interval)
@@ -325,7 +331,7 @@ class Worker:
 
     # --- receive loop ------------------------------------------------------------------
 
-    def _subscribe(self, context: zmq.Context) -> zmq.Socket:
+    def _subscribe(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
         sub = context.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, self.hwm)
         if self.max_message_size is not None:
@@ -351,8 +357,8 @@ class Worker:
             return [prefix for level in self.levels for prefix in self.shard.subscriptions(level)]
         return [protocol.topic(level) for level in self.levels]
 
-    def _receive_until(self, stop: threading.Event, sub: zmq.Socket,
-                       monitor: zmq.Socket | None = None) -> None:
+    def _receive_until(self, stop: threading.Event, sub: zmq.Socket[bytes],
+                       monitor: zmq.Socket[bytes] | None = None) -> None:
         """Receive, flushing at each boundary, until ``stop``; follow the connection to the broker."""
         schedule = self.schedule
         poller = zmq.Poller()
@@ -363,7 +369,7 @@ class Worker:
             wait = min(schedule.seconds_to_boundary(), _POLL_MS / 1000)
             if self._hold_until is not None:
                 wait = min(wait, max(0.0, self._hold_until - self.clock()))
-            ready = dict(poller.poll(wait * 1000))
+            ready = dict(poller.poll(int(wait * 1000)))  # ms, as pyzmq truncates
             if sub in ready:
                 self._receive_available(sub)
             if monitor is not None and monitor in ready:
@@ -379,7 +385,7 @@ class Worker:
                         "merged so far): the worker is not keeping up with what it receives",
                         iso(due[1]), schedule.lag, schedule.late_flushes, schedule.missed_boundaries)
 
-    def _connection_changed(self, monitor: zmq.Socket) -> None:
+    def _connection_changed(self, monitor: zmq.Socket[bytes]) -> None:
         """A connection to the broker came or went (libzmq's socket monitor)."""
         while monitor.poll(0):
             event = recv_monitor_message(monitor)["event"]
@@ -397,7 +403,7 @@ class Worker:
                 self.log.warning("lost the connection to the broker at %s; reconnecting",
                                  self.broker_endpoint)
 
-    def _receive_what_is_queued(self, sub: zmq.Socket, read_until: float) -> None:
+    def _receive_what_is_queued(self, sub: zmq.Socket[bytes], read_until: float) -> None:
         """On stop: take what the broker sends, until quiet, so the final flush has it.
 
         ``supervisorctl stop all`` signals the broker and the workers at once,
@@ -407,7 +413,7 @@ class Worker:
         cannot read by then is counted (``unread_at_stop``) and logged, never
         dropped silently.
         """
-        while time.monotonic() < read_until and sub.poll(_STOP_QUIET_SECONDS * 1000):
+        while time.monotonic() < read_until and sub.poll(int(_STOP_QUIET_SECONDS * 1000)):
             self._receive_available(sub)
         left = 0
         give_up = time.monotonic() + min(1.0, self.stop_timeout / 8)
@@ -426,7 +432,7 @@ class Worker:
                            "half the stop budget (%g s) and are lost (unread_at_stop)", more, left,
                            self.stop_timeout / 2)
 
-    def _receive_available(self, sub: zmq.Socket, limit: int = 10_000) -> None:
+    def _receive_available(self, sub: zmq.Socket[bytes], limit: int = 10_000) -> None:
         """Take what is queued now, bounded in count and time so that flushes stay on schedule."""
         until = time.perf_counter() + _BATCH_SECONDS
         received = 0
@@ -472,11 +478,11 @@ class Worker:
         except (ValueError, TypeError, KeyError) as error:  # e.g. two sketches that cannot merge
             self._malformed(f"cannot aggregate ({error.__class__.__name__}: {error})")
 
-    def _aggregate(self, batch: protocol.Batch, records: Sequence) -> float:
+    def _aggregate(self, batch: protocol.Batch, records: Sequence[Sequence[Any]]) -> float:
         """Feed validated records to the aggregator; the observations they hold."""
         return self.aggregator.add_records(records)
 
-    def _discard_rest(self, sub: zmq.Socket) -> None:
+    def _discard_rest(self, sub: zmq.Socket[bytes]) -> None:
         while sub.getsockopt(zmq.RCVMORE):
             sub.recv()
 
@@ -501,7 +507,7 @@ class Worker:
 
     # --- self-observation -----------------------------------------------------------
 
-    def _make_self_client(self):
+    def _make_self_client(self) -> Zibrato | None:
         """Workers measure themselves through the broker, under their own level."""
         if not self.self_level:
             return None
@@ -529,10 +535,10 @@ class Worker:
         return figures
 
     def _report_self(self, series: int, elapsed: float) -> None:
-        client = self._self_client
-        if client is None:
+        client, level = self._self_client, self.self_level
+        if client is None or level is None:  # made only when there is a self level
             return
-        level, prefix = self.self_level, f"zibrato.{self.name}"
+        prefix = f"zibrato.{self.name}"
         for key, value in self.self_figures(series).items():
             client.gauge(level, f"{prefix}.{key}", value)
         client.timing(level, f"{prefix}.flush_duration", elapsed)
