@@ -40,6 +40,7 @@ decorated function or a ``with`` block around ``noop()``, ``pass`` for a
 direct call such as ``z.gauge(...)``). Each figure is the median of the
 repeats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,8 @@ from dataclasses import dataclass
 
 import _common as c
 
-GAP = 200e-6           # seconds between spaced calls
-OUTLIER = 50e-6        # a spaced window longer than this was interrupted
+GAP = 200e-6  # seconds between spaced calls
+OUTLIER = 50e-6  # a spaced window longer than this was interrupted
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,13 @@ CASES = [
     Case("bare", "-", "bare `noop()` call (absolute ns, not overhead)", "noop()", "pass"),
     Case("z.time_me", "zibrato", "`@z.time_me`", "z_time_me()", "noop()"),
     Case("z.count_me", "zibrato", "`@z.count_me`", "z_count_me()", "noop()"),
-    Case("z.Time_me", "zibrato", "`with z.Time_me(...)`",
-         "with z.Time_me('info', 'bench.Time_me'):\n    noop()", "noop()"),
+    Case(
+        "z.Time_me",
+        "zibrato",
+        "`with z.Time_me(...)`",
+        "with z.Time_me('info', 'bench.Time_me'):\n    noop()",
+        "noop()",
+    ),
     Case("z.gauge", "zibrato", "`z.gauge(...)`", "z.gauge('info', 'bench.gauge', 1.5)", "pass"),
     Case("z.count", "zibrato", "`z.count(...)`", "z.count('info', 'bench.count')", "pass"),
     Case("prom.hist", "prometheus_client", "`@Histogram.time()`", "prom_hist_time()", "noop()"),
@@ -123,18 +129,28 @@ def build(zport: int, udp_port: int) -> tuple[dict, list]:
     ddba = DogStatsd(host="127.0.0.1", port=udp_port, disable_buffering=False, disable_aggregation=False)
     # Timers (histogram/distribution/timing) are aggregated client-side only when
     # max_metric_samples_per_context > 0 (datadog 0.56 base.py timing()); otherwise buffered.
-    ddbas = DogStatsd(host="127.0.0.1", port=udp_port, disable_buffering=False, disable_aggregation=False,
-                      max_metric_samples_per_context=1000)
+    ddbas = DogStatsd(
+        host="127.0.0.1",
+        port=udp_port,
+        disable_buffering=False,
+        disable_aggregation=False,
+        max_metric_samples_per_context=1000,
+    )
     ns = {
-        "noop": noop, "z": z,
+        "noop": noop,
+        "z": z,
         "z_time_me": z.time_me("info", "bench.time_me")(noop),
         "z_count_me": z.count_me("info", "bench.count_me")(noop),
         "prom_hist_time": prom_hist.time()(noop),
         "prom_counter": Counter("bench_total", "bench", registry=registry),
-        "pystatsd": pystatsd, "pystatsd_timer": pystatsd.timer("bench.timer")(noop),
-        "dd": dd, "dd_timed": dd.timed("bench.timed")(noop),
-        "ddba": ddba, "ddba_timed": ddba.timed("bench.timed")(noop),
-        "ddbas": ddbas, "ddbas_timed": ddbas.timed("bench.timed")(noop),
+        "pystatsd": pystatsd,
+        "pystatsd_timer": pystatsd.timer("bench.timer")(noop),
+        "dd": dd,
+        "dd_timed": dd.timed("bench.timed")(noop),
+        "ddba": ddba,
+        "ddba_timed": ddba.timed("bench.timed")(noop),
+        "ddbas": ddbas,
+        "ddbas_timed": ddbas.timed("bench.timed")(noop),
     }
     return ns, [z, pystatsd, dd, ddba, ddbas]
 
@@ -175,9 +191,11 @@ def compile_spaced(stmt: str, ns: dict):
     return local["spaced"]
 
 
-FINISH = {"zibrato": "z.flush(10.0)",
-          "DogStatsd buffer+aggregation": "ddba.flush_aggregated_metrics(); ddba.flush()",
-          "DogStatsd buffer+aggregation+timer samples": "ddbas.flush_aggregated_metrics(); ddbas.flush()"}
+FINISH = {
+    "zibrato": "z.flush(10.0)",
+    "DogStatsd buffer+aggregation": "ddba.flush_aggregated_metrics(); ddba.flush()",
+    "DogStatsd buffer+aggregation+timer samples": "ddbas.flush_aggregated_metrics(); ddbas.flush()",
+}
 SETTLE = "z.flush(10.0)\nfor _d in (dd, ddba, ddbas):\n    _d.flush_aggregated_metrics(); _d.flush()"
 
 
@@ -228,8 +246,7 @@ def measure(ns: dict, repeats: int, tight_n: int, spaced_n: int) -> dict:
 
 def overheads(results: dict) -> dict:
     """{key: {"tight": ns, "spaced": ns, "background": ns, "outliers": n}} from the medians."""
-    med = {key: {k: c.median(v) for k, v in r.items()} for key, r in results.items()
-           if not key.startswith("_")}
+    med = {key: {k: c.median(v) for k, v in r.items()} for key, r in results.items() if not key.startswith("_")}
     out = {}
     for case in CASES:
         base = med[BASELINES[case.baseline]]
@@ -251,8 +268,9 @@ def run_condition(condition: str, repeats: int, tight_n: int, spaced_n: int) -> 
         if condition == "up":
             broker = c.start("zibrato-broker", "--port", zport, "--status-port", 0, "--startup-grace", 0.1)
             daemons.append(broker)
-            drain = subprocess.Popen([sys.executable, "-c", DRAIN, str(udp_port)], stdout=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL)
+            drain = subprocess.Popen(
+                [sys.executable, "-c", DRAIN, str(udp_port)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+            )
             daemons.append(drain)
             drain.stdout.readline()
             time.sleep(0.5)  # the broker's start-up grace, and its PULL bound
@@ -332,11 +350,14 @@ def flat_out(condition: str, seconds: float) -> dict:
             rss1 = rss_bytes() - 8 * sum(len(d) for d in durations)
             everything = sorted(x for d in durations for x in d)
             z.flush(10)
-            out[label] = {"calls": len(everything), "max": everything[-1],
-                          "p99_99": everything[int(len(everything) * 0.9999)],
-                          "median": everything[len(everything) // 2],
-                          "rss_growth": rss1 - rss0,  # less the timings themselves
-                          "queued_max": highest[0]}
+            out[label] = {
+                "calls": len(everything),
+                "max": everything[-1],
+                "p99_99": everything[int(len(everything) * 0.9999)],
+                "median": everything[len(everything) // 2],
+                "rss_growth": rss1 - rss0,  # less the timings themselves
+                "queued_max": highest[0],
+            }
             del durations, everything
         out["_zibrato"] = {"sent": z.sent, "dropped": z.dropped, "max_queue": z.max_queue}
         z.close(timeout=2.0)
@@ -351,39 +372,80 @@ def flat_out_report(results: dict, seconds: float) -> str:
     for cond, out in results.items():
         for label in ("bare noop()", "@z.time_me"):
             r = out[label]
-            rows.append([f"broker {cond}", label, f"{r['calls']:,}", f"{r['median'] * 1e9:,.0f}",
-                         f"{r['p99_99'] * 1e6:,.0f}", f"{r['max'] * 1e3:,.2f}",
-                         f"{max(r['rss_growth'], 0) / 1e6:,.1f}",
-                         f"{r['queued_max']:,}" if label != "bare noop()" else ""])
+            rows.append(
+                [
+                    f"broker {cond}",
+                    label,
+                    f"{r['calls']:,}",
+                    f"{r['median'] * 1e9:,.0f}",
+                    f"{r['p99_99'] * 1e6:,.0f}",
+                    f"{r['max'] * 1e3:,.2f}",
+                    f"{max(r['rss_growth'], 0) / 1e6:,.1f}",
+                    f"{r['queued_max']:,}" if label != "bare noop()" else "",
+                ]
+            )
         zr = out["_zibrato"]
-        rows.append([f"broker {cond}", "zibrato totals", "", "", "", "", "",
-                     f"sent {zr['sent']:,}, dropped {zr['dropped']:,} (queue bound {zr['max_queue']:,})"])
-    headers = ["condition", "call", "calls", "median (ns)", "p99.99 (us)", "worst single call (ms)",
-               "RSS growth (MB)", "most queued at once"]
-    return "\n".join([f"### {FLAT_OUT_THREADS} threads flat out for {seconds:g} s (the client's bound)", "",
-                      c.table(headers, rows), "",
-                      "Each call timed alone with perf_counter (wall time, so a thread that waits for the "
-                      "GIL in the middle of a call counts the wait). The bare noop() rows are the GIL's own "
-                      "share: a worst call of a few ms is the 5 ms switch interval, for any code.", ""])
+        rows.append(
+            [
+                f"broker {cond}",
+                "zibrato totals",
+                "",
+                "",
+                "",
+                "",
+                "",
+                f"sent {zr['sent']:,}, dropped {zr['dropped']:,} (queue bound {zr['max_queue']:,})",
+            ]
+        )
+    headers = [
+        "condition",
+        "call",
+        "calls",
+        "median (ns)",
+        "p99.99 (us)",
+        "worst single call (ms)",
+        "RSS growth (MB)",
+        "most queued at once",
+    ]
+    return "\n".join(
+        [
+            f"### {FLAT_OUT_THREADS} threads flat out for {seconds:g} s (the client's bound)",
+            "",
+            c.table(headers, rows),
+            "",
+            "Each call timed alone with perf_counter (wall time, so a thread that waits for the "
+            "GIL in the middle of a call counts the wait). The bare noop() rows are the GIL's own "
+            "share: a worst call of a few ms is the 5 ms switch interval, for any code.",
+            "",
+        ]
+    )
 
 
 def report(all_results: dict, conditions: list[str]) -> str:
     ov = {cond: overheads(all_results[cond]) for cond in conditions}
     cols = [(cond, mode) for mode in ("tight", "spaced") for cond in conditions]
-    headers = ["library", "call"] + [f"{mode}, broker {cond} (ns)" for cond, mode in cols] + \
-              [f"background CPU, spaced, {cond} (ns/call)" for cond in conditions]
+    headers = (
+        ["library", "call"]
+        + [f"{mode}, broker {cond} (ns)" for cond, mode in cols]
+        + [f"background CPU, spaced, {cond} (ns/call)" for cond in conditions]
+    )
     rows = []
     for case in CASES:
         if case.key == "bare":
-            med = {cond: {m: c.median(all_results[cond]["bare"][m]) * 1e9 for m in ("tight", "spaced")}
-                   for cond in conditions}
-            rows.append([case.library, case.label] + [med[cond][mode] for cond, mode in cols] +
-                        ["" for _ in conditions])
+            med = {
+                cond: {m: c.median(all_results[cond]["bare"][m]) * 1e9 for m in ("tight", "spaced")}
+                for cond in conditions
+            }
+            rows.append(
+                [case.library, case.label] + [med[cond][mode] for cond, mode in cols] + ["" for _ in conditions]
+            )
             continue
-        rows.append([case.library, case.label] + [ov[cond][case.key][mode] for cond, mode in cols] +
-                    [ov[cond][case.key]["background"] for cond in conditions])
-    out = ["### Overhead per call (ns added to the call; median of repeats)", "",
-           c.table(headers, rows), ""]
+        rows.append(
+            [case.library, case.label]
+            + [ov[cond][case.key][mode] for cond, mode in cols]
+            + [ov[cond][case.key]["background"] for cond in conditions]
+        )
+    out = ["### Overhead per call (ns added to the call; median of repeats)", "", c.table(headers, rows), ""]
 
     def ratio_rows(mine: str, peers: list[str]):
         label = {case.key: f"{case.library} {case.label}" for case in CASES}
@@ -394,10 +456,12 @@ def report(all_results: dict, conditions: list[str]) -> str:
                 cells.append(f"{a / b:.2f}x" if b > 0 else "-")
             yield [f"{label[mine]} / {label[peer]}"] + cells
 
-    rheaders = ["ratio (zibrato overhead / peer overhead; < 1 is cheaper)"] + \
-               [f"{mode}, {cond}" for cond, mode in cols]
-    rrows = list(ratio_rows("z.time_me", TIMER_PEERS)) + list(ratio_rows("z.count_me", COUNTER_PEERS)) + \
-        list(ratio_rows("z.count", COUNTER_PEERS))
+    rheaders = ["ratio (zibrato overhead / peer overhead; < 1 is cheaper)"] + [f"{mode}, {cond}" for cond, mode in cols]
+    rrows = (
+        list(ratio_rows("z.time_me", TIMER_PEERS))
+        + list(ratio_rows("z.count_me", COUNTER_PEERS))
+        + list(ratio_rows("z.count", COUNTER_PEERS))
+    )
     out += ["### Ratios", "", c.table(rheaders, rrows), ""]
 
     # Targets: @z.time_me <= 1 us; <= 0.6x @Histogram.time(); <= 0.5x DogStatsd @timed buffered+aggregated.
@@ -409,16 +473,22 @@ def report(all_results: dict, conditions: list[str]) -> str:
             p = ov[cond][peer][mode]
             ratio = t / p if p > 0 else float("inf")
             checks.append((f"@z.time_me <= {limit}x {peer} ({mode}, {cond})", f"{ratio:.2f}x", ratio <= limit))
-    out += ["### Targets", "", c.table(["target", "measured", "met"],
-                                       [[a, b, "yes" if ok else "**no**"] for a, b, ok in checks]), ""]
+    out += [
+        "### Targets",
+        "",
+        c.table(["target", "measured", "met"], [[a, b, "yes" if ok else "**no**"] for a, b, ok in checks]),
+        "",
+    ]
     notes = []
     for cond in conditions:
         zr = all_results[cond]["_zibrato"]
         notes.append(f"broker {cond}: zibrato client sent {zr['sent']:,}, dropped {zr['dropped']:,} measurements")
         heavy = {k: v["outliers"] for k, v in ov[cond].items() if v["outliers"]}
         if heavy:
-            notes.append(f"broker {cond}: spaced windows > 50 us left out (all repeats): " +
-                         ", ".join(f"{k} {n}" for k, n in heavy.items()))
+            notes.append(
+                f"broker {cond}: spaced windows > 50 us left out (all repeats): "
+                + ", ".join(f"{k} {n}" for k, n in heavy.items())
+            )
     out += ["Notes: " + "; ".join(notes), ""]
     return "\n".join(out)
 
@@ -432,8 +502,10 @@ def main() -> None:
     repeats = args.repeats or (3 if args.quick else 7)
     tight_n, spaced_n = (10_000, 200) if args.quick else (200_000, 2_000)
     conditions = args.conditions.split(",")
-    print(f"## Client overhead\n\n{c.machine()}; {repeats} repeats of {tight_n:,} tight calls and "
-          f"{spaced_n:,} calls spaced {GAP * 1e6:.0f} us apart, per instrument and condition.\n")
+    print(
+        f"## Client overhead\n\n{c.machine()}; {repeats} repeats of {tight_n:,} tight calls and "
+        f"{spaced_n:,} calls spaced {GAP * 1e6:.0f} us apart, per instrument and condition.\n"
+    )
     all_results = {}
     for cond in conditions:
         all_results[cond] = run_condition(cond, repeats, tight_n, spaced_n)

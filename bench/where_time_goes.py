@@ -9,6 +9,7 @@ piece at a time and each version timed (process CPU time, median of repeats);
 the difference between consecutive lines is what that piece costs.
 ``worker``: cProfile of the ingest path, sorted by own time.
 """
+
 from __future__ import annotations
 
 import cProfile
@@ -60,6 +61,7 @@ def client(repeats: int = 9, n: int = 300_000) -> None:
             append((series, perf_counter() - start))
 
     from zibrato import Zibrato
+
     z = Zibrato("127.0.0.1", 1)  # nothing listens: the sender queues, as with the broker down
     real = z.time_me("info", "bench.time_me")(noop)
     real()
@@ -97,6 +99,7 @@ def worker(n_frames: int = 2_000) -> None:
     from zibrato import protocol
     from zibrato.backends.console import Console
     from zibrato.worker import Worker
+
     records = [("t", f"bench.t.{i}", [0.01 * i], None, ("host:bench",)) for i in range(100)]
     frame = protocol.encode("info", time.time(), records)
     backend = Worker(Console(stream=io.StringIO()), self_level=None)

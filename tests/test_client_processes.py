@@ -4,6 +4,7 @@ Pool and its terminate()), os._exit after flush(), and gunicorn's pre-fork worke
 Each scenario is a real subprocess running a small script against the real
 PULL socket of ``broker_pull``; every test counts exactly what arrived.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,9 @@ def run_script(tmp_path, source: str, port: int, *args: str, timeout: float = 60
     script = tmp_path / "app.py"
     script.write_text(textwrap.dedent(source))
     env = dict(os.environ, ZIBRATO_PORT=str(port))
-    done = subprocess.run([sys.executable, str(script), *args], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, str(script), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, f"script failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -197,25 +199,41 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None,
-                    reason="gunicorn is in the test extras")
+@pytest.mark.skipif(
+    shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None, reason="gunicorn is in the test extras"
+)
 @pytest.mark.parametrize("preload", [False, True], ids=["import-per-worker", "preload-then-fork"])
 def test_gunicorn_workers_deliver_every_request_exactly_once(broker_pull, tmp_path, preload):
     (tmp_path / "wsgiapp.py").write_text(textwrap.dedent(WSGI_APP))
     http_port = free_port()
-    command = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2",
-               "-b", f"127.0.0.1:{http_port}", "--graceful-timeout", "5", "wsgiapp:app"]
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "gunicorn"),
+        "-w",
+        "2",
+        "-b",
+        f"127.0.0.1:{http_port}",
+        "--graceful-timeout",
+        "5",
+        "wsgiapp:app",
+    ]
     if preload:
         command.insert(1, "--preload")
-    server = subprocess.Popen(command, cwd=tmp_path, env=dict(os.environ, ZIBRATO_PORT=str(broker_pull.port)),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=dict(os.environ, ZIBRATO_PORT=str(broker_pull.port)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
+
         def answers() -> bool:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=1):
                     return True
             except OSError:
                 return False
+
         wait_until(answers, timeout=15, message="gunicorn to answer")
         requests = 200
         for _ in range(requests - 1):

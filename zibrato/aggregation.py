@@ -88,6 +88,7 @@ pack into the array). A sketched series costs one ``log2`` and one dict
 update per value (~0.2 us). Sorting for the percentiles happens once per
 series at flush.
 """
+
 from __future__ import annotations
 
 import functools
@@ -208,12 +209,19 @@ class _Distribution(Sketch):
 class Aggregator:
     """Accumulates measurements per series and summarises them once per flush interval."""
 
-    def __init__(self, percentiles: Sequence[float] = (50, 90, 95, 99),
-                 max_exact: int = DEFAULT_MAX_EXACT, relative_error: float = DEFAULT_RELATIVE_ERROR,
-                 max_buckets: int = DEFAULT_MAX_BUCKETS, set_max_exact: int = DEFAULT_SET_MAX_EXACT,
-                 expire: float | str | Mapping[str, float] | None = 0, keep_values: bool = False,
-                 include_interval: bool = False, max_samples: int | None = None,
-                 values_up_to: int = 0) -> None:
+    def __init__(
+        self,
+        percentiles: Sequence[float] = (50, 90, 95, 99),
+        max_exact: int = DEFAULT_MAX_EXACT,
+        relative_error: float = DEFAULT_RELATIVE_ERROR,
+        max_buckets: int = DEFAULT_MAX_BUCKETS,
+        set_max_exact: int = DEFAULT_SET_MAX_EXACT,
+        expire: float | str | Mapping[str, float] | None = 0,
+        keep_values: bool = False,
+        include_interval: bool = False,
+        max_samples: int | None = None,
+        values_up_to: int = 0,
+    ) -> None:
         if max_samples is not None:  # its name before sketches (the reservoir's size)
             max_exact = max_samples
         for what, number in (("max_exact", max_exact), ("set_max_exact", set_max_exact)):
@@ -273,12 +281,19 @@ class Aggregator:
         held = 0
         for key, state in self._series.items():
             if key[0] in "th":
-                held += len(state) if state.__class__ is array else \
-                    state.buckets_held
+                held += len(state) if state.__class__ is array else state.buckets_held
         return held
 
-    def add(self, type: str, name: str, source: str | None, tags: tuple[str, ...],
-            values: Sequence, weight: float | None = None, unit: str | None = None) -> None:
+    def add(
+        self,
+        type: str,
+        name: str,
+        source: str | None,
+        tags: tuple[str, ...],
+        values: Sequence,
+        weight: float | None = None,
+        unit: str | None = None,
+    ) -> None:
         """Aggregate one record: one or more measurements of one series.
 
         ``values`` must already be validated (finite ints/floats, at least one;
@@ -374,8 +389,16 @@ class Aggregator:
         self._add_other(type, name, values, source, tags, 1 if weight is None else weight, unit)
         return len(values)
 
-    def _add_other(self, type: str, name: str, values: Sequence, source: str | None,
-                   tags: tuple[str, ...], weight: float, unit: str | None) -> None:
+    def _add_other(
+        self,
+        type: str,
+        name: str,
+        values: Sequence,
+        source: str | None,
+        tags: tuple[str, ...],
+        weight: float,
+        unit: str | None,
+    ) -> None:
         """Everything but the 1.0 fast paths: histograms, sets, weights."""
         series = self._series
         if type == "t" or type == "h":
@@ -407,8 +430,9 @@ class Aggregator:
                 state = series[key] = SetSketch(max_exact=self.set_max_exact)
             state.update(values)
         else:
-            raise ValueError(f"unknown measurement type {type!r} (expected one of "
-                             f"{', '.join(repr(code) for code in TYPE_NAMES)})")
+            raise ValueError(
+                f"unknown measurement type {type!r} (expected one of {', '.join(repr(code) for code in TYPE_NAMES)})"
+            )
 
     # --- summaries from forwarders (protocol 1.2) ------------------------------------
 
@@ -575,8 +599,7 @@ class Aggregator:
         summaries = []
         for key in sorted(series.keys() | idle, key=_sort_key):
             type_, name, source, tags = key[:4]
-            summary = {**stamp, "type": TYPE_NAMES[type_], "name": name, "source": source,
-                       "tags": list(tags)}
+            summary = {**stamp, "type": TYPE_NAMES[type_], "name": name, "source": source, "tags": list(tags)}
             if type_ == "h":
                 summary["unit"] = key[4]
             state = series.get(key)
@@ -652,8 +675,16 @@ class Aggregator:
             mean = min(max(mean, low), high)
         half = count // 2
         median = ordered[half] if count % 2 else (ordered[half - 1] + ordered[half]) / 2
-        summary = {"count": count, "sum": total, "sum_squares": squares, "min": low, "max": high,
-                   "mean": mean, "median": median, "stddev": stddev}
+        summary = {
+            "count": count,
+            "sum": total,
+            "sum_squares": squares,
+            "min": low,
+            "max": high,
+            "mean": mean,
+            "median": median,
+            "stddev": stddev,
+        }
         for key, num, den in self._percentiles:
             summary[key] = ordered[min(max(-(-num * count // den), 1), count) - 1]
         summary["exact"] = True
@@ -670,8 +701,16 @@ class Aggregator:
             stddev = 0.0
         else:
             stddev = math.sqrt(max((squares - total * mean) / count, 0.0))
-        summary: dict[str, Any] = {"count": count, "sum": total, "sum_squares": squares, "min": low,
-                                   "max": high, "mean": mean, "median": state.quantile(0.5), "stddev": stddev}
+        summary: dict[str, Any] = {
+            "count": count,
+            "sum": total,
+            "sum_squares": squares,
+            "min": low,
+            "max": high,
+            "mean": mean,
+            "median": state.quantile(0.5),
+            "stddev": stddev,
+        }
         for key, num, den in self._percentiles:
             summary[key] = state.quantile(num / den)
         summary["exact"] = False

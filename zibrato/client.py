@@ -17,6 +17,7 @@ Misuse, on the other hand, raises at once: a missing level or name, a
 non-numeric value, an unrepresentable name. The decorators and context
 managers live in :mod:`zibrato.instruments`.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -113,19 +114,19 @@ class Zibrato:
         if interval <= 0 or hwm < 1 or batch < 1 or linger < 0 or not 1 < max_queue < MAX_CAPACITY:
             raise ValueError("interval, hwm, batch, max_queue and linger must be positive")
         if max_message_size < 1024 or max_buffer_bytes < max_message_size:
-            raise ValueError("max_message_size must be at least 1024, and max_buffer_bytes at least "
-                             "max_message_size")
+            raise ValueError("max_message_size must be at least 1024, and max_buffer_bytes at least max_message_size")
         self.interval, self.hwm, self.batch, self.linger = interval, hwm, batch, linger
-        self.max_message_size, self.max_queue, self.max_buffer_bytes = \
-            max_message_size, max_queue, max_buffer_bytes
+        self.max_message_size, self.max_queue, self.max_buffer_bytes = max_message_size, max_queue, max_buffer_bytes
         if curve_keys is None:
             curve_keys = ClientKeys.from_options(
                 curve_secret_key or os.environ.get(ENV_SECRET_KEY) or None,
-                curve_server_key or os.environ.get(ENV_SERVER_KEY) or None)
+                curve_server_key or os.environ.get(ENV_SERVER_KEY) or None,
+            )
         #: shard each series (protocol 1.2) so that N workers can share a level (``--shard K/N``)
         self.shards = _flag(os.environ.get("ZIBRATO_SHARDS")) if shards is None else bool(shards)
-        self._transport = transport or ZmqTransport(self.endpoint, hwm, linger, max_buffer_bytes, context,
-                                                    curve=curve_keys)
+        self._transport = transport or ZmqTransport(
+            self.endpoint, hwm, linger, max_buffer_bytes, context, curve=curve_keys
+        )
         self._buffer = Buffer(max_queue, self._install_recorder)
         self._tally = Tally()
         self._series_cache: dict[tuple[Any, ...], Series] = {}  # call arguments -> series
@@ -161,43 +162,74 @@ class Zibrato:
 
     # --- instruments -----------------------------------------------------
 
-    def time_me(self, level: str, name: str, source: str | None = None, tags: Tags = None,
-                outcome: bool = False, rate: float = 1.0) -> Timer:
+    def time_me(
+        self,
+        level: str,
+        name: str,
+        source: str | None = None,
+        tags: Tags = None,
+        outcome: bool = False,
+        rate: float = 1.0,
+    ) -> Timer:
         """Decorator (and context manager) that records how long each call takes, in seconds."""
         return Timer(self, level, name, source, tags, outcome, rate)
 
-    def Time_me(self, level: str, name: str, source: str | None = None, tags: Tags = None,
-                outcome: bool = False, rate: float = 1.0) -> Block:
+    def Time_me(
+        self,
+        level: str,
+        name: str,
+        source: str | None = None,
+        tags: Tags = None,
+        outcome: bool = False,
+        rate: float = 1.0,
+    ) -> Block:
         """Context manager that records how long its block takes, in seconds."""
         return Block(self._cached_instrument(Timer, level, name, source, tags, outcome, rate))
 
-    def count_me(self, level: str, name: str, value: float = 1, source: str | None = None,
-                 tags: Tags = None, outcome: bool = False, rate: float = 1.0) -> Counter:
+    def count_me(
+        self,
+        level: str,
+        name: str,
+        value: float = 1,
+        source: str | None = None,
+        tags: Tags = None,
+        outcome: bool = False,
+        rate: float = 1.0,
+    ) -> Counter:
         """Decorator that adds ``value`` to a counter on every call."""
         return Counter(self, level, name, value, source, tags, outcome, rate)
 
-    def Count_me(self, level: str, name: str, value: float = 1, source: str | None = None,
-                 tags: Tags = None, outcome: bool = False, rate: float = 1.0) -> Block:
+    def Count_me(
+        self,
+        level: str,
+        name: str,
+        value: float = 1,
+        source: str | None = None,
+        tags: Tags = None,
+        outcome: bool = False,
+        rate: float = 1.0,
+    ) -> Block:
         """Context manager that adds ``value`` to a counter for its block."""
         return Block(self._cached_instrument(Counter, level, name, source, tags, outcome, rate, value))
 
     # --- direct calls ------------------------------------------------------
 
-    def count(self, level: str, name: str, value: float = 1, source: str | None = None,
-              tags: Tags = None, rate: float = 1.0) -> None:
+    def count(
+        self, level: str, name: str, value: float = 1, source: str | None = None, tags: Tags = None, rate: float = 1.0
+    ) -> None:
         """Add ``value`` to a counter (floats stay floats). ``rate`` < 1 samples the calls."""
         if rate != 1.0:
             self._sampled(self._cached_series(level, COUNTER, name, source, tags, rate), _number(value), rate)
             return
         self._record((self._plain_series(level, COUNTER, name, source, tags), _number(value)))
 
-    def gauge(self, level: str, name: str, value: float, source: str | None = None,
-              tags: Tags = None) -> None:
+    def gauge(self, level: str, name: str, value: float, source: str | None = None, tags: Tags = None) -> None:
         """Set a gauge to ``value`` (the last value of an interval wins)."""
         self._record((self._plain_series(level, GAUGE, name, source, tags), _number(value)))
 
-    def timing(self, level: str, name: str, seconds: float, source: str | None = None,
-               tags: Tags = None, rate: float = 1.0) -> None:
+    def timing(
+        self, level: str, name: str, seconds: float, source: str | None = None, tags: Tags = None, rate: float = 1.0
+    ) -> None:
         """Record a duration measured elsewhere, in seconds. ``rate`` < 1 samples the calls."""
         series = self._cached_series(level, TIMER, name, source, tags, rate)
         seconds = _number(seconds)
@@ -205,8 +237,16 @@ class Zibrato:
             raise ValueError(f"timing {name!r}: negative duration {seconds}")
         self._sampled(series, seconds, rate)
 
-    def histogram(self, level: str, name: str, value: float, unit: str | None = None,
-                  source: str | None = None, tags: Tags = None, rate: float = 1.0) -> None:
+    def histogram(
+        self,
+        level: str,
+        name: str,
+        value: float,
+        unit: str | None = None,
+        source: str | None = None,
+        tags: Tags = None,
+        rate: float = 1.0,
+    ) -> None:
         """Record one value of a distribution of any quantity (bytes, rows, queue wait...).
 
         ``unit`` (1-64 characters of ``A-Za-z0-9_./%-``) is part of the series.
@@ -215,8 +255,7 @@ class Zibrato:
         series = self._cached_series(level, HISTOGRAM, name, source, tags, rate, unit)
         self._sampled(series, _number(value), rate)
 
-    def set(self, level: str, name: str, member: str | int, source: str | None = None,
-            tags: Tags = None) -> None:
+    def set(self, level: str, name: str, member: str | int, source: str | None = None, tags: Tags = None) -> None:
         """Add ``member`` to a set: workers report the number of unique members per interval."""
         self._record((self._plain_series(level, SET, name, source, tags), _member(member)))
 
@@ -273,8 +312,16 @@ class Zibrato:
 
     # --- validation --------------------------------------------------------
 
-    def series(self, level: str, type: str, name: str, source: str | None = None,
-               tags: Tags = None, rate: float = 1.0, unit: str | None = None) -> Series:
+    def series(
+        self,
+        level: str,
+        type: str,
+        name: str,
+        source: str | None = None,
+        tags: Tags = None,
+        rate: float = 1.0,
+        unit: str | None = None,
+    ) -> Series:
         """Validate a series once and return its hashable key (raises on misuse)."""
         if not protocol.is_valid_level(level):
             raise ValueError(f"level must be 1-64 characters of A-Z a-z 0-9 _ . -, got {level!r}")
@@ -297,8 +344,16 @@ class Zibrato:
     def _number(value: object) -> float:
         return _number(value)
 
-    def _cached_series(self, level: str, type: str, name: str, source: str | None,
-                       tags: Tags, rate: float = 1.0, unit: str | None = None) -> Series:
+    def _cached_series(
+        self,
+        level: str,
+        type: str,
+        name: str,
+        source: str | None,
+        tags: Tags,
+        rate: float = 1.0,
+        unit: str | None = None,
+    ) -> Series:
         """series() for the direct calls, cached so that repeated calls skip validation."""
         try:
             return self._series_cache[level, type, name, source, tags, rate, unit]
@@ -322,8 +377,17 @@ class Zibrato:
             pass
         return key
 
-    def _cached_instrument(self, kind: type[_Instrument], level: str, name: str, source: str | None,
-                           tags: Tags, outcome: bool, rate: float, *value: float) -> _Instrument:
+    def _cached_instrument(
+        self,
+        kind: type[_Instrument],
+        level: str,
+        name: str,
+        source: str | None,
+        tags: Tags,
+        outcome: bool,
+        rate: float,
+        *value: float,
+    ) -> _Instrument:
         """One validated instrument per distinct ``with`` statement, reused by every block."""
         key = (kind, level, name, source, tags, outcome, rate, *value)
         try:
@@ -363,12 +427,14 @@ class Zibrato:
                 self._drop(item)
                 return
             if self._transport.synchronous:
-                self._publisher = Publisher(self._transport, self._tally, self.batch, self.max_message_size,
-                                          shards=self.shards)
+                self._publisher = Publisher(
+                    self._transport, self._tally, self.batch, self.max_message_size, shards=self.shards
+                )
                 self._record = self._publish_now
             elif self._sender is None:
-                publisher = Publisher(self._transport, self._tally, self.batch, self.max_message_size,
-                                          shards=self.shards)
+                publisher = Publisher(
+                    self._transport, self._tally, self.batch, self.max_message_size, shards=self.shards
+                )
                 sender = Sender(self._buffer, publisher, self.interval, self.linger)
                 try:
                     sender.start()
@@ -389,8 +455,9 @@ class Zibrato:
     def _report_no_sender(self, error: RuntimeError) -> None:
         if not self._no_sender_reported:
             self._no_sender_reported = True
-            log.error("zibrato: cannot start the sender thread (%s); measurements are dropped "
-                      "and counted until it can", error)
+            log.error(
+                "zibrato: cannot start the sender thread (%s); measurements are dropped and counted until it can", error
+            )
 
     def _drop(self, item: Item) -> None:
         self._buffer.overflow()
@@ -409,6 +476,7 @@ class Zibrato:
         def undo() -> None:
             if self._record is publish_there:  # unless the block closed the client (or forked)
                 self._record = self._drop if self._closed else previous
+
         return undo
 
     def _after_fork_in_child(self) -> None:
@@ -429,6 +497,7 @@ class Zibrato:
 
 
 # --- validation ------------------------------------------------------------
+
 
 def _flag(value: str | None) -> bool:
     """An environment flag: 1, true, yes, on (any case) are true."""
@@ -508,6 +577,7 @@ def _multiprocessing_child() -> bool:
     if "multiprocessing" not in sys.modules:
         return False
     import multiprocessing
+
     return multiprocessing.parent_process() is not None
 
 
@@ -515,6 +585,7 @@ def _flush_when_a_multiprocessing_child_ends(client: Zibrato) -> None:
     if not _multiprocessing_child():
         return
     from multiprocessing import util
+
     util.Finalize(client, client.close, exitpriority=100)
     _flush_on_sigterm()
 

@@ -21,6 +21,7 @@ returns (delivered) or raises :class:`zibrato.delivery.Retryable` (transient:
 retried with backoff) or :class:`zibrato.delivery.Rejected` (permanent:
 logged, counted, dropped). Any other exception counts as retryable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -21,6 +21,7 @@ order and a retry resumes at the first one not taken, so nothing is sent
 twice. ZeroMQ heartbeats detect a peer that vanished without closing its
 connection. What can still be lost is listed in docs/SCALING.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,14 @@ def summary_record(summary: dict, start: float, end: float, source: str | None) 
         last = summary["value"]
         if last is None:
             return None
-        state.update(last=last, time=summary.get("last_time", end), count=summary["count"],
-                     min=summary["min"], max=summary["max"], sum=summary["sum"])
+        state.update(
+            last=last,
+            time=summary.get("last_time", end),
+            count=summary["count"],
+            min=summary["min"],
+            max=summary["max"],
+            sum=summary["sum"],
+        )
     elif kind == "s":
         if not summary.get("sketch") or not summary["value"]:
             return None
@@ -83,14 +90,21 @@ def summary_record(summary: dict, start: float, end: float, source: str | None) 
 
 def _compact(sketch: dict) -> dict:
     """The sketch without what its dict form lets a reader assume (no buckets of a sign, no zeros)."""
-    return {key: value for key, value in sketch.items()
-            if not ((key == "positive" or key == "negative") and not value["counts"])
-            and not (key == "zero_count" and not value)}
+    return {
+        key: value
+        for key, value in sketch.items()
+        if not ((key == "positive" or key == "negative") and not value["counts"])
+        and not (key == "zero_count" and not value)
+    }
 
 
-def interval_frames(interval: Interval, now: float, max_message_size: int,
-                    fix_source: Callable[[str | None], str | None] = lambda s: s,
-                    records_per_message: int = RECORDS_PER_MESSAGE) -> tuple[list[bytes], int]:
+def interval_frames(
+    interval: Interval,
+    now: float,
+    max_message_size: int,
+    fix_source: Callable[[str | None], str | None] = lambda s: s,
+    records_per_message: int = RECORDS_PER_MESSAGE,
+) -> tuple[list[bytes], int]:
     """The messages of one interval (per level and shard), and how many summary records they carry."""
     groups: dict[tuple[str, int], list] = {}
     for summary in interval.summaries:
@@ -103,8 +117,7 @@ def interval_frames(interval: Interval, now: float, max_message_size: int,
     for (level, shard), records in groups.items():
         count += len(records)
         for start in range(0, len(records), records_per_message):
-            frames.extend(_fitted(level, shard, now, records[start:start + records_per_message],
-                                  max_message_size))
+            frames.extend(_fitted(level, shard, now, records[start : start + records_per_message], max_message_size))
     return frames, count
 
 
@@ -113,15 +126,19 @@ def _fitted(level: str, shard: int, now: float, records: list, limit: int) -> li
     if len(frame) <= limit:
         return [frame]
     if len(records) == 1:
-        log.error("the summary of %r is %d bytes encoded, over the %d-byte message limit: not "
-                  "forwarded", records[0][1], len(frame), limit)
+        log.error(
+            "the summary of %r is %d bytes encoded, over the %d-byte message limit: not forwarded",
+            records[0][1],
+            len(frame),
+            limit,
+        )
         return []
     middle = len(records) // 2
-    return _fitted(level, shard, now, records[:middle], limit) + \
-        _fitted(level, shard, now, records[middle:], limit)
+    return _fitted(level, shard, now, records[:middle], limit) + _fitted(level, shard, now, records[middle:], limit)
 
 
 # --- the destination ------------------------------------------------------------------------
+
 
 class Forwarder(Destination):
     """Sends each interval's summaries to an upstream broker's client (PULL) port."""
@@ -129,10 +146,17 @@ class Forwarder(Destination):
     name = "forward"
     self_figures = ("forwarded_messages", "forwarded_summaries", "forwarded_bytes")
 
-    def __init__(self, to: str, *, drop_source: bool = False, source: str | None = None,
-                 curve: ClientKeys | None = None, hwm: int = 10_000,
-                 max_message_size: int = protocol.MAX_MESSAGE_SIZE,
-                 context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        to: str,
+        *,
+        drop_source: bool = False,
+        source: str | None = None,
+        curve: ClientKeys | None = None,
+        hwm: int = 10_000,
+        max_message_size: int = protocol.MAX_MESSAGE_SIZE,
+        context: zmq.Context | None = None,
+    ) -> None:
         self.endpoint = to if to.startswith("tcp://") else f"tcp://{to}"
         self.drop_source, self.source = drop_source, source
         if source is not None:
@@ -145,8 +169,13 @@ class Forwarder(Destination):
         self._socket: zmq.Socket | None = None
         #: the interval being sent: (the interval, its frames, how many were taken, its summary count)
         self._pending: tuple[Interval, list[bytes], int, int] | None = None
-        self.counts = {"forwarded_messages": 0, "forwarded_summaries": 0, "forwarded_bytes": 0,
-                       "forwarded_intervals": 0, "upstream_unavailable": 0}
+        self.counts = {
+            "forwarded_messages": 0,
+            "forwarded_summaries": 0,
+            "forwarded_bytes": 0,
+            "forwarded_intervals": 0,
+            "upstream_unavailable": 0,
+        }
 
     def fix_source(self, source: str | None) -> str | None:
         if self.drop_source:
@@ -185,8 +214,10 @@ class Forwarder(Destination):
             except zmq.Again:
                 self._pending = (interval, frames, sent, count)
                 self.counts["upstream_unavailable"] += 1
-                raise Retryable(f"upstream broker {self.endpoint} not connected (or its queue is full): "
-                                f"{len(frames) - sent} of {len(frames)} messages wait") from None
+                raise Retryable(
+                    f"upstream broker {self.endpoint} not connected (or its queue is full): "
+                    f"{len(frames) - sent} of {len(frames)} messages wait"
+                ) from None
             self.counts["forwarded_messages"] += 1
             self.counts["forwarded_bytes"] += len(frames[sent])
             sent += 1
@@ -207,6 +238,7 @@ class Forwarder(Destination):
 
 
 # --- the forwarding worker: one aggregator per level ------------------------------------------
+
 
 class LevelAggregators:
     """One :class:`Aggregator` per level, behind the one interface the worker uses.
@@ -302,10 +334,18 @@ class ForwardWorker(Worker):
     def __init__(self, destination: Forwarder, **options: object) -> None:
         super().__init__(destination, **options)  # type: ignore[arg-type]
         template = self.aggregator
-        self.aggregator = LevelAggregators(lambda: Aggregator(  # type: ignore[assignment]
-            percentiles=(), max_exact=template.max_exact, relative_error=template.relative_error,
-            max_buckets=template.max_buckets, set_max_exact=template.set_max_exact,
-            expire=template.expire, include_interval=True, values_up_to=VALUES_UP_TO))
+        self.aggregator = LevelAggregators(
+            lambda: Aggregator(  # type: ignore[assignment]
+                percentiles=(),
+                max_exact=template.max_exact,
+                relative_error=template.relative_error,
+                max_buckets=template.max_buckets,
+                set_max_exact=template.set_max_exact,
+                expire=template.expire,
+                include_interval=True,
+                values_up_to=VALUES_UP_TO,
+            )
+        )
 
     def _aggregate(self, batch: protocol.Batch, records: Sequence) -> float:
         aggregator = self.aggregator.level(batch.level)  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ an instrument keeps its start in a per-thread, per-task stack
 (:mod:`contextvars`): an instrument may be shared by threads and tasks, and
 its blocks may nest.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,7 +42,8 @@ _open_blocks: ContextVar[tuple[tuple[_Instrument, object], ...]] = ContextVar("z
 def is_async(func: Callable[..., Any]) -> bool:
     """An ``async def`` function, or an object whose ``__call__`` is one (a handler class)."""
     return inspect.iscoroutinefunction(func) or (
-        not inspect.isroutine(func) and inspect.iscoroutinefunction(getattr(type(func), "__call__", None)))
+        not inspect.isroutine(func) and inspect.iscoroutinefunction(getattr(type(func), "__call__", None))
+    )
 
 
 class _Instrument:
@@ -52,8 +54,17 @@ class _Instrument:
     hand-inlined fast path per subclass, the rarer kinds share the wrappers here.
     """
 
-    def __init__(self, client: Zibrato, level: str, type_: str, name: str,
-                 source: str | None, tags: Tags, outcome: bool, rate: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: Zibrato,
+        level: str,
+        type_: str,
+        name: str,
+        source: str | None,
+        tags: Tags,
+        outcome: bool,
+        rate: float = 1.0,
+    ) -> None:
         self.client = client
         self.outcome = outcome
         self.rate = client._check_rate(rate)
@@ -116,6 +127,7 @@ class _Instrument:
                 raise
             finally:
                 self._finish(token, error)
+
         return measured
 
     def _wrap_coroutine(self, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -128,6 +140,7 @@ class _Instrument:
                 raise
             finally:
                 self._finish(token, error)
+
         return measured_coroutine
 
     def _wrap_generator(self, func: Callable[..., Any]) -> Callable[..., Any]:
@@ -140,10 +153,12 @@ class _Instrument:
                 raise
             finally:
                 self._finish(token, error)
+
         return measured_generator
 
     def _wrap_async_generator(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Measures the whole iteration; values sent with asend() are passed through."""
+
         async def measured_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
             token, error = self._start(), None
             agen = func(*args, **kwargs)
@@ -161,6 +176,7 @@ class _Instrument:
             finally:
                 await agen.aclose()
                 self._finish(token, error)
+
         return measured_async_generator
 
     # An instrument used directly as a context manager (``t = z.time_me(...)``, then
@@ -175,7 +191,7 @@ class _Instrument:
         for index in range(len(blocks) - 1, -1, -1):  # the innermost open block of this instrument
             if blocks[index][0] is self:
                 token = blocks[index][1]
-                _open_blocks.set(blocks[:index] + blocks[index + 1:])
+                _open_blocks.set(blocks[:index] + blocks[index + 1 :])
                 self._finish(token, error)
                 break
         return False
@@ -195,8 +211,9 @@ class Timer(_Instrument):
     each get their own start too (nested, in threads, in tasks).
     """
 
-    def __init__(self, client: Zibrato, level: str, name: str, source: str | None,
-                 tags: Tags, outcome: bool, rate: float = 1.0) -> None:
+    def __init__(
+        self, client: Zibrato, level: str, name: str, source: str | None, tags: Tags, outcome: bool, rate: float = 1.0
+    ) -> None:
         super().__init__(client, level, TIMER, name, source, tags, outcome, rate)
 
     def _begin(self) -> float:
@@ -214,14 +231,24 @@ class Timer(_Instrument):
                 return func(*args, **kwargs)
             finally:
                 client._record((series, _perf_counter() - start))
+
         return timed
 
 
 class Counter(_Instrument):
     """Decorator and context manager that adds ``value`` per call or block, also when it raises."""
 
-    def __init__(self, client: Zibrato, level: str, name: str, value: float,
-                 source: str | None, tags: Tags, outcome: bool, rate: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: Zibrato,
+        level: str,
+        name: str,
+        value: float,
+        source: str | None,
+        tags: Tags,
+        outcome: bool,
+        rate: float = 1.0,
+    ) -> None:
         self.value: float = client._number(value)
         super().__init__(client, level, COUNTER, name, source, tags, outcome, rate)
 
@@ -236,6 +263,7 @@ class Counter(_Instrument):
                 return func(*args, **kwargs)
             finally:
                 client._record((series, value))
+
         return counted
 
 

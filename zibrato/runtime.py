@@ -1,4 +1,5 @@
 """Plumbing every daemon shares: logging, stop signals, rate-limited warnings, status replies."""
+
 from __future__ import annotations
 
 import base64
@@ -46,8 +47,9 @@ class RateLimitedLog:
     A flood of malformed messages must be visible in the logs without filling them.
     """
 
-    def __init__(self, logger: logging.Logger, every: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, logger: logging.Logger, every: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.logger, self.every, self.clock = logger, every, clock
         self._last = -float("inf")
         self._suppressed = 0
@@ -114,8 +116,7 @@ class StatusServer:
     error) and used only by the thread from then on.
     """
 
-    def __init__(self, context: zmq.Context, host: str, port: int | None,
-                 figures: Callable[[], dict]) -> None:
+    def __init__(self, context: zmq.Context, host: str, port: int | None, figures: Callable[[], dict]) -> None:
         self.socket = bind_status(context, host, port)
         self.figures = figures
         self._stop = threading.Event()
@@ -185,8 +186,15 @@ class Secrets:
         if not secret or len(secret) < 4:  # a tiny "secret" would redact ordinary words
             return
         raw = secret.encode("utf-8", "replace")
-        self._forms.update({secret, repr(secret)[1:-1], json.dumps(secret)[1:-1],
-                            urllib.parse.quote(secret, safe=""), base64.b64encode(raw).decode()})
+        self._forms.update(
+            {
+                secret,
+                repr(secret)[1:-1],
+                json.dumps(secret)[1:-1],
+                urllib.parse.quote(secret, safe=""),
+                base64.b64encode(raw).decode(),
+            }
+        )
 
     def add_basic(self, user: str, secret: str) -> None:
         self.add(secret)
@@ -236,8 +244,7 @@ def printable(text: object, limit: int = 200) -> str:
     cut = len(text) - limit
     head = text[:limit] if cut > 0 else text
     if not head.isprintable():
-        head = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                       for c in head)[:limit]
+        head = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in head)[:limit]
     return head + (f"...(+{cut} characters)" if cut > 0 else "")
 
 

@@ -20,6 +20,7 @@ Transports: :class:`ZmqTransport` here (a PUSH socket that never blocks and
 bounds in bytes what ZeroMQ holds), ``zibrato.testing.MemoryTransport`` for
 tests.
 """
+
 from __future__ import annotations
 
 import functools
@@ -117,13 +118,19 @@ class Buffer:
         _buffers.add(self)
 
     def _guarded_recorder(self) -> Recorder:
-        def guarded(item: Item, _len: Callable[[deque[Item]], int] = len, _items: deque[Item] = self.items,
-                    _append: Recorder = self.items.append, _capacity: int = self.capacity,
-                    _buffer: Buffer = self) -> None:
+        def guarded(
+            item: Item,
+            _len: Callable[[deque[Item]], int] = len,
+            _items: deque[Item] = self.items,
+            _append: Recorder = self.items.append,
+            _capacity: int = self.capacity,
+            _buffer: Buffer = self,
+        ) -> None:
             if _len(_items) < _capacity:
                 _append(item)
             else:  # full: dropped, and counted
                 _buffer.overflow()
+
         return guarded
 
     def _reset_count(self) -> None:
@@ -134,7 +141,7 @@ class Buffer:
     @property
     def overflowed(self) -> int:
         """Items refused so far (``count``'s repr is its next value: read without consuming it)."""
-        return int(repr(self._refusals)[len("count("):-1])
+        return int(repr(self._refusals)[len("count(") : -1])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -153,11 +160,17 @@ class Buffer:
         """
         length = len(self.items)
         if length >= self.soft:
-            if length >= self.capacity + SLACK and not self.guarding and self.fast is not self.guarded \
-                    and not self._unguarded_overflow_reported:
+            if (
+                length >= self.capacity + SLACK
+                and not self.guarding
+                and self.fast is not self.guarded
+                and not self._unguarded_overflow_reported
+            ):
                 self._unguarded_overflow_reported = True
-                log.warning("zibrato: the client's queue filled up between two garbage collections "
-                            "(is the collector disabled?); measurements it discarded are not counted")
+                log.warning(
+                    "zibrato: the client's queue filled up between two garbage collections "
+                    "(is the collector disabled?); measurements it discarded are not counted"
+                )
             self.guarding = True
             self.install(self.guarded)
 
@@ -249,8 +262,15 @@ class ZmqTransport(Transport):
     ``os._exit``).
     """
 
-    def __init__(self, endpoint: str, hwm: int, linger: float, max_bytes: int,
-                 context: zmq.Context[zmq.Socket[bytes]] | None = None, curve: ClientKeys | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        hwm: int,
+        linger: float,
+        max_bytes: int,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        curve: ClientKeys | None = None,
+    ) -> None:
         self.endpoint, self.hwm, self.linger, self.max_bytes = endpoint, hwm, linger, max_bytes
         #: CURVE keys (zibrato.curve): the broker is then a CURVE server that checks this client's key
         self.curve = curve
@@ -279,8 +299,9 @@ class ZmqTransport(Transport):
             socket.connect(self.endpoint)
             self._socket = socket
         except Exception as error:  # a bad host string, no file descriptors left...
-            log.error("zibrato: cannot connect to %s (%s); measurements will be dropped and counted",
-                      self.endpoint, error)
+            log.error(
+                "zibrato: cannot connect to %s (%s); measurements will be dropped and counted", self.endpoint, error
+            )
 
     def send(self, frame: bytes, last: bool = True) -> bool:
         if self._socket is None:
@@ -292,8 +313,7 @@ class ZmqTransport(Transport):
         try:
             tracker = self._send_tracked(frame) if last else self._socket.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError as error:
-            self._report_failure("buffer full, broker unreachable" if isinstance(error, zmq.Again)
-                                 else str(error))
+            self._report_failure("buffer full, broker unreachable" if isinstance(error, zmq.Again) else str(error))
             return False
         self.held_bytes += len(frame)
         self._untracked += len(frame)
@@ -347,15 +367,17 @@ class ZmqTransport(Transport):
         """Log the start of a failure once, not every message (logs must not flood)."""
         if not self._failing:
             self._failing = True
-            log.warning("zibrato: cannot queue measurements for %s (%s); dropping and counting them",
-                        self.endpoint, reason)
+            log.warning(
+                "zibrato: cannot queue measurements for %s (%s); dropping and counting them", self.endpoint, reason
+            )
 
 
 class Publisher:
     """Groups, splits, encodes and sends; counts every measurement as sent or dropped."""
 
-    def __init__(self, transport: Transport, tally: Tally, batch: int, max_message_size: int,
-                 shards: bool = False) -> None:
+    def __init__(
+        self, transport: Transport, tally: Tally, batch: int, max_message_size: int, shards: bool = False
+    ) -> None:
         self.transport, self.tally = transport, tally
         self.batch, self.max_message_size = batch, max_message_size
         #: put each series' shard in the frame (protocol 1.2), for levels spread over N workers
@@ -398,12 +420,17 @@ class Publisher:
         now = time.time()
         batches: list[tuple[str, int | None, list[Record], int]]
         if self.shards:  # one message per (level, shard)
-            batches = [(level, shard, records, size)
-                       for (level, shard), records, size in messages(_by_shard(grouped), self.batch)]
+            batches = [
+                (level, shard, records, size)
+                for (level, shard), records, size in messages(_by_shard(grouped), self.batch)
+            ]
         else:
             batches = [(level, None, records, size) for level, records, size in messages(grouped, self.batch)]
-        frames = [framed for level, shard, records, size in batches
-                  for framed in self._encode(level, now, records, size, shard)]
+        frames = [
+            framed
+            for level, shard, records, size in batches
+            for framed in self._encode(level, now, records, size, shard)
+        ]
         last = len(frames) - 1
         send, tally = self.transport.send, self.tally
         for index, (frame, size) in enumerate(frames):
@@ -417,8 +444,9 @@ class Publisher:
             else:
                 tally.dropped += size
 
-    def _encode(self, level: str, now: float, records: Sequence[Record], size: int,
-                shard: int | None = None) -> Iterator[tuple[bytes, int]]:
+    def _encode(
+        self, level: str, now: float, records: Sequence[Record], size: int, shard: int | None = None
+    ) -> Iterator[tuple[bytes, int]]:
         """(frame, measurements) for one message; split one the broker would refuse as too large."""
         tally = self.tally
         try:
@@ -431,9 +459,13 @@ class Publisher:
             halves = split(records)
             if halves is None:
                 tally.dropped += size
-                log.error("zibrato: one measurement of %r is %d bytes encoded, over the %d-byte "
-                          "message limit; dropped and counted", records[0][1], len(frame),
-                          self.max_message_size)
+                log.error(
+                    "zibrato: one measurement of %r is %d bytes encoded, over the %d-byte "
+                    "message limit; dropped and counted",
+                    records[0][1],
+                    len(frame),
+                    self.max_message_size,
+                )
                 return
             for half in halves:
                 yield from self._encode(level, now, half, sum(len(record[2]) for record in half), shard)
@@ -483,7 +515,7 @@ def messages(grouped: Grouped, batch: int) -> Iterator[tuple[Any, list[Record], 
         size = 0
         for series, values in pairs:
             for start in range(0, len(values), batch):
-                part = values[start:start + batch] if len(values) > batch else values
+                part = values[start : start + batch] if len(values) > batch else values
                 if size + len(part) > batch and chunk:
                     yield level, chunk, size
                     chunk, size = [], 0
@@ -536,8 +568,7 @@ class Sender(threading.Thread):
             wanted = self._requested
         self._wake.set()
         with self._done:
-            return self._done.wait_for(lambda: self._completed >= wanted,
-                                       max(0.0, deadline - time.monotonic()))
+            return self._done.wait_for(lambda: self._completed >= wanted, max(0.0, deadline - time.monotonic()))
 
     def stop(self, timeout: float) -> None:
         self._stopping = True
@@ -575,9 +606,10 @@ class Sender(threading.Thread):
 
 #: Asynchronous signals an application may handle (or die of) in its main thread.
 _APPLICATION_SIGNALS = frozenset(
-    getattr(signal, name) for name in
-    ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGWINCH")
-    if hasattr(signal, name))
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGWINCH")
+    if hasattr(signal, name)
+)
 
 
 def _leave_signals_to_the_main_thread() -> None:
@@ -593,4 +625,3 @@ def _leave_signals_to_the_main_thread() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, _APPLICATION_SIGNALS)
     except (AttributeError, OSError, ValueError):  # pragma: no cover - no pthread_sigmask (Windows)
         pass
-

@@ -18,6 +18,7 @@ no shard byte: every sharded worker also subscribes to them (the prefix
 records of its own shards. Correct, at the cost of each of the N workers
 decoding that traffic (see docs/PROTOCOL.md, "Shards").
 """
+
 from __future__ import annotations
 
 import re
@@ -59,8 +60,7 @@ class Shard:
 
     def subscriptions(self, level: str) -> list[bytes]:
         """The SUB prefixes for ``level``: each owned shard, plus the unsharded form."""
-        return [protocol.topic(level, s) for s in self.shards] + \
-            [protocol.topic(level) + protocol.UNSHARDED_MARK]
+        return [protocol.topic(level, s) for s in self.shards] + [protocol.topic(level) + protocol.UNSHARDED_MARK]
 
     def owns_frame(self, frame: bytes) -> bool | None:
         """True/False for a sharded frame; None for an unsharded one (its records decide)."""

@@ -18,6 +18,7 @@ stops the others:
 Writing a new worker means writing a Destination; see the README, "Writing a
 new worker".
 """
+
 from __future__ import annotations
 
 import logging
@@ -126,17 +127,31 @@ class Schedule:
 class Worker:
     """Subscribe, validate, aggregate, flush on schedule and deliver to one destination."""
 
-    def __init__(self, destination: Destination, host: str | Sequence[str] = "127.0.0.1",
-                 port: int = 5551, *,
-                 levels: Sequence[str] = (ALL_LEVELS,), flush_interval: float = 60.0,
-                 percentiles: Sequence[float] = DEFAULT_PERCENTILES, max_samples: int = DEFAULT_MAX_EXACT,
-                 status_port: int | None = None, self_level: str | None = SELF_LEVEL,
-                 broker_port: int | None = None, max_backlog: int | None = None,
-                 stop_timeout: float = 8.0, hwm: int = 100_000,
-                 max_message_size: int | None = None, rules: SeriesRules | None = None,
-                 backoff: Backoff | None = None, clock: Callable[[], float] = time.time,
-                 aggregation: dict[str, Any] | None = None, shard: Shard | None = None,
-                 lateness: float = DEFAULT_LATENESS, curve: ClientKeys | None = None) -> None:
+    def __init__(
+        self,
+        destination: Destination,
+        host: str | Sequence[str] = "127.0.0.1",
+        port: int = 5551,
+        *,
+        levels: Sequence[str] = (ALL_LEVELS,),
+        flush_interval: float = 60.0,
+        percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+        max_samples: int = DEFAULT_MAX_EXACT,
+        status_port: int | None = None,
+        self_level: str | None = SELF_LEVEL,
+        broker_port: int | None = None,
+        max_backlog: int | None = None,
+        stop_timeout: float = 8.0,
+        hwm: int = 100_000,
+        max_message_size: int | None = None,
+        rules: SeriesRules | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+        aggregation: dict[str, Any] | None = None,
+        shard: Shard | None = None,
+        lateness: float = DEFAULT_LATENESS,
+        curve: ClientKeys | None = None,
+    ) -> None:
         self.destination = destination
         self.name = destination.name
         #: every broker subscribed to (``--host`` repeated or a comma list, each HOST or HOST:PORT)
@@ -154,9 +169,13 @@ class Worker:
         self.clock = clock
         # max_samples: values kept exactly per series (--max-exact); aggregation: the Aggregator's
         # other options (relative_error, expire, max_buckets, set_max_exact)
-        self.aggregator = Aggregator(percentiles=percentiles, max_exact=max_samples,
-                                     keep_values=getattr(destination, "needs_values", False),
-                                     include_interval=True, **(aggregation or {}))
+        self.aggregator = Aggregator(
+            percentiles=percentiles,
+            max_exact=max_samples,
+            keep_values=getattr(destination, "needs_values", False),
+            include_interval=True,
+            **(aggregation or {}),
+        )
         self.rules = rules if rules else None
         self.status_port, self.stop_timeout = status_port, stop_timeout
         # No limit by default: the broker enforces --max-message-size on what clients send,
@@ -164,15 +183,27 @@ class Worker:
         self.hwm, self.max_message_size = hwm, max_message_size
         self.log = logging.getLogger(f"zibrato.{self.name}")
         # 15 minutes of intervals by default, so an outage that long loses nothing.
-        self.delivery = DeliveryQueue(destination, log=self.log, backoff=backoff,
-                                      max_backlog=max_backlog or max(16, int(900 / flush_interval) + 1))
+        self.delivery = DeliveryQueue(
+            destination,
+            log=self.log,
+            backoff=backoff,
+            max_backlog=max_backlog or max(16, int(900 / flush_interval) + 1),
+        )
         self._malformed_log = RateLimitedLog(self.log)
         self._late_log = RateLimitedLog(self.log, every=60.0)
         #: counts, and times or None (never yet): what `zibrato status` and self-metrics report
-        self.figures_: dict[str, Any] = {"received": 0, "measurements": 0, "malformed": 0, "flushes": 0,
-                                         "series_flushed": 0, "unread_at_stop": 0, "non_finite_dropped": 0,
-                                         "last_flush": None, "last_flush_seconds": None,
-                                         "last_received": None}
+        self.figures_: dict[str, Any] = {
+            "received": 0,
+            "measurements": 0,
+            "malformed": 0,
+            "flushes": 0,
+            "series_flushed": 0,
+            "unread_at_stop": 0,
+            "non_finite_dropped": 0,
+            "last_flush": None,
+            "last_flush_seconds": None,
+            "last_received": None,
+        }
         self.started = time.time()
         if self_level and not protocol.is_valid_level(self_level):
             raise ValueError(f"invalid self-metrics level {self_level!r}")
@@ -201,18 +232,32 @@ class Worker:
         schedule = self.schedule
         f.update(destination)
         f.update(self.delivery.figures())
-        f.update(role=self.name, broker=self.broker_endpoint, levels=list(self.levels),
-                 broker_connected=self._unconnected_since is None,
-                 flush_interval=self.flush_interval, series_held=len(self.aggregator),
-                 late_flushes=schedule.late_flushes, missed_boundaries=schedule.missed_boundaries,
-                 flush_lag_seconds=round(schedule.lag, 6), max_flush_lag_seconds=round(schedule.max_lag, 6),
-                 uptime_seconds=round(now - self.started, 3), healthy=not problems, problems=problems,
-                 summaries_merged=self.aggregator.summaries_merged,
-                 late_summaries=self.aggregator.late_summaries, lateness=self.lateness,
-                 shard=None if self.shard is None else str(self.shard), curve=self.curve is not None)
+        f.update(
+            role=self.name,
+            broker=self.broker_endpoint,
+            levels=list(self.levels),
+            broker_connected=self._unconnected_since is None,
+            flush_interval=self.flush_interval,
+            series_held=len(self.aggregator),
+            late_flushes=schedule.late_flushes,
+            missed_boundaries=schedule.missed_boundaries,
+            flush_lag_seconds=round(schedule.lag, 6),
+            max_flush_lag_seconds=round(schedule.max_lag, 6),
+            uptime_seconds=round(now - self.started, 3),
+            healthy=not problems,
+            problems=problems,
+            summaries_merged=self.aggregator.summaries_merged,
+            late_summaries=self.aggregator.late_summaries,
+            lateness=self.lateness,
+            shard=None if self.shard is None else str(self.shard),
+            curve=self.curve is not None,
+        )
         if self.rules:
-            f.update(rules=self.rules.describe(), measurements_dropped_by_rules=self.rules.measurements_dropped,
-                     tags_dropped_by_rules=self.rules.tags_dropped)
+            f.update(
+                rules=self.rules.describe(),
+                measurements_dropped_by_rules=self.rules.measurements_dropped,
+                tags_dropped_by_rules=self.rules.tags_dropped,
+            )
         return f
 
     def _problems(self, now: float) -> list[str]:
@@ -223,13 +268,17 @@ class Worker:
         heard = f["last_received"] or self.started
         unconnected = self._unconnected_since
         if unconnected is not None and time.monotonic() - unconnected > _UNCONNECTED_SECONDS:
-            problems.append(f"not connected to the broker at {self.broker_endpoint} for "
-                            f"{time.monotonic() - unconnected:.0f} s: is it running there "
-                            "(--host, --port)?")
+            problems.append(
+                f"not connected to the broker at {self.broker_endpoint} for "
+                f"{time.monotonic() - unconnected:.0f} s: is it running there "
+                "(--host, --port)?"
+            )
         elif now - heard > silent_after:
-            problems.append(f"nothing received from the broker at {self.broker_endpoint} for "
-                            f"{now - heard:.0f} s: is the broker running there (--host, --port), "
-                            "and is anything sending?")
+            problems.append(
+                f"nothing received from the broker at {self.broker_endpoint} for "
+                f"{now - heard:.0f} s: is the broker running there (--host, --port), "
+                "and is anything sending?"
+            )
         backlog, most = self.delivery.backlog, self.delivery.max_backlog
         if backlog > most // 2:
             problems.append(f"delivery backlog {backlog} of {most} intervals")
@@ -254,8 +303,13 @@ class Worker:
         monitor = sub.get_monitor_socket(_MONITORED)
         status.start()
         delivery = self.delivery.start()
-        self.log.info("%s worker: levels %s from %s, flushing every %g s", self.name,
-                      ",".join(self.levels), self.broker_endpoint, self.flush_interval)
+        self.log.info(
+            "%s worker: levels %s from %s, flushing every %g s",
+            self.name,
+            ",".join(self.levels),
+            self.broker_endpoint,
+            self.flush_interval,
+        )
         stopped = None
         try:
             self.schedule.start()
@@ -326,8 +380,9 @@ class Worker:
         if dropped:
             self.figures_["non_finite_dropped"] = self.aggregator.non_finite_dropped
             names = ", ".join(protocol._short(name) for name in self.aggregator.last_non_finite[-dropped:])
-            self._malformed_log.warning("dropped %d series' interval: a sum overflowed to a non-finite "
-                                        "number (%s)", dropped, names)
+            self._malformed_log.warning(
+                "dropped %d series' interval: a sum overflowed to a non-finite number (%s)", dropped, names
+            )
 
     # --- receive loop ------------------------------------------------------------------
 
@@ -357,8 +412,9 @@ class Worker:
             return [prefix for level in self.levels for prefix in self.shard.subscriptions(level)]
         return [protocol.topic(level) for level in self.levels]
 
-    def _receive_until(self, stop: threading.Event, sub: zmq.Socket[bytes],
-                       monitor: zmq.Socket[bytes] | None = None) -> None:
+    def _receive_until(
+        self, stop: threading.Event, sub: zmq.Socket[bytes], monitor: zmq.Socket[bytes] | None = None
+    ) -> None:
         """Receive, flushing at each boundary, until ``stop``; follow the connection to the broker."""
         schedule = self.schedule
         poller = zmq.Poller()
@@ -383,7 +439,11 @@ class Worker:
                     self._late_log.warning(
                         "flush of the interval at %s ran %.2f s late (%d late flushes, %d boundaries "
                         "merged so far): the worker is not keeping up with what it receives",
-                        iso(due[1]), schedule.lag, schedule.late_flushes, schedule.missed_boundaries)
+                        iso(due[1]),
+                        schedule.lag,
+                        schedule.late_flushes,
+                        schedule.missed_boundaries,
+                    )
 
     def _connection_changed(self, monitor: zmq.Socket[bytes]) -> None:
         """A connection to the broker came or went (libzmq's socket monitor)."""
@@ -400,8 +460,7 @@ class Worker:
                 if self._connections or self._unconnected_since is not None:
                     continue
                 self._unconnected_since = time.monotonic()
-                self.log.warning("lost the connection to the broker at %s; reconnecting",
-                                 self.broker_endpoint)
+                self.log.warning("lost the connection to the broker at %s; reconnecting", self.broker_endpoint)
 
     def _receive_what_is_queued(self, sub: zmq.Socket[bytes], read_until: float) -> None:
         """On stop: take what the broker sends, until quiet, so the final flush has it.
@@ -428,9 +487,13 @@ class Worker:
         if left:
             self.figures_["unread_at_stop"] += left
             more = " at least" if time.monotonic() >= give_up else ""
-            self.log.error("stopping:%s %d messages queued from the broker were not read within "
-                           "half the stop budget (%g s) and are lost (unread_at_stop)", more, left,
-                           self.stop_timeout / 2)
+            self.log.error(
+                "stopping:%s %d messages queued from the broker were not read within "
+                "half the stop budget (%g s) and are lost (unread_at_stop)",
+                more,
+                left,
+                self.stop_timeout / 2,
+            )
 
     def _receive_available(self, sub: zmq.Socket[bytes], limit: int = 10_000) -> None:
         """Take what is queued now, bounded in count and time so that flushes stay on schedule."""
@@ -488,8 +551,9 @@ class Worker:
 
     def _malformed(self, reason: str) -> None:
         self.figures_["malformed"] += 1
-        self._malformed_log.warning("dropped malformed message: %s (%d malformed so far)",
-                                    printable(reason), self.figures_["malformed"])
+        self._malformed_log.warning(
+            "dropped malformed message: %s (%d malformed so far)", printable(reason), self.figures_["malformed"]
+        )
 
     def _final_flush(self) -> None:
         """On stop: the partial interval is flushed too (the last minute must not be lost)."""
@@ -512,20 +576,26 @@ class Worker:
         if not self.self_level:
             return None
         from . import Zibrato  # the public client, however zibrato.client is laid out
+
         port = self.broker_port if self.broker_port is not None else self.port - 1
-        return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()},
-                       curve_keys=self.curve)
+        return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()}, curve_keys=self.curve)
 
     def self_figures(self, series: int) -> dict[str, float]:
         """The gauges this worker publishes about itself after each flush."""
         f, q, s = self.figures_, self.delivery.counts, self.schedule
-        figures = {"received": f["received"], "malformed": f["malformed"],
-                   "measurements": f["measurements"], "series_flushed": series,
-                   "backlog": self.delivery.backlog, "dropped_intervals": q["dropped_intervals"],
-                   "cut_off_intervals": q["cut_off_intervals"], "late_flushes": s.late_flushes,
-                   "non_finite_dropped": f["non_finite_dropped"],
-                   "late_summaries": self.aggregator.late_summaries,
-                   "flush_lag": s.lag}
+        figures = {
+            "received": f["received"],
+            "malformed": f["malformed"],
+            "measurements": f["measurements"],
+            "series_flushed": series,
+            "backlog": self.delivery.backlog,
+            "dropped_intervals": q["dropped_intervals"],
+            "cut_off_intervals": q["cut_off_intervals"],
+            "late_flushes": s.late_flushes,
+            "non_finite_dropped": f["non_finite_dropped"],
+            "late_summaries": self.aggregator.late_summaries,
+            "flush_lag": s.lag,
+        }
         keys = getattr(self.destination, "self_figures", ())
         own = self.destination.figures() if keys else {}
         for key in keys:
@@ -610,7 +680,7 @@ def _port_of(text: str, part: str) -> int:
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """'tcp://[::1]:5551' -> ('::1', 5551)."""
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
     return host.strip("[]"), int(port)
 
 
@@ -618,6 +688,15 @@ def _hostname() -> str:
     return _socket.gethostname().split(".")[0] or str(os.getpid())
 
 
-__all__ = ["ALL_LEVELS", "DEFAULT_LATENESS", "DEFAULT_PERCENTILES", "parse_hosts", "split_endpoint",
-           "SELF_LEVEL", "Schedule", "Worker", "parse_levels",
-           "parse_percentiles"]
+__all__ = [
+    "ALL_LEVELS",
+    "DEFAULT_LATENESS",
+    "DEFAULT_PERCENTILES",
+    "parse_hosts",
+    "split_endpoint",
+    "SELF_LEVEL",
+    "Schedule",
+    "Worker",
+    "parse_levels",
+    "parse_percentiles",
+]

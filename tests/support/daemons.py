@@ -1,4 +1,5 @@
 """Run the real console scripts as subprocesses, and wait on what they print."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,9 @@ from pathlib import Path
 BIN = Path(sys.executable).parent
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
-               message: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
+) -> object:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -63,8 +65,7 @@ class Daemon:
 
     def start(self) -> Daemon:
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-            self.process = subprocess.Popen(self.argv, stdout=out, stderr=err, env=self.env,
-                                            stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(self.argv, stdout=out, stderr=err, env=self.env, stdin=subprocess.DEVNULL)
         return self
 
     @property
@@ -102,8 +103,15 @@ class Daemon:
         return self.process.poll() is not None
 
 
-def run_script(script: str, *args: object, timeout: float = 30.0, env: dict | None = None,
-               input: str | None = None) -> subprocess.CompletedProcess:
+def run_script(
+    script: str, *args: object, timeout: float = 30.0, env: dict | None = None, input: str | None = None
+) -> subprocess.CompletedProcess:
     """Run a console script to completion, capturing its output."""
-    return subprocess.run([str(BIN / script), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, input=input)
+    return subprocess.run(
+        [str(BIN / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        input=input,
+    )

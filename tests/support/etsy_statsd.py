@@ -343,8 +343,12 @@ class EtsyStatsd:
             log.write(f"--- starting statsd on {self.protocol} {self.port}, admin {self.mgmt_port}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
-                [node, "--no-deprecation", str(self.statsd_dir / "node_modules" / "statsd" / "stats.js"),
-                 str(self.config_file)],
+                [
+                    node,
+                    "--no-deprecation",
+                    str(self.statsd_dir / "node_modules" / "statsd" / "stats.js"),
+                    str(self.config_file),
+                ],
                 cwd=str(self.statsd_dir),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

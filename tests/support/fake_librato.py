@@ -88,18 +88,41 @@ MAX_FUTURE_SECONDS = 15 * 60
 MAX_PAST_SECONDS = 365 * 24 * 3600
 
 LEGACY_TOP_LEVEL_KEYS = frozenset({"gauges", "counters", "source", "measure_time"})
-LEGACY_MEASUREMENT_KEYS = frozenset({
-    "name", "value", "source", "measure_time",
-    "count", "sum", "min", "max", "sum_squares",
-    "period", "attributes",
-})
+LEGACY_MEASUREMENT_KEYS = frozenset(
+    {
+        "name",
+        "value",
+        "source",
+        "measure_time",
+        "count",
+        "sum",
+        "min",
+        "max",
+        "sum_squares",
+        "period",
+        "attributes",
+    }
+)
 LEGACY_SUMMARY_KEYS = ("sum", "min", "max", "sum_squares")  # only with count
 
 TAGGED_TOP_LEVEL_KEYS = frozenset({"measurements", "tags", "time", "period"})
-TAGGED_MEASUREMENT_KEYS = frozenset({
-    "name", "value", "tags", "time", "period", "attributes",
-    "count", "sum", "min", "max", "last", "stddev", "stddev_m2",
-})
+TAGGED_MEASUREMENT_KEYS = frozenset(
+    {
+        "name",
+        "value",
+        "tags",
+        "time",
+        "period",
+        "attributes",
+        "count",
+        "sum",
+        "min",
+        "max",
+        "last",
+        "stddev",
+        "stddev_m2",
+    }
+)
 TAGGED_SUMMARY_KEYS = ("sum", "min", "max", "last", "stddev", "stddev_m2")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -136,6 +159,7 @@ class _Params:
 
 
 # --------------------------------------------------------------------------- checks
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -183,11 +207,17 @@ def _period_problem(value: Any) -> str | None:
 
 # --------------------------------------------------------------------------- the fake
 
+
 class FakeLibrato:
     """A local HTTP server that checks posts like the Librato Metrics API v1 and records them."""
 
-    def __init__(self, user: str = "user@example.com", token: str = "secret-token",
-                 max_batch: int = 300, tags_enabled: bool = False) -> None:
+    def __init__(
+        self,
+        user: str = "user@example.com",
+        token: str = "secret-token",
+        max_batch: int = 300,
+        tags_enabled: bool = False,
+    ) -> None:
         """Credentials the server accepts, the strict batch limit, and whether the tagged API is on."""
         self.user = user
         self.token = token
@@ -227,8 +257,12 @@ class FakeLibrato:
             server = _Server((HOST, self._port or 0), _Handler, self)
             self._port = server.server_address[1]
             self._server = server
-            self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
-                                            name=f"FakeLibrato:{self._port}", daemon=True)
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.01},
+                name=f"FakeLibrato:{self._port}",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -302,8 +336,7 @@ class FakeLibrato:
                     self._cond.wait(min(remaining, _POLL))
 
     # ------------------------------------------------------------------ failure injection
-    def fail_next(self, n: int, status: int = 500, body: dict | None = None,
-                  headers: dict | None = None) -> None:
+    def fail_next(self, n: int, status: int = 500, body: dict | None = None, headers: dict | None = None) -> None:
         """The next ``n`` POSTs answer ``status`` (with ``body``, or a Librato-style error, and
         ``headers``, e.g. ``{"Retry-After": "1"}``) and accept nothing."""
         _check_status(status)
@@ -362,8 +395,7 @@ class FakeLibrato:
     def _store(self, measurement: dict, arrival: int) -> None:
         """Keep the last value per series and second, as Librato does."""
         if measurement["kind"] == "tagged":
-            key = (measurement["name"], tuple(sorted(measurement["tags"].items())),
-                   measurement.get("time", arrival))
+            key = (measurement["name"], tuple(sorted(measurement["tags"].items())), measurement.get("time", arrival))
         else:
             key = (measurement["name"], measurement.get("source"), measurement.get("measure_time", arrival))
         if self._measurements.pop(key, None) is not None:
@@ -390,8 +422,7 @@ class FakeLibrato:
         if problem:
             params.add("name", f"{where}: {problem}")
         elif name in self._rejected_names:
-            params.add("name", f"{where}: measurements named {name!r} are rejected "
-                               f"(FakeLibrato.reject_name)")
+            params.add("name", f"{where}: measurements named {name!r} are rejected (FakeLibrato.reject_name)")
 
     def _check_time(self, value: Any, field: str, where: str, now: float, params: _Params) -> None:
         problem = _time_problem(value, now, self.max_future_seconds, self.max_past_seconds)
@@ -473,8 +504,10 @@ class FakeLibrato:
         has_value, has_count = "value" in item, "count" in item
         summary_keys = [k for k in LEGACY_SUMMARY_KEYS if k in item]
         if kind == "counter" and (has_count or summary_keys):
-            params.add("count" if has_count else summary_keys[0],
-                       f"{where}: counters take only 'value' (count/sum/min/max/sum_squares are for gauges)")
+            params.add(
+                "count" if has_count else summary_keys[0],
+                f"{where}: counters take only 'value' (count/sum/min/max/sum_squares are for gauges)",
+            )
             return
         if has_value and has_count:
             params.add("value", f"{where}: give either 'value' or 'count' with 'sum', not both")
@@ -608,8 +641,11 @@ class FakeLibrato:
             if value is None and allow_null:
                 continue
             if not isinstance(value, str) or not TAG_VALUE_RE.fullmatch(value):
-                params.add("tags", f"{where}: tag {name!r}: value {value!r} must be a string of "
-                                   f"1-255 characters of A-Za-z0-9_.:- and space")
+                params.add(
+                    "tags",
+                    f"{where}: tag {name!r}: value {value!r} must be a string of "
+                    f"1-255 characters of A-Za-z0-9_.:- and space",
+                )
                 ok = False
         return ok
 
@@ -632,6 +668,7 @@ def _reject_json_constant(name: str) -> Any:
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -694,8 +731,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path not in (LEGACY_PATH, TAGGED_PATH):
                 raise _request_error(404, f"Not Found: {self.command} {path}")
             if self.command != "POST":
-                raise _request_error(405, f"Method Not Allowed: {self.command} {path}",
-                                     headers=(("Allow", "POST"),))
+                raise _request_error(405, f"Method Not Allowed: {self.command} {path}", headers=(("Allow", "POST"),))
             injected = fake._take_injection()
             if injected and injected[0] == "delay":
                 fake._stopping.wait(injected[1])
@@ -711,8 +747,14 @@ class _Handler(BaseHTTPRequestHandler):
             payload = self._parse_json(raw)
             if tagged:
                 accepted = fake._validate_tagged(payload)
-                status, response = 202, {"measurements": {"summary": {
-                    "total": len(accepted), "accepted": len(accepted), "failed": 0, "filtered": 0}}}
+                status, response = (
+                    202,
+                    {
+                        "measurements": {
+                            "summary": {"total": len(accepted), "accepted": len(accepted), "failed": 0, "filtered": 0}
+                        }
+                    },
+                )
             else:
                 accepted = fake._validate_legacy(payload)
                 status, response = 200, None
@@ -725,15 +767,18 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug in the fake: say so loudly, accept nothing
             accepted = []
             status, response, headers = 500, {"errors": {"system": [f"FakeLibrato bug: {exc!r}"]}}, ()
-        fake._record({
-            "method": self.command,
-            "path": raw_path,
-            "status": status,
-            "headers": dict(self.headers.items()),
-            "body": _decode_for_record(raw),
-            "response": copy.deepcopy(response),
-            "received": received,
-        }, accepted)
+        fake._record(
+            {
+                "method": self.command,
+                "path": raw_path,
+                "status": status,
+                "headers": dict(self.headers.items()),
+                "body": _decode_for_record(raw),
+                "response": copy.deepcopy(response),
+                "received": received,
+            },
+            accepted,
+        )
         self._respond(status, response, headers)
 
     def _read_body(self) -> bytes:

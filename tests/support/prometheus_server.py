@@ -6,6 +6,7 @@ stored, and :meth:`PrometheusServer.wait_value` polls until a query answers
 the expected value (a scrape is at most a second away), failing with what it
 last saw.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,8 @@ class PrometheusServer:
             "  - job_name: zibrato\n"
             f"    scrape_interval: {scrape_interval}\n"
             "    static_configs:\n"
-            f"      - targets: [{', '.join(repr(t) for t in targets)}]\n")
+            f"      - targets: [{', '.join(repr(t) for t in targets)}]\n"
+        )
         self.log_path = self.dir / "prometheus.log"
         self.process: subprocess.Popen | None = None
 
@@ -44,13 +46,20 @@ class PrometheusServer:
 
     def start(self) -> PrometheusServer:
         if not Path(BINARY).exists():
-            raise AssertionError("the Prometheus server is missing: run bin/setup --test "
-                                 "(apt-get install prometheus)")
+            raise AssertionError("the Prometheus server is missing: run bin/setup --test (apt-get install prometheus)")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [BINARY, f"--config.file={self.config}", f"--storage.tsdb.path={self.dir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                [
+                    BINARY,
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.dir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
         wait_until(self._ready, timeout=30, interval=0.1, message="Prometheus ready")
         return self
 
@@ -84,6 +93,7 @@ class PrometheusServer:
         def matches() -> bool:
             last[0] = self.query(expr)
             return len(last[0]) == 1 and last[0][0]["value"] == expected
+
         try:
             wait_until(matches, timeout=timeout, interval=0.25, message=f"{expr} == {expected}")
         except AssertionError as error:

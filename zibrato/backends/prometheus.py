@@ -22,6 +22,7 @@ The server binds in :meth:`PrometheusDestination.connect` (127.0.0.1:9464 by
 default: loopback unless told otherwise) and runs in daemon threads; it
 never blocks delivery, which only updates the state under its lock.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -90,19 +91,24 @@ class PrometheusDestination(Destination):
     #: (before zibrato.sketch) has to hand over the raw timer values instead
     needs_values = importlib.util.find_spec("zibrato.sketch") is None
 
-    def __init__(self, listen: tuple[str, int] = DEFAULT_LISTEN, *,
-                 buckets: Sequence[float] = DEFAULT_BUCKETS, expire: float | Mapping[str, float] = DEFAULT_EXPIRE,
-                 history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self,
+        listen: tuple[str, int] = DEFAULT_LISTEN,
+        *,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        expire: float | Mapping[str, float] = DEFAULT_EXPIRE,
+        history: int = DEFAULT_HISTORY,
+    ) -> None:
         self.listen = listen
         self.log = logging.getLogger("zibrato.prometheus")
         self.state = PrometheusState(buckets=buckets, expire=expire, history=history, log=self.log)
         self.collector = _Collector(self.state)
         self.server: ThreadingHTTPServer | None = None
         self._figures = {"scrapes": 0, "renders": 0, "series_requests": 0, "intervals": 0}
-        self._render_lock = threading.Lock()   # one rendering at a time
-        self._cache_lock = threading.Lock()    # guards _rendered (held only to read or swap)
+        self._render_lock = threading.Lock()  # one rendering at a time
+        self._cache_lock = threading.Lock()  # guards _rendered (held only to read or swap)
         self._rendered: dict[str, _Rendered] = {}  # content type -> its latest rendering
-        self._wanted = threading.Event()       # the renderer thread has a newer state to render
+        self._wanted = threading.Event()  # the renderer thread has a newer state to render
         self._renderer: threading.Thread | None = None
         self._closing = False
 
@@ -123,10 +129,8 @@ class PrometheusDestination(Destination):
             raise OSError(f"cannot listen on {self.listen[0]}:{self.listen[1]}: {error.strerror}") from None
         server.daemon_threads = True
         self.server = server
-        threading.Thread(target=server.serve_forever, name="zibrato-prometheus-http",
-                         daemon=True).start()
-        self._renderer = threading.Thread(target=self._render_forever, name="zibrato-prometheus-render",
-                                          daemon=True)
+        threading.Thread(target=server.serve_forever, name="zibrato-prometheus-http", daemon=True).start()
+        self._renderer = threading.Thread(target=self._render_forever, name="zibrato-prometheus-render", daemon=True)
         self._renderer.start()
         host, port = self.address
         self.log.info("serving /metrics and /series/<name> on http://%s:%d", host, port)
@@ -221,14 +225,14 @@ class PrometheusDestination(Destination):
         if offset < 1:
             return 400, {"error": "offset counts back from 1 (the last interval)"}
         tags = [t for t in one["tags"].split(",") if t] if "tags" in one else None
-        matches = self.state.lookup(name, one.get("source"), tags, one.get("type"),
-                                    any_source="source" not in one)
+        matches = self.state.lookup(name, one.get("source"), tags, one.get("type"), any_source="source" not in one)
         if not matches:
             return 404, {"error": f"no series {name!r} with source {one.get('source')!r}"}
         if len(matches) > 1:
-            return 409, {"error": "several series match: add source=, tags= or type=",
-                         "matches": [{"type": m.key[0], "source": m.key[2], "tags": list(m.key[3])}
-                                     for m in matches]}
+            return 409, {
+                "error": "several series match: add source=, tags= or type=",
+                "matches": [{"type": m.key[0], "source": m.key[2], "tags": list(m.key[3])} for m in matches],
+            }
         history = list(matches[0].history)
         if offset > len(history):
             return 404, {"error": f"offset {offset}: only {len(history)} intervals are kept"}
@@ -293,13 +297,14 @@ def _handler(destination: PrometheusDestination):
                     body, content_type = destination.metrics(self.headers.get("Accept"), gzipped)
                     self._send(200, body, content_type, gzipped=gzipped)
                 elif url.path.startswith("/series/") and len(url.path) > len("/series/"):
-                    status, answer = destination.series(unquote(url.path[len("/series/"):]),
-                                                        parse_qs(url.query))
-                    self._send(status, json.dumps(answer, default=str).encode() + b"\n",
-                               "application/json")
+                    status, answer = destination.series(unquote(url.path[len("/series/") :]), parse_qs(url.query))
+                    self._send(status, json.dumps(answer, default=str).encode() + b"\n", "application/json")
                 elif url.path == "/":
-                    self._send(200, b"zibrato-prometheus: GET /metrics, GET /series/<name>?source=&offset=\n",
-                               "text/plain; charset=utf-8")
+                    self._send(
+                        200,
+                        b"zibrato-prometheus: GET /metrics, GET /series/<name>?source=&offset=\n",
+                        "text/plain; charset=utf-8",
+                    )
                 else:
                     self._send(404, b"not found: try /metrics or /series/<name>\n", "text/plain")
             except Exception as error:  # a bug must not kill the server thread silently

@@ -6,6 +6,7 @@ body is handed to the listener, which parses it under its lock; everything
 else (bad paths, missing tokens, oversized bodies) is answered and counted
 here, and never logged with its credentials.
 """
+
 from __future__ import annotations
 
 import base64

@@ -14,6 +14,7 @@ histogram of bytes). Values may be negative (l2met's own parser could not).
 A tuple that does not parse is counted and skipped; the rest of the line is
 kept. Nothing here raises on any input.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,7 @@ from .series import Pending, Rejects, Series, add
 TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 _VALUE = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)(.*)\Z", re.S)
 _UNIT = re.compile(r"[A-Za-z0-9_./%-]{1,64}\Z")
-_ROUTER = {"connect": ("router.connect", "ms"), "service": ("router.service", "ms"),
-           "bytes": ("router.bytes", "bytes")}
+_ROUTER = {"connect": ("router.connect", "ms"), "service": ("router.service", "ms"), "bytes": ("router.bytes", "bytes")}
 _MAX_LENGTH_DIGITS = 9
 
 REASONS = ("bad frame", "invalid utf-8", "bad name", "bad value", "non-finite value", "bad unit")
@@ -47,8 +47,9 @@ class L2metParser:
 
     # --- drain bodies ---------------------------------------------------------
 
-    def feed_drain(self, body: bytes, pending: Pending, prefix: str | None = None,
-                   source_prefix: str | None = None) -> int:
+    def feed_drain(
+        self, body: bytes, pending: Pending, prefix: str | None = None, source_prefix: str | None = None
+    ) -> int:
         """Every frame of a logplex/log-shuttle body; return the measurements accepted."""
         accepted = 0
         for frame in self.frames(body):
@@ -81,20 +82,26 @@ class L2metParser:
             space = body.find(b" ", position, position + _MAX_LENGTH_DIGITS + 1)
             digits = body[position:space] if space > 0 else b""
             if not digits.isdigit():
-                self.rejects("bad frame", body[position:position + 40])
+                self.rejects("bad frame", body[position : position + 40])
                 return
             start = space + 1
             stop = start + int(digits)
             if stop > end:
-                self.rejects("bad frame", body[position:position + 40])
+                self.rejects("bad frame", body[position : position + 40])
                 return
             yield body[start:stop]
             position = stop
 
     # --- log lines --------------------------------------------------------------
 
-    def feed_line(self, line: str, pending: Pending, prefix: str | None = None,
-                  source_prefix: str | None = None, router: bool = False) -> int:
+    def feed_line(
+        self,
+        line: str,
+        pending: Pending,
+        prefix: str | None = None,
+        source_prefix: str | None = None,
+        router: bool = False,
+    ) -> int:
         """One log line's measurements into ``pending``; return how many were accepted."""
         self.lines += 1
         if "=" not in line and "count#" not in line:
@@ -111,8 +118,7 @@ class L2metParser:
             if kind is None:
                 if router and key in _ROUTER:
                     router_name, unit = _ROUTER[key]
-                    found.append(("measure", router_name, value + unit if _bare_number(value) else value,
-                                  token))
+                    found.append(("measure", router_name, value + unit if _bare_number(value) else value, token))
                 continue
             if not equals:
                 if kind != "count":
@@ -129,10 +135,12 @@ class L2metParser:
         self.measurements += accepted
         return accepted
 
-    def _add(self, kind: str, name: str | None, text: str, source: str | None, token: str,
-             pending: Pending) -> int:
-        if name is None or protocol.name_problem(name) or \
-                (source is not None and protocol.name_problem(source, "source")):
+    def _add(self, kind: str, name: str | None, text: str, source: str | None, token: str, pending: Pending) -> int:
+        if (
+            name is None
+            or protocol.name_problem(name)
+            or (source is not None and protocol.name_problem(source, "source"))
+        ):
             self.rejects("bad name", token)
             return 0
         match = _VALUE.match(text)
@@ -176,7 +184,7 @@ def syslog_header(text: str) -> tuple[str, str, str] | None:
         message = ""
     elif message.startswith("["):
         end = message.find("] ")
-        message = message[end + 2:] if end >= 0 else ""
+        message = message[end + 2 :] if end >= 0 else ""
     return app, procid, message.rstrip("\r\n")
 
 

@@ -5,6 +5,7 @@ values; the publisher turns each entry into one Protocol 1.1 record. A plain
 dict and a list append per value is the cheapest shape Python offers, and the
 parsers' hot loops are written around it.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -45,8 +46,7 @@ class Series(NamedTuple):
     @property
     def needs_1_1(self) -> bool:
         """True when a Protocol 1.0 worker would count this record as malformed."""
-        return self.type in (protocol.HISTOGRAM, protocol.SET) or self.weight is not None \
-            or self.unit is not None
+        return self.type in (protocol.HISTOGRAM, protocol.SET) or self.weight is not None or self.unit is not None
 
 
 Pending = dict[Series, list[Value]]
