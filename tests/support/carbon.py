@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from .daemons import free_ports, wait_until
+from .daemons import free_ports, stop_process, wait_until
 
 CARBON_CACHE = "carbon-cache"
 RETENTION = "1s:1h"
@@ -107,13 +106,7 @@ GRAPHITE_URL = http://127.0.0.1:1
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     @property

@@ -92,16 +92,21 @@ class Daemon:
         return self.process.wait(timeout)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def _died(self) -> bool:
         return self.process.poll() is not None
+
+
+def stop_process(process: subprocess.Popen | None, timeout: float = 15.0) -> None:
+    """TERM a server the tests started, wait for it to end; KILL it after ``timeout``."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def run_script(

@@ -41,13 +41,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
+
+from zibrato.backends.otlp import _Status
 
 __all__ = ["FakeOtlp", "Fail", "Partial", "status_message"]
 
@@ -57,28 +58,7 @@ DELTA, CUMULATIVE = pb.AGGREGATION_TEMPORALITY_DELTA, pb.AGGREGATION_TEMPORALITY
 _TOLERANCE = 1e-9
 
 
-def _status_class():
-    """google.rpc.Status, built here: it is not part of opentelemetry-proto."""
-    proto = descriptor_pb2.FileDescriptorProto(name="fake_otlp_status.proto", package="google.rpc", syntax="proto3")
-    message = proto.message_type.add(name="Status")
-    message.field.add(
-        name="code",
-        number=1,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
-        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-    )
-    message.field.add(
-        name="message",
-        number=2,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-    )
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status"))
-
-
-Status = _status_class()
+Status = _Status  # google.rpc.Status as zibrato.backends.otlp defines it (not in opentelemetry-proto)
 
 
 def status_message(body: bytes) -> str:

@@ -9,13 +9,12 @@ the ``_internal`` monitor off), runs ``influxd run``, and waits until
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import requests
 
-from .daemons import free_ports, wait_until
+from .daemons import free_ports, stop_process, wait_until
 
 INFLUXD = "influxd"
 
@@ -92,13 +91,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     @property

@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .daemons import free_ports, wait_until
+from .daemons import free_ports, stop_process, wait_until
 
 BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -104,10 +104,4 @@ class PrometheusServer:
         return self.value("up") == 1.0
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
