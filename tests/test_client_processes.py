@@ -136,6 +136,63 @@ def test_terminate_flushes_then_ends_the_child_by_sigterm(broker_pull, tmp_path,
     expect(len(exactly(broker_pull, "terminated.child", 100))) == 100
 
 
+INTERRUPTED_CALL_SCRIPT = """
+    import multiprocessing, os, signal, sys
+    from zibrato import Zibrato
+
+    z = Zibrato(linger=2)
+
+    def child(line, call):
+        z.count("info", "interrupted." + call, line)  # starts the sender, hooks SIGTERM
+        seen = 0
+
+        def sigterm_at_that_line(frame, event, arg):
+            nonlocal seen
+            if event == "line":
+                seen += 1
+                if seen == line:
+                    os.kill(os.getpid(), signal.SIGTERM)  # its handler runs right here
+            return sigterm_at_that_line
+
+        sys.settrace(sigterm_at_that_line)
+        getattr(z, call)()
+        sys.settrace(None)
+        sys.exit(3)  # the call ran fewer lines than that: the sweep is complete
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context("fork")
+        line, outcomes = 0, []
+        while True:
+            line += 1
+            process = context.Process(target=child, args=(line, sys.argv[1]))
+            process.start()
+            process.join(5)  # the handler waits at most linger + 0.5 s
+            if process.exitcode is None:  # the handler hung: say where, end it, stop
+                process.kill()
+                process.join()
+                outcomes.append(f"hung-at-line-{line}")
+                break
+            elif process.exitcode == 3:
+                break
+            else:
+                outcomes.append(str(process.exitcode))
+        print(line - 1, " ".join(outcomes))
+"""
+
+
+@pytest.mark.parametrize("call", ["close", "flush"])
+def test_a_sigterm_at_any_line_of_close_or_flush_still_delivers_and_ends_the_child(broker_pull, tmp_path, call):
+    # Pool.terminate() races a worker's own exit, which is inside close(): the SIGTERM
+    # handler then runs on top of any line of it (or of a task's flush()), and must neither
+    # wait for a lock that line holds (it hung in the sender's Event.set, 1 Pool run in 100
+    # under load) nor give up on the drain (its sender waited for flush()'s lock).
+    lines, outcomes = run_script(tmp_path, INTERRUPTED_CALL_SCRIPT, broker_pull.port, call).split(maxsplit=1)
+    expect(int(lines) > 5) == True  # the sweep really stopped inside the call
+    expect(outcomes.split()) == [str(-signal.SIGTERM)] * int(lines)
+    received = exactly(broker_pull, f"interrupted.{call}", int(lines) + 1)  # + the child that ended in peace
+    expect(sorted(r.value for r in received)) == list(range(1, int(lines) + 2))
+
+
 def blocked_signals(thread_id: int) -> set[int]:
     """The signals a thread of this process blocks, from Linux's /proc (SigBlk mask)."""
     with open(f"/proc/self/task/{thread_id}/status") as status:

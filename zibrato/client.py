@@ -605,6 +605,8 @@ def _flush_on_sigterm() -> None:
 
 
 def _close_all_then_die(signum: int, frame: object) -> None:
+    """The SIGTERM handler: runs on top of whatever line the main thread was at, close()
+    and flush() included, so it takes no lock that line may hold (Sender.stop takes none)."""
     signal.signal(signum, signal.SIG_DFL)
     for client in list(_live_clients):
         with _suppressed():  # the main thread may be inside close(): stop the same sender

@@ -27,6 +27,7 @@ import functools
 import gc
 import itertools
 import logging
+import queue
 import signal
 import threading
 import time
@@ -550,9 +551,13 @@ class Sender(threading.Thread):
         self.buffer, self.publisher = buffer, publisher
         self.transport = publisher.transport
         self.interval, self.linger = interval, linger
-        self._wake = threading.Event()
-        self._done = threading.Condition()
-        self._requested = self._completed = 0
+        # No lock that an application thread takes while waking the sender: a SIGTERM
+        # handler (client._close_all_then_die) may run on top of any line of close() or
+        # flush() and wake it again. A threading.Event's lock, held by the interrupted
+        # Event.set(), deadlocked it. A SimpleQueue's put() is one C call; the flush
+        # waiters are locks that only the sender releases.
+        self._wake: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._waiters: deque[threading.Lock] = deque()  # one held lock per flush() waiting for a drain
         self._stopping = False
 
     def drain_now(self, timeout: float) -> bool:
@@ -562,42 +567,48 @@ class Sender(threading.Thread):
         wait for the writing is skipped when the transport has stopped
         writing (broker away): the measurements then wait in ZeroMQ.
         """
-        deadline = time.monotonic() + timeout
-        with self._done:
-            self._requested += 1
-            wanted = self._requested
-        self._wake.set()
-        with self._done:
-            return self._done.wait_for(lambda: self._completed >= wanted, max(0.0, deadline - time.monotonic()))
+        drained = threading.Lock()
+        drained.acquire()
+        self._waiters.append(drained)  # before the wake: the drain it wakes sees it
+        self._wake.put(True)
+        return drained.acquire(timeout=max(0.0, timeout))
 
     def stop(self, timeout: float) -> None:
+        """Ask for a last drain and wait up to ``timeout`` for it (safe in a signal handler)."""
         self._stopping = True
-        self._wake.set()
+        self._wake.put(True)
         self.join(timeout)
+
+    def _sleep_until_woken(self) -> None:
+        """Wait up to ``interval`` for a wake-up; take every wake-up already queued."""
+        try:
+            self._wake.get(timeout=self.interval)
+            while True:
+                self._wake.get_nowait()
+        except queue.Empty:
+            pass
 
     def run(self) -> None:
         _leave_signals_to_the_main_thread()
         self.transport.open()
         try:
             while True:
-                self._wake.wait(self.interval)
-                self._wake.clear()
-                # Read before draining: a stop requested during the drain gets one more
-                # drain, for what was recorded after this one's snapshot of the queue.
+                self._sleep_until_woken()
+                # Read before draining: a stop or flush requested during the drain gets one
+                # more drain (its wake-up waits in the queue), for what was recorded after
+                # this one's snapshot of the buffer.
                 stopping = self._stopping
-                with self._done:
-                    wanted = self._requested
+                waiters = [self._waiters.popleft() for _ in range(len(self._waiters))]
                 try:
                     self.buffer.check()
                     self.publisher.drain(self.buffer)
                     self.buffer.relax()
-                    if wanted > self._completed:  # someone waits in flush(): let ZeroMQ write it out
+                    if waiters:  # someone waits in flush(): let ZeroMQ write it out
                         self.transport.settle(SETTLE_WHEN_STALLED * 10)
                 except Exception:  # pragma: no cover - a bug here must not kill the sender
                     log.exception("zibrato: sender failed to drain measurements")
-                with self._done:
-                    self._completed = wanted
-                    self._done.notify_all()
+                for drained in waiters:
+                    drained.release()
                 if stopping:
                     return
         finally:
