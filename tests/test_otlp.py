@@ -263,13 +263,13 @@ def test_exact_values_arrive_and_the_stop_signal_delivers_the_final_flush(pipeli
     p.stop_worker(signal.SIGTERM)
 
     [signup] = p.received("signup")
-    expect((signup.value, signup.attributes, signup.kind)) == (1275, {"plan": "pro"}, "sum")
+    expect((signup.value, signup.attributes, signup.kind)) == (1275, {"level": "info", "plan": "pro"}, "sum")
     expect(abs(signup.time / 1e9 - stopped_at)) < 5
     expect(signup.resource["service.name"]) == "checkout"
     expect(signup.resource["deployment.environment"]) == "test"
     expect([q.value for q in p.received("queue.depth")]) == [7]
     [query] = p.received("db.query")
-    expect(query.attributes) == {"source": "api"}
+    expect(query.attributes) == {"source": "api", "level": "info"}
     expect((query.proto.count, query.proto.sum)) == (3, pytest.approx(0.007))
 
 

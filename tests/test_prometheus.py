@@ -218,6 +218,9 @@ class PrometheusPipeline(WorkerPipeline):
         }
 
 
+INFO = (("level", "info"),)  # every series carries its level as a label
+
+
 @pytest.fixture
 def pipeline(tmp_path):
     yield from pipelines(lambda *args, **kwargs: PrometheusPipeline(tmp_path, *args, **kwargs))
@@ -247,9 +250,11 @@ def test_the_real_prometheus_stores_exact_totals_gauges_and_buckets(pipeline, pr
     for v in timings:
         p.client.timing("info", "db.query", v)
     p.wait_measurements(50 + 4 + len(timings))
-    wait_until(lambda: p.scrape().get(("db_query_count", ())) == len(timings), timeout=10, message="the worker's flush")
+    wait_until(
+        lambda: p.scrape().get(("db_query_count", INFO)) == len(timings), timeout=10, message="the worker's flush"
+    )
 
-    prometheus.wait_value('signup_total{plan="pro", job="zibrato"}', 1275)
+    prometheus.wait_value('signup_total{plan="pro", level="info", job="zibrato"}', 1275)
     prometheus.wait_value('queue_depth{source="worker-1"}', 7)
     prometheus.wait_value("db_query_count", len(timings))
     expect(prometheus.value("db_query_sum")) == pytest.approx(sum(timings))
@@ -303,8 +308,8 @@ def test_an_idle_series_leaves_metrics_after_expire(pipeline):
     p = pipeline("--expire", "1", flush=0.5)
     p.client.count("info", "once", 3)
     p.wait_measurements(1)
-    wait_until(lambda: p.scrape().get(("once_total", ())) == 3, message="the counter in /metrics")
+    wait_until(lambda: p.scrape().get(("once_total", INFO)) == 3, message="the counter in /metrics")
 
-    wait_until(lambda: ("once_total", ()) not in p.scrape(), timeout=10, message="the idle counter expiring")
+    wait_until(lambda: ("once_total", INFO) not in p.scrape(), timeout=10, message="the idle counter expiring")
     expect(p.status()["series_expired"]) >= 1
     p.stop_worker()

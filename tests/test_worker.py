@@ -424,3 +424,30 @@ def test_a_worker_pointed_at_no_broker_says_so_in_status_and_connects_when_it_ap
         stop.set()
         running.join(10)
         context.term()
+
+
+class _MergesLevels(Destination):
+    name = "levels"
+
+    def post(self, interval: Interval) -> None:  # pragma: no cover - the tests flush by hand
+        pass
+
+
+class _KeepsLevels(_MergesLevels):
+    needs_level = True
+
+
+def test_a_destination_that_keeps_levels_gets_each_level_apart_with_its_level():
+    worker = Worker(_KeepsLevels(), levels=("all",), self_level=None)
+    for level in ("info", "warn"):
+        worker.ingest(protocol.encode(level, 1.0, [("c", "jobs", (2,), None, ())]))
+    summaries = worker.aggregator.flush(10.0, 10.0)
+    expect(sorted((s["level"], s["value"]) for s in summaries)) == [("info", 2), ("warn", 2)]
+
+
+def test_by_default_a_series_merges_across_levels_and_carries_no_level():
+    worker = Worker(_MergesLevels(), levels=("all",), self_level=None)
+    for level in ("info", "warn"):
+        worker.ingest(protocol.encode(level, 1.0, [("c", "jobs", (2,), None, ())]))
+    [summary] = worker.aggregator.flush(10.0, 10.0)
+    expect((summary["value"], "level" in summary)) == (4, False)

@@ -754,3 +754,91 @@ def _sort_key(key: tuple) -> tuple:
     type_, name, source, tags = key[:4]
     unit = key[4] if len(key) > 4 else None
     return (TYPE_NAMES[type_], name, source or "", source is not None, tags, unit or "", unit is not None)
+
+
+class LevelAggregators:
+    """One :class:`Aggregator` per level, behind the one interface the worker uses.
+
+    For the workers whose destination keeps the level (a forwarder: upstream
+    workers subscribe by level; OTLP and Prometheus: an attribute and a label),
+    levels are aggregated apart and every summary flushed carries ``"level"``.
+    """
+
+    def __init__(self, make: Callable[[], Aggregator]) -> None:
+        self._make = make
+        self.by_level: dict[str, Aggregator] = {}
+        self._current_start: float | None = None
+
+    @property
+    def current_start(self) -> float | None:
+        return self._current_start
+
+    @current_start.setter
+    def current_start(self, start: float | None) -> None:
+        """Where the current interval starts, for every level (see Aggregator.current_start)."""
+        self._current_start = start
+        for aggregator in self.by_level.values():
+            aggregator.current_start = start
+
+    def level(self, level: str) -> Aggregator:
+        aggregator = self.by_level.get(level)
+        if aggregator is None:
+            aggregator = self.by_level[level] = self._make()
+            aggregator.current_start = self._current_start
+            held = self.held
+            if held is not None:  # summaries of the interval held open join it here too
+                aggregator.hold(*held)
+        return aggregator
+
+    def __len__(self) -> int:
+        return sum(len(a) for a in self.by_level.values())
+
+    def add_records(self, records: Iterable[Sequence]) -> int:  # pragma: no cover - use level()
+        raise TypeError("a forwarder aggregates per level: use level(name).add_records")
+
+    def _each(self, method: str, *args: object) -> list[dict]:
+        out = []
+        for level, aggregator in self.by_level.items():
+            for summary in getattr(aggregator, method)(*args):
+                summary["level"] = level
+                out.append(summary)
+        return out
+
+    def flush(self, time: float, interval: float) -> list[dict]:
+        self._current_start = time
+        return self._each("flush", time, interval)
+
+    _held: tuple[float, float] | None = None
+
+    def hold(self, start: float, end: float) -> None:
+        self._held = (start, end)
+        self._current_start = end
+        for aggregator in self.by_level.values():
+            aggregator.hold(start, end)
+
+    @property
+    def held(self) -> tuple[float, float] | None:
+        return self._held
+
+    def flush_held(self) -> list[dict]:
+        self._held = None
+        return self._each("flush_held")
+
+    def _total(self, name: str) -> int:
+        return sum(getattr(a, name) for a in self.by_level.values())
+
+    @property
+    def summaries_merged(self) -> int:
+        return self._total("summaries_merged")
+
+    @property
+    def late_summaries(self) -> int:
+        return self._total("late_summaries")
+
+    @property
+    def non_finite_dropped(self) -> int:
+        return self._total("non_finite_dropped")
+
+    @property
+    def last_non_finite(self) -> list[str]:
+        return [name for a in self.by_level.values() for name in a.last_non_finite]

@@ -47,6 +47,9 @@ class Destination:
     name: str = "destination"
     #: True: timer summaries also carry their raw ``values`` (statsd forwards every value)
     needs_values: bool = False
+    #: True: series of different levels are kept apart and every summary carries ``"level"``
+    #: (OTLP makes it an attribute, Prometheus a label); False: a series merges across levels
+    needs_level: bool = False
     #: keys of :meth:`figures` also published as self-metrics (``zibrato.<name>.<key>`` gauges)
     self_figures: tuple[str, ...] = ()
 

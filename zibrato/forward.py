@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import zmq
 
 from . import protocol
-from .aggregation import Aggregator
+from .aggregation import Aggregator, LevelAggregators
 from .curve import ClientKeys
 from .delivery import Retryable
 from .destination import Destination, Interval
@@ -237,95 +237,7 @@ class Forwarder(Destination):
         return {"upstream": self.endpoint, **self.counts, "curve": self.curve is not None}
 
 
-# --- the forwarding worker: one aggregator per level ------------------------------------------
-
-
-class LevelAggregators:
-    """One :class:`Aggregator` per level, behind the one interface the worker uses.
-
-    A forwarder must keep each measurement's level (the upstream workers
-    subscribe by level), so it aggregates levels apart; every summary it
-    flushes carries ``"level"``.
-    """
-
-    def __init__(self, make: Callable[[], Aggregator]) -> None:
-        self._make = make
-        self.by_level: dict[str, Aggregator] = {}
-        self._current_start: float | None = None
-
-    @property
-    def current_start(self) -> float | None:
-        return self._current_start
-
-    @current_start.setter
-    def current_start(self, start: float | None) -> None:
-        """Where the current interval starts, for every level (see Aggregator.current_start)."""
-        self._current_start = start
-        for aggregator in self.by_level.values():
-            aggregator.current_start = start
-
-    def level(self, level: str) -> Aggregator:
-        aggregator = self.by_level.get(level)
-        if aggregator is None:
-            aggregator = self.by_level[level] = self._make()
-            aggregator.current_start = self._current_start
-            held = self.held
-            if held is not None:  # summaries of the interval held open join it here too
-                aggregator.hold(*held)
-        return aggregator
-
-    def __len__(self) -> int:
-        return sum(len(a) for a in self.by_level.values())
-
-    def add_records(self, records: Iterable[Sequence]) -> int:  # pragma: no cover - use level()
-        raise TypeError("a forwarder aggregates per level: use level(name).add_records")
-
-    def _each(self, method: str, *args: object) -> list[dict]:
-        out = []
-        for level, aggregator in self.by_level.items():
-            for summary in getattr(aggregator, method)(*args):
-                summary["level"] = level
-                out.append(summary)
-        return out
-
-    def flush(self, time: float, interval: float) -> list[dict]:
-        self._current_start = time
-        return self._each("flush", time, interval)
-
-    _held: tuple[float, float] | None = None
-
-    def hold(self, start: float, end: float) -> None:
-        self._held = (start, end)
-        self._current_start = end
-        for aggregator in self.by_level.values():
-            aggregator.hold(start, end)
-
-    @property
-    def held(self) -> tuple[float, float] | None:
-        return self._held
-
-    def flush_held(self) -> list[dict]:
-        self._held = None
-        return self._each("flush_held")
-
-    def _total(self, name: str) -> int:
-        return sum(getattr(a, name) for a in self.by_level.values())
-
-    @property
-    def summaries_merged(self) -> int:
-        return self._total("summaries_merged")
-
-    @property
-    def late_summaries(self) -> int:
-        return self._total("late_summaries")
-
-    @property
-    def non_finite_dropped(self) -> int:
-        return self._total("non_finite_dropped")
-
-    @property
-    def last_non_finite(self) -> list[str]:
-        return [name for a in self.by_level.values() for name in a.last_non_finite]
+# --- the forwarding worker: one aggregator per level (aggregation.LevelAggregators) -----------
 
 
 class ForwardWorker(Worker):
@@ -334,8 +246,9 @@ class ForwardWorker(Worker):
     def __init__(self, destination: Forwarder, **options: object) -> None:
         super().__init__(destination, **options)  # type: ignore[arg-type]
         template = self.aggregator
-        self.aggregator = LevelAggregators(
-            lambda: Aggregator(  # type: ignore[assignment]
+        assert isinstance(template, Aggregator)  # a Forwarder does not ask for needs_level
+        self.levels_apart = LevelAggregators(
+            lambda: Aggregator(
                 percentiles=(),
                 max_exact=template.max_exact,
                 relative_error=template.relative_error,
@@ -346,9 +259,10 @@ class ForwardWorker(Worker):
                 values_up_to=VALUES_UP_TO,
             )
         )
+        self.aggregator = self.levels_apart
 
     def _aggregate(self, batch: protocol.Batch, records: Sequence) -> float:
-        aggregator = self.aggregator.level(batch.level)  # type: ignore[attr-defined]
+        aggregator = self.levels_apart.level(batch.level)
         count = aggregator.add_records(records)
         aggregator.stamp_gauges(records, batch.time)  # the last value's time travels upstream
         return count

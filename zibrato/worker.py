@@ -21,6 +21,7 @@ new worker".
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -34,7 +35,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
-from .aggregation import DEFAULT_MAX_EXACT, Aggregator
+from .aggregation import DEFAULT_MAX_EXACT, Aggregator, LevelAggregators
 from .curve import ClientKeys
 from .delivery import Backoff, DeliveryQueue, iso
 from .destination import Destination, Interval
@@ -169,12 +170,16 @@ class Worker:
         self.clock = clock
         # max_samples: values kept exactly per series (--max-exact); aggregation: the Aggregator's
         # other options (relative_error, expire, max_buckets, set_max_exact)
-        self.aggregator = Aggregator(
+        make_aggregator = functools.partial(
+            Aggregator,
             percentiles=percentiles,
             max_exact=max_samples,
             keep_values=getattr(destination, "needs_values", False),
             include_interval=True,
             **(aggregation or {}),
+        )
+        self.aggregator: Aggregator | LevelAggregators = (
+            LevelAggregators(make_aggregator) if getattr(destination, "needs_level", False) else make_aggregator()
         )
         self.rules = rules if rules else None
         self.status_port, self.stop_timeout = status_port, stop_timeout
@@ -542,8 +547,11 @@ class Worker:
             self._malformed(f"cannot aggregate ({error.__class__.__name__}: {error})")
 
     def _aggregate(self, batch: protocol.Batch, records: Sequence[Sequence[Any]]) -> float:
-        """Feed validated records to the aggregator; the observations they hold."""
-        return self.aggregator.add_records(records)
+        """Feed validated records to the aggregator (the level's, when levels are kept apart)."""
+        aggregator = self.aggregator
+        if isinstance(aggregator, LevelAggregators):
+            aggregator = aggregator.level(batch.level)
+        return aggregator.add_records(records)
 
     def _discard_rest(self, sub: zmq.Socket[bytes]) -> None:
         while sub.getsockopt(zmq.RCVMORE):

@@ -134,6 +134,7 @@ class OtlpDestination(Destination):
     """Posts each interval as OTLP/HTTP protobuf requests of at most ``max_points`` points."""
 
     name = "otlp"
+    needs_level = True  # the level is an attribute of every data point
     self_figures = ("points_sent", "points_rejected", "requests_failed")
 
     def __init__(

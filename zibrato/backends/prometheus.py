@@ -26,7 +26,6 @@ never blocks delivery, which only updates the state under its lock.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import logging
 import math
@@ -87,9 +86,7 @@ class PrometheusDestination(Destination):
 
     name = "prometheus"
     self_figures = ("series", "scrapes", "name_collisions", "label_collisions", "series_expired")
-    #: bucket counts come from the summaries' sketches; only an aggregator without them
-    #: (before zibrato.sketch) has to hand over the raw timer values instead
-    needs_values = importlib.util.find_spec("zibrato.sketch") is None
+    needs_level = True  # the level is a label of every series
 
     def __init__(
         self,
