@@ -1,5 +1,6 @@
 """Packaging. The version is read from zibrato/__init__.py as text: importing the
 package here would need its dependencies before they are installed."""
+
 from __future__ import annotations
 
 import re
@@ -18,26 +19,40 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     packages=find_packages(include=["zibrato", "zibrato.*"]),
-    package_data={"zibrato": ["py.typed"],  # PEP 561: users' type checkers read our annotations
-                  "zibrato.web": ["static/*"]},  # the web view's page, script and style
+    package_data={
+        "zibrato": ["py.typed"],  # PEP 561: users' type checkers read our annotations
+        "zibrato.web": ["static/*"],
+    },  # the web view's page, script and style
     python_requires=">=3.10",
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
     extras_require={
         "otlp": ["opentelemetry-proto>=1.20", "protobuf>=4.21"],
         "prometheus": ["prometheus_client>=0.17"],
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "expecter>=0.3", "supervisor>=4.2", "hypothesis>=6",
-                 # zibrato-listen's tests send through these real statsd clients
-                 "statsd>=4.0", "datadog>=0.49",
-                 # the Graphite tests read carbon's whisper files back
-                 "whisper>=1.1",
-                 # the web view's tests drive the real chromium
-                 "selenium>=4.10",
-                 # a real pre-fork server: the client's fork safety under gunicorn
-                 "gunicorn>=21",
-                 # the OTLP and Prometheus destinations' own extras
-                 "opentelemetry-proto>=1.20", "protobuf>=4.21", "prometheus_client>=0.17",
-                 # bin/lint, and bin/test's coverage; linters pinned so that a new release cannot fail CI
-                 "coverage>=7.10", "ruff==0.17.6", "mypy==2.4.1", "types-requests"],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2.1",
+            "expecter>=0.3",
+            "supervisor>=4.2",
+            "hypothesis>=6",
+            # zibrato-listen's tests send through these real statsd clients
+            "statsd>=4.0",
+            "datadog>=0.49",
+            # the Graphite tests read carbon's whisper files back
+            "whisper>=1.1",
+            # the web view's tests drive the real chromium
+            "selenium>=4.10",
+            # a real pre-fork server: the client's fork safety under gunicorn
+            "gunicorn>=21",
+            # the OTLP and Prometheus destinations' own extras
+            "opentelemetry-proto>=1.20",
+            "protobuf>=4.21",
+            "prometheus_client>=0.17",
+            # bin/lint, and bin/test's coverage; linters pinned so that a new release cannot fail CI
+            "coverage>=7.10",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            "types-requests",
+        ],
         # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
         "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
     },

@@ -1,4 +1,5 @@
 """What the three benchmarks share: paths, daemons, ports, statistics, Markdown tables."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -20,8 +21,10 @@ sys.path.insert(0, str(ROOT))  # tests.support.etsy_statsd
 
 def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-            f"load average {load:.2f} at start, {time.strftime('%Y-%m-%d %H:%M')}")
+    return (
+        f"Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"load average {load:.2f} at start, {time.strftime('%Y-%m-%d %H:%M')}"
+    )
 
 
 def median(values: Iterable[float]) -> float:
@@ -52,9 +55,13 @@ def _free(port: int) -> bool:
 def start(script: str, *args: object, log: Path | None = None, stdout=None) -> subprocess.Popen:
     """Start one of Zibrato's console scripts from the bench venv."""
     err = open(log, "ab") if log else subprocess.DEVNULL
-    return subprocess.Popen([str(BIN / script), *map(str, args)], stdin=subprocess.DEVNULL,
-                            stdout=stdout or subprocess.DEVNULL, stderr=err,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [str(BIN / script), *map(str, args)],
+        stdin=subprocess.DEVNULL,
+        stdout=stdout or subprocess.DEVNULL,
+        stderr=err,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
@@ -69,6 +76,7 @@ def stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
 
 def status(port: int, timeout: float = 2.0) -> dict:
     from zibrato.runtime import ask_status
+
     return ask_status("127.0.0.1", port, timeout)
 
 
@@ -88,8 +96,10 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, what: str = "c
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     rows = [[_cell(c) for c in row] for row in rows]
-    lines = ["| " + " | ".join(headers) + " |",
-             "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(headers))) + " |"]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(headers))) + " |",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -41,6 +41,7 @@ decorated function or a ``with`` block around ``noop()``, ``pass`` for a
 direct call such as ``z.gauge(...)``). Each figure is the median of the
 repeats.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,8 @@ from dataclasses import dataclass
 
 import _common as c
 
-GAP = 200e-6           # seconds between spaced calls
-OUTLIER = 50e-6        # a spaced window longer than this was interrupted
+GAP = 200e-6  # seconds between spaced calls
+OUTLIER = 50e-6  # a spaced window longer than this was interrupted
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,13 @@ CASES = [
     Case("bare", "-", "bare `noop()` call (absolute ns, not overhead)", "noop()", "pass"),
     Case("z.time_me", "zibrato", "`@z.time_me`", "z_time_me()", "noop()"),
     Case("z.count_me", "zibrato", "`@z.count_me`", "z_count_me()", "noop()"),
-    Case("z.Time_me", "zibrato", "`with z.Time_me(...)`",
-         "with z.Time_me('info', 'bench.Time_me'):\n    noop()", "noop()"),
+    Case(
+        "z.Time_me",
+        "zibrato",
+        "`with z.Time_me(...)`",
+        "with z.Time_me('info', 'bench.Time_me'):\n    noop()",
+        "noop()",
+    ),
     Case("z.gauge", "zibrato", "`z.gauge(...)`", "z.gauge('info', 'bench.gauge', 1.5)", "pass"),
     Case("z.count", "zibrato", "`z.count(...)`", "z.count('info', 'bench.count')", "pass"),
     Case("prom.hist", "prometheus_client", "`@Histogram.time()`", "prom_hist_time()", "noop()"),
@@ -125,18 +131,28 @@ def build(zport: int, udp_port: int) -> tuple[dict, list]:
     ddba = DogStatsd(host="127.0.0.1", port=udp_port, disable_buffering=False, disable_aggregation=False)
     # Timers (histogram/distribution/timing) are aggregated client-side only when
     # max_metric_samples_per_context > 0 (datadog 0.56 base.py timing()); otherwise buffered.
-    ddbas = DogStatsd(host="127.0.0.1", port=udp_port, disable_buffering=False, disable_aggregation=False,
-                      max_metric_samples_per_context=1000)
+    ddbas = DogStatsd(
+        host="127.0.0.1",
+        port=udp_port,
+        disable_buffering=False,
+        disable_aggregation=False,
+        max_metric_samples_per_context=1000,
+    )
     ns = {
-        "noop": noop, "z": z,
+        "noop": noop,
+        "z": z,
         "z_time_me": z.time_me("info", "bench.time_me")(noop),
         "z_count_me": z.count_me("info", "bench.count_me")(noop),
         "prom_hist_time": prom_hist.time()(noop),
         "prom_counter": Counter("bench_total", "bench", registry=registry),
-        "pystatsd": pystatsd, "pystatsd_timer": pystatsd.timer("bench.timer")(noop),
-        "dd": dd, "dd_timed": dd.timed("bench.timed")(noop),
-        "ddba": ddba, "ddba_timed": ddba.timed("bench.timed")(noop),
-        "ddbas": ddbas, "ddbas_timed": ddbas.timed("bench.timed")(noop),
+        "pystatsd": pystatsd,
+        "pystatsd_timer": pystatsd.timer("bench.timer")(noop),
+        "dd": dd,
+        "dd_timed": dd.timed("bench.timed")(noop),
+        "ddba": ddba,
+        "ddba_timed": ddba.timed("bench.timed")(noop),
+        "ddbas": ddbas,
+        "ddbas_timed": ddbas.timed("bench.timed")(noop),
     }
     return ns, [z, pystatsd, dd, ddba, ddbas]
 
@@ -177,9 +193,11 @@ def compile_spaced(stmt: str, ns: dict):
     return local["spaced"]
 
 
-FINISH = {"zibrato": "z.flush(10.0)",
-          "DogStatsd buffer+aggregation": "ddba.flush_aggregated_metrics(); ddba.flush()",
-          "DogStatsd buffer+aggregation+timer samples": "ddbas.flush_aggregated_metrics(); ddbas.flush()"}
+FINISH = {
+    "zibrato": "z.flush(10.0)",
+    "DogStatsd buffer+aggregation": "ddba.flush_aggregated_metrics(); ddba.flush()",
+    "DogStatsd buffer+aggregation+timer samples": "ddbas.flush_aggregated_metrics(); ddbas.flush()",
+}
 SETTLE = "z.flush(10.0)\nfor _d in (dd, ddba, ddbas):\n    _d.flush_aggregated_metrics(); _d.flush()"
 
 
@@ -232,8 +250,7 @@ def measure(ns: dict, repeats: int, tight_n: int, spaced_n: int) -> dict:
 
 def overheads(results: dict) -> dict:
     """{key: {"tight": ns, "spaced": ns, "background": ns, "outliers": n}} from the medians."""
-    med = {key: {k: c.median(v) for k, v in r.items()} for key, r in results.items()
-           if not key.startswith("_")}
+    med = {key: {k: c.median(v) for k, v in r.items()} for key, r in results.items() if not key.startswith("_")}
     out = {}
     for case in CASES:
         base = med[BASELINES[case.baseline]]
@@ -255,8 +272,9 @@ def run_condition(condition: str, repeats: int, tight_n: int, spaced_n: int) -> 
         if condition == "up":
             broker = c.start("zibrato-broker", "--port", zport, "--status-port", 0, "--startup-grace", 0.1)
             daemons.append(broker)
-            drain = subprocess.Popen([sys.executable, "-c", DRAIN, str(udp_port)], stdout=subprocess.PIPE,
-                                     stdin=subprocess.DEVNULL)
+            drain = subprocess.Popen(
+                [sys.executable, "-c", DRAIN, str(udp_port)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL
+            )
             daemons.append(drain)
             drain.stdout.readline()
             time.sleep(0.5)  # the broker's start-up grace, and its PULL bound
@@ -336,11 +354,14 @@ def flat_out(condition: str, seconds: float) -> dict:
             rss1 = rss_bytes() - 8 * sum(len(d) for d in durations)
             everything = sorted(x for d in durations for x in d)
             z.flush(10)
-            out[label] = {"calls": len(everything), "max": everything[-1],
-                          "p99_99": everything[int(len(everything) * 0.9999)],
-                          "median": everything[len(everything) // 2],
-                          "rss_growth": rss1 - rss0,  # less the timings themselves
-                          "queued_max": highest[0]}
+            out[label] = {
+                "calls": len(everything),
+                "max": everything[-1],
+                "p99_99": everything[int(len(everything) * 0.9999)],
+                "median": everything[len(everything) // 2],
+                "rss_growth": rss1 - rss0,  # less the timings themselves
+                "queued_max": highest[0],
+            }
             del durations, everything
         out["_zibrato"] = {"sent": z.sent, "dropped": z.dropped, "max_queue": z.max_queue}
         z.close(timeout=2.0)
@@ -355,23 +376,57 @@ def flat_out_report(results: dict, seconds: float) -> str:
     for cond, out in results.items():
         for label in ("bare noop()", "@z.time_me"):
             r = out[label]
-            rows.append([f"broker {cond}", label, f"{r['calls']:,}", f"{r['median'] * 1e9:,.0f}",
-                         f"{r['p99_99'] * 1e6:,.0f}", f"{r['max'] * 1e3:,.2f}",
-                         f"{max(r['rss_growth'], 0) / 1e6:,.1f}",
-                         f"{r['queued_max']:,}" if label != "bare noop()" else ""])
+            rows.append(
+                [
+                    f"broker {cond}",
+                    label,
+                    f"{r['calls']:,}",
+                    f"{r['median'] * 1e9:,.0f}",
+                    f"{r['p99_99'] * 1e6:,.0f}",
+                    f"{r['max'] * 1e3:,.2f}",
+                    f"{max(r['rss_growth'], 0) / 1e6:,.1f}",
+                    f"{r['queued_max']:,}" if label != "bare noop()" else "",
+                ]
+            )
         zr = out["_zibrato"]
-        rows.append([f"broker {cond}", "zibrato totals", "", "", "", "", "",
-                     f"sent {zr['sent']:,}, dropped {zr['dropped']:,} (queue bound {zr['max_queue']:,})"])
-    headers = ["condition", "call", "calls", "median (ns)", "p99.99 (us)", "worst single call (ms)",
-               "RSS growth (MB)", "most queued at once"]
-    return "\n".join([f"### {FLAT_OUT_THREADS} threads flat out for {seconds:g} s (the client's bound)", "",
-                      c.table(headers, rows), "",
-                      "Each call timed alone with perf_counter (wall time, so a thread that waits for the "
-                      "GIL in the middle of a call counts the wait). The bare noop() rows are the GIL's own "
-                      "share: a worst call of a few ms is the 5 ms switch interval, for any code.", ""])
+        rows.append(
+            [
+                f"broker {cond}",
+                "zibrato totals",
+                "",
+                "",
+                "",
+                "",
+                "",
+                f"sent {zr['sent']:,}, dropped {zr['dropped']:,} (queue bound {zr['max_queue']:,})",
+            ]
+        )
+    headers = [
+        "condition",
+        "call",
+        "calls",
+        "median (ns)",
+        "p99.99 (us)",
+        "worst single call (ms)",
+        "RSS growth (MB)",
+        "most queued at once",
+    ]
+    return "\n".join(
+        [
+            f"### {FLAT_OUT_THREADS} threads flat out for {seconds:g} s (the client's bound)",
+            "",
+            c.table(headers, rows),
+            "",
+            "Each call timed alone with perf_counter (wall time, so a thread that waits for the "
+            "GIL in the middle of a call counts the wait). The bare noop() rows are the GIL's own "
+            "share: a worst call of a few ms is the 5 ms switch interval, for any code.",
+            "",
+        ]
+    )
 
 
 # --- the sender thread's CPU per measurement -------------------------------------------
+
 
 class RegroupingPublisher:
     """The publisher's drain as it was before per-run grouping (2026-12-01), for before/after.
@@ -447,7 +502,7 @@ def sender_cpu(repeats: int, per_repeat: int) -> dict:
             functions = [z.time_me("info", f"bench.sender.s{i}")(noop) for i in range(n_series)]
             calls = [functions[i % n_series] for i in range(per_drain)]
             for repeat in range(repeats):  # the order alternates: neither variant always goes first
-                for variant, install in list(variants.items())[::1 if repeat % 2 else -1]:
+                for variant, install in list(variants.items())[:: 1 if repeat % 2 else -1]:
                     publisher.__dict__.pop("drain", None)
                     if install:
                         install(publisher)
@@ -458,9 +513,13 @@ def sender_cpu(repeats: int, per_repeat: int) -> dict:
                         for call in calls:
                             call()
                         start = thread_cpu(sender)
-                        sender._wake.set()
-                        c.wait_until(lambda: tally.sent + tally.dropped - before >= per_drain, 30,
-                                     interval=0.0002, what="the sender's drain")
+                        sender._wake.put(True)  # what drain_now() does, without its settle wait
+                        c.wait_until(
+                            lambda: tally.sent + tally.dropped - before >= per_drain,
+                            30,
+                            interval=0.0002,
+                            what="the sender's drain",
+                        )
                         cpu += thread_cpu(sender) - start
                         drained += tally.sent + tally.dropped - before
                     out[label][variant].append(cpu / drained)
@@ -478,18 +537,32 @@ def sender_report(results: dict, repeats: int, per_repeat: int) -> str:
         before = c.median(results[label]["before (regrouping each item)"]) * 1e9
         after = c.median(results[label]["after (the drain today)"]) * 1e9
         rows.append([label, before, after, f"{after / before:.2f}x"])
-    return "\n".join([
-        "### The sender thread's CPU per measurement (broker up)", "",
-        c.table(["workload", "before: regrouping each item (ns)", "after: the drain today (ns)",
-                 "after / before (target <= 0.5x)"], rows), "",
-        f"Median of {repeats} repeats of {per_repeat:,} measurements each (at least 3 drains); "
-        "the sender thread's own CPU clock (pthread_getcpuclockid) around each drain, "
-        "divided by the measurements it drained: "
-        "popping, grouping per series, encoding (msgpack) and handing the frames to ZeroMQ. "
-        f"Zibrato sent {results['_zibrato']['sent']:,}, dropped {results['_zibrato']['dropped']:,}.", ""])
+    return "\n".join(
+        [
+            "### The sender thread's CPU per measurement (broker up)",
+            "",
+            c.table(
+                [
+                    "workload",
+                    "before: regrouping each item (ns)",
+                    "after: the drain today (ns)",
+                    "after / before (target <= 0.5x)",
+                ],
+                rows,
+            ),
+            "",
+            f"Median of {repeats} repeats of {per_repeat:,} measurements each (at least 3 drains); "
+            "the sender thread's own CPU clock (pthread_getcpuclockid) around each drain, "
+            "divided by the measurements it drained: "
+            "popping, grouping per series, encoding (msgpack) and handing the frames to ZeroMQ. "
+            f"Zibrato sent {results['_zibrato']['sent']:,}, dropped {results['_zibrato']['dropped']:,}.",
+            "",
+        ]
+    )
 
 
 # --- the worst single call while the broker is down and the queue is full --------------
+
 
 def similar() -> None:
     """A call without Zibrato that costs about what a refused ``@z.time_me`` costs (a control)."""
@@ -514,8 +587,11 @@ def at_bound(seconds: float) -> dict:
     assert z.queued >= z.max_queue, f"queue not full: {z.queued}"
     out = {}
     for threads in (1, FLAT_OUT_THREADS):
-        for label, call in (("bare noop()", noop), ("plain Python call of similar cost", similar),
-                            ("@z.time_me", timed)):
+        for label, call in (
+            ("bare noop()", noop),
+            ("plain Python call of similar cost", similar),
+            ("@z.time_me", timed),
+        ):
             refused = z.dropped
             durations = [array("d") for _ in range(threads)]
             stop = threading.Event()
@@ -538,11 +614,14 @@ def at_bound(seconds: float) -> dict:
                 worker.join()
             everything = sorted(x for d in durations for x in d)
             out[f"{threads} thread{'s' if threads > 1 else ''}, {label}"] = {
-                "calls": len(everything), "max": everything[-1],
+                "calls": len(everything),
+                "max": everything[-1],
                 "p99_9": everything[int(len(everything) * 0.999)],
                 "p99_99": everything[int(len(everything) * 0.9999)],
                 "median": everything[len(everything) // 2],
-                "refused": z.dropped - refused, "queued": z.queued}
+                "refused": z.dropped - refused,
+                "queued": z.queued,
+            }
             del durations, everything
     out["_zibrato"] = {"max_queue": z.max_queue, "dropped": z.dropped}
     z.close(timeout=2.0)
@@ -550,40 +629,74 @@ def at_bound(seconds: float) -> dict:
 
 
 def at_bound_report(results: dict, seconds: float) -> str:
-    rows = [[label, f"{r['calls']:,}", f"{r['median'] * 1e9:,.0f}", f"{r['p99_9'] * 1e6:,.1f}",
-             f"{r['p99_99'] * 1e6:,.1f}",
-             f"{r['max'] * 1e6:,.0f}", f"{r['refused']:,}" if "time_me" in label else "",
-             f"{r['queued']:,}"]
-            for label, r in results.items() if not label.startswith("_")]
-    return "\n".join([
-        f"### Worst single call, broker down and the queue full ({seconds:g} s per row)", "",
-        c.table(["threads, call", "calls", "median (ns)", "p99.9 (us)", "p99.99 (us)", "worst single call (us)",
-                 "refused and counted", "queued"], rows), "",
-        f"The sender is held (an interval of an hour) after {results['_zibrato']['max_queue']:,} "
-        "measurements filled the queue, so every call takes the guarded path and is refused "
-        "(dropped and counted). Wall time per call; with four threads a call can wait for the GIL "
-        "(the bare noop() rows show that share). The plain call of similar cost is the control for "
-        "the tail: a call that lasts longer is hit more often by the OS (timer ticks, other "
-        "tenants' processes), whatever it does.", ""])
+    rows = [
+        [
+            label,
+            f"{r['calls']:,}",
+            f"{r['median'] * 1e9:,.0f}",
+            f"{r['p99_9'] * 1e6:,.1f}",
+            f"{r['p99_99'] * 1e6:,.1f}",
+            f"{r['max'] * 1e6:,.0f}",
+            f"{r['refused']:,}" if "time_me" in label else "",
+            f"{r['queued']:,}",
+        ]
+        for label, r in results.items()
+        if not label.startswith("_")
+    ]
+    return "\n".join(
+        [
+            f"### Worst single call, broker down and the queue full ({seconds:g} s per row)",
+            "",
+            c.table(
+                [
+                    "threads, call",
+                    "calls",
+                    "median (ns)",
+                    "p99.9 (us)",
+                    "p99.99 (us)",
+                    "worst single call (us)",
+                    "refused and counted",
+                    "queued",
+                ],
+                rows,
+            ),
+            "",
+            f"The sender is held (an interval of an hour) after {results['_zibrato']['max_queue']:,} "
+            "measurements filled the queue, so every call takes the guarded path and is refused "
+            "(dropped and counted). Wall time per call; with four threads a call can wait for the GIL "
+            "(the bare noop() rows show that share). The plain call of similar cost is the control for "
+            "the tail: a call that lasts longer is hit more often by the OS (timer ticks, other "
+            "tenants' processes), whatever it does.",
+            "",
+        ]
+    )
 
 
 def report(all_results: dict, conditions: list[str]) -> str:
     ov = {cond: overheads(all_results[cond]) for cond in conditions}
     cols = [(cond, mode) for mode in ("tight", "spaced") for cond in conditions]
-    headers = ["library", "call"] + [f"{mode}, broker {cond} (ns)" for cond, mode in cols] + \
-              [f"background CPU, spaced, {cond} (ns/call)" for cond in conditions]
+    headers = (
+        ["library", "call"]
+        + [f"{mode}, broker {cond} (ns)" for cond, mode in cols]
+        + [f"background CPU, spaced, {cond} (ns/call)" for cond in conditions]
+    )
     rows = []
     for case in CASES:
         if case.key == "bare":
-            med = {cond: {m: c.median(all_results[cond]["bare"][m]) * 1e9 for m in ("tight", "spaced")}
-                   for cond in conditions}
-            rows.append([case.library, case.label] + [med[cond][mode] for cond, mode in cols] +
-                        ["" for _ in conditions])
+            med = {
+                cond: {m: c.median(all_results[cond]["bare"][m]) * 1e9 for m in ("tight", "spaced")}
+                for cond in conditions
+            }
+            rows.append(
+                [case.library, case.label] + [med[cond][mode] for cond, mode in cols] + ["" for _ in conditions]
+            )
             continue
-        rows.append([case.library, case.label] + [ov[cond][case.key][mode] for cond, mode in cols] +
-                    [ov[cond][case.key]["background"] for cond in conditions])
-    out = ["### Overhead per call (ns added to the call; median of repeats)", "",
-           c.table(headers, rows), ""]
+        rows.append(
+            [case.library, case.label]
+            + [ov[cond][case.key][mode] for cond, mode in cols]
+            + [ov[cond][case.key]["background"] for cond in conditions]
+        )
+    out = ["### Overhead per call (ns added to the call; median of repeats)", "", c.table(headers, rows), ""]
 
     def ratio_rows(mine: str, peers: list[str]):
         label = {case.key: f"{case.library} {case.label}" for case in CASES}
@@ -594,10 +707,12 @@ def report(all_results: dict, conditions: list[str]) -> str:
                 cells.append(f"{a / b:.2f}x" if b > 0 else "-")
             yield [f"{label[mine]} / {label[peer]}"] + cells
 
-    rheaders = ["ratio (zibrato overhead / peer overhead; < 1 is cheaper)"] + \
-               [f"{mode}, {cond}" for cond, mode in cols]
-    rrows = list(ratio_rows("z.time_me", TIMER_PEERS)) + list(ratio_rows("z.count_me", COUNTER_PEERS)) + \
-        list(ratio_rows("z.count", COUNTER_PEERS))
+    rheaders = ["ratio (zibrato overhead / peer overhead; < 1 is cheaper)"] + [f"{mode}, {cond}" for cond, mode in cols]
+    rrows = (
+        list(ratio_rows("z.time_me", TIMER_PEERS))
+        + list(ratio_rows("z.count_me", COUNTER_PEERS))
+        + list(ratio_rows("z.count", COUNTER_PEERS))
+    )
     out += ["### Ratios", "", c.table(rheaders, rrows), ""]
 
     # Targets: @z.time_me <= 1 us; <= 0.6x @Histogram.time(); <= 0.5x DogStatsd @timed buffered+aggregated.
@@ -615,26 +730,42 @@ def report(all_results: dict, conditions: list[str]) -> str:
         o = ov[cond]
         tight, spaced = o["z.time_me"]["tight"], o["z.time_me"]["spaced"]
         checks.append((f"issue 16: @z.time_me <= 400 ns (tight, {cond})", f"{tight:.0f} ns", tight <= 400))
-        checks.append((f"issue 16: @z.time_me spaced <= 600 ns (1.5x 400; {cond})",
-                       f"{spaced:.0f} ns ({spaced / tight:.2f}x tight)", spaced <= 600))
+        checks.append(
+            (
+                f"issue 16: @z.time_me spaced <= 600 ns (1.5x 400; {cond})",
+                f"{spaced:.0f} ns ({spaced / tight:.2f}x tight)",
+                spaced <= 600,
+            )
+        )
         for mode in ("tight", "spaced"):
             t = o["z.Time_me"][mode]
             checks.append((f"issue 16: with z.Time_me <= 800 ns ({mode}, {cond})", f"{t:.0f} ns", t <= 800))
         for mode in ("tight", "spaced"):
             a, b = o["z.count"][mode], o["prom.inc"][mode]
             ratio = a / b if b > 0 else float("inf")
-            checks.append((f"issue 16: z.count <= 1.0x Counter.inc ({mode}, {cond})",
-                           f"{ratio:.2f}x ({a:.0f} / {b:.0f} ns)", ratio <= 1.0))
-    out += ["### Targets", "", c.table(["target", "measured", "met"],
-                                       [[a, b, "yes" if ok else "**no**"] for a, b, ok in checks]), ""]
+            checks.append(
+                (
+                    f"issue 16: z.count <= 1.0x Counter.inc ({mode}, {cond})",
+                    f"{ratio:.2f}x ({a:.0f} / {b:.0f} ns)",
+                    ratio <= 1.0,
+                )
+            )
+    out += [
+        "### Targets",
+        "",
+        c.table(["target", "measured", "met"], [[a, b, "yes" if ok else "**no**"] for a, b, ok in checks]),
+        "",
+    ]
     notes = []
     for cond in conditions:
         zr = all_results[cond]["_zibrato"]
         notes.append(f"broker {cond}: zibrato client sent {zr['sent']:,}, dropped {zr['dropped']:,} measurements")
         heavy = {k: v["outliers"] for k, v in ov[cond].items() if v["outliers"]}
         if heavy:
-            notes.append(f"broker {cond}: spaced windows > 50 us left out (all repeats): " +
-                         ", ".join(f"{k} {n}" for k, n in heavy.items()))
+            notes.append(
+                f"broker {cond}: spaced windows > 50 us left out (all repeats): "
+                + ", ".join(f"{k} {n}" for k, n in heavy.items())
+            )
     out += ["Notes: " + "; ".join(notes), ""]
     return "\n".join(out)
 
@@ -651,8 +782,10 @@ def main() -> None:
     conditions = args.conditions.split(",")
     if args.only:
         return only(args.only, args.quick)
-    print(f"## Client overhead\n\n{c.machine()}; {repeats} repeats of {tight_n:,} tight calls and "
-          f"{spaced_n:,} calls spaced {GAP * 1e6:.0f} us apart, per instrument and condition.\n")
+    print(
+        f"## Client overhead\n\n{c.machine()}; {repeats} repeats of {tight_n:,} tight calls and "
+        f"{spaced_n:,} calls spaced {GAP * 1e6:.0f} us apart, per instrument and condition.\n"
+    )
     all_results = {}
     for cond in conditions:
         all_results[cond] = run_condition(cond, repeats, tight_n, spaced_n)

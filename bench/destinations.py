@@ -15,6 +15,7 @@ interval posted to the real server on loopback, from ``post()`` until carbon
 has confirmed it (closed its side) or InfluxDB answered 204; the wall time,
 median of the repeats. The servers run as in the tests (tests/support).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,19 +36,42 @@ from zibrato.destination import Interval
 def summaries(n: int, end: float) -> list[dict]:
     out = []
     for i in range(n):
-        base = {"name": f"app.part{i % 50}.metric{i}", "source": f"web-{i % 8}",
-                "tags": ["env:prod", f"shard:{i % 16}"], "time": end, "interval": 10.0}
+        base = {
+            "name": f"app.part{i % 50}.metric{i}",
+            "source": f"web-{i % 8}",
+            "tags": ["env:prod", f"shard:{i % 16}"],
+            "time": end,
+            "interval": 10.0,
+        }
         kind = i % 5
         if kind < 2:
             out.append({**base, "type": "counter", "value": float(i), "count": 3, "rate": i / 10})
         elif kind == 2:
-            out.append({**base, "type": "gauge", "value": i * 0.5, "count": 2, "min": 0.0,
-                        "max": i * 0.5, "sum": i * 0.75})
+            out.append(
+                {**base, "type": "gauge", "value": i * 0.5, "count": 2, "min": 0.0, "max": i * 0.5, "sum": i * 0.75}
+            )
         else:
             v = 0.001 * (i % 997 + 1)
-            out.append({**base, "type": "timer", "count": 1, "sum": v, "sum_squares": v * v,
-                        "min": v, "max": v, "mean": v, "median": v, "stddev": 0.0, "p50": v,
-                        "p90": v, "p95": v, "p99": v, "exact": True, "values": array("d", [v])})
+            out.append(
+                {
+                    **base,
+                    "type": "timer",
+                    "count": 1,
+                    "sum": v,
+                    "sum_squares": v * v,
+                    "min": v,
+                    "max": v,
+                    "mean": v,
+                    "median": v,
+                    "stddev": 0.0,
+                    "p50": v,
+                    "p90": v,
+                    "p95": v,
+                    "p99": v,
+                    "exact": True,
+                    "values": array("d", [v]),
+                }
+            )
     return out
 
 
@@ -91,6 +115,7 @@ def mapping_rows(n: int, repeats: int) -> list[list]:
 
 def delivery_rows(n: int, repeats: int) -> list[list]:
     import sys
+
     sys.path.insert(0, str(c.ROOT / "tests"))
     from support.carbon import Carbon, carbon_missing
     from support.influxdb import InfluxDB, influxd_missing
@@ -103,8 +128,10 @@ def delivery_rows(n: int, repeats: int) -> list[list]:
             try:
                 host, port = carbon.address.split(":")
                 destination = GraphiteDestination(host, int(port))
-                intervals = iter(Interval(float(t - 10), float(t), summaries(n, float(t)))
-                                 for t in range(int(time.time()) - 3000, int(time.time()), 10))
+                intervals = iter(
+                    Interval(float(t - 10), float(t), summaries(n, float(t)))
+                    for t in range(int(time.time()) - 3000, int(time.time()), 10)
+                )
                 seconds = wall(lambda: destination.post(next(intervals)), repeats)
                 rows.append(["Graphite: carbon-cache confirmed", n, seconds * 1000, n / seconds])
             finally:
@@ -118,8 +145,7 @@ def delivery_rows(n: int, repeats: int) -> list[list]:
                 destination = InfluxDBDestination(influx.url, database=database)
                 destination.connect()
                 stamps = iter(range(1000, 100000, 10))
-                seconds = wall(lambda: destination.post(
-                    Interval(0.0, float(next(stamps)), summaries(n, 0.0))), repeats)
+                seconds = wall(lambda: destination.post(Interval(0.0, float(next(stamps)), summaries(n, 0.0))), repeats)
                 rows.append(["InfluxDB 1.x: 204 received", n, seconds * 1000, n / seconds])
             finally:
                 influx.stop()
@@ -140,12 +166,18 @@ def main() -> None:
     rows = mapping_rows(n, repeats)
     print(c.table(["mapping", "series", "lines", "MB", "ms per interval", "µs per series"], rows))
     graphite, influx = rows[1][4], rows[3][4]
-    print(f"\nSteady state: InfluxDB's mapping costs {influx / graphite:.2f}x Graphite's; statsd's "
-          f"{rows[4][4] / graphite:.2f}x (one line per value, no statistics); a first interval "
-          f"costs {rows[0][4] / graphite:.2f}x (Graphite) and {rows[2][4] / influx:.2f}x (InfluxDB) "
-          f"the steady state.\n")
-    print(c.table(["delivery to the real server (loopback)", "series", "ms per interval", "series/s"],
-                  delivery_rows(n, repeats)))
+    print(
+        f"\nSteady state: InfluxDB's mapping costs {influx / graphite:.2f}x Graphite's; statsd's "
+        f"{rows[4][4] / graphite:.2f}x (one line per value, no statistics); a first interval "
+        f"costs {rows[0][4] / graphite:.2f}x (Graphite) and {rows[2][4] / influx:.2f}x (InfluxDB) "
+        f"the steady state.\n"
+    )
+    print(
+        c.table(
+            ["delivery to the real server (loopback)", "series", "ms per interval", "series/s"],
+            delivery_rows(n, repeats),
+        )
+    )
     c.save_json("destinations", {"series": n, "mapping": rows})
 
 

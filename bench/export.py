@@ -18,6 +18,7 @@ and two tags. Figures are the median of several runs, in milliseconds per
   cost of each interval behind it (the state update in the delivery thread,
   the rendering in a thread of its own, so that a scrape only sends bytes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,10 +88,16 @@ def otlp_rows(n: int, repeat: int) -> list[list]:
     zipped = sum(len(gzip.compress(r.SerializeToString(), 6)) for r in built)
     per_k = 1000 / n * 1000  # seconds -> ms per 1,000 series
     t_full, t_first, t_ser = (timed(f, repeat) * per_k for f in (full, first_interval, serialise_only))
-    return [[f"OTLP, {n:,} series: map + serialise + gzip, each interval", t_full, t_ser, t_full / t_ser,
-             f"{raw / n:.0f} B/series, gzip {zipped / n:.0f}"],
-            [f"OTLP, {n:,} series: the mapping alone, first interval of new series", t_first, t_ser,
-             t_first / t_ser, ""]]
+    return [
+        [
+            f"OTLP, {n:,} series: map + serialise + gzip, each interval",
+            t_full,
+            t_ser,
+            t_full / t_ser,
+            f"{raw / n:.0f} B/series, gzip {zipped / n:.0f}",
+        ],
+        [f"OTLP, {n:,} series: the mapping alone, first interval of new series", t_first, t_ser, t_first / t_ser, ""],
+    ]
 
 
 def peer_registry(summaries: list[dict]) -> CollectorRegistry:
@@ -139,14 +146,17 @@ def prometheus_rows(n: int, repeat: int) -> list[list]:
     p_text = timed(lambda: exposition.generate_latest(peer), repeat) * per_k
     p_om = timed(lambda: openmetrics.exposition.generate_latest(peer), repeat) * per_k
     size = len(exposition.generate_latest(collector))
-    return [[f"Prometheus, {n:,} series: update state (per interval)", t_update, None, None, ""],
-            [f"Prometheus, {n:,} series: text exposition", t_text, p_text, t_text / p_text,
-             f"{size / n:.0f} B/series"],
-            [f"Prometheus, {n:,} series: OpenMetrics exposition", t_om, p_om, t_om / p_om, ""]]
+    return [
+        [f"Prometheus, {n:,} series: update state (per interval)", t_update, None, None, ""],
+        [f"Prometheus, {n:,} series: text exposition", t_text, p_text, t_text / p_text, f"{size / n:.0f} B/series"],
+        [f"Prometheus, {n:,} series: OpenMetrics exposition", t_om, p_om, t_om / p_om, ""],
+    ]
 
 
-PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
-                     "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")  # what 2.42 sends
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+    "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)  # what 2.42 sends
 
 
 def scrape_rows(n: int, repeat: int) -> list[list]:
@@ -160,10 +170,12 @@ def scrape_rows(n: int, repeat: int) -> list[list]:
     host, port = destination.address
 
     def scrape(encoding: str) -> bytes:
-        request = urllib.request.Request(f"http://{host}:{port}/metrics",
-                                         headers={"Accept-Encoding": encoding, "Accept": PROMETHEUS_ACCEPT})
+        request = urllib.request.Request(
+            f"http://{host}:{port}/metrics", headers={"Accept-Encoding": encoding, "Accept": PROMETHEUS_ACCEPT}
+        )
         with urllib.request.urlopen(request, timeout=300) as answer:
             return answer.read()
+
     try:
         summaries = make_summaries(n)
         destination.post(Interval(START, END, summaries))
@@ -183,14 +195,25 @@ def scrape_rows(n: int, repeat: int) -> list[list]:
                 started = time.perf_counter()
                 scrape(encoding)
                 runs.append(time.perf_counter() - started)
-        return [[f"{n:,} series: the very first scrape (renders, then gzips)", first * 1000, None, None,
-                 f"{plain / 1e6:.1f} MB, gzip {zipped / 1e6:.1f} MB"],
-                [f"{n:,} series: each interval's post (state update, delivery thread)",
-                 median(posts) * 1000, None, None, ""],
-                [f"{n:,} series: rendering it again, with gzip (renderer thread)",
-                 median(renders) * 1000, None, None, ""],
-                [f"{n:,} series: scrape GET /metrics, OpenMetrics", median(identity) * 1000, None, None, ""],
-                [f"{n:,} series: scrape GET /metrics, OpenMetrics, gzip", median(gzipped) * 1000, None, None, ""]]
+        return [
+            [
+                f"{n:,} series: the very first scrape (renders, then gzips)",
+                first * 1000,
+                None,
+                None,
+                f"{plain / 1e6:.1f} MB, gzip {zipped / 1e6:.1f} MB",
+            ],
+            [
+                f"{n:,} series: each interval's post (state update, delivery thread)",
+                median(posts) * 1000,
+                None,
+                None,
+                "",
+            ],
+            [f"{n:,} series: rendering it again, with gzip (renderer thread)", median(renders) * 1000, None, None, ""],
+            [f"{n:,} series: scrape GET /metrics, OpenMetrics", median(identity) * 1000, None, None, ""],
+            [f"{n:,} series: scrape GET /metrics, OpenMetrics, gzip", median(gzipped) * 1000, None, None, ""],
+        ]
     finally:
         destination.close()
 
@@ -199,8 +222,10 @@ def memory_rows(n: int) -> list[list]:
     """Bytes a series costs in each destination's own state (tracemalloc, after 3 intervals)."""
     summaries = make_summaries(n)
     rows = []
-    for what, make in (("Prometheus state (totals, buckets, last summary)", lambda: PrometheusState()),
-                       ("OTLP mapper (prototype points; delta)", lambda: OtlpMapper())):
+    for what, make in (
+        ("Prometheus state (totals, buckets, last summary)", lambda: PrometheusState()),
+        ("OTLP mapper (prototype points; delta)", lambda: OtlpMapper()),
+    ):
         tracemalloc.start()
         holder = make()
         for i in range(3):
@@ -234,9 +259,11 @@ def main() -> None:
     scrapes = scrape_rows(big, 3)
     print("\n" + table(["scrape target", "ms", "", "", "size"], scrapes))
     rows += scrapes
-    print("\nPeers: OTLP, serialising the already built request (the floor: what the mapping adds); "
-          "Prometheus, prometheus_client's own Counter/Gauge/Histogram holding the same series, "
-          "rendered by the same generate_latest.")
+    print(
+        "\nPeers: OTLP, serialising the already built request (the floor: what the mapping adds); "
+        "Prometheus, prometheus_client's own Counter/Gauge/Histogram holding the same series, "
+        "rendered by the same generate_latest."
+    )
     save_json("export", rows)
     sys.stdout.flush()
 

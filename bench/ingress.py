@@ -42,6 +42,7 @@ Finally each stage of the listener alone (receive, parse, publish; CPU time
 in this process) says where its CPU goes per line, and so how many lines one
 core can take when it has the core to itself.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,13 +59,14 @@ import _common as c
 
 from tests.support.etsy_statsd import EtsyStatsd
 
-MAX_DATAGRAM = 1432   # DogStatsD's UDP buffer, Etsy's advice for a LAN
+MAX_DATAGRAM = 1432  # DogStatsD's UDP buffer, Etsy's advice for a LAN
 BURST = 0.001
-GIVE_UP = 0.2         # a receiver that lost this share at one rate is not tried at higher ones
+GIVE_UP = 0.2  # a receiver that lost this share at one rate is not tried at higher ones
 KERNEL_DEFAULT_BUFFER = int(Path("/proc/sys/net/core/rmem_default").read_text())
 
 
 # --- the stream --------------------------------------------------------------------
+
 
 def stream_lines(count: int = 2000, seed: int = 14) -> list[bytes]:
     """Realistic statsd lines, valid for both receivers."""
@@ -105,6 +107,7 @@ def single(lines: list[bytes]) -> list[tuple[bytes, int]]:
 
 # --- the sender (a child process) ------------------------------------------------------
 
+
 def send(port: int, shape: str, rate: float, duration: float, start_at: float, results) -> None:
     """Send ``rate`` lines per second for ``duration`` seconds, in bursts every BURST seconds."""
     datagrams = (packed if shape == "packed" else single)(stream_lines())
@@ -143,6 +146,7 @@ def run_sender(port: int, shape: str, rate: float, duration: float) -> dict:
 
 # --- kernel figures ----------------------------------------------------------------------
 
+
 def udp_drops_at(port: int) -> int:
     """The drops column of /proc/net/udp for the socket bound to 127.0.0.1:port."""
     wanted = f":{port:04X}"
@@ -155,6 +159,7 @@ def udp_drops_at(port: int) -> int:
 
 # --- the receivers -------------------------------------------------------------------------
 
+
 class Listen:
     """zibrato-listen -> zibrato-broker (nothing subscribed: the broker's PUB drops)."""
 
@@ -162,11 +167,21 @@ class Listen:
         self.name = name
         base = c.free_port_run(5)  # the broker takes base .. base + 2 (PULL, PUB, status)
         self.port, self.status_port = base + 3, base + 4
-        self.broker = c.start("zibrato-broker", "--port", base, "--startup-grace", 0,
-                              log=workdir / f"{name}-broker.log")
-        self.listen = c.start("zibrato-listen", "--statsd", f"127.0.0.1:{self.port}", "--broker",
-                              f"127.0.0.1:{base}", "--status-port", self.status_port,
-                              "--no-self-metrics", *args, log=workdir / f"{name}.log")
+        self.broker = c.start(
+            "zibrato-broker", "--port", base, "--startup-grace", 0, log=workdir / f"{name}-broker.log"
+        )
+        self.listen = c.start(
+            "zibrato-listen",
+            "--statsd",
+            f"127.0.0.1:{self.port}",
+            "--broker",
+            f"127.0.0.1:{base}",
+            "--status-port",
+            self.status_port,
+            "--no-self-metrics",
+            *args,
+            log=workdir / f"{name}.log",
+        )
         c.wait_until(lambda: c.status(self.status_port), 15, what=f"{name} status")
         self.pid = self.listen.pid
 
@@ -219,9 +234,14 @@ def step(receiver, shape: str, rate: float, duration: float) -> dict:
             break
         time.sleep(0.1)
     cpu = cpu_seconds(receiver.pid) - cpu_before  # what receiving the step's lines cost, all of it
-    out.update(rate=rate, received=got, kernel_drops=udp_drops_at(receiver.port) - drops_before,
-               cpu=cpu / out["elapsed"], cpu_us_per_line=cpu / max(got, 1) * 1e6,
-               other_loss=receiver.lost_elsewhere())
+    out.update(
+        rate=rate,
+        received=got,
+        kernel_drops=udp_drops_at(receiver.port) - drops_before,
+        cpu=cpu / out["elapsed"],
+        cpu_us_per_line=cpu / max(got, 1) * 1e6,
+        other_loss=receiver.lost_elsewhere(),
+    )
     return out
 
 
@@ -243,6 +263,7 @@ def loss_free(run: dict) -> bool:
 
 # --- where the CPU goes, per line (in this process, CPU time) -------------------------------------
 
+
 def cost_breakdown(shape: str, seconds: float) -> dict:
     """µs of CPU per line for each stage of the listener, measured alone.
 
@@ -256,6 +277,7 @@ def cost_breakdown(shape: str, seconds: float) -> dict:
 
     from zibrato.listen.publisher import Publisher
     from zibrato.listen.statsd import StatsdParser
+
     datagrams = (packed if shape == "packed" else single)(stream_lines())
     per_datagram = sum(n for _, n in datagrams) / len(datagrams)
     raw = [d for d, _ in datagrams]
@@ -308,23 +330,53 @@ def cost_breakdown(shape: str, seconds: float) -> dict:
 
 # --- report ----------------------------------------------------------------------------------
 
+
 def report(runs: dict, shapes: list[str], duration: float, ceilings: dict) -> str:
-    out = ["# Ingress: statsd lines into zibrato-listen and Etsy statsd\n",
-           f"{c.machine()}; {duration:g} s per step; kernel rmem_default {KERNEL_DEFAULT_BUFFER:,} bytes.\n"]
+    out = [
+        "# Ingress: statsd lines into zibrato-listen and Etsy statsd\n",
+        f"{c.machine()}; {duration:g} s per step; kernel rmem_default {KERNEL_DEFAULT_BUFFER:,} bytes.\n",
+    ]
     for shape in shapes:
-        title = "packed datagrams (<= 1,432 bytes, DogStatsD's buffering)" if shape == "packed" \
+        title = (
+            "packed datagrams (<= 1,432 bytes, DogStatsD's buffering)"
+            if shape == "packed"
             else "one line per datagram (pystatsd, unbuffered DogStatsd)"
+        )
         out.append(f"\n## {title}\n")
         rows, best = [], {}
         for name, shape_runs in runs.items():
             for run in shape_runs.get(shape, []):
-                rows.append([name, run["rate"], run["achieved"], run["received"], f"{loss(run):.2%}",
-                             run["kernel_drops"], run["cpu"], run["cpu_us_per_line"],
-                             "yes" if loss_free(run) else "no"])
+                rows.append(
+                    [
+                        name,
+                        run["rate"],
+                        run["achieved"],
+                        run["received"],
+                        f"{loss(run):.2%}",
+                        run["kernel_drops"],
+                        run["cpu"],
+                        run["cpu_us_per_line"],
+                        "yes" if loss_free(run) else "no",
+                    ]
+                )
                 if loss_free(run):
                     best[name] = max(best.get(name, 0), run["rate"])
-        out.append(c.table(["receiver", "target lines/s", "sent lines/s", "received", "loss",
-                            "kernel drops", "CPU (cores)", "CPU µs/line", "loss-free"], rows))
+        out.append(
+            c.table(
+                [
+                    "receiver",
+                    "target lines/s",
+                    "sent lines/s",
+                    "received",
+                    "loss",
+                    "kernel drops",
+                    "CPU (cores)",
+                    "CPU µs/line",
+                    "loss-free",
+                ],
+                rows,
+            )
+        )
         out.append("\nHighest loss-free rate:\n")
         etsy = best.get(Etsy.name)
         summary = []
@@ -335,9 +387,11 @@ def report(runs: dict, shapes: list[str], duration: float, ceilings: dict) -> st
         out.append(c.table(["receiver", "lines/s", "ratio"], summary))
         cost = ceilings[shape]
         total = sum(cost.values())
-        out.append(f"\nzibrato-listen's stages alone, CPU µs per line: receive {cost['receive']:.2f}, "
-                   f"parse {cost['parse']:.2f}, publish {cost['publish']:.2f}; total {total:.2f}, "
-                   f"i.e. {1e6 / total:,.0f} lines per CPU second.\n")
+        out.append(
+            f"\nzibrato-listen's stages alone, CPU µs per line: receive {cost['receive']:.2f}, "
+            f"parse {cost['parse']:.2f}, publish {cost['publish']:.2f}; total {total:.2f}, "
+            f"i.e. {1e6 / total:,.0f} lines per CPU second.\n"
+        )
     return "\n".join(out) + "\n"
 
 
@@ -349,15 +403,20 @@ def main() -> None:
     args = parser.parse_args()
     duration = args.duration or (1.5 if args.quick else 5.0)
     shapes = [s for s in args.shapes.split(",") if s]
-    rates = {"packed": [100_000, 300_000, 600_000] if args.quick else
-             [50_000, 100_000, 200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000],
-             "single": [20_000, 60_000] if args.quick else
-             [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 150_000, 200_000]}
+    rates = {
+        "packed": [100_000, 300_000, 600_000]
+        if args.quick
+        else [50_000, 100_000, 200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000],
+        "single": [20_000, 60_000]
+        if args.quick
+        else [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 150_000, 200_000],
+    }
     workdir = Path(tempfile.mkdtemp(prefix="zibrato-bench-ingress-"))
-    receivers = [Listen(workdir, "zibrato-listen"),
-                 Listen(workdir, "zibrato-listen, kernel-default buffer", "--receive-buffer",
-                        max(65536, KERNEL_DEFAULT_BUFFER)),
-                 Etsy(workdir)]
+    receivers = [
+        Listen(workdir, "zibrato-listen"),
+        Listen(workdir, "zibrato-listen, kernel-default buffer", "--receive-buffer", max(65536, KERNEL_DEFAULT_BUFFER)),
+        Etsy(workdir),
+    ]
     runs: dict = {r.name: {} for r in receivers}
     try:
         for shape in shapes:
@@ -368,9 +427,11 @@ def main() -> None:
                         continue
                     run = step(receiver, shape, rate, duration)
                     runs[receiver.name].setdefault(shape, []).append(run)
-                    print(f"  {shape:7} {receiver.name:40} {rate:>9,}/s: sent {run['achieved']:>9,.0f}/s "
-                          f"loss {loss(run):6.2%} drops {run['kernel_drops']:>7,} cpu {run['cpu']:.2f}",
-                          file=sys.stderr)
+                    print(
+                        f"  {shape:7} {receiver.name:40} {rate:>9,}/s: sent {run['achieved']:>9,.0f}/s "
+                        f"loss {loss(run):6.2%} drops {run['kernel_drops']:>7,} cpu {run['cpu']:.2f}",
+                        file=sys.stderr,
+                    )
                     if loss(run) > GIVE_UP:
                         given_up.add(receiver.name)
     finally:

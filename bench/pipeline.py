@@ -32,6 +32,7 @@ Loss = 1 - aggregated / sent. A rate counts as loss-free when nothing was lost
 and the producers reached at least 95% of it (otherwise the producers, not
 the pipeline, were the limit, and the achieved rate is what is reported).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,24 +45,26 @@ from pathlib import Path
 
 import _common as c
 
-BURST = 0.001           # seconds between bursts (plus the time the burst takes)
-GIVE_UP = 0.2           # a system that lost this share at one rate is not tried at higher ones
+BURST = 0.001  # seconds between bursts (plus the time the burst takes)
+GIVE_UP = 0.2  # a system that lost this share at one rate is not tried at higher ones
 LEVEL = "info"
 
 
 # --- producers (run in child processes) ----------------------------------------
 
-def produce(kind: str, port: int, rate: float, duration: float, prefix: str, start_at: float,
-            results) -> None:
+
+def produce(kind: str, port: int, rate: float, duration: float, prefix: str, start_at: float, results) -> None:
     """Send rate*duration measurements (half counter, half timer) at ``rate`` per second."""
     if kind == "zibrato":
         from zibrato import Zibrato
+
         client = Zibrato("127.0.0.1", port)
         count = client.count
         timing = client.timing
         counter_args, timer_args = (LEVEL, prefix + ".c"), (LEVEL, prefix + ".t", 0.0123)
     else:
         from statsd import StatsClient
+
         client = StatsClient("127.0.0.1", port)
         count = client.incr
         timing = client.timing
@@ -92,13 +95,14 @@ def produce(kind: str, port: int, rate: float, duration: float, prefix: str, sta
     results.put({"sent": sent, "elapsed": elapsed, "client_dropped": dropped, "cpu": cpu})
 
 
-def run_producers(kind: str, port: int, rate: float, duration: float, prefix: str,
-                  producers: int) -> dict:
+def run_producers(kind: str, port: int, rate: float, duration: float, prefix: str, producers: int) -> dict:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     start_at = time.time() + 1.5  # after every child has imported its client
-    procs = [ctx.Process(target=produce, args=(kind, port, rate / producers, duration, prefix,
-                                               start_at, results)) for _ in range(producers)]
+    procs = [
+        ctx.Process(target=produce, args=(kind, port, rate / producers, duration, prefix, start_at, results))
+        for _ in range(producers)
+    ]
     for p in procs:
         p.start()
     out = [results.get(timeout=duration * 5 + 120) for _ in procs]
@@ -106,9 +110,13 @@ def run_producers(kind: str, port: int, rate: float, duration: float, prefix: st
         p.join(30)
     sent = sum(r["sent"] for r in out)
     elapsed = max(r["elapsed"] for r in out)
-    return {"sent": sent, "elapsed": elapsed, "achieved": sent / elapsed,
-            "client_dropped": sum(r["client_dropped"] for r in out),
-            "producer_cpu_us": sum(r["cpu"] for r in out) / max(sent, 1) * 1e6}
+    return {
+        "sent": sent,
+        "elapsed": elapsed,
+        "achieved": sent / elapsed,
+        "client_dropped": sum(r["client_dropped"] for r in out),
+        "producer_cpu_us": sum(r["cpu"] for r in out) / max(sent, 1) * 1e6,
+    }
 
 
 # --- daemons' CPU ---------------------------------------------------------------
@@ -133,6 +141,7 @@ def udp_receive_buffer_errors() -> int:
 
 # --- the two systems -----------------------------------------------------------
 
+
 class ZibratoPipeline:
     name = "zibrato"
 
@@ -140,24 +149,39 @@ class ZibratoPipeline:
         self.port = c.free_port_run(4)
         self.status_port = self.port + 3
         self.output = workdir / "console.jsonl"
-        self.broker = c.start("zibrato-broker", "--port", self.port, "--startup-grace", 0.1,
-                              log=workdir / "broker.log")
+        self.broker = c.start("zibrato-broker", "--port", self.port, "--startup-grace", 0.1, log=workdir / "broker.log")
         self._out = open(self.output, "wb")
-        self.worker = c.start("zibrato-console", "--port", self.port + 1, "--format", "json",
-                              "--flush", 1, "--status-port", self.status_port, "--no-self-metrics",
-                              "--levels", LEVEL, log=workdir / "worker.log", stdout=self._out)
+        self.worker = c.start(
+            "zibrato-console",
+            "--port",
+            self.port + 1,
+            "--format",
+            "json",
+            "--flush",
+            1,
+            "--status-port",
+            self.status_port,
+            "--no-self-metrics",
+            "--levels",
+            LEVEL,
+            log=workdir / "worker.log",
+            stdout=self._out,
+        )
         self.pids = {"broker": self.broker.pid, "worker": self.worker.pid}
         self._wait_connected()
 
     def _wait_connected(self) -> None:
         """Send probes until the worker counts one (the SUB has joined: no slow-joiner loss)."""
         from zibrato import Zibrato
+
         c.wait_until(lambda: c.status(self.port + 2, 0.5), 15, what="the broker")
         with Zibrato("127.0.0.1", self.port) as probe:
+
             def arrived():
                 probe.count(LEVEL, "bench.probe")
                 probe.flush()
                 return c.status(self.status_port, 0.5)["measurements"] > 0
+
             c.wait_until(arrived, 20, interval=0.1, what="the worker to receive a probe")
         time.sleep(0.5)
 
@@ -202,6 +226,7 @@ class StatsdPipeline:
 
     def __init__(self, workdir: Path) -> None:
         from tests.support.etsy_statsd import EtsyStatsd
+
         self.statsd = EtsyStatsd(workdir, flush_interval_ms=1000, protocol="udp").start()
         self.port = self.statsd.port
         self.pids = {"statsd": self.statsd._proc.pid}
@@ -233,6 +258,7 @@ class StatsdPipeline:
 
 # --- report --------------------------------------------------------------------
 
+
 def _lost(run: dict) -> float:
     """Share lost so far (the worker's status figure; statsd's flushes so far)."""
     return 1 - run.get("worker_figure", run["sent"]) / run["sent"] if run["sent"] else 0.0
@@ -243,8 +269,18 @@ def loss_free(run: dict, rate: float) -> bool:
 
 
 def report(rates: list[float], runs: dict[str, list[dict]], duration: float, producers: int) -> str:
-    headers = ["system", "target rate (/s)", "achieved (/s)", "sent", "aggregated", "loss",
-               "client dropped / UDP buffer drops", "producer CPU (us/measurement)", "daemon CPU (cores)", "loss-free"]
+    headers = [
+        "system",
+        "target rate (/s)",
+        "achieved (/s)",
+        "sent",
+        "aggregated",
+        "loss",
+        "client dropped / UDP buffer drops",
+        "producer CPU (us/measurement)",
+        "daemon CPU (cores)",
+        "loss-free",
+    ]
     rows = []
     best = {}
     for system, system_runs in runs.items():
@@ -258,33 +294,54 @@ def report(rates: list[float], runs: dict[str, list[dict]], duration: float, pro
             if ok:
                 best[system] = max(best[system], run["achieved"])
             daemons = ", ".join(f"{k} {v:.2f}" for k, v in run["daemon_cpu"].items())
-            rows.append([system, rate, run["achieved"], run["sent"], run["aggregated"], f"{loss:.2%}",
-                         run.get("udp_rcvbuf_errors", run.get("client_dropped", 0)), run["producer_cpu_us"],
-                         daemons, "yes" if ok else "no"])
+            rows.append(
+                [
+                    system,
+                    rate,
+                    run["achieved"],
+                    run["sent"],
+                    run["aggregated"],
+                    f"{loss:.2%}",
+                    run.get("udp_rcvbuf_errors", run.get("client_dropped", 0)),
+                    run["producer_cpu_us"],
+                    daemons,
+                    "yes" if ok else "no",
+                ]
+            )
     z, s = best.get("zibrato", 0.0), best.get("Etsy statsd", 0.0)
     top = max(rates)
     z_text = f"{z:,.0f}/s" + (" (the highest rate tried: a lower bound)" if z >= 0.95 * top else "")
     s_text = f"{s:,.0f}/s" if s else "none of the rates tried"
     ratio = f"{z / s:.1f}x" if s else "-"
-    lines = ["### Throughput and loss", "", c.table(headers, rows), "",
-             f"Highest loss-free rate: Zibrato {z_text}; Etsy statsd {s_text}; ratio {ratio}.", ""]
+    lines = [
+        "### Throughput and loss",
+        "",
+        c.table(headers, rows),
+        "",
+        f"Highest loss-free rate: Zibrato {z_text}; Etsy statsd {s_text}; ratio {ratio}.",
+        "",
+    ]
     sustained = [run for rate, run in zip(rates, runs.get("zibrato", [])) if rate == 200_000]
     if sustained:
         r = sustained[0]
         if r.get("skipped"):
             verdict = "**not met** (not run: too lossy at a lower rate)"
         elif not loss_free(r, 200_000):
-            verdict = (f"**not met** ({r['sent'] - r['aggregated']:,} lost at {r['achieved']:,.0f}/s "
-                       f"achieved over {duration:g} s)")
+            verdict = (
+                f"**not met** ({r['sent'] - r['aggregated']:,} lost at {r['achieved']:,.0f}/s "
+                f"achieved over {duration:g} s)"
+            )
         elif duration < 30:
             verdict = f"not established by this run ({duration:g} s only; no loss)"
         else:
             verdict = f"met ({r['achieved']:,.0f}/s achieved for {duration:g} s, nothing lost)"
         lines.append(f"Target 'zero loss at 200k/s sustained for 30 s': {verdict}.")
     if s:
-        lines.append(f"Target 'loss-free rate at least 4x Etsy statsd's': "
-                     f"{'met' if z >= 4 * s else '**not met**'} ({ratio}"
-                     f"{', a lower bound' if z >= 0.95 * top else ''}).")
+        lines.append(
+            f"Target 'loss-free rate at least 4x Etsy statsd's': "
+            f"{'met' if z >= 4 * s else '**not met**'} ({ratio}"
+            f"{', a lower bound' if z >= 0.95 * top else ''})."
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -300,8 +357,10 @@ def main() -> None:
     duration = args.duration or (2.0 if args.quick else 30.0)
     default_rates = "50000,200000" if args.quick else "1500,3000,6250,12500,25000,50000,100000,200000,400000,800000"
     rates = [float(r) for r in (args.rates or default_rates).split(",")]
-    print(f"## Pipeline\n\n{c.machine()}; {args.producers} producer processes, {duration:g} s per rate "
-          f"step, counters and timers alternating.\n")
+    print(
+        f"## Pipeline\n\n{c.machine()}; {args.producers} producer processes, {duration:g} s per rate "
+        f"step, counters and timers alternating.\n"
+    )
     with tempfile.TemporaryDirectory(prefix="zibrato-bench-") as tmp:
         workdir = Path(tmp)
         systems = []
@@ -323,8 +382,10 @@ def main() -> None:
                 system.close(runs[system.name])
     for run in runs.get("zibrato", []):
         if not run.get("skipped") and run["worker_figure"] != run["aggregated"]:
-            print(f"Note: worker status counted {run['worker_figure']:,} for {run['prefix']}, "
-                  f"its flushes {run['aggregated']:,}.\n")
+            print(
+                f"Note: worker status counted {run['worker_figure']:,} for {run['prefix']}, "
+                f"its flushes {run['aggregated']:,}.\n"
+            )
     c.save_json("pipeline" + ("-quick" if args.quick else ""), {"rates": rates, "runs": runs})
     print(report(rates, runs, duration, args.producers))
 

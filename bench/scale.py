@@ -20,6 +20,7 @@ Four tables, each compared with its own baseline in the same run:
    On a machine with C cores the ratio cannot exceed about C (the producer
    and the broker need a share too): the figures say how close it gets.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,7 @@ from zibrato.forward import VALUES_UP_TO, LevelAggregators, interval_frames
 RNG = random.Random(15)
 
 
-def raw_frames(series: int, per_series: int, kind: str = "t", batch: int = 1000,
-               shards: bool = False) -> list[bytes]:
+def raw_frames(series: int, per_series: int, kind: str = "t", batch: int = 1000, shards: bool = False) -> list[bytes]:
     """A client's messages for ``series`` series of ``per_series`` values each (its batching)."""
     records = []
     for i in range(series):
@@ -68,24 +68,35 @@ def raw_frames(series: int, per_series: int, kind: str = "t", batch: int = 1000,
 
 def wire_bytes(quick: bool) -> list[dict]:
     rows = []
-    for kind, series, per_series in (("c", 1000, 1), ("c", 100, 100), ("t", 1000, 1), ("t", 1000, 10),
-                                     ("t", 100, 100), ("t", 10, 10_000)):
+    for kind, series, per_series in (
+        ("c", 1000, 1),
+        ("c", 100, 100),
+        ("t", 1000, 1),
+        ("t", 1000, 10),
+        ("t", 100, 100),
+        ("t", 10, 10_000),
+    ):
         if quick and per_series > 1000:
             continue
         frames = raw_frames(series, per_series, kind)
         measurements = series * per_series
-        levels = LevelAggregators(lambda: Aggregator(percentiles=(), include_interval=True,
-                                                     values_up_to=VALUES_UP_TO))
+        levels = LevelAggregators(lambda: Aggregator(percentiles=(), include_interval=True, values_up_to=VALUES_UP_TO))
         for frame in frames:
             levels.level("info").add_records(protocol.decode_plain(frame).records)
         interval = Interval(0.0, 10.0, levels.flush(10.0, 10.0))
         summaries, count = interval_frames(interval, 10.1, protocol.MAX_MESSAGE_SIZE)
         raw, forwarded = sum(map(len, frames)), sum(map(len, summaries))
-        rows.append({"kind": {"c": "counter", "t": "timer"}[kind], "series": series,
-                     "values/series/interval": per_series, "raw bytes/measurement": raw / measurements,
-                     "summary bytes/series": forwarded / count,
-                     "forwarded bytes/measurement": forwarded / measurements,
-                     "reduction": raw / forwarded})
+        rows.append(
+            {
+                "kind": {"c": "counter", "t": "timer"}[kind],
+                "series": series,
+                "values/series/interval": per_series,
+                "raw bytes/measurement": raw / measurements,
+                "summary bytes/series": forwarded / count,
+                "forwarded bytes/measurement": forwarded / measurements,
+                "reduction": raw / forwarded,
+            }
+        )
     return rows
 
 
@@ -97,7 +108,7 @@ def curve_overhead(quick: bool, tmp: Path) -> list[dict]:
     rows = []
     for per_message in (1, 100, 1000):
         frames = raw_frames(200 if per_message > 1 else 2000, per_message, "t", batch=per_message)
-        frames = (frames * (2000 // len(frames) + 1))[:2000 if not quick else 500]
+        frames = (frames * (2000 // len(frames) + 1))[: 2000 if not quick else 500]
         measurements = per_message * len(frames)
         times = {}
         for mode in ("plain", "curve"):
@@ -105,11 +116,16 @@ def curve_overhead(quick: bool, tmp: Path) -> list[dict]:
             for _ in range(2 if quick else 5):
                 best = min(best, _push_pull(frames, mode == "curve", server_public, server_secret, client))
             times[mode] = best
-        rows.append({"measurements/message": per_message, "bytes/message": sum(map(len, frames)) / len(frames),
-                     "plain µs/message": times["plain"] / len(frames) * 1e6,
-                     "CURVE µs/message": times["curve"] / len(frames) * 1e6,
-                     "CURVE extra µs/measurement": (times["curve"] - times["plain"]) / measurements * 1e6,
-                     "CURVE/plain": times["curve"] / times["plain"]})
+        rows.append(
+            {
+                "measurements/message": per_message,
+                "bytes/message": sum(map(len, frames)) / len(frames),
+                "plain µs/message": times["plain"] / len(frames) * 1e6,
+                "CURVE µs/message": times["curve"] / len(frames) * 1e6,
+                "CURVE extra µs/measurement": (times["curve"] - times["plain"]) / measurements * 1e6,
+                "CURVE/plain": times["curve"] / times["plain"],
+            }
+        )
     return rows
 
 
@@ -154,10 +170,16 @@ def _measured(ports: list[int]) -> float:
 
 def _warm(broker_port: int, status_ports: list[int], shards: bool) -> float:
     """Send warm-up frames for every shard until every worker has received one; their total."""
-    frames = [protocol.encode("info", time.time(), [("c", "warmup", (1,), None, ())], s if shards else None)
-              for s in range(protocol.SHARDS)]
-    wait_until(lambda: _blast(broker_port, frames) or all(status(p)["measurements"] > 0 for p in status_ports),
-               30, 0.2, "workers subscribed")
+    frames = [
+        protocol.encode("info", time.time(), [("c", "warmup", (1,), None, ())], s if shards else None)
+        for s in range(protocol.SHARDS)
+    ]
+    wait_until(
+        lambda: _blast(broker_port, frames) or all(status(p)["measurements"] > 0 for p in status_ports),
+        30,
+        0.2,
+        "workers subscribed",
+    )
     time.sleep(0.5)
     return _measured(status_ports)
 
@@ -169,11 +191,27 @@ def shard_scaling(quick: bool, tmp: Path, counts: list[int]) -> list[dict]:
     rows, one = [], None
     for n in counts:
         base = free_port_run(3 + n)
-        broker = start("zibrato-broker", "--port", base, "--startup-grace", "0.2", "--hwm", 10_000_000,
-                       log=tmp / f"broker-{n}.log")
-        workers = [start("zibrato-console", "--port", base + 1, "--flush", 86400, "--no-self-metrics",
-                         "--levels", "info", "--shard", f"{k}/{n}", "--status-port", base + 3 + k,
-                         log=tmp / f"worker-{n}-{k}.log") for k in range(n)]
+        broker = start(
+            "zibrato-broker", "--port", base, "--startup-grace", "0.2", "--hwm", 10_000_000, log=tmp / f"broker-{n}.log"
+        )
+        workers = [
+            start(
+                "zibrato-console",
+                "--port",
+                base + 1,
+                "--flush",
+                86400,
+                "--no-self-metrics",
+                "--levels",
+                "info",
+                "--shard",
+                f"{k}/{n}",
+                "--status-port",
+                base + 3 + k,
+                log=tmp / f"worker-{n}-{k}.log",
+            )
+            for k in range(n)
+        ]
         ports = [base + 3 + k for k in range(n)]
         try:
             wait_until(lambda: all(status(p) for p in ports), 30, 0.1, "workers up")
@@ -187,8 +225,16 @@ def shard_scaling(quick: bool, tmp: Path, counts: list[int]) -> list[dict]:
                 stop(process)
         rate = total / elapsed
         one = one or rate
-        rows.append({"workers": n, "measurements": total, "seconds": elapsed, "measurements/s": rate,
-                     "x one worker": rate / one, "ideal": float(n)})
+        rows.append(
+            {
+                "workers": n,
+                "measurements": total,
+                "seconds": elapsed,
+                "measurements/s": rate,
+                "x one worker": rate / one,
+                "ideal": float(n),
+            }
+        )
     return rows
 
 
@@ -201,8 +247,18 @@ def tier_throughput(quick: bool, tmp: Path) -> list[dict]:
     # one worker, the raw stream of both hosts directly
     base = free_port_run(4)
     broker = start("zibrato-broker", "--port", base, "--startup-grace", "0.2", "--hwm", 10_000_000)
-    worker = start("zibrato-console", "--port", base + 1, "--flush", 1, "--no-self-metrics", "--levels", "info",
-                   "--status-port", base + 3)
+    worker = start(
+        "zibrato-console",
+        "--port",
+        base + 1,
+        "--flush",
+        1,
+        "--no-self-metrics",
+        "--levels",
+        "info",
+        "--status-port",
+        base + 3,
+    )
     try:
         wait_until(lambda: status(base + 3), 30, 0.1, "worker up")
         before = _warm(base, [base + 3], shards=False)
@@ -213,20 +269,56 @@ def tier_throughput(quick: bool, tmp: Path) -> list[dict]:
     finally:
         stop(worker)
         stop(broker)
-    rows.append({"path": "one worker, raw from both hosts", "raw measurements": 2 * total,
-                 "ingested in s": direct, "measurements/s": 2 * total / direct, "at the global tier in s": None,
-                 "bytes to the global tier": sum(map(len, frames)) * 2})
+    rows.append(
+        {
+            "path": "one worker, raw from both hosts",
+            "raw measurements": 2 * total,
+            "ingested in s": direct,
+            "measurements/s": 2 * total / direct,
+            "at the global tier in s": None,
+            "bytes to the global tier": sum(map(len, frames)) * 2,
+        }
+    )
     # the tier: two hosts, two forwarders, a global broker and worker
     g = free_port_run(4)
     hosts = [free_port_run(4) for _ in range(2)]
-    processes = [start("zibrato-broker", "--port", g, "--startup-grace", "0.2", log=tmp / "global.log"),
-                 start("zibrato-console", "--port", g + 1, "--flush", 1, "--lateness", 0.4, "--no-self-metrics",
-                       "--levels", "info", "--status-port", g + 3, log=tmp / "global-worker.log")]
+    processes = [
+        start("zibrato-broker", "--port", g, "--startup-grace", "0.2", log=tmp / "global.log"),
+        start(
+            "zibrato-console",
+            "--port",
+            g + 1,
+            "--flush",
+            1,
+            "--lateness",
+            0.4,
+            "--no-self-metrics",
+            "--levels",
+            "info",
+            "--status-port",
+            g + 3,
+            log=tmp / "global-worker.log",
+        ),
+    ]
     for h in hosts:
-        processes += [start("zibrato-broker", "--port", h, "--startup-grace", "0.2", "--hwm", 10_000_000),
-                      start("zibrato-forward", "--port", h + 1, "--to", f"127.0.0.1:{g}", "--flush", 1,
-                            "--no-self-metrics", "--levels", "info", "--status-port", h + 3,
-                            log=tmp / f"forward-{h}.log")]
+        processes += [
+            start("zibrato-broker", "--port", h, "--startup-grace", "0.2", "--hwm", 10_000_000),
+            start(
+                "zibrato-forward",
+                "--port",
+                h + 1,
+                "--to",
+                f"127.0.0.1:{g}",
+                "--flush",
+                1,
+                "--no-self-metrics",
+                "--levels",
+                "info",
+                "--status-port",
+                h + 3,
+                log=tmp / f"forward-{h}.log",
+            ),
+        ]
     try:
         wait_until(lambda: all(status(h + 3) for h in hosts) and status(g + 3), 30, 0.1, "tier up")
         forwarded_before = [_warm(h, [h + 3], shards=False) for h in hosts]
@@ -236,8 +328,12 @@ def tier_throughput(quick: bool, tmp: Path) -> list[dict]:
         started = time.perf_counter()
         for h in hosts:
             _blast(h, frames)
-        wait_until(lambda: all(status(h + 3)["measurements"] >= b + total for h, b in zip(hosts, forwarded_before)),
-                   300, 0.02, "forwarders ingested")
+        wait_until(
+            lambda: all(status(h + 3)["measurements"] >= b + total for h, b in zip(hosts, forwarded_before)),
+            300,
+            0.02,
+            "forwarders ingested",
+        )
         ingested = time.perf_counter() - started
         wait_until(lambda: status(g + 3)["measurements"] >= global_before + 2 * total, 60, 0.02, "global merged")
         merged = time.perf_counter() - started
@@ -245,9 +341,16 @@ def tier_throughput(quick: bool, tmp: Path) -> list[dict]:
     finally:
         for process in processes:
             stop(process)
-    rows.append({"path": "two hosts' forwarders -> global worker", "raw measurements": 2 * total,
-                 "ingested in s": ingested, "measurements/s": 2 * total / ingested,
-                 "at the global tier in s": merged, "bytes to the global tier": forwarded_bytes})
+    rows.append(
+        {
+            "path": "two hosts' forwarders -> global worker",
+            "raw measurements": 2 * total,
+            "ingested in s": ingested,
+            "measurements/s": 2 * total / ingested,
+            "at the global tier in s": merged,
+            "bytes to the global tier": forwarded_bytes,
+        }
+    )
     return rows
 
 

@@ -15,6 +15,7 @@ median of the repeats); "size" is the sketch's serialized form (zibrato: its
 JSON dict form), and "traced" the Python heap it holds (tracemalloc; blind
 to memory that C/Rust extensions allocate themselves).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ import math
 import random
 import time
 import tracemalloc
+from collections.abc import Callable
 from fractions import Fraction
-from typing import Callable
 
 import _common as c
 
@@ -43,6 +44,7 @@ def distributions(n: int, seed: int = 7) -> dict[str, list[float]]:
         if rng.random() < 0.8:
             return max(1e-5, rng.gauss(0.002, 0.0003))  # cache hits, ~2 ms
         return max(1e-5, rng.gauss(0.25, 0.03))  # misses, ~250 ms
+
     return {
         "uniform 0.1 ms-1 s": [rng.uniform(1e-4, 1.0) for _ in range(n)],
         "lognormal (median 11 ms)": [rng.lognormvariate(-4.5, 1.2) for _ in range(n)],
@@ -56,6 +58,7 @@ def exact_rank(ordered: list[float], q: float) -> float:
 
 
 # --- the methods: (make, add a record, merge into, quantile, serialized size) ---------------
+
 
 class Method:
     name = ""
@@ -142,6 +145,7 @@ class DDSketchMethod(Method):
 
     def make(self):
         from ddsketch import DDSketch
+
         return DDSketch(relative_accuracy=0.01)
 
     def add(self, sketch, record):
@@ -166,6 +170,7 @@ class FastDigest(Method):
 
     def make(self):
         from fastdigest import TDigest
+
         return TDigest()
 
     def add(self, sketch, record):
@@ -187,10 +192,12 @@ class KLL(Method):
 
     def make(self):
         from datasketches import kll_floats_sketch
+
         return kll_floats_sketch(200)
 
     def add(self, sketch, record):
         import numpy  # a dependency of datasketches; update() per value costs ~10x more
+
         sketch.update(numpy.array(record))
 
     def merge(self, into, other):
@@ -208,7 +215,7 @@ METHODS = [Exact(), ZibratoWorker(), ZibratoAdd(), DDSketchMethod(), FastDigest(
 
 
 def records_of(values: list[float]) -> list[list[float]]:
-    return [values[i:i + RECORD] for i in range(0, len(values), RECORD)]
+    return [values[i : i + RECORD] for i in range(0, len(values), RECORD)]
 
 
 def ingest(method: Method, records: list[list[float]]) -> tuple[object, float]:
@@ -261,8 +268,14 @@ def run(n: int, repeats: int) -> list[dict]:
             if isinstance(method, Exact):
                 merged.sort()
             merged_errors = errors(method, merged, ordered)
-            row = {"distribution": label, "method": method.name, "ns_per_value": c.median(times) * 1e9,
-                   "errors": one, "merged_errors": merged_errors, "size": method.size(sketch)}
+            row = {
+                "distribution": label,
+                "method": method.name,
+                "ns_per_value": c.median(times) * 1e9,
+                "errors": one,
+                "merged_errors": merged_errors,
+                "size": method.size(sketch),
+            }
             if isinstance(method, ZibratoWorker):
                 row["scale"] = method.scale(sketch)
                 row["bound"] = relative_error_of(row["scale"])
@@ -282,31 +295,69 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smoke run (100,000 values, 1 repeat)")
     args = parser.parse_args()
     n, repeats = (100_000, 1) if args.quick else (1_000_000, 3)
-    print(f"## Sketches\n\n{c.machine()}; {n:,} values per distribution, records of {RECORD:,}, "
-          f"median of {repeats} runs.\n")
+    print(
+        f"## Sketches\n\n{c.machine()}; {n:,} values per distribution, records of {RECORD:,}, "
+        f"median of {repeats} runs.\n"
+    )
     results = run(n, repeats)
     c.save_json("sketch" + ("-quick" if args.quick else ""), results)
     for label in dict.fromkeys(r["distribution"] for r in results):
         rows = [r for r in results if r["distribution"] == label]
         print(f"### {label}\n")
-        print(c.table(["method", "ns per value", "p50 error", "p90", "p99", "p99.9",
-                       "worst, merged from 8", "size (bytes)"],
-                      [[r["method"], r["ns_per_value"], *map(percent, r["errors"]),
-                        percent(max(r["merged_errors"])), r["size"]] for r in rows]))
+        print(
+            c.table(
+                ["method", "ns per value", "p50 error", "p90", "p99", "p99.9", "worst, merged from 8", "size (bytes)"],
+                [
+                    [
+                        r["method"],
+                        r["ns_per_value"],
+                        *map(percent, r["errors"]),
+                        percent(max(r["merged_errors"])),
+                        r["size"],
+                    ]
+                    for r in rows
+                ],
+            )
+        )
         print()
     zib = [r for r in results if r["method"] == ZibratoWorker.name]
     print("### zibrato.sketch per series (1 % asked: scale 6, bound 0.54 %)\n")
-    print(c.table(["distribution", "scale", "bound", "worst error (one / merged)", "buckets as JSON (bytes)",
-                   "traced memory (bytes)", "ddsketch traced (bytes)"],
-                  [[r["distribution"], r["scale"], percent(r["bound"]),
-                    f"{percent(max(r['errors']))} / {percent(max(r['merged_errors']))}", r["size"],
-                    r["traced"], next(d["traced"] for d in results if d["distribution"] == r["distribution"]
-                                      and d["method"] == DDSketchMethod.name)] for r in zib]))
+    print(
+        c.table(
+            [
+                "distribution",
+                "scale",
+                "bound",
+                "worst error (one / merged)",
+                "buckets as JSON (bytes)",
+                "traced memory (bytes)",
+                "ddsketch traced (bytes)",
+            ],
+            [
+                [
+                    r["distribution"],
+                    r["scale"],
+                    percent(r["bound"]),
+                    f"{percent(max(r['errors']))} / {percent(max(r['merged_errors']))}",
+                    r["size"],
+                    r["traced"],
+                    next(
+                        d["traced"]
+                        for d in results
+                        if d["distribution"] == r["distribution"] and d["method"] == DDSketchMethod.name
+                    ),
+                ]
+                for r in zib
+            ],
+        )
+    )
     worst = max(max(r["errors"] + r["merged_errors"]) / r["bound"] for r in zib)
     slowest = max(r["ns_per_value"] for r in zib)
-    print(f"\nzibrato.sketch: every quantile within its bound: {'yes' if worst <= 1 else '**no**'} "
-          f"(worst {worst:.0%} of the bound); at most 0.3 us per value in the worker: "
-          f"{'met' if slowest <= 300 else '**not met**'} ({slowest:.0f} ns at worst).\n")
+    print(
+        f"\nzibrato.sketch: every quantile within its bound: {'yes' if worst <= 1 else '**no**'} "
+        f"(worst {worst:.0%} of the bound); at most 0.3 us per value in the worker: "
+        f"{'met' if slowest <= 300 else '**not met**'} ({slowest:.0f} ns at worst).\n"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ and bytes per answer, for one page of the table (server-side paging and
 filtering, what the page uses) against the whole table in one answer (what a
 page filtering in the browser would have to fetch at every flush).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,10 @@ def per_flush(series: int, repeats: int) -> tuple[list, dict]:
         history.add(T0 + k, 1.0, summaries)
         add_s.append(time.perf_counter() - started)
     flush_ms, add_ms = c.median(flush_s) * 1e3, c.median(add_s) * 1e3
-    rows = [("Aggregator.flush (every worker)", f"{flush_ms:.1f}", "1.00"),
-            ("History.add (the web view's extra)", f"{add_ms:.1f}", f"{add_ms / flush_ms:.2f}")]
+    rows = [
+        ("Aggregator.flush (every worker)", f"{flush_ms:.1f}", "1.00"),
+        ("History.add (the web view's extra)", f"{add_ms:.1f}", f"{add_ms / flush_ms:.2f}"),
+    ]
     return rows, {"summaries": summaries, "flush_ms": flush_ms, "add_ms": add_ms}
 
 
@@ -76,11 +79,13 @@ def requests(summaries: list, repeats: int) -> list:
         history.add(T0 + k, 1.0, summaries)
     server = WebServer("127.0.0.1", 0, history).start()
     sid = series_id(summaries[1])
-    cases = [("one page of 100 rows (the page)", "api/series"),
-             ("filtered on the server, 1 match", "api/series?q=endpoint.04242"),
-             ("the whole table, 10 pages of 1000", None),
-             ("chart of a series, 60 intervals", f"api/chart?id={sid}"),
-             ("summary", "api/summary")]
+    cases = [
+        ("one page of 100 rows (the page)", "api/series"),
+        ("filtered on the server, 1 match", "api/series?q=endpoint.04242"),
+        ("the whole table, 10 pages of 1000", None),
+        ("chart of a series, 60 intervals", f"api/chart?id={sid}"),
+        ("summary", "api/summary"),
+    ]
     rows = []
     try:
         for label, path in cases:
@@ -110,8 +115,10 @@ def main() -> None:
     print(c.table(("work", "ms", "ratio to flush"), rows))
     intervals = 10 if args.quick else 60
     mib = memory(flushed["summaries"], intervals)
-    print(f"\n## Memory\n\nHistory of {intervals} intervals x {args.series:,} series: {mib:.1f} MiB traced "
-          f"({mib * 2**20 / (intervals * args.series):.0f} bytes per series and interval)\n")
+    print(
+        f"\n## Memory\n\nHistory of {intervals} intervals x {args.series:,} series: {mib:.1f} MiB traced "
+        f"({mib * 2**20 / (intervals * args.series):.0f} bytes per series and interval)\n"
+    )
     print("## Requests (real server on loopback, median ms)\n")
     print(c.table(("request", "ms", "KiB"), requests(flushed["summaries"], repeats)))
 

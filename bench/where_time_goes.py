@@ -15,6 +15,7 @@ into messages, msgpack, the PUSH socket), each stage timed alone in the
 thread's CPU time, before and after per-run grouping, then a cProfile of
 whole drains.
 """
+
 from __future__ import annotations
 
 import cProfile
@@ -66,6 +67,7 @@ def client(repeats: int = 9, n: int = 300_000) -> None:
             append((series, perf_counter() - start))
 
     from zibrato import Zibrato
+
     z = Zibrato("127.0.0.1", 1)  # nothing listens: the sender queues, as with the broker down
     real = z.time_me("info", "bench.time_me")(noop)
     real()
@@ -103,6 +105,7 @@ def worker(n_frames: int = 2_000) -> None:
     from zibrato import protocol
     from zibrato.backends.console import Console
     from zibrato.worker import Worker
+
     records = [("t", f"bench.t.{i}", [0.01 * i], None, ("host:bench",)) for i in range(100)]
     frame = protocol.encode("info", time.time(), records)
     backend = Worker(Console(stream=io.StringIO()), self_level=None)
@@ -125,12 +128,13 @@ def calls(n: int = 200_000) -> None:
     the shares, not the absolute times.
     """
     from zibrato import Zibrato
+
     z = Zibrato("127.0.0.1", 1)  # nothing listens
     z.count("info", "warm")
     statements = {
         "with z.Time_me('info', 'bench.Time_me'): pass": "for _ in range(n):\n"
-                                                        "    with z.Time_me('info', 'bench.Time_me'):\n"
-                                                        "        pass",
+        "    with z.Time_me('info', 'bench.Time_me'):\n"
+        "        pass",
         "z.count('info', 'bench.count')": "for _ in range(n):\n    z.count('info', 'bench.count')",
     }
     for label, code in statements.items():

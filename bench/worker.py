@@ -19,6 +19,7 @@ carries a sketch built at flush). Peak traced Python allocations
 (``tracemalloc``) during ingest and flush, the growth of the process's peak
 RSS (``VmHWM`` reset just before ingest, minus ``VmRSS`` then), and the flush time (measured again without tracemalloc).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,8 +88,14 @@ def ingest_rates(repeats: int, target: int) -> list[dict]:
                 protocol.decode_plain(frame)  # what ingest decodes with
             decode_share.append((time.process_time() - start) / elapsed)
         assert b.figures_["malformed"] == 0
-        results.append({"shape": label, "rate": c.median(rates), "decode_share": c.median(decode_share),
-                        "measurements": measurements})
+        results.append(
+            {
+                "shape": label,
+                "rate": c.median(rates),
+                "decode_share": c.median(decode_share),
+                "measurements": measurements,
+            }
+        )
     return results
 
 
@@ -101,6 +108,7 @@ MEMORY_CASES = [
 def memory_child(series: int, per_series: int, traced: bool) -> dict:
     """In a fresh process: ingest 1M timer values in one interval, flush; report memory and times."""
     import tracemalloc
+
     rng = random.Random(2)
     chunk = min(per_series, 10_000)  # the client sends at most `batch` (10,000) values a record
     batch = []
@@ -116,6 +124,7 @@ def memory_child(series: int, per_series: int, traced: bool) -> dict:
     b = backend()
     del records
     import gc
+
     gc.collect()
     reset = _reset_peak_rss()
     rss_before = _status_kb("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -132,8 +141,14 @@ def memory_child(series: int, per_series: int, traced: bool) -> dict:
     peak = tracemalloc.get_traced_memory()[1] if traced else None
     rss_after = _status_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert sum(s["count"] for s in summaries) == series * per_series
-    return {"ingest_s": ingest, "flush_s": flush, "traced_peak": peak, "values_held": held,
-            "rss_growth": (rss_after - rss_before) * 1024, "summaries": len(summaries)}
+    return {
+        "ingest_s": ingest,
+        "flush_s": flush,
+        "traced_peak": peak,
+        "values_held": held,
+        "rss_growth": (rss_after - rss_before) * 1024,
+        "summaries": len(summaries),
+    }
 
 
 def _reset_peak_rss() -> bool:
@@ -157,18 +172,28 @@ def _status_kb(field: str) -> int:
 def memory(repeats: int) -> list[dict]:
     out = []
     for label, series, per_series in MEMORY_CASES:
+
         def child(traced: bool) -> dict:
-            code = (f"import sys; sys.path.insert(0, {str(c.BENCH)!r}); import json, worker; "
-                    f"print(json.dumps(worker.memory_child({series}, {per_series}, {traced})))")
+            code = (
+                f"import sys; sys.path.insert(0, {str(c.BENCH)!r}); import json, worker; "
+                f"print(json.dumps(worker.memory_child({series}, {per_series}, {traced})))"
+            )
             done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
             return json.loads(done.stdout.splitlines()[-1])
+
         traced = child(True)
         # quick: the traced run's times (tracemalloc slows them) instead of separate runs
         timed = [child(False) for _ in range(repeats)] if repeats else [traced]
-        out.append({"case": label, "traced_peak": traced["traced_peak"], "values_held": traced["values_held"],
-                    "rss_growth": c.median(t["rss_growth"] for t in timed),
-                    "flush_s": c.median(t["flush_s"] for t in timed),
-                    "ingest_rate": c.median(series * per_series / t["ingest_s"] for t in timed)})
+        out.append(
+            {
+                "case": label,
+                "traced_peak": traced["traced_peak"],
+                "values_held": traced["values_held"],
+                "rss_growth": c.median(t["rss_growth"] for t in timed),
+                "flush_s": c.median(t["flush_s"] for t in timed),
+                "ingest_rate": c.median(series * per_series / t["ingest_s"] for t in timed),
+            }
+        )
     return out
 
 
@@ -182,19 +207,43 @@ def main() -> None:
     mem = memory(0 if args.quick else 3)
     c.save_json("worker" + ("-quick" if args.quick else ""), {"ingest": rates, "memory": mem})
     print("### Aggregation ceiling (Worker.ingest: decode + validate + aggregate, one core)\n")
-    print(c.table(["frame shape", "measurements/s", "share of the time in decoding (protocol.decode_plain)"],
-                  [[r["shape"], r["rate"], f"{r['decode_share']:.0%}"] for r in rates]))
+    print(
+        c.table(
+            ["frame shape", "measurements/s", "share of the time in decoding (protocol.decode_plain)"],
+            [[r["shape"], r["rate"], f"{r['decode_share']:.0%}"] for r in rates],
+        )
+    )
     print("\n### 1M timer values in one interval (fresh process per case)\n")
-    print(c.table(["case", "ingest (measurements/s)", "flush (ms)", "values + buckets held",
-                   "tracemalloc peak (MB)",
-                   "peak RSS growth (MB)"],
-                  [[m["case"], m["ingest_rate"], m["flush_s"] * 1e3, m["values_held"], m["traced_peak"] / 1e6,
-                    m["rss_growth"] / 1e6] for m in mem]))
+    print(
+        c.table(
+            [
+                "case",
+                "ingest (measurements/s)",
+                "flush (ms)",
+                "values + buckets held",
+                "tracemalloc peak (MB)",
+                "peak RSS growth (MB)",
+            ],
+            [
+                [
+                    m["case"],
+                    m["ingest_rate"],
+                    m["flush_s"] * 1e3,
+                    m["values_held"],
+                    m["traced_peak"] / 1e6,
+                    m["rss_growth"] / 1e6,
+                ]
+                for m in mem
+            ],
+        )
+    )
     low = min(rates, key=lambda r: r["rate"])
     met = low["rate"] >= 1_000_000
-    print(f"\nTarget 'a worker aggregating at least 1M measurements per second': "
-          f"{'met in every shape' if met else '**not met** in every shape'} "
-          f"(lowest: {low['rate']:,.0f}/s, {low['shape']}).\n")
+    print(
+        f"\nTarget 'a worker aggregating at least 1M measurements per second': "
+        f"{'met in every shape' if met else '**not met** in every shape'} "
+        f"(lowest: {low['rate']:,.0f}/s, {low['shape']}).\n"
+    )
 
 
 if __name__ == "__main__":

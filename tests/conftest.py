@@ -4,6 +4,7 @@
 random loopback port, whose helpers decode what arrives and wait for it by
 polling with a timeout, so a lost message fails the test instead of hanging it.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -35,32 +36,42 @@ class Flat(NamedTuple):
 
 def flatten(batch: protocol.Batch) -> list[Flat]:
     """A decoded message as one tuple per measurement, in the order sent."""
-    return [Flat(batch.level, record.type, record.name, value, record.source, tuple(record.tags))
-            for record in batch.records for value in record.values]
+    return [
+        Flat(batch.level, record.type, record.name, value, record.source, tuple(record.tags))
+        for record in batch.records
+        for value in record.values
+    ]
 
 
 def flatten_raw(frame: bytes) -> list[Flat]:
     """A message flattened without the protocol decoder (for 1.1 records it may not know yet)."""
     import msgpack
+
     level, _, payload = frame.partition(protocol.LEVEL_TERMINATOR)
     _version, _time, records = msgpack.unpackb(payload, raw=False)
-    return [Flat(level.decode(), record[0], record[1], value, record[3], tuple(record[4]))
-            for record in records for value in record[2]]
+    return [
+        Flat(level.decode(), record[0], record[1], value, record[3], tuple(record[4]))
+        for record in records
+        for value in record[2]
+    ]
 
 
 def select(records: list[Flat], name: str | None = None, **fields) -> list[Flat]:
     """The records with this name (and every other field given equal)."""
-    return [r for r in records
-            if (name is None or r.name == name)
-            and all(getattr(r, field) == wanted for field, wanted in fields.items())]
+    return [
+        r
+        for r in records
+        if (name is None or r.name == name) and all(getattr(r, field) == wanted for field, wanted in fields.items())
+    ]
 
 
 def values_of(records: list[Flat], name: str, **fields) -> list[float]:
     return [r.value for r in select(records, name, **fields)]
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = RECEIVE_TIMEOUT,
-               interval: float = 0.005, message: str = "condition") -> None:
+def wait_until(
+    condition: Callable[[], bool], timeout: float = RECEIVE_TIMEOUT, interval: float = 0.005, message: str = "condition"
+) -> None:
     """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not condition():
@@ -114,8 +125,9 @@ class BrokerPull:
             self.socket.close(linger=0)
             self.socket = None
 
-    def receive_until(self, predicate: Callable[[list[Flat]], bool],
-                      timeout: float = RECEIVE_TIMEOUT, what: str = "measurements") -> list[Flat]:
+    def receive_until(
+        self, predicate: Callable[[list[Flat]], bool], timeout: float = RECEIVE_TIMEOUT, what: str = "measurements"
+    ) -> list[Flat]:
         """Receive until ``predicate(all records so far)`` holds; fail after ``timeout``."""
         assert self.socket is not None, "the broker is closed"
         deadline = time.monotonic() + timeout
@@ -123,17 +135,21 @@ class BrokerPull:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 summary = sorted({(r.level, r.type, r.name) for r in self.records})
-                pytest.fail(f"timed out after {timeout} s waiting for {what}; "
-                            f"received {len(self.records)} measurements: {summary}")
+                pytest.fail(
+                    f"timed out after {timeout} s waiting for {what}; "
+                    f"received {len(self.records)} measurements: {summary}"
+                )
             if self.socket.poll(max(1, int(min(remaining, 0.1) * 1000)), zmq.POLLIN):
                 self._receive_available()
         return self.records
 
-    def receive_count(self, count: int, name: str | None = None, timeout: float = RECEIVE_TIMEOUT,
-                      **fields) -> list[Flat]:
+    def receive_count(
+        self, count: int, name: str | None = None, timeout: float = RECEIVE_TIMEOUT, **fields
+    ) -> list[Flat]:
         """Receive until at least ``count`` measurements (with this name) have arrived."""
-        self.receive_until(lambda records: len(select(records, name, **fields)) >= count,
-                           timeout, what=f"{count} x {name or 'any'}")
+        self.receive_until(
+            lambda records: len(select(records, name, **fields)) >= count, timeout, what=f"{count} x {name or 'any'}"
+        )
         return select(self.records, name, **fields)
 
     def settle(self, client: Zibrato, timeout: float = RECEIVE_TIMEOUT, raw: bool = False) -> list[Flat]:
@@ -151,8 +167,9 @@ class BrokerPull:
         marker = next(_sentinel_values)
         client.gauge("sentinel", SENTINEL, marker)
         assert client.flush(timeout), "flush() timed out"
-        self.receive_until(lambda records: any(r.name == SENTINEL and r.value == marker
-                                               for r in records), timeout, what="the sentinel")
+        self.receive_until(
+            lambda records: any(r.name == SENTINEL and r.value == marker for r in records), timeout, what="the sentinel"
+        )
         return self.measurements()
 
     def measurements(self) -> list[Flat]:

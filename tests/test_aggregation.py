@@ -1,4 +1,5 @@
 """zibrato.aggregation against references from the statistics module and a plain nearest rank."""
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,7 @@ def add_in_batches(agg, type_, name, values, sizes=(1, 7, 100), source=None, tag
     for n in _cycle(sizes):
         if i >= len(values):
             break
-        agg.add(type_, name, source, tags, tuple(values[i:i + n]))
+        agg.add(type_, name, source, tags, tuple(values[i : i + n]))
         i += n
 
 
@@ -60,8 +61,16 @@ def test_counter_sums_values_counts_measurements_and_rates_per_second():
     agg.add("c", "hits", None, (), (2, 3))
     agg.add("c", "hits", None, (), (0.5,))
     s = only(agg.flush(T, 10.0))
-    expect(s) == {"time": T, "type": "counter", "name": "hits", "source": None, "tags": [],
-                  "value": 6.5, "count": 4, "rate": 0.65}
+    expect(s) == {
+        "time": T,
+        "type": "counter",
+        "name": "hits",
+        "source": None,
+        "tags": [],
+        "value": 6.5,
+        "count": 4,
+        "rate": 0.65,
+    }
     expect(isinstance(s["value"], float)) == True
 
 
@@ -78,21 +87,34 @@ def test_gauge_keeps_last_value_and_min_max_sum_count():
     agg.add("g", "depth", None, (), (-7, 0))
     agg.add("g", "depth", None, (), (2,))
     s = only(agg.flush(T, 10.0))
-    expect(s) == {"time": T, "type": "gauge", "name": "depth", "source": None, "tags": [],
-                  "value": 2, "count": 4, "min": -7, "max": 5, "sum": 0}
+    expect(s) == {
+        "time": T,
+        "type": "gauge",
+        "name": "depth",
+        "source": None,
+        "tags": [],
+        "value": 2,
+        "count": 4,
+        "min": -7,
+        "max": 5,
+        "sum": 0,
+    }
 
 
-@pytest.mark.parametrize("records, expected", [
-    # all negative: a max that starts at 0 would be wrong
-    ([(-3,), (-1,), (-2,)], {"value": -2, "min": -3, "max": -1, "sum": -6, "count": 3}),
-    ([(-3, -1), (-2, -5)], {"value": -5, "min": -5, "max": -1, "sum": -11, "count": 4}),
-    # all positive: a min that starts at 0 would be wrong
-    ([(3,), (1.5,), (2,)], {"value": 2, "min": 1.5, "max": 3, "sum": 6.5, "count": 3}),
-    # zero as the last value, the maximum and the minimum
-    ([(-5,), (0,)], {"value": 0, "min": -5, "max": 0, "sum": -5, "count": 2}),
-    ([(5,), (0,), (3,)], {"value": 3, "min": 0, "max": 5, "sum": 8, "count": 3}),
-    ([(0,), (0,)], {"value": 0, "min": 0, "max": 0, "sum": 0, "count": 2}),
-])
+@pytest.mark.parametrize(
+    "records, expected",
+    [
+        # all negative: a max that starts at 0 would be wrong
+        ([(-3,), (-1,), (-2,)], {"value": -2, "min": -3, "max": -1, "sum": -6, "count": 3}),
+        ([(-3, -1), (-2, -5)], {"value": -5, "min": -5, "max": -1, "sum": -11, "count": 4}),
+        # all positive: a min that starts at 0 would be wrong
+        ([(3,), (1.5,), (2,)], {"value": 2, "min": 1.5, "max": 3, "sum": 6.5, "count": 3}),
+        # zero as the last value, the maximum and the minimum
+        ([(-5,), (0,)], {"value": 0, "min": -5, "max": 0, "sum": -5, "count": 2}),
+        ([(5,), (0,), (3,)], {"value": 3, "min": 0, "max": 5, "sum": 8, "count": 3}),
+        ([(0,), (0,)], {"value": 0, "min": 0, "max": 0, "sum": 0, "count": 2}),
+    ],
+)
 def test_gauge_extremes_with_negative_values_and_zero(records, expected):
     agg = Aggregator()
     for values in records:
@@ -105,9 +127,16 @@ def test_gauge_extremes_with_negative_values_and_zero(records, expected):
 
 
 def timer_reference(values, percentiles=(50, 90, 95, 99)):
-    ref = {"count": len(values), "sum": math.fsum(values), "sum_squares": math.fsum(x * x for x in values),
-           "min": min(values), "max": max(values), "mean": statistics.fmean(values),
-           "median": statistics.median(values), "stddev": statistics.pstdev(values)}
+    ref = {
+        "count": len(values),
+        "sum": math.fsum(values),
+        "sum_squares": math.fsum(x * x for x in values),
+        "min": min(values),
+        "max": max(values),
+        "mean": statistics.fmean(values),
+        "median": statistics.median(values),
+        "stddev": statistics.pstdev(values),
+    }
     ref.update({percentile_key(p): reference_rank(values, p) for p in percentiles})
     return ref
 
@@ -185,7 +214,12 @@ def test_configured_percentiles_give_one_key_each_by_nearest_rank():
     s = only(agg.flush(T, 10.0))
     # 999, not 1000: the rank of 99.9 in 1000 values is exactly 999
     expect({k: v for k, v in s.items() if k.startswith("p")}) == {
-        "p50": 500, "p90": 900, "p95": 950, "p99": 990, "p99_9": 999}
+        "p50": 500,
+        "p90": 900,
+        "p95": 950,
+        "p99": 990,
+        "p99_9": 999,
+    }
     expect(s["p99_9"] == s["max"] or s["p99_9"] == s["p99"]) == False
 
 
@@ -217,10 +251,20 @@ def test_duplicate_percentiles_give_one_key():
     expect([k for k in s if k.startswith("p")]) == ["p99", "p50"]
 
 
-@pytest.mark.parametrize("p, key", [
-    (50, "p50"), (95.0, "p95"), (99, "p99"), (99.9, "p99_9"), (99.99, "p99_99"),
-    (100, "p100"), (0.1, "p0_1"), (12.5, "p12_5"), (1e-05, "p0_00001"),
-])
+@pytest.mark.parametrize(
+    "p, key",
+    [
+        (50, "p50"),
+        (95.0, "p95"),
+        (99, "p99"),
+        (99.9, "p99_9"),
+        (99.99, "p99_99"),
+        (100, "p100"),
+        (0.1, "p0_1"),
+        (12.5, "p12_5"),
+        (1e-05, "p0_00001"),
+    ],
+)
 def test_percentile_key_examples(p, key):
     expect(percentile_key(p)) == key
 
@@ -241,7 +285,7 @@ def test_nearest_rank_matches_the_reference():
 
 def test_nearest_rank_is_not_fooled_by_float_rounding():
     values = list(range(1, 1001))
-    expect(nearest_rank(values, 99.9)) == 999   # naive ceil(0.999 * 1000) gives 1000
+    expect(nearest_rank(values, 99.9)) == 999  # naive ceil(0.999 * 1000) gives 1000
     expect(nearest_rank(list(range(1, 101)), 7)) == 7  # naive ceil(0.07 * 100) gives 8
 
 
@@ -285,15 +329,28 @@ def test_series_are_separated_by_type_source_and_tags():
     summaries = agg.flush(T, 1.0)
     got = {(s["type"], s["source"], tuple(s["tags"])): s["value"] for s in summaries}
     expect(got) == {
-        ("counter", None, ()): 1, ("counter", "web1", ()): 2, ("counter", "web2", ()): 4,
-        ("counter", "web1", ("env:prod",)): 108, ("counter", "web1", ("env:prod", "az:b")): 16,
-        ("counter", "web1", ("env:dev",)): 32, ("gauge", None, ()): 64}
+        ("counter", None, ()): 1,
+        ("counter", "web1", ()): 2,
+        ("counter", "web2", ()): 4,
+        ("counter", "web1", ("env:prod",)): 108,
+        ("counter", "web1", ("env:prod", "az:b")): 16,
+        ("counter", "web1", ("env:dev",)): 32,
+        ("gauge", None, ()): 64,
+    }
     expect(all(isinstance(s["tags"], list) for s in summaries)) == True
 
 
 def test_output_is_sorted_by_type_name_source_and_tags():
-    records = [("t", "b", None, ()), ("c", "b", "x", ()), ("c", "b", None, ()), ("g", "a", None, ()),
-               ("c", "a", "y", ("k:2",)), ("c", "a", "y", ("k:1",)), ("c", "a", "y", ()), ("t", "a", "z", ())]
+    records = [
+        ("t", "b", None, ()),
+        ("c", "b", "x", ()),
+        ("c", "b", None, ()),
+        ("g", "a", None, ()),
+        ("c", "a", "y", ("k:2",)),
+        ("c", "a", "y", ("k:1",)),
+        ("c", "a", "y", ()),
+        ("t", "a", "z", ()),
+    ]
     outputs = []
     for seed in range(4):
         shuffled = records[:]
@@ -304,9 +361,15 @@ def test_output_is_sorted_by_type_name_source_and_tags():
         outputs.append(agg.flush(T, 10.0))
     order = [(s["type"], s["name"], s["source"], tuple(s["tags"])) for s in outputs[0]]
     expect(order) == [
-        ("counter", "a", "y", ()), ("counter", "a", "y", ("k:1",)), ("counter", "a", "y", ("k:2",)),
-        ("counter", "b", None, ()), ("counter", "b", "x", ()), ("gauge", "a", None, ()),
-        ("timer", "a", "z", ()), ("timer", "b", None, ())]
+        ("counter", "a", "y", ()),
+        ("counter", "a", "y", ("k:1",)),
+        ("counter", "a", "y", ("k:2",)),
+        ("counter", "b", None, ()),
+        ("counter", "b", "x", ()),
+        ("gauge", "a", None, ()),
+        ("timer", "a", "z", ()),
+        ("timer", "b", None, ()),
+    ]
     expect(all(out == outputs[0] for out in outputs)) == True
 
 
@@ -462,8 +525,11 @@ def test_sketches_of_two_aggregators_merge_into_the_sketch_of_one():
     add_in_batches(first, "t", "t", values[::2])
     add_in_batches(second, "t", "t", values[1::2])
     whole = only(one.flush(T, 10.0))["sketch"]
-    merged = Sketch.from_dict(only(first.flush(T, 10.0))["sketch"]).merge(
-        Sketch.from_dict(only(second.flush(T, 10.0))["sketch"])).to_dict()
+    merged = (
+        Sketch.from_dict(only(first.flush(T, 10.0))["sketch"])
+        .merge(Sketch.from_dict(only(second.flush(T, 10.0))["sketch"]))
+        .to_dict()
+    )
     expect({k: v for k, v in merged.items() if k != "sum"}) == {k: v for k, v in whole.items() if k != "sum"}
     assert close(merged["sum"], whole["sum"], rel=1e-12)
 
@@ -480,8 +546,9 @@ def test_an_exact_series_also_carries_its_sketch():
 
 def test_a_counter_weight_multiplies_its_values_and_count():
     agg = Aggregator()
-    agg.add_records([("c", "miss", (1, 1), None, (), 10), ("c", "miss", (0.5,), None, ()),
-                     ("c", "miss", (2,), None, (), None)])
+    agg.add_records(
+        [("c", "miss", (1, 1), None, (), 10), ("c", "miss", (0.5,), None, ()), ("c", "miss", (2,), None, (), None)]
+    )
     s = only(agg.flush(T, 10.0))
     expect((s["value"], s["count"], s["rate"])) == (22.5, 22, 2.25)
 
@@ -492,7 +559,7 @@ def test_a_timer_weight_counts_each_value_as_that_many_observations():
     s = only(agg.flush(T, 10.0))
     expect((s["count"], s["exact"], s["min"], s["max"])) == (21, False, 0.1, 0.4)
     assert close(s["sum"], 3.4)
-    assert close(s["sum_squares"], 0.1 ** 2 * 10 + 0.2 ** 2 * 10 + 0.4 ** 2)
+    assert close(s["sum_squares"], 0.1**2 * 10 + 0.2**2 * 10 + 0.4**2)
     expect(s["sketch"]["count"]) == 21
     assert abs(s["p50"] - 0.2) <= 0.01 * 0.2  # 10 of 21 at 0.1: rank 11 is 0.2
     assert abs(s["p90"] - 0.2) <= 0.01 * 0.2  # rank 19 of 21
@@ -510,13 +577,20 @@ def test_gauges_and_sets_ignore_weights():
 
 def test_histograms_summarise_like_timers_and_their_unit_is_part_of_the_series():
     agg = Aggregator()
-    agg.add_records([("h", "size", (5120, 880), "api", (), None, "bytes"),
-                     ("h", "size", (1,), "api", (), None, "kB"),
-                     ("h", "size", (2, -3), "api", ()),
-                     ("h", "size", (100,), "api", (), 1, "bytes")])
+    agg.add_records(
+        [
+            ("h", "size", (5120, 880), "api", (), None, "bytes"),
+            ("h", "size", (1,), "api", (), None, "kB"),
+            ("h", "size", (2, -3), "api", ()),
+            ("h", "size", (100,), "api", (), 1, "bytes"),
+        ]
+    )
     summaries = agg.flush(T, 10.0)
     expect([(s["type"], s["unit"], s["count"]) for s in summaries]) == [
-        ("histogram", None, 2), ("histogram", "bytes", 3), ("histogram", "kB", 1)]
+        ("histogram", None, 2),
+        ("histogram", "bytes", 3),
+        ("histogram", "kB", 1),
+    ]
     expect_timer_matches({k: v for k, v in summaries[1].items() if k != "unit"}, [5120, 880, 100])
     expect(summaries[0]["sketch"]["negative"]) == {"offset": 101, "counts": [1]}  # -3 in (2**1.578..]
     expect(summaries[0]["min"]) == -3
@@ -536,8 +610,9 @@ def test_sets_count_unique_members_exactly_then_estimate():
 
 def test_extended_and_plain_records_mix_in_one_message():
     agg = Aggregator()
-    count = agg.add_records([("t", "t", (0.5,), None, ()), ("t", "t", (0.25,), None, (), None),
-                             ("t", "t", (1.0,), None, (), None, None)])
+    count = agg.add_records(
+        [("t", "t", (0.5,), None, ()), ("t", "t", (0.25,), None, (), None), ("t", "t", (1.0,), None, (), None, None)]
+    )
     expect(count) == 3
     s = only(agg.flush(T, 10.0))
     expect((s["count"], s["exact"], s["median"])) == (3, True, 0.5)
@@ -565,8 +640,7 @@ def test_idle_series_are_reported_as_gostatsd_does_until_they_expire():
         c, g, h, s, t = agg.flush(later, 10.0)
         expect((c["value"], c["count"], c["rate"])) == (0.0, 0, 0.0)
         expect((g["value"], g["count"])) == (5, 0)
-        expect((t["count"], t["exact"], "p50" in t, "sketch" in t, "median" in t)) == (0, True, False, False,
-                                                                                      False)
+        expect((t["count"], t["exact"], "p50" in t, "sketch" in t, "median" in t)) == (0, True, False, False, False)
         expect((h["count"], h["unit"])) == (0, "rows")
         expect((s["value"], s["exact"])) == (0, True)
         expect({x["time"] for x in (c, g, h, s, t)}) == {later}
@@ -587,11 +661,14 @@ def test_expiry_per_kind_overrides_the_default():
     expect(agg.flush(T + 40, 10.0)) == []
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("0", dict.fromkeys(("counter", "gauge", "timer", "histogram", "set"), 0.0)),
-    ("gauge=60,300", {"counter": 300.0, "gauge": 60.0, "timer": 300.0, "histogram": 300.0, "set": 300.0}),
-    ({"set": 5}, {"counter": 0.0, "gauge": 0.0, "timer": 0.0, "histogram": 0.0, "set": 5.0}),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0", dict.fromkeys(("counter", "gauge", "timer", "histogram", "set"), 0.0)),
+        ("gauge=60,300", {"counter": 300.0, "gauge": 60.0, "timer": 300.0, "histogram": 300.0, "set": 300.0}),
+        ({"set": 5}, {"counter": 0.0, "gauge": 0.0, "timer": 0.0, "histogram": 0.0, "set": 5.0}),
+    ],
+)
 def test_parse_expire(text, expected):
     expect(parse_expire(text)) == expected
 
@@ -620,6 +697,7 @@ def test_overflowing_sums_drop_the_series_interval_and_count_it():
     expect(agg.non_finite_dropped) == 5
     expect(sorted(agg.last_non_finite)) == ["big", "gauge", "histo", "nan", "timer"]
     import json
+
     json.dumps(summaries, allow_nan=False)  # valid JSON
 
 

@@ -3,6 +3,7 @@
 Every numeric flag has a range: a value out of it, NaN or infinity is a usage
 error (exit 2) that names the flag, never a daemon that spins or waits forever.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -65,13 +66,13 @@ def test_every_command_explains_itself(command):
 
 def test_worker_help_lists_the_shared_flags_and_the_series_rules():
     shown = CliRunner().invoke(group, ["console", "--help"]).output
-    for flag in ("--levels", "--flush", "--percentiles", "--keep", "--drop", "--drop-tags",
-                 "--stop-timeout"):
+    for flag in ("--levels", "--flush", "--percentiles", "--keep", "--drop", "--drop-tags", "--stop-timeout"):
         expect(shown).contains(flag)
 
 
 def test_a_token_file_with_a_bom_and_whitespace_gives_the_bare_token(tmp_path):
     from zibrato.cli.librato import _token
+
     path = tmp_path / "token"
     path.write_bytes("\ufefftok-123\r\n".encode("utf-8"))
     expect(_token(None, path)) == "tok-123"
@@ -81,8 +82,9 @@ def test_a_token_file_with_a_bom_and_whitespace_gives_the_bare_token(tmp_path):
 def test_a_token_http_basic_auth_cannot_send_is_a_startup_usage_error(tmp_path, token):
     path = tmp_path / "token"
     path.write_text(token, encoding="utf-8")
-    result = CliRunner().invoke(group, ["librato", "--username", "ops@example.com",
-                                        "--apitoken-file", str(path)], prog_name="zibrato")
+    result = CliRunner().invoke(
+        group, ["librato", "--username", "ops@example.com", "--apitoken-file", str(path)], prog_name="zibrato"
+    )
     expect(result.exit_code) == 2
     expect(result.output).contains("API token")
     expect(result.output).does_not_contain(token)

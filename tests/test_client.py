@@ -1,4 +1,5 @@
 """The client against a real ZeroMQ PULL socket standing in for the broker (see conftest.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,8 @@ from expecter import expect
 import zibrato.client
 import zibrato.instruments
 import zibrato.sender
-from zibrato import Zibrato
 from conftest import Flat, select, values_of, wait_until
+from zibrato import Zibrato
 
 # Timed code waits on an Event with a timeout: a wait on a condition, never a sleep.
 WAIT = 0.05
@@ -34,6 +35,7 @@ def pause(seconds: float = WAIT) -> None:
 
 # --- the instruments ------------------------------------------------------------
 
+
 def test_direct_calls_produce_exact_records(broker_pull, make_client):
     z = make_client()
     z.count("info", "signups")
@@ -44,13 +46,15 @@ def test_direct_calls_produce_exact_records(broker_pull, make_client):
 
     records = broker_pull.settle(z)
 
-    expect(sorted(records)) == sorted([
-        Flat("info", "c", "signups", 1, None, ()),
-        Flat("info", "c", "signups", 3, None, ()),
-        Flat("debug", "g", "queue.depth", 0, None, ()),
-        Flat("debug", "g", "queue.depth", -2.5, None, ()),
-        Flat("info", "t", "db.query", 0.125, None, ()),
-    ])
+    expect(sorted(records)) == sorted(
+        [
+            Flat("info", "c", "signups", 1, None, ()),
+            Flat("info", "c", "signups", 3, None, ()),
+            Flat("debug", "g", "queue.depth", 0, None, ()),
+            Flat("debug", "g", "queue.depth", -2.5, None, ()),
+            Flat("info", "t", "db.query", 0.125, None, ()),
+        ]
+    )
     # values of one series keep their order
     expect(values_of(records, "queue.depth")) == [0, -2.5]
 
@@ -68,15 +72,15 @@ def test_gauge_of_zero_is_sent_as_zero(broker_pull, make_client):
 
 def test_integers_beyond_64_bits_travel_as_floats_and_lose_nothing_else(broker_pull, make_client):
     z = make_client()
-    z.count("info", "big", 2 ** 64)  # msgpack carries -2**63 .. 2**64-1 as integers
-    z.count("info", "big", 2 ** 64 - 1)
-    z.gauge("info", "small", -(2 ** 63) - 1)
+    z.count("info", "big", 2**64)  # msgpack carries -2**63 .. 2**64-1 as integers
+    z.count("info", "big", 2**64 - 1)
+    z.gauge("info", "small", -(2**63) - 1)
     z.count("info", "ordinary", 3)
 
     records = broker_pull.settle(z)
 
-    expect(values_of(records, "big")) == [float(2 ** 64), 2 ** 64 - 1]
-    expect(values_of(records, "small")) == [float(-(2 ** 63) - 1)]
+    expect(values_of(records, "big")) == [float(2**64), 2**64 - 1]
+    expect(values_of(records, "small")) == [float(-(2**63) - 1)]
     expect(values_of(records, "ordinary")) == [3]
     expect(z.dropped) == 0
 
@@ -172,12 +176,13 @@ def test_client_source_and_tags_apply_and_per_call_ones_override_and_merge(broke
     by_name = {r.name: r for r in broker_pull.settle(z)}
 
     expect((by_name["plain"].source, by_name["plain"].tags)) == ("web-1", ("env:prod", "region:eu"))
-    expect((by_name["other.source"].source, by_name["other.source"].tags)) == (
-        "worker-7", ("env:prod", "region:eu"))
+    expect((by_name["other.source"].source, by_name["other.source"].tags)) == ("worker-7", ("env:prod", "region:eu"))
     expect(by_name["more.tags"].tags) == ("env:prod", "region:eu", "role:api")
     expect(by_name["mapping.tags"].tags) == ("env:prod", "region:eu", "shard:3")
     expect((by_name["decorated"].source, by_name["decorated"].tags)) == (
-        "cron", ("env:prod", "job:nightly", "region:eu"))
+        "cron",
+        ("env:prod", "job:nightly", "region:eu"),
+    )
     expect((by_name["block"].source, by_name["block"].tags)) == ("web-1", ("env:prod", "region:eu", "step:load"))
 
 
@@ -188,8 +193,7 @@ def test_decorators_keep_the_function_identity(make_client):
         """Adds."""
         return a + b
 
-    for decorate in (z.time_me("info", "x"), z.count_me("info", "x"), z.Time_me("info", "x"),
-                     z.Count_me("info", "x")):
+    for decorate in (z.time_me("info", "x"), z.count_me("info", "x"), z.Time_me("info", "x"), z.Count_me("info", "x")):
         wrapped = decorate(original)
         expect(wrapped.__name__) == "original"
         expect(wrapped.__doc__) == "Adds."
@@ -236,6 +240,7 @@ def test_decorated_methods_receive_self(broker_pull, make_client):
 
 # --- timers ---------------------------------------------------------------------------
 
+
 def test_timer_records_seconds_from_perf_counter(broker_pull, make_client, monkeypatch):
     z = make_client()
     expect(zibrato.instruments._perf_counter is time.perf_counter) == True  # the clock timers read...
@@ -273,8 +278,7 @@ def test_timer_measures_real_elapsed_seconds(broker_pull, make_client):
         expect(elapsed) < 5  # seconds, not milliseconds
 
 
-def test_timer_records_when_the_function_raises_and_the_exception_propagates_untouched(
-        broker_pull, make_client):
+def test_timer_records_when_the_function_raises_and_the_exception_propagates_untouched(broker_pull, make_client):
     z = make_client()
     error = KeyError("boom")
 
@@ -326,6 +330,7 @@ def test_async_function_is_timed_over_the_awaited_run(broker_pull, make_client):
     async def block():
         async with z.Time_me("info", "async.block"):
             await asyncio.sleep(WAIT)
+
     asyncio.run(block())
 
     records = broker_pull.settle(z)
@@ -412,6 +417,7 @@ def test_a_generator_left_early_is_an_ok_outcome(broker_pull, make_client):
 
 # --- outcome tags --------------------------------------------------------------------
 
+
 def test_outcome_tags_sync_timers_and_counters(broker_pull, make_client):
     z = make_client(tags=["env:test"])
 
@@ -457,8 +463,9 @@ def test_outcome_tags_async_timers_and_counters(broker_pull, make_client):
 
     records = broker_pull.settle(z)
     for name in ("aop.time", "aop.count"):
-        expect(sorted(r.tags for r in select(records, name))) == sorted([
-            ("outcome:ok",), ("error:ValueError", "outcome:error")])
+        expect(sorted(r.tags for r in select(records, name))) == sorted(
+            [("outcome:ok",), ("error:ValueError", "outcome:error")]
+        )
 
 
 def test_without_outcome_no_outcome_tags(broker_pull, make_client):
@@ -483,7 +490,7 @@ MISUSE = {
     "level with a comma": (ValueError, lambda z: z.Time_me("a,b", "x")),
     "level with a NUL": (ValueError, lambda z: z.Count_me("info\x00", "x")),
     "level too long": (ValueError, lambda z: z.time_me("l" * 65, "x")),
-    "level not a string": (ValueError, lambda z: z.count("info".encode(), "x")),
+    "level not a string": (ValueError, lambda z: z.count(b"info", "x")),
     "level missing": (TypeError, lambda z: z.time_me(name="x")),
     "name empty": (ValueError, lambda z: z.time_me("info", "")),
     "name None": (ValueError, lambda z: z.count_me("info", None)),
@@ -507,7 +514,7 @@ MISUSE = {
     "tag with newline": (ValueError, lambda z: z.count("info", "x", tags=["a\nb"])),
     "tag not a string": (ValueError, lambda z: z.count("info", "x", tags=[3])),
     "65 tags": (ValueError, lambda z: z.count_me("info", "x", tags=[f"t:{i}" for i in range(65)])),
-    "integer beyond any float": (ValueError, lambda z: z.count("info", "x", 10 ** 400)),
+    "integer beyond any float": (ValueError, lambda z: z.count("info", "x", 10**400)),
 }
 
 
@@ -535,8 +542,18 @@ def test_invalid_port_raises_at_construction(port):
         Zibrato(port=port)
 
 
-@pytest.mark.parametrize("option", [{"interval": 0}, {"hwm": 0}, {"batch": 0}, {"linger": -1}, {"max_queue": 0},
-                                    {"max_buffer_bytes": 1000}, {"max_message_size": 100}])
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"interval": 0},
+        {"hwm": 0},
+        {"batch": 0},
+        {"linger": -1},
+        {"max_queue": 0},
+        {"max_buffer_bytes": 1000},
+        {"max_message_size": 100},
+    ],
+)
 def test_invalid_options_raise_at_construction(option):
     with pytest.raises(ValueError):
         Zibrato(**option)
@@ -554,8 +571,7 @@ def test_environment_chooses_host_and_port(broker_pull, make_client, monkeypatch
     monkeypatch.setenv("ZIBRATO_PORT", str(broker_pull.port))
 
     z = make_client(port=None)
-    expect((z.host, z.port, z.endpoint)) == ("127.0.0.1", broker_pull.port,
-                                             f"tcp://127.0.0.1:{broker_pull.port}")
+    expect((z.host, z.port, z.endpoint)) == ("127.0.0.1", broker_pull.port, f"tcp://127.0.0.1:{broker_pull.port}")
     z.count("info", "via.environment")
     expect(values_of(broker_pull.settle(z), "via.environment")) == [1]
 
@@ -586,6 +602,7 @@ def test_invalid_environment_port_raises(monkeypatch):
 
 # --- never blocks, never raises -------------------------------------------------------------
 
+
 def test_no_broker_never_blocks_and_counts_what_it_drops(unused_port):
     z = Zibrato(port=unused_port, hwm=5, batch=10, linger=0.2)
 
@@ -611,8 +628,7 @@ def test_no_broker_never_blocks_and_counts_what_it_drops(unused_port):
     expect([t for t in threading.enumerate() if getattr(t, "buffer", None) is z._buffer]) == []
 
 
-def test_a_sender_thread_that_cannot_start_drops_counts_and_retries(broker_pull, make_client,
-                                                                  monkeypatch):
+def test_a_sender_thread_that_cannot_start_drops_counts_and_retries(broker_pull, make_client, monkeypatch):
     z = make_client()
 
     def no_threads_left(self):
@@ -641,6 +657,7 @@ def test_unresolvable_host_never_raises(unused_port):
 
 # --- delivery across broker restarts ---------------------------------------------------------
 
+
 def established_connections_to(port: int) -> int:
     """Client-side TCP connections to ``port`` that are still open (ESTABLISHED or CLOSE_WAIT)."""
     count = 0
@@ -667,8 +684,10 @@ def test_broker_restart_within_the_buffering_window_loses_nothing(broker_pull, m
     broker_pull.close()
     # "Down" means the client has seen its connection go (else bytes already
     # written to the dying connection are lost in the kernel, not by Zibrato).
-    wait_until(lambda: established_connections_to(broker_pull.port) == 0,
-               message="the client to notice that the broker is gone")
+    wait_until(
+        lambda: established_connections_to(broker_pull.port) == 0,
+        message="the client to notice that the broker is gone",
+    )
 
     n = 500
     for i in range(n):
@@ -686,6 +705,7 @@ def test_broker_restart_within_the_buffering_window_loses_nothing(broker_pull, m
 
 
 # --- threads ---------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def frequent_thread_switches():
@@ -736,6 +756,7 @@ def test_threads_lose_and_duplicate_nothing(broker_pull, make_client, frequent_t
 
 
 # --- fork ------------------------------------------------------------------------------------
+
 
 def wait_for_child(pid: int, timeout: float = 10) -> int:
     deadline = time.monotonic() + timeout
@@ -824,6 +845,7 @@ def test_multiprocessing_fork_child_delivers_without_close(broker_pull, make_cli
 
 # --- promptness, exit, close, flush --------------------------------------------------------------
 
+
 def test_a_single_measurement_arrives_promptly_without_flush(broker_pull, make_client):
     z = make_client()
     started = time.monotonic()
@@ -878,6 +900,7 @@ def test_close_delivers_then_counts_later_measurements_as_dropped(broker_pull, m
     @z.time_me("info", "after.close.timed")
     def late():
         pass
+
     late()
 
     expect((z.sent, z.dropped)) == (3, 3)
@@ -956,6 +979,7 @@ def test_async_generator_is_timed_over_its_whole_iteration(broker_pull, make_cli
 
 # --- the bound on what the client keeps (issue 11, item 3) ---------------------------------------
 
+
 def rss_bytes() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -1031,9 +1055,16 @@ def test_a_full_queue_drops_and_counts_in_every_recording_path(make_client, unus
     def counted():
         pass
 
-    calls = [timed, counted, lambda: z.count("info", "full.count"), lambda: z.gauge("info", "full.gauge", 1),
-             lambda: z.timing("info", "full.timing", 0.1), lambda: z.histogram("info", "full.h", 5),
-             lambda: z.set("info", "full.set", "member"), lambda: z.count("info", "full.sampled", rate=1.0)]
+    calls = [
+        timed,
+        counted,
+        lambda: z.count("info", "full.count"),
+        lambda: z.gauge("info", "full.gauge", 1),
+        lambda: z.timing("info", "full.timing", 0.1),
+        lambda: z.histogram("info", "full.h", 5),
+        lambda: z.set("info", "full.set", "member"),
+        lambda: z.count("info", "full.sampled", rate=1.0),
+    ]
     for call in calls:  # the first ten fill the queue
         call()
         call()
@@ -1046,6 +1077,7 @@ def test_a_full_queue_drops_and_counts_in_every_recording_path(make_client, unus
 
 
 # --- one shared Timer, many with-blocks (issue 11, item 18) ------------------------------------------
+
 
 def test_a_shared_timer_gives_each_with_block_its_own_start(broker_pull, make_client, monkeypatch):
     z = make_client()
@@ -1084,7 +1116,7 @@ def test_a_shared_timer_times_blocks_in_threads_independently(broker_pull, make_
         thread.join(10)
 
     short, long = sorted(values_of(broker_pull.settle(z), "shared.threads"))
-    expect(short) < 0.1   # its own start, not the long block's
+    expect(short) < 0.1  # its own start, not the long block's
     expect(long) >= 0.2 - CLOCK_SLACK
 
 
@@ -1107,9 +1139,11 @@ def test_a_shared_timer_in_concurrent_tasks(broker_pull, make_client):
 
 # --- protocol 1.1 kinds: histograms, sets, sample rates, float counters (issue 19) -------------------
 
+
 def raw_records(broker_pull) -> list:
     """Every record as it arrived on the wire (msgpack-unpacked, no protocol decoder)."""
     import msgpack
+
     records = []
     for frame in broker_pull.raw_frames:
         level, _, payload = frame.partition(b"\x00")
@@ -1128,15 +1162,23 @@ def test_histograms_sets_and_rates_are_encoded_per_protocol_1_1(broker_pull, mak
     z.set("info", "users.active", "u-17")
     z.set("info", "users.active", 99)
     z.count("info", "cache.miss", 1, rate=0.1)
-    z.count("info", "cache.miss", 1)              # same name, another rate: another record
-    z.count("info", "bytes.ratio", 0.25)           # floats stay floats
+    z.count("info", "cache.miss", 1)  # same name, another rate: another record
+    z.count("info", "bytes.ratio", 0.25)  # floats stay floats
     z.timing("info", "db", 0.5, rate=0.5)
     z.histogram("info", "rows", 7, unit="rows", rate=0.25)
 
     broker_pull.settle(z, raw=True)
     records = {(r[2], tuple(r[6:])): r for r in raw_records(broker_pull) if r[2] != "zibrato.test.sentinel"}
-    expect(records[("response.size", (None, "bytes"))]) == \
-        ["info", "h", "response.size", [5120, 880], "api", [], None, "bytes"]
+    expect(records[("response.size", (None, "bytes"))]) == [
+        "info",
+        "h",
+        "response.size",
+        [5120, 880],
+        "api",
+        [],
+        None,
+        "bytes",
+    ]
     expect(records[("queue.wait", ())]) == ["info", "h", "queue.wait", [-2.5], None, []]
     expect(records[("users.active", ())]) == ["info", "s", "users.active", ["u-17", 99], None, []]
     expect(records[("cache.miss", (10.0,))]) == ["info", "c", "cache.miss", [1], None, [], 10.0]
@@ -1148,6 +1190,7 @@ def test_histograms_sets_and_rates_are_encoded_per_protocol_1_1(broker_pull, mak
 
 def test_sampling_keeps_about_rate_of_the_calls_and_weights_them(make_client, monkeypatch):
     from zibrato.testing import capture
+
     z = make_client()
     draws = iter([0.05, 0.5, 0.09, 0.95] * 25)  # 2 in 4 below rate 0.1? no: 0.05 and 0.09
     monkeypatch.setattr(zibrato.client, "_random", lambda: next(draws))
@@ -1215,6 +1258,7 @@ def test_grouping_keeps_each_series_values_in_recorded_order(pattern):
 def test_a_drain_raced_by_another_taker_publishes_what_it_popped():
     """close() after a sender that hung may empty the queue mid-drain: nothing popped is lost."""
     from zibrato.testing import MemoryTransport
+
     tally = zibrato.sender.Tally()
     publisher = zibrato.sender.Publisher(MemoryTransport(), tally, 1000, 1 << 20)
     buffer = zibrato.sender.Buffer(100_000, lambda recorder: None)

@@ -1,5 +1,6 @@
 """Histograms, sets, sample rates and float counters from the client through a real broker and
 a real console worker (protocol 1.1 end to end)."""
+
 from __future__ import annotations
 
 import signal
@@ -51,4 +52,4 @@ def test_new_kinds_and_sample_rates_arrive_and_are_weighted(pipeline, monkeypatc
     expect(summaries["set", "users.active"]["value"]) == 3
     expect(summaries["counter", "ratio"]["value"]) == 0.75
     expect(summaries["counter", "cache.miss"]["value"]) == 50  # 5 kept, each counting 10
-    expect(summaries["timer", "db"]["count"]) == 20           # 2 kept, each 10 observations
+    expect(summaries["timer", "db"]["count"]) == 20  # 2 kept, each 10 observations

@@ -4,6 +4,7 @@ Pool and its terminate()), os._exit after flush(), and gunicorn's pre-fork worke
 Each scenario is a real subprocess running a small script against the real
 PULL socket of ``broker_pull``; every test counts exactly what arrived.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,9 @@ def run_script(tmp_path, source: str, port: int, *args: str, timeout: float = 60
     script = tmp_path / "app.py"
     script.write_text(textwrap.dedent(source))
     env = dict(os.environ, ZIBRATO_PORT=str(port))
-    done = subprocess.run([sys.executable, str(script), *args], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, str(script), *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, f"script failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
     return done.stdout
 
@@ -134,6 +136,63 @@ def test_terminate_flushes_then_ends_the_child_by_sigterm(broker_pull, tmp_path,
     expect(len(exactly(broker_pull, "terminated.child", 100))) == 100
 
 
+INTERRUPTED_CALL_SCRIPT = """
+    import multiprocessing, os, signal, sys
+    from zibrato import Zibrato
+
+    z = Zibrato(linger=2)
+
+    def child(line, call):
+        z.count("info", "interrupted." + call, line)  # starts the sender, hooks SIGTERM
+        seen = 0
+
+        def sigterm_at_that_line(frame, event, arg):
+            nonlocal seen
+            if event == "line":
+                seen += 1
+                if seen == line:
+                    os.kill(os.getpid(), signal.SIGTERM)  # its handler runs right here
+            return sigterm_at_that_line
+
+        sys.settrace(sigterm_at_that_line)
+        getattr(z, call)()
+        sys.settrace(None)
+        sys.exit(3)  # the call ran fewer lines than that: the sweep is complete
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context("fork")
+        line, outcomes = 0, []
+        while True:
+            line += 1
+            process = context.Process(target=child, args=(line, sys.argv[1]))
+            process.start()
+            process.join(5)  # the handler waits at most linger + 0.5 s
+            if process.exitcode is None:  # the handler hung: say where, end it, stop
+                process.kill()
+                process.join()
+                outcomes.append(f"hung-at-line-{line}")
+                break
+            elif process.exitcode == 3:
+                break
+            else:
+                outcomes.append(str(process.exitcode))
+        print(line - 1, " ".join(outcomes))
+"""
+
+
+@pytest.mark.parametrize("call", ["close", "flush"])
+def test_a_sigterm_at_any_line_of_close_or_flush_still_delivers_and_ends_the_child(broker_pull, tmp_path, call):
+    # Pool.terminate() races a worker's own exit, which is inside close(): the SIGTERM
+    # handler then runs on top of any line of it (or of a task's flush()), and must neither
+    # wait for a lock that line holds (it hung in the sender's Event.set, 1 Pool run in 100
+    # under load) nor give up on the drain (its sender waited for flush()'s lock).
+    lines, outcomes = run_script(tmp_path, INTERRUPTED_CALL_SCRIPT, broker_pull.port, call).split(maxsplit=1)
+    expect(int(lines) > 5) == True  # the sweep really stopped inside the call
+    expect(outcomes.split()) == [str(-signal.SIGTERM)] * int(lines)
+    received = exactly(broker_pull, f"interrupted.{call}", int(lines) + 1)  # + the child that ended in peace
+    expect(sorted(r.value for r in received)) == list(range(1, int(lines) + 2))
+
+
 def blocked_signals(thread_id: int) -> set[int]:
     """The signals a thread of this process blocks, from Linux's /proc (SigBlk mask)."""
     with open(f"/proc/self/task/{thread_id}/status") as status:
@@ -197,25 +256,41 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None,
-                    reason="gunicorn is in the test extras")
+@pytest.mark.skipif(
+    shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None, reason="gunicorn is in the test extras"
+)
 @pytest.mark.parametrize("preload", [False, True], ids=["import-per-worker", "preload-then-fork"])
 def test_gunicorn_workers_deliver_every_request_exactly_once(broker_pull, tmp_path, preload):
     (tmp_path / "wsgiapp.py").write_text(textwrap.dedent(WSGI_APP))
     http_port = free_port()
-    command = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2",
-               "-b", f"127.0.0.1:{http_port}", "--graceful-timeout", "5", "wsgiapp:app"]
+    command = [
+        os.path.join(os.path.dirname(sys.executable), "gunicorn"),
+        "-w",
+        "2",
+        "-b",
+        f"127.0.0.1:{http_port}",
+        "--graceful-timeout",
+        "5",
+        "wsgiapp:app",
+    ]
     if preload:
         command.insert(1, "--preload")
-    server = subprocess.Popen(command, cwd=tmp_path, env=dict(os.environ, ZIBRATO_PORT=str(broker_pull.port)),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=dict(os.environ, ZIBRATO_PORT=str(broker_pull.port)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
+
         def answers() -> bool:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=1):
                     return True
             except OSError:
                 return False
+
         wait_until(answers, timeout=15, message="gunicorn to answer")
         requests = 200
         for _ in range(requests - 1):

@@ -3,6 +3,7 @@
 Backoffs are scaled down (milliseconds) so that nothing here waits for real
 seconds; what is asserted is counts and order, never durations.
 """
+
 from __future__ import annotations
 
 import logging
@@ -83,7 +84,10 @@ def test_an_overflow_drops_the_oldest_waiting_interval_never_the_one_in_flight(c
     expect(queue.counts["dropped_series"]) == 6
     dropped = [r for r in caplog.records if "delivery backlog full" in r.getMessage()]
     expect([r.getMessage().split("interval at ")[1][:20] for r in dropped]) == [
-        "1970-01-01T00:02:00Z", "1970-01-01T00:03:00Z", "1970-01-01T00:04:00Z"]
+        "1970-01-01T00:02:00Z",
+        "1970-01-01T00:03:00Z",
+        "1970-01-01T00:04:00Z",
+    ]
     expect({r.levelno for r in dropped}) == {logging.ERROR}
 
 
@@ -226,9 +230,18 @@ def test_abandoning_a_post_that_outlives_the_window_counts_it_once():
     thread.join(5)
 
 
-@pytest.mark.parametrize("header, seconds", [("120", 120.0), ("0", 0.0), ("-5", 0.0), ("soon", None),
-                                             ("nan", None), (None, None),
-                                             ("Wed, 21 Oct 2015 07:28:00 GMT", 30.0)])
+@pytest.mark.parametrize(
+    "header, seconds",
+    [
+        ("120", 120.0),
+        ("0", 0.0),
+        ("-5", 0.0),
+        ("soon", None),
+        ("nan", None),
+        (None, None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 30.0),
+    ],
+)
 def test_retry_after_is_read_as_seconds_or_an_http_date(header, seconds):
     now = 1445412450.0  # 30 s before the date above
     expect(parse_retry_after(header, now=now)) == seconds
@@ -245,6 +258,7 @@ def test_backoff_doubles_with_jitter_up_to_its_cap_and_honours_retry_after():
 
 def test_the_name_fitter_caches_and_logs_each_change_once(caplog):
     import re
+
     fit = NameFitter(logging.getLogger("t"), "A-Z only", re.compile(r"[^A-Za-z]"), destination="X")
     expect([fit("AB"), fit("A b"), fit("A b"), fit("A\nb", 2)]) == ["AB", "A_b", "A_b", "A_"]
     expect(fit.changed) == 2

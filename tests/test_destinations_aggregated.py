@@ -4,6 +4,7 @@ Counters, gauges and timers run today; histograms (with a unit, weights) and
 sets run once the aggregator makes them (protocol 1.1, the sketch branch):
 until then those cases skip, saying so.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,9 @@ from zibrato.backends.influxdb import InfluxDBDestination
 from zibrato.destination import Interval
 
 HAS_1_1 = "h" in TYPE_NAMES and "s" in TYPE_NAMES
-needs_1_1 = pytest.mark.skipif(not HAS_1_1, reason="histograms and sets arrive with protocol 1.1 "
-                                                   "(the sketch branch's aggregator)")
+needs_1_1 = pytest.mark.skipif(
+    not HAS_1_1, reason="histograms and sets arrive with protocol 1.1 (the sketch branch's aggregator)"
+)
 
 
 def aggregated(with_1_1: bool) -> Interval:

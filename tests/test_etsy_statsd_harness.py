@@ -3,6 +3,7 @@
 Raw statsd lines are sent with plain sockets here; what statsd flushed is read
 back through the capture backend. No fixed sleeps: everything polls.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,10 +70,12 @@ def test_udp_counters_gauges_timers_and_sets(udp_statsd):
 
     totals = wait_for_totals(
         udp_statsd,
-        lambda t: t.counters == {"a": 7, "b": 2}
-        and t.gauges.get("g") == -5
-        and len(t.timers.get("t", [])) == 3
-        and t.sets.get("s") == {"x", "y"},
+        lambda t: (
+            t.counters == {"a": 7, "b": 2}
+            and t.gauges.get("g") == -5
+            and len(t.timers.get("t", [])) == 3
+            and t.sets.get("s") == {"x", "y"}
+        ),
     )
 
     assert sorted(totals.timers["t"]) == [10, 20, 30]
@@ -96,9 +99,25 @@ def test_timer_data_keys_and_percentiles(udp_statsd):
     assert totals.timers["t"] == list(range(1, 11))  # statsd sorts the raw values
     [stats] = udp_statsd.timer_data("t")
     assert set(stats) == {
-        "count", "count_ps", "lower", "upper", "mean", "median", "sum", "sum_squares", "std",
-        "count_90", "mean_90", "upper_90", "sum_90", "sum_squares_90",
-        "count_95", "mean_95", "upper_95", "sum_95", "sum_squares_95",
+        "count",
+        "count_ps",
+        "lower",
+        "upper",
+        "mean",
+        "median",
+        "sum",
+        "sum_squares",
+        "std",
+        "count_90",
+        "mean_90",
+        "upper_90",
+        "sum_90",
+        "sum_squares_90",
+        "count_95",
+        "mean_95",
+        "upper_95",
+        "sum_95",
+        "sum_squares_95",
     }
     assert (stats["count"], stats["lower"], stats["upper"]) == (10, 1, 10)
     assert stats["mean"] == 5.5

@@ -5,6 +5,7 @@ end: the spec-enforcing receiver accepts what the OTLP mapping makes of real
 summaries (both temporalities), and the Prometheus buckets at the default
 power-of-two bounds equal the counts of the raw values exactly.
 """
+
 from __future__ import annotations
 
 import random
@@ -24,10 +25,14 @@ END = 1_800_000_060.0
 
 def summaries(values):
     aggregator = Aggregator()
-    aggregator.add_records([("t", "db.query", values, "api", ("env:prod",)),
-                            ("c", "signup", [1, 2, 3], None, ()),
-                            ("h", "size", [-5.0, 0.0, 1024.0, 3e6], None, (), 2.5, "bytes"),
-                            ("s", "users", ["a", "b", "a", 7], None, ())])
+    aggregator.add_records(
+        [
+            ("t", "db.query", values, "api", ("env:prod",)),
+            ("c", "signup", [1, 2, 3], None, ()),
+            ("h", "size", [-5.0, 0.0, 1024.0, 3e6], None, (), 2.5, "bytes"),
+            ("s", "users", ["a", "b", "a", 7], None, ()),
+        ]
+    )
     return aggregator.flush(END, 60.0)
 
 
@@ -54,5 +59,6 @@ def test_prometheus_buckets_equal_the_raw_counts_at_the_default_bounds():
     state.update(summaries(values))
 
     [timer] = [s for s in state.lookup("db.query", "api")]
-    expect(list(timer.buckets[:-1])) == [sum(1 for v in values if low < v <= high)
-                                         for low, high in zip((-1.0,) + DEFAULT_BUCKETS, DEFAULT_BUCKETS)]
+    expect(list(timer.buckets[:-1])) == [
+        sum(1 for v in values if low < v <= high) for low, high in zip((-1.0,) + DEFAULT_BUCKETS, DEFAULT_BUCKETS)
+    ]

@@ -68,6 +68,7 @@ def expect_accepted(fake: FakeLibrato, payload, count: int = 1, **kwargs) -> Non
 
 # ----------------------------------------------------------------------------- accepted payloads
 
+
 def test_a_good_payload_is_accepted_recorded_and_flattened(librato):
     t = now() - 10
     payload = {
@@ -84,8 +85,17 @@ def test_a_good_payload_is_accepted_recorded_and_flattened(librato):
     expect(response.status_code) == 200
     expect(response.content) == b""
     expect(librato.measurements()) == [
-        {"name": "db.latency", "count": 3, "sum": 12.5, "min": 1.5, "max": 7, "sum_squares": 66.25,
-         "kind": "gauge", "source": "web-1", "measure_time": t},
+        {
+            "name": "db.latency",
+            "count": 3,
+            "sum": 12.5,
+            "min": 1.5,
+            "max": 7,
+            "sum_squares": 66.25,
+            "kind": "gauge",
+            "source": "web-1",
+            "measure_time": t,
+        },
         {"name": "queue.depth", "value": 4, "source": "worker-2", "measure_time": t - 5, "kind": "gauge"},
         {"name": "jobs.total", "value": 1200, "kind": "counter", "source": "web-1", "measure_time": t},
     ]
@@ -113,6 +123,7 @@ def test_accessors_return_copies(librato):
 
 # ----------------------------------------------------------------------------- request-level rules
 
+
 def test_bad_or_missing_credentials_get_401_and_nothing_is_accepted(librato):
     for auth in [(USER, "wrong-token"), ("other@example.com", TOKEN), None]:
         response = post(librato, {"gauges": [gauge()]}, auth=auth)
@@ -126,21 +137,28 @@ def test_bad_or_missing_credentials_get_401_and_nothing_is_accepted(librato):
 def test_content_type_must_be_json(librato):
     body = json.dumps({"gauges": [gauge()]})
     for content_type in ["text/plain", "application/x-www-form-urlencoded"]:
-        response = requests.post(librato.url + "/v1/metrics", data=body, auth=AUTH, timeout=5,
-                                 headers={"Content-Type": content_type})
+        response = requests.post(
+            librato.url + "/v1/metrics", data=body, auth=AUTH, timeout=5, headers={"Content-Type": content_type}
+        )
         expect(response.status_code) == 415
         expect(response.json()["errors"]).contains("request")
     expect(librato.measurements()) == []
-    response = requests.post(librato.url + "/v1/metrics", data=body, auth=AUTH, timeout=5,
-                             headers={"Content-Type": "application/json; charset=utf-8"})
+    response = requests.post(
+        librato.url + "/v1/metrics",
+        data=body,
+        auth=AUTH,
+        timeout=5,
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
     expect(response.status_code) == 200
     expect(len(librato.measurements())) == 1
 
 
 def test_body_must_be_a_json_object(librato):
     for body in ["not json", "[1, 2]", '{"gauges": [{"name": "a", "value": NaN}]}']:
-        response = requests.post(librato.url + "/v1/metrics", data=body, auth=AUTH, timeout=5,
-                                 headers={"Content-Type": "application/json"})
+        response = requests.post(
+            librato.url + "/v1/metrics", data=body, auth=AUTH, timeout=5, headers={"Content-Type": "application/json"}
+        )
         expect(response.status_code) == 400
         expect(response.json()["errors"]).contains("request")
     expect(librato.measurements()) == []
@@ -157,6 +175,7 @@ def test_unknown_paths_are_404_and_other_methods_405(librato):
 
 
 # ----------------------------------------------------------------------------- payload rules
+
 
 def test_at_least_one_measurement_is_required(librato):
     expect_rejected(librato, {}, "measurements")
@@ -248,8 +267,9 @@ def test_measure_time_window(librato):
     t = now()
     expect_rejected(librato, {"gauges": [gauge(measure_time=t + 16 * 60)]}, "measure_time")
     expect_rejected(librato, {"gauges": [gauge(measure_time=t - 366 * 24 * 3600)]}, "measure_time")
-    expect_accepted(librato, {"gauges": [gauge(measure_time=t + 14 * 60), gauge(measure_time=t - 364 * 24 * 3600)]},
-                    count=2)
+    expect_accepted(
+        librato, {"gauges": [gauge(measure_time=t + 14 * 60), gauge(measure_time=t - 364 * 24 * 3600)]}, count=2
+    )
 
 
 def test_more_than_max_batch_measurements_are_rejected():
@@ -266,8 +286,9 @@ def test_default_max_batch_is_300(librato):
 
 def test_the_same_series_and_time_is_stored_once_the_last_value_winning(librato):
     t = now() - 10
-    expect_accepted(librato, {"measure_time": t, "gauges": [gauge("a", 1), gauge("a", 2, source="web")]},
-                    count=2)  # another source is another series
+    expect_accepted(
+        librato, {"measure_time": t, "gauges": [gauge("a", 1), gauge("a", 2, source="web")]}, count=2
+    )  # another source is another series
     response = post(librato, {"measure_time": t, "gauges": [gauge("a", 3), gauge("a", 4, measure_time=t - 1)]})
     expect(response.status_code) == 200
     response = post(librato, {"gauges": [gauge("b", 5), gauge("b", 6)]})  # no time: the arrival second
@@ -280,8 +301,11 @@ def test_the_same_series_and_time_is_stored_once_the_last_value_winning(librato)
 def test_tagged_series_are_stored_once_per_tags_and_time():
     t = now()
     with FakeLibrato(user=USER, token=TOKEN, tags_enabled=True) as fake:
-        payload = {"time": t, "tags": {"host": "a"},
-                   "measurements": [gauge("cpu", 1), gauge("cpu", 2, tags={"host": "b"}), gauge("cpu", 3)]}
+        payload = {
+            "time": t,
+            "tags": {"host": "a"},
+            "measurements": [gauge("cpu", 1), gauge("cpu", 2, tags={"host": "b"}), gauge("cpu", 3)],
+        }
         expect(post(fake, payload, path="/v1/measurements").status_code) == 202
         expect(sorted((m["tags"]["host"], m["value"]) for m in fake.measurements())) == [("a", 3), ("b", 2)]
         expect(fake.overwrites()) == 1
@@ -294,6 +318,7 @@ def test_one_bad_measurement_poisons_the_whole_batch(librato):
 
 
 # ----------------------------------------------------------------------------- failure injection
+
 
 def test_reject_name_poisons_the_whole_batch(librato):
     librato.reject_name("poison.me")
@@ -375,6 +400,7 @@ def test_stop_cuts_kept_alive_connections_and_start_reuses_the_url():
 
 # ----------------------------------------------------------------------------- wait_for
 
+
 def test_wait_for_returns_true_when_a_post_from_another_thread_lands(librato):
     sender = threading.Timer(0.1, post, args=(librato, {"gauges": [gauge("async", 1)]}))
     sender.start()
@@ -404,6 +430,7 @@ def test_wait_for_returns_false_after_the_timeout(librato):
 
 # ----------------------------------------------------------------------------- tagged API
 
+
 def test_tagged_api_is_forbidden_unless_enabled(librato):
     response = post(librato, {"tags": {"host": "a"}, "measurements": [gauge()]}, path="/v1/measurements")
     expect(response.status_code) == 403
@@ -425,20 +452,31 @@ def test_tagged_api_merges_and_lower_cases_tags():
         expect(response.status_code) == 202
         expect(fake.measurements()) == [
             {"name": "cpu", "value": 4.5, "tags": {"region": "us-west", "host": "web-2"}, "kind": "tagged", "time": t},
-            {"name": "lat", "count": 2, "sum": 3.0, "min": 1, "max": 2, "time": t - 60,
-             "tags": {"region": "us-west"}, "kind": "tagged"},
+            {
+                "name": "lat",
+                "count": 2,
+                "sum": 3.0,
+                "min": 1,
+                "max": 2,
+                "time": t - 60,
+                "tags": {"region": "us-west"},
+                "kind": "tagged",
+            },
         ]
 
 
-@pytest.mark.parametrize("payload, field", [
-    ({"tags": {"bad/name": "x"}, "measurements": [gauge()]}, "tags"),
-    ({"tags": {"host": "x" * 256}, "measurements": [gauge()]}, "tags"),
-    ({"measurements": [gauge()]}, "tags"),                             # no tag at all
-    ({"tags": {"host": "a"}, "measurements": []}, "measurements"),
-    ({"tags": {"host": "a"}, "measurements": [gauge(source="x")]}, "source"),
-    ({"tags": {"host": "a"}, "measurements": [gauge("bad name")]}, "name"),
-    ({"tags": {"host": "a"}, "time": 1.5, "measurements": [gauge()]}, "time"),
-])
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"tags": {"bad/name": "x"}, "measurements": [gauge()]}, "tags"),
+        ({"tags": {"host": "x" * 256}, "measurements": [gauge()]}, "tags"),
+        ({"measurements": [gauge()]}, "tags"),  # no tag at all
+        ({"tags": {"host": "a"}, "measurements": []}, "measurements"),
+        ({"tags": {"host": "a"}, "measurements": [gauge(source="x")]}, "source"),
+        ({"tags": {"host": "a"}, "measurements": [gauge("bad name")]}, "name"),
+        ({"tags": {"host": "a"}, "time": 1.5, "measurements": [gauge()]}, "time"),
+    ],
+)
 def test_tagged_api_rules(payload, field):
     with FakeLibrato(user=USER, token=TOKEN, tags_enabled=True) as fake:
         expect_rejected(fake, payload, field, path="/v1/measurements")

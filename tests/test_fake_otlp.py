@@ -1,4 +1,5 @@
 """The spec-enforcing OTLP receiver catches what it claims to (so the OTLP tests can fail)."""
+
 from __future__ import annotations
 
 import gzip
@@ -30,13 +31,23 @@ def request(*metrics, service="svc") -> ExportMetricsServiceRequest:
     return r
 
 
-def a_sum(value=1.0, start=T0, end=T0 + MINUTE, temporality=pb.AGGREGATION_TEMPORALITY_DELTA,
-          monotonic=True, attributes=(("k", "v"),)) -> pb.Metric:
+def a_sum(
+    value=1.0,
+    start=T0,
+    end=T0 + MINUTE,
+    temporality=pb.AGGREGATION_TEMPORALITY_DELTA,
+    monotonic=True,
+    attributes=(("k", "v"),),
+) -> pb.Metric:
     m = pb.Metric(name="hits")
     m.sum.aggregation_temporality = temporality
     m.sum.is_monotonic = monotonic
-    m.sum.data_points.add(start_time_unix_nano=start, time_unix_nano=end, as_double=value,
-                          attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attributes])
+    m.sum.data_points.add(
+        start_time_unix_nano=start,
+        time_unix_nano=end,
+        as_double=value,
+        attributes=[KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attributes],
+    )
     return m
 
 
@@ -46,18 +57,21 @@ def check(*requests_) -> None:
         fake._streams.update(fake._check(r))
 
 
-@pytest.mark.parametrize("broken, message", [
-    (request(a_sum(), service=None), "service.name"),
-    (request(a_sum(temporality=pb.AGGREGATION_TEMPORALITY_UNSPECIFIED)), "temporality unspecified"),
-    (request(a_sum(value=-1)), "negative"),
-    (request(a_sum(start=T0 + 2 * MINUTE)), "after time_unix_nano"),
-    (request(a_sum(start=0)), "start_time_unix_nano not set"),
-    (request(a_sum(value=float("nan"))), "non-finite"),
-    (request(a_sum(attributes=(("k", "a"), ("k", "b")))), "repeated"),
-    (request(a_sum(attributes=(("", "a"),))), "empty key"),
-    (request(a_sum(), a_sum()), "twice in one request"),
-    (request(pb.Metric(name="nothing")), "no data"),
-])
+@pytest.mark.parametrize(
+    "broken, message",
+    [
+        (request(a_sum(), service=None), "service.name"),
+        (request(a_sum(temporality=pb.AGGREGATION_TEMPORALITY_UNSPECIFIED)), "temporality unspecified"),
+        (request(a_sum(value=-1)), "negative"),
+        (request(a_sum(start=T0 + 2 * MINUTE)), "after time_unix_nano"),
+        (request(a_sum(start=0)), "start_time_unix_nano not set"),
+        (request(a_sum(value=float("nan"))), "non-finite"),
+        (request(a_sum(attributes=(("k", "a"), ("k", "b")))), "repeated"),
+        (request(a_sum(attributes=(("", "a"),))), "empty key"),
+        (request(a_sum(), a_sum()), "twice in one request"),
+        (request(pb.Metric(name="nothing")), "no data"),
+    ],
+)
 def test_each_rule_is_enforced(broken, message):
     with pytest.raises(Violation, match=message):
         check(broken)
@@ -75,7 +89,7 @@ def test_a_cumulative_monotonic_sum_must_not_decrease_but_may_reset():
     first = request(a_sum(5, T0, T0 + MINUTE, cumulative))
     with pytest.raises(Violation, match="decreased"):
         check(first, request(a_sum(4, T0, T0 + 2 * MINUTE, cumulative)))
-    check(first, request(a_sum(1, T0 + MINUTE, T0 + 2 * MINUTE, cumulative)))   # a reset: new start
+    check(first, request(a_sum(1, T0 + MINUTE, T0 + 2 * MINUTE, cumulative)))  # a reset: new start
 
 
 def test_transport_rules_and_scripted_answers():
@@ -96,6 +110,8 @@ def test_transport_rules_and_scripted_answers():
         expect(answer.status_code) == 200
         response = ExportMetricsServiceResponse.FromString(answer.content)
         expect((response.partial_success.rejected_data_points, response.partial_success.error_message)) == (
-            2, "two too old")
+            2,
+            "two too old",
+        )
         expect([p.value for p in fake.points()]) == [1.0]
         expect(fake.violations) == []

@@ -4,6 +4,7 @@ The mapping tests need no socket. The others run Debian's carbon-cache
 (tests/support/carbon.py) and read back, with the whisper module, exactly
 what it stored.
 """
+
 from __future__ import annotations
 
 import socket
@@ -24,34 +25,78 @@ END = 1_700_000_010.0
 
 
 def counter(name="hits", value=3.0, count=2, rate=0.3, source=None, tags=()):
-    return {"type": "counter", "name": name, "source": source, "tags": list(tags), "value": value,
-            "count": count, "rate": rate, "time": END, "interval": 10.0}
+    return {
+        "type": "counter",
+        "name": name,
+        "source": source,
+        "tags": list(tags),
+        "value": value,
+        "count": count,
+        "rate": rate,
+        "time": END,
+        "interval": 10.0,
+    }
 
 
 def gauge(name="temperature", value=-2.5, source=None, tags=()):
-    return {"type": "gauge", "name": name, "source": source, "tags": list(tags), "value": value,
-            "count": 2, "min": -2.5, "max": 4.0, "sum": 1.5, "time": END, "interval": 10.0}
+    return {
+        "type": "gauge",
+        "name": name,
+        "source": source,
+        "tags": list(tags),
+        "value": value,
+        "count": 2,
+        "min": -2.5,
+        "max": 4.0,
+        "sum": 1.5,
+        "time": END,
+        "interval": 10.0,
+    }
 
 
 def timer(name="db.query", values=(0.1, 0.2, 0.3), kind="timer", unit=None, source=None, tags=()):
     n = len(values)
-    summary = {"type": kind, "name": name, "source": source, "tags": list(tags), "count": n,
-               "time": END, "interval": 10.0, "exact": True}
+    summary = {
+        "type": kind,
+        "name": name,
+        "source": source,
+        "tags": list(tags),
+        "count": n,
+        "time": END,
+        "interval": 10.0,
+        "exact": True,
+    }
     if unit is not None or kind == "histogram":
         summary["unit"] = unit
     if n:
         ordered = sorted(values)
         mean = sum(values) / n
-        summary.update(sum=sum(values), sum_squares=sum(v * v for v in values), min=ordered[0],
-                       max=ordered[-1], mean=mean, median=ordered[n // 2],
-                       stddev=(sum((v - mean) ** 2 for v in values) / n) ** 0.5,
-                       p50=ordered[n // 2], p99_9=ordered[-1], sketch={"count": n})
+        summary.update(
+            sum=sum(values),
+            sum_squares=sum(v * v for v in values),
+            min=ordered[0],
+            max=ordered[-1],
+            mean=mean,
+            median=ordered[n // 2],
+            stddev=(sum((v - mean) ** 2 for v in values) / n) ** 0.5,
+            p50=ordered[n // 2],
+            p99_9=ordered[-1],
+            sketch={"count": n},
+        )
     return summary
 
 
 def a_set(name="users", value=7):
-    return {"type": "set", "name": name, "source": None, "tags": [], "value": value, "exact": True,
-            "time": END, "interval": 10.0}
+    return {
+        "type": "set",
+        "name": name,
+        "source": None,
+        "tags": [],
+        "value": value,
+        "exact": True,
+        "time": END,
+        "interval": 10.0,
+    }
 
 
 def lines(*summaries, **options) -> list[str]:
@@ -74,9 +119,10 @@ def test_a_timer_sends_every_statistic_then_its_percentiles_in_order():
     t = timer(values=(0.5, 0.25, 1.5))
     t["p90"] = 1.5
     paths = [line.split()[0] for line in lines(t)]
-    expect(paths) == [f"stats.timers.db.query.{stat}" for stat in
-                      ("count", "sum", "sum_squares", "min", "max", "mean", "median", "stddev",
-                       "p50", "p90", "p99_9")]
+    expect(paths) == [
+        f"stats.timers.db.query.{stat}"
+        for stat in ("count", "sum", "sum_squares", "min", "max", "mean", "median", "stddev", "p50", "p90", "p99_9")
+    ]
     values = {line.split()[0].rsplit(".", 1)[1]: float(line.split()[1]) for line in lines(t)}
     expect(values["sum"]) == 2.25
     expect(values["min"]) == 0.25
@@ -85,29 +131,39 @@ def test_a_timer_sends_every_statistic_then_its_percentiles_in_order():
 
 def test_an_idle_timer_sends_count_zero_alone_and_a_histogram_keeps_its_unit():
     expect(lines(timer(values=()))) == ["stats.timers.db.query.count 0 1700000010\n"]
-    expect(lines(timer(name="size", values=(5.0,), kind="histogram", unit="bytes"))[0]) == \
-        "stats.histograms.size.bytes.count 1 1700000010\n"
+    expect(
+        lines(timer(name="size", values=(5.0,), kind="histogram", unit="bytes"))[0]
+    ) == "stats.histograms.size.bytes.count 1 1700000010\n"
 
 
 def test_source_is_a_path_part_and_tags_are_dropped_by_default():
-    expect(lines(counter(source="web-1", tags=["env:prod"]))[0]) == \
-        "stats.counters.web-1.hits.count 3 1700000010\n"
+    expect(lines(counter(source="web-1", tags=["env:prod"]))[0]) == "stats.counters.web-1.hits.count 3 1700000010\n"
 
 
 def test_graphite_tags_carry_source_level_unit_and_tags_sorted():
     summary = counter(source="web 1", tags=["env:prod", "bare", "name:x", "path:~a;b"])
     summary["level"] = "info"
-    expect(lines(summary, tags="graphite")[0]) == \
-        "stats.counters.hits.count;bare=true;env=prod;level=info;name_=x;path=_a_b;source=web_1" \
-        " 3 1700000010\n"
-    expect(lines(timer(name="size", values=(5.0,), kind="histogram", unit="bytes"),
-                 tags="graphite")[0]) == "stats.histograms.size.count;unit=bytes 1 1700000010\n"
+    expect(
+        lines(summary, tags="graphite")[0]
+    ) == "stats.counters.hits.count;bare=true;env=prod;level=info;name_=x;path=_a_b;source=web_1" " 3 1700000010\n"
+    expect(
+        lines(timer(name="size", values=(5.0,), kind="histogram", unit="bytes"), tags="graphite")[0]
+    ) == "stats.histograms.size.count;unit=bytes 1 1700000010\n"
 
 
-@pytest.mark.parametrize("name, path", [
-    ("db query/all", "db_query-all"), ("a..b.", "a.b"), (".x", "x"), ("café", "caf_"),
-    ("a;k=v", "a_k_v"), ("*{x}[1]", "__x__1_"), ("...", "_"), ("tab\there", "tab_here"),
-])
+@pytest.mark.parametrize(
+    "name, path",
+    [
+        ("db query/all", "db_query-all"),
+        ("a..b.", "a.b"),
+        (".x", "x"),
+        ("café", "caf_"),
+        ("a;k=v", "a_k_v"),
+        ("*{x}[1]", "__x__1_"),
+        ("...", "_"),
+        ("tab\there", "tab_here"),
+    ],
+)
 def test_names_become_safe_paths(name, path):
     expect(sanitise_path(name)) == path
 
@@ -121,7 +177,8 @@ def test_prefix_can_be_empty_or_nested_and_changed_names_are_logged_once(caplog)
     expect(mapping.changed) == 1
     expect([r.getMessage() for r in caplog.records if "db query" in r.getMessage()]) == [
         "name 'db query' does not fit Graphite's rules (Graphite paths are made of A-Z a-z 0-9 _ - "
-        "separated by single dots): sent as 'db_query'"]
+        "separated by single dots): sent as 'db_query'"
+    ]
 
 
 @pytest.mark.parametrize("end, stamp", [(100.0, 100), (100.4, 101), (100.0000001, 100), (99.9999999, 100)])
@@ -129,8 +186,9 @@ def test_timestamps_round_up_so_a_partial_interval_never_overwrites_a_full_one(e
     expect(timestamp(end)) == stamp
 
 
-@pytest.mark.parametrize("value, text", [(3.0, "3"), (-2.5, "-2.5"), (0.1, "0.1"), (1e300, "1e+300"),
-                                         (2 ** 60, repr(float(2 ** 60)))])
+@pytest.mark.parametrize(
+    "value, text", [(3.0, "3"), (-2.5, "-2.5"), (0.1, "0.1"), (1e300, "1e+300"), (2**60, repr(float(2**60)))]
+)
 def test_numbers_are_written_so_that_carbon_reads_them_back_exactly(value, text):
     expect(number(value)) == text
     expect(float(text)) == value
@@ -183,6 +241,7 @@ def tagged_carbon(tmp_path_factory):
 
 def now_interval(*summaries) -> Interval:
     import time
+
     end = float(int(time.time()))
     return Interval(end - 10, end, list(summaries))
 
@@ -192,9 +251,13 @@ def test_carbon_stores_exactly_what_each_type_sends(carbon):
     host, port = carbon.address.split(":")
     destination = GraphiteDestination(host, int(port), prefix="exact")
     t = timer(values=(0.125, 0.5, 2.0))
-    interval = now_interval(counter(value=1234.5, rate=123.45), gauge(value=-1e-3), t,
-                            timer(name="size", values=(512.0, 2048.0), kind="histogram", unit="bytes"),
-                            a_set(value=42))
+    interval = now_interval(
+        counter(value=1234.5, rate=123.45),
+        gauge(value=-1e-3),
+        t,
+        timer(name="size", values=(512.0, 2048.0), kind="histogram", unit="bytes"),
+        a_set(value=42),
+    )
     destination.post(interval)
     stamp = int(interval.end)
     expect(carbon.wait_for_points("exact.counters.hits.count")) == {stamp: 1234.5}
@@ -223,8 +286,19 @@ class GraphitePipeline(WorkerPipeline):
     script, ready_log = "zibrato-graphite", "graphite worker"
 
     def __init__(self, tmp_path, carbon, *worker_args, flush=1.0):
-        super().__init__(tmp_path, "--graphite", carbon.address, "--retry-delay", "0.1",
-                         "--max-retry-delay", "0.5", "--timeout", "2", *worker_args, flush=flush)
+        super().__init__(
+            tmp_path,
+            "--graphite",
+            carbon.address,
+            "--retry-delay",
+            "0.1",
+            "--max-retry-delay",
+            "0.5",
+            "--timeout",
+            "2",
+            *worker_args,
+            flush=flush,
+        )
 
 
 @pytest.fixture
@@ -238,8 +312,7 @@ def total(carbon: Carbon, metric: str) -> float:
 
 @needs_carbon
 def test_the_stop_signal_delivers_the_final_partial_interval_with_graphite_tags(pipeline, tagged_carbon):
-    p = pipeline(tagged_carbon, "--prefix", "final", "--tags", "graphite", "--percentiles", "50,99.9",
-                 flush=DAY)
+    p = pipeline(tagged_carbon, "--prefix", "final", "--tags", "graphite", "--percentiles", "50,99.9", flush=DAY)
     for i in range(1, 201):
         p.client.timing("info", "db.query", i / 1000, source="api", tags={"env": "prod"})
     p.wait_measurements(200)
@@ -259,10 +332,8 @@ def test_the_console_script_delivers_exact_totals_through_an_outage(pipeline, tm
             p.client.count("info", "jobs", i)
             p.client.timing("info", "work", i / 100)
         p.wait_measurements(20)
-        wait_until(lambda: total(carbon, "e2e.counters.jobs.count") == 55, timeout=15,
-                   message="55 jobs in whisper")
-        wait_until(lambda: total(carbon, "e2e.timers.work.count") == 10, timeout=15,
-                   message="10 timings in whisper")
+        wait_until(lambda: total(carbon, "e2e.counters.jobs.count") == 55, timeout=15, message="55 jobs in whisper")
+        wait_until(lambda: total(carbon, "e2e.timers.work.count") == 10, timeout=15, message="10 timings in whisper")
 
         carbon.stop()
         for i in range(1, 6):
@@ -272,10 +343,16 @@ def test_the_console_script_delivers_exact_totals_through_an_outage(pipeline, tm
         expect(" ".join(p.status()["problems"])).contains("graphite delivery failing")
 
         carbon.start()
-        wait_until(lambda: total(carbon, "e2e.counters.jobs.count") == 55 + 1500, timeout=20,
-                   message="every job in whisper after the outage")
-        wait_until(lambda: "delivery failing" not in " ".join(p.status()["problems"]), timeout=10,
-                   message="delivery no longer failing")
+        wait_until(
+            lambda: total(carbon, "e2e.counters.jobs.count") == 55 + 1500,
+            timeout=20,
+            message="every job in whisper after the outage",
+        )
+        wait_until(
+            lambda: "delivery failing" not in " ".join(p.status()["problems"]),
+            timeout=10,
+            message="delivery no longer failing",
+        )
         expect(p.status()["dropped_intervals"]) == 0
         p.stop_worker()
         expect(p.worker.stderr).contains(f"carbon at {carbon.address}: connection refused (attempt 1 failed")

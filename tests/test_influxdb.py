@@ -5,6 +5,7 @@ The mapping tests need no socket. The delivery tests run Debian's influxd
 answers InfluxDB 1.6 cannot be made to give (429, 503, the 2.x write API)
 come from a small recording HTTP server.
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,23 +57,52 @@ def test_timers_and_histograms_carry_every_statistic_and_idle_ones_count_zero():
     t = timer(values=(0.5, 0.25, 1.5))
     fields = lines(t)[0].split(" ")[1].split(",")
     expect([f.split("=")[0] for f in fields]) == [
-        "count", "sum", "sum_squares", "min", "max", "mean", "median", "stddev", "p50", "p99_9"]
+        "count",
+        "sum",
+        "sum_squares",
+        "min",
+        "max",
+        "mean",
+        "median",
+        "stddev",
+        "p50",
+        "p99_9",
+    ]
     expect(lines(timer(values=()))) == ["db.query count=0.0 1700000010000"]
-    expect(lines(timer(name="size", values=(5.0,), kind="histogram", unit="bytes"))[0]
-           .startswith("size,unit=bytes count=1.0,")) == True
+    expect(
+        lines(timer(name="size", values=(5.0,), kind="histogram", unit="bytes"))[0].startswith(
+            "size,unit=bytes count=1.0,"
+        )
+    ) == True
 
 
-@pytest.mark.parametrize("name, escaped", [
-    ("a,b c", r"a\,b\ c"), ('say "hi"', r'say\ "hi"'), ("x=y", "x=y"), ("#hash", "_#hash"),
-    ("end\\", "end_"), ("a\\,b", r"a_\,b"), ("a\\b", "a\\b"), ("née", "née"),
-])
+@pytest.mark.parametrize(
+    "name, escaped",
+    [
+        ("a,b c", r"a\,b\ c"),
+        ('say "hi"', r'say\ "hi"'),
+        ("x=y", "x=y"),
+        ("#hash", "_#hash"),
+        ("end\\", "end_"),
+        ("a\\,b", r"a_\,b"),
+        ("a\\b", "a\\b"),
+        ("née", "née"),
+    ],
+)
 def test_measurement_escaping(name, escaped):
     expect(escape_measurement(name)) == escaped
 
 
-@pytest.mark.parametrize("text, escaped", [
-    ("a,b c=d", r"a\,b\ c\=d"), ('"q"', '"q"'), ("end\\", "end_"), ("a\\=b", r"a_\=b"), ("a\\b", "a\\b"),
-])
+@pytest.mark.parametrize(
+    "text, escaped",
+    [
+        ("a,b c=d", r"a\,b\ c\=d"),
+        ('"q"', '"q"'),
+        ("end\\", "end_"),
+        ("a\\=b", r"a_\=b"),
+        ("a\\b", "a\\b"),
+    ],
+)
 def test_tag_escaping(text, escaped):
     expect(escape_key(text)) == escaped
 
@@ -175,13 +205,14 @@ def test_v2_writes_go_to_the_v2_api_with_the_token_header(recorder):
     expect(body) == b"hits value=3.0,count=2.0,rate=0.3 1700000010000"
 
 
-@pytest.mark.parametrize("status, retryable", [(429, True), (500, True), (503, True), (400, False),
-                                               (401, False), (413, False)])
-def test_429_and_5xx_are_retried_other_4xx_are_not_and_carry_the_server_message(recorder, status,
-                                                                                 retryable):
+@pytest.mark.parametrize(
+    "status, retryable", [(429, True), (500, True), (503, True), (400, False), (401, False), (413, False)]
+)
+def test_429_and_5xx_are_retried_other_4xx_are_not_and_carry_the_server_message(recorder, status, retryable):
     _, url = recorder
-    Recorder.answers = [(status, {"Retry-After": "7", "Content-Type": "application/json"},
-                         b'{"error":"the server says why"}')]
+    Recorder.answers = [
+        (status, {"Retry-After": "7", "Content-Type": "application/json"}, b'{"error":"the server says why"}')
+    ]
     destination = InfluxDBDestination(url, database="m")
     with pytest.raises(Retryable if retryable else Rejected, match=f"{status}: the server says why") as caught:
         destination.post(Interval(END - 10, END, [counter()]))
@@ -225,13 +256,18 @@ def now_interval(*summaries) -> Interval:
 def test_influxdb_stores_exactly_what_each_type_sends(influxdb, database):
     destination = InfluxDBDestination(influxdb.url, database=database)
     t = timer(values=(0.125, 0.5, 2.0))
-    interval = now_interval(counter(value=1234.5, rate=123.45, source="api", tags=["env:prod"]),
-                            gauge(value=-1e-3), t, a_set(value=42),
-                            timer(name="size", values=(512.0, 2048.0), kind="histogram", unit="bytes"))
+    interval = now_interval(
+        counter(value=1234.5, rate=123.45, source="api", tags=["env:prod"]),
+        gauge(value=-1e-3),
+        t,
+        a_set(value=42),
+        timer(name="size", values=(512.0, 2048.0), kind="histogram", unit="bytes"),
+    )
     destination.post(interval)
     stamp = round(interval.end * 1000)
     expect(influxdb.rows(database, "hits")) == [
-        {"time": stamp, "value": 1234.5, "count": 2, "rate": 123.45, "env": "prod", "source": "api"}]
+        {"time": stamp, "value": 1234.5, "count": 2, "rate": 123.45, "env": "prod", "source": "api"}
+    ]
     expect(influxdb.rows(database, "temperature")[0]["value"]) == -1e-3
     stored = influxdb.rows(database, "db.query")[0]
     for key in ("count", "sum", "sum_squares", "min", "max", "mean", "median", "stddev", "p50", "p99_9"):
@@ -243,7 +279,7 @@ def test_influxdb_stores_exactly_what_each_type_sends(influxdb, database):
 
 @needs_influxd
 def test_hard_names_and_tags_round_trip_through_the_real_server(influxdb, database):
-    hard = ['a,b c', 'say "hi"', "x=y", "back\\slash", "née", "tab\there"]
+    hard = ["a,b c", 'say "hi"', "x=y", "back\\slash", "née", "tab\there"]
     summaries = [counter(name=name, tags=[f"{name}:{name}", "k:v=w,x y"]) for name in hard]
     summaries.append(counter(name="#comment", tags=["end:trailing\\"]))
     InfluxDBDestination(influxdb.url, database=database).post(now_interval(*summaries))
@@ -302,6 +338,7 @@ def test_the_token_comes_from_the_file_or_the_environment_never_both(tmp_path):
     import click
 
     from zibrato.cli.influxdb import read_token
+
     token_file = tmp_path / "token"
     token_file.write_text(f"  {TOKEN}\n")
     expect(read_token(token_file)) == TOKEN
@@ -314,8 +351,9 @@ def test_the_token_comes_from_the_file_or_the_environment_never_both(tmp_path):
     with pytest.raises(click.UsageError, match="holds spaces, control or non-ASCII") as caught:
         read_token(tmp_path / "two-lines")
     expect(TOKEN in str(caught.value)) == False
-    result = run_script("zibrato-influxdb", "--database", "m", "--token-file", token_file,
-                        env={"INFLUXDB_TOKEN": TOKEN})
+    result = run_script(
+        "zibrato-influxdb", "--database", "m", "--token-file", token_file, env={"INFLUXDB_TOKEN": TOKEN}
+    )
     expect(result.returncode) == 2
     expect(result.stderr).contains("give the token once")
     expect(TOKEN in result.stderr) == False
@@ -327,9 +365,22 @@ class InfluxPipeline(WorkerPipeline):
     script, ready_log = "zibrato-influxdb", "influxdb worker"
 
     def __init__(self, tmp_path, influxdb, database, *worker_args, flush=0.5, env=None):
-        super().__init__(tmp_path, "--url", influxdb.url, "--database", database, "--retry-delay", "0.1",
-                         "--max-retry-delay", "0.5", "--timeout", "2", *worker_args, flush=flush,
-                         env=env)
+        super().__init__(
+            tmp_path,
+            "--url",
+            influxdb.url,
+            "--database",
+            database,
+            "--retry-delay",
+            "0.1",
+            "--max-retry-delay",
+            "0.5",
+            "--timeout",
+            "2",
+            *worker_args,
+            flush=flush,
+            env=env,
+        )
 
 
 @pytest.fixture
@@ -358,7 +409,13 @@ def test_the_stop_signal_delivers_the_final_partial_interval(pipeline, influxdb,
     p.stop_worker()
     row = influxdb.wait_for_rows(database, "db.query")[0]
     expect((row["count"], row["min"], row["max"], row["p50"], row["source"], row["env"])) == (
-        200, 0.001, 0.2, 0.1, "api", "prod")
+        200,
+        0.001,
+        0.2,
+        0.1,
+        "api",
+        "prod",
+    )
     expect(round(row["sum"], 9)) == 20.1
     expect(p.worker.stderr).contains("with a token")
     expect(TOKEN in p.worker.stderr) == False
@@ -386,8 +443,7 @@ def test_the_console_script_delivers_exact_totals_through_an_outage(pipeline, tm
             p.client.timing("info", "work", i / 100)
         p.wait_measurements(20)
         wait_until(lambda: influx_total(server, database, "jobs") == 55, timeout=15, message="55 jobs")
-        wait_until(lambda: influx_total(server, database, "work", "count") == 10, timeout=15,
-                   message="10 timings")
+        wait_until(lambda: influx_total(server, database, "work", "count") == 10, timeout=15, message="10 timings")
 
         server.stop()
         for i in range(1, 6):
@@ -397,8 +453,9 @@ def test_the_console_script_delivers_exact_totals_through_an_outage(pipeline, tm
         expect(" ".join(p.status()["problems"])).contains("influxdb delivery failing")
 
         server.start()
-        wait_until(lambda: influx_total(server, database, "jobs") == 1555, timeout=20,
-                   message="every job after the outage")
+        wait_until(
+            lambda: influx_total(server, database, "jobs") == 1555, timeout=20, message="every job after the outage"
+        )
         expect(p.status()["dropped_intervals"]) == 0
         p.stop_worker()
         expect(p.worker.stderr).contains(f"InfluxDB at {server.url} unreachable: ConnectionError")

@@ -6,6 +6,7 @@ the others run client -> zibrato-broker -> zibrato-librato -> FakeLibrato as
 real processes. Every test checks that the API token never
 appears in a log line.
 """
+
 from __future__ import annotations
 
 import logging
@@ -47,12 +48,16 @@ def make_backend(librato, caplog):
     def make(fake=None, percentiles=(50, 90, 95, 99), backoff=None, **options):
         settings = dict(api_url=(fake or librato).url, timeout=2.0)
         settings.update(options)
-        rig = Rig(Librato(USER, TOKEN, **settings), percentiles=percentiles,
-                  backoff=backoff or Backoff(0.01, 0.05),
-                  length=60.0)
+        rig = Rig(
+            Librato(USER, TOKEN, **settings),
+            percentiles=percentiles,
+            backoff=backoff or Backoff(0.01, 0.05),
+            length=60.0,
+        )
         rig.destination.connect()
         made.append(rig)
         return rig
+
     yield make
     for rig in made:
         rig.stop(0.1)
@@ -98,11 +103,13 @@ def failures_reported(caplog, text):
 def test_counters_gauges_and_timers_map_to_exact_librato_gauges(librato, make_backend):
     backend = make_backend(percentiles=(50, 90, 99.9), source="web")
     timer = [i / 1000 for i in range(1, 201)]
-    t, summaries = interval(backend,
-                            ("c", "signup", "api", (), list(range(1, 51))),
-                            ("c", "login", None, ("env:prod", "region:eu"), [1, 1, 1]),
-                            ("g", "queue.depth", None, (), [5, -3, 12, 7]),
-                            ("t", "db.query", "api", (), timer))
+    t, summaries = interval(
+        backend,
+        ("c", "signup", "api", (), list(range(1, 51))),
+        ("c", "login", None, ("env:prod", "region:eu"), [1, 1, 1]),
+        ("g", "queue.depth", None, (), [5, -3, 12, 7]),
+        ("t", "db.query", "api", (), timer),
+    )
     backend.post(t, summaries)
 
     [request] = librato.requests()
@@ -112,18 +119,34 @@ def test_counters_gauges_and_timers_map_to_exact_librato_gauges(librato, make_ba
     expect(sorted(body)) == ["gauges", "measure_time"]
     expect(body["measure_time"]) == t
     sent = {m["name"]: m for m in body["gauges"]}
-    expect(sorted(sent)) == ["db.query", "db.query.p50", "db.query.p90", "db.query.p99_9",
-                             "login", "queue.depth", "signup"]
+    expect(sorted(sent)) == [
+        "db.query",
+        "db.query.p50",
+        "db.query.p90",
+        "db.query.p99_9",
+        "login",
+        "queue.depth",
+        "signup",
+    ]
     expect(sent["signup"]) == {"name": "signup", "value": 1275, "source": "api"}
     # Tags have no place in the source-based API: folded into the source, after the default.
     expect(sent["login"]) == {"name": "login", "value": 3, "source": "web.env:prod.region:eu"}
     expect(sent["queue.depth"]) == {"name": "queue.depth", "value": 7, "source": "web"}
-    expect(sent["db.query"]) == {"name": "db.query", "source": "api", "count": 200,
-                                 "sum": pytest.approx(sum(timer)), "min": 0.001, "max": 0.2,
-                                 "sum_squares": pytest.approx(sum(v * v for v in timer))}
+    expect(sent["db.query"]) == {
+        "name": "db.query",
+        "source": "api",
+        "count": 200,
+        "sum": pytest.approx(sum(timer)),
+        "min": 0.001,
+        "max": 0.2,
+        "sum_squares": pytest.approx(sum(v * v for v in timer)),
+    }
     for key, pct in (("p50", 50), ("p90", 90), ("p99_9", 99.9)):
-        expect(sent[f"db.query.{key}"]) == {"name": f"db.query.{key}", "source": "api",
-                                            "value": nearest_rank(timer, pct)}
+        expect(sent[f"db.query.{key}"]) == {
+            "name": f"db.query.{key}",
+            "source": "api",
+            "value": nearest_rank(timer, pct),
+        }
     expect(len(librato.measurements())) == 7
     expect(backend.figures_["measurements_sent"]) == 7
 
@@ -131,8 +154,9 @@ def test_counters_gauges_and_timers_map_to_exact_librato_gauges(librato, make_ba
 def test_tagged_api_sends_zibrato_tags_as_librato_tags(make_backend):
     with FakeLibrato(user=USER, token=TOKEN, tags_enabled=True) as fake:
         backend = make_backend(fake, api="tagged", percentiles=(99,), source="web")
-        t, summaries = interval(backend, ("c", "login", None, ("env:prod",), [2, 3]),
-                                ("t", "db.query", "api", (), [0.1, 0.3]))
+        t, summaries = interval(
+            backend, ("c", "login", None, ("env:prod",), [2, 3]), ("t", "db.query", "api", (), [0.1, 0.3])
+        )
         backend.post(t, summaries)
         [request] = fake.requests()
         expect(request["path"]) == "/v1/measurements"
@@ -141,26 +165,36 @@ def test_tagged_api_sends_zibrato_tags_as_librato_tags(make_backend):
         expect(body["time"]) == t
         sent = {m["name"]: m for m in body["measurements"]}
         expect(sent["login"]) == {"name": "login", "value": 5, "tags": {"env": "prod", "source": "web"}}
-        expect(sent["db.query"]) == {"name": "db.query", "count": 2, "sum": pytest.approx(0.4),
-                                     "min": 0.1, "max": 0.3, "stddev": pytest.approx(0.1),
-                                     "tags": {"source": "api"}}
+        expect(sent["db.query"]) == {
+            "name": "db.query",
+            "count": 2,
+            "sum": pytest.approx(0.4),
+            "min": 0.1,
+            "max": 0.3,
+            "stddev": pytest.approx(0.1),
+            "tags": {"source": "api"},
+        }
         expect(sent["db.query.p99"]) == {"name": "db.query.p99", "value": 0.3, "tags": {"source": "api"}}
 
 
-def test_names_and_sources_are_fitted_to_librato_rules_and_each_change_logged_once(
-        librato, make_backend, caplog):
+def test_names_and_sources_are_fitted_to_librato_rules_and_each_change_logged_once(librato, make_backend, caplog):
     backend = make_backend(percentiles=(50, 99.9))
     long_name = "x" * 300
     for minute in (2, 1):
-        t, summaries = interval(backend, ("c", "db query/µs", "web 1", (), [1]),
-                                ("t", long_name, None, (), [0.5]), ("g", "fine", "all", (), [3]),
-                                time_=(int(time.time()) // 60 - minute) * 60)
+        t, summaries = interval(
+            backend,
+            ("c", "db query/µs", "web 1", (), [1]),
+            ("t", long_name, None, (), [0.5]),
+            ("g", "fine", "all", (), [3]),
+            time_=(int(time.time()) // 60 - minute) * 60,
+        )
         backend.post(t, summaries)
 
     base = "x" * (255 - len(".p99_9"))  # room kept for the longest percentile suffix
     names = [(m["name"], m.get("source")) for m in librato.measurements()]
-    expect(sorted(set(names))) == sorted({("db_query__s", "web_1"), (base, None), (base + ".p50", None),
-                                          (base + ".p99_9", None), ("fine", "all_")})
+    expect(sorted(set(names))) == sorted(
+        {("db_query__s", "web_1"), (base, None), (base + ".p50", None), (base + ".p99_9", None), ("fine", "all_")}
+    )
     expect(len(names)) == 10  # all accepted by the server's checks, twice
     changes = [r.getMessage() for r in caplog.records if "does not fit Librato's rules" in r.getMessage()]
     expect(len(changes)) == 4  # 'db query/µs', 'web 1', the long name, the reserved source 'all'
@@ -173,14 +207,14 @@ def test_batches_never_exceed_the_batch_size(make_backend):
     with FakeLibrato(user=USER, token=TOKEN, max_batch=2) as strict:
         backend = make_backend(strict, batch_size=2, percentiles=(50, 99))
         # 5 series, 7 measurements: the timer is a summary gauge plus two percentiles.
-        t, summaries = interval(backend, *[("c", f"c{i}", None, (), [i]) for i in range(1, 5)],
-                                ("t", "t", None, (), [1, 2, 3]))
+        t, summaries = interval(
+            backend, *[("c", f"c{i}", None, (), [i]) for i in range(1, 5)], ("t", "t", None, (), [1, 2, 3])
+        )
         backend.post(t, summaries)
         requests = strict.requests()
         expect([r["status"] for r in requests]) == [200] * 4
         expect([len(r["body"]["gauges"]) for r in requests]) == [2, 2, 2, 1]
-        expect(delivered(strict)) == [("c1", 1), ("c2", 2), ("c3", 3), ("c4", 4), ("t", 3),
-                                      ("t.p50", 2), ("t.p99", 3)]
+        expect(delivered(strict)) == [("c1", 1), ("c2", 2), ("c3", 3), ("c4", 4), ("t", 3), ("t.p50", 2), ("t.p99", 3)]
 
 
 def test_server_errors_and_429_are_retried_and_everything_arrives_exactly_once(librato, make_backend):
@@ -211,11 +245,13 @@ def test_one_rejected_measurement_costs_only_itself(librato, make_backend, caplo
     librato.reject_name("mid.bad")
     # Sorted by type and name, the bad one is last in the third of four batches.
     records = [("c", f"good.{i}", None, (), [i]) for i in range(1, 9)]
-    t, summaries = interval(backend, *records, ("c", "mid.bad", None, (), [99]),
-                            ("t", "good.timer", None, (), [0.2, 0.4]))
+    t, summaries = interval(
+        backend, *records, ("c", "mid.bad", None, (), [99]), ("t", "good.timer", None, (), [0.2, 0.4])
+    )
     backend.post(t, summaries)
-    expect(delivered(librato)) == sorted([(f"good.{i}", i) for i in range(1, 9)]
-                                         + [("good.timer", 2), ("good.timer.p90", 0.4)])
+    expect(delivered(librato)) == sorted(
+        [(f"good.{i}", i) for i in range(1, 9)] + [("good.timer", 2), ("good.timer.p90", 0.4)]
+    )
     # Two batches accepted, then the third split until 'mid.bad' is alone, then the fourth.
     expect([r["status"] for r in librato.requests()]) == [200, 200, 400, 200, 400, 200, 400, 200]
     expect(backend.figures_["measurements_rejected"]) == 1
@@ -247,7 +283,11 @@ def test_a_4xx_about_the_request_itself_is_retried_whole_not_bisected(librato, m
     librato.fail_next(3, status)
     backend.send(*interval(backend, *counters(20)))
     expect([(r["status"], len(r["body"]["gauges"])) for r in librato.requests()]) == [
-        (status, 20), (status, 20), (status, 20), (200, 20)]
+        (status, 20),
+        (status, 20),
+        (status, 20),
+        (200, 20),
+    ]
     expect(delivered(librato)) == sorted((f"c{i}", i) for i in range(1, 21))
     expect(backend.figures_["measurements_rejected"]) == 0
     [logged] = failures_reported(caplog, "a rejection of the request itself")  # once, not per attempt
@@ -274,9 +314,16 @@ def test_a_wrong_api_url_keeps_the_interval_instead_of_dropping_it(librato, make
 def test_series_that_meet_in_one_librato_series_are_sent_once_and_counted(librato, make_backend, caplog):
     backend = make_backend(percentiles=(95,))
     for minute in (2, 1):
-        backend.post(*interval(backend, ("t", "x", "api", (), [0.1]), ("g", "x.p95", "api", (), [7]),
-                               ("c", "a b", None, (), [1]), ("c", "a_b", None, (), [2]),
-                               time_=(int(time.time()) // 60 - minute) * 60))
+        backend.post(
+            *interval(
+                backend,
+                ("t", "x", "api", (), [0.1]),
+                ("g", "x.p95", "api", (), [7]),
+                ("c", "a b", None, (), [1]),
+                ("c", "a_b", None, (), [2]),
+                time_=(int(time.time()) // 60 - minute) * 60,
+            )
+        )
     for request in librato.requests():
         sent = [(m["name"], m.get("source"), m.get("value")) for m in request["body"]["gauges"]]
         expect(sorted(sent)) == [("a_b", None, 1), ("x", "api", None), ("x.p95", "api", 7)]
@@ -382,9 +429,18 @@ class LibratoPipeline(WorkerPipeline):
 
     def __init__(self, tmp_path, fake, *worker_args, flush=DAY, env=None):
         env = {USER_ENV: USER, TOKEN_ENV: TOKEN} if env is None else env
-        super().__init__(tmp_path, "--api-url", fake.url, "--retry-delay", "0.05",
-                         "--max-retry-delay", "0.2", *worker_args, flush=flush,
-                         env={USER_ENV: "", TOKEN_ENV: "", **env})
+        super().__init__(
+            tmp_path,
+            "--api-url",
+            fake.url,
+            "--retry-delay",
+            "0.05",
+            "--max-retry-delay",
+            "0.2",
+            *worker_args,
+            flush=flush,
+            env={USER_ENV: "", TOKEN_ENV: "", **env},
+        )
         self.fake = fake
 
     def start(self):
@@ -427,8 +483,7 @@ def test_exact_values_reach_librato_and_the_stop_signal_delivers_the_final_flush
     p.stop_worker(signum)
 
     got = {m["name"]: m for m in p.received()}
-    expect(sorted(got)) == ["db.query", "db.query.p50", "db.query.p90", "db.query.p99_9",
-                            "queue.depth", "signup"]
+    expect(sorted(got)) == ["db.query", "db.query.p50", "db.query.p90", "db.query.p99_9", "queue.depth", "signup"]
     expect(abs(got["signup"]["measure_time"] - stopped_at)) < 5
     expect((got["signup"]["value"], got["queue.depth"]["value"])) == (1275, 7)
     summary = got["db.query"]
@@ -461,6 +516,7 @@ def test_an_outage_spanning_several_flushes_loses_nothing(pipeline, librato):
 
     def orders():
         return sum(m["value"] for m in p.received() if m["name"] == "orders")
+
     wait_until(lambda: orders() == sent and p.status()["backlog"] == 0, message="the backlog delivered")
     p.stop_worker()
     expect(orders()) == sent  # nothing lost, nothing twice
@@ -469,8 +525,7 @@ def test_an_outage_spanning_several_flushes_loses_nothing(pipeline, librato):
     expect(p.worker.stderr).contains("recovered after")
 
 
-def test_a_stop_during_a_503_with_retry_after_sends_nothing_more_and_exits_inside_the_budget(
-        pipeline, librato):
+def test_a_stop_during_a_503_with_retry_after_sends_nothing_more_and_exits_inside_the_budget(pipeline, librato):
     """Issue 12's storm (175 POSTs after TERM) against the real worker process: now none."""
     librato.fail_next(1000, 503, headers={"Retry-After": "120"})
     p = pipeline("--stop-timeout", "3")
@@ -494,8 +549,14 @@ def test_a_bad_name_costs_only_itself(pipeline, librato):
     p.wait_measurements(4)
     p.stop_worker()
     expect(sorted((m["name"], m.get("value", m.get("count"))) for m in p.received())) == [
-        ("good.a", 1), ("good.b", 3), ("good.t", 1), ("good.t.p50", 0.25), ("good.t.p90", 0.25),
-        ("good.t.p95", 0.25), ("good.t.p99", 0.25)]
+        ("good.a", 1),
+        ("good.b", 3),
+        ("good.t", 1),
+        ("good.t.p50", 0.25),
+        ("good.t.p90", 0.25),
+        ("good.t.p95", 0.25),
+        ("good.t.p99", 0.25),
+    ]
     expect(p.worker.stderr).contains("dropped measurement bad.name")
     expect(p.worker.stderr).contains("measurements named 'bad.name' are rejected")
 
@@ -515,8 +576,13 @@ def test_missing_credentials_are_a_usage_error_naming_every_way_to_give_them(tmp
 
     def run(*args, **env):
         bare = {USER_ENV: "", TOKEN_ENV: "", **env}
-        return CliRunner().invoke(librato_command, [str(a) for a in args], env=bare,
-                                  prog_name="zibrato-librato", auto_envvar_prefix="ZIBRATO_LIBRATO")
+        return CliRunner().invoke(
+            librato_command,
+            [str(a) for a in args],
+            env=bare,
+            prog_name="zibrato-librato",
+            auto_envvar_prefix="ZIBRATO_LIBRATO",
+        )
 
     result = run("--username", USER)
     expect(result.exit_code) == 2

@@ -7,6 +7,7 @@ worker. Records today's worker cannot read yet (histograms, sets, weights:
 Protocol 1.1) are checked at a real PULL socket standing in for the broker,
 by decoding its frames with msgpack.
 """
+
 from __future__ import annotations
 
 import base64
@@ -33,8 +34,16 @@ TOKEN = "s3cret-drain-token"
 
 def start_listener(tmp_path, broker_port: int, *args: object) -> tuple[Daemon, int]:
     """A real zibrato-listen on an ephemeral statsd port; returns it and that port."""
-    listener = Daemon(tmp_path, "zibrato-listen", "--broker", f"127.0.0.1:{broker_port}",
-                      "--statsd", "127.0.0.1:0", "--no-self-metrics", *args)
+    listener = Daemon(
+        tmp_path,
+        "zibrato-listen",
+        "--broker",
+        f"127.0.0.1:{broker_port}",
+        "--statsd",
+        "127.0.0.1:0",
+        "--no-self-metrics",
+        *args,
+    )
     listener.start().wait_for_log("listen ready")
     return listener, listening_port(listener, "statsd")
 
@@ -57,7 +66,8 @@ class ListenPipeline(WorkerPipeline):
         super().start()
         self.listen_status_port = free_ports(1)
         self.listener, self.statsd_port = start_listener(
-            self.tmp_path, self.base, "--status-port", self.listen_status_port, *self.listener_args)
+            self.tmp_path, self.base, "--status-port", self.listen_status_port, *self.listener_args
+        )
         return self
 
     def listen_status(self) -> dict:
@@ -68,8 +78,11 @@ class ListenPipeline(WorkerPipeline):
 
     def wait_values(self, values: int) -> None:
         """Wait until ``values`` values from the listener have been aggregated by the worker."""
-        wait_until(lambda: self.status()["measurements"] >= self.baseline + values, timeout=10,
-                   message=f"{values} values at the worker")
+        wait_until(
+            lambda: self.status()["measurements"] >= self.baseline + values,
+            timeout=10,
+            message=f"{values} values at the worker",
+        )
 
     def summaries(self) -> dict:
         """Stop the worker (its final flush) and return its summaries by name."""
@@ -105,6 +118,7 @@ class RawPull:
                 assert version == 1
                 self.messages.append((level.decode(), time_, records))
             return predicate(self.records())
+
         wait_until(ready, timeout=timeout, message="records at the PULL socket")
         return self.records()
 
@@ -129,6 +143,7 @@ def send_udp(port: int, *datagrams: bytes) -> None:
 
 
 # --- the real clients --------------------------------------------------------------
+
 
 def test_pystatsd_udp_and_tcp_clients_arrive_with_exact_totals(listen_pipeline):
     import statsd
@@ -168,8 +183,9 @@ def test_datadogpy_buffered_client_arrives_with_tags_sources_and_levels(listen_p
     from datadog.dogstatsd import DogStatsd
 
     p = listen_pipeline("--gauge-sign", "absolute")
-    client = DogStatsd(host="127.0.0.1", port=p.statsd_port, disable_buffering=False,
-                       disable_telemetry=True, flush_interval=0.05)
+    client = DogStatsd(
+        host="127.0.0.1", port=p.statsd_port, disable_buffering=False, disable_telemetry=True, flush_interval=0.05
+    )
     for i in range(500):
         client.increment("orders", 2, tags=["region:eu", "host:web-1"])
         client.timing("checkout", 40, tags=["region:eu"])
@@ -190,11 +206,18 @@ def test_datadogpy_buffered_client_arrives_with_tags_sources_and_levels(listen_p
 @pytest.mark.skipif(shutil.which("node") is None, reason=f"needs Node.js ({INSTALL_COMMAND})")
 def test_etsy_statsd_repeater_feeds_the_listener(listen_pipeline, tmp_path):
     p = listen_pipeline()
-    repeater = {"backends": ["./backends/repeater", str(CAPTURE_BACKEND)],
-                "repeater": [{"host": "127.0.0.1", "port": p.statsd_port}], "repeaterProtocol": "udp4"}
+    repeater = {
+        "backends": ["./backends/repeater", str(CAPTURE_BACKEND)],
+        "repeater": [{"host": "127.0.0.1", "port": p.statsd_port}],
+        "repeaterProtocol": "udp4",
+    }
     with EtsyStatsd(tmp_path, flush_interval_ms=100000, extra_config=repeater) as etsy:
-        datagrams = [b"jobs:1|c\njobs:1|c|@0.1\nrender:30|ms|@0.5", b"queue:+4|g", b"queue:-1|g",
-                     b"bad line\njobs:2|c"] * 50
+        datagrams = [
+            b"jobs:1|c\njobs:1|c|@0.1\nrender:30|ms|@0.5",
+            b"queue:+4|g",
+            b"queue:-1|g",
+            b"bad line\njobs:2|c",
+        ] * 50
         send_udp(etsy.port, *datagrams)
         p.wait_lines(50 * 6)
     p.wait_values(50 * 6)
@@ -209,6 +232,7 @@ def test_sampled_timers_histograms_and_sets_are_protocol_1_1_records(tmp_path, r
     listener, port = start_listener(tmp_path, raw_pull.port, "--level", "apps")
     try:
         from datadog.dogstatsd import DogStatsd
+
         client = DogStatsd(host="127.0.0.1", port=port, disable_buffering=False, disable_telemetry=True)
         client.histogram("payload", 512, tags=["route:/a"])
         client.distribution("latency", 7.5)
@@ -238,8 +262,7 @@ def test_histograms_sets_and_sample_weights_reach_the_console_worker(listen_pipe
     from datadog.dogstatsd import DogStatsd
 
     p = listen_pipeline()
-    client = DogStatsd(host="127.0.0.1", port=p.statsd_port, disable_buffering=False,
-                       disable_telemetry=True)
+    client = DogStatsd(host="127.0.0.1", port=p.statsd_port, disable_buffering=False, disable_telemetry=True)
     for i in range(1, 101):
         client.histogram("payload", i, tags=["route:/a"])
         client.distribution("latency", i / 10)
@@ -260,17 +283,38 @@ def test_histograms_sets_and_sample_weights_reach_the_console_worker(listen_pipe
 
 # --- rejects, limits, never blocking ------------------------------------------------
 
+
 def test_every_reject_is_counted_by_reason_logged_escaped_and_the_rest_kept(listen_pipeline):
     p = listen_pipeline()
-    bad = [b"x:nan|c", b":1|c", b"x:1|zz", b"x:1|c|@2", b"x:abc|c", b"x:-1|ms", b"\xff\xfe:1|c",
-           b"y" * 9000 + b":1|c", b"x:1|c|T1000", b"x:1|c|#level:bad level", b"evil\x1b[31m:1|c"]
+    bad = [
+        b"x:nan|c",
+        b":1|c",
+        b"x:1|zz",
+        b"x:1|c|@2",
+        b"x:abc|c",
+        b"x:-1|ms",
+        b"\xff\xfe:1|c",
+        b"y" * 9000 + b":1|c",
+        b"x:1|c|T1000",
+        b"x:1|c|#level:bad level",
+        b"evil\x1b[31m:1|c",
+    ]
     send_udp(p.statsd_port, *[b"good:1|c\n" + line + b"\ngood:1|c" for line in bad])
     p.wait_lines(2 * len(bad))
     status = p.listen_status()
     assert status["rejected"] == {
-        "non-finite value": 1, "empty name": 1, "unknown type": 1, "bad rate": 1, "bad value": 1,
-        "negative timer": 1, "invalid utf-8": 1, "line too long": 1, "timestamp out of window": 1,
-        "bad level": 1, "bad name": 1}
+        "non-finite value": 1,
+        "empty name": 1,
+        "unknown type": 1,
+        "bad rate": 1,
+        "bad value": 1,
+        "negative timer": 1,
+        "invalid utf-8": 1,
+        "line too long": 1,
+        "timestamp out of window": 1,
+        "bad level": 1,
+        "bad name": 1,
+    }
     p.wait_values(2 * len(bad))
     assert p.summaries()["good"]["value"] == 2 * len(bad)
     log = p.listener.stderr
@@ -297,8 +341,9 @@ def test_ipv6_loopback(tmp_path, raw_pull):
         socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).bind(("::1", 0))
     except OSError:
         pytest.skip("no IPv6 loopback here")
-    listener = Daemon(tmp_path, "zibrato-listen", "--broker", f"127.0.0.1:{raw_pull.port}",
-                      "--statsd", "[::1]:0", "--no-self-metrics")
+    listener = Daemon(
+        tmp_path, "zibrato-listen", "--broker", f"127.0.0.1:{raw_pull.port}", "--statsd", "[::1]:0", "--no-self-metrics"
+    )
     listener.start().wait_for_log("listen ready")
     try:
         port = int(re.search(r"statsd \[::1\]:(\d+)", listener.stderr).group(1))
@@ -331,12 +376,15 @@ def test_a_broker_that_never_answers_never_blocks_the_listener_drops_are_counted
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
-        listener, port = start_listener(tmp_path, silent.getsockname()[1], "--hwm", "1",
-                                        "--flush-interval", "0.01", "--status-port", status_port)
+        listener, port = start_listener(
+            tmp_path, silent.getsockname()[1], "--hwm", "1", "--flush-interval", "0.01", "--status-port", status_port
+        )
         try:
+
             def published(values):  # sent or dropped: each burst is a flush of its own
                 status = ask_status("127.0.0.1", status_port)
                 return status["values_sent"] + status["values_dropped"] >= values
+
             for burst in range(1, 21):
                 send_udp(port, *[b"flood:1|c\nflood:1|ms"] * 50)
                 wait_until(lambda: published(burst * 100))
@@ -349,8 +397,10 @@ def test_a_broker_that_never_answers_never_blocks_the_listener_drops_are_counted
 
 
 def test_kernel_drops_are_read_from_proc_net_udp():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         receiver.bind(("127.0.0.1", 0))
         assert udp_drops(receiver) == 0
@@ -369,8 +419,16 @@ def test_status_reports_the_receive_buffer_and_kernel_drops(listen_pipeline):
 
 
 def test_self_metrics_carry_lines_and_rejects_by_reason(tmp_path, raw_pull):
-    listener = Daemon(tmp_path, "zibrato-listen", "--broker", f"127.0.0.1:{raw_pull.port}",
-                      "--statsd", "127.0.0.1:0", "--flush-interval", "10")
+    listener = Daemon(
+        tmp_path,
+        "zibrato-listen",
+        "--broker",
+        f"127.0.0.1:{raw_pull.port}",
+        "--statsd",
+        "127.0.0.1:0",
+        "--flush-interval",
+        "10",
+    )
     listener.start().wait_for_log("listen ready")
     send_udp(listening_port(listener, "statsd"), b"ok:1|c\nx:nan|c\nx:1|q\ny:2|q")
     listener.signal(signal.SIGTERM)  # the last figures are published at stop
@@ -378,9 +436,9 @@ def test_self_metrics_carry_lines_and_rejects_by_reason(tmp_path, raw_pull):
     raw_pull.receive_until(lambda r: any(x[2] == "ok" for x in r))
 
     def last(name, *tags):
-        values = [x[3][-1] for x in raw_pull.records()
-                  if x[0] == "zibrato" and x[2] == name and tuple(x[5]) == tags]
+        values = [x[3][-1] for x in raw_pull.records() if x[0] == "zibrato" and x[2] == name and tuple(x[5]) == tags]
         return values[-1] if values else None
+
     assert last("zibrato.listen.lines") == 1
     assert last("zibrato.listen.rejected", "input:statsd", "reason:non-finite value") == 1
     assert last("zibrato.listen.rejected", "input:statsd", "reason:unknown type") == 2
@@ -388,6 +446,7 @@ def test_self_metrics_carry_lines_and_rejects_by_reason(tmp_path, raw_pull):
 
 
 # --- l2met ---------------------------------------------------------------------------
+
 
 def frame(message: str, app: str = "app", procid: str = "web.1") -> bytes:
     body = f"<40>1 2026-12-02T06:45:29+00:00 host {app} {procid} - {message}".encode()
@@ -415,9 +474,11 @@ def test_l2met_drain_with_token_produces_the_documented_series(listen_pipeline, 
     token_file.chmod(0o600)
     p = listen_pipeline("--l2met", "127.0.0.1:0", "--l2met-token-file", token_file)
     port = listening_port(p.listener, "l2met")
-    body = (frame("at=info measure#db.latency=4ms count#signup sample#db.size=-3GB source=api")
-            + frame("connect=1ms service=18ms bytes=13", app="heroku", procid="router")
-            + frame("measure#db.latency=6ms count#signup=2 source=api"))
+    body = (
+        frame("at=info measure#db.latency=4ms count#signup sample#db.size=-3GB source=api")
+        + frame("connect=1ms service=18ms bytes=13", app="heroku", procid="router")
+        + frame("measure#db.latency=6ms count#signup=2 source=api")
+    )
     assert post(port, body, None) == 401
     assert post(port, body, basic("user", "wrong")) == 401
     assert post(port, body, "Bearer wrong") == 401
@@ -441,8 +502,9 @@ def test_l2met_drain_with_token_produces_the_documented_series(listen_pipeline, 
 def test_drain_answers_for_a_body_too_big_or_without_length(tmp_path, raw_pull):
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    listener, _ = start_listener(tmp_path, raw_pull.port, "--l2met", "127.0.0.1:0",
-                                 "--l2met-token-file", token_file, "--max-body", 2048)
+    listener, _ = start_listener(
+        tmp_path, raw_pull.port, "--l2met", "127.0.0.1:0", "--l2met-token-file", token_file, "--max-body", 2048
+    )
     port = listening_port(listener, "l2met")
     try:
         assert post(port, frame("count#big=1 " + "x" * 3000), f"Bearer {TOKEN}") == 413
@@ -460,32 +522,52 @@ def test_drain_answers_for_a_body_too_big_or_without_length(tmp_path, raw_pull):
 
 
 def test_stdin_with_tee_passes_lines_through_and_publishes_them(tmp_path, raw_pull):
-    text = ("starting\nmeasure#job.duration=1.5s count#job.done source=worker-3\n"
-            "bad measure#x=oops tuple count#job.done\n\u00e9t\u00e9 ok\n")
+    text = (
+        "starting\nmeasure#job.duration=1.5s count#job.done source=worker-3\n"
+        "bad measure#x=oops tuple count#job.done\n\u00e9t\u00e9 ok\n"
+    )
     result = subprocess.run(
-        [str(BIN / "zibrato-listen"), "--stdin", "--tee", "--statsd", "off", "--no-self-metrics",
-         "--broker", f"127.0.0.1:{raw_pull.port}"],
-        input=text.encode(), capture_output=True, timeout=20)
+        [
+            str(BIN / "zibrato-listen"),
+            "--stdin",
+            "--tee",
+            "--statsd",
+            "off",
+            "--no-self-metrics",
+            "--broker",
+            f"127.0.0.1:{raw_pull.port}",
+        ],
+        input=text.encode(),
+        capture_output=True,
+        timeout=20,
+    )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout == text.encode()
     records = raw_pull.receive_until(lambda r: sum(len(x[3]) for x in r) >= 3)
     assert sorted((name, values, source or "") for _, _, name, values, source, _ in records) == [
-        ("job.done", [1.0], ""), ("job.done", [1.0], "worker-3"), ("job.duration", [1.5], "worker-3")]
+        ("job.done", [1.0], ""),
+        ("job.done", [1.0], "worker-3"),
+        ("job.duration", [1.5], "worker-3"),
+    ]
     assert b"rejected l2met input (bad value): 'measure#x=oops'" in result.stderr
 
 
 # --- the command line ----------------------------------------------------------------
 
-@pytest.mark.parametrize("args,message", [
-    (["--statsd", "nowhere"], "HOST:PORT"),
-    (["--statsd", "127.0.0.1:99999"], "HOST:PORT"),
-    (["--tee"], "--tee needs --stdin"),
-    (["--l2met", "127.0.0.1:0"], "--l2met needs --l2met-token-file"),
-    (["--level", "no spaces"], "1-64 characters"),
-    (["--flush-interval", "0"], "0.001"),
-    (["--gauge-sign", "sideways"], "delta"),
-    (["--statsd", "off"], "nothing to listen to"),
-])
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--statsd", "nowhere"], "HOST:PORT"),
+        (["--statsd", "127.0.0.1:99999"], "HOST:PORT"),
+        (["--tee"], "--tee needs --stdin"),
+        (["--l2met", "127.0.0.1:0"], "--l2met needs --l2met-token-file"),
+        (["--level", "no spaces"], "1-64 characters"),
+        (["--flush-interval", "0"], "0.001"),
+        (["--gauge-sign", "sideways"], "delta"),
+        (["--statsd", "off"], "nothing to listen to"),
+    ],
+)
 def test_bad_flags_exit_with_a_usage_message(args, message):
     result = run_script("zibrato-listen", *args, timeout=10)
     assert result.returncode == 2 and message in result.stderr, result.stderr
@@ -494,13 +576,15 @@ def test_bad_flags_exit_with_a_usage_message(args, message):
 def test_a_port_in_use_is_a_clear_error(tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
-        result = run_script("zibrato-listen", "--statsd", f"127.0.0.1:{taken.getsockname()[1]}",
-                            "--no-self-metrics", timeout=10)
+        result = run_script(
+            "zibrato-listen", "--statsd", f"127.0.0.1:{taken.getsockname()[1]}", "--no-self-metrics", timeout=10
+        )
     assert result.returncode == 1 and "cannot bind --statsd (UDP)" in result.stderr
 
 
 def test_a_timestamped_line_travels_in_a_message_of_its_own_time(tmp_path, raw_pull):
     import time
+
     stamp = int(time.time()) - 120
     listener, port = start_listener(tmp_path, raw_pull.port)
     try:

@@ -1,4 +1,5 @@
 """The l2met parser alone: log lines and logplex drain bodies in, series and values out."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,10 @@ def by_name(pending: dict) -> dict:
 
 
 def test_conventions():
-    _, pending = line("at=info measure#db.latency=4ms measure#db.rows=12rows count#hits "
-                      "count#errors=3 sample#db.size=100GB measure.legacy=2s source=prod source=ignored")
+    _, pending = line(
+        "at=info measure#db.latency=4ms measure#db.rows=12rows count#hits "
+        "count#errors=3 sample#db.size=100GB measure.legacy=2s source=prod source=ignored"
+    )
     assert by_name(pending) == {
         "db.latency": ("t", "prod", None, [0.004]),
         "db.rows": ("h", "prod", "rows", [12.0]),
@@ -55,27 +58,36 @@ def test_a_histogram_unit_is_part_of_the_series_and_no_unit_is_none():
 
 def test_negative_values_parse():
     _, pending = line("sample#temp=-4.5 count#balance=-3 measure#delta=-2.5e3bytes")
-    assert by_name(pending) == {"temp": ("g", None, None, [-4.5]), "balance": ("c", None, None, [-3.0]),
-                                "delta": ("h", None, "bytes", [-2500.0])}
+    assert by_name(pending) == {
+        "temp": ("g", None, None, [-4.5]),
+        "balance": ("c", None, None, [-3.0]),
+        "delta": ("h", None, "bytes", [-2500.0]),
+    }
 
 
 def test_a_bad_tuple_is_counted_and_skipped_the_rest_kept():
     seen = []
     parser = L2metParser(rejects=Rejects(lambda why, what: seen.append((why, what))))
     pending: dict = {}
-    accepted = parser.feed_line("measure#a=abc count#b=2 measure#c=1e999 sample#=3 "
-                                "measure#d=4\u00b5s measure#e=1ms", pending)
+    accepted = parser.feed_line(
+        "measure#a=abc count#b=2 measure#c=1e999 sample#=3 measure#d=4\u00b5s measure#e=1ms", pending
+    )
     assert accepted == 2 and by_name(pending).keys() == {"b", "e"}
-    assert dict(parser.rejects.counts) == {"bad value": 1, "non-finite value": 1, "bad name": 1,
-                                           "bad unit": 1}
+    assert dict(parser.rejects.counts) == {"bad value": 1, "non-finite value": 1, "bad name": 1, "bad unit": 1}
     assert ("bad value", "measure#a=abc") in seen
 
 
 def test_drain_body_frames_router_lines_and_options():
-    body = (frame("measure#db.latency=4ms source=api")
-            + frame('at=info method=GET path="/" host=x.herokuapp.com connect=1ms service=18ms '
-                    'status=200 bytes=13', app="heroku", procid="router")
-            + frame("just a log line") + b"\n")
+    body = (
+        frame("measure#db.latency=4ms source=api")
+        + frame(
+            'at=info method=GET path="/" host=x.herokuapp.com connect=1ms service=18ms status=200 bytes=13',
+            app="heroku",
+            procid="router",
+        )
+        + frame("just a log line")
+        + b"\n"
+    )
     parser = L2metParser()
     pending: dict = {}
     assert parser.feed_drain(body, pending, prefix="shop", source_prefix="eu") == 4
@@ -118,8 +130,27 @@ def test_drain_never_raises_on_any_bytes(data):
     parser.feed_drain(b"%d %s" % (len(data), data), {})
 
 
-_tokens = st.sampled_from(["measure#", "count#", "sample#", "measure.", "source=", "=", "ms", "-",
-                           "1", "2.5", "e", "x", " ", "#", "nan", "GB", "\t"])
+_tokens = st.sampled_from(
+    [
+        "measure#",
+        "count#",
+        "sample#",
+        "measure.",
+        "source=",
+        "=",
+        "ms",
+        "-",
+        "1",
+        "2.5",
+        "e",
+        "x",
+        " ",
+        "#",
+        "nan",
+        "GB",
+        "\t",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None)

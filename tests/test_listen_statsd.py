@@ -1,4 +1,5 @@
 """The statsd/DogStatsD parser alone: bytes in, series and values out, no sockets."""
+
 from __future__ import annotations
 
 import pytest
@@ -27,8 +28,14 @@ def only(pending: dict) -> tuple[Series, list]:
 def test_each_type_becomes_its_protocol_kind():
     _, pending = parse(b"a:2.5|c\nb:7|g\nc:250|ms\nd:3|h\ne:4|d\nf:u17|s")
     kinds = {series.name: (series.type, values) for series, values in pending.items()}
-    assert kinds == {"a": ("c", [2.5]), "b": ("g", [7.0]), "c": ("t", [0.25]),
-                     "d": ("h", [3.0]), "e": ("h", [4.0]), "f": ("s", ["u17"])}
+    assert kinds == {
+        "a": ("c", [2.5]),
+        "b": ("g", [7.0]),
+        "c": ("t", [0.25]),
+        "d": ("h", [3.0]),
+        "e": ("h", [4.0]),
+        "f": ("s", ["u17"]),
+    }
 
 
 def test_optional_fields_in_any_order_and_unknown_ones_ignored():
@@ -72,8 +79,7 @@ def test_host_tag_is_the_source_and_level_tag_the_level():
     assert only(pending)[0].level == "apps"
 
 
-@pytest.mark.parametrize("sign,expected", [("delta", [10.0, 15.0, 12.0, 3.0]),
-                                            ("absolute", [10.0, 5.0, -3.0, 3.0])])
+@pytest.mark.parametrize("sign,expected", [("delta", [10.0, 15.0, 12.0, 3.0]), ("absolute", [10.0, 5.0, -3.0, 3.0])])
 def test_signed_gauges_delta_or_absolute(sign, expected):
     _, pending = parse(b"g:10|g\ng:+5|g\ng:-3|g\ng:3|g", gauge_sign=sign)
     assert only(pending)[1] == expected
@@ -90,18 +96,36 @@ def test_delta_gauge_keeps_its_value_across_datagrams_and_pystatsd_negative_idio
     assert len(parser.gauges) == 2
 
 
-@pytest.mark.parametrize("line,reason", [
-    (b"x:nan|c", "non-finite value"), (b"x:inf|g", "non-finite value"),
-    (b"x:-Infinity|ms", "non-finite value"), (b":1|c", "empty name"), (b"|c", "malformed line"),
-    (b"x:1|q", "unknown type"), (b"x:1|", "unknown type"), (b"x:1", "malformed line"),
-    (b"x:1|c|@0", "bad rate"), (b"x:1|c|@1.5", "bad rate"), (b"x:1|c|@abc", "bad rate"),
-    (b"x:abc|c", "bad value"), (b"x:|c", "bad value"), (b"x:1_000|c", "bad value"),
-    (b"x:1:y|ms", "bad value"), (b"x:-5|ms", "negative timer"), (b"x:\x01|s", "bad value"),
-    (b"x:1|c|#level:no way", "bad level"), (b"x:1|c|#" + b"t" * 300, "bad tag"),
-    (b"x:1|c|Tsoon", "bad timestamp"), (b"x:1|c|T1000", "timestamp out of window"),
-    (b"x:1|c|T1800009999", "timestamp out of window"), (b"\xff\xfe:1|c", "invalid utf-8"),
-    (b"x" * 9000 + b":1|c", "line too long"), (b"\x00x:1|c", "bad name"),
-])
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        (b"x:nan|c", "non-finite value"),
+        (b"x:inf|g", "non-finite value"),
+        (b"x:-Infinity|ms", "non-finite value"),
+        (b":1|c", "empty name"),
+        (b"|c", "malformed line"),
+        (b"x:1|q", "unknown type"),
+        (b"x:1|", "unknown type"),
+        (b"x:1", "malformed line"),
+        (b"x:1|c|@0", "bad rate"),
+        (b"x:1|c|@1.5", "bad rate"),
+        (b"x:1|c|@abc", "bad rate"),
+        (b"x:abc|c", "bad value"),
+        (b"x:|c", "bad value"),
+        (b"x:1_000|c", "bad value"),
+        (b"x:1:y|ms", "bad value"),
+        (b"x:-5|ms", "negative timer"),
+        (b"x:\x01|s", "bad value"),
+        (b"x:1|c|#level:no way", "bad level"),
+        (b"x:1|c|#" + b"t" * 300, "bad tag"),
+        (b"x:1|c|Tsoon", "bad timestamp"),
+        (b"x:1|c|T1000", "timestamp out of window"),
+        (b"x:1|c|T1800009999", "timestamp out of window"),
+        (b"\xff\xfe:1|c", "invalid utf-8"),
+        (b"x" * 9000 + b":1|c", "line too long"),
+        (b"\x00x:1|c", "bad name"),
+    ],
+)
 def test_each_reject_is_counted_by_reason_and_the_rest_of_the_datagram_kept(line, reason):
     seen = []
     rejects = Rejects(lambda why, what: seen.append((why, what)))
@@ -150,13 +174,21 @@ def test_never_raises_on_any_bytes(data):
         assert values and all(isinstance(v, (float, str)) for v in values)
 
 
-_names = st.text(st.characters(blacklist_characters=":|\n\r@#", blacklist_categories=("Cc", "Cs")),
-                 min_size=1, max_size=20)
+_names = st.text(
+    st.characters(blacklist_characters=":|\n\r@#", blacklist_categories=("Cc", "Cs")), min_size=1, max_size=20
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(_names, st.floats(allow_nan=False, allow_infinity=False, width=32),
-                          st.sampled_from(["c", "g", "h", "d"])), min_size=1, max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            _names, st.floats(allow_nan=False, allow_infinity=False, width=32), st.sampled_from(["c", "g", "h", "d"])
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_every_well_formed_line_is_accepted_with_its_value(lines):
     data = "\n".join(f"{name}:{value!r}|{kind}" for name, value, kind in lines).encode()
     parser, pending = parse(data, gauge_sign="absolute")
@@ -164,9 +196,39 @@ def test_every_well_formed_line_is_accepted_with_its_value(lines):
     assert sum(len(v) for v in pending.values()) == len(lines)
 
 
-_pieces = st.sampled_from(["a", "b.c", ":", "|", "\n", "\r\n", "1", "-2.5", "+3", "nan", "1e400", "c", "g",
-                           "ms", "h", "d", "s", "@", "@0.5", "#", "host:", "level:", "x:y", ",", "T",
-                           "T1800000000", "\x00", "\u00e9", " "])
+_pieces = st.sampled_from(
+    [
+        "a",
+        "b.c",
+        ":",
+        "|",
+        "\n",
+        "\r\n",
+        "1",
+        "-2.5",
+        "+3",
+        "nan",
+        "1e400",
+        "c",
+        "g",
+        "ms",
+        "h",
+        "d",
+        "s",
+        "@",
+        "@0.5",
+        "#",
+        "host:",
+        "level:",
+        "x:y",
+        ",",
+        "T",
+        "T1800000000",
+        "\x00",
+        "\u00e9",
+        " ",
+    ]
+)
 
 
 @settings(max_examples=500, deadline=None)

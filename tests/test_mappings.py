@@ -2,6 +2,7 @@
 
 Constructing a destination opens nothing, either: no socket, no ZeroMQ context.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,20 +15,58 @@ from zibrato.backends.librato import Librato, LibratoMapping
 from zibrato.backends.statsd import Statsd, StatsdMapping
 from zibrato.destination import Interval
 
-COUNTER = {"type": "counter", "name": "signup", "source": "web", "tags": ["env:prod"], "time": 60.0,
-           "interval": 60.0, "value": 3, "count": 2, "rate": 0.05}
-GAUGE = {"type": "gauge", "name": "queue", "source": None, "tags": [], "time": 60.0, "interval": 60.0,
-         "value": -2, "count": 1, "min": -2, "max": -2, "sum": -2}
-TIMER = {"type": "timer", "name": "db.query", "source": None, "tags": [], "time": 60.0,
-         "interval": 60.0, "count": 2, "sum": 0.3, "sum_squares": 0.05, "min": 0.1, "max": 0.2,
-         "mean": 0.15, "median": 0.15, "stddev": 0.05, "p99": 0.2, "values": [0.1, 0.2]}
+COUNTER = {
+    "type": "counter",
+    "name": "signup",
+    "source": "web",
+    "tags": ["env:prod"],
+    "time": 60.0,
+    "interval": 60.0,
+    "value": 3,
+    "count": 2,
+    "rate": 0.05,
+}
+GAUGE = {
+    "type": "gauge",
+    "name": "queue",
+    "source": None,
+    "tags": [],
+    "time": 60.0,
+    "interval": 60.0,
+    "value": -2,
+    "count": 1,
+    "min": -2,
+    "max": -2,
+    "sum": -2,
+}
+TIMER = {
+    "type": "timer",
+    "name": "db.query",
+    "source": None,
+    "tags": [],
+    "time": 60.0,
+    "interval": 60.0,
+    "count": 2,
+    "sum": 0.3,
+    "sum_squares": 0.05,
+    "min": 0.1,
+    "max": 0.2,
+    "mean": 0.15,
+    "median": 0.15,
+    "stddev": 0.05,
+    "p99": 0.2,
+    "values": [0.1, 0.2],
+}
 
 
 def test_statsd_mapping_makes_lines_without_a_socket():
     mapping = StatsdMapping(prefix="app", tags="dogstatsd")
     expect(mapping.lines([COUNTER, GAUGE, TIMER])) == [
-        b"app.web.signup:3|c|#env:prod", b"app.queue:0|g\napp.queue:-2|g",
-        b"app.db.query:100|ms", b"app.db.query:200|ms"]
+        b"app.web.signup:3|c|#env:prod",
+        b"app.queue:0|g\napp.queue:-2|g",
+        b"app.db.query:100|ms",
+        b"app.db.query:200|ms",
+    ]
 
 
 def test_librato_mapping_makes_measurements_and_bodies_without_a_socket():

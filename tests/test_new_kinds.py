@@ -5,6 +5,7 @@ Etsy statsd, librato with the local fake Librato). The records are made with
 ``zibrato.protocol.encode``, as a 1.1 client sends them, and pushed to the
 broker; the warm-up goes through the real client.
 """
+
 from __future__ import annotations
 
 import math
@@ -82,8 +83,7 @@ def test_console_json_shows_histograms_sets_weights_and_their_sketches(console):
     out = {(s["name"], s.get("unit")): s for s in p.summaries()}
 
     size = out[("response.size", "bytes")]
-    expect((size["type"], size["count"], size["min"], size["max"], size["exact"])) == (
-        "histogram", 3, 100, 5120, True)
+    expect((size["type"], size["count"], size["min"], size["max"], size["exact"])) == ("histogram", 3, 100, 5120, True)
     expect((size["p50"], size["median"])) == (880, 880)
     expect(Sketch.from_dict(size["sketch"]).count) == 3
     expect(out[("response.size", "kB")]["count"]) == 1
@@ -107,10 +107,14 @@ def test_console_json_shows_histograms_sets_weights_and_their_sketches(console):
 def test_console_keeps_reporting_an_idle_series_until_it_expires(console):
     p = console("--expire", "1.0", flush=0.2)
     p.pusher.send([("c", "idle.counter", [5], None, []), ("g", "idle.gauge", [7], None, [])])
-    data = wait_until(lambda: [s for s in p.summaries() if s["name"] == "idle.counter" and s["count"]],
-                      message="the interval with data")[0]
-    zeros = wait_until(lambda: [s for s in p.summaries() if s["name"] == "idle.counter" and not s["count"]],
-                       message="an idle interval reported")
+    data = wait_until(
+        lambda: [s for s in p.summaries() if s["name"] == "idle.counter" and s["count"]],
+        message="the interval with data",
+    )[0]
+    zeros = wait_until(
+        lambda: [s for s in p.summaries() if s["name"] == "idle.counter" and not s["count"]],
+        message="an idle interval reported",
+    )
     expect((zeros[0]["value"], zeros[0]["rate"])) == (0.0, 0.0)
     # let flushes run well past the expiry, then nothing idle is reported beyond it
     flushes = p.status()["flushes"]
@@ -171,8 +175,7 @@ def test_statsd_gets_histograms_as_timers_sets_and_sample_rates(statsd, sets):
     p.stop_worker()
     # 4 histogram values, the set (1 gauge or 4 members), the counter, 2 timer values, the gauge, warm-up
     lines = 4 + (1 if sets == "count" else 4) + 1 + 2 + 1 + 1
-    wait_until(lambda: admin_counter(p.statsd, "statsd.metrics_received") >= lines,
-               message="the lines at statsd")
+    wait_until(lambda: admin_counter(p.statsd, "statsd.metrics_received") >= lines, message="the lines at statsd")
     p.statsd.stop()
     totals = p.statsd.totals()
     flush = [f for f in p.statsd.flushes() if f["timers"] or f["counters"]][-1]
@@ -196,18 +199,53 @@ def admin_counter(statsd, name):
 def test_statsd_dogstatsd_histograms_and_member_lines_are_well_formed():
     mapping = StatsdMapping(histograms="dogstatsd", sets="members")
     summaries = [
-        {"type": "histogram", "name": "size", "source": None, "tags": [], "unit": "bytes", "count": 3,
-         "values": [-2.5, 0, 1e6]},
-        {"type": "set", "name": "users", "source": None, "tags": [], "value": 3, "exact": True,
-         "sketch": {"exact": True, "count": 3, "members": [7, "a b", "x:y|z"]}},
-        {"type": "set", "name": "many", "source": None, "tags": [], "value": 5000, "exact": False,
-         "sketch": {"exact": False, "count": 5000, "precision": 14, "registers": ""}},
-        {"type": "timer", "name": "idle", "source": None, "tags": [], "count": 0, "sum": 0.0,
-         "sum_squares": 0.0, "exact": True},
+        {
+            "type": "histogram",
+            "name": "size",
+            "source": None,
+            "tags": [],
+            "unit": "bytes",
+            "count": 3,
+            "values": [-2.5, 0, 1e6],
+        },
+        {
+            "type": "set",
+            "name": "users",
+            "source": None,
+            "tags": [],
+            "value": 3,
+            "exact": True,
+            "sketch": {"exact": True, "count": 3, "members": [7, "a b", "x:y|z"]},
+        },
+        {
+            "type": "set",
+            "name": "many",
+            "source": None,
+            "tags": [],
+            "value": 5000,
+            "exact": False,
+            "sketch": {"exact": False, "count": 5000, "precision": 14, "registers": ""},
+        },
+        {
+            "type": "timer",
+            "name": "idle",
+            "source": None,
+            "tags": [],
+            "count": 0,
+            "sum": 0.0,
+            "sum_squares": 0.0,
+            "exact": True,
+        },
     ]
-    expect(mapping.lines(summaries)) == [b"size:-2.5|h", b"size:0|h", b"size:1000000|h",
-                                         b"users:7|s", b"users:a_b|s", b"users:x_y_z|s",
-                                         b"many:5000|g"]
+    expect(mapping.lines(summaries)) == [
+        b"size:-2.5|h",
+        b"size:0|h",
+        b"size:1000000|h",
+        b"users:7|s",
+        b"users:a_b|s",
+        b"users:x_y_z|s",
+        b"many:5000|g",
+    ]
 
 
 # --- librato -------------------------------------------------------------------------------
@@ -217,9 +255,17 @@ class LibratoConsole(Console):
     script, ready_log = "zibrato-librato", "librato worker"
 
     def __init__(self, tmp_path, fake, *worker_args, **kwargs):
-        WorkerPipeline.__init__(self, tmp_path, "--api-url", fake.url, "--retry-delay", "0.05",
-                                *worker_args, env={"ZIBRATO_LIBRATO_USERNAME": USER,
-                                                   "ZIBRATO_LIBRATO_APITOKEN": TOKEN}, **kwargs)
+        WorkerPipeline.__init__(
+            self,
+            tmp_path,
+            "--api-url",
+            fake.url,
+            "--retry-delay",
+            "0.05",
+            *worker_args,
+            env={"ZIBRATO_LIBRATO_USERNAME": USER, "ZIBRATO_LIBRATO_APITOKEN": TOKEN},
+            **kwargs,
+        )
         self.pusher = Pusher(self.base)
         self.fake = fake
 
@@ -291,6 +337,7 @@ def test_bad_aggregation_flags_exit_with_a_usage_message(argv, complaint):
     from click.testing import CliRunner
 
     from zibrato.cli import group
+
     result = CliRunner().invoke(group, argv, prog_name="zibrato")
     expect(result.exit_code) == 2
     expect(result.output).contains("Usage:")
@@ -301,10 +348,20 @@ def test_the_aggregation_flags_reach_the_aggregator():
     from zibrato.backends.console import Console
     from zibrato.cli.common import worker_kwargs
     from zibrato.worker import Worker
-    options = {"host": "127.0.0.1", "port": 5551, "levels": ("all",), "flush_interval": 10.0,
-               "percentiles": (50.0,), "max_exact": 500, "status_port": 0, "self_metrics": False,
-               "broker_port": None, "relative_error": 0.002,
-               "expire": {"counter": 60.0, "gauge": 600.0, "timer": 60.0, "histogram": 60.0, "set": 0.0}}
+
+    options = {
+        "host": "127.0.0.1",
+        "port": 5551,
+        "levels": ("all",),
+        "flush_interval": 10.0,
+        "percentiles": (50.0,),
+        "max_exact": 500,
+        "status_port": 0,
+        "self_metrics": False,
+        "broker_port": None,
+        "relative_error": 0.002,
+        "expire": {"counter": 60.0, "gauge": 600.0, "timer": 60.0, "histogram": 60.0, "set": 0.0},
+    }
     worker = Worker(Console(), **worker_kwargs(options))
     agg = worker.aggregator
     expect((agg.max_exact, agg.relative_error, agg.expire["gauge"], agg.expire["set"])) == (500, 0.002, 600.0, 0.0)

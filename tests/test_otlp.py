@@ -1,4 +1,5 @@
 """zibrato-otlp against the spec-enforcing OTLP/HTTP receiver (tests/support/fake_otlp.py)."""
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,14 @@ def interval(*summaries, start=START, end=END) -> Interval:
 def test_an_interval_arrives_gzipped_with_every_kind_mapped(otlp):
     d = destination(otlp)
 
-    d.post(interval(counter("signup", 12, source="web"), gauge("depth", 7), set_("users", 3),
-                    timer("db.query", [0.002, 0.004, 0.004])))
+    d.post(
+        interval(
+            counter("signup", 12, source="web"),
+            gauge("depth", 7),
+            set_("users", 3),
+            timer("db.query", [0.002, 0.004, 0.004]),
+        )
+    )
 
     expect(otlp.headers[0]["Content-Encoding"]) == "gzip"
     got = {p.metric: p for p in otlp.points()}
@@ -120,9 +127,9 @@ def test_a_partial_success_is_logged_and_counted_not_retried(otlp, caplog):
 
 
 def test_a_split_interval_retried_after_a_failure_sends_each_request_once():
-    with FakeOtlp(max_points=2) as fake:   # the receiver refuses bigger requests
+    with FakeOtlp(max_points=2) as fake:  # the receiver refuses bigger requests
         d = destination(fake, max_points=2)
-        fake.script(None, Fail(503, retry_after=0))   # the second of three requests fails
+        fake.script(None, Fail(503, retry_after=0))  # the second of three requests fails
         whole = interval(*[counter("hits", i, tags=[f"shard:{i}"]) for i in range(5)])
 
         with pytest.raises(Retryable):
@@ -156,9 +163,28 @@ def test_cumulative_temporality_reaches_the_receiver_as_running_totals(otlp):
 
 def test_https_with_a_ca_file(tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     with FakeOtlp(tls=(str(cert), str(key))) as fake:
         untrusted = destination(fake)
         with pytest.raises(Retryable, match="SSLError"):
@@ -173,15 +199,21 @@ def test_https_with_a_ca_file(tmp_path):
 def test_endpoint_resolution_follows_the_opentelemetry_variables():
     expect(metrics_url(None, {})) == "http://localhost:4318/v1/metrics"
     expect(metrics_url(None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://gw:4318/"})) == "https://gw:4318/v1/metrics"
-    expect(metrics_url(None, {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://gw",
-                              "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "https://m/custom"})) == "https://m/custom"
-    expect(metrics_url("http://c:4318/otlp", {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "https://m"})) == \
-        "http://c:4318/otlp/v1/metrics"
+    expect(
+        metrics_url(
+            None,
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "https://gw", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "https://m/custom"},
+        )
+    ) == "https://m/custom"
+    expect(
+        metrics_url("http://c:4318/otlp", {"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "https://m"})
+    ) == "http://c:4318/otlp/v1/metrics"
     with pytest.raises(ValueError, match="credentials"):
         metrics_url("https://user:pw@gw:4318", {})
 
 
 # --- the real console script, end to end ------------------------------------------------
+
 
 class OtlpPipeline(WorkerPipeline):
     script = "zibrato-otlp"
@@ -212,8 +244,14 @@ def pipeline(tmp_path, otlp):
 
 def test_exact_values_arrive_and_the_stop_signal_delivers_the_final_flush(pipeline, otlp):
     otlp.required_headers = {"Authorization": TOKEN}
-    p = pipeline("--service-name", "checkout", env={"OTEL_EXPORTER_OTLP_HEADERS": f"Authorization={TOKEN}",
-                                                    "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test"})
+    p = pipeline(
+        "--service-name",
+        "checkout",
+        env={
+            "OTEL_EXPORTER_OTLP_HEADERS": f"Authorization={TOKEN}",
+            "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        },
+    )
     for i in range(1, 51):
         p.client.count("info", "signup", i, tags={"plan": "pro"})
     for g in (5, -3, 12, 7):
@@ -225,13 +263,13 @@ def test_exact_values_arrive_and_the_stop_signal_delivers_the_final_flush(pipeli
     p.stop_worker(signal.SIGTERM)
 
     [signup] = p.received("signup")
-    expect((signup.value, signup.attributes, signup.kind)) == (1275, {"plan": "pro"}, "sum")
+    expect((signup.value, signup.attributes, signup.kind)) == (1275, {"level": "info", "plan": "pro"}, "sum")
     expect(abs(signup.time / 1e9 - stopped_at)) < 5
     expect(signup.resource["service.name"]) == "checkout"
     expect(signup.resource["deployment.environment"]) == "test"
     expect([q.value for q in p.received("queue.depth")]) == [7]
     [query] = p.received("db.query")
-    expect(query.attributes) == {"source": "api"}
+    expect(query.attributes) == {"source": "api", "level": "info"}
     expect((query.proto.count, query.proto.sum)) == (3, pytest.approx(0.007))
 
 
@@ -242,8 +280,9 @@ def test_an_outage_with_retry_after_loses_nothing_and_sends_nothing_twice(pipeli
         p.client.count("info", "orders", i)
     p.wait_measurements(3)
 
-    wait_until(lambda: sum(x.value for x in p.received("orders")) == 6, timeout=15,
-               message="the orders after the outage")
+    wait_until(
+        lambda: sum(x.value for x in p.received("orders")) == 6, timeout=15, message="the orders after the outage"
+    )
     p.stop_worker()
 
     expect(sum(x.value for x in p.received("orders"))) == 6
@@ -268,10 +307,10 @@ def test_an_outage_spanning_several_flushes_loses_nothing(pipeline, otlp):
 
     def orders():
         return sum(x.value for x in p.received("orders"))
-    wait_until(lambda: orders() == sent and p.status()["backlog"] == 0, timeout=15,
-               message="the backlog delivered")
+
+    wait_until(lambda: orders() == sent and p.status()["backlog"] == 0, timeout=15, message="the backlog delivered")
     p.stop_worker()
-    expect(orders()) == sent       # nothing lost, nothing twice
+    expect(orders()) == sent  # nothing lost, nothing twice
     expect(otlp.violations) == []  # the delayed intervals are still in order, never overlapping
 
 

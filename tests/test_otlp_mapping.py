@@ -1,4 +1,5 @@
 """The OTLP mapping: summaries -> ExportMetricsServiceRequest, checked without sockets."""
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,9 @@ def test_counter_is_a_delta_monotonic_sum_over_the_interval():
 
 def test_cumulative_counters_keep_running_totals_from_the_first_start():
     mapper = OtlpMapper(temporality="cumulative")
-    requests = [one_request(mapper, [counter("hits", v)], START + 60 * i, END + 60 * i)
-                for i, v in enumerate([2, 0, 5])]
+    requests = [
+        one_request(mapper, [counter("hits", v)], START + 60 * i, END + 60 * i) for i, v in enumerate([2, 0, 5])
+    ]
 
     points = checked(requests)
 
@@ -61,7 +63,7 @@ def test_cumulative_counters_keep_running_totals_from_the_first_start():
 def test_a_cumulative_series_that_stops_being_reported_restarts_from_zero():
     mapper = OtlpMapper(temporality="cumulative")
     first = one_request(mapper, [counter("hits", 4)], START, END)
-    one_request(mapper, [counter("other", 1)], END, END + 60)     # "hits" expired by the worker
+    one_request(mapper, [counter("other", 1)], END, END + 60)  # "hits" expired by the worker
     again = one_request(mapper, [counter("hits", 1)], END + 60, END + 120)
 
     points = checked([first, again])
@@ -78,8 +80,7 @@ def test_a_negative_increment_makes_the_sum_non_monotonic():
 def test_gauges_and_sets_are_gauges():
     points = checked([one_request(OtlpMapper(), [gauge("queue.depth", -4.25), set_("users", 17)])])
 
-    expect([(p.metric, p.kind, p.value) for p in points]) == [("queue.depth", "gauge", -4.25),
-                                                               ("users", "gauge", 17)]
+    expect([(p.metric, p.kind, p.value) for p in points]) == [("queue.depth", "gauge", -4.25), ("users", "gauge", 17)]
     expect(points[1].proto.WhichOneof("value")) == "as_int"
 
 
@@ -121,7 +122,7 @@ def test_fractional_weighted_counts_are_rounded_and_count_is_their_sum():
 
 
 def test_many_half_counts_do_not_bias_the_total():
-    summary = timer("sampled", [0.001 * 1.5 ** i for i in range(40)], weights=[1.5] * 40)
+    summary = timer("sampled", [0.001 * 1.5**i for i in range(40)], weights=[1.5] * 40)
 
     [point] = checked([one_request(OtlpMapper(), [summary])])
 
@@ -161,15 +162,23 @@ def test_a_timer_without_a_sketch_becomes_a_summary_of_its_percentiles():
 
     expect(point.kind) == "summary"
     expect([(q.quantile, q.value) for q in point.proto.quantile_values]) == [
-        (0.0, 0.1), (0.5, 0.2), (0.99, 0.3), (1.0, 0.3)]
+        (0.0, 0.1),
+        (0.5, 0.2),
+        (0.99, 0.3),
+        (1.0, 0.3),
+    ]
 
 
 def test_attributes_are_source_level_and_tags_with_unique_keys():
-    summary = counter("c", 1, source="web-1", tags=["env:prod", "canary", "source:tagged", "env:eu"],
-                      level="info")
+    summary = counter("c", 1, source="web-1", tags=["env:prod", "canary", "source:tagged", "env:eu"], level="info")
 
-    expect(attribute_pairs(summary)) == [("source", "web-1"), ("level", "info"), ("env", "prod,eu"),
-                                         ("canary", "true"), ("tag.source", "tagged")]
+    expect(attribute_pairs(summary)) == [
+        ("source", "web-1"),
+        ("level", "info"),
+        ("env", "prod,eu"),
+        ("canary", "true"),
+        ("tag.source", "tagged"),
+    ]
     checked([one_request(OtlpMapper(), [summary])])
 
 
@@ -178,19 +187,32 @@ def test_points_of_one_name_share_a_metric_and_requests_split_at_max_points():
 
     requests = OtlpMapper().requests(START, END, summaries, max_points=3)
 
-    expect([sum(len(m.sum.data_points) + len(m.gauge.data_points) for m in
-                r.resource_metrics[0].scope_metrics[0].metrics) for r in requests]) == [3, 3, 2]
+    expect(
+        [
+            sum(
+                len(m.sum.data_points) + len(m.gauge.data_points)
+                for m in r.resource_metrics[0].scope_metrics[0].metrics
+            )
+            for r in requests
+        ]
+    ) == [3, 3, 2]
     points = checked(requests)
     expect(sorted(p.value for p in points if p.metric == "hits")) == list(range(7))
 
 
 def test_resource_and_scope():
-    resource = resource_attributes(environ={"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=a%20b",
-                                            "OTEL_SERVICE_NAME": "checkout"}, host_name="box")
+    resource = resource_attributes(
+        environ={"OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod,team=a%20b", "OTEL_SERVICE_NAME": "checkout"},
+        host_name="box",
+    )
     [point] = checked([one_request(OtlpMapper(resource=resource), [gauge("g", 1)])])
 
-    expect(point.resource) == {"deployment.environment": "prod", "team": "a b", "host.name": "box",
-                               "service.name": "checkout"}
+    expect(point.resource) == {
+        "deployment.environment": "prod",
+        "team": "a b",
+        "host.name": "box",
+        "service.name": "checkout",
+    }
     expect(point.scope[0]) == "zibrato"
     expect(resource_attributes("flag", {"OTEL_SERVICE_NAME": "env"}, "h")["service.name"]) == "flag"
     expect(resource_attributes(None, {}, "h")["service.name"]) == "zibrato"
@@ -198,7 +220,9 @@ def test_resource_and_scope():
 
 def test_header_lists_parse_and_errors_do_not_echo_values():
     expect(parse_key_values("Authorization=Bearer%20abc, x-team = ops")) == {
-        "Authorization": "Bearer abc", "x-team": "ops"}
+        "Authorization": "Bearer abc",
+        "x-team": "ops",
+    }
     with pytest.raises(ValueError) as error:
         parse_key_values("a=1,secret-token-without-equals")
     expect(str(error.value)).does_not_contain("secret")
@@ -223,13 +247,21 @@ def test_the_receiver_catches_buckets_shifted_by_one():
 def test_the_receiver_catches_overlapping_delta_intervals():
     mapper = OtlpMapper()
     with pytest.raises(Violation, match="overlaps"):
-        checked([one_request(mapper, [counter("c", 1)]), one_request(mapper, [counter("c", 1)],
-                                                                     START + 30, END + 30)])
+        checked([one_request(mapper, [counter("c", 1)]), one_request(mapper, [counter("c", 1)], START + 30, END + 30)])
 
 
 def test_exp_histogram_from_sketch_ignores_empty_edge_buckets():
-    h = ExpHistogram.from_sketch({"scale": 2, "zero_count": 0, "positive": {"offset": 3, "counts": [0, 0, 2, 0]},
-                                  "negative": {"offset": 0, "counts": []}, "count": 2, "sum": 1.0,
-                                  "min": 0.5, "max": 0.5})
+    h = ExpHistogram.from_sketch(
+        {
+            "scale": 2,
+            "zero_count": 0,
+            "positive": {"offset": 3, "counts": [0, 0, 2, 0]},
+            "negative": {"offset": 0, "counts": []},
+            "count": 2,
+            "sum": 1.0,
+            "min": 0.5,
+            "max": 0.5,
+        }
+    )
     expect((h.positive, h.count)) == ((5, [2]), 2)
     expect(math.isfinite(h.sum)) == True

@@ -1,4 +1,5 @@
 """End to end: client -> real zibrato-broker -> real zibrato-console, as subprocesses."""
+
 from __future__ import annotations
 
 import contextlib
@@ -94,14 +95,12 @@ def test_levels_match_exactly(pipeline):
 
 def test_flushes_on_wall_clock_schedule_even_without_traffic():
     """A real worker in a thread (the schedule's arithmetic: tests/test_worker.py, no real time)."""
-    worker = Worker(Console(stream=io.StringIO()), "127.0.0.1", free_ports(1), flush_interval=0.05,
-                    self_level=None)
+    worker = Worker(Console(stream=io.StringIO()), "127.0.0.1", free_ports(1), flush_interval=0.05, self_level=None)
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     running.start()
     try:
-        wait_until(lambda: worker.figures_["flushes"] >= 3, timeout=5,
-                   message="three flushes with nothing arriving")
+        wait_until(lambda: worker.figures_["flushes"] >= 3, timeout=5, message="three flushes with nothing arriving")
         expect(worker.figures_["last_flush"] * 20) == pytest.approx(round(worker.figures_["last_flush"] * 20))
     finally:
         stop.set()
@@ -110,8 +109,7 @@ def test_flushes_on_wall_clock_schedule_even_without_traffic():
 
 def test_first_interval_rate_is_per_second_since_the_worker_started():
     clock = [1003.0]  # a third into the interval 1002-1005
-    worker = Worker(Console(stream=io.StringIO()), flush_interval=3.0, self_level=None,
-                    clock=lambda: clock[0])
+    worker = Worker(Console(stream=io.StringIO()), flush_interval=3.0, self_level=None, clock=lambda: clock[0])
     worker.schedule.start()
     worker.ingest(protocol.encode("info", 1003.5, [("c", "hits", [6], None, [])]))
     clock[0] = 1005.0
@@ -131,7 +129,7 @@ def test_garbage_never_stops_broker_or_worker(pipeline):
     garbage = [
         b"no terminator at all",
         b"info\x00\xc1 not msgpack",
-        b"info\x00" + msgpack.packb([2, 0.0, []]),                   # unknown version
+        b"info\x00" + msgpack.packb([2, 0.0, []]),  # unknown version
         b"info\x00" + msgpack.packb([1, 0.0, [["x", "n", [1], None, []]]]),  # unknown type
         b"info\x00" + msgpack.packb([1, 0.0, [["c", "n", ["1"], None, []]]]),  # string value
         b"info\x00" + msgpack.packb({"version": 1}),
@@ -244,8 +242,19 @@ def test_workers_take_every_message_the_broker_allows_past_4_mib(pipeline):
 def test_worker_reports_its_own_figures_under_its_level(pipeline, tmp_path):
     """Worker A (info only) publishes its figures; worker B (level zibrato only) prints them."""
     p = pipeline("--self-metrics", "--levels", "info", flush=0.3)
-    observer = Daemon(tmp_path, "zibrato-console", "--port", p.base + 1, "--format", "json",
-                      "--flush", "0.3", "--levels", "zibrato", "--no-self-metrics").start()
+    observer = Daemon(
+        tmp_path,
+        "zibrato-console",
+        "--port",
+        p.base + 1,
+        "--format",
+        "json",
+        "--flush",
+        "0.3",
+        "--levels",
+        "zibrato",
+        "--no-self-metrics",
+    ).start()
     try:
         baseline = p.status()["received"]  # the warm-up messages
         valid = protocol.encode("info", time.time(), [["c", "x", [1], None, []]])
@@ -257,8 +266,8 @@ def test_worker_reports_its_own_figures_under_its_level(pipeline, tmp_path):
         def last_value(name):
             values = [s["value"] for s in observer.json_lines() if s["name"] == name]
             return values[-1] if values else None
-        wait_until(lambda: last_value("zibrato.console.received") == baseline + 5,
-                   message="the received self-metric")
+
+        wait_until(lambda: last_value("zibrato.console.received") == baseline + 5, message="the received self-metric")
         expect(last_value("zibrato.console.malformed")) == 2
         timers = [s for s in observer.json_lines() if s["name"] == "zibrato.console.flush_duration"]
         expect(timers[0]["type"]) == "timer"
@@ -268,8 +277,9 @@ def test_worker_reports_its_own_figures_under_its_level(pipeline, tmp_path):
 
 
 def test_self_metrics_go_under_the_configured_self_level(broker_pull):
-    worker = Worker(Console(stream=io.StringIO()), port=broker_pull.port + 1,
-                    broker_port=broker_pull.port, self_level="ops")
+    worker = Worker(
+        Console(stream=io.StringIO()), port=broker_pull.port + 1, broker_port=broker_pull.port, self_level="ops"
+    )
     worker._self_client = worker._make_self_client()
     try:
         worker.flush(time.time() - 1, time.time())
@@ -334,11 +344,11 @@ def test_the_console_scripts_are_installed_and_explain_themselves():
 
 def test_demo_shows_metrics_within_seconds(tmp_path):
     base = free_ports(3)
-    result = run_script("zibrato", "demo", "--port", base, "--flush", "0.5", "--duration", "3",
-                        "--format", "json", timeout=60)
+    result = run_script(
+        "zibrato", "demo", "--port", base, "--flush", "0.5", "--duration", "3", "--format", "json", timeout=60
+    )
     expect(result.returncode) == 0
-    names = {line.split('"name":"')[1].split('"')[0] for line in result.stdout.splitlines()
-             if '"name":"' in line}
+    names = {line.split('"name":"')[1].split('"')[0] for line in result.stdout.splitlines() if '"name":"' in line}
     expect(names >= {"web.request", "db.query", "queue.depth"}) == True
     expect([name for name in names if name.startswith("zibrato.")]) == []  # the demo's metrics only
 
@@ -359,12 +369,23 @@ def test_demo_stops_with_a_clear_message_when_its_broker_cannot_start():
 # --- the console's table (no subprocesses) ------------------------------------------
 
 
-@pytest.mark.parametrize("seconds, text", [
-    (0, "0s"), (1.0, "1s"), (0.9996, "1s"), (2.5, "2.5s"), (59.99, "1min"), (1234, "20.6min"),
-    (7200, "2h"), (1e6, "278h"), (0.0456, "45.6ms"), (0.0009996, "1ms"), (0.000123, "123µs"),
-    (5e-9, "5ns"), (-0.002, "-2ms"),
-])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0, "0s"),
+        (1.0, "1s"),
+        (0.9996, "1s"),
+        (2.5, "2.5s"),
+        (59.99, "1min"),
+        (1234, "20.6min"),
+        (7200, "2h"),
+        (1e6, "278h"),
+        (0.0456, "45.6ms"),
+        (0.0009996, "1ms"),
+        (0.000123, "123µs"),
+        (5e-9, "5ns"),
+        (-0.002, "-2ms"),
+    ],
+)
 def test_human_seconds_reads_without_exponents(seconds, text):
     expect(human_seconds(seconds)) == text
-
-

@@ -1,4 +1,5 @@
 """zibrato-prometheus: its HTTP answers, l2met's read API, and the real Prometheus server scraping it."""
+
 from __future__ import annotations
 
 import gzip
@@ -56,15 +57,17 @@ def test_metrics_in_the_text_format_by_default_and_openmetrics_when_asked(served
     status, headers, body = get(served.base + "/metrics")
     expect(status) == 200
     expect(headers["Content-Type"]).contains("text/plain; version=0.0.4")
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for f in text_string_to_metric_families(body.decode()) for s in f.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(body.decode())
+        for s in f.samples
+    }
     expect(samples[("signup_total", (("source", "web"),))]) == 3
     expect(samples[("db_query_count", ())]) == 2
 
     status, headers, body = get(served.base + "/metrics", accept=OPENMETRICS)
     expect(headers["Content-Type"]).contains("application/openmetrics-text")
-    expect({f.name: f.type for f in parse_openmetrics(body.decode())}) == {"signup": "counter",
-                                                                           "db_query": "histogram"}
+    expect({f.name: f.type for f in parse_openmetrics(body.decode())}) == {"signup": "counter", "db_query": "histogram"}
 
 
 def test_a_large_scrape_is_gzipped_when_accepted(served):
@@ -82,7 +85,7 @@ def test_a_rendering_is_reused_until_the_next_interval_and_made_again_after_it(s
     again = get(served.base + "/metrics")[2]
     expect((again, served.figures()["renders"], served.figures()["scrapes"])) == (first, 1, 2)
 
-    post(served, counter("signup", 4), end=1_800_000_120.0)     # rendered again, in the background
+    post(served, counter("signup", 4), end=1_800_000_120.0)  # rendered again, in the background
     wait_until(lambda: served.figures()["renders"] == 2, message="the rendering after the interval")
 
     expect(get(served.base + "/metrics")[2].decode()).contains("signup_total 7.0")
@@ -91,7 +94,7 @@ def test_a_rendering_is_reused_until_the_next_interval_and_made_again_after_it(s
 
 def test_series_answers_the_summary_of_the_nth_last_interval(served):
     post(served, timer("db.query", [0.5], source="api"), end=1_800_000_000.0)
-    expect(get(served.base + "/series/db.query?source=api")[0]) == 200   # from now on it keeps 10
+    expect(get(served.base + "/series/db.query?source=api")[0]) == 200  # from now on it keeps 10
     for i, values in enumerate([[0.1, 0.3], [0.2], [0.4, 0.4, 0.4]]):
         post(served, timer("db.query", values, source="api"), end=1_800_000_060.0 + 60 * i)
 
@@ -105,13 +108,22 @@ def test_series_answers_the_summary_of_the_nth_last_interval(served):
     expect(get(served.base + "/series/db.query?source=api&offset=0")[0]) == 400
 
 
-@pytest.mark.parametrize("query, status", [
-    ("count=3", 200), ("count=2", 404), ("count=2&tol=1", 200),
-    ("mean=0.4&tol=1e-9", 200), ("mean=0.5&tol=0.05", 404), ("sum=1.2&tol=0.000001", 200),
-    ("count=3&sum=9", 404), ("offset=2&count=1", 200)])
+@pytest.mark.parametrize(
+    "query, status",
+    [
+        ("count=3", 200),
+        ("count=2", 404),
+        ("count=2&tol=1", 200),
+        ("mean=0.4&tol=1e-9", 200),
+        ("mean=0.5&tol=0.05", 404),
+        ("sum=1.2&tol=0.000001", 200),
+        ("count=3&sum=9", 404),
+        ("offset=2&count=1", 200),
+    ],
+)
 def test_metric_assertions_answer_200_when_they_hold_and_404_when_not(served, query, status):
     post(served, timer("db.query", [0.5], source="api"), end=1_800_000_000.0)
-    get(served.base + "/series/db.query?source=api")   # watched: keeps its history from now on
+    get(served.base + "/series/db.query?source=api")  # watched: keeps its history from now on
     post(served, timer("db.query", [0.5], source="api"), end=1_800_000_030.0)
     post(served, timer("db.query", [0.4, 0.4, 0.4], source="api"))
 
@@ -184,6 +196,7 @@ def test_bad_flags_are_usage_errors():
 
 # --- the real console script scraped by the real Prometheus server ---------------------------
 
+
 class PrometheusPipeline(WorkerPipeline):
     script = "zibrato-prometheus"
     ready_log = "prometheus worker"
@@ -198,8 +211,14 @@ class PrometheusPipeline(WorkerPipeline):
 
     def scrape(self) -> dict:
         body = get(self.base_url + "/metrics")[2].decode()
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for f in text_string_to_metric_families(body) for s in f.samples}
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(body)
+            for s in f.samples
+        }
+
+
+INFO = (("level", "info"),)  # every series carries its level as a label
 
 
 @pytest.fixture
@@ -214,6 +233,7 @@ def prometheus_for(tmp_path):
     def start(*targets):
         started.append(PrometheusServer(tmp_path, list(targets)).start())
         return started[-1]
+
     yield start
     for server in started:
         server.stop()
@@ -222,7 +242,7 @@ def prometheus_for(tmp_path):
 def test_the_real_prometheus_stores_exact_totals_gauges_and_buckets(pipeline, prometheus_for):
     p = pipeline(flush=0.5)
     prometheus = prometheus_for(f"127.0.0.1:{p.listen_port}")
-    timings = [0.001] * 10 + [0.003] * 20 + [0.05] * 5 + [1.5]          # median 0.003
+    timings = [0.001] * 10 + [0.003] * 20 + [0.05] * 5 + [1.5]  # median 0.003
     for i in range(1, 51):
         p.client.count("info", "signup", i, tags={"plan": "pro"})
     for g in (5, -3, 12, 7):
@@ -230,26 +250,36 @@ def test_the_real_prometheus_stores_exact_totals_gauges_and_buckets(pipeline, pr
     for v in timings:
         p.client.timing("info", "db.query", v)
     p.wait_measurements(50 + 4 + len(timings))
-    wait_until(lambda: p.scrape().get(("db_query_count", ())) == len(timings), timeout=10,
-               message="the worker's flush")
+    wait_until(
+        lambda: p.scrape().get(("db_query_count", INFO)) == len(timings), timeout=10, message="the worker's flush"
+    )
 
-    prometheus.wait_value('signup_total{plan="pro", job="zibrato"}', 1275)
+    prometheus.wait_value('signup_total{plan="pro", level="info", job="zibrato"}', 1275)
     prometheus.wait_value('queue_depth{source="worker-1"}', 7)
     prometheus.wait_value("db_query_count", len(timings))
     expect(prometheus.value("db_query_sum")) == pytest.approx(sum(timings))
-    for le, expected in (("0.0009765625", 0), ("0.001953125", 10), ("0.00390625", 30), ("0.0625", 35),
-                         ("1.0", 35), ("2.0", 36), ("+Inf", 36)):
+    for le, expected in (
+        ("0.0009765625", 0),
+        ("0.001953125", 10),
+        ("0.00390625", 30),
+        ("0.0625", 35),
+        ("1.0", 35),
+        ("2.0", 36),
+        ("+Inf", 36),
+    ):
         expect((le, prometheus.value(f'db_query_bucket{{le="{le}"}}'))) == (le, expected)
     median = prometheus.value("histogram_quantile(0.5, db_query_bucket)")
-    expect(0.001953125 < median <= 0.00390625) == True           # the bucket holding 0.003
+    expect(0.001953125 < median <= 0.00390625) == True  # the bucket holding 0.003
     p99 = prometheus.value("histogram_quantile(0.99, db_query_bucket)")
     expect(1.0 < p99 <= 2.0) == True
 
     # every scrape was clean: Prometheus's own counters of what it refused stayed at 0
     own = get(prometheus.url + "/metrics")[2].decode()
-    for refused in ("prometheus_target_scrapes_sample_duplicate_timestamp_total",
-                    "prometheus_target_scrapes_sample_out_of_order_total",
-                    "prometheus_target_scrapes_sample_out_of_bounds_total"):
+    for refused in (
+        "prometheus_target_scrapes_sample_duplicate_timestamp_total",
+        "prometheus_target_scrapes_sample_out_of_order_total",
+        "prometheus_target_scrapes_sample_out_of_bounds_total",
+    ):
         expect(own).contains(f"{refused} 0\n")
     expect(prometheus.value('up{job="zibrato"}')) == 1
 
@@ -278,8 +308,8 @@ def test_an_idle_series_leaves_metrics_after_expire(pipeline):
     p = pipeline("--expire", "1", flush=0.5)
     p.client.count("info", "once", 3)
     p.wait_measurements(1)
-    wait_until(lambda: p.scrape().get(("once_total", ())) == 3, message="the counter in /metrics")
+    wait_until(lambda: p.scrape().get(("once_total", INFO)) == 3, message="the counter in /metrics")
 
-    wait_until(lambda: ("once_total", ()) not in p.scrape(), timeout=10, message="the idle counter expiring")
+    wait_until(lambda: ("once_total", INFO) not in p.scrape(), timeout=10, message="the idle counter expiring")
     expect(p.status()["series_expired"]) >= 1
     p.stop_worker()

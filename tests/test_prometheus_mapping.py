@@ -1,4 +1,5 @@
 """The Prometheus mapping: summaries -> metric families -> prometheus_client's exposition, no sockets."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,8 +41,11 @@ def scrape(state) -> dict:
     A sample twice (same name and labels) fails the test: Prometheus rejects such a scrape.
     """
     text = exposition.generate_latest(Collector(state)).decode()
-    samples = [((s.name, frozenset(s.labels.items())), s.value)
-               for family in text_string_to_metric_families(text) for s in family.samples]
+    samples = [
+        ((s.name, frozenset(s.labels.items())), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
     got = dict(samples)
     assert len(got) == len(samples), f"duplicate samples in:\n{text}"
     return got
@@ -70,7 +74,7 @@ def test_gauges_keep_their_last_value_and_sets_are_gauges():
 
 
 def test_timer_buckets_are_exact_on_the_default_power_of_two_bounds():
-    values = [0.001, 0.003, 0.125, 0.1, 5.0, 0.0001]     # 0.125 = 2**-3 is a bound itself
+    values = [0.001, 0.003, 0.125, 0.1, 5.0, 0.0001]  # 0.125 = 2**-3 is a bound itself
     state = PrometheusState()
     state.update([timer("db.query", values[:3])])
     state.update([timer("db.query", values[3:])])
@@ -90,7 +94,7 @@ def test_negative_and_zero_histogram_values_count_below_every_positive_bound():
 
 
 def test_without_a_sketch_the_raw_values_are_counted_weighted_when_sampled():
-    summary = {"type": "timer", "count": 4, "sum": 1.0, "values": [0.01, 2.0]}   # 2 kept of 4
+    summary = {"type": "timer", "count": 4, "sum": 1.0, "values": [0.01, 2.0]}  # 2 kept of 4
     expect(bucket_increments(summary, (0.1, 1.0))) == [2.0, 0.0, 2.0]
 
 
@@ -105,7 +109,13 @@ def test_names_and_labels_are_made_valid():
     expect(metric_name("5xx-rate")) == "_5xx_rate"
     expect(metric_name("a:b")) == "a_b"
     expect([label_name(k) for k in ("env", "k8s.pod", "__name", "le", "9lives", "quantile")]) == [
-        "env", "k8s_pod", "tag_name", "tag_le", "_9lives", "tag_quantile"]
+        "env",
+        "k8s_pod",
+        "tag_name",
+        "tag_le",
+        "_9lives",
+        "tag_quantile",
+    ]
 
     state = PrometheusState()
     state.update([counter("http.hits", 1, source="api", level="info", tags=["k8s.pod:a", "k8s_pod:b", "le:x"])])
@@ -116,8 +126,7 @@ def test_names_and_labels_are_made_valid():
 
 def test_name_collisions_get_a_suffix_and_are_counted():
     state = PrometheusState()
-    state.update([counter("db.query", 1), counter("db_query", 2), gauge("db.query_total", 3),
-                  timer("db.query", [0.5])])
+    state.update([counter("db.query", 1), counter("db_query", 2), gauge("db.query_total", 3), timer("db.query", [0.5])])
 
     got = scrape(state)
     expect(got[("db_query_total", labels())]) == 1
@@ -148,7 +157,7 @@ def test_idle_series_expire_and_free_their_name():
     expect(sorted(name for name, _ in got)) == ["kept"]
     expect(state.figures["series_expired"]) == 1
     state.update([counter("old", 4)])
-    expect(scrape(state)[("old_total", labels())]) == 4     # a new series from zero
+    expect(scrape(state)[("old_total", labels())]) == 4  # a new series from zero
 
 
 def test_openmetrics_rendering_parses():
@@ -168,7 +177,7 @@ def test_a_series_keeps_its_last_summary_and_once_asked_for_its_history():
     for v in (1, 2):
         state.update([timer("t", [v])])
 
-    [series] = state.lookup("t")                  # asked for: from now on it keeps two
+    [series] = state.lookup("t")  # asked for: from now on it keeps two
     expect([h["sum"] for h in series.history]) == [2]
     for v in (3, 4):
         state.update([timer("t", [v])])

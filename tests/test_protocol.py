@@ -1,4 +1,5 @@
 """Wire protocol v1: round trips, exact level matching over real PUB/SUB, and what decode rejects."""
+
 from __future__ import annotations
 
 import time
@@ -25,6 +26,7 @@ def good_record(**changes) -> list:
 
 # --- round trip -------------------------------------------------------------
 
+
 def test_encode_decode_round_trip():
     records = [
         ("c", "signups", [1, 2, 3], "web-1", ["env:prod", "role:api"]),
@@ -34,11 +36,15 @@ def test_encode_decode_round_trip():
 
     batch = decode(encode("info", 1700000000.25, records))
 
-    expect(batch) == Batch("info", 1700000000.25, [
-        Record("c", "signups", (1, 2, 3), "web-1", ("env:prod", "role:api")),
-        Record("g", "queue.depth", (0,), None, ()),
-        Record("t", "db.query", (0.25, 1e-06, 3.5), "db", ("table:users",)),
-    ])
+    expect(batch) == Batch(
+        "info",
+        1700000000.25,
+        [
+            Record("c", "signups", (1, 2, 3), "web-1", ("env:prod", "role:api")),
+            Record("g", "queue.depth", (0,), None, ()),
+            Record("t", "db.query", (0.25, 1e-06, 3.5), "db", ("table:users",)),
+        ],
+    )
 
 
 def test_round_trip_keeps_unicode_names_sources_and_tags():
@@ -62,6 +68,7 @@ def test_topic_is_the_level_and_a_terminator_leading_every_message():
 
 
 # --- exact level matching through real PUB/SUB ---------------------------------
+
 
 @pytest.fixture
 def pub_sub(zmq_context):
@@ -207,12 +214,12 @@ def test_decode_rejects_a_bad_record_among_good_ones():
 
 def test_decode_accepts_the_hand_made_equivalent_of_a_good_message():
     expect(decode(raw([protocol.VERSION, 5, [good_record(values=[0, 2.5])]]))) == Batch(
-        "info", 5.0, [Record("c", "hits", (0, 2.5), None, ())])
+        "info", 5.0, [Record("c", "hits", (0, 2.5), None, ())]
+    )
 
 
 def test_decode_plain_gives_the_same_records_as_plain_tuples():
-    frame = raw([1, 2.5, [good_record(), good_record(type="t", values=[0.5, 1e-06], source="db",
-                                                     tags=["a:1", "b:2"])]])
+    frame = raw([1, 2.5, [good_record(), good_record(type="t", values=[0.5, 1e-06], source="db", tags=["a:1", "b:2"])]])
 
     named, plain = decode(frame), protocol.decode_plain(frame)
 

@@ -1,5 +1,6 @@
 """The README's "Writing a new worker" example, as printed, works: its --help, a delivery, and a
 retry that honours the stop deadline."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -36,8 +37,13 @@ def load(tmp_path: Path):
 def test_the_example_worker_command_explains_its_flags(tmp_path):
     example_module(tmp_path)
 
-    shown = subprocess.run([sys.executable, "-c", "import zibrato_graphite; zibrato_graphite.main()",
-                            "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    shown = subprocess.run(
+        [sys.executable, "-c", "import zibrato_graphite; zibrato_graphite.main()", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
     expect(shown.returncode) == 0
     expect(shown.stdout).contains("Deliver each flush to Graphite")
@@ -52,8 +58,7 @@ def test_the_example_destination_delivers_graphite_lines(tmp_path):
         carbon.listen(1)
         carbon.settimeout(10)
         rig = Rig(module.Graphite(carbon.getsockname()))
-        rig.send(1700000000.0, [{"name": "signup", "value": 3},
-                                {"name": "db.query", "mean": 0.25, "p99": 0.5}])
+        rig.send(1700000000.0, [{"name": "signup", "value": 3}, {"name": "db.query", "mean": 0.25, "p99": 0.5}])
         rig.stop(1.0)
         connection, _ = carbon.accept()
         with connection:
@@ -62,9 +67,11 @@ def test_the_example_destination_delivers_graphite_lines(tmp_path):
             while chunk := connection.recv(4096):
                 received += chunk
 
-    expect(received.decode().splitlines()) == ["signup.value 3 1700000000",
-                                               "db.query.mean 0.25 1700000000",
-                                               "db.query.p99 0.5 1700000000"]
+    expect(received.decode().splitlines()) == [
+        "signup.value 3 1700000000",
+        "db.query.mean 0.25 1700000000",
+        "db.query.p99 0.5 1700000000",
+    ]
 
 
 def test_the_example_retries_while_carbon_is_down_and_gives_up_by_the_stop_deadline(tmp_path, unused_port):

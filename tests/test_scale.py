@@ -1,4 +1,5 @@
 """Issue 15 without processes: summary records, merging per interval, shards, forwarder frames, CURVE keys."""
+
 from __future__ import annotations
 
 import os
@@ -47,6 +48,7 @@ def by_name(summaries: list[dict]) -> dict[str, dict]:
 
 # --- the wire: summary records and shards ---------------------------------------------------
 
+
 def test_a_summary_message_round_trips_through_the_decoder_and_is_sharded():
     interval = host_interval([("c", "hits", (1, 2, 3), "h1", ()), ("t", "db", (0.1, 0.2), None, ("a:b",))])
     frames, count = interval_frames(interval, 11.0, protocol.MAX_MESSAGE_SIZE)
@@ -60,14 +62,17 @@ def test_a_summary_message_round_trips_through_the_decoder_and_is_sharded():
         assert frame.startswith(protocol.topic("info", shard))
 
 
-@pytest.mark.parametrize("summary, reason", [
-    ({"kind": "x", "start": 0, "end": 1}, "unknown summary kind"),
-    ({"kind": "c", "start": 1, "end": 1, "sum": 1, "count": 1}, "start before its end"),
-    ({"kind": "c", "start": 0, "end": 1, "sum": float("inf"), "count": 1}, "'sum'"),
-    ({"kind": "t", "start": 0, "end": 1, "sum_squares": 1, "sketch": {"scale": 99}}, "bad sketch"),
-    ({"kind": "t", "start": 0, "end": 1, "sum_squares": 1}, "needs a sketch map"),
-    ({"kind": "c", "start": 0, "end": 1, "sum": 1, "count": 1, "unit": "ms"}, "only a histogram"),
-])
+@pytest.mark.parametrize(
+    "summary, reason",
+    [
+        ({"kind": "x", "start": 0, "end": 1}, "unknown summary kind"),
+        ({"kind": "c", "start": 1, "end": 1, "sum": 1, "count": 1}, "start before its end"),
+        ({"kind": "c", "start": 0, "end": 1, "sum": float("inf"), "count": 1}, "'sum'"),
+        ({"kind": "t", "start": 0, "end": 1, "sum_squares": 1, "sketch": {"scale": 99}}, "bad sketch"),
+        ({"kind": "t", "start": 0, "end": 1, "sum_squares": 1}, "needs a sketch map"),
+        ({"kind": "c", "start": 0, "end": 1, "sum": 1, "count": 1, "unit": "ms"}, "only a histogram"),
+    ],
+)
 def test_a_bad_summary_is_rejected_with_its_reason(summary, reason):
     frame = protocol.encode("info", 1.0, [("m", "x", (summary,), None, ())])
     with pytest.raises(protocol.ProtocolError, match=reason):
@@ -98,15 +103,24 @@ def test_the_shard_of_a_series_is_stable_and_spreads():
 
 # --- merging: exact totals, percentiles as one worker over all the data -----------------------
 
+
 def test_merged_summaries_equal_one_worker_over_all_the_raw_data():
     rng = random.Random(7)
     hosts = [[rng.lognormvariate(-4, 1.5) for _ in range(3000)] for _ in range(3)]
     raw_direct = [rng.lognormvariate(-4, 1.5) for _ in range(500)]
-    intervals = [host_interval([("t", "db", tuple(values), None, ()), ("c", "hits", (1,) * len(values), None, ()),
-                                ("s", "users", tuple(f"u{i % 700}" for i in range(len(values))), None, ())])
-                 for values in hosts]
-    merged = by_name(merged_at_global(intervals, raw=[("t", "db", tuple(raw_direct), None, ())],
-                                      percentiles=(50, 99, 99.9)))
+    intervals = [
+        host_interval(
+            [
+                ("t", "db", tuple(values), None, ()),
+                ("c", "hits", (1,) * len(values), None, ()),
+                ("s", "users", tuple(f"u{i % 700}" for i in range(len(values))), None, ()),
+            ]
+        )
+        for values in hosts
+    ]
+    merged = by_name(
+        merged_at_global(intervals, raw=[("t", "db", tuple(raw_direct), None, ())], percentiles=(50, 99, 99.9))
+    )
     everything = [v for values in hosts for v in values] + raw_direct
     assert merged["hits"]["value"] == 9000 and merged["hits"]["count"] == 9000
     timer = merged["db"]
@@ -127,8 +141,17 @@ def test_merged_summaries_equal_one_worker_over_all_the_raw_data():
 def test_gauges_merge_counts_and_extremes_and_keep_the_latest_last_value():
     agg = Aggregator()
     for last, when in ((5.0, 103.0), (7.0, 101.0)):
-        summary = {"kind": "g", "start": 90.0, "end": 100.0, "last": last, "time": when, "count": 2,
-                   "min": last - 1, "max": last + 1, "sum": 2 * last}
+        summary = {
+            "kind": "g",
+            "start": 90.0,
+            "end": 100.0,
+            "last": last,
+            "time": when,
+            "count": 2,
+            "min": last - 1,
+            "max": last + 1,
+            "sum": 2 * last,
+        }
         agg.add_summary("temp", None, (), summary)
     gauge = agg.flush(100.0, 10.0)[0]
     assert (gauge["value"], gauge["count"], gauge["min"], gauge["max"], gauge["sum"]) == (5.0, 4, 4.0, 8.0, 24.0)
@@ -166,8 +189,15 @@ def test_a_forwarder_keeps_levels_and_sources_unless_told_otherwise():
 
 
 def test_idle_series_forward_nothing_to_merge():
-    assert summary_record({"type": "timer", "name": "t", "tags": [], "count": 0, "sum": 0.0,
-                           "sum_squares": 0.0, "exact": True}, 0, 1, None) is None
+    assert (
+        summary_record(
+            {"type": "timer", "name": "t", "tags": [], "count": 0, "sum": 0.0, "sum_squares": 0.0, "exact": True},
+            0,
+            1,
+            None,
+        )
+        is None
+    )
     assert summary_record({"type": "set", "name": "s", "tags": [], "value": 0, "sketch": {}}, 0, 1, None) is None
 
 
@@ -181,6 +211,7 @@ def test_a_big_interval_is_split_into_messages_under_the_limit():
 def test_the_forwarder_resumes_an_interval_where_it_stopped_when_upstream_is_away():
     """IMMEDIATE=1 with no upstream: Again -> Retryable, and nothing is counted as forwarded."""
     from zibrato.delivery import Retryable
+
     forwarder = Forwarder("127.0.0.1:1")  # nobody listens there
     forwarder.connect()
     try:
@@ -193,6 +224,7 @@ def test_the_forwarder_resumes_an_interval_where_it_stopped_when_upstream_is_awa
 
 
 # --- shards -------------------------------------------------------------------------------------
+
 
 def test_shard_workers_own_disjoint_shares_that_cover_every_series():
     workers = [Shard.parse(f"{k}/3") for k in range(3)]
@@ -241,15 +273,20 @@ def test_a_sharded_worker_subscribes_to_its_shards_and_to_unsharded_messages():
 
 # --- several brokers -----------------------------------------------------------------------------
 
+
 def test_hosts_parse_as_repeated_or_comma_lists_with_ports():
     assert parse_hosts(["10.0.0.1,10.0.0.2:6551", "[::1]:7000", "10.0.0.1"], 5551) == [
-        "tcp://10.0.0.1:5551", "tcp://10.0.0.2:6551", "tcp://[::1]:7000"]
+        "tcp://10.0.0.1:5551",
+        "tcp://10.0.0.2:6551",
+        "tcp://[::1]:7000",
+    ]
     for bad in (["a:0"], ["a:x"], [","], ["[::1]x"]):
         with pytest.raises(ValueError):
             parse_hosts(bad, 5551)
 
 
 # --- CURVE keys ---------------------------------------------------------------------------------
+
 
 def test_keys_are_written_in_pyzmq_format_with_a_private_secret(tmp_path):
     result = CliRunner().invoke(group, ["keys", "broker", "--dir", str(tmp_path / "k")])
@@ -281,8 +318,9 @@ def test_loopback_is_recognised():
 
 def test_few_values_travel_as_values_and_stay_exact_upstream():
     levels = LevelAggregators(lambda: Aggregator(percentiles=(), include_interval=True, values_up_to=64))
-    levels.level("info").add_records([("t", "db", (0.3, 0.1, 0.2), None, ()),
-                                      ("h", "size", (5, 7), None, (), None, "bytes")])
+    levels.level("info").add_records(
+        [("t", "db", (0.3, 0.1, 0.2), None, ()), ("h", "size", (5, 7), None, (), None, "bytes")]
+    )
     interval = Interval(0.0, 10.0, levels.flush(10.0, 10.0))
     frames, _ = interval_frames(interval, 10.1, protocol.MAX_MESSAGE_SIZE)
     maps = [r[2][0] for f in frames for r in protocol.decode_plain(f).records]

@@ -1,4 +1,5 @@
 """CURVE on real links: keys, a broker that refuses unknown clients, encrypted bytes on the wire."""
+
 from __future__ import annotations
 
 import logging
@@ -72,17 +73,40 @@ def keys(tmp_path):
 def test_curve_encrypts_the_link_refuses_unknown_keys_and_reloads_the_allowed_ones(tmp_path, keys):
     folder, allowed = keys
     base = free_ports(4)
-    broker = Daemon(tmp_path, "zibrato-broker", "--port", base, "--startup-grace", "0.1",
-                    "--curve-secret-key", folder / "broker.key_secret", "--curve-clients", allowed).start()
-    worker = Daemon(tmp_path, "zibrato-console", "--port", base + 1, "--flush", 0.5, "--format", "json",
-                    "--no-self-metrics", "--status-port", base + 3,
-                    "--curve-secret-key", folder / "worker.key_secret",
-                    "--curve-server-key", folder / "broker.key").start()
+    broker = Daemon(
+        tmp_path,
+        "zibrato-broker",
+        "--port",
+        base,
+        "--startup-grace",
+        "0.1",
+        "--curve-secret-key",
+        folder / "broker.key_secret",
+        "--curve-clients",
+        allowed,
+    ).start()
+    worker = Daemon(
+        tmp_path,
+        "zibrato-console",
+        "--port",
+        base + 1,
+        "--flush",
+        0.5,
+        "--format",
+        "json",
+        "--no-self-metrics",
+        "--status-port",
+        base + 3,
+        "--curve-secret-key",
+        folder / "worker.key_secret",
+        "--curve-server-key",
+        folder / "broker.key",
+    ).start()
     relay = Relay(base)
-    app = Zibrato(port=relay.port, curve_secret_key=folder / "app.key_secret",
-                  curve_server_key=folder / "broker.key")
-    stranger = Zibrato(port=base, curve_secret_key=folder / "stranger.key_secret",
-                       curve_server_key=folder / "broker.key")
+    app = Zibrato(port=relay.port, curve_secret_key=folder / "app.key_secret", curve_server_key=folder / "broker.key")
+    stranger = Zibrato(
+        port=base, curve_secret_key=folder / "stranger.key_secret", curve_server_key=folder / "broker.key"
+    )
     try:
         broker.wait_for_log("broker ready")
         worker.wait_for_log("console worker")
@@ -96,9 +120,11 @@ def test_curve_encrypts_the_link_refuses_unknown_keys_and_reloads_the_allowed_on
             app.flush()
             stranger.flush()
             return totals("payroll.secret_metric") > 0
+
         wait_until(app_arrived, timeout=15, interval=0.2, message="the allowed client's counts")
-        wait_until(lambda: ask_status("127.0.0.1", base + 2)["curve_refused"] > 0, timeout=10,
-                   message="the stranger refused")
+        wait_until(
+            lambda: ask_status("127.0.0.1", base + 2)["curve_refused"] > 0, timeout=10, message="the stranger refused"
+        )
         status = ask_status("127.0.0.1", base + 2)
         assert "127.0.0.1" in status["curve_refused_by_address"]
         assert "refused a CURVE client from 127.0.0.1" in broker.stderr
@@ -110,16 +136,21 @@ def test_curve_encrypts_the_link_refuses_unknown_keys_and_reloads_the_allowed_on
         # The stranger's key is allowed now: the broker reloads the directory. libzmq does not
         # reconnect a socket whose handshake was refused, so the stranger starts a new client.
         shutil.copy(folder / "stranger.key", allowed)
-        wait_until(lambda: ask_status("127.0.0.1", base + 2)["curve_reloads"] >= 1, timeout=10,
-                   message="the key directory reloaded")
+        wait_until(
+            lambda: ask_status("127.0.0.1", base + 2)["curve_reloads"] >= 1,
+            timeout=10,
+            message="the key directory reloaded",
+        )
         stranger.close(timeout=0)
-        stranger = Zibrato(port=base, curve_secret_key=folder / "stranger.key_secret",
-                           curve_server_key=folder / "broker.key")
+        stranger = Zibrato(
+            port=base, curve_secret_key=folder / "stranger.key_secret", curve_server_key=folder / "broker.key"
+        )
 
         def stranger_arrived() -> bool:
             stranger.count("info", "intruder.metric")
             stranger.flush()
             return totals("intruder.metric") > 0
+
         wait_until(stranger_arrived, timeout=15, interval=0.3, message="the newly allowed client")
         assert broker.process.poll() is None
     finally:
@@ -143,6 +174,7 @@ def test_a_plain_link_capture_does_show_the_names(tmp_path):
             app.count("info", "payroll.secret_metric")
             app.flush()
             return b"payroll.secret_metric" in relay.captured
+
         wait_until(captured, timeout=10, interval=0.1, message="the name on a plain link")
     finally:
         app.close(timeout=1)
@@ -161,12 +193,13 @@ def test_binding_beyond_loopback_without_curve_warns(caplog):
 
 def test_a_broker_with_half_the_curve_options_is_a_usage_error(tmp_path, keys):
     from support.daemons import run_script
+
     folder, _ = keys
-    result = run_script("zibrato-broker", "--port", free_ports(3), "--curve-secret-key",
-                        folder / "broker.key_secret")
+    result = run_script("zibrato-broker", "--port", free_ports(3), "--curve-secret-key", folder / "broker.key_secret")
     assert result.returncode == 2 and "both --curve-secret-key and --curve-clients" in result.stderr
-    result = run_script("zibrato-console", "--curve-secret-key", folder / "worker.key",
-                        "--curve-server-key", folder / "broker.key")
+    result = run_script(
+        "zibrato-console", "--curve-secret-key", folder / "worker.key", "--curve-server-key", folder / "broker.key"
+    )
     assert result.returncode == 2 and "no secret key" in result.stderr
 
 
@@ -175,15 +208,48 @@ def test_zibrato_listen_publishes_over_curve_to_a_curve_broker(tmp_path, keys):
 
     folder, allowed = keys
     base = free_ports(4)
-    broker = Daemon(tmp_path, "zibrato-broker", "--port", base, "--startup-grace", "0.1",
-                    "--curve-secret-key", folder / "broker.key_secret", "--curve-clients", allowed).start()
-    worker = Daemon(tmp_path, "zibrato-console", "--port", base + 1, "--flush", 0.5, "--format", "json",
-                    "--levels", "statsd", "--no-self-metrics",
-                    "--curve-secret-key", folder / "worker.key_secret",
-                    "--curve-server-key", folder / "broker.key").start()
-    listener = Daemon(tmp_path, "zibrato-listen", "--broker", f"127.0.0.1:{base}", "--statsd", "127.0.0.1:0",
-                      "--no-self-metrics", "--curve-secret-key", folder / "app.key_secret",
-                      "--curve-server-key", folder / "broker.key").start()
+    broker = Daemon(
+        tmp_path,
+        "zibrato-broker",
+        "--port",
+        base,
+        "--startup-grace",
+        "0.1",
+        "--curve-secret-key",
+        folder / "broker.key_secret",
+        "--curve-clients",
+        allowed,
+    ).start()
+    worker = Daemon(
+        tmp_path,
+        "zibrato-console",
+        "--port",
+        base + 1,
+        "--flush",
+        0.5,
+        "--format",
+        "json",
+        "--levels",
+        "statsd",
+        "--no-self-metrics",
+        "--curve-secret-key",
+        folder / "worker.key_secret",
+        "--curve-server-key",
+        folder / "broker.key",
+    ).start()
+    listener = Daemon(
+        tmp_path,
+        "zibrato-listen",
+        "--broker",
+        f"127.0.0.1:{base}",
+        "--statsd",
+        "127.0.0.1:0",
+        "--no-self-metrics",
+        "--curve-secret-key",
+        folder / "app.key_secret",
+        "--curve-server-key",
+        folder / "broker.key",
+    ).start()
     try:
         broker.wait_for_log("broker ready")
         worker.wait_for_log("console worker")
@@ -194,6 +260,7 @@ def test_zibrato_listen_publishes_over_curve_to_a_curve_broker(tmp_path, keys):
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.sendto(b"curve.listen.hits:1|c", ("127.0.0.1", port))
             return any(s["name"] == "curve.listen.hits" for s in worker.json_lines())
+
         wait_until(arrived, timeout=15, interval=0.2, message="the listener's line through the CURVE broker")
     finally:
         for daemon in (listener, worker, broker):

@@ -1,4 +1,5 @@
 """Several workers for one level: disjoint shares that together deliver exactly what one worker does."""
+
 from __future__ import annotations
 
 import signal
@@ -34,9 +35,12 @@ def test_shard_workers_together_deliver_exactly_what_one_worker_does(tmp_path):
             sharding.flush()
             plain.flush()
             return all(ask_status("127.0.0.1", p)["measurements"] > 0 for p in ports.values())
+
         wait_until(all_subscribed, timeout=15, interval=0.2, message="every worker subscribed")
+
         def measured(*keys: str) -> float:
             return sum(ask_status("127.0.0.1", ports[k])["measurements"] for k in keys)
+
         before_one, before_shards = measured("one"), measured("0/2", "1/2")
         for i in range(300):
             sharding.count("info", f"sharded.{i}", i)
@@ -47,15 +51,22 @@ def test_shard_workers_together_deliver_exactly_what_one_worker_does(tmp_path):
         sharding.flush()
         plain.flush()
         wait_until(lambda: measured("one") >= before_one + 901, timeout=15, message="all at the one worker")
-        wait_until(lambda: measured("0/2", "1/2") >= before_shards + 901, timeout=15,
-                   message="all at the shard workers, between them")
+        wait_until(
+            lambda: measured("0/2", "1/2") >= before_shards + 901,
+            timeout=15,
+            message="all at the shard workers, between them",
+        )
         for worker in workers.values():
             worker.signal(signal.SIGTERM)
             assert worker.wait(15) == 0, worker.stderr
 
         def series(worker: Daemon) -> dict:
-            return {(s["type"], s["name"], tuple(s["tags"])): s for s in worker.json_lines()
-                    if not s["name"].startswith("warmup.")}
+            return {
+                (s["type"], s["name"], tuple(s["tags"])): s
+                for s in worker.json_lines()
+                if not s["name"].startswith("warmup.")
+            }
+
         one, first, second = (series(workers[k]) for k in ("one", "0/2", "1/2"))
         assert first and second and not first.keys() & second.keys()  # disjoint
         assert first.keys() | second.keys() == one.keys()  # together, everything
@@ -79,9 +90,21 @@ def test_one_worker_subscribes_to_several_brokers(tmp_path):
         brokers.append(Daemon(tmp_path, "zibrato-broker", "--port", base, "--startup-grace", "0.1").start())
         brokers[-1].wait_for_log("broker ready")
     status_port = free_ports(1)
-    worker = Daemon(tmp_path, "zibrato-console", "--host", f"127.0.0.1:{first + 1}",
-                    "--host", f"localhost:{second + 1}", "--flush", 0.5, "--format", "json",
-                    "--no-self-metrics", "--status-port", status_port).start()
+    worker = Daemon(
+        tmp_path,
+        "zibrato-console",
+        "--host",
+        f"127.0.0.1:{first + 1}",
+        "--host",
+        f"localhost:{second + 1}",
+        "--flush",
+        0.5,
+        "--format",
+        "json",
+        "--no-self-metrics",
+        "--status-port",
+        status_port,
+    ).start()
     clients = [Zibrato(port=first), Zibrato(port=second)]
     try:
         worker.wait_for_log("console worker")
@@ -92,12 +115,16 @@ def test_one_worker_subscribes_to_several_brokers(tmp_path):
                 client.count("info", f"warmup.{i}")
                 client.flush()
             return {"warmup.0", "warmup.1"} <= {s["name"] for s in worker.json_lines()}
+
         wait_until(both_subscribed, timeout=15, interval=0.2, message="the worker subscribed to both")
         for client in clients:
             client.count("info", "orders", 5)
             client.flush()
-        wait_until(lambda: sum(s["value"] for s in worker.json_lines() if s["name"] == "orders") >= 10,
-                   timeout=10, message="both brokers' orders")
+        wait_until(
+            lambda: sum(s["value"] for s in worker.json_lines() if s["name"] == "orders") >= 10,
+            timeout=10,
+            message="both brokers' orders",
+        )
         worker.signal(signal.SIGTERM)
         assert worker.wait(15) == 0
         assert sum(s["value"] for s in worker.json_lines() if s["name"] == "orders") == 10

@@ -1,4 +1,5 @@
 """The tier's supervisord configs: every program's command line is one its command accepts."""
+
 from __future__ import annotations
 
 import configparser
@@ -11,11 +12,16 @@ import pytest
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "supervisord"
 ENVIRONMENT = {
-    "ZIBRATO_BIN": "/opt/zibrato/bin", "ZIBRATO_LOG_DIR": "/var/log/zibrato",
-    "ZIBRATO_BROKER_PORT": "5550", "ZIBRATO_BROKER_PUB_PORT": "5551",
-    "ZIBRATO_FORWARD_TO": "global.example:5550", "ZIBRATO_FORWARD_SOURCE": "web1",
-    "ZIBRATO_FORWARD_STATUS_PORT": "5556", "ZIBRATO_CONSOLE_STATUS_PORT": "5555",
-    "ZIBRATO_STATSD_STATUS_PORT": "5554", "ZIBRATO_STATSD_STATSD_HOST": "127.0.0.1",
+    "ZIBRATO_BIN": "/opt/zibrato/bin",
+    "ZIBRATO_LOG_DIR": "/var/log/zibrato",
+    "ZIBRATO_BROKER_PORT": "5550",
+    "ZIBRATO_BROKER_PUB_PORT": "5551",
+    "ZIBRATO_FORWARD_TO": "global.example:5550",
+    "ZIBRATO_FORWARD_SOURCE": "web1",
+    "ZIBRATO_FORWARD_STATUS_PORT": "5556",
+    "ZIBRATO_CONSOLE_STATUS_PORT": "5555",
+    "ZIBRATO_STATSD_STATUS_PORT": "5554",
+    "ZIBRATO_STATSD_STATSD_HOST": "127.0.0.1",
     "ZIBRATO_STATSD_STATSD_PORT": "8125",
 }
 
@@ -31,10 +37,13 @@ def programs(conf: str) -> dict[str, list[str]]:
     return out
 
 
-@pytest.mark.parametrize("conf, expected", [
-    ("zibrato-tier-host.conf", {"zibrato-broker", "zibrato-forward"}),
-    ("zibrato-tier-global.conf", {"zibrato-broker", "zibrato-console", "zibrato-statsd"}),
-])
+@pytest.mark.parametrize(
+    "conf, expected",
+    [
+        ("zibrato-tier-host.conf", {"zibrato-broker", "zibrato-forward"}),
+        ("zibrato-tier-global.conf", {"zibrato-broker", "zibrato-console", "zibrato-statsd"}),
+    ],
+)
 def test_each_program_of_the_tier_configs_parses_with_its_command(conf, expected):
     found = programs(conf)
     assert set(found) == expected

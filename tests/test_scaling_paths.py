@@ -7,6 +7,7 @@ shared engine instead of a forwarder tier.
 * Prometheus: two hosts' ``zibrato-prometheus`` scraped by a real Prometheus server; PromQL
   sums the hosts.
 """
+
 from __future__ import annotations
 
 import random
@@ -66,18 +67,34 @@ def produce(hosts: list, rng: random.Random) -> list[float]:
 
 def sketch_of(point) -> Sketch:
     """An OTLP exponential histogram data point as a zibrato sketch (the same bucket scheme)."""
-    return Sketch.from_dict({
-        "scale": point.scale, "zero_count": point.zero_count,
-        "positive": {"offset": point.positive.offset, "counts": list(point.positive.bucket_counts)},
-        "negative": {"offset": point.negative.offset, "counts": list(point.negative.bucket_counts)},
-        "count": point.count, "sum": point.sum, "min": point.min, "max": point.max})
+    return Sketch.from_dict(
+        {
+            "scale": point.scale,
+            "zero_count": point.zero_count,
+            "positive": {"offset": point.positive.offset, "counts": list(point.positive.bucket_counts)},
+            "negative": {"offset": point.negative.offset, "counts": list(point.negative.bucket_counts)},
+            "count": point.count,
+            "sum": point.sum,
+            "min": point.min,
+            "max": point.max,
+        }
+    )
 
 
 def test_hosts_hand_off_to_an_otlp_gateway_that_merges_them_exactly(hosts):
     with FakeOtlp() as gateway:
-        both = [hosts(OtlpHost, "--endpoint", gateway.endpoint, "--service-name", "checkout",
-                      env={"OTEL_RESOURCE_ATTRIBUTES": f"host.name=host{i}"}, source=f"host{i}")
-                for i in range(2)]
+        both = [
+            hosts(
+                OtlpHost,
+                "--endpoint",
+                gateway.endpoint,
+                "--service-name",
+                "checkout",
+                env={"OTEL_RESOURCE_ATTRIBUTES": f"host.name=host{i}"},
+                source=f"host{i}",
+            )
+            for i in range(2)
+        ]
         everything = produce(both, random.Random(13))
         for host in both:
             host.stop_worker()  # the final flush is exported
@@ -99,6 +116,7 @@ def test_hosts_hand_off_to_an_otlp_gateway_that_merges_them_exactly(hosts):
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="the prometheus server is not installed")
 def test_hosts_hand_off_to_prometheus_which_sums_them(hosts, tmp_path):
     from support.prometheus_server import PrometheusServer
+
     both = [hosts(PrometheusHost, flush=0.5) for _ in range(2)]
     server = PrometheusServer(tmp_path, [f"127.0.0.1:{h.listen_port}" for h in both]).start()
     try:

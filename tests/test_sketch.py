@@ -1,4 +1,5 @@
 """zibrato.sketch: error bound against exact nearest rank, merge laws (hypothesis), dict form, sets."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ QUANTILES = (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0)
 
 # Magnitudes from 1e-300 to 1e300, either sign, and zeros: sums of a few hundred stay finite.
 magnitudes = st.floats(min_value=1e-300, max_value=1e300, allow_nan=False, allow_infinity=False)
-values_strategy = st.one_of(magnitudes, magnitudes.map(lambda x: -x), st.just(0.0),
-                            st.integers(min_value=-10**6, max_value=10**6))
+values_strategy = st.one_of(
+    magnitudes, magnitudes.map(lambda x: -x), st.just(0.0), st.integers(min_value=-(10**6), max_value=10**6)
+)
 value_lists = st.lists(values_strategy, min_size=1, max_size=300)
 # Latency-like values: a realistic spread where no scale reduction happens at the default bound
 latencies = st.lists(st.floats(min_value=1e-6, max_value=100.0), min_size=1, max_size=300)
@@ -59,8 +61,9 @@ def same_sketch(a: dict, b: dict, values=()) -> bool:
 # --- scale and error -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error, scale", [(0.01, 6), (0.02, 5), (0.005, 7), (0.0055, 6), (0.0054, 7),
-                                          (0.2, 1), (0.5, 0)])
+@pytest.mark.parametrize(
+    "error, scale", [(0.01, 6), (0.02, 5), (0.005, 7), (0.0055, 6), (0.0054, 7), (0.2, 1), (0.5, 0)]
+)
 def test_scale_is_the_coarsest_whose_bound_meets_the_asked_error(error, scale):
     expect(scale_for(error)) == scale
     expect(relative_error_of(scale) <= error) == True
@@ -78,10 +81,22 @@ def test_impossible_relative_errors_are_refused(bad):
         Sketch(relative_error=bad)
 
 
-@pytest.mark.parametrize("value, scale, index", [
-    (1.0, 0, -1), (2.0, 0, 0), (2.5, 0, 1), (4.0, 0, 1), (1.0, 6, -1), (2.0, 6, 63), (2.0, 3, 7),
-    (0.5, 0, -2), (3.0, -1, 0), (4.0, -1, 0), (4.5, -1, 1),
-])
+@pytest.mark.parametrize(
+    "value, scale, index",
+    [
+        (1.0, 0, -1),
+        (2.0, 0, 0),
+        (2.5, 0, 1),
+        (4.0, 0, 1),
+        (1.0, 6, -1),
+        (2.0, 6, 63),
+        (2.0, 3, 7),
+        (0.5, 0, -2),
+        (3.0, -1, 0),
+        (4.0, -1, 0),
+        (4.5, -1, 1),
+    ],
+)
 def test_bucket_index_follows_opentelemetry_upper_inclusive_boundaries(value, scale, index):
     """Bucket i holds (base**i, base**(i+1)]: a power of two is the upper edge of its bucket."""
     sketch = Sketch(relative_error=relative_error_of(scale), max_exact=0)
@@ -89,7 +104,10 @@ def test_bucket_index_follows_opentelemetry_upper_inclusive_boundaries(value, sc
     sketch.add(-value)
     d = sketch.to_dict()
     expect((d["scale"], d["positive"], d["negative"])) == (
-        scale, {"offset": index, "counts": [1]}, {"offset": index, "counts": [1]})
+        scale,
+        {"offset": index, "counts": [1]},
+        {"offset": index, "counts": [1]},
+    )
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
@@ -175,16 +193,22 @@ def split(values, cuts):
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-@given(value_lists, st.lists(st.integers(min_value=0), max_size=6),
-       st.sampled_from([8, 64, 2048]), st.integers(min_value=0, max_value=40), st.randoms())
+@given(
+    value_lists,
+    st.lists(st.integers(min_value=0), max_size=6),
+    st.sampled_from([8, 64, 2048]),
+    st.integers(min_value=0, max_value=40),
+    st.randoms(),
+)
 def test_merging_parts_in_any_order_equals_one_sketch_of_all(values, cuts, max_buckets, max_exact, rnd):
     whole = sketch_of(values, max_buckets=max_buckets, max_exact=max_exact)
-    parts = [sketch_of(part, max_buckets=max_buckets, max_exact=rnd.choice([0, max_exact]))
-             for part in split(values, cuts)]
+    parts = [
+        sketch_of(part, max_buckets=max_buckets, max_exact=rnd.choice([0, max_exact])) for part in split(values, cuts)
+    ]
     rnd.shuffle(parts)
     while len(parts) > 1:  # merge random neighbours: any grouping, any order
         i = rnd.randrange(len(parts) - 1)
-        parts[i:i + 2] = [parts[i].merge(parts[i + 1])]
+        parts[i : i + 2] = [parts[i].merge(parts[i + 1])]
     merged = parts[0]
     assert same_sketch(merged.to_dict(), whole.to_dict(), values)
     for q in (0.5, 0.99):
@@ -196,9 +220,11 @@ def test_merging_parts_in_any_order_equals_one_sketch_of_all(values, cuts, max_b
 @given(value_lists, value_lists, st.sampled_from([8, 2048]))
 def test_merge_is_commutative(a_values, b_values, max_buckets):
     ab = sketch_of(a_values, max_buckets=max_buckets, max_exact=0).merge(
-        sketch_of(b_values, max_buckets=max_buckets, max_exact=0))
+        sketch_of(b_values, max_buckets=max_buckets, max_exact=0)
+    )
     ba = sketch_of(b_values, max_buckets=max_buckets, max_exact=0).merge(
-        sketch_of(a_values, max_buckets=max_buckets, max_exact=0))
+        sketch_of(a_values, max_buckets=max_buckets, max_exact=0)
+    )
     assert same_sketch(ab.to_dict(), ba.to_dict(), a_values + b_values)
 
 
@@ -207,6 +233,7 @@ def test_merge_is_commutative(a_values, b_values, max_buckets):
 def test_merge_is_associative(a, b, c):
     def s(values):
         return sketch_of(values, max_buckets=16, max_exact=0)
+
     left = s(a).merge(s(b)).merge(s(c))
     right = s(a).merge(s(b).merge(s(c)))
     assert same_sketch(left.to_dict(), right.to_dict(), a + b + c)
@@ -252,9 +279,20 @@ def test_fractional_weights_give_fractional_counts():
     expect(sketch.exact) == False  # a weighted value is not an exact sample
 
 
-@pytest.mark.parametrize("value, weight", [(float("nan"), 1), (float("inf"), 1), ("1", 1), (None, 1),
-                                           (True, 1), (1.0, 0), (1.0, -1), (1.0, float("inf")),
-                                           (1.0, float("nan"))])
+@pytest.mark.parametrize(
+    "value, weight",
+    [
+        (float("nan"), 1),
+        (float("inf"), 1),
+        ("1", 1),
+        (None, 1),
+        (True, 1),
+        (1.0, 0),
+        (1.0, -1),
+        (1.0, float("inf")),
+        (1.0, float("nan")),
+    ],
+)
 def test_bad_values_and_weights_raise_and_change_nothing(value, weight):
     sketch = sketch_of([1.0])
     with expect.raises(ValueError):
@@ -265,9 +303,16 @@ def test_bad_values_and_weights_raise_and_change_nothing(value, weight):
 def test_an_empty_sketch_has_no_quantile_and_a_dict_without_extremes():
     with expect.raises(ValueError):
         Sketch().quantile(0.5)
-    expect(Sketch().to_dict()) == {"scale": 6, "zero_count": 0, "positive": {"offset": 0, "counts": []},
-                                   "negative": {"offset": 0, "counts": []}, "count": 0, "sum": 0.0,
-                                   "min": None, "max": None}
+    expect(Sketch().to_dict()) == {
+        "scale": 6,
+        "zero_count": 0,
+        "positive": {"offset": 0, "counts": []},
+        "negative": {"offset": 0, "counts": []},
+        "count": 0,
+        "sum": 0.0,
+        "min": None,
+        "max": None,
+    }
 
 
 # --- dict form ---------------------------------------------------------------------------
@@ -301,13 +346,20 @@ def test_dict_round_trip_and_merge_through_dicts(values, max_exact):
 
 def test_json_round_trip():
     import json
+
     sketch = sketch_of([0.001, 0.002, 0.5, -1], max_exact=0)
     expect(Sketch.from_dict(json.loads(json.dumps(sketch.to_dict()))).to_dict()) == sketch.to_dict()
 
 
-@pytest.mark.parametrize("bad", [{}, {"scale": 6}, {"scale": 99, "count": 0, "sum": 0},
-                                 {"scale": 6, "count": 1, "sum": 1, "min": 1, "max": 1,
-                                  "positive": {"offset": 0, "counts": [-1]}}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {},
+        {"scale": 6},
+        {"scale": 99, "count": 0, "sum": 0},
+        {"scale": 6, "count": 1, "sum": 1, "min": 1, "max": 1, "positive": {"offset": 0, "counts": [-1]}},
+    ],
+)
 def test_from_dict_refuses_what_is_not_a_sketch(bad):
     with expect.raises(ValueError):
         Sketch.from_dict(bad)
@@ -365,8 +417,12 @@ def test_set_from_dict_refuses_bad_registers():
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(values_strategy, min_size=1, max_size=600), st.lists(st.integers(min_value=0), max_size=5),
-       st.sampled_from([4, 16, 2048]), st.integers(min_value=0, max_value=100))
+@given(
+    st.lists(values_strategy, min_size=1, max_size=600),
+    st.lists(st.integers(min_value=0), max_size=5),
+    st.sampled_from([4, 16, 2048]),
+    st.integers(min_value=0, max_value=100),
+)
 def test_adding_in_batches_of_any_size_equals_adding_one_by_one(values, cuts, max_buckets, max_exact):
     """Batches of one sign take a bulk path (counted in C); the result must not depend on it."""
     one_by_one = sketch_of(values, max_buckets=max_buckets, max_exact=max_exact)

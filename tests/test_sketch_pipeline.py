@@ -5,6 +5,7 @@ stated relative error of the exact nearest rank; the same values split across
 two workers and merged through zibrato.sketch give the sketch of one worker
 that saw them all.
 """
+
 from __future__ import annotations
 
 import math
@@ -50,9 +51,23 @@ class Workers:
         self.broker.start().wait_for_log("broker ready")
         for i, (name, levels) in enumerate(levels_by_name.items()):
             status_port = self.base + 3 + i
-            worker = Daemon(self.tmp_path, "zibrato-console", "--port", self.base + 1, "--format", "json",
-                            "--levels", levels, "--flush", DAY, "--status-port", status_port,
-                            "--no-self-metrics", "--percentiles", ",".join(map(str, PERCENTILES)))
+            worker = Daemon(
+                self.tmp_path,
+                "zibrato-console",
+                "--port",
+                self.base + 1,
+                "--format",
+                "json",
+                "--levels",
+                levels,
+                "--flush",
+                DAY,
+                "--status-port",
+                status_port,
+                "--no-self-metrics",
+                "--percentiles",
+                ",".join(map(str, PERCENTILES)),
+            )
             self.workers[name] = (worker.start(), status_port)
         for worker, _ in self.workers.values():
             worker.wait_for_log("console worker")
@@ -64,9 +79,11 @@ class Workers:
 
     def warm_up(self, level, name):
         """Send on ``level`` until ``name``'s subscription is live (ZeroMQ's slow joiner)."""
+
         def received():
             self.send(level, [("g", "warmup", [1], None, [])])
             return self.measurements(name) > 0
+
         wait_until(received, timeout=10, interval=0.1, message=f"{name} subscription")
 
     def send(self, level, records):
@@ -103,13 +120,21 @@ def test_a_million_lognormal_timer_values_keep_every_percentile_within_the_bound
 
     for i in range(0, N, PER_RECORD):  # alternate records between the two levels
         level = "alpha" if (i // PER_RECORD) % 2 == 0 else "beta"
-        workers.send(level, [("t", "db.query", values[i:i + PER_RECORD], "api", [])])
+        workers.send(level, [("t", "db.query", values[i : i + PER_RECORD], "api", [])])
 
-    wait_until(lambda: workers.measurements("whole") >= baseline["whole"] + N, timeout=60,
-               interval=0.2, message="a million values at the worker that takes every level")
+    wait_until(
+        lambda: workers.measurements("whole") >= baseline["whole"] + N,
+        timeout=60,
+        interval=0.2,
+        message="a million values at the worker that takes every level",
+    )
     for name in ("first", "second"):
-        wait_until(lambda: workers.measurements(name) >= baseline[name] + N // 2, timeout=60,
-                   interval=0.2, message=f"half the values at {name}")
+        wait_until(
+            lambda: workers.measurements(name) >= baseline[name] + N // 2,
+            timeout=60,
+            interval=0.2,
+            message=f"half the values at {name}",
+        )
     whole, first, second = (workers.stop(name)["db.query"] for name in ("whole", "first", "second"))
 
     ordered = sorted(values)
@@ -123,8 +148,6 @@ def test_a_million_lognormal_timer_values_keep_every_percentile_within_the_bound
         assert abs(got - exact) <= bound * exact * (1 + 1e-9), (pct, got, exact, bound)
 
     merged = Sketch.from_dict(first["sketch"]).merge(Sketch.from_dict(second["sketch"])).to_dict()
-    expect({k: v for k, v in merged.items() if k != "sum"}) == \
-        {k: v for k, v in whole["sketch"].items() if k != "sum"}
+    expect({k: v for k, v in merged.items() if k != "sum"}) == {k: v for k, v in whole["sketch"].items() if k != "sum"}
     assert math.isclose(merged["sum"], whole["sketch"]["sum"], rel_tol=1e-12)
     expect((first["count"], second["count"])) == (N // 2, N // 2)
-

@@ -8,6 +8,7 @@ and read back what statsd itself computed (through the capture backend of
 tests/support/etsy_statsd.py). No mocks, no fixed sleeps: everything polls
 with a timeout.
 """
+
 from __future__ import annotations
 
 import logging
@@ -135,14 +136,14 @@ def make_backend(caplog):
     def make(port, max_samples=100_000, backoff=None, **options):
         settings = dict(timeout=2.0)
         settings.update(options)
-        rig = Rig(Statsd(port=port, **settings), max_samples=max_samples,
-                  backoff=backoff or Backoff(0.01, 0.05))
+        rig = Rig(Statsd(port=port, **settings), max_samples=max_samples, backoff=backoff or Backoff(0.01, 0.05))
         made.append(rig)
         try:
             rig.destination.connect()
         except OSError:
             pass  # TCP with nothing listening: post() connects
         return rig
+
     yield make
     for rig in made:
         rig.stop(0.1)
@@ -167,18 +168,27 @@ def etsy_rank(values, pct):
 
 def test_each_type_becomes_its_statsd_line(make_backend, udp_receiver):
     backend = make_backend(udp_receiver.port)
-    t, summaries = interval(backend,
-                            ("c", "signup", None, (), (1, 2, 3.5)),
-                            ("c", "big", None, (), (10**16,)),
-                            ("g", "queue.depth", None, (), (5, 12, 7)),
-                            ("g", "zero", None, (), (3, -0.0)),
-                            ("t", "db.query", None, (), (0.001, 0.007, 0.0015, 2, 5e-8)))
+    t, summaries = interval(
+        backend,
+        ("c", "signup", None, (), (1, 2, 3.5)),
+        ("c", "big", None, (), (10**16,)),
+        ("g", "queue.depth", None, (), (5, 12, 7)),
+        ("g", "zero", None, (), (3, -0.0)),
+        ("t", "db.query", None, (), (0.001, 0.007, 0.0015, 2, 5e-8)),
+    )
     backend.post(t, summaries)
     lines = udp_receiver.receive_lines(9)
-    expect(lines) == [b"big:10000000000000000|c", b"signup:6.5|c",
-                      b"queue.depth:7|g", b"zero:0|g",
-                      b"db.query:1|ms", b"db.query:7|ms", b"db.query:1.5|ms", b"db.query:2000|ms",
-                      b"db.query:0.00005|ms"]
+    expect(lines) == [
+        b"big:10000000000000000|c",
+        b"signup:6.5|c",
+        b"queue.depth:7|g",
+        b"zero:0|g",
+        b"db.query:1|ms",
+        b"db.query:7|ms",
+        b"db.query:1.5|ms",
+        b"db.query:2000|ms",
+        b"db.query:0.00005|ms",
+    ]
     expect(len(udp_receiver.datagrams)) == 1  # 160 bytes: one datagram
     f = backend.figures()
     expect((f["lines_sent"], f["datagrams_sent"], f["send_errors"])) == (9, 1, 0)
@@ -186,26 +196,47 @@ def test_each_type_becomes_its_statsd_line(make_backend, udp_receiver):
 
 def test_a_negative_gauge_is_set_with_zero_first_in_the_same_datagram(make_backend, udp_receiver):
     backend = make_backend(udp_receiver.port, mtu=64)
-    t, summaries = interval(backend, *[("c", f"pad.{i}", None, (), (1,)) for i in range(4)],
-                            ("g", "temperature", None, (), (4, -5)))
+    t, summaries = interval(
+        backend, *[("c", f"pad.{i}", None, (), (1,)) for i in range(4)], ("g", "temperature", None, (), (4, -5))
+    )
     backend.post(t, summaries)
     udp_receiver.receive_lines(6)
     [datagram] = [d for d in udp_receiver.datagrams if b"temperature" in d]
     expect(datagram.split(b"\n")[-2:]) == [b"temperature:0|g", b"temperature:-5|g"]
 
 
-@pytest.mark.parametrize("seconds, text", [
-    (0.001, "1"), (0.007, "7"), (0.0015, "1.5"), (2, "2000"), (0, "0"), (123.456789, "123456.789"),
-    (5e-8, "0.00005"), (1e14, "100000000000000000"), (1 / 3, "333.333333333333"),
-])
+@pytest.mark.parametrize(
+    "seconds, text",
+    [
+        (0.001, "1"),
+        (0.007, "7"),
+        (0.0015, "1.5"),
+        (2, "2000"),
+        (0, "0"),
+        (123.456789, "123456.789"),
+        (5e-8, "0.00005"),
+        (1e14, "100000000000000000"),
+        (1 / 3, "333.333333333333"),
+    ],
+)
 def test_seconds_become_milliseconds_without_float_noise_or_exponents(seconds, text):
     expect(milliseconds(seconds)) == text
 
 
-@pytest.mark.parametrize("value, text", [
-    (0, "0"), (-0.0, "0"), (3.0, "3"), (-5, "-5"), (2.5, "2.5"), (1e16, "10000000000000000"),
-    (1e-5, "0.00001"), (True, "1"), (0.1 + 0.2, "0.30000000000000004"),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (0, "0"),
+        (-0.0, "0"),
+        (3.0, "3"),
+        (-5, "-5"),
+        (2.5, "2.5"),
+        (1e16, "10000000000000000"),
+        (1e-5, "0.00001"),
+        (True, "1"),
+        (0.1 + 0.2, "0.30000000000000004"),
+    ],
+)
 def test_counter_and_gauge_numbers_are_plain_decimals(value, text):
     expect(number(value)) == text
 
@@ -230,8 +261,9 @@ def test_a_negative_zero_timing_is_sent_as_zero(make_backend, udp_receiver):
 
 def test_sampled_timer_lines_carry_the_rate_that_scales_the_count_back(make_backend, udp_receiver):
     backend = make_backend(udp_receiver.port, max_samples=10)
-    t, summaries = interval(backend, ("t", "busy", None, (), tuple(i / 1000 for i in range(1, 41))),
-                            ("t", "calm", None, (), (0.5, 0.25)))
+    t, summaries = interval(
+        backend, ("t", "busy", None, (), tuple(i / 1000 for i in range(1, 41))), ("t", "calm", None, (), (0.5, 0.25))
+    )
     backend.post(t, summaries)
     lines = udp_receiver.receive_lines(12)
     busy = [line for line in lines if line.startswith(b"busy:")]
@@ -283,30 +315,40 @@ def test_packing_respects_the_mtu_exactly_and_sends_every_line_once(make_backend
 
 def test_names_are_sanitised_and_each_change_logged_once(make_backend, udp_receiver, caplog):
     backend = make_backend(udp_receiver.port, prefix="my app")
-    records = [("c", "db query/µs", "web 1", (), (1,)), ("c", "a:b|c@d#e\nf\tg", None, (), (2,)),
-               ("c", "fine.name-1;k=v", None, (), (3,)), ("c", "µ", None, (), (4,))]
+    records = [
+        ("c", "db query/µs", "web 1", (), (1,)),
+        ("c", "a:b|c@d#e\nf\tg", None, (), (2,)),
+        ("c", "fine.name-1;k=v", None, (), (3,)),
+        ("c", "µ", None, (), (4,)),
+    ]
     for _ in range(2):
         backend.post(*interval(backend, *records))
     lines = udp_receiver.receive_lines(8)
-    expect(lines[:4]) == [b"my_app.abcde_f_g:2|c", b"my_app.web_1.db_query-s:1|c",
-                          b"my_app.fine.name-1;k=v:3|c", b"my_app._:4|c"]
+    expect(lines[:4]) == [
+        b"my_app.abcde_f_g:2|c",
+        b"my_app.web_1.db_query-s:1|c",
+        b"my_app.fine.name-1;k=v:3|c",
+        b"my_app._:4|c",
+    ]
     expect(lines[4:]) == lines[:4]
     changes = [r.getMessage() for r in caplog.records if "does not fit statsd's rules" in r.getMessage()]
     expect(len(changes)) == 5  # the prefix, 'db query/µs', 'web 1', 'a:b|c...' and 'µ', each once
     expect(backend.figures_["names_changed"]) == 5
 
 
-@pytest.mark.parametrize("prefix, source, name, line", [
-    (".", None, "x", b"x:1|c"),
-    ("app.", None, "x", b"app.x:1|c"),
-    ("..app..", ".", "x", b"app.x:1|c"),
-    ("", "web.", "x", b"web.x:1|c"),
-    ("app", ".web", "x.", b"app.web.x:1|c"),
-    ("", None, ".a..b.", b"a.b:1|c"),
-    ("app", "..", "..", b"app._:1|c"),
-])
-def test_dots_in_prefix_source_and_name_never_make_empty_parts(make_backend, udp_receiver,
-                                                                prefix, source, name, line):
+@pytest.mark.parametrize(
+    "prefix, source, name, line",
+    [
+        (".", None, "x", b"x:1|c"),
+        ("app.", None, "x", b"app.x:1|c"),
+        ("..app..", ".", "x", b"app.x:1|c"),
+        ("", "web.", "x", b"web.x:1|c"),
+        ("app", ".web", "x.", b"app.web.x:1|c"),
+        ("", None, ".a..b.", b"a.b:1|c"),
+        ("app", "..", "..", b"app._:1|c"),
+    ],
+)
+def test_dots_in_prefix_source_and_name_never_make_empty_parts(make_backend, udp_receiver, prefix, source, name, line):
     backend = make_backend(udp_receiver.port, prefix=prefix)
     backend.post(*interval(backend, ("c", name, source, (), (1,))))
     expect(udp_receiver.receive_lines(1)) == [line]
@@ -321,8 +363,10 @@ def test_a_prefix_ending_in_a_dot_is_not_a_name_change(make_backend, udp_receive
 
 
 def test_source_as_prefix_or_tag_and_tags_dropped_or_dogstatsd(make_backend, udp_receiver, caplog):
-    series = [("c", "login", "api", ("env:prod", "region:eu|x,y#@"), (1,)),
-              ("t", "db.query", "api", ("k:v w",), (0.5,))]
+    series = [
+        ("c", "login", "api", ("env:prod", "region:eu|x,y#@"), (1,)),
+        ("t", "db.query", "api", ("k:v w",), (0.5,)),
+    ]
     default = make_backend(udp_receiver.port)
     default.post(*interval(default, *series))
     expect(udp_receiver.receive_lines(2)) == [b"api.login:1|c", b"api.db.query:500|ms"]
@@ -331,8 +375,10 @@ def test_source_as_prefix_or_tag_and_tags_dropped_or_dogstatsd(make_backend, udp
     udp_receiver.datagrams.clear()
     tagged = make_backend(udp_receiver.port, source_as="tag", tags="dogstatsd")
     tagged.post(*interval(tagged, *series))
-    expect(udp_receiver.receive_lines(2)) == [b"login:1|c|#source:api,env:prod,region:euxy",
-                                              b"db.query:500|ms|#source:api,k:v_w"]
+    expect(udp_receiver.receive_lines(2)) == [
+        b"login:1|c|#source:api,env:prod,region:euxy",
+        b"db.query:500|ms|#source:api,k:v_w",
+    ]
 
     udp_receiver.datagrams.clear()
     both = make_backend(udp_receiver.port, tags="dogstatsd", max_samples=1)
@@ -378,19 +424,20 @@ def test_every_line_the_backend_makes_is_valid_for_etsy_statsd(tmp_path, make_ba
     with EtsyStatsd(tmp_path, flush_interval_ms=60_000) as statsd:
         backend = make_backend(statsd.port, tags="dogstatsd", max_samples=50)
         statsd_values = tuple(i / 1000 for i in range(1, 201))
-        t, summaries = interval(backend,
-                                ("c", "odd name/µ:|@#", "src 1", ("env:prod",), (1, 2)),
-                                ("c", "tiny", None, (), (1e-7,)),
-                                ("g", "g.neg", None, (), (-2.5,)),
-                                ("g", "huge", None, (), (1.5e300,)),  # 301 digits, no exponent
-                                ("t", "sampled", None, (), statsd_values),
-                                ("t", "exact", None, (), (0.25, 0.0005)))
+        t, summaries = interval(
+            backend,
+            ("c", "odd name/µ:|@#", "src 1", ("env:prod",), (1, 2)),
+            ("c", "tiny", None, (), (1e-7,)),
+            ("g", "g.neg", None, (), (-2.5,)),
+            ("g", "huge", None, (), (1.5e300,)),  # 301 digits, no exponent
+            ("t", "sampled", None, (), statsd_values),
+            ("t", "exact", None, (), (0.25, 0.0005)),
+        )
         units = backend.destination.mapping.lines(summaries)
         lines = sum(u.count(b"\n") + 1 for u in units)
         backend.post(t, summaries)
         expect(lines) == 1 + 1 + 2 + 1 + 50 + 2
-        wait_until(lambda: admin_counter(statsd, "statsd.metrics_received") >= lines,
-                   message="every line at statsd")
+        wait_until(lambda: admin_counter(statsd, "statsd.metrics_received") >= lines, message="every line at statsd")
     [flush] = statsd.flushes()
     expect(flush["statsd"]["bad_lines_seen"]) == 0
     expect(flush["counters"]) == {"src_1.odd_name-;env=prod": 3, "tiny": 1e-7}
@@ -411,8 +458,19 @@ class StatsdPipeline(WorkerPipeline):
     script, ready_log = "zibrato-statsd", "statsd worker"
 
     def __init__(self, tmp_path, protocol, *worker_args, flush=DAY, statsd_flush_ms=60_000):
-        super().__init__(tmp_path, "--levels", "info", "--protocol", protocol, "--retry-delay", "0.05",
-                         "--max-retry-delay", "0.2", *worker_args, flush=flush)
+        super().__init__(
+            tmp_path,
+            "--levels",
+            "info",
+            "--protocol",
+            protocol,
+            "--retry-delay",
+            "0.05",
+            "--max-retry-delay",
+            "0.2",
+            *worker_args,
+            flush=flush,
+        )
         self.statsd = EtsyStatsd(tmp_path, flush_interval_ms=statsd_flush_ms, protocol=protocol)
 
     def worker_command(self):
@@ -445,13 +503,18 @@ def send_to_statsd(statsd, line: bytes):
 
 
 @needs_node
-@pytest.mark.parametrize("protocol, options, names", [
-    ("udp", [], {"login": "login", "timer": "api.db.query"}),
-    ("tcp", ["--source-as", "tag", "--tags", "dogstatsd"],
-     {"login": "login;env=prod", "timer": "db.query;source=api"}),
-])
-def test_statsd_computes_exact_statistics_from_what_the_worker_sends_at_sigterm(
-        pipeline, protocol, options, names):
+@pytest.mark.parametrize(
+    "protocol, options, names",
+    [
+        ("udp", [], {"login": "login", "timer": "api.db.query"}),
+        (
+            "tcp",
+            ["--source-as", "tag", "--tags", "dogstatsd"],
+            {"login": "login;env=prod", "timer": "db.query;source=api"},
+        ),
+    ],
+)
+def test_statsd_computes_exact_statistics_from_what_the_worker_sends_at_sigterm(pipeline, protocol, options, names):
     p = pipeline(protocol, *options)
     # The gauge already exists in statsd with a positive value: a bare "-12" would be a delta.
     send_to_statsd(p.statsd, b"temperature:40|g")
@@ -472,15 +535,15 @@ def test_statsd_computes_exact_statistics_from_what_the_worker_sends_at_sigterm(
     p.stop_worker()  # the final flush is the only one: it must reach statsd
     # warmup, signup, login, queue.depth, temperature (0 then -12), the timer values; the seed
     lines = 1 + 1 + 1 + 1 + 2 + len(timer_ms)
-    wait_until(lambda: admin_counter(p.statsd, "statsd.metrics_received") >= lines + 1,
-               message=f"{lines} lines at statsd")
+    wait_until(
+        lambda: admin_counter(p.statsd, "statsd.metrics_received") >= lines + 1, message=f"{lines} lines at statsd"
+    )
     expect(p.worker.stderr).contains(f"{lines} lines sent")
     p.statsd.stop()  # statsd flushes once more on SIGTERM: one flush holds everything
 
     [flush] = [f for f in p.statsd.flushes() if f["counters"] or f["timers"]]
     expect(flush["statsd"]["bad_lines_seen"]) == 0
-    expect(flush["counters"]) == {"warmup": flush["counters"]["warmup"], "signup": 1275,
-                                  names["login"]: 3}
+    expect(flush["counters"]) == {"warmup": flush["counters"]["warmup"], "signup": 1275, names["login"]: 3}
     expect(flush["gauges"]) == {"queue.depth": 7, "temperature": -12}
     stats = flush["timer_data"][names["timer"]]
     expect((stats["count"], stats["lower"], stats["upper"])) == (len(timer_ms), 0.125, 200)

@@ -4,6 +4,7 @@ The worker is a real :class:`zibrato.worker.Worker` run in a thread, whose
 destination is stuck until the test lets it go, so that its delivery backlog
 fills; `zibrato status` is the real console script in a subprocess.
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -36,15 +37,17 @@ def status(port: int) -> subprocess.CompletedProcess:
 def test_status_exits_1_naming_the_problem_while_delivery_is_stuck_and_0_once_it_recovers():
     port = free_ports(2)
     destination = Stuck()
-    worker = Worker(destination, "127.0.0.1", port, flush_interval=0.04, max_backlog=40,
-                    status_port=port + 1, self_level=None)
+    worker = Worker(
+        destination, "127.0.0.1", port, flush_interval=0.04, max_backlog=40, status_port=port + 1, self_level=None
+    )
     worker.figures_["last_received"] = 2e9  # the broker is not the subject here: never "silent"
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     running.start()
     try:
-        wait_until(lambda: ask_status("127.0.0.1", port + 1)["backlog"] > 20, timeout=10,
-                   message="the backlog over half full")
+        wait_until(
+            lambda: ask_status("127.0.0.1", port + 1)["backlog"] > 20, timeout=10, message="the backlog over half full"
+        )
 
         stuck = status(port + 1)
 
@@ -53,8 +56,9 @@ def test_status_exits_1_naming_the_problem_while_delivery_is_stuck_and_0_once_it
         expect(stuck.stdout).contains("delivery backlog")
 
         destination.unstuck.set()
-        wait_until(lambda: ask_status("127.0.0.1", port + 1)["backlog"] <= 20, timeout=10,
-                   message="the backlog delivered")
+        wait_until(
+            lambda: ask_status("127.0.0.1", port + 1)["backlog"] <= 20, timeout=10, message="the backlog delivered"
+        )
         recovered = status(port + 1)
 
         expect(recovered.returncode) == 0

@@ -13,6 +13,7 @@ must hold exactly what was sent, every program must have stopped by its stop
 signal within ``stopwaitsecs`` each time, and ``zibrato status`` must say
 healthy (0) while they run and unreachable (2) once they are stopped.
 """
+
 from __future__ import annotations
 
 import collections
@@ -45,7 +46,8 @@ TICK = 0.005  # one round of counters every 5 ms
 
 pytestmark = pytest.mark.skipif(
     shutil.which("node") is None or not (BIN / "supervisord").exists(),
-    reason=f"needs supervisord (bin/setup --test) and Node.js for the real statsd ({INSTALL_COMMAND})")
+    reason=f"needs supervisord (bin/setup --test) and Node.js for the real statsd ({INSTALL_COMMAND})",
+)
 
 
 class Supervisor:
@@ -59,15 +61,20 @@ class Supervisor:
         self.config = render_config(tmp_path / "supervisord.conf", self.run_dir, self.log_dir, environment)
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Supervisor":
+    def start(self) -> Supervisor:
         with open(self.dir / "supervisord.stdout", "ab") as out:
-            self.process = subprocess.Popen([str(BIN / "supervisord"), "-n", "-c", str(self.config)],
-                                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                [str(BIN / "supervisord"), "-n", "-c", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         return self
 
     def ctl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "supervisorctl"), "-c", str(self.config), *args],
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(self.config), *args], capture_output=True, text=True, timeout=timeout
+        )
 
     def states(self) -> dict[str, str]:
         """program -> RUNNING, STARTING, STOPPED, FATAL... (empty while supervisord is not up)."""
@@ -80,6 +87,7 @@ class Supervisor:
             states = self.states()
             assert "FATAL" not in states.values(), f"{states}\n{self.program_logs()}"
             return states and all(states.get(name) == "RUNNING" for name in PROGRAMS)
+
         wait_until(all_running, timeout=timeout, interval=0.2, message="every program RUNNING")
 
     @property
@@ -88,8 +96,10 @@ class Supervisor:
         return path.read_text(errors="replace") if path.exists() else "(no supervisord.log)"
 
     def program_logs(self) -> str:
-        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
-                         for path in sorted(self.log_dir.glob("zibrato-*.log")))
+        return "\n".join(
+            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
+            for path in sorted(self.log_dir.glob("zibrato-*.log"))
+        )
 
     def shutdown(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -111,12 +121,14 @@ def render_config(target: Path, run_dir: Path, log_dir: Path, environment: dict[
     socket_path = run_dir / "supervisor.sock"
     parser["unix_http_server"]["file"] = str(socket_path)
     parser["supervisorctl"]["serverurl"] = f"unix://{socket_path}"
-    parser["supervisord"].update({
-        "logfile": str(log_dir / "supervisord.log"),
-        "pidfile": str(run_dir / "supervisord.pid"),
-        "childlogdir": str(log_dir),
-        "environment": ",".join(f'{key}="{value}"' for key, value in environment.items()),
-    })
+    parser["supervisord"].update(
+        {
+            "logfile": str(log_dir / "supervisord.log"),
+            "pidfile": str(run_dir / "supervisord.pid"),
+            "childlogdir": str(log_dir),
+            "environment": ",".join(f'{key}="{value}"' for key, value in environment.items()),
+        }
+    )
     parser["include"]["files"] = str(CONF_DIR / "zibrato.conf")
     with open(target, "w") as out:
         parser.write(out)
@@ -235,20 +247,23 @@ def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, et
     token_file.chmod(0o600)
     log_dir = tmp_path / "log"
     log_dir.mkdir()
-    supervisor = Supervisor(tmp_path, {
-        "ZIBRATO_BIN": str(BIN),
-        "ZIBRATO_LOG_DIR": str(log_dir),
-        "ZIBRATO_BROKER_PORT": str(base),
-        "ZIBRATO_BROKER_PUB_PORT": str(base + 1),
-        "ZIBRATO_LIBRATO_STATUS_PORT": str(base + 3),
-        "ZIBRATO_STATSD_STATUS_PORT": str(base + 4),
-        "ZIBRATO_CONSOLE_STATUS_PORT": str(base + 5),
-        "ZIBRATO_STATSD_STATSD_HOST": etsy_statsd.host,
-        "ZIBRATO_STATSD_STATSD_PORT": str(etsy_statsd.port),
-        "ZIBRATO_LIBRATO_USERNAME": librato.user,
-        "ZIBRATO_LIBRATO_APITOKEN_FILE": str(token_file),
-        "ZIBRATO_LIBRATO_API_URL": librato.url,  # read by zibrato-librato itself (--api-url)
-    })
+    supervisor = Supervisor(
+        tmp_path,
+        {
+            "ZIBRATO_BIN": str(BIN),
+            "ZIBRATO_LOG_DIR": str(log_dir),
+            "ZIBRATO_BROKER_PORT": str(base),
+            "ZIBRATO_BROKER_PUB_PORT": str(base + 1),
+            "ZIBRATO_LIBRATO_STATUS_PORT": str(base + 3),
+            "ZIBRATO_STATSD_STATUS_PORT": str(base + 4),
+            "ZIBRATO_CONSOLE_STATUS_PORT": str(base + 5),
+            "ZIBRATO_STATSD_STATSD_HOST": etsy_statsd.host,
+            "ZIBRATO_STATSD_STATSD_PORT": str(etsy_statsd.port),
+            "ZIBRATO_LIBRATO_USERNAME": librato.user,
+            "ZIBRATO_LIBRATO_APITOKEN_FILE": str(token_file),
+            "ZIBRATO_LIBRATO_API_URL": librato.url,  # read by zibrato-librato itself (--api-url)
+        },
+    )
     client = Zibrato(port=base)
     stream = Stream(client)
     try:
@@ -258,13 +273,19 @@ def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, et
         expect(healthy.stdout.count(" OK")) == len(status_ports)
 
         stream.start()
-        wait_until(lambda: ask_status("127.0.0.1", base + 5)["measurements"] >= 100, timeout=10,
-                   message="the console receiving the stream")
+        wait_until(
+            lambda: ask_status("127.0.0.1", base + 5)["measurements"] >= 100,
+            timeout=10,
+            message="the console receiving the stream",
+        )
         restarted = supervisor.ctl("restart", "zibrato-broker")
         expect(restarted.stdout).contains("zibrato-broker: stopped")
         expect(restarted.stdout).contains("zibrato-broker: started")
-        wait_until(lambda: ask_status("127.0.0.1", base + 2)["received"] >= 10, timeout=10,
-                   message="the restarted broker receiving the stream")
+        wait_until(
+            lambda: ask_status("127.0.0.1", base + 2)["received"] >= 10,
+            timeout=10,
+            message="the restarted broker receiving the stream",
+        )
         stream.wait_rounds(100)
         expect(zibrato_status(*status_ports).returncode) == 0
 
@@ -278,8 +299,11 @@ def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, et
         stream.wait_rounds(20)
         expect(supervisor.ctl("start", "all").returncode) == 0
         supervisor.wait_running()
-        wait_until(lambda: ask_status("127.0.0.1", base + 2)["received"] >= 10, timeout=10,
-                   message="the started broker receiving the stream")
+        wait_until(
+            lambda: ask_status("127.0.0.1", base + 2)["received"] >= 10,
+            timeout=10,
+            message="the started broker receiving the stream",
+        )
         stream.wait_rounds(100)
 
         stream.halt.set()
@@ -290,8 +314,7 @@ def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, et
 
         sent = dict(stream.sent)
         etsy_statsd.wait_for(lambda flushes: statsd_totals(flushes) == sent, timeout=5)
-        expect(delivered(log_dir, librato, etsy_statsd)) == {"console": sent, "librato": sent,
-                                                             "statsd": sent}
+        expect(delivered(log_dir, librato, etsy_statsd)) == {"console": sent, "librato": sent, "statsd": sent}
 
         log = supervisor.log
         for name in PROGRAMS:

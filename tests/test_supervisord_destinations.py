@@ -1,4 +1,5 @@
 """The Graphite and InfluxDB programs shipped commented out in supervisord/zibrato.conf are valid once enabled."""
+
 from __future__ import annotations
 
 import configparser
@@ -15,8 +16,10 @@ ENV = {"ZIBRATO_BIN": str(BIN), "ZIBRATO_BROKER_PUB_PORT": "5551", "ZIBRATO_LOG_
 
 def enabled_programs() -> configparser.ConfigParser:
     """zibrato.conf with the commented-out blocks enabled (one ';' removed from each line)."""
-    text = "\n".join(line[1:] if line.startswith(";[program:") or (line.startswith(";") and not
-                     line.startswith("; ")) else line for line in CONF.read_text().splitlines())
+    text = "\n".join(
+        line[1:] if line.startswith(";[program:") or (line.startswith(";") and not line.startswith("; ")) else line
+        for line in CONF.read_text().splitlines()
+    )
     parser = configparser.ConfigParser(interpolation=None, comment_prefixes=(";",), strict=True)
     parser.read_string(text)
     return parser

@@ -1,4 +1,5 @@
 """zibrato.testing: the in-memory client, capture() and the pytest fixture."""
+
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,7 @@ def sender_threads(client) -> list:
 
 
 # --- MemoryZibrato ------------------------------------------------------------------
+
 
 def test_memory_client_remembers_every_measurement_in_order():
     z = MemoryZibrato(source="test", tags={"env": "ci"})
@@ -93,22 +95,24 @@ def test_assertions_pass_and_return_what_they_matched():
 
 
 FAILING = {
-    "timer never recorded": (lambda s: s.assert_timed("missing"),
-                             ["no timer 'missing' recorded", "seen:", "('counter', 'hits')"]),
+    "timer never recorded": (
+        lambda s: s.assert_timed("missing"),
+        ["no timer 'missing' recorded", "seen:", "('counter', 'hits')"],
+    ),
     "wrong type": (lambda s: s.assert_timed("hits"), ["no timer 'hits' recorded"]),
-    "timer count": (lambda s: s.assert_timed("render", count=2),
-                    ["timer 'render' recorded 1 times, expected 2"]),
-    "timer level": (lambda s: s.assert_timed("render", level="info"),
-                    ["no timer 'render' recorded level='info'"]),
+    "timer count": (lambda s: s.assert_timed("render", count=2), ["timer 'render' recorded 1 times, expected 2"]),
+    "timer level": (lambda s: s.assert_timed("render", level="info"), ["no timer 'render' recorded level='info'"]),
     "counter total": (lambda s: s.assert_counted("hits", total=6), ["counter 'hits' totals 5, expected 6"]),
-    "counter count": (lambda s: s.assert_counted("hits", count=1),
-                      ["counter 'hits' recorded 2 times, expected 1"]),
-    "counter total zero": (lambda s: s.assert_counted("hits", total=0),
-                           ["counter 'hits' totals 5, expected 0"]),
-    "counter tags": (lambda s: s.assert_counted("hits", tags=("page:away",)),
-                     ["no counter 'hits' recorded", "page:away"]),
-    "gauge value": (lambda s: s.assert_gauged("temperature", value=20),
-                    ["gauge 'temperature' last set to 0, expected 20"]),
+    "counter count": (lambda s: s.assert_counted("hits", count=1), ["counter 'hits' recorded 2 times, expected 1"]),
+    "counter total zero": (lambda s: s.assert_counted("hits", total=0), ["counter 'hits' totals 5, expected 0"]),
+    "counter tags": (
+        lambda s: s.assert_counted("hits", tags=("page:away",)),
+        ["no counter 'hits' recorded", "page:away"],
+    ),
+    "gauge value": (
+        lambda s: s.assert_gauged("temperature", value=20),
+        ["gauge 'temperature' last set to 0, expected 20"],
+    ),
     "gauge never set": (lambda s: s.assert_gauged("pressure"), ["no gauge 'pressure' recorded"]),
 }
 
@@ -130,6 +134,7 @@ def test_assertions_fail_with_a_helpful_message(check, fragments):
 
 
 # --- capture() ------------------------------------------------------------------------
+
 
 def test_capture_diverts_an_existing_client_and_restores_it(broker_pull, make_client):
     z = make_client()
@@ -190,6 +195,7 @@ def test_capture_works_on_a_memory_client_too():
 
 # --- the pytest plugin -------------------------------------------------------------------
 
+
 def test_fixture_gives_a_fresh_memory_client(zibrato_memory):
     expect(isinstance(zibrato_memory, MemoryZibrato)) == True
     expect(zibrato_memory.measurements) == []
@@ -208,8 +214,10 @@ def test_fixture_comes_from_the_pytest11_entry_point(request):
 
 # --- protocol 1.1 kinds in memory ----------------------------------------------------------
 
+
 def test_memory_client_records_histograms_sets_and_weights_as_a_worker_reads_them(monkeypatch):
     import zibrato.client
+
     monkeypatch.setattr(zibrato.client, "_random", lambda: 0.0)  # every sampled call kept
     z = MemoryZibrato()
     z.histogram("info", "response.size", 5120, unit="bytes")

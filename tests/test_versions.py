@@ -1,4 +1,5 @@
 """The supported Python versions are stated once and checked where they are promised."""
+
 from __future__ import annotations
 
 import re

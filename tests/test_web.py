@@ -1,5 +1,6 @@
 """The web view without a browser: the summary -> JSON mapping, the history, the HTTP endpoints,
 the zibrato-web CLI and `zibrato demo --web`, against real sockets and real subprocesses."""
+
 from __future__ import annotations
 
 import json
@@ -15,42 +16,83 @@ from pathlib import Path
 
 import pytest
 
-from zibrato.web.server import WebServer, parse_listen
-from zibrato.web.view import History, point, row, series_id
-
 from support.daemons import Daemon, free_ports, run_script, wait_until
 from support.web import WebPipeline, get_json
+from zibrato.web.server import WebServer, parse_listen
+from zibrato.web.view import History, point, row, series_id
 
 T0 = 1_800_000_000.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def counter(name="signup", value=6.0, interval=2.0, **extra):
-    return {"time": T0, "interval": interval, "type": "counter", "name": name, "source": "web-1",
-            "tags": [], "value": value, "count": 3, "rate": value / interval, **extra}
+    return {
+        "time": T0,
+        "interval": interval,
+        "type": "counter",
+        "name": name,
+        "source": "web-1",
+        "tags": [],
+        "value": value,
+        "count": 3,
+        "rate": value / interval,
+        **extra,
+    }
 
 
 def timer(name="web.request", tags=(), **stats):
-    base = {"time": T0, "interval": 2.0, "type": "timer", "name": name, "source": None,
-            "tags": list(tags), "count": 4, "sum": 1.0, "min": 0.1, "max": 0.4, "mean": 0.25,
-            "median": 0.25, "stddev": 0.1, "p50": 0.2, "p90": 0.4, "p95": 0.4, "p99": 0.4}
+    base = {
+        "time": T0,
+        "interval": 2.0,
+        "type": "timer",
+        "name": name,
+        "source": None,
+        "tags": list(tags),
+        "count": 4,
+        "sum": 1.0,
+        "min": 0.1,
+        "max": 0.4,
+        "mean": 0.25,
+        "median": 0.25,
+        "stddev": 0.1,
+        "p50": 0.2,
+        "p90": 0.4,
+        "p95": 0.4,
+        "p99": 0.4,
+    }
     base.update(stats)
     return base
 
 
 # --- the pure mapping ----------------------------------------------------------
 
+
 def test_rows_carry_identity_and_the_main_statistics_of_each_type():
-    gauge = {"type": "gauge", "name": "depth", "source": None, "tags": ["env:prod"], "value": 3,
-             "count": 2, "min": 1, "max": 3, "sum": 4}
+    gauge = {
+        "type": "gauge",
+        "name": "depth",
+        "source": None,
+        "tags": ["env:prod"],
+        "value": 3,
+        "count": 2,
+        "min": 1,
+        "max": 3,
+        "sum": 4,
+    }
     histogram = {**timer(), "type": "histogram", "unit": "bytes"}
     a_set = {"type": "set", "name": "users", "source": None, "tags": [], "value": 17, "exact": True}
     assert row(counter())["stats"] == {"value": 6.0, "rate": 3.0, "count": 3}
-    assert row(gauge) == {"id": series_id(gauge), "type": "gauge", "name": "depth", "source": None,
-                          "tags": ["env:prod"], "outcome": None, "unit": None,
-                          "stats": {"value": 3, "min": 1, "max": 3, "count": 2}}
-    assert row(timer())["stats"] == {"count": 4, "mean": 0.25, "p50": 0.2, "p90": 0.4, "p99": 0.4,
-                                     "max": 0.4}
+    assert row(gauge) == {
+        "id": series_id(gauge),
+        "type": "gauge",
+        "name": "depth",
+        "source": None,
+        "tags": ["env:prod"],
+        "outcome": None,
+        "unit": None,
+        "stats": {"value": 3, "min": 1, "max": 3, "count": 2},
+    }
+    assert row(timer())["stats"] == {"count": 4, "mean": 0.25, "p50": 0.2, "p90": 0.4, "p99": 0.4, "max": 0.4}
     assert row(timer())["unit"] == "s" and row(histogram)["unit"] == "bytes"
     assert row(a_set)["stats"] == {"value": 17}
 
@@ -81,26 +123,44 @@ def test_series_ids_are_stable_and_tell_series_apart():
 
 # --- the history ---------------------------------------------------------------
 
+
 def test_the_table_is_the_last_interval_sorted_with_outcomes_side_by_side():
     history = History(5)
     history.add(T0, 2.0, [timer(tags=["outcome:ok"])])
-    history.add(T0 + 2, 2.0, [timer("a"), timer(tags=["error:KeyError", "outcome:error"]),
-                              timer(tags=["outcome:ok"]), counter()])
+    history.add(
+        T0 + 2,
+        2.0,
+        [timer("a"), timer(tags=["error:KeyError", "outcome:error"]), timer(tags=["outcome:ok"]), counter()],
+    )
     table = history.table()
     assert [(r["type"], r["name"], r["outcome"]) for r in table["rows"]] == [
-        ("counter", "signup", None), ("timer", "a", None), ("timer", "web.request", "ok"),
-        ("timer", "web.request", "error")]
+        ("counter", "signup", None),
+        ("timer", "a", None),
+        ("timer", "web.request", "ok"),
+        ("timer", "web.request", "error"),
+    ]
     assert (table["time"], table["interval"], table["total"], table["matched"]) == (T0 + 2, 2.0, 4, 4)
-    assert history.summary() == {"version": 2, "time": T0 + 2, "interval": 2.0, "series": 4,
-                                 "intervals": 2, "history": 5}
+    assert history.summary() == {
+        "version": 2,
+        "time": T0 + 2,
+        "interval": 2.0,
+        "series": 4,
+        "intervals": 2,
+        "history": 5,
+    }
 
 
 def test_the_filter_matches_every_word_in_type_name_source_and_tags_and_pages():
     history = History()
-    history.add(T0, 1.0, [counter(f"requests.{i}", tags=[f"shard:{i % 3}"]) for i in range(250)]
-                + [timer("requests.slow", tags=["shard:1"])])
+    history.add(
+        T0,
+        1.0,
+        [counter(f"requests.{i}", tags=[f"shard:{i % 3}"]) for i in range(250)]
+        + [timer("requests.slow", tags=["shard:1"])],
+    )
     assert history.table("SHARD:1 requests.2")["matched"] == len(
-        [i for i in range(250) if i % 3 == 1 and "requests.2" in f"requests.{i}"])
+        [i for i in range(250) if i % 3 == 1 and "requests.2" in f"requests.{i}"]
+    )
     assert history.table("", type="timer")["rows"][0]["name"] == "requests.slow"
     assert history.table("web-1 counter")["matched"] == 250  # the source and the type are words too
     page = history.table(offset=200, limit=100)
@@ -123,8 +183,8 @@ def test_a_chart_holds_the_last_n_intervals_of_a_series_and_its_outcome_siblings
     assert chart["times"] == [T0 + 2, T0 + 3, T0 + 4]
     assert [s["outcome"] for s in chart["series"]] == ["ok", "error"]
     assert chart["series"][0]["points"] == [
-        {"time": T0 + i, "interval": 1.0, "p50": i, "p90": i + 1, "p99": i + 2, "max": i + 3}
-        for i in (2, 3, 4)]
+        {"time": T0 + i, "interval": 1.0, "p50": i, "p90": i + 1, "p99": i + 2, "max": i + 3} for i in (2, 3, 4)
+    ]
     assert [p["time"] for p in chart["series"][1]["points"]] == [T0 + 3]  # gaps stay gaps
 
 
@@ -158,6 +218,7 @@ def test_history_wakes_waiters_at_each_interval():
 
 
 # --- the HTTP server ------------------------------------------------------------
+
 
 @pytest.fixture
 def served():
@@ -197,8 +258,7 @@ def test_bad_requests_are_clear_json_errors(served):
 
 def test_the_page_and_its_assets_come_from_the_package_with_a_strict_policy(served):
     _, server = served
-    for path, kind in (("", "text/html"), ("static/web.js", "text/javascript"),
-                       ("static/web.css", "text/css")):
+    for path, kind in (("", "text/html"), ("static/web.js", "text/javascript"), ("static/web.css", "text/css")):
         status, headers, body = fetch(server.url + path)
         assert status == 200 and headers["Content-Type"].startswith(kind)
         assert "script-src 'self'" in headers["Content-Security-Policy"]
@@ -230,6 +290,7 @@ def test_server_sent_events_announce_each_flush(served):
                 line = reader.readline()
                 if line.startswith(b"data: "):
                     return json.loads(line[6:])
+
         events.append(next_event())  # the current state, at once
         history.add(T0, 2.0, [counter()])
         events.append(next_event())
@@ -258,6 +319,7 @@ def test_listen_addresses():
 
 # --- the CLI and the worker ------------------------------------------------------
 
+
 def test_a_bad_listen_flag_is_a_usage_error():
     result = run_script("zibrato-web", "--listen", "nowhere")
     assert result.returncode == 2 and "--listen wants HOST:PORT" in result.stderr
@@ -268,22 +330,23 @@ def test_a_port_in_use_exits_with_a_clear_error(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_script("zibrato-web", "--listen", f"127.0.0.1:{port}", "--port", free_ports(1),
-                            timeout=20)
+        result = run_script("zibrato-web", "--listen", f"127.0.0.1:{port}", "--port", free_ports(1), timeout=20)
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 def test_binding_beyond_loopback_logs_a_warning(tmp_path):
-    worker = Daemon(tmp_path, "zibrato-web", "--listen", "0.0.0.0:0", "--port", free_ports(1),
-                    "--no-self-metrics").start()
+    worker = Daemon(
+        tmp_path, "zibrato-web", "--listen", "0.0.0.0:0", "--port", free_ports(1), "--no-self-metrics"
+    ).start()
     try:
         worker.wait_for_log("web worker:")
         assert re.search(r"WARNING listening on 0\.0\.0\.0, not loopback", worker.stderr)
     finally:
         worker.stop()
-    loopback = Daemon(tmp_path, "zibrato-web", "--listen", "127.0.0.1:0", "--port", free_ports(1),
-                      "--no-self-metrics").start()
+    loopback = Daemon(
+        tmp_path, "zibrato-web", "--listen", "127.0.0.1:0", "--port", free_ports(1), "--no-self-metrics"
+    ).start()
     try:
         loopback.wait_for_log("web worker:")
         assert "WARNING" not in loopback.stderr
@@ -306,11 +369,13 @@ def test_the_worker_serves_what_a_client_sent(web):
         z.timing("debug", "checkout", value, source="api")
     z.flush()
     checkout = {"type": "timer", "name": "checkout", "source": "api", "tags": []}
-    chart = wait_until(lambda: web.get(f"/api/chart?id={series_id(checkout)}").get("series"),
-                       message="the checkout chart")
+    chart = wait_until(
+        lambda: web.get(f"/api/chart?id={series_id(checkout)}").get("series"), message="the checkout chart"
+    )
     [points] = [s["points"] for s in chart]
     assert [{k: p[k] for k in ("p50", "p90", "p99", "max")} for p in points] == [
-        {"p50": values[49], "p90": values[89], "p99": values[98], "max": values[99]}]
+        {"p50": values[49], "p90": values[89], "p99": values[98], "max": values[99]}
+    ]
     orders = {"type": "counter", "name": "orders", "source": None, "tags": ["shop:<b>"]}
     [series] = web.get(f"/api/chart?id={series_id(orders)}")["series"]
     assert sum(p["rate"] * p["interval"] for p in series["points"]) == pytest.approx(5)
@@ -320,8 +385,20 @@ def test_the_worker_serves_what_a_client_sent(web):
 
 def test_demo_web_starts_the_web_view_and_prints_its_url(tmp_path):
     base, web_port = free_ports(3), free_ports(1)
-    demo = Daemon(tmp_path, "zibrato", "demo", "--port", base, "--flush", "0.5", "--web",
-                  "--web-listen", f"127.0.0.1:{web_port}", "--duration", "30").start()
+    demo = Daemon(
+        tmp_path,
+        "zibrato",
+        "demo",
+        "--port",
+        base,
+        "--flush",
+        "0.5",
+        "--web",
+        "--web-listen",
+        f"127.0.0.1:{web_port}",
+        "--duration",
+        "30",
+    ).start()
     url = f"http://127.0.0.1:{web_port}/"
     try:
         demo.wait_for_log(f"live charts at {url}")
@@ -332,6 +409,7 @@ def test_demo_web_starts_the_web_view_and_prints_its_url(tmp_path):
             except OSError:
                 return []
             return sorted(r["outcome"] for r in rows)
+
         assert "ok" in wait_until(requests_shown, timeout=20, message="web.request in the web view")
     finally:
         demo.signal()
@@ -343,8 +421,18 @@ def test_demo_web_names_the_web_worker_when_its_port_is_taken():
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_script("zibrato", "demo", "--port", free_ports(3), "--web", "--web-listen",
-                            f"127.0.0.1:{port}", "--duration", "60", timeout=30)
+        result = run_script(
+            "zibrato",
+            "demo",
+            "--port",
+            free_ports(3),
+            "--web",
+            "--web-listen",
+            f"127.0.0.1:{port}",
+            "--duration",
+            "60",
+            timeout=30,
+        )
     assert result.returncode == 1
     assert "the web worker exited with status 1" in result.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
@@ -352,9 +440,15 @@ def test_demo_web_names_the_web_worker_when_its_port_is_taken():
 
 def test_an_installed_package_carries_the_page(tmp_path):
     """A non-editable install serves the page too: setuptools copies static/* (package_data)."""
-    result = subprocess.run([sys.executable, "setup.py", "--quiet", "build_py", "--build-lib", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "setup.py", "--quiet", "build_py", "--build-lib", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     for name in ("index.html", "web.js", "web.css"):
-        assert (tmp_path / "zibrato" / "web" / "static" / name).read_bytes() == \
-            resources.files("zibrato.web").joinpath("static", name).read_bytes()
+        assert (tmp_path / "zibrato" / "web" / "static" / name).read_bytes() == resources.files("zibrato.web").joinpath(
+            "static", name
+        ).read_bytes()

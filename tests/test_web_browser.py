@@ -4,12 +4,13 @@ broker and a real zibrato-web fed by a real Zibrato client.
 Skipped (with the reason) only when chromium, chromium-driver or selenium is absent;
 bin/setup --test installs them.
 """
+
 from __future__ import annotations
 
 import contextlib
 import random
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -50,6 +51,7 @@ def sending(client: Zibrato, record: Callable[[], None], every: float = 0.1) -> 
             record()
             client.flush()
             stop.wait(every)
+
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
     try:
@@ -61,29 +63,38 @@ def sending(client: Zibrato, record: Callable[[], None], every: float = 0.1) -> 
 
 def table_names(driver) -> list[str]:
     return driver.execute_script(
-        "return [...document.querySelectorAll('#series tbody td.name')].map(td => td.textContent)")
+        "return [...document.querySelectorAll('#series tbody td.name')].map(td => td.textContent)"
+    )
 
 
 def search(driver, text: str) -> None:
     from selenium.webdriver.common.keys import Keys
+
     # typed as a user types (clear() fires no input event)
     box = driver.find_element("id", "search")
     box.send_keys(Keys.CONTROL + "a")
     box.send_keys(Keys.BACKSPACE)
     if text:
         box.send_keys(text)
-    wait_until(lambda: driver.execute_script("const s = window.zibratoWeb.shown; "
-                                             "return s !== null && s.query === arguments[0]", text),
-               message=f"the table filtered by {text!r}")
+    wait_until(
+        lambda: driver.execute_script(
+            "const s = window.zibratoWeb.shown; return s !== null && s.query === arguments[0]", text
+        ),
+        message=f"the table filtered by {text!r}",
+    )
 
 
 def select_series(driver, sid: str) -> dict:
     """Open the charts of series ``sid`` (by its row when shown, else by URL) and return the chart state."""
     driver.execute_script("window.location.hash = '#series=' + arguments[0]", sid)
-    return wait_until(lambda: driver.execute_script(
-        "const c = window.zibratoWeb.chart; return c && c.id === arguments[0] && "
-        "document.querySelectorAll('#variants circle.point').length ? c : null", sid),
-        message=f"the charts of {sid}")
+    return wait_until(
+        lambda: driver.execute_script(
+            "const c = window.zibratoWeb.chart; return c && c.id === arguments[0] && "
+            "document.querySelectorAll('#variants circle.point').length ? c : null",
+            sid,
+        ),
+        message=f"the charts of {sid}",
+    )
 
 
 def test_the_table_lists_the_series_sent(web, page):
@@ -94,12 +105,16 @@ def test_the_table_lists_the_series_sent(web, page):
         z.count("info", "signup", 1, source="shop")
         z.gauge("warn", "queue.depth", 12)
         z.timing("debug", "db.query", 0.004)
+
     with sending(z, record):
-        wait_until(lambda: {"signup", "queue.depth", "db.query"} <= set(table_names(page)),
-                   message="the three series in the table")
+        wait_until(
+            lambda: {"signup", "queue.depth", "db.query"} <= set(table_names(page)),
+            message="the three series in the table",
+        )
         rows = page.execute_script(
             "return [...document.querySelectorAll('#series tbody tr')].map(tr => "
-            "[...tr.cells].slice(0, 3).map(td => td.textContent))")
+            "[...tr.cells].slice(0, 3).map(td => td.textContent))"
+        )
     assert ["counter", "signup", "shop"] in rows
     assert ["gauge", "queue.depth", "–"] in rows
     assert ["timer", "db.query", "–"] in rows
@@ -110,8 +125,7 @@ def test_the_table_lists_the_series_sent(web, page):
 def test_without_event_source_the_page_polls(web):
     z = web.client
     with browser.chromium() as driver:
-        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument",
-                               {"source": "delete window.EventSource"})
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": "delete window.EventSource"})
         driver.get(web.url)
         with sending(z, lambda: z.count("info", "polled")):
             wait_until(lambda: "polled" in table_names(driver), message="a row by polling")
@@ -131,15 +145,17 @@ def test_a_chart_shows_the_summaries_of_what_was_sent(web, page):
     z.flush()
     ok = {"type": "timer", "name": "checkout", "source": None, "tags": ["outcome:ok"]}
     sid = series_id(ok)
-    web_chart = wait_until(lambda: web.get(f"/api/chart?id={sid}").get("series"),
-                           message="the checkout chart at the server")
+    web_chart = wait_until(
+        lambda: web.get(f"/api/chart?id={sid}").get("series"), message="the checkout chart at the server"
+    )
     assert [s["outcome"] for s in web_chart] == ["ok", "error"]
     shown = select_series(page, sid)
     circles = page.execute_script(
         "return [...document.querySelectorAll('#variants figure')].map(f => ({"
         "  title: f.querySelector('.variant-title').textContent,"
         "  points: [...f.querySelectorAll('circle.point')].map(c => ["
-        "    c.dataset.field, Number(c.dataset.time), Number(c.dataset.value)])}))")
+        "    c.dataset.field, Number(c.dataset.time), Number(c.dataset.value)])}))"
+    )
     # the page shows outcome:ok and outcome:error side by side
     assert [c["title"] for c in circles] == ["outcome: ok", "outcome: error"]
     expected = {"ok": ok_values, "error": error_values}
@@ -150,12 +166,16 @@ def test_a_chart_shows_the_summaries_of_what_was_sent(web, page):
         [summary] = served["points"]
         # what the server computed is what was sent, by nearest rank
         assert {k: summary[k] for k in ("p50", "p90", "p99", "max")} == {
-            "p50": values[-(-50 * n // 100) - 1], "p90": values[-(-90 * n // 100) - 1],
-            "p99": values[-(-99 * n // 100) - 1], "max": values[-1]}
+            "p50": values[-(-50 * n // 100) - 1],
+            "p90": values[-(-90 * n // 100) - 1],
+            "p99": values[-(-99 * n // 100) - 1],
+            "max": values[-1],
+        }
         # and the page draws exactly those points, in its state and in the SVG
         assert in_state["points"] == served["points"]
         assert sorted(figure["points"]) == sorted(
-            [field, summary["time"], summary[field]] for field in ("p50", "p90", "p99", "max"))
+            [field, summary["time"], summary[field]] for field in ("p50", "p90", "p99", "max")
+        )
 
 
 def test_a_hostile_series_name_is_displayed_as_text(web, page):
@@ -168,16 +188,29 @@ def test_a_hostile_series_name_is_displayed_as_text(web, page):
             "return {name: tr.cells[1].textContent, source: tr.cells[2].textContent,"
             "        tag: tr.cells[3].textContent, children: tr.cells[1].children.length,"
             "        injected: document.querySelectorAll('tbody script, tbody img, tbody b').length}",
-            HOSTILE_NAME)
-    assert cells == {"name": HOSTILE_NAME, "source": HOSTILE_SOURCE,
-                     "tag": "note:<img src=x onerror=window.__pwned=1>", "children": 0, "injected": 0}
-    sid = series_id({"type": "gauge", "name": HOSTILE_NAME, "source": HOSTILE_SOURCE,
-                     "tags": ["note:<img src=x onerror=window.__pwned=1>"]})
+            HOSTILE_NAME,
+        )
+    assert cells == {
+        "name": HOSTILE_NAME,
+        "source": HOSTILE_SOURCE,
+        "tag": "note:<img src=x onerror=window.__pwned=1>",
+        "children": 0,
+        "injected": 0,
+    }
+    sid = series_id(
+        {
+            "type": "gauge",
+            "name": HOSTILE_NAME,
+            "source": HOSTILE_SOURCE,
+            "tags": ["note:<img src=x onerror=window.__pwned=1>"],
+        }
+    )
     select_series(page, sid)
     assert page.find_element("id", "chart-title").text == HOSTILE_NAME
     assert page.execute_script("return document.querySelectorAll('script').length") == 1  # web.js only
     assert page.execute_script("return window.__pwned === undefined")
     from selenium.common.exceptions import NoAlertPresentException
+
     with pytest.raises(NoAlertPresentException):
         page.switch_to.alert.text  # noqa: B018 (no alert ran)
 
@@ -188,11 +221,15 @@ def test_ten_thousand_series_are_paged_and_filtered_by_the_server(web, page):
     def record() -> None:
         for i in range(10_000):
             z.count("bulk", f"bulk.{i:05d}")
+
     with sending(z, record, every=0.3):
         page.get(web.url)
         search(page, "bulk.")
-        wait_until(lambda: page.execute_script("return window.zibratoWeb.table.matched") == 10_000,
-                   timeout=20, message="10,000 bulk series in the table")
+        wait_until(
+            lambda: page.execute_script("return window.zibratoWeb.table.matched") == 10_000,
+            timeout=20,
+            message="10,000 bulk series in the table",
+        )
         assert len(table_names(page)) == 100  # one page of rows in the DOM, not 10,000
         assert "of 10,000" in page.find_element("id", "page-info").text
         search(page, "bulk.09876")
@@ -206,16 +243,20 @@ def test_a_screenshot_of_the_live_page(web, page, tmp_path):
     def record() -> None:
         z.timing("info", "web.request", random.expovariate(200), tags={"outcome": "ok"})
         z.count("info", "signup")
+
     with sending(z, record):
         sid = series_id({"type": "timer", "name": "web.request", "source": None, "tags": ["outcome:ok"]})
         # the last interval holds only these two now (the earlier tests' series are gone)
-        wait_until(lambda: {r["name"] for r in web.get("/api/series")["rows"]} == {"web.request", "signup"},
-                   message="an interval of web.request and signup only")
+        wait_until(
+            lambda: {r["name"] for r in web.get("/api/series")["rows"]} == {"web.request", "signup"},
+            message="an interval of web.request and signup only",
+        )
         page.get(web.url)
         # a first visit opens the charts of a timer with outcomes by itself
-        wait_until(lambda: page.execute_script(
-            "return window.zibratoWeb.chart && window.zibratoWeb.chart.id") == sid,
-            message="the web.request charts opened without a click")
+        wait_until(
+            lambda: page.execute_script("return window.zibratoWeb.chart && window.zibratoWeb.chart.id") == sid,
+            message="the web.request charts opened without a click",
+        )
         assert page.current_url.endswith(f"#series={sid}")
         shot = tmp_path / "web.png"
         assert page.save_screenshot(str(shot))

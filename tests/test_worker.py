@@ -2,6 +2,7 @@
 
 Real ZeroMQ sockets on loopback where sockets are involved; no subprocesses.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,6 +38,7 @@ class Clock:
 
 
 # --- the schedule, without real time ----------------------------------------------------
+
 
 def test_flushes_fall_on_wall_clock_multiples_and_the_first_interval_starts_at_start():
     clock = Clock(1000.3)
@@ -100,16 +102,18 @@ def test_every_stop_signal_sets_the_stop_event(signum):
 
 # --- series rules -----------------------------------------------------------------------------
 
+
 def test_series_rules_keep_drop_and_drop_tags_with_counts():
     rules = SeriesRules(keep=["db.*", "#team:core"], drop=["db.debug*", "#env:dev"], drop_tags=["pod*"])
-    records = [("c", "db.query", (1, 2), None, ("pod:a1", "env:prod")),
-               ("c", "db.debug.x", (1,), None, ()),
-               ("c", "web.hit", (1,), None, ("team:core",)),
-               ("c", "web.miss", (5,), None, ()),
-               ("g", "db.size", (3,), None, ("env:dev",))]
+    records = [
+        ("c", "db.query", (1, 2), None, ("pod:a1", "env:prod")),
+        ("c", "db.debug.x", (1,), None, ()),
+        ("c", "web.hit", (1,), None, ("team:core",)),
+        ("c", "web.miss", (5,), None, ()),
+        ("g", "db.size", (3,), None, ("env:dev",)),
+    ]
     kept = rules.apply(records)
-    expect(kept) == [("c", "db.query", (1, 2), None, ("env:prod",)),
-                     ("c", "web.hit", (1,), None, ("team:core",))]
+    expect(kept) == [("c", "db.query", (1, 2), None, ("env:prod",)), ("c", "web.hit", (1,), None, ("team:core",))]
     expect(rules.measurements_dropped) == 3  # one value each
     expect(rules.tags_dropped) == 1
     rules.apply(records)  # cached decisions count the same
@@ -117,8 +121,7 @@ def test_series_rules_keep_drop_and_drop_tags_with_counts():
 
 
 def test_dropped_tags_merge_series_in_the_worker():
-    worker = Worker(Console(stream=io.StringIO()), self_level=None,
-                    rules=SeriesRules(drop_tags=["host"]))
+    worker = Worker(Console(stream=io.StringIO()), self_level=None, rules=SeriesRules(drop_tags=["host"]))
     for host in ("a", "b"):
         worker.ingest(protocol.encode("info", 1.0, [("c", "hits", [1], None, [f"host:{host}", "k:v"])]))
     [summary] = worker.aggregator.flush(60.0, 60.0)
@@ -128,9 +131,9 @@ def test_dropped_tags_merge_series_in_the_worker():
 
 # --- health -------------------------------------------------------------------------------------
 
+
 def test_a_worker_that_hears_nothing_from_its_broker_for_several_flushes_is_unhealthy():
-    worker = Worker(Console(stream=io.StringIO()), "10.255.255.1", 5551, flush_interval=1.0,
-                    self_level=None)
+    worker = Worker(Console(stream=io.StringIO()), "10.255.255.1", 5551, flush_interval=1.0, self_level=None)
     expect(worker.figures()["healthy"]) == True
     worker.started -= 31  # 31 s and 31 flushes without a message
     f = worker.figures()
@@ -158,6 +161,7 @@ def test_a_rejected_interval_is_counted_and_makes_status_unhealthy():
 
 
 # --- status sockets survive anything -----------------------------------------------------------
+
 
 def hostile_requests(port: int) -> None:
     """Multipart, a wrong request, junk TCP, a huge frame, and a client that leaves mid-request."""
@@ -190,8 +194,9 @@ def hostile_requests(port: int) -> None:
 
 def test_a_worker_status_port_answers_after_hostile_requests():
     port = free_ports(2)
-    worker = Worker(Console(stream=io.StringIO()), "127.0.0.1", port, flush_interval=60.0,
-                    status_port=port + 1, self_level=None)
+    worker = Worker(
+        Console(stream=io.StringIO()), "127.0.0.1", port, flush_interval=60.0, status_port=port + 1, self_level=None
+    )
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     running.start()
@@ -256,8 +261,15 @@ def test_status_answers_at_once_while_the_receive_loop_is_busy():
     pub = context.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     pub.bind(f"tcp://127.0.0.1:{port}")
-    worker = Busy(Console(stream=io.StringIO()), "127.0.0.1", port, flush_interval=60.0,
-                  status_port=port + 1, self_level=None, stop_timeout=1.0)
+    worker = Busy(
+        Console(stream=io.StringIO()),
+        "127.0.0.1",
+        port,
+        flush_interval=60.0,
+        status_port=port + 1,
+        self_level=None,
+        stop_timeout=1.0,
+    )
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     running.start()
@@ -286,6 +298,7 @@ def _answers(port: int) -> bool:
 
 
 # --- stopping when behind --------------------------------------------------------------------
+
 
 def test_a_stopping_worker_reads_what_is_queued_or_counts_what_it_leaves(caplog):
     port = free_ports(1)
@@ -318,6 +331,7 @@ def test_a_stopping_worker_reads_what_is_queued_or_counts_what_it_leaves(caplog)
 
 # --- what reaches a log ------------------------------------------------------------------------
 
+
 def test_a_newline_from_the_wire_never_forges_a_log_line_and_long_text_is_cut(caplog):
     worker = Worker(Console(stream=io.StringIO()), self_level=None)
     worker._malformed("name 'a\nzibrato.console ERROR forged' " + "x" * 100_000)
@@ -337,6 +351,7 @@ def test_every_form_of_a_credential_is_redacted_from_logs_and_status_replies():
     logger = logging.getLogger("zibrato.test.redaction")
     logger.addHandler(handler)
     import zibrato.runtime as runtime
+
     saved = runtime.SECRETS
     runtime.SECRETS = secrets
     try:
@@ -385,8 +400,9 @@ def test_a_destination_publishes_its_own_figures_with_the_runtimes_under_the_sel
 
 def test_a_worker_pointed_at_no_broker_says_so_in_status_and_connects_when_it_appears():
     port = free_ports(2)
-    worker = Worker(Console(stream=io.StringIO()), "127.0.0.1", port, flush_interval=60.0,
-                    status_port=port + 1, self_level=None)
+    worker = Worker(
+        Console(stream=io.StringIO()), "127.0.0.1", port, flush_interval=60.0, status_port=port + 1, self_level=None
+    )
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     running.start()
@@ -403,9 +419,35 @@ def test_a_worker_pointed_at_no_broker_says_so_in_status_and_connects_when_it_ap
         wait_until(lambda: ask_status("127.0.0.1", port + 1)["broker_connected"], message="connected")
         expect(ask_status("127.0.0.1", port + 1)["healthy"]) == True
         pub.close(linger=0)
-        wait_until(lambda: not ask_status("127.0.0.1", port + 1)["broker_connected"],
-                   message="the broker gone")
+        wait_until(lambda: not ask_status("127.0.0.1", port + 1)["broker_connected"], message="the broker gone")
     finally:
         stop.set()
         running.join(10)
         context.term()
+
+
+class _MergesLevels(Destination):
+    name = "levels"
+
+    def post(self, interval: Interval) -> None:  # pragma: no cover - the tests flush by hand
+        pass
+
+
+class _KeepsLevels(_MergesLevels):
+    needs_level = True
+
+
+def test_a_destination_that_keeps_levels_gets_each_level_apart_with_its_level():
+    worker = Worker(_KeepsLevels(), levels=("all",), self_level=None)
+    for level in ("info", "warn"):
+        worker.ingest(protocol.encode(level, 1.0, [("c", "jobs", (2,), None, ())]))
+    summaries = worker.aggregator.flush(10.0, 10.0)
+    expect(sorted((s["level"], s["value"]) for s in summaries)) == [("info", 2), ("warn", 2)]
+
+
+def test_by_default_a_series_merges_across_levels_and_carries_no_level():
+    worker = Worker(_MergesLevels(), levels=("all",), self_level=None)
+    for level in ("info", "warn"):
+        worker.ingest(protocol.encode(level, 1.0, [("c", "jobs", (2,), None, ())]))
+    [summary] = worker.aggregator.flush(10.0, 10.0)
+    expect((summary["value"], "level" in summary)) == (4, False)

@@ -3,6 +3,7 @@
 ``from zibrato import Zibrato`` is all an application needs; importing does
 no I/O and starts no thread (the first measurement starts the sender).
 """
+
 from .client import Zibrato
 from .instruments import Counter, Timer
 

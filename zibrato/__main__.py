@@ -1,4 +1,5 @@
 """`python -m zibrato ...` is the `zibrato` command."""
+
 from .cli import main
 
 main()

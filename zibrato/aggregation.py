@@ -88,15 +88,17 @@ pack into the array). A sketched series costs one ``log2`` and one dict
 update per value (~0.2 us). Sorting for the percentiles happens once per
 series at flush.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import struct
 from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from .sketch import DEFAULT_MAX_BUCKETS, DEFAULT_RELATIVE_ERROR, SetSketch, Sketch, relative_error_of
 
@@ -161,6 +163,7 @@ def parse_expire(value: float | str | Mapping[str, float] | None) -> dict[str, f
     out = dict.fromkeys(KINDS, 0.0)
     if value is None:
         return out
+    items: list[tuple[str, Any]]  # (kind or "" for all, seconds as given: checked below)
     if isinstance(value, Mapping):
         items = [(str(k), v) for k, v in value.items()]
     elif isinstance(value, str):
@@ -206,12 +209,19 @@ class _Distribution(Sketch):
 class Aggregator:
     """Accumulates measurements per series and summarises them once per flush interval."""
 
-    def __init__(self, percentiles: Sequence[float] = (50, 90, 95, 99),
-                 max_exact: int = DEFAULT_MAX_EXACT, relative_error: float = DEFAULT_RELATIVE_ERROR,
-                 max_buckets: int = DEFAULT_MAX_BUCKETS, set_max_exact: int = DEFAULT_SET_MAX_EXACT,
-                 expire: float | str | Mapping[str, float] | None = 0, keep_values: bool = False,
-                 include_interval: bool = False, max_samples: int | None = None,
-                 values_up_to: int = 0) -> None:
+    def __init__(
+        self,
+        percentiles: Sequence[float] = (50, 90, 95, 99),
+        max_exact: int = DEFAULT_MAX_EXACT,
+        relative_error: float = DEFAULT_RELATIVE_ERROR,
+        max_buckets: int = DEFAULT_MAX_BUCKETS,
+        set_max_exact: int = DEFAULT_SET_MAX_EXACT,
+        expire: float | str | Mapping[str, float] | None = 0,
+        keep_values: bool = False,
+        include_interval: bool = False,
+        max_samples: int | None = None,
+        values_up_to: int = 0,
+    ) -> None:
         if max_samples is not None:  # its name before sketches (the reservoir's size)
             max_exact = max_samples
         for what, number in (("max_exact", max_exact), ("set_max_exact", set_max_exact)):
@@ -271,12 +281,19 @@ class Aggregator:
         held = 0
         for key, state in self._series.items():
             if key[0] in "th":
-                held += len(state) if state.__class__ is array else \
-                    state.buckets_held
+                held += len(state) if state.__class__ is array else state.buckets_held
         return held
 
-    def add(self, type: str, name: str, source: str | None, tags: tuple[str, ...],
-            values: Sequence, weight: float | None = None, unit: str | None = None) -> None:
+    def add(
+        self,
+        type: str,
+        name: str,
+        source: str | None,
+        tags: tuple[str, ...],
+        values: Sequence,
+        weight: float | None = None,
+        unit: str | None = None,
+    ) -> None:
         """Aggregate one record: one or more measurements of one series.
 
         ``values`` must already be validated (finite ints/floats, at least one;
@@ -311,7 +328,7 @@ class Aggregator:
             if type == "t":
                 if state is None:
                     state = series[key] = array("d")
-                if state.__class__ is array:
+                if isinstance(state, array):
                     if len(state) + n <= max_exact:
                         if n == 1:
                             state.append(values[0])
@@ -372,8 +389,16 @@ class Aggregator:
         self._add_other(type, name, values, source, tags, 1 if weight is None else weight, unit)
         return len(values)
 
-    def _add_other(self, type: str, name: str, values: Sequence, source: str | None,
-                   tags: tuple[str, ...], weight: float, unit: str | None) -> None:
+    def _add_other(
+        self,
+        type: str,
+        name: str,
+        values: Sequence,
+        source: str | None,
+        tags: tuple[str, ...],
+        weight: float,
+        unit: str | None,
+    ) -> None:
         """Everything but the 1.0 fast paths: histograms, sets, weights."""
         series = self._series
         if type == "t" or type == "h":
@@ -405,8 +430,9 @@ class Aggregator:
                 state = series[key] = SetSketch(max_exact=self.set_max_exact)
             state.update(values)
         else:
-            raise ValueError(f"unknown measurement type {type!r} (expected one of "
-                             f"{', '.join(repr(code) for code in TYPE_NAMES)})")
+            raise ValueError(
+                f"unknown measurement type {type!r} (expected one of {', '.join(repr(code) for code in TYPE_NAMES)})"
+            )
 
     # --- summaries from forwarders (protocol 1.2) ------------------------------------
 
@@ -423,7 +449,7 @@ class Aggregator:
     def _add_summary(self, name: str, source: str | None, tags: tuple, summary: Mapping) -> float:
         series = self._series_for(summary["end"])
         kind = summary["kind"]
-        key = (kind, name, source, tuple(tags))
+        key: tuple[Any, ...] = (kind, name, source, tuple(tags))
         if kind == "h":
             key += (summary.get("unit"),)
         state = series.get(key)
@@ -573,8 +599,7 @@ class Aggregator:
         summaries = []
         for key in sorted(series.keys() | idle, key=_sort_key):
             type_, name, source, tags = key[:4]
-            summary = {**stamp, "type": TYPE_NAMES[type_], "name": name, "source": source,
-                       "tags": list(tags)}
+            summary = {**stamp, "type": TYPE_NAMES[type_], "name": name, "source": source, "tags": list(tags)}
             if type_ == "h":
                 summary["unit"] = key[4]
             state = series.get(key)
@@ -650,8 +675,16 @@ class Aggregator:
             mean = min(max(mean, low), high)
         half = count // 2
         median = ordered[half] if count % 2 else (ordered[half - 1] + ordered[half]) / 2
-        summary = {"count": count, "sum": total, "sum_squares": squares, "min": low, "max": high,
-                   "mean": mean, "median": median, "stddev": stddev}
+        summary = {
+            "count": count,
+            "sum": total,
+            "sum_squares": squares,
+            "min": low,
+            "max": high,
+            "mean": mean,
+            "median": median,
+            "stddev": stddev,
+        }
         for key, num, den in self._percentiles:
             summary[key] = ordered[min(max(-(-num * count // den), 1), count) - 1]
         summary["exact"] = True
@@ -668,8 +701,16 @@ class Aggregator:
             stddev = 0.0
         else:
             stddev = math.sqrt(max((squares - total * mean) / count, 0.0))
-        summary = {"count": count, "sum": total, "sum_squares": squares, "min": low, "max": high,
-                   "mean": mean, "median": state.quantile(0.5), "stddev": stddev}
+        summary: dict[str, Any] = {
+            "count": count,
+            "sum": total,
+            "sum_squares": squares,
+            "min": low,
+            "max": high,
+            "mean": mean,
+            "median": state.quantile(0.5),
+            "stddev": stddev,
+        }
         for key, num, den in self._percentiles:
             summary[key] = state.quantile(num / den)
         summary["exact"] = False
@@ -713,3 +754,91 @@ def _sort_key(key: tuple) -> tuple:
     type_, name, source, tags = key[:4]
     unit = key[4] if len(key) > 4 else None
     return (TYPE_NAMES[type_], name, source or "", source is not None, tags, unit or "", unit is not None)
+
+
+class LevelAggregators:
+    """One :class:`Aggregator` per level, behind the one interface the worker uses.
+
+    For the workers whose destination keeps the level (a forwarder: upstream
+    workers subscribe by level; OTLP and Prometheus: an attribute and a label),
+    levels are aggregated apart and every summary flushed carries ``"level"``.
+    """
+
+    def __init__(self, make: Callable[[], Aggregator]) -> None:
+        self._make = make
+        self.by_level: dict[str, Aggregator] = {}
+        self._current_start: float | None = None
+
+    @property
+    def current_start(self) -> float | None:
+        return self._current_start
+
+    @current_start.setter
+    def current_start(self, start: float | None) -> None:
+        """Where the current interval starts, for every level (see Aggregator.current_start)."""
+        self._current_start = start
+        for aggregator in self.by_level.values():
+            aggregator.current_start = start
+
+    def level(self, level: str) -> Aggregator:
+        aggregator = self.by_level.get(level)
+        if aggregator is None:
+            aggregator = self.by_level[level] = self._make()
+            aggregator.current_start = self._current_start
+            held = self.held
+            if held is not None:  # summaries of the interval held open join it here too
+                aggregator.hold(*held)
+        return aggregator
+
+    def __len__(self) -> int:
+        return sum(len(a) for a in self.by_level.values())
+
+    def add_records(self, records: Iterable[Sequence]) -> int:  # pragma: no cover - use level()
+        raise TypeError("a forwarder aggregates per level: use level(name).add_records")
+
+    def _each(self, method: str, *args: object) -> list[dict]:
+        out = []
+        for level, aggregator in self.by_level.items():
+            for summary in getattr(aggregator, method)(*args):
+                summary["level"] = level
+                out.append(summary)
+        return out
+
+    def flush(self, time: float, interval: float) -> list[dict]:
+        self._current_start = time
+        return self._each("flush", time, interval)
+
+    _held: tuple[float, float] | None = None
+
+    def hold(self, start: float, end: float) -> None:
+        self._held = (start, end)
+        self._current_start = end
+        for aggregator in self.by_level.values():
+            aggregator.hold(start, end)
+
+    @property
+    def held(self) -> tuple[float, float] | None:
+        return self._held
+
+    def flush_held(self) -> list[dict]:
+        self._held = None
+        return self._each("flush_held")
+
+    def _total(self, name: str) -> int:
+        return sum(getattr(a, name) for a in self.by_level.values())
+
+    @property
+    def summaries_merged(self) -> int:
+        return self._total("summaries_merged")
+
+    @property
+    def late_summaries(self) -> int:
+        return self._total("late_summaries")
+
+    @property
+    def non_finite_dropped(self) -> int:
+        return self._total("non_finite_dropped")
+
+    @property
+    def last_non_finite(self) -> list[str]:
+        return [name for a in self.by_level.values() for name in a.last_non_finite]

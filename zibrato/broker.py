@@ -17,6 +17,7 @@ Two choices protect measurements:
 On stop, the proxy is terminated, the PULL socket drained of what already
 arrived, and the PUB socket closed with a linger so that workers receive it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,9 +37,16 @@ DEFAULT_HWM = 100_000
 DEFAULT_MAX_MESSAGE_SIZE = MAX_MESSAGE_SIZE
 _DRAIN_QUIET_MS = 10  # on stop, this long without a message after one ends the drain
 _DRAIN_IDLE_SECONDS = 0.1  # ...and this long without any message (see Broker._drain)
-_STAT_NAMES = ("frontend_messages_in", "frontend_bytes_in", "frontend_messages_out",
-               "frontend_bytes_out", "backend_messages_in", "backend_bytes_in",
-               "backend_messages_out", "backend_bytes_out")
+_STAT_NAMES = (
+    "frontend_messages_in",
+    "frontend_bytes_in",
+    "frontend_messages_out",
+    "frontend_bytes_out",
+    "backend_messages_in",
+    "backend_bytes_in",
+    "backend_messages_out",
+    "backend_bytes_out",
+)
 
 
 class BrokerError(RuntimeError):
@@ -48,10 +56,19 @@ class BrokerError(RuntimeError):
 class Broker:
     """PULL on ``port``, PUB on ``port + 1``, status (REP) on ``status_port``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 5550, *, status_port: int | None = None,
-                 hwm: int = DEFAULT_HWM, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-                 startup_grace: float = 1.0, drain_seconds: float = 1.0, linger: float = 3.0,
-                 curve: ServerAuth | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 5550,
+        *,
+        status_port: int | None = None,
+        hwm: int = DEFAULT_HWM,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        startup_grace: float = 1.0,
+        drain_seconds: float = 1.0,
+        linger: float = 3.0,
+        curve: ServerAuth | None = None,
+    ) -> None:
         self.host, self.port, self.status_port = host, port, status_port
         self.hwm, self.max_message_size = hwm, max_message_size
         self.startup_grace, self.drain_seconds, self.linger = startup_grace, drain_seconds, linger
@@ -82,16 +99,18 @@ class Broker:
         pub = self._bind(zmq.PUB, self.pub_endpoint, zmq.SNDHWM)
         status = self._bind_status()
         try:
-            log.info("publishing on %s; accepting clients on %s in %.1f s",
-                     self.pub_endpoint, self.pull_endpoint, self.startup_grace)
+            log.info(
+                "publishing on %s; accepting clients on %s in %.1f s",
+                self.pub_endpoint,
+                self.pull_endpoint,
+                self.startup_grace,
+            )
             if stop.wait(self.startup_grace):
                 return
-            pull = self._bind(zmq.PULL, self.pull_endpoint, zmq.RCVHWM,
-                              {zmq.MAXMSGSIZE: self.max_message_size})
+            pull = self._bind(zmq.PULL, self.pull_endpoint, zmq.RCVHWM, {zmq.MAXMSGSIZE: self.max_message_size})
             control = context.socket(zmq.REP)
             control.bind(f"inproc://broker-control-{id(self)}")
-            proxy = threading.Thread(target=self._proxy, args=(pull, pub, control),
-                                     name="zibrato-proxy", daemon=True)
+            proxy = threading.Thread(target=self._proxy, args=(pull, pub, control), name="zibrato-proxy", daemon=True)
             proxy.start()
             requests = self._control_requests()
             log.info("broker ready: clients -> %s -> workers %s", self.pull_endpoint, self.pub_endpoint)
@@ -115,8 +134,7 @@ class Broker:
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
 
-    def _bind(self, kind: int, endpoint: str, hwm_option: int,
-              options: dict[int, int] | None = None) -> zmq.Socket:
+    def _bind(self, kind: int, endpoint: str, hwm_option: int, options: dict[int, int] | None = None) -> zmq.Socket:
         """A socket bound to ``endpoint``, every option set first: libzmq copies
         them into the listener at bind time, so later ones never reach a connection."""
         socket = self._context.socket(kind)
@@ -166,8 +184,9 @@ class Broker:
                 log.error("proxy stopped: %s", error)
             return
 
-    def _serve_until(self, stop: threading.Event, status: zmq.Socket | None,
-                     requests: zmq.Socket, proxy: threading.Thread) -> None:
+    def _serve_until(
+        self, stop: threading.Event, status: zmq.Socket | None, requests: zmq.Socket, proxy: threading.Thread
+    ) -> None:
         poller = zmq.Poller()
         if status is not None:
             poller.register(status, zmq.POLLIN)
@@ -192,7 +211,8 @@ class Broker:
         """What `zibrato status` shows: libzmq's own message counters."""
         stats = self._proxy_statistics(requests)
         curve = self.curve.figures() if self.curve is not None else {"curve": False}
-        return {**curve,
+        return {
+            **curve,
             "role": "broker",
             "pull": self.pull_endpoint,
             "pub": self.pub_endpoint,
@@ -209,7 +229,7 @@ class Broker:
         """libzmq's counters from the proxy; {} when it does not answer within ``control_timeout``."""
         try:
             requests.send(b"STATISTICS")
-            if not requests.poll(self.control_timeout * 1000):
+            if not requests.poll(int(self.control_timeout * 1000)):  # ms, as pyzmq truncates
                 return {}
             frames = requests.recv_multipart()
         except zmq.ZMQError as error:  # pragma: no cover - REQ_RELAXED prevents EFSM

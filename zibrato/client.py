@@ -17,6 +17,7 @@ Misuse, on the other hand, raises at once: a missing level or name, a
 non-numeric value, an unrepresentable name. The decorators and context
 managers live in :mod:`zibrato.instruments`.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -30,15 +31,15 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Optional, Union
+from typing import Any
 
 import zmq
 
 from . import protocol
-from .instruments import Block, Counter, Timer, _Instrument
 from .curve import ENV_SECRET_KEY, ENV_SERVER_KEY, ClientKeys
+from .instruments import Block, Counter, Timer, _Instrument
 from .protocol import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
-from .sender import MAX_CAPACITY, Buffer, Publisher, Sender, Tally, Transport, ZmqTransport
+from .sender import MAX_CAPACITY, Buffer, Item, Publisher, Recorder, Sender, Tally, Transport, ZmqTransport
 
 __all__ = ["Zibrato", "DEFAULT_HOST", "DEFAULT_PORT", "Timer", "Counter"]
 
@@ -46,9 +47,10 @@ log = logging.getLogger("zibrato.client")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5550
-# Optional/Union rather than "|": these aliases are evaluated at import.
-Tags = Optional[Union[Mapping[str, object], Iterable[str]]]
-Series = tuple  # (level, type, name, source, tags, weight, unit)
+# Evaluated at import: "|" between generic aliases needs Python 3.10, the oldest supported.
+Tags = Mapping[str, object] | Iterable[str] | None
+#: a validated series: (level, type, name, source, tags, weight, unit)
+Series = tuple[str, str, str, str | None, tuple[str, ...], float | None, str | None]
 
 _INT64_MIN, _UINT64_LIMIT = -(1 << 63), 1 << 64  # the integers msgpack can carry
 _MAX_CACHED_SERIES = 10_000
@@ -88,7 +90,7 @@ class Zibrato:
         self,
         host: str | None = None,
         port: int | None = None,
-        context: zmq.Context | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
         source: str | None = None,
         tags: Tags = None,
         *,
@@ -100,8 +102,8 @@ class Zibrato:
         max_queue: int = 100_000,
         max_buffer_bytes: int = 64 * 1024 * 1024,
         transport: Transport | None = None,
-        curve_secret_key: str | os.PathLike | None = None,
-        curve_server_key: str | os.PathLike | None = None,
+        curve_secret_key: str | os.PathLike[str] | None = None,
+        curve_server_key: str | os.PathLike[str] | None = None,
         shards: bool | None = None,
         curve_keys: ClientKeys | None = None,
     ) -> None:
@@ -112,30 +114,30 @@ class Zibrato:
         if interval <= 0 or hwm < 1 or batch < 1 or linger < 0 or not 1 < max_queue < MAX_CAPACITY:
             raise ValueError("interval, hwm, batch, max_queue and linger must be positive")
         if max_message_size < 1024 or max_buffer_bytes < max_message_size:
-            raise ValueError("max_message_size must be at least 1024, and max_buffer_bytes at least "
-                             "max_message_size")
+            raise ValueError("max_message_size must be at least 1024, and max_buffer_bytes at least max_message_size")
         self.interval, self.hwm, self.batch, self.linger = interval, hwm, batch, linger
-        self.max_message_size, self.max_queue, self.max_buffer_bytes = \
-            max_message_size, max_queue, max_buffer_bytes
+        self.max_message_size, self.max_queue, self.max_buffer_bytes = max_message_size, max_queue, max_buffer_bytes
         if curve_keys is None:
             curve_keys = ClientKeys.from_options(
                 curve_secret_key or os.environ.get(ENV_SECRET_KEY) or None,
-                curve_server_key or os.environ.get(ENV_SERVER_KEY) or None)
+                curve_server_key or os.environ.get(ENV_SERVER_KEY) or None,
+            )
         #: shard each series (protocol 1.2) so that N workers can share a level (``--shard K/N``)
         self.shards = _flag(os.environ.get("ZIBRATO_SHARDS")) if shards is None else bool(shards)
-        self._transport = transport or ZmqTransport(self.endpoint, hwm, linger, max_buffer_bytes, context,
-                                                    curve=curve_keys)
+        self._transport = transport or ZmqTransport(
+            self.endpoint, hwm, linger, max_buffer_bytes, context, curve=curve_keys
+        )
         self._buffer = Buffer(max_queue, self._install_recorder)
         self._tally = Tally()
-        self._series_cache: dict[tuple, Series] = {}
-        self._instrument_cache: dict[tuple, _Instrument] = {}
+        self._series_cache: dict[tuple[Any, ...], Series] = {}  # call arguments -> series
+        self._instrument_cache: dict[tuple[Any, ...], _Instrument] = {}
         self._sender: Sender | None = None
         self._publisher: Publisher | None = None
         self._start_lock = threading.Lock()
         self._publish_lock = threading.Lock()
         self._closed = False
         self._no_sender_reported = False  # a sender that cannot start is logged once
-        self._record: Callable[[tuple], None] = self._start_sender_and_record
+        self._record: Recorder = self._start_sender_and_record
         _live_clients.add(self)
 
     @property
@@ -160,43 +162,74 @@ class Zibrato:
 
     # --- instruments -----------------------------------------------------
 
-    def time_me(self, level: str, name: str, source: str | None = None, tags: Tags = None,
-                outcome: bool = False, rate: float = 1.0) -> Timer:
+    def time_me(
+        self,
+        level: str,
+        name: str,
+        source: str | None = None,
+        tags: Tags = None,
+        outcome: bool = False,
+        rate: float = 1.0,
+    ) -> Timer:
         """Decorator (and context manager) that records how long each call takes, in seconds."""
         return Timer(self, level, name, source, tags, outcome, rate)
 
-    def Time_me(self, level: str, name: str, source: str | None = None, tags: Tags = None,
-                outcome: bool = False, rate: float = 1.0) -> Block:
+    def Time_me(
+        self,
+        level: str,
+        name: str,
+        source: str | None = None,
+        tags: Tags = None,
+        outcome: bool = False,
+        rate: float = 1.0,
+    ) -> Block:
         """Context manager that records how long its block takes, in seconds."""
         return Block(self._cached_instrument(Timer, level, name, source, tags, outcome, rate))
 
-    def count_me(self, level: str, name: str, value: float = 1, source: str | None = None,
-                 tags: Tags = None, outcome: bool = False, rate: float = 1.0) -> Counter:
+    def count_me(
+        self,
+        level: str,
+        name: str,
+        value: float = 1,
+        source: str | None = None,
+        tags: Tags = None,
+        outcome: bool = False,
+        rate: float = 1.0,
+    ) -> Counter:
         """Decorator that adds ``value`` to a counter on every call."""
         return Counter(self, level, name, value, source, tags, outcome, rate)
 
-    def Count_me(self, level: str, name: str, value: float = 1, source: str | None = None,
-                 tags: Tags = None, outcome: bool = False, rate: float = 1.0) -> Block:
+    def Count_me(
+        self,
+        level: str,
+        name: str,
+        value: float = 1,
+        source: str | None = None,
+        tags: Tags = None,
+        outcome: bool = False,
+        rate: float = 1.0,
+    ) -> Block:
         """Context manager that adds ``value`` to a counter for its block."""
         return Block(self._cached_instrument(Counter, level, name, source, tags, outcome, rate, value))
 
     # --- direct calls ------------------------------------------------------
 
-    def count(self, level: str, name: str, value: float = 1, source: str | None = None,
-              tags: Tags = None, rate: float = 1.0) -> None:
+    def count(
+        self, level: str, name: str, value: float = 1, source: str | None = None, tags: Tags = None, rate: float = 1.0
+    ) -> None:
         """Add ``value`` to a counter (floats stay floats). ``rate`` < 1 samples the calls."""
         if rate != 1.0:
             self._sampled(self._cached_series(level, COUNTER, name, source, tags, rate), _number(value), rate)
             return
         self._record((self._plain_series(level, COUNTER, name, source, tags), _number(value)))
 
-    def gauge(self, level: str, name: str, value: float, source: str | None = None,
-              tags: Tags = None) -> None:
+    def gauge(self, level: str, name: str, value: float, source: str | None = None, tags: Tags = None) -> None:
         """Set a gauge to ``value`` (the last value of an interval wins)."""
         self._record((self._plain_series(level, GAUGE, name, source, tags), _number(value)))
 
-    def timing(self, level: str, name: str, seconds: float, source: str | None = None,
-               tags: Tags = None, rate: float = 1.0) -> None:
+    def timing(
+        self, level: str, name: str, seconds: float, source: str | None = None, tags: Tags = None, rate: float = 1.0
+    ) -> None:
         """Record a duration measured elsewhere, in seconds. ``rate`` < 1 samples the calls."""
         series = self._cached_series(level, TIMER, name, source, tags, rate)
         seconds = _number(seconds)
@@ -204,8 +237,16 @@ class Zibrato:
             raise ValueError(f"timing {name!r}: negative duration {seconds}")
         self._sampled(series, seconds, rate)
 
-    def histogram(self, level: str, name: str, value: float, unit: str | None = None,
-                  source: str | None = None, tags: Tags = None, rate: float = 1.0) -> None:
+    def histogram(
+        self,
+        level: str,
+        name: str,
+        value: float,
+        unit: str | None = None,
+        source: str | None = None,
+        tags: Tags = None,
+        rate: float = 1.0,
+    ) -> None:
         """Record one value of a distribution of any quantity (bytes, rows, queue wait...).
 
         ``unit`` (1-64 characters of ``A-Za-z0-9_./%-``) is part of the series.
@@ -214,8 +255,7 @@ class Zibrato:
         series = self._cached_series(level, HISTOGRAM, name, source, tags, rate, unit)
         self._sampled(series, _number(value), rate)
 
-    def set(self, level: str, name: str, member: str | int, source: str | None = None,
-            tags: Tags = None) -> None:
+    def set(self, level: str, name: str, member: str | int, source: str | None = None, tags: Tags = None) -> None:
         """Add ``member`` to a set: workers report the number of unique members per interval."""
         self._record((self._plain_series(level, SET, name, source, tags), _member(member)))
 
@@ -261,7 +301,7 @@ class Zibrato:
                 return
         self._tally.dropped += self._buffer.discard()
 
-    def __enter__(self) -> "Zibrato":
+    def __enter__(self) -> Zibrato:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -272,8 +312,16 @@ class Zibrato:
 
     # --- validation --------------------------------------------------------
 
-    def series(self, level: str, type: str, name: str, source: str | None = None,
-               tags: Tags = None, rate: float = 1.0, unit: str | None = None) -> Series:
+    def series(
+        self,
+        level: str,
+        type: str,
+        name: str,
+        source: str | None = None,
+        tags: Tags = None,
+        rate: float = 1.0,
+        unit: str | None = None,
+    ) -> Series:
         """Validate a series once and return its hashable key (raises on misuse)."""
         if not protocol.is_valid_level(level):
             raise ValueError(f"level must be 1-64 characters of A-Z a-z 0-9 _ . -, got {level!r}")
@@ -293,11 +341,19 @@ class Zibrato:
         return float(rate)
 
     @staticmethod
-    def _number(value: object) -> Any:
+    def _number(value: object) -> float:
         return _number(value)
 
-    def _cached_series(self, level: str, type: str, name: str, source: str | None,
-                       tags: Tags, rate: float = 1.0, unit: str | None = None) -> Series:
+    def _cached_series(
+        self,
+        level: str,
+        type: str,
+        name: str,
+        source: str | None,
+        tags: Tags,
+        rate: float = 1.0,
+        unit: str | None = None,
+    ) -> Series:
         """series() for the direct calls, cached so that repeated calls skip validation."""
         try:
             return self._series_cache[level, type, name, source, tags, rate, unit]
@@ -311,7 +367,7 @@ class Zibrato:
         except (KeyError, TypeError):
             return self._validate_and_cache((level, type, name, source, tags))
 
-    def _validate_and_cache(self, call: tuple) -> Series:
+    def _validate_and_cache(self, call: tuple[Any, ...]) -> Series:
         key = self.series(*call)
         if len(self._series_cache) >= _MAX_CACHED_SERIES:
             self._series_cache.clear()
@@ -321,8 +377,17 @@ class Zibrato:
             pass
         return key
 
-    def _cached_instrument(self, kind: type, level: str, name: str, source: str | None,
-                           tags: Tags, outcome: bool, rate: float, *value: float) -> _Instrument:
+    def _cached_instrument(
+        self,
+        kind: type[_Instrument],
+        level: str,
+        name: str,
+        source: str | None,
+        tags: Tags,
+        outcome: bool,
+        rate: float,
+        *value: float,
+    ) -> _Instrument:
         """One validated instrument per distinct ``with`` statement, reused by every block."""
         key = (kind, level, name, source, tags, outcome, rate, *value)
         try:
@@ -331,7 +396,7 @@ class Zibrato:
             if kind is Timer:
                 instrument: _Instrument = Timer(self, level, name, source, tags, outcome, rate)
             else:
-                instrument = Counter(self, level, name, *value, source, tags, outcome, rate)
+                instrument = Counter(self, level, name, value[0], source, tags, outcome, rate)  # Count_me's one
             if len(self._instrument_cache) >= _MAX_CACHED_SERIES:
                 self._instrument_cache.clear()
             try:
@@ -350,24 +415,26 @@ class Zibrato:
         if rate == 1.0 or _random() < rate:
             self._record((series, value))
 
-    def _install_recorder(self, recorder: Callable[[tuple], None]) -> None:
+    def _install_recorder(self, recorder: Recorder) -> None:
         """The buffer's choice between its fast and guarded recorders, while the sender runs."""
         if self._record is self._buffer.fast or self._record is self._buffer.guarded:
             self._record = recorder
 
-    def _start_sender_and_record(self, item: tuple) -> None:
+    def _start_sender_and_record(self, item: Item) -> None:
         """The first measurement (in this process) starts the sender, then takes the fast path."""
         with self._start_lock:
             if self._closed:
                 self._drop(item)
                 return
             if self._transport.synchronous:
-                self._publisher = Publisher(self._transport, self._tally, self.batch, self.max_message_size,
-                                          shards=self.shards)
+                self._publisher = Publisher(
+                    self._transport, self._tally, self.batch, self.max_message_size, shards=self.shards
+                )
                 self._record = self._publish_now
             elif self._sender is None:
-                publisher = Publisher(self._transport, self._tally, self.batch, self.max_message_size,
-                                          shards=self.shards)
+                publisher = Publisher(
+                    self._transport, self._tally, self.batch, self.max_message_size, shards=self.shards
+                )
                 sender = Sender(self._buffer, publisher, self.interval, self.linger)
                 try:
                     sender.start()
@@ -380,7 +447,7 @@ class Zibrato:
                 _flush_when_a_multiprocessing_child_ends(self)
         self._record(item)
 
-    def _publish_now(self, item: tuple) -> None:
+    def _publish_now(self, item: Item) -> None:
         """Synchronous transports (in memory): publish in the recording thread, in order."""
         with self._publish_lock:
             self._publisher.publish((item,))  # type: ignore[union-attr]
@@ -388,10 +455,11 @@ class Zibrato:
     def _report_no_sender(self, error: RuntimeError) -> None:
         if not self._no_sender_reported:
             self._no_sender_reported = True
-            log.error("zibrato: cannot start the sender thread (%s); measurements are dropped "
-                      "and counted until it can", error)
+            log.error(
+                "zibrato: cannot start the sender thread (%s); measurements are dropped and counted until it can", error
+            )
 
-    def _drop(self, item: tuple) -> None:
+    def _drop(self, item: Item) -> None:
         self._buffer.overflow()
 
     def _divert(self, transport: Transport) -> Callable[[], None]:
@@ -399,7 +467,7 @@ class Zibrato:
         publisher = Publisher(transport, Tally(), self.batch, self.max_message_size, shards=self.shards)
         lock = threading.Lock()
 
-        def publish_there(item: tuple) -> None:
+        def publish_there(item: Item) -> None:
             with lock:
                 publisher.publish((item,))
 
@@ -408,6 +476,7 @@ class Zibrato:
         def undo() -> None:
             if self._record is publish_there:  # unless the block closed the client (or forked)
                 self._record = self._drop if self._closed else previous
+
         return undo
 
     def _after_fork_in_child(self) -> None:
@@ -429,6 +498,7 @@ class Zibrato:
 
 # --- validation ------------------------------------------------------------
 
+
 def _flag(value: str | None) -> bool:
     """An environment flag: 1, true, yes, on (any case) are true."""
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
@@ -436,7 +506,7 @@ def _flag(value: str | None) -> bool:
 
 def _port(value: object) -> int:
     try:
-        port = int(value)  # type: ignore[call-overload]
+        port: int = int(value)  # type: ignore[call-overload]  # anything int() takes
     except (TypeError, ValueError):
         raise ValueError(f"port must be an integer, got {value!r}") from None
     if not 0 < port < 65536:
@@ -451,7 +521,7 @@ def _check_name(name: object, what: str) -> str:
     return name  # type: ignore[return-value]
 
 
-def _number(value: object) -> Any:
+def _number(value: object) -> float:
     if type(value) is float:
         if math.isfinite(value):
             return value
@@ -499,7 +569,7 @@ def _normalise_tags(tags: Tags) -> tuple[str, ...]:
 # multiprocessing's own exit finalizers, and a SIGTERM from terminate() (Pool's
 # __exit__) first flushes, then ends the process by SIGTERM as before.
 
-_live_clients: "weakref.WeakSet[Zibrato]" = weakref.WeakSet()
+_live_clients: weakref.WeakSet[Zibrato] = weakref.WeakSet()
 _sigterm_hooked_in: int | None = None  # the pid whose SIGTERM flushes first
 
 
@@ -507,6 +577,7 @@ def _multiprocessing_child() -> bool:
     if "multiprocessing" not in sys.modules:
         return False
     import multiprocessing
+
     return multiprocessing.parent_process() is not None
 
 
@@ -514,6 +585,7 @@ def _flush_when_a_multiprocessing_child_ends(client: Zibrato) -> None:
     if not _multiprocessing_child():
         return
     from multiprocessing import util
+
     util.Finalize(client, client.close, exitpriority=100)
     _flush_on_sigterm()
 
@@ -533,6 +605,8 @@ def _flush_on_sigterm() -> None:
 
 
 def _close_all_then_die(signum: int, frame: object) -> None:
+    """The SIGTERM handler: runs on top of whatever line the main thread was at, close()
+    and flush() included, so it takes no lock that line may hold (Sender.stop takes none)."""
     signal.signal(signum, signal.SIG_DFL)
     for client in list(_live_clients):
         with _suppressed():  # the main thread may be inside close(): stop the same sender

@@ -17,6 +17,7 @@ They are always given as *files*, never as values on a command line
 Loopback links stay plain by default; :func:`warn_if_exposed` logs a warning
 when a daemon binds a non-loopback address without CURVE.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -103,13 +104,14 @@ class ClientKeys:
     server: bytes
 
     @classmethod
-    def from_files(cls, secret_key: str | os.PathLike, server_key: str | os.PathLike) -> "ClientKeys":
+    def from_files(cls, secret_key: str | os.PathLike, server_key: str | os.PathLike) -> ClientKeys:
         public, secret = load_pair(secret_key)
         return cls(public, secret, load_public(server_key))
 
     @classmethod
-    def from_options(cls, secret_key: str | os.PathLike | None,
-                     server_key: str | os.PathLike | None) -> "ClientKeys | None":
+    def from_options(
+        cls, secret_key: str | os.PathLike | None, server_key: str | os.PathLike | None
+    ) -> ClientKeys | None:
         """Both files, or neither (plain); one without the other is a ValueError."""
         if not secret_key and not server_key:
             return None
@@ -118,7 +120,7 @@ class ClientKeys:
         return cls.from_files(secret_key, server_key)
 
     @classmethod
-    def from_env(cls) -> "ClientKeys | None":
+    def from_env(cls) -> ClientKeys | None:
         """From ZIBRATO_CURVE_SECRET_KEY and ZIBRATO_CURVE_SERVER_KEY (file paths), if set."""
         return cls.from_options(os.environ.get(ENV_SECRET_KEY), os.environ.get(ENV_SERVER_KEY))
 
@@ -132,7 +134,7 @@ class ClientKeys:
 class _CountingAuthenticator(ThreadAuthenticator):
     """pyzmq's ZAP authenticator, which also counts and logs refused clients by address."""
 
-    def __init__(self, context: zmq.Context, owner: "ServerAuth") -> None:
+    def __init__(self, context: zmq.Context, owner: ServerAuth) -> None:
         super().__init__(context, log=logging.getLogger("zibrato.curve.zap"))
         self._owner = owner
         self._address = ""
@@ -141,8 +143,9 @@ class _CountingAuthenticator(ThreadAuthenticator):
         self._address = msg[3].decode("utf-8", "replace") if len(msg) > 3 else "?"
         await super().handle_zap_message(msg)
 
-    def _send_zap_reply(self, request_id: bytes, status_code: bytes, status_text: bytes,
-                        user_id: str = "anonymous") -> None:
+    def _send_zap_reply(
+        self, request_id: bytes, status_code: bytes, status_text: bytes, user_id: str = "anonymous"
+    ) -> None:
         if status_code != b"200":
             self._owner.refused_client(self._address, status_text.decode("utf-8", "replace"))
         else:
@@ -208,8 +211,9 @@ class ServerAuth:
 
     def _fingerprint(self) -> tuple:
         try:
-            return tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size)
-                                for p in self.clients.iterdir() if p.is_file()))
+            return tuple(
+                sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in self.clients.iterdir() if p.is_file())
+            )
         except OSError:
             return ()
 
@@ -223,13 +227,17 @@ class ServerAuth:
             now = time.monotonic()
             if now - self._last_logged.get(address, -1e9) >= _LOG_REFUSED_EVERY:
                 self._last_logged[address] = now
-                log.warning("refused a CURVE client from %s (%s; %d refused so far)", address,
-                            reason, self.refused)
+                log.warning("refused a CURVE client from %s (%s; %d refused so far)", address, reason, self.refused)
 
     def figures(self) -> dict:
-        return {"curve": True, "curve_refused": self.refused, "curve_accepted": self.accepted,
-                "curve_allowed_keys": self.allowed_keys(), "curve_reloads": self.reloads,
-                "curve_refused_by_address": dict(self.refused_by_address)}
+        return {
+            "curve": True,
+            "curve_refused": self.refused,
+            "curve_accepted": self.accepted,
+            "curve_allowed_keys": self.allowed_keys(),
+            "curve_reloads": self.reloads,
+            "curve_refused_by_address": dict(self.refused_by_address),
+        }
 
 
 def is_loopback(host: str) -> bool:
@@ -246,9 +254,23 @@ def is_loopback(host: str) -> bool:
 def warn_if_exposed(host: str, curve: bool, what: str) -> None:
     """A warning at start when ``what`` binds a non-loopback address in plain text."""
     if not curve and not is_loopback(host):
-        log.warning("%s binds %s without CURVE: anyone who can reach it can send measurements, "
-                    "and they travel unencrypted (see docs/SCALING.md, 'Encrypted links')", what, host)
+        log.warning(
+            "%s binds %s without CURVE: anyone who can reach it can send measurements, "
+            "and they travel unencrypted (see docs/SCALING.md, 'Encrypted links')",
+            what,
+            host,
+        )
 
 
-__all__ = ["ClientKeys", "ENV_SECRET_KEY", "ENV_SERVER_KEY", "KeyFileError", "ServerAuth", "create_keys",
-           "is_loopback", "load_pair", "load_public", "warn_if_exposed"]
+__all__ = [
+    "ClientKeys",
+    "ENV_SECRET_KEY",
+    "ENV_SERVER_KEY",
+    "KeyFileError",
+    "ServerAuth",
+    "create_keys",
+    "is_loopback",
+    "load_pair",
+    "load_public",
+    "warn_if_exposed",
+]

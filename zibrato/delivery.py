@@ -22,6 +22,7 @@ that ends past the deadline is honoured: no further attempt. What the deadline
 cuts off (the interval in flight and those waiting) is counted in
 ``cut_off_intervals`` / ``cut_off_series`` and logged.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,9 +31,10 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import timezone
 from email.utils import parsedate_to_datetime
-from typing import Callable
+from typing import Any
 
 from .destination import Destination, Interval
 from .runtime import printable, printable_repr
@@ -52,8 +54,9 @@ class Retryable(Exception):
     errors rather than warnings.
     """
 
-    def __init__(self, reason: str, retry_after: float | None = None, *, alarm: bool = False,
-                 status: int | str | None = None) -> None:
+    def __init__(
+        self, reason: str, retry_after: float | None = None, *, alarm: bool = False, status: int | str | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason, self.retry_after, self.alarm, self.status = reason, retry_after, alarm, status
 
@@ -73,8 +76,13 @@ class Backoff:
     larger of the cap and 300 s): the service knows better when to come back.
     """
 
-    def __init__(self, base: float = 1.0, cap: float = 60.0, retry_after_cap: float | None = None,
-                 rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        base: float = 1.0,
+        cap: float = 60.0,
+        retry_after_cap: float | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         if base <= 0 or cap < base:
             raise ValueError("backoff must be positive, its cap at least its base")
         self.base, self.cap = base, cap
@@ -121,7 +129,7 @@ def request_timeout(limit: float) -> float:
     request (the queue then gives up and counts what is cut off). Outside a
     delivery thread it is ``limit``.
     """
-    queue = getattr(_current, "queue", None)
+    queue: DeliveryQueue | None = getattr(_current, "queue", None)
     if queue is None:
         return limit
     left = queue.time_left()
@@ -134,6 +142,7 @@ def request_timeout(limit: float) -> float:
 
 # --- the queue ------------------------------------------------------------------------
 
+
 class DeliveryQueue:
     """The bounded backlog of intervals and the thread that delivers them (see the module docstring).
 
@@ -141,9 +150,15 @@ class DeliveryQueue:
     in flight), :attr:`in_flight`, and the counters in :meth:`figures`.
     """
 
-    def __init__(self, destination: Destination, *, max_backlog: int = 16,
-                 backoff: Backoff | None = None, log: logging.Logger | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        destination: Destination,
+        *,
+        max_backlog: int = 16,
+        backoff: Backoff | None = None,
+        log: logging.Logger | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if max_backlog < 1:
             raise ValueError("max_backlog must be at least 1")
         self.destination = destination
@@ -159,12 +174,19 @@ class DeliveryQueue:
         self._final_attempt = False  # while stopping: the one shortened wait is used
         self._abandoned = False
         self._failures = 0  # consecutive failed attempts, across intervals
-        self._alarms_logged: set = set()
+        self._alarms_logged: set[int | str] = set()
         self.failing_since: float | None = None
         self.last_error: str | None = None
-        self.counts = {"delivered_intervals": 0, "dropped_intervals": 0, "dropped_series": 0,
-                       "rejected_intervals": 0, "failed_attempts": 0, "retries": 0,
-                       "cut_off_intervals": 0, "cut_off_series": 0}
+        self.counts = {
+            "delivered_intervals": 0,
+            "dropped_intervals": 0,
+            "dropped_series": 0,
+            "rejected_intervals": 0,
+            "failed_attempts": 0,
+            "retries": 0,
+            "cut_off_intervals": 0,
+            "cut_off_series": 0,
+        }
         self.last_delivery: float | None = None  # the end of the last interval delivered
         self._last_loss: tuple[float, str] | None = None  # (clock(), what) of the latest loss
 
@@ -179,8 +201,12 @@ class DeliveryQueue:
                 self.counts["dropped_intervals"] += 1
                 self.counts["dropped_series"] += len(dropped.summaries)
                 self._lost("backlog full")
-                self.log.error("delivery backlog full (%d intervals): dropped the interval at %s "
-                               "(%d series)", self.max_backlog, iso(dropped.end), len(dropped.summaries))
+                self.log.error(
+                    "delivery backlog full (%d intervals): dropped the interval at %s (%d series)",
+                    self.max_backlog,
+                    iso(dropped.end),
+                    len(dropped.summaries),
+                )
             self._changed.notify_all()
 
     @property
@@ -229,8 +255,7 @@ class DeliveryQueue:
         problems = []
         failing = self.failing_for()
         if failing is not None:
-            problems.append(f"{self.destination.name} delivery failing for {failing:.0f} s "
-                            f"({self.last_error})")
+            problems.append(f"{self.destination.name} delivery failing for {failing:.0f} s ({self.last_error})")
         lost = self.recent_losses()
         if lost:
             problems.append(lost)
@@ -242,24 +267,30 @@ class DeliveryQueue:
         if loss is None or self.clock() - loss[0] > LOSS_MEMORY_SECONDS:
             return None
         c = self.counts
-        return (f"intervals lost: {c['dropped_intervals']} dropped (backlog full), "
-                f"{c['rejected_intervals']} rejected, {c['cut_off_intervals']} cut off at stop; "
-                f"the latest {self.clock() - loss[0]:.0f} s ago: {loss[1]}")
+        return (
+            f"intervals lost: {c['dropped_intervals']} dropped (backlog full), "
+            f"{c['rejected_intervals']} rejected, {c['cut_off_intervals']} cut off at stop; "
+            f"the latest {self.clock() - loss[0]:.0f} s ago: {loss[1]}"
+        )
 
     def _lost(self, what: str) -> None:
         self._last_loss = (self.clock(), what)
 
-    def figures(self) -> dict:
+    def figures(self) -> dict[str, Any]:
         failing = self.failing_for()
-        return {**self.counts, "backlog": self.backlog, "max_backlog": self.max_backlog,
-                "last_delivery": self.last_delivery, "last_error": self.last_error,
-                "failing_seconds": None if failing is None else round(failing, 3)}
+        return {
+            **self.counts,
+            "backlog": self.backlog,
+            "max_backlog": self.max_backlog,
+            "last_delivery": self.last_delivery,
+            "last_error": self.last_error,
+            "failing_seconds": None if failing is None else round(failing, 3),
+        }
 
     # --- the delivery thread ------------------------------------------------------------
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name=f"zibrato-{self.destination.name}-delivery",
-                                  daemon=True)
+        thread = threading.Thread(target=self.run, name=f"zibrato-{self.destination.name}-delivery", daemon=True)
         thread.start()
         return thread
 
@@ -286,8 +317,7 @@ class DeliveryQueue:
         try:
             self.destination.connect()
         except Exception as error:
-            self.log.error("cannot connect to the destination: %s (will retry at each post)",
-                           describe(error))
+            self.log.error("cannot connect to the destination: %s (will retry at each post)", describe(error))
 
     def _next(self) -> Interval | None:
         with self._changed:
@@ -328,8 +358,7 @@ class DeliveryQueue:
         self.counts["rejected_intervals"] += 1
         self.last_error = reason
         self._lost(reason)
-        self.log.error("dropped the interval at %s (%d series): %s", iso(interval.end),
-                       len(interval.summaries), reason)
+        self.log.error("dropped the interval at %s (%d series): %s", iso(interval.end), len(interval.summaries), reason)
 
     def _wait_to_retry(self, failure: Retryable) -> bool:
         """Count and log the failure, then wait; False when the stop deadline says give up."""
@@ -378,15 +407,23 @@ class DeliveryQueue:
             self._alarms_logged.add(key)
         if new_alarm or self._failures == 1 or self._failures % _LOG_EVERY_N_FAILURES == 0:
             level = self.log.error if failure.alarm else self.log.warning
-            level("%s (attempt %d failed; retrying in %.2g s, later flushes keep aggregating)",
-                  failure.reason, self._failures, delay)
+            level(
+                "%s (attempt %d failed; retrying in %.2g s, later flushes keep aggregating)",
+                failure.reason,
+                self._failures,
+                delay,
+            )
         else:
             self.log.debug("%s; retrying in %.2g s", failure.reason, delay)
 
     def _recovered(self) -> None:
         if self.failing_since is not None:
-            self.log.info("%s delivery recovered after %d failed attempts over %.1f s",
-                          self.destination.name, self._failures, self.clock() - self.failing_since)
+            self.log.info(
+                "%s delivery recovered after %d failed attempts over %.1f s",
+                self.destination.name,
+                self._failures,
+                self.clock() - self.failing_since,
+            )
         self._failures, self.failing_since = 0, None
         self._alarms_logged.clear()
 
@@ -406,11 +443,17 @@ class DeliveryQueue:
         self.counts["cut_off_series"] += series
         if intervals:
             self._lost("cut off by the stop deadline")
-            self.log.error("stop deadline reached: %d intervals (%d series) not delivered, from %s "
-                           "(%s)", len(intervals), series, iso(intervals[0].end), why)
+            self.log.error(
+                "stop deadline reached: %d intervals (%d series) not delivered, from %s (%s)",
+                len(intervals),
+                series,
+                iso(intervals[0].end),
+                why,
+            )
 
 
 # --- names fitted to a destination's rules ------------------------------------------
+
 
 class NameFitter:
     """Fits names to a destination's rules, caching each answer; each changed name is logged once.
@@ -420,15 +463,25 @@ class NameFitter:
     cache is bounded (cleared past 100,000 names).
     """
 
-    def __init__(self, log: logging.Logger, rule: str, invalid: re.Pattern | None = None,
-                 fit: Callable[[str, int | None], str] | None = None,
-                 destination: str = "the destination") -> None:
+    def __init__(
+        self,
+        log: logging.Logger,
+        rule: str,
+        invalid: re.Pattern[str] | None = None,
+        fit: Callable[[str, int | None], str] | None = None,
+        destination: str = "the destination",
+    ) -> None:
         if fit is None and invalid is None:
             raise ValueError("give a pattern of invalid characters or a fit function")
         self.log, self.rule, self.destination = log, rule, destination
-        self._fit = fit or (lambda text, limit: invalid.sub("_", text)[:limit])
+
+        def replace_invalid(text: str, limit: int | None) -> str:
+            assert invalid is not None  # one of the two is given, checked above
+            return invalid.sub("_", text)[:limit]
+
+        self._fit = fit or replace_invalid
         self.changed = 0
-        self._seen: dict[tuple, str] = {}
+        self._seen: dict[tuple[str, str, int | None], str] = {}
 
     def __call__(self, text: str, limit: int | None = None, kind: str = "name") -> str:
         key = (kind, text, limit)
@@ -440,13 +493,19 @@ class NameFitter:
             self._seen[key] = fixed
             if fixed != text:
                 self.changed += 1
-                self.log.warning("%s %s does not fit %s's rules (%s): sent as %s", kind,
-                                 printable_repr(text), self.destination, self.rule,
-                                 printable_repr(fixed))
+                self.log.warning(
+                    "%s %s does not fit %s's rules (%s): sent as %s",
+                    kind,
+                    printable_repr(text),
+                    self.destination,
+                    self.rule,
+                    printable_repr(fixed),
+                )
         return fixed
 
 
 # --- small shared helpers -------------------------------------------------------------
+
 
 def describe(error: BaseException) -> str:
     """An exception as one log-safe phrase."""
@@ -461,5 +520,15 @@ def iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
-__all__ = ["Backoff", "DeliveryQueue", "NameFitter", "Rejected", "Retryable", "describe", "iso",
-           "parse_retry_after", "printable", "request_timeout"]
+__all__ = [
+    "Backoff",
+    "DeliveryQueue",
+    "NameFitter",
+    "Rejected",
+    "Retryable",
+    "describe",
+    "iso",
+    "parse_retry_after",
+    "printable",
+    "request_timeout",
+]

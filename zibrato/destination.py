@@ -21,9 +21,11 @@ returns (delivered) or raises :class:`zibrato.delivery.Retryable` (transient:
 retried with backoff) or :class:`zibrato.delivery.Rejected` (permanent:
 logged, counted, dropped). Any other exception counts as retryable.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Interval:
 
     start: float
     end: float
-    summaries: list[dict]
+    summaries: list[dict[str, Any]]
 
     @property
     def seconds(self) -> float:
@@ -45,6 +47,9 @@ class Destination:
     name: str = "destination"
     #: True: timer summaries also carry their raw ``values`` (statsd forwards every value)
     needs_values: bool = False
+    #: True: series of different levels are kept apart and every summary carries ``"level"``
+    #: (OTLP makes it an attribute, Prometheus a label); False: a series merges across levels
+    needs_level: bool = False
     #: keys of :meth:`figures` also published as self-metrics (``zibrato.<name>.<key>`` gauges)
     self_figures: tuple[str, ...] = ()
 
@@ -58,7 +63,7 @@ class Destination:
     def close(self) -> None:
         """Release what :meth:`connect` opened (delivery thread, at exit)."""
 
-    def figures(self) -> dict:
+    def figures(self) -> dict[str, Any]:
         """This destination's own figures for `zibrato status`.
 
         A ``"problems"`` list in them (reasons, as sentences) makes the worker unhealthy.

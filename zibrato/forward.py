@@ -21,16 +21,17 @@ order and a retry resumes at the first one not taken, so nothing is sent
 twice. ZeroMQ heartbeats detect a peer that vanished without closing its
 connection. What can still be lost is listed in docs/SCALING.md.
 """
+
 from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import zmq
 
 from . import protocol
-from .aggregation import Aggregator
+from .aggregation import Aggregator, LevelAggregators
 from .curve import ClientKeys
 from .delivery import Retryable
 from .destination import Destination, Interval
@@ -61,8 +62,14 @@ def summary_record(summary: dict, start: float, end: float, source: str | None) 
         last = summary["value"]
         if last is None:
             return None
-        state.update(last=last, time=summary.get("last_time", end), count=summary["count"],
-                     min=summary["min"], max=summary["max"], sum=summary["sum"])
+        state.update(
+            last=last,
+            time=summary.get("last_time", end),
+            count=summary["count"],
+            min=summary["min"],
+            max=summary["max"],
+            sum=summary["sum"],
+        )
     elif kind == "s":
         if not summary.get("sketch") or not summary["value"]:
             return None
@@ -83,14 +90,21 @@ def summary_record(summary: dict, start: float, end: float, source: str | None) 
 
 def _compact(sketch: dict) -> dict:
     """The sketch without what its dict form lets a reader assume (no buckets of a sign, no zeros)."""
-    return {key: value for key, value in sketch.items()
-            if not ((key == "positive" or key == "negative") and not value["counts"])
-            and not (key == "zero_count" and not value)}
+    return {
+        key: value
+        for key, value in sketch.items()
+        if not ((key == "positive" or key == "negative") and not value["counts"])
+        and not (key == "zero_count" and not value)
+    }
 
 
-def interval_frames(interval: Interval, now: float, max_message_size: int,
-                    fix_source: Callable[[str | None], str | None] = lambda s: s,
-                    records_per_message: int = RECORDS_PER_MESSAGE) -> tuple[list[bytes], int]:
+def interval_frames(
+    interval: Interval,
+    now: float,
+    max_message_size: int,
+    fix_source: Callable[[str | None], str | None] = lambda s: s,
+    records_per_message: int = RECORDS_PER_MESSAGE,
+) -> tuple[list[bytes], int]:
     """The messages of one interval (per level and shard), and how many summary records they carry."""
     groups: dict[tuple[str, int], list] = {}
     for summary in interval.summaries:
@@ -103,8 +117,7 @@ def interval_frames(interval: Interval, now: float, max_message_size: int,
     for (level, shard), records in groups.items():
         count += len(records)
         for start in range(0, len(records), records_per_message):
-            frames.extend(_fitted(level, shard, now, records[start:start + records_per_message],
-                                  max_message_size))
+            frames.extend(_fitted(level, shard, now, records[start : start + records_per_message], max_message_size))
     return frames, count
 
 
@@ -113,15 +126,19 @@ def _fitted(level: str, shard: int, now: float, records: list, limit: int) -> li
     if len(frame) <= limit:
         return [frame]
     if len(records) == 1:
-        log.error("the summary of %r is %d bytes encoded, over the %d-byte message limit: not "
-                  "forwarded", records[0][1], len(frame), limit)
+        log.error(
+            "the summary of %r is %d bytes encoded, over the %d-byte message limit: not forwarded",
+            records[0][1],
+            len(frame),
+            limit,
+        )
         return []
     middle = len(records) // 2
-    return _fitted(level, shard, now, records[:middle], limit) + \
-        _fitted(level, shard, now, records[middle:], limit)
+    return _fitted(level, shard, now, records[:middle], limit) + _fitted(level, shard, now, records[middle:], limit)
 
 
 # --- the destination ------------------------------------------------------------------------
+
 
 class Forwarder(Destination):
     """Sends each interval's summaries to an upstream broker's client (PULL) port."""
@@ -129,10 +146,17 @@ class Forwarder(Destination):
     name = "forward"
     self_figures = ("forwarded_messages", "forwarded_summaries", "forwarded_bytes")
 
-    def __init__(self, to: str, *, drop_source: bool = False, source: str | None = None,
-                 curve: ClientKeys | None = None, hwm: int = 10_000,
-                 max_message_size: int = protocol.MAX_MESSAGE_SIZE,
-                 context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        to: str,
+        *,
+        drop_source: bool = False,
+        source: str | None = None,
+        curve: ClientKeys | None = None,
+        hwm: int = 10_000,
+        max_message_size: int = protocol.MAX_MESSAGE_SIZE,
+        context: zmq.Context | None = None,
+    ) -> None:
         self.endpoint = to if to.startswith("tcp://") else f"tcp://{to}"
         self.drop_source, self.source = drop_source, source
         if source is not None:
@@ -145,8 +169,13 @@ class Forwarder(Destination):
         self._socket: zmq.Socket | None = None
         #: the interval being sent: (the interval, its frames, how many were taken, its summary count)
         self._pending: tuple[Interval, list[bytes], int, int] | None = None
-        self.counts = {"forwarded_messages": 0, "forwarded_summaries": 0, "forwarded_bytes": 0,
-                       "forwarded_intervals": 0, "upstream_unavailable": 0}
+        self.counts = {
+            "forwarded_messages": 0,
+            "forwarded_summaries": 0,
+            "forwarded_bytes": 0,
+            "forwarded_intervals": 0,
+            "upstream_unavailable": 0,
+        }
 
     def fix_source(self, source: str | None) -> str | None:
         if self.drop_source:
@@ -185,8 +214,10 @@ class Forwarder(Destination):
             except zmq.Again:
                 self._pending = (interval, frames, sent, count)
                 self.counts["upstream_unavailable"] += 1
-                raise Retryable(f"upstream broker {self.endpoint} not connected (or its queue is full): "
-                                f"{len(frames) - sent} of {len(frames)} messages wait") from None
+                raise Retryable(
+                    f"upstream broker {self.endpoint} not connected (or its queue is full): "
+                    f"{len(frames) - sent} of {len(frames)} messages wait"
+                ) from None
             self.counts["forwarded_messages"] += 1
             self.counts["forwarded_bytes"] += len(frames[sent])
             sent += 1
@@ -206,94 +237,7 @@ class Forwarder(Destination):
         return {"upstream": self.endpoint, **self.counts, "curve": self.curve is not None}
 
 
-# --- the forwarding worker: one aggregator per level ------------------------------------------
-
-class LevelAggregators:
-    """One :class:`Aggregator` per level, behind the one interface the worker uses.
-
-    A forwarder must keep each measurement's level (the upstream workers
-    subscribe by level), so it aggregates levels apart; every summary it
-    flushes carries ``"level"``.
-    """
-
-    def __init__(self, make: Callable[[], Aggregator]) -> None:
-        self._make = make
-        self.by_level: dict[str, Aggregator] = {}
-        self._current_start: float | None = None
-
-    @property
-    def current_start(self) -> float | None:
-        return self._current_start
-
-    @current_start.setter
-    def current_start(self, start: float | None) -> None:
-        """Where the current interval starts, for every level (see Aggregator.current_start)."""
-        self._current_start = start
-        for aggregator in self.by_level.values():
-            aggregator.current_start = start
-
-    def level(self, level: str) -> Aggregator:
-        aggregator = self.by_level.get(level)
-        if aggregator is None:
-            aggregator = self.by_level[level] = self._make()
-            aggregator.current_start = self._current_start
-            held = self.held
-            if held is not None:  # summaries of the interval held open join it here too
-                aggregator.hold(*held)
-        return aggregator
-
-    def __len__(self) -> int:
-        return sum(len(a) for a in self.by_level.values())
-
-    def add_records(self, records: Iterable[Sequence]) -> int:  # pragma: no cover - use level()
-        raise TypeError("a forwarder aggregates per level: use level(name).add_records")
-
-    def _each(self, method: str, *args: object) -> list[dict]:
-        out = []
-        for level, aggregator in self.by_level.items():
-            for summary in getattr(aggregator, method)(*args):
-                summary["level"] = level
-                out.append(summary)
-        return out
-
-    def flush(self, time: float, interval: float) -> list[dict]:
-        self._current_start = time
-        return self._each("flush", time, interval)
-
-    _held: tuple[float, float] | None = None
-
-    def hold(self, start: float, end: float) -> None:
-        self._held = (start, end)
-        self._current_start = end
-        for aggregator in self.by_level.values():
-            aggregator.hold(start, end)
-
-    @property
-    def held(self) -> tuple[float, float] | None:
-        return self._held
-
-    def flush_held(self) -> list[dict]:
-        self._held = None
-        return self._each("flush_held")
-
-    def _total(self, name: str) -> int:
-        return sum(getattr(a, name) for a in self.by_level.values())
-
-    @property
-    def summaries_merged(self) -> int:
-        return self._total("summaries_merged")
-
-    @property
-    def late_summaries(self) -> int:
-        return self._total("late_summaries")
-
-    @property
-    def non_finite_dropped(self) -> int:
-        return self._total("non_finite_dropped")
-
-    @property
-    def last_non_finite(self) -> list[str]:
-        return [name for a in self.by_level.values() for name in a.last_non_finite]
+# --- the forwarding worker: one aggregator per level (aggregation.LevelAggregators) -----------
 
 
 class ForwardWorker(Worker):
@@ -302,13 +246,23 @@ class ForwardWorker(Worker):
     def __init__(self, destination: Forwarder, **options: object) -> None:
         super().__init__(destination, **options)  # type: ignore[arg-type]
         template = self.aggregator
-        self.aggregator = LevelAggregators(lambda: Aggregator(  # type: ignore[assignment]
-            percentiles=(), max_exact=template.max_exact, relative_error=template.relative_error,
-            max_buckets=template.max_buckets, set_max_exact=template.set_max_exact,
-            expire=template.expire, include_interval=True, values_up_to=VALUES_UP_TO))
+        assert isinstance(template, Aggregator)  # a Forwarder does not ask for needs_level
+        self.levels_apart = LevelAggregators(
+            lambda: Aggregator(
+                percentiles=(),
+                max_exact=template.max_exact,
+                relative_error=template.relative_error,
+                max_buckets=template.max_buckets,
+                set_max_exact=template.set_max_exact,
+                expire=template.expire,
+                include_interval=True,
+                values_up_to=VALUES_UP_TO,
+            )
+        )
+        self.aggregator = self.levels_apart
 
     def _aggregate(self, batch: protocol.Batch, records: Sequence) -> float:
-        aggregator = self.aggregator.level(batch.level)  # type: ignore[attr-defined]
+        aggregator = self.levels_apart.level(batch.level)
         count = aggregator.add_records(records)
         aggregator.stamp_gauges(records, batch.time)  # the last value's time travels upstream
         return count

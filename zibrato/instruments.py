@@ -11,36 +11,39 @@ an instrument keeps its start in a per-thread, per-task stack
 (:mod:`contextvars`): an instrument may be shared by threads and tasks, and
 its blocks may nest.
 """
+
 from __future__ import annotations
 
 import functools
 import inspect
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .protocol import COUNTER, TIMER
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from .client import Series, Tags, Zibrato
 
 __all__ = ["Timer", "Counter"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+InstrumentT = TypeVar("InstrumentT", bound="_Instrument")
 _perf_counter = time.perf_counter
 _random = random.random
 #: the token of a call that sampling left out: nothing is recorded for it
 _SKIPPED = object()
 #: the ``with`` blocks open on shared instruments, in this thread or task: ((instrument, token), ...)
-_open_blocks: ContextVar[tuple] = ContextVar("zibrato_open_blocks", default=())
+_open_blocks: ContextVar[tuple[tuple[_Instrument, object], ...]] = ContextVar("zibrato_open_blocks", default=())
 
 
-def is_async(func: Callable) -> bool:
+def is_async(func: Callable[..., Any]) -> bool:
     """An ``async def`` function, or an object whose ``__call__`` is one (a handler class)."""
     return inspect.iscoroutinefunction(func) or (
-        not inspect.isroutine(func) and inspect.iscoroutinefunction(getattr(type(func), "__call__", None)))
+        not inspect.isroutine(func) and inspect.iscoroutinefunction(getattr(type(func), "__call__", None))
+    )
 
 
 class _Instrument:
@@ -51,14 +54,23 @@ class _Instrument:
     hand-inlined fast path per subclass, the rarer kinds share the wrappers here.
     """
 
-    def __init__(self, client: "Zibrato", level: str, type_: str, name: str,
-                 source: str | None, tags: "Tags", outcome: bool, rate: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: Zibrato,
+        level: str,
+        type_: str,
+        name: str,
+        source: str | None,
+        tags: Tags,
+        outcome: bool,
+        rate: float = 1.0,
+    ) -> None:
         self.client = client
         self.outcome = outcome
         self.rate = client._check_rate(rate)
         self._plain = client._cached_series(level, type_, name, source, tags, self.rate)
         self.series = _add_tags(self._plain, "outcome:ok") if outcome else self._plain
-        self._error_series: dict[type, Series] = {}
+        self._error_series: dict[type[BaseException], Series] = {}
         #: what a call does first: _begin, or a draw that may leave the call out
         self._start = self._begin if self.rate == 1.0 else self._sampled_begin
 
@@ -74,7 +86,7 @@ class _Instrument:
             return _SKIPPED
         return self._begin()
 
-    def _series_for(self, error: BaseException | None) -> "Series":
+    def _series_for(self, error: BaseException | None) -> Series:
         """The series a call lands in: tagged outcome:error and the class when it raised."""
         if error is None or not self.outcome or isinstance(error, GeneratorExit):
             return self.series  # GeneratorExit: the caller stopped iterating early, not a failure
@@ -102,11 +114,11 @@ class _Instrument:
             wrapper = self._wrap_plain_function(func)
         return functools.wraps(func)(wrapper)  # type: ignore[return-value]
 
-    def _wrap_plain_function(self, func: Callable) -> Callable:
+    def _wrap_plain_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
         return self._wrap_function(func)
 
-    def _wrap_function(self, func: Callable) -> Callable:
-        def measured(*args, **kwargs):
+    def _wrap_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        def measured(*args: Any, **kwargs: Any) -> Any:
             token, error = self._start(), None
             try:
                 return func(*args, **kwargs)
@@ -115,10 +127,11 @@ class _Instrument:
                 raise
             finally:
                 self._finish(token, error)
+
         return measured
 
-    def _wrap_coroutine(self, func: Callable) -> Callable:
-        async def measured_coroutine(*args, **kwargs):
+    def _wrap_coroutine(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        async def measured_coroutine(*args: Any, **kwargs: Any) -> Any:
             token, error = self._start(), None
             try:
                 return await func(*args, **kwargs)
@@ -127,10 +140,11 @@ class _Instrument:
                 raise
             finally:
                 self._finish(token, error)
+
         return measured_coroutine
 
-    def _wrap_generator(self, func: Callable) -> Callable:
-        def measured_generator(*args, **kwargs):
+    def _wrap_generator(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        def measured_generator(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
             token, error = self._start(), None
             try:
                 return (yield from func(*args, **kwargs))
@@ -139,11 +153,13 @@ class _Instrument:
                 raise
             finally:
                 self._finish(token, error)
+
         return measured_generator
 
-    def _wrap_async_generator(self, func: Callable) -> Callable:
+    def _wrap_async_generator(self, func: Callable[..., Any]) -> Callable[..., Any]:
         """Measures the whole iteration; values sent with asend() are passed through."""
-        async def measured_async_generator(*args, **kwargs):
+
+        async def measured_async_generator(*args: Any, **kwargs: Any) -> AsyncGenerator[Any, Any]:
             token, error = self._start(), None
             agen = func(*args, **kwargs)
             try:
@@ -160,29 +176,30 @@ class _Instrument:
             finally:
                 await agen.aclose()
                 self._finish(token, error)
+
         return measured_async_generator
 
     # An instrument used directly as a context manager (``t = z.time_me(...)``, then
     # ``with t:``) may be shared: each block's token lives in this thread's or task's stack.
 
-    def __enter__(self):
+    def __enter__(self: InstrumentT) -> InstrumentT:
         _open_blocks.set(_open_blocks.get() + ((self, self._start()),))
         return self
 
-    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> Literal[False]:
         blocks = _open_blocks.get()
         for index in range(len(blocks) - 1, -1, -1):  # the innermost open block of this instrument
             if blocks[index][0] is self:
                 token = blocks[index][1]
-                _open_blocks.set(blocks[:index] + blocks[index + 1:])
+                _open_blocks.set(blocks[:index] + blocks[index + 1 :])
                 self._finish(token, error)
                 break
         return False
 
-    async def __aenter__(self):
+    async def __aenter__(self: InstrumentT) -> InstrumentT:
         return self.__enter__()
 
-    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> Literal[False]:
         return self.__exit__(kind, error, tb)
 
 
@@ -194,8 +211,9 @@ class Timer(_Instrument):
     each get their own start too (nested, in threads, in tasks).
     """
 
-    def __init__(self, client: "Zibrato", level: str, name: str, source: str | None,
-                 tags: "Tags", outcome: bool, rate: float = 1.0) -> None:
+    def __init__(
+        self, client: Zibrato, level: str, name: str, source: str | None, tags: Tags, outcome: bool, rate: float = 1.0
+    ) -> None:
         super().__init__(client, level, TIMER, name, source, tags, outcome, rate)
 
     def _begin(self) -> float:
@@ -204,37 +222,48 @@ class Timer(_Instrument):
     def _value(self, start: float) -> float:
         return _perf_counter() - start
 
-    def _wrap_plain_function(self, func: Callable) -> Callable:
+    def _wrap_plain_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
         client, series = self.client, self.series
 
-        def timed(*args, **kwargs):  # the hot path, inlined
+        def timed(*args: Any, **kwargs: Any) -> Any:  # the hot path, inlined
             start = _perf_counter()
             try:
                 return func(*args, **kwargs)
             finally:
                 client._record((series, _perf_counter() - start))
+
         return timed
 
 
 class Counter(_Instrument):
     """Decorator and context manager that adds ``value`` per call or block, also when it raises."""
 
-    def __init__(self, client: "Zibrato", level: str, name: str, value: float,
-                 source: str | None, tags: "Tags", outcome: bool, rate: float = 1.0) -> None:
-        self.value = client._number(value)
+    def __init__(
+        self,
+        client: Zibrato,
+        level: str,
+        name: str,
+        value: float,
+        source: str | None,
+        tags: Tags,
+        outcome: bool,
+        rate: float = 1.0,
+    ) -> None:
+        self.value: float = client._number(value)
         super().__init__(client, level, COUNTER, name, source, tags, outcome, rate)
 
     def _value(self, token: object) -> float:
         return self.value
 
-    def _wrap_plain_function(self, func: Callable) -> Callable:
+    def _wrap_plain_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
         client, series, value = self.client, self.series, self.value
 
-        def counted(*args, **kwargs):  # the hot path, inlined
+        def counted(*args: Any, **kwargs: Any) -> Any:  # the hot path, inlined
             try:
                 return func(*args, **kwargs)
             finally:
                 client._record((series, value))
+
         return counted
 
 
@@ -249,18 +278,18 @@ class Block:
     def __init__(self, instrument: _Instrument) -> None:
         self.instrument = instrument
 
-    def __enter__(self) -> "Block":
+    def __enter__(self) -> Block:
         self.token = self.instrument._start()
         return self
 
-    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> Literal[False]:
         self.instrument._finish(self.token, error)
         return False
 
-    async def __aenter__(self) -> "Block":
+    async def __aenter__(self) -> Block:
         return self.__enter__()
 
-    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
+    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> Literal[False]:
         return self.__exit__(kind, error, tb)
 
     def __call__(self, func: F) -> F:
@@ -268,6 +297,6 @@ class Block:
         return self.instrument(func)
 
 
-def _add_tags(series: "Series", *extra: str) -> "Series":
+def _add_tags(series: Series, *extra: str) -> Series:
     level, type_, name, source, tags, weight, unit = series
     return (level, type_, name, source, tuple(sorted(set(tags).union(extra))), weight, unit)

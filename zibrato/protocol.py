@@ -27,12 +27,14 @@ Grouping a series' values into one record is what makes the client cheap:
 a hot loop of a million timer calls costs one record per batch, not a
 million. See docs/PROTOCOL.md for the full description.
 """
+
 from __future__ import annotations
 
 import math
 import re
 import zlib
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -99,8 +101,10 @@ def name_problem(name: object, what: str = "name") -> str | None:
 def tag_problem(tag: object) -> str | None:
     """Why ``tag`` is not a valid ``key:value`` tag string, or None when it is."""
     if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_LENGTH or _CONTROL.search(tag):
-        return f"bad tag {_short(tag)}: a non-empty string of at most {MAX_TAG_LENGTH} characters " \
-               "without control characters"
+        return (
+            f"bad tag {_short(tag)}: a non-empty string of at most {MAX_TAG_LENGTH} characters "
+            "without control characters"
+        )
     return None
 
 
@@ -162,14 +166,12 @@ def topic(level: str, shard: int | None = None) -> bytes:
 UNSHARDED_MARK = b"\x93"
 
 
-def series_key_text(type_: str, name: str, source: str | None, tags: Sequence[str],
-                    unit: str | None = None) -> bytes:
+def series_key_text(type_: str, name: str, source: str | None, tags: Sequence[str], unit: str | None = None) -> bytes:
     """The bytes a series is hashed on (its identity: type, name, source, tags, unit)."""
     return "\x1f".join((type_, name, source or "", "\x1e".join(tags), unit or "")).encode("utf-8", "replace")
 
 
-def shard_of(type_: str, name: str, source: str | None, tags: Sequence[str],
-             unit: str | None = None) -> int:
+def shard_of(type_: str, name: str, source: str | None, tags: Sequence[str], unit: str | None = None) -> int:
     """The stable shard (0 to :data:`SHARDS` - 1) of a series: CRC-32 of its identity.
 
     The same in every process and every Python (not ``hash()``, which is salted).
@@ -196,7 +198,7 @@ def encode(level: str, time: float, records: Sequence[Sequence[Any]], shard: int
 def frame_shard(frame: bytes) -> int | None:
     """The shard a frame carries, or None for an unsharded (protocol 1.0/1.1) frame; no decoding."""
     cut = frame.find(LEVEL_TERMINATOR)
-    if cut < 0 or frame[cut + 1:cut + 2] != SHARD_MARK or len(frame) < cut + 3:
+    if cut < 0 or frame[cut + 1 : cut + 2] != SHARD_MARK or len(frame) < cut + 3:
         return None
     return frame[cut + 2]
 
@@ -209,8 +211,9 @@ def decode(frame: bytes) -> Batch:
 
 def _record(raw: tuple[Any, ...]) -> Record:
     weight = raw[5] if len(raw) > 5 else None
-    return Record(raw[0], raw[1], raw[2], raw[3], raw[4], 1 if weight is None else weight,
-                  raw[6] if len(raw) > 6 else None)
+    return Record(
+        raw[0], raw[1], raw[2], raw[3], raw[4], 1 if weight is None else weight, raw[6] if len(raw) > 6 else None
+    )
 
 
 def decode_plain(frame: bytes) -> Batch:
@@ -324,8 +327,7 @@ def _extended_head(raw: Any) -> tuple[Any, ...]:
     if len(raw) == 7:
         unit = raw[6]
         if unit is not None and (unit.__class__ is not _STR or not UNIT_PATTERN.match(unit)):
-            raise ProtocolError(f"unit must be nil or 1-64 characters of A-Za-z0-9_./%-, "
-                                f"got {_short(unit)}")
+            raise ProtocolError(f"unit must be nil or 1-64 characters of A-Za-z0-9_./%-, got {_short(unit)}")
     return raw[:5]
 
 
@@ -352,13 +354,20 @@ def _check_members(name: str, members: tuple[Any, ...]) -> None:
     for member in members:
         cls = member.__class__
         if not (cls is _INT or (cls is _STR and 0 < len(member) <= MAX_MEMBER_LENGTH)):
-            raise ProtocolError(f"{_short(name)}: set members must be strings of 1-{MAX_MEMBER_LENGTH} "
-                                f"characters or integers, got {_short(member)}")
+            raise ProtocolError(
+                f"{_short(name)}: set members must be strings of 1-{MAX_MEMBER_LENGTH} "
+                f"characters or integers, got {_short(member)}"
+            )
 
 
 _isfinite = math.isfinite
-_SUMMARY_NUMBERS = {COUNTER: ("sum", "count"), GAUGE: ("last", "time", "count", "min", "max", "sum"),
-                    TIMER: ("sum_squares",), HISTOGRAM: ("sum_squares",), SET: ()}
+_SUMMARY_NUMBERS = {
+    COUNTER: ("sum", "count"),
+    GAUGE: ("last", "time", "count", "min", "max", "sum"),
+    TIMER: ("sum_squares",),
+    HISTOGRAM: ("sum_squares",),
+    SET: (),
+}
 
 
 def _check_summary(name: str, values: tuple[Any, ...]) -> None:
@@ -377,8 +386,9 @@ def _check_summary(name: str, values: tuple[Any, ...]) -> None:
             raise ProtocolError(f"{_short(name)}: summary field {key!r} must be a finite number")
     unit = summary.get("unit")
     if unit is not None and (kind != HISTOGRAM or unit.__class__ is not _STR or not UNIT_PATTERN.match(unit)):
-        raise ProtocolError(f"{_short(name)}: only a histogram summary carries a unit, "
-                            "1-64 characters of A-Za-z0-9_./%-")
+        raise ProtocolError(
+            f"{_short(name)}: only a histogram summary carries a unit, 1-64 characters of A-Za-z0-9_./%-"
+        )
     if kind in (TIMER, HISTOGRAM) and "values" in summary:  # few values: forwarded as they are
         values = summary["values"]
         if values.__class__ is not _TUPLE or not values or not _all_finite_numbers(values):
@@ -389,6 +399,7 @@ def _check_summary(name: str, values: tuple[Any, ...]) -> None:
 
 def _check_summary_sketch(name: str, kind: str, sketch: object) -> None:
     from .sketch import SetSketch, Sketch  # here: the hot path never needs it
+
     if sketch.__class__ is not dict:
         raise ProtocolError(f"{_short(name)}: a {TYPE_NAMES[kind]} summary needs a sketch map")
     try:
@@ -396,8 +407,7 @@ def _check_summary_sketch(name: str, kind: str, sketch: object) -> None:
             SetSketch.from_dict(sketch)
         else:
             parsed = Sketch.from_dict(sketch)
-            numbers = (parsed.count, parsed.sum, parsed.zero_count) + \
-                ((parsed.min, parsed.max) if parsed.count else ())
+            numbers = (parsed.count, parsed.sum, parsed.zero_count) + ((parsed.min, parsed.max) if parsed.count else ())
             if not all(_is_number(n) for n in numbers) or parsed.count < 0:
                 raise ValueError("count, sum, min and max must be finite numbers")
     except (ValueError, OverflowError) as error:

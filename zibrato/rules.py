@@ -12,11 +12,12 @@ A pattern is a shell-style glob (``*``, ``?``, ``[...]``) on the series name
 ``#debug:*``): a series matches when one of its tags does. Decisions are cached
 per (name, tags), so the cost per record is one dict lookup.
 """
+
 from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 _MAX_CACHED = 100_000
 
@@ -25,8 +26,7 @@ def _compile(patterns: Iterable[str]) -> tuple[re.Pattern | None, re.Pattern | N
     """One regex for the name globs and one for the tag globs (None: no such pattern)."""
     names = [fnmatch.translate(p) for p in patterns if not p.startswith("#")]
     tags = [fnmatch.translate(p[1:]) for p in patterns if p.startswith("#")]
-    return (re.compile("|".join(names)) if names else None,
-            re.compile("|".join(tags)) if tags else None)
+    return (re.compile("|".join(names)) if names else None, re.compile("|".join(tags)) if tags else None)
 
 
 def check_pattern(pattern: str) -> str:
@@ -39,13 +39,13 @@ def check_pattern(pattern: str) -> str:
 class SeriesRules:
     """Filter records ``(type, name, values, source, tags)``; count what is dropped."""
 
-    def __init__(self, keep: Sequence[str] = (), drop: Sequence[str] = (),
-                 drop_tags: Sequence[str] = ()) -> None:
+    def __init__(self, keep: Sequence[str] = (), drop: Sequence[str] = (), drop_tags: Sequence[str] = ()) -> None:
         self.keep, self.drop, self.drop_tags = tuple(keep), tuple(drop), tuple(drop_tags)
         self._keep = _compile(self.keep) if self.keep else None
         self._drop = _compile(self.drop)
-        self._drop_tag_keys = (re.compile("|".join(fnmatch.translate(k) for k in self.drop_tags))
-                               if self.drop_tags else None)
+        self._drop_tag_keys = (
+            re.compile("|".join(fnmatch.translate(k) for k in self.drop_tags)) if self.drop_tags else None
+        )
         self._decisions: dict[tuple, tuple | None] = {}
         #: measurements (values) of series dropped by --keep/--drop, and tags removed by --drop-tags
         self.measurements_dropped = 0

@@ -1,4 +1,5 @@
 """Plumbing every daemon shares: logging, stop signals, rate-limited warnings, status replies."""
+
 from __future__ import annotations
 
 import base64
@@ -9,7 +10,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from typing import Callable
+from collections.abc import Callable
 
 import zmq
 
@@ -46,8 +47,9 @@ class RateLimitedLog:
     A flood of malformed messages must be visible in the logs without filling them.
     """
 
-    def __init__(self, logger: logging.Logger, every: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, logger: logging.Logger, every: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.logger, self.every, self.clock = logger, every, clock
         self._last = -float("inf")
         self._suppressed = 0
@@ -114,8 +116,7 @@ class StatusServer:
     error) and used only by the thread from then on.
     """
 
-    def __init__(self, context: zmq.Context, host: str, port: int | None,
-                 figures: Callable[[], dict]) -> None:
+    def __init__(self, context: zmq.Context, host: str, port: int | None, figures: Callable[[], dict]) -> None:
         self.socket = bind_status(context, host, port)
         self.figures = figures
         self._stop = threading.Event()
@@ -129,6 +130,8 @@ class StatusServer:
 
     def _serve(self) -> None:
         socket = self.socket
+        if socket is None:  # start() runs this thread only with a socket
+            return
         try:
             while not self._stop.is_set():
                 if socket.poll(100):
@@ -146,7 +149,7 @@ class StatusServer:
 
 def ask_status(host: str, port: int, timeout: float = 2.0) -> dict:
     """Ask a running daemon for its figures (raises TimeoutError when it does not answer)."""
-    context = zmq.Context.instance()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     if not timeout > 0:  # also NaN
         raise ValueError("timeout must be a positive number of seconds")
     socket = context.socket(zmq.REQ)
@@ -183,8 +186,15 @@ class Secrets:
         if not secret or len(secret) < 4:  # a tiny "secret" would redact ordinary words
             return
         raw = secret.encode("utf-8", "replace")
-        self._forms.update({secret, repr(secret)[1:-1], json.dumps(secret)[1:-1],
-                            urllib.parse.quote(secret, safe=""), base64.b64encode(raw).decode()})
+        self._forms.update(
+            {
+                secret,
+                repr(secret)[1:-1],
+                json.dumps(secret)[1:-1],
+                urllib.parse.quote(secret, safe=""),
+                base64.b64encode(raw).decode(),
+            }
+        )
 
     def add_basic(self, user: str, secret: str) -> None:
         self.add(secret)
@@ -234,8 +244,7 @@ def printable(text: object, limit: int = 200) -> str:
     cut = len(text) - limit
     head = text[:limit] if cut > 0 else text
     if not head.isprintable():
-        head = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                       for c in head)[:limit]
+        head = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in head)[:limit]
     return head + (f"...(+{cut} characters)" if cut > 0 else "")
 
 

@@ -20,6 +20,7 @@ Transports: :class:`ZmqTransport` here (a PUSH socket that never blocks and
 bounds in bytes what ZeroMQ holds), ``zibrato.testing.MemoryTransport`` for
 tests.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,12 +28,14 @@ import gc
 import itertools
 import logging
 import operator
+import queue
 import signal
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import zmq
 
@@ -47,6 +50,15 @@ from .curve import ClientKeys
 __all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender", "group"]
 
 log = logging.getLogger("zibrato.client")
+
+#: what a client records: (series, value), the series a zibrato.client.Series key
+Item = tuple[Any, Any]
+#: a recording path: the buffer's append, or one of the client's
+Recorder = Callable[[Item], None]
+#: series -> its values; sharded (_by_shard), the series' level is (level, shard)
+Grouped = dict[tuple[Any, ...], list[Any]]
+#: one wire record (zibrato.protocol.Record's fields, as a tuple)
+Record = tuple[Any, ...]
 
 #: the largest queue a client may ask for
 MAX_CAPACITY = 1 << 30
@@ -92,12 +104,12 @@ class Buffer:
     collector), and switches back to fast once it has drained the queue.
     """
 
-    def __init__(self, capacity: int, install: Callable[[Callable[[tuple], None]], None]) -> None:
+    def __init__(self, capacity: int, install: Callable[[Recorder], None]) -> None:
         self.capacity = capacity
         self.soft = capacity // 2
         # SLACK past the capacity: room for the appends of threads that fetched the fast
         # recorder just before the switch, so that none of them can push an item out.
-        self.items: deque = deque(maxlen=capacity + SLACK)
+        self.items: deque[Item] = deque(maxlen=capacity + SLACK)
         self._reset_count()
         self.guarded = self._guarded_recorder()
         # A small queue is always guarded: half of it is not a safe margin over a collector's period.
@@ -107,13 +119,20 @@ class Buffer:
         self._unguarded_overflow_reported = False
         _buffers.add(self)
 
-    def _guarded_recorder(self) -> Callable[[tuple], None]:
-        def guarded(item: tuple, _len=len, _items=self.items, _append=self.items.append,
-                    _capacity=self.capacity, _buffer=self) -> None:
+    def _guarded_recorder(self) -> Recorder:
+        def guarded(
+            item: Item,
+            _len: Callable[[deque[Item]], int] = len,
+            _items: deque[Item] = self.items,
+            _append: Recorder = self.items.append,
+            _capacity: int = self.capacity,
+            _buffer: Buffer = self,
+        ) -> None:
             if _len(_items) < _capacity:
                 _append(item)
             else:  # full: dropped, and counted
                 _buffer.overflow()
+
         return guarded
 
     def _reset_count(self) -> None:
@@ -124,7 +143,7 @@ class Buffer:
     @property
     def overflowed(self) -> int:
         """Items refused so far (``count``'s repr is its next value: read without consuming it)."""
-        return int(repr(self._refusals)[len("count("):-1])
+        return int(repr(self._refusals)[len("count(") : -1])
 
     def __len__(self) -> int:
         return len(self.items)
@@ -143,11 +162,17 @@ class Buffer:
         """
         length = len(self.items)
         if length >= self.soft:
-            if length >= self.capacity + SLACK and not self.guarding and self.fast is not self.guarded \
-                    and not self._unguarded_overflow_reported:
+            if (
+                length >= self.capacity + SLACK
+                and not self.guarding
+                and self.fast is not self.guarded
+                and not self._unguarded_overflow_reported
+            ):
                 self._unguarded_overflow_reported = True
-                log.warning("zibrato: the client's queue filled up between two garbage collections "
-                            "(is the collector disabled?); measurements it discarded are not counted")
+                log.warning(
+                    "zibrato: the client's queue filled up between two garbage collections "
+                    "(is the collector disabled?); measurements it discarded are not counted"
+                )
             self.guarding = True
             self.install(self.guarded)
 
@@ -159,7 +184,7 @@ class Buffer:
             if self.guarding:  # the collector's callback guarded meanwhile (another thread)
                 self.install(self.guarded)
 
-    def take(self) -> Iterator[tuple]:
+    def take(self) -> Iterator[Item]:
         """The items present now, oldest first, removed one by one (appends may race)."""
         pop = self.items.popleft
         for _ in range(len(self.items)):
@@ -179,10 +204,10 @@ class Buffer:
         self._reset_count()
 
 
-_buffers: "weakref.WeakSet[Buffer]" = weakref.WeakSet()
+_buffers: weakref.WeakSet[Buffer] = weakref.WeakSet()
 
 
-def _guard_buffers(phase: str, info: dict) -> None:
+def _guard_buffers(phase: str, info: dict[str, int]) -> None:
     """gc callback: guard every queue more than half full (runs in the thread that allocated)."""
     if phase == "start" and _buffers:
         for buffer in list(_buffers):
@@ -219,7 +244,7 @@ class Transport:
     def close(self, linger: float) -> None:
         """Release what :meth:`open` made, waiting up to ``linger`` seconds for delivery."""
 
-    def fork_child(self) -> "Transport":
+    def fork_child(self) -> Transport:
         """The transport a forked child uses (sockets cannot cross a fork: a new one)."""
         return self
 
@@ -239,15 +264,23 @@ class ZmqTransport(Transport):
     ``os._exit``).
     """
 
-    def __init__(self, endpoint: str, hwm: int, linger: float, max_bytes: int,
-                 context: zmq.Context | None = None, curve: ClientKeys | None = None) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        hwm: int,
+        linger: float,
+        max_bytes: int,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        curve: ClientKeys | None = None,
+    ) -> None:
         self.endpoint, self.hwm, self.linger, self.max_bytes = endpoint, hwm, linger, max_bytes
         #: CURVE keys (zibrato.curve): the broker is then a CURVE server that checks this client's key
         self.curve = curve
         self._given_context = context
-        self._context: zmq.Context | None = None
-        self._socket: zmq.Socket | None = None
-        self._held: deque = deque()  # (tracker, bytes it vouches for, sent at), oldest first
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._socket: zmq.Socket[bytes] | None = None
+        # (tracker, bytes it vouches for, sent at), oldest first
+        self._held: deque[tuple[zmq.MessageTracker, int, float]] = deque()
         self._untracked = 0  # bytes sent since the last tracked frame
         #: bytes of the frames ZeroMQ holds (not yet written to the broker's connection)
         self.held_bytes = 0
@@ -268,8 +301,9 @@ class ZmqTransport(Transport):
             socket.connect(self.endpoint)
             self._socket = socket
         except Exception as error:  # a bad host string, no file descriptors left...
-            log.error("zibrato: cannot connect to %s (%s); measurements will be dropped and counted",
-                      self.endpoint, error)
+            log.error(
+                "zibrato: cannot connect to %s (%s); measurements will be dropped and counted", self.endpoint, error
+            )
 
     def send(self, frame: bytes, last: bool = True) -> bool:
         if self._socket is None:
@@ -281,8 +315,7 @@ class ZmqTransport(Transport):
         try:
             tracker = self._send_tracked(frame) if last else self._socket.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError as error:
-            self._report_failure("buffer full, broker unreachable" if isinstance(error, zmq.Again)
-                                 else str(error))
+            self._report_failure("buffer full, broker unreachable" if isinstance(error, zmq.Again) else str(error))
             return False
         self.held_bytes += len(frame)
         self._untracked += len(frame)
@@ -323,7 +356,7 @@ class ZmqTransport(Transport):
         self._held.clear()
         self.held_bytes = self._untracked = 0
 
-    def fork_child(self) -> "ZmqTransport":
+    def fork_child(self) -> ZmqTransport:
         """A context made before fork is unusable in the child: a fresh transport of its own."""
         return ZmqTransport(self.endpoint, self.hwm, self.linger, self.max_bytes, curve=self.curve)
 
@@ -336,21 +369,23 @@ class ZmqTransport(Transport):
         """Log the start of a failure once, not every message (logs must not flood)."""
         if not self._failing:
             self._failing = True
-            log.warning("zibrato: cannot queue measurements for %s (%s); dropping and counting them",
-                        self.endpoint, reason)
+            log.warning(
+                "zibrato: cannot queue measurements for %s (%s); dropping and counting them", self.endpoint, reason
+            )
 
 
 class Publisher:
     """Groups, splits, encodes and sends; counts every measurement as sent or dropped."""
 
-    def __init__(self, transport: Transport, tally: Tally, batch: int, max_message_size: int,
-                 shards: bool = False) -> None:
+    def __init__(
+        self, transport: Transport, tally: Tally, batch: int, max_message_size: int, shards: bool = False
+    ) -> None:
         self.transport, self.tally = transport, tally
         self.batch, self.max_message_size = batch, max_message_size
         #: put each series' shard in the frame (protocol 1.2), for levels spread over N workers
         self.shards = shards
 
-    def publish(self, items: Iterable[tuple]) -> None:
+    def publish(self, items: Iterable[Item]) -> None:
         """Send ``(series, value)`` items: one record per series, one message per level."""
         self._publish_grouped(group(items if isinstance(items, list) else list(items)))
 
@@ -360,24 +395,30 @@ class Publisher:
         count = len(items)
         if not count:
             return
-        taken: list = []
+        taken: list[Item] = []
         try:
             taken.extend(_starmap(items.popleft, _repeat((), count)))
         except IndexError:  # emptied by close() after a sender that hung: keep what was popped
             pass
         self._publish_grouped(group(taken))
 
-    def _publish_grouped(self, grouped: dict[tuple, list]) -> None:
+    def _publish_grouped(self, grouped: Grouped) -> None:
         if not grouped:
             return
         now = time.time()
+        batches: list[tuple[str, int | None, list[Record], int]]
         if self.shards:  # one message per (level, shard)
-            batches = [(level, shard, records, size)
-                       for (level, shard), records, size in messages(_by_shard(grouped), self.batch)]
+            batches = [
+                (level, shard, records, size)
+                for (level, shard), records, size in messages(_by_shard(grouped), self.batch)
+            ]
         else:
             batches = [(level, None, records, size) for level, records, size in messages(grouped, self.batch)]
-        frames = [framed for level, shard, records, size in batches
-                  for framed in self._encode(level, now, records, size, shard)]
+        frames = [
+            framed
+            for level, shard, records, size in batches
+            for framed in self._encode(level, now, records, size, shard)
+        ]
         last = len(frames) - 1
         send, tally = self.transport.send, self.tally
         for index, (frame, size) in enumerate(frames):
@@ -391,8 +432,9 @@ class Publisher:
             else:
                 tally.dropped += size
 
-    def _encode(self, level: str, now: float, records: list, size: int,
-                shard: int | None = None) -> Iterator[tuple[bytes, int]]:
+    def _encode(
+        self, level: str, now: float, records: Sequence[Record], size: int, shard: int | None = None
+    ) -> Iterator[tuple[bytes, int]]:
         """(frame, measurements) for one message; split one the broker would refuse as too large."""
         tally = self.tally
         try:
@@ -405,9 +447,13 @@ class Publisher:
             halves = split(records)
             if halves is None:
                 tally.dropped += size
-                log.error("zibrato: one measurement of %r is %d bytes encoded, over the %d-byte "
-                          "message limit; dropped and counted", records[0][1], len(frame),
-                          self.max_message_size)
+                log.error(
+                    "zibrato: one measurement of %r is %d bytes encoded, over the %d-byte "
+                    "message limit; dropped and counted",
+                    records[0][1],
+                    len(frame),
+                    self.max_message_size,
+                )
                 return
             for half in halves:
                 yield from self._encode(level, now, half, sum(len(record[2]) for record in half), shard)
@@ -421,7 +467,7 @@ _series_of, _value_of = operator.itemgetter(0), operator.itemgetter(1)
 SAMPLE, MOST_RUNS = 64, 8
 
 
-def group(items: list) -> dict[tuple, list]:
+def group(items: list[Item]) -> Grouped:
     """``(series, value)`` items grouped per series, each series' values in recorded order.
 
     A busy series arrives in runs (a loop calling one function): those are
@@ -431,7 +477,7 @@ def group(items: list) -> dict[tuple, list]:
     ``SAMPLE`` items decide: few runs among them, by run; many (or a handful
     of items, as a synchronous transport publishes), item by item.
     """
-    grouped: dict[tuple, list] = {}
+    grouped: Grouped = {}
     get = grouped.get
     if len(items) >= MOST_RUNS and _runs(items[:SAMPLE]) <= MOST_RUNS:
         for series, run in _groupby(items, _series_of):
@@ -450,19 +496,19 @@ def group(items: list) -> dict[tuple, list]:
     return grouped
 
 
-def _runs(sample: list) -> int:
+def _runs(sample: list[Item]) -> int:
     """Runs of one series object in ``sample`` (identity: a cheap, conservative count)."""
     column = list(map(_series_of, sample))
     return 1 + sum(map(operator.is_not, column[1:], column))
 
 
-_shard_cache: dict[tuple, int] = {}
+_shard_cache: dict[tuple[Any, ...], int] = {}
 
 
-def _by_shard(grouped: dict[tuple, list]) -> dict[tuple, list]:
+def _by_shard(grouped: Grouped) -> Grouped:
     """The same groups, each series' level replaced by (level, shard): one message per shard."""
     cache = _shard_cache
-    out = {}
+    out: Grouped = {}
     for series, values in grouped.items():
         shard = cache.get(series)
         if shard is None:
@@ -470,11 +516,12 @@ def _by_shard(grouped: dict[tuple, list]) -> dict[tuple, list]:
                 cache.clear()
             level, type_, name, source, tags, _weight, unit = series
             shard = cache[series] = protocol.shard_of(type_, name, source, tags, unit)
-        out[((series[0], shard), *series[1:])] = values
+        sharded = ((series[0], shard), *series[1:])
+        out[sharded] = values
     return out
 
 
-def record_of(series: tuple, values: list) -> tuple:
+def record_of(series: tuple[Any, ...], values: list[Any]) -> Record:
     """The wire record of a series (protocol 1.1: weight and unit appended only when needed)."""
     _level, type_, name, source, tags, weight, unit = series
     if unit is not None:
@@ -484,17 +531,20 @@ def record_of(series: tuple, values: list) -> tuple:
     return (type_, name, values, source, tags)
 
 
-def messages(grouped: dict[tuple, list], batch: int) -> Iterator[tuple[str, list, int]]:
-    """Yield (level, records, measurement count) per message, at most ``batch`` values each."""
-    by_level: dict[str, list] = {}
+def messages(grouped: Grouped, batch: int) -> Iterator[tuple[Any, list[Record], int]]:
+    """Yield (level, records, measurement count) per message, at most ``batch`` values each.
+
+    The level is the series' first field: a string, or (level, shard) from :func:`_by_shard`.
+    """
+    by_level: dict[Any, list[tuple[tuple[Any, ...], list[Any]]]] = {}
     for series, values in grouped.items():
         by_level.setdefault(series[0], []).append((series, values))
     for level, pairs in by_level.items():
-        chunk: list = []
+        chunk: list[Record] = []
         size = 0
         for series, values in pairs:
             for start in range(0, len(values), batch):
-                part = values[start:start + batch] if len(values) > batch else values
+                part = values[start : start + batch] if len(values) > batch else values
                 if size + len(part) > batch and chunk:
                     yield level, chunk, size
                     chunk, size = [], 0
@@ -504,7 +554,7 @@ def messages(grouped: dict[tuple, list], batch: int) -> Iterator[tuple[str, list
             yield level, chunk, size
 
 
-def split(records: list) -> tuple[list, list] | None:
+def split(records: Sequence[Record]) -> tuple[Sequence[Record], Sequence[Record]] | None:
     """Two halves of a message's records (or of its one record's values); None if one value."""
     if len(records) > 1:
         middle = len(records) // 2
@@ -529,9 +579,13 @@ class Sender(threading.Thread):
         self.buffer, self.publisher = buffer, publisher
         self.transport = publisher.transport
         self.interval, self.linger = interval, linger
-        self._wake = threading.Event()
-        self._done = threading.Condition()
-        self._requested = self._completed = 0
+        # No lock that an application thread takes while waking the sender: a SIGTERM
+        # handler (client._close_all_then_die) may run on top of any line of close() or
+        # flush() and wake it again. A threading.Event's lock, held by the interrupted
+        # Event.set(), deadlocked it. A SimpleQueue's put() is one C call; the flush
+        # waiters are locks that only the sender releases.
+        self._wake: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._waiters: deque[threading.Lock] = deque()  # one held lock per flush() waiting for a drain
         self._stopping = False
 
     def drain_now(self, timeout: float) -> bool:
@@ -541,43 +595,48 @@ class Sender(threading.Thread):
         wait for the writing is skipped when the transport has stopped
         writing (broker away): the measurements then wait in ZeroMQ.
         """
-        deadline = time.monotonic() + timeout
-        with self._done:
-            self._requested += 1
-            wanted = self._requested
-        self._wake.set()
-        with self._done:
-            return self._done.wait_for(lambda: self._completed >= wanted,
-                                       max(0.0, deadline - time.monotonic()))
+        drained = threading.Lock()
+        drained.acquire()
+        self._waiters.append(drained)  # before the wake: the drain it wakes sees it
+        self._wake.put(True)
+        return drained.acquire(timeout=max(0.0, timeout))
 
     def stop(self, timeout: float) -> None:
+        """Ask for a last drain and wait up to ``timeout`` for it (safe in a signal handler)."""
         self._stopping = True
-        self._wake.set()
+        self._wake.put(True)
         self.join(timeout)
+
+    def _sleep_until_woken(self) -> None:
+        """Wait up to ``interval`` for a wake-up; take every wake-up already queued."""
+        try:
+            self._wake.get(timeout=self.interval)
+            while True:
+                self._wake.get_nowait()
+        except queue.Empty:
+            pass
 
     def run(self) -> None:
         _leave_signals_to_the_main_thread()
         self.transport.open()
         try:
             while True:
-                self._wake.wait(self.interval)
-                self._wake.clear()
-                # Read before draining: a stop requested during the drain gets one more
-                # drain, for what was recorded after this one's snapshot of the queue.
+                self._sleep_until_woken()
+                # Read before draining: a stop or flush requested during the drain gets one
+                # more drain (its wake-up waits in the queue), for what was recorded after
+                # this one's snapshot of the buffer.
                 stopping = self._stopping
-                with self._done:
-                    wanted = self._requested
+                waiters = [self._waiters.popleft() for _ in range(len(self._waiters))]
                 try:
                     self.buffer.check()
                     self.publisher.drain(self.buffer)
                     self.buffer.relax()
-                    if wanted > self._completed:  # someone waits in flush(): let ZeroMQ write it out
+                    if waiters:  # someone waits in flush(): let ZeroMQ write it out
                         self.transport.settle(SETTLE_WHEN_STALLED * 10)
                 except Exception:  # pragma: no cover - a bug here must not kill the sender
                     log.exception("zibrato: sender failed to drain measurements")
-                with self._done:
-                    self._completed = wanted
-                    self._done.notify_all()
+                for drained in waiters:
+                    drained.release()
                 if stopping:
                     return
         finally:
@@ -586,9 +645,10 @@ class Sender(threading.Thread):
 
 #: Asynchronous signals an application may handle (or die of) in its main thread.
 _APPLICATION_SIGNALS = frozenset(
-    getattr(signal, name) for name in
-    ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGWINCH")
-    if hasattr(signal, name))
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGWINCH")
+    if hasattr(signal, name)
+)
 
 
 def _leave_signals_to_the_main_thread() -> None:
@@ -604,4 +664,3 @@ def _leave_signals_to_the_main_thread() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, _APPLICATION_SIGNALS)
     except (AttributeError, OSError, ValueError):  # pragma: no cover - no pthread_sigmask (Windows)
         pass
-

@@ -18,11 +18,12 @@ no shard byte: every sharded worker also subscribes to them (the prefix
 records of its own shards. Correct, at the cost of each of the N workers
 decoding that traffic (see docs/PROTOCOL.md, "Shards").
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from . import protocol
 
@@ -37,7 +38,7 @@ class Shard:
     count: int
 
     @classmethod
-    def parse(cls, text: str) -> "Shard":
+    def parse(cls, text: str) -> Shard:
         """'2/4' -> Shard(2, 4); ValueError with the reason otherwise."""
         match = _SPEC.match(text)
         if not match:
@@ -59,8 +60,7 @@ class Shard:
 
     def subscriptions(self, level: str) -> list[bytes]:
         """The SUB prefixes for ``level``: each owned shard, plus the unsharded form."""
-        return [protocol.topic(level, s) for s in self.shards] + \
-            [protocol.topic(level) + protocol.UNSHARDED_MARK]
+        return [protocol.topic(level, s) for s in self.shards] + [protocol.topic(level) + protocol.UNSHARDED_MARK]
 
     def owns_frame(self, frame: bytes) -> bool | None:
         """True/False for a sharded frame; None for an unsharded one (its records decide)."""

@@ -45,6 +45,7 @@ raw estimator (O. Ertl, "New cardinality estimation algorithms for
 HyperLogLog sketches", 2017), which needs no bias tables and is unbiased from
 0 to billions. Merging takes the register-wise maximum (exact: the union).
 """
+
 from __future__ import annotations
 
 import base64
@@ -52,12 +53,20 @@ import hashlib
 import math
 from array import array
 from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from operator import neg as _neg
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
-__all__ = ["Sketch", "SetSketch", "Buckets", "scale_for", "relative_error_of",
-           "DEFAULT_RELATIVE_ERROR", "DEFAULT_MAX_BUCKETS"]
+__all__ = [
+    "Sketch",
+    "SetSketch",
+    "Buckets",
+    "scale_for",
+    "relative_error_of",
+    "DEFAULT_RELATIVE_ERROR",
+    "DEFAULT_MAX_BUCKETS",
+]
 
 DEFAULT_RELATIVE_ERROR = 0.01
 DEFAULT_MAX_BUCKETS = 2048
@@ -81,8 +90,7 @@ def scale_for(relative_error: float) -> int:
     limit, ~6.6e-7).
     """
     if not relative_error_of(MAX_SCALE) <= relative_error < 1:
-        raise ValueError(f"relative error must be in [{relative_error_of(MAX_SCALE):.2g}, 1), "
-                         f"got {relative_error!r}")
+        raise ValueError(f"relative error must be in [{relative_error_of(MAX_SCALE):.2g}, 1), got {relative_error!r}")
     for scale in range(MIN_SCALE, MAX_SCALE + 1):
         if relative_error_of(scale) <= relative_error:
             return scale
@@ -158,7 +166,7 @@ class Buckets:
                 merged[((offset + j) >> shift) - low] += c
         self.offset, self.counts = low, merged
 
-    def copy(self) -> "Buckets":
+    def copy(self) -> Buckets:
         twin = Buckets()
         twin.offset, twin.counts = self.offset, array("d", self.counts)
         return twin
@@ -178,11 +186,28 @@ class Sketch:
     0.003
     """
 
-    __slots__ = ("max_buckets", "max_exact", "initial_scale", "scale", "_factor", "positive",
-                 "negative", "zero_count", "count", "sum", "min", "max", "_values")
+    __slots__ = (
+        "max_buckets",
+        "max_exact",
+        "initial_scale",
+        "scale",
+        "_factor",
+        "positive",
+        "negative",
+        "zero_count",
+        "count",
+        "sum",
+        "min",
+        "max",
+        "_values",
+    )
 
-    def __init__(self, relative_error: float = DEFAULT_RELATIVE_ERROR,
-                 max_buckets: int = DEFAULT_MAX_BUCKETS, max_exact: int = DEFAULT_MAX_EXACT) -> None:
+    def __init__(
+        self,
+        relative_error: float = DEFAULT_RELATIVE_ERROR,
+        max_buckets: int = DEFAULT_MAX_BUCKETS,
+        max_exact: int = DEFAULT_MAX_EXACT,
+    ) -> None:
         if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 2:
             raise ValueError(f"max_buckets must be an integer >= 2, got {max_buckets!r}")
         if isinstance(max_exact, bool) or not isinstance(max_exact, int) or max_exact < 0:
@@ -205,8 +230,7 @@ class Sketch:
 
     def add(self, value: float, weight: float = 1) -> None:
         """Add one observation; ``weight`` observations of it (1 / sample rate), positive and finite."""
-        if (value.__class__ is not float and value.__class__ is not int) or not math.isfinite(value) \
-                or weight != 1:
+        if (value.__class__ is not float and value.__class__ is not int) or not math.isfinite(value) or weight != 1:
             self.add_many((value,), weight)  # the checks, with their messages
             return
         if value < self.min:
@@ -236,11 +260,9 @@ class Sketch:
         """Add finite values, each counting ``weight`` times; a ValueError leaves the sketch unchanged."""
         if not values:
             return
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                   for v in values):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
             raise ValueError("sketch values must be finite numbers")
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or \
-                not (0 < weight < math.inf):
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (0 < weight < math.inf):
             raise ValueError(f"weight must be a positive finite number, got {weight!r}")
         self._add_unchecked(values, weight)
 
@@ -268,8 +290,9 @@ class Sketch:
                 self._start_buckets()
         # In C when building anew (sparse: new buckets at every turn) or for very large batches;
         # the Python loop is faster for a record into buckets already in use.
-        if (n >= _BULK_LARGE or (n >= _BULK and not (self.positive.counts or self.negative.counts))) \
-                and (low > 0 or high < 0):
+        if (n >= _BULK_LARGE or (n >= _BULK and not (self.positive.counts or self.negative.counts))) and (
+            low > 0 or high < 0
+        ):
             self._bucket_bulk(values, weight, low, high)
         else:
             self._bucket(values, weight)
@@ -359,12 +382,15 @@ class Sketch:
 
     # --- merging ----------------------------------------------------------------
 
-    def merge(self, other: "Sketch") -> "Sketch":
+    def merge(self, other: Sketch) -> Sketch:
         """Add ``other``'s observations to this sketch (in place; returns self)."""
         if not other.count:
             return self
-        if self._values is not None and other._values is not None and \
-                len(self._values) + len(other._values) <= self.max_exact:
+        if (
+            self._values is not None
+            and other._values is not None
+            and len(self._values) + len(other._values) <= self.max_exact
+        ):
             self._values.extend(other._values)
         else:
             if self._values is not None:
@@ -377,7 +403,7 @@ class Sketch:
         self.max = max(self.max, other.max)
         return self
 
-    def _merge_buckets(self, other: "Sketch") -> None:
+    def _merge_buckets(self, other: Sketch) -> None:
         target = min(self.scale, other.scale)
         shift = 0
         while not self._fits(other, target - shift):
@@ -394,7 +420,7 @@ class Sketch:
                 counts[(index >> other_shift) - offset] += count
         self.zero_count += other.zero_count
 
-    def _fits(self, other: "Sketch", scale: int) -> bool:
+    def _fits(self, other: Sketch, scale: int) -> bool:
         """Whether the union of both sketches' buckets fits ``max_buckets`` per sign at ``scale``."""
         for mine, theirs in ((self.positive, other.positive), (self.negative, other.negative)):
             ends = [i >> (self.scale - scale) for i in _ends(mine)]
@@ -403,7 +429,7 @@ class Sketch:
                 return False
         return True
 
-    def _bucketed(self) -> "Sketch":
+    def _bucketed(self) -> Sketch:
         """This sketch as buckets only (an exact sketch's values counted into a copy)."""
         copy = Sketch(max_buckets=self.max_buckets, max_exact=0)
         copy.initial_scale = copy.scale = self.initial_scale
@@ -523,20 +549,25 @@ class Sketch:
         """The plain-dict form (OpenTelemetry ExponentialHistogram fields; JSON- and msgpack-ready)."""
         source = self if self._values is None else self._bucketed()
         empty = not self.count
-        return {"scale": source.scale, "zero_count": source.zero_count,
-                "positive": _dense(source.positive), "negative": _dense(source.negative),
-                "count": self.count, "sum": self.sum,
-                "min": None if empty else self.min, "max": None if empty else self.max}
+        return {
+            "scale": source.scale,
+            "zero_count": source.zero_count,
+            "positive": _dense(source.positive),
+            "negative": _dense(source.negative),
+            "count": self.count,
+            "sum": self.sum,
+            "min": None if empty else self.min,
+            "max": None if empty else self.max,
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], max_buckets: int = DEFAULT_MAX_BUCKETS) -> "Sketch":
+    def from_dict(cls, data: dict[str, Any], max_buckets: int = DEFAULT_MAX_BUCKETS) -> Sketch:
         """A sketch from :meth:`to_dict`'s form (or an OTLP exponential histogram's fields)."""
         try:
             scale = int(data["scale"])
             if not MIN_SCALE <= scale <= MAX_SCALE:
                 raise ValueError(f"scale {scale} outside [{MIN_SCALE}, {MAX_SCALE}]")
-            sketch = cls(relative_error=relative_error_of(scale) * (1 + 1e-9),
-                         max_buckets=max_buckets, max_exact=0)
+            sketch = cls(relative_error=relative_error_of(scale) * (1 + 1e-9), max_buckets=max_buckets, max_exact=0)
             sketch.initial_scale = sketch.scale = scale
             sketch._factor = math.ldexp(1.0, scale)
             for name, buckets in (("positive", sketch.positive), ("negative", sketch.negative)):
@@ -659,7 +690,7 @@ class SetSketch:
             if rank > registers[index]:
                 registers[index] = rank
 
-    def merge(self, other: "SetSketch") -> "SetSketch":
+    def merge(self, other: SetSketch) -> SetSketch:
         """The union of both (in place; returns self). Precisions must match."""
         if other.members is not None:
             self.update(other.members)
@@ -697,11 +728,15 @@ class SetSketch:
         if self.members is not None:
             members = sorted(self.members, key=lambda m: (isinstance(m, str), m))
             return {"exact": True, "count": len(members), "members": members}
-        return {"exact": False, "count": self.count, "precision": self.precision,
-                "registers": base64.b64encode(bytes(self.registers)).decode("ascii")}
+        return {
+            "exact": False,
+            "count": self.count,
+            "precision": self.precision,
+            "registers": base64.b64encode(bytes(self.registers)).decode("ascii"),
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], max_exact: int = DEFAULT_SET_MAX_EXACT) -> "SetSketch":
+    def from_dict(cls, data: dict[str, Any], max_exact: int = DEFAULT_SET_MAX_EXACT) -> SetSketch:
         try:
             if data.get("exact", "members" in data):
                 sketch = cls(max_exact=max_exact)

@@ -15,10 +15,12 @@ ZeroMQ socket: measurements go through the same validation, sampling and
 encoding as in production, and are decoded back as they would reach a
 worker. Installed as a pytest plugin, it also gives the fixture ``zibrato_memory``.
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, NamedTuple, Union
+from collections.abc import Iterator
+from typing import NamedTuple, cast
 
 import msgpack
 
@@ -33,7 +35,7 @@ class Measurement(NamedTuple):
     level: str
     type: str  # "counter", "gauge", "timer", "histogram" or "set"
     name: str
-    value: Union[float, str]  # a set's member may be a string
+    value: float | str  # a set's member may be a string
     source: str | None
     tags: tuple[str, ...]
     weight: float = 1  # observations this value stands for (1 / rate when sampled)
@@ -46,25 +48,36 @@ class Recorded(list):
     def record(self, item: tuple) -> None:
         """Append one ``(series, value)`` item as the client keys it."""
         (level, type_, name, source, tags, weight, unit), value = item
-        self.append(Measurement(level, TYPE_NAMES[type_], name, value, source, tags,
-                                1 if weight is None else weight, unit))
+        self.append(
+            Measurement(level, TYPE_NAMES[type_], name, value, source, tags, 1 if weight is None else weight, unit)
+        )
 
-    def find(self, name: str | None = None, type: str | None = None, level: str | None = None,
-             tags: tuple[str, ...] | None = None) -> list[Measurement]:
+    def find(
+        self,
+        name: str | None = None,
+        type: str | None = None,
+        level: str | None = None,
+        tags: tuple[str, ...] | None = None,
+    ) -> list[Measurement]:
         """Measurements matching every criterion given (tags: all of them present)."""
-        return [m for m in self
-                if (name is None or m.name == name) and (type is None or m.type == type)
-                and (level is None or m.level == level)
-                and (tags is None or set(tags) <= set(m.tags))]
+        return [
+            m
+            for m in self
+            if (name is None or m.name == name)
+            and (type is None or m.type == type)
+            and (level is None or m.level == level)
+            and (tags is None or set(tags) <= set(m.tags))
+        ]
 
     def assert_timed(self, name: str, count: int | None = None, **criteria) -> list[Measurement]:
         return self._assert(name, "timer", count, **criteria)
 
-    def assert_counted(self, name: str, total: float | None = None, count: int | None = None,
-                       **criteria) -> list[Measurement]:
+    def assert_counted(
+        self, name: str, total: float | None = None, count: int | None = None, **criteria
+    ) -> list[Measurement]:
         """``total`` is what a worker would count: each value times its weight."""
         found = self._assert(name, "counter", count, **criteria)
-        counted = sum(m.value * m.weight for m in found)  # type: ignore[operator]
+        counted = sum(cast(float, m.value) * m.weight for m in found)  # a counter's value is a number
         if total is not None and counted != total:
             raise AssertionError(f"counter {name!r} totals {counted}, expected {total}")
         return found
@@ -75,20 +88,23 @@ class Recorded(list):
             raise AssertionError(f"gauge {name!r} last set to {found[-1].value}, expected {value}")
         return found
 
-    def assert_histogram(self, name: str, count: int | None = None, unit: str | None = None,
-                         **criteria) -> list[Measurement]:
+    def assert_histogram(
+        self, name: str, count: int | None = None, unit: str | None = None, **criteria
+    ) -> list[Measurement]:
         found = self._assert(name, "histogram", count, **criteria)
         if unit is not None and {m.unit for m in found} != {unit}:
-            raise AssertionError(f"histogram {name!r} has units {sorted({str(m.unit) for m in found})}, "
-                                 f"expected {unit!r}")
+            raise AssertionError(
+                f"histogram {name!r} has units {sorted({str(m.unit) for m in found})}, expected {unit!r}"
+            )
         return found
 
     def assert_set(self, name: str, members: set | None = None, **criteria) -> list[Measurement]:
         found = self._assert(name, "set", None, **criteria)
         seen = {m.value for m in found}
         if members is not None and seen != set(members):
-            raise AssertionError(f"set {name!r} has members {sorted(map(str, seen))}, "
-                                 f"expected {sorted(map(str, members))}")
+            raise AssertionError(
+                f"set {name!r} has members {sorted(map(str, seen))}, expected {sorted(map(str, members))}"
+            )
         return found
 
     def _assert(self, name: str, type: str, count: int | None, **criteria) -> list[Measurement]:
@@ -120,8 +136,9 @@ class MemoryTransport(Transport):
             weight = extra[0] if extra and extra[0] is not None else 1
             unit = extra[1] if len(extra) > 1 else None
             for value in values:
-                self.measurements.append(Measurement(level.decode(), TYPE_NAMES[type_], name, value,
-                                                     source, tuple(tags), weight, unit))
+                self.measurements.append(
+                    Measurement(level.decode(), TYPE_NAMES[type_], name, value, source, tuple(tags), weight, unit)
+                )
         return True
 
 
@@ -156,6 +173,7 @@ try:
 except ImportError:  # pragma: no cover - the helpers work without pytest
     pass
 else:
+
     @pytest.fixture
     def zibrato_memory() -> MemoryZibrato:
         """A fresh in-memory client for one test."""

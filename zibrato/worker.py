@@ -18,27 +18,33 @@ stops the others:
 Writing a new worker means writing a Destination; see the README, "Writing a
 new worker".
 """
+
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
 import socket as _socket
 import threading
 import time
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
-from .aggregation import DEFAULT_MAX_EXACT, Aggregator
+from .aggregation import DEFAULT_MAX_EXACT, Aggregator, LevelAggregators
 from .curve import ClientKeys
 from .delivery import Backoff, DeliveryQueue, iso
 from .destination import Destination, Interval
 from .rules import SeriesRules
 from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable
 from .shard import Shard
+
+if TYPE_CHECKING:
+    from .client import Zibrato
 
 DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
 ALL_LEVELS = "all"
@@ -122,17 +128,31 @@ class Schedule:
 class Worker:
     """Subscribe, validate, aggregate, flush on schedule and deliver to one destination."""
 
-    def __init__(self, destination: Destination, host: str | Sequence[str] = "127.0.0.1",
-                 port: int = 5551, *,
-                 levels: Sequence[str] = (ALL_LEVELS,), flush_interval: float = 60.0,
-                 percentiles: Sequence[float] = DEFAULT_PERCENTILES, max_samples: int = DEFAULT_MAX_EXACT,
-                 status_port: int | None = None, self_level: str | None = SELF_LEVEL,
-                 broker_port: int | None = None, max_backlog: int | None = None,
-                 stop_timeout: float = 8.0, hwm: int = 100_000,
-                 max_message_size: int | None = None, rules: SeriesRules | None = None,
-                 backoff: Backoff | None = None, clock: Callable[[], float] = time.time,
-                 aggregation: dict | None = None, shard: Shard | None = None,
-                 lateness: float = DEFAULT_LATENESS, curve: ClientKeys | None = None) -> None:
+    def __init__(
+        self,
+        destination: Destination,
+        host: str | Sequence[str] = "127.0.0.1",
+        port: int = 5551,
+        *,
+        levels: Sequence[str] = (ALL_LEVELS,),
+        flush_interval: float = 60.0,
+        percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+        max_samples: int = DEFAULT_MAX_EXACT,
+        status_port: int | None = None,
+        self_level: str | None = SELF_LEVEL,
+        broker_port: int | None = None,
+        max_backlog: int | None = None,
+        stop_timeout: float = 8.0,
+        hwm: int = 100_000,
+        max_message_size: int | None = None,
+        rules: SeriesRules | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+        aggregation: dict[str, Any] | None = None,
+        shard: Shard | None = None,
+        lateness: float = DEFAULT_LATENESS,
+        curve: ClientKeys | None = None,
+    ) -> None:
         self.destination = destination
         self.name = destination.name
         #: every broker subscribed to (``--host`` repeated or a comma list, each HOST or HOST:PORT)
@@ -150,9 +170,17 @@ class Worker:
         self.clock = clock
         # max_samples: values kept exactly per series (--max-exact); aggregation: the Aggregator's
         # other options (relative_error, expire, max_buckets, set_max_exact)
-        self.aggregator = Aggregator(percentiles=percentiles, max_exact=max_samples,
-                                     keep_values=getattr(destination, "needs_values", False),
-                                     include_interval=True, **(aggregation or {}))
+        make_aggregator = functools.partial(
+            Aggregator,
+            percentiles=percentiles,
+            max_exact=max_samples,
+            keep_values=getattr(destination, "needs_values", False),
+            include_interval=True,
+            **(aggregation or {}),
+        )
+        self.aggregator: Aggregator | LevelAggregators = (
+            LevelAggregators(make_aggregator) if getattr(destination, "needs_level", False) else make_aggregator()
+        )
         self.rules = rules if rules else None
         self.status_port, self.stop_timeout = status_port, stop_timeout
         # No limit by default: the broker enforces --max-message-size on what clients send,
@@ -160,20 +188,34 @@ class Worker:
         self.hwm, self.max_message_size = hwm, max_message_size
         self.log = logging.getLogger(f"zibrato.{self.name}")
         # 15 minutes of intervals by default, so an outage that long loses nothing.
-        self.delivery = DeliveryQueue(destination, log=self.log, backoff=backoff,
-                                      max_backlog=max_backlog or max(16, int(900 / flush_interval) + 1))
+        self.delivery = DeliveryQueue(
+            destination,
+            log=self.log,
+            backoff=backoff,
+            max_backlog=max_backlog or max(16, int(900 / flush_interval) + 1),
+        )
         self._malformed_log = RateLimitedLog(self.log)
         self._late_log = RateLimitedLog(self.log, every=60.0)
-        self.figures_ = {"received": 0, "measurements": 0, "malformed": 0, "flushes": 0,
-                         "series_flushed": 0, "unread_at_stop": 0, "non_finite_dropped": 0,
-                         "last_flush": None, "last_flush_seconds": None, "last_received": None}
+        #: counts, and times or None (never yet): what `zibrato status` and self-metrics report
+        self.figures_: dict[str, Any] = {
+            "received": 0,
+            "measurements": 0,
+            "malformed": 0,
+            "flushes": 0,
+            "series_flushed": 0,
+            "unread_at_stop": 0,
+            "non_finite_dropped": 0,
+            "last_flush": None,
+            "last_flush_seconds": None,
+            "last_received": None,
+        }
         self.started = time.time()
         if self_level and not protocol.is_valid_level(self_level):
             raise ValueError(f"invalid self-metrics level {self_level!r}")
         #: the level this worker's own figures are published under (None: not published)
         self.self_level = self_level or None
         self.broker_port = broker_port
-        self._self_client = None
+        self._self_client: Zibrato | None = None
         #: since when the SUB socket has had no connection to the broker (None: connected)
         self._unconnected_since: float | None = time.monotonic()
         self._connections = 0  # live connections to brokers (the SUB may connect to several)
@@ -184,9 +226,9 @@ class Worker:
     def broker_endpoint(self) -> str:
         return ",".join(self.endpoints)
 
-    def figures(self) -> dict:
+    def figures(self) -> dict[str, Any]:
         """What `zibrato status` shows for this worker (called from the status thread)."""
-        f = dict(self.figures_)
+        f: dict[str, Any] = dict(self.figures_)
         now = time.time()
         problems = self._problems(now)
         destination = dict(self.destination.figures())
@@ -195,18 +237,32 @@ class Worker:
         schedule = self.schedule
         f.update(destination)
         f.update(self.delivery.figures())
-        f.update(role=self.name, broker=self.broker_endpoint, levels=list(self.levels),
-                 broker_connected=self._unconnected_since is None,
-                 flush_interval=self.flush_interval, series_held=len(self.aggregator),
-                 late_flushes=schedule.late_flushes, missed_boundaries=schedule.missed_boundaries,
-                 flush_lag_seconds=round(schedule.lag, 6), max_flush_lag_seconds=round(schedule.max_lag, 6),
-                 uptime_seconds=round(now - self.started, 3), healthy=not problems, problems=problems,
-                 summaries_merged=self.aggregator.summaries_merged,
-                 late_summaries=self.aggregator.late_summaries, lateness=self.lateness,
-                 shard=None if self.shard is None else str(self.shard), curve=self.curve is not None)
+        f.update(
+            role=self.name,
+            broker=self.broker_endpoint,
+            levels=list(self.levels),
+            broker_connected=self._unconnected_since is None,
+            flush_interval=self.flush_interval,
+            series_held=len(self.aggregator),
+            late_flushes=schedule.late_flushes,
+            missed_boundaries=schedule.missed_boundaries,
+            flush_lag_seconds=round(schedule.lag, 6),
+            max_flush_lag_seconds=round(schedule.max_lag, 6),
+            uptime_seconds=round(now - self.started, 3),
+            healthy=not problems,
+            problems=problems,
+            summaries_merged=self.aggregator.summaries_merged,
+            late_summaries=self.aggregator.late_summaries,
+            lateness=self.lateness,
+            shard=None if self.shard is None else str(self.shard),
+            curve=self.curve is not None,
+        )
         if self.rules:
-            f.update(rules=self.rules.describe(), measurements_dropped_by_rules=self.rules.measurements_dropped,
-                     tags_dropped_by_rules=self.rules.tags_dropped)
+            f.update(
+                rules=self.rules.describe(),
+                measurements_dropped_by_rules=self.rules.measurements_dropped,
+                tags_dropped_by_rules=self.rules.tags_dropped,
+            )
         return f
 
     def _problems(self, now: float) -> list[str]:
@@ -217,13 +273,17 @@ class Worker:
         heard = f["last_received"] or self.started
         unconnected = self._unconnected_since
         if unconnected is not None and time.monotonic() - unconnected > _UNCONNECTED_SECONDS:
-            problems.append(f"not connected to the broker at {self.broker_endpoint} for "
-                            f"{time.monotonic() - unconnected:.0f} s: is it running there "
-                            "(--host, --port)?")
+            problems.append(
+                f"not connected to the broker at {self.broker_endpoint} for "
+                f"{time.monotonic() - unconnected:.0f} s: is it running there "
+                "(--host, --port)?"
+            )
         elif now - heard > silent_after:
-            problems.append(f"nothing received from the broker at {self.broker_endpoint} for "
-                            f"{now - heard:.0f} s: is the broker running there (--host, --port), "
-                            "and is anything sending?")
+            problems.append(
+                f"nothing received from the broker at {self.broker_endpoint} for "
+                f"{now - heard:.0f} s: is the broker running there (--host, --port), "
+                "and is anything sending?"
+            )
         backlog, most = self.delivery.backlog, self.delivery.max_backlog
         if backlog > most // 2:
             problems.append(f"delivery backlog {backlog} of {most} intervals")
@@ -248,8 +308,13 @@ class Worker:
         monitor = sub.get_monitor_socket(_MONITORED)
         status.start()
         delivery = self.delivery.start()
-        self.log.info("%s worker: levels %s from %s, flushing every %g s", self.name,
-                      ",".join(self.levels), self.broker_endpoint, self.flush_interval)
+        self.log.info(
+            "%s worker: levels %s from %s, flushing every %g s",
+            self.name,
+            ",".join(self.levels),
+            self.broker_endpoint,
+            self.flush_interval,
+        )
         stopped = None
         try:
             self.schedule.start()
@@ -302,7 +367,7 @@ class Worker:
         started = time.perf_counter()
         return self._deliver(*held, self.aggregator.flush_held(), started)
 
-    def _deliver(self, start: float, end: float, summaries: list[dict], started: float) -> Interval:
+    def _deliver(self, start: float, end: float, summaries: list[dict[str, Any]], started: float) -> Interval:
         self._count_non_finite()
         interval = Interval(start, end, summaries)
         self.delivery.put(interval)
@@ -320,12 +385,13 @@ class Worker:
         if dropped:
             self.figures_["non_finite_dropped"] = self.aggregator.non_finite_dropped
             names = ", ".join(protocol._short(name) for name in self.aggregator.last_non_finite[-dropped:])
-            self._malformed_log.warning("dropped %d series' interval: a sum overflowed to a non-finite "
-                                        "number (%s)", dropped, names)
+            self._malformed_log.warning(
+                "dropped %d series' interval: a sum overflowed to a non-finite number (%s)", dropped, names
+            )
 
     # --- receive loop ------------------------------------------------------------------
 
-    def _subscribe(self, context: zmq.Context) -> zmq.Socket:
+    def _subscribe(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
         sub = context.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, self.hwm)
         if self.max_message_size is not None:
@@ -351,8 +417,9 @@ class Worker:
             return [prefix for level in self.levels for prefix in self.shard.subscriptions(level)]
         return [protocol.topic(level) for level in self.levels]
 
-    def _receive_until(self, stop: threading.Event, sub: zmq.Socket,
-                       monitor: zmq.Socket | None = None) -> None:
+    def _receive_until(
+        self, stop: threading.Event, sub: zmq.Socket[bytes], monitor: zmq.Socket[bytes] | None = None
+    ) -> None:
         """Receive, flushing at each boundary, until ``stop``; follow the connection to the broker."""
         schedule = self.schedule
         poller = zmq.Poller()
@@ -363,7 +430,7 @@ class Worker:
             wait = min(schedule.seconds_to_boundary(), _POLL_MS / 1000)
             if self._hold_until is not None:
                 wait = min(wait, max(0.0, self._hold_until - self.clock()))
-            ready = dict(poller.poll(wait * 1000))
+            ready = dict(poller.poll(int(wait * 1000)))  # ms, as pyzmq truncates
             if sub in ready:
                 self._receive_available(sub)
             if monitor is not None and monitor in ready:
@@ -377,9 +444,13 @@ class Worker:
                     self._late_log.warning(
                         "flush of the interval at %s ran %.2f s late (%d late flushes, %d boundaries "
                         "merged so far): the worker is not keeping up with what it receives",
-                        iso(due[1]), schedule.lag, schedule.late_flushes, schedule.missed_boundaries)
+                        iso(due[1]),
+                        schedule.lag,
+                        schedule.late_flushes,
+                        schedule.missed_boundaries,
+                    )
 
-    def _connection_changed(self, monitor: zmq.Socket) -> None:
+    def _connection_changed(self, monitor: zmq.Socket[bytes]) -> None:
         """A connection to the broker came or went (libzmq's socket monitor)."""
         while monitor.poll(0):
             event = recv_monitor_message(monitor)["event"]
@@ -394,10 +465,9 @@ class Worker:
                 if self._connections or self._unconnected_since is not None:
                     continue
                 self._unconnected_since = time.monotonic()
-                self.log.warning("lost the connection to the broker at %s; reconnecting",
-                                 self.broker_endpoint)
+                self.log.warning("lost the connection to the broker at %s; reconnecting", self.broker_endpoint)
 
-    def _receive_what_is_queued(self, sub: zmq.Socket, read_until: float) -> None:
+    def _receive_what_is_queued(self, sub: zmq.Socket[bytes], read_until: float) -> None:
         """On stop: take what the broker sends, until quiet, so the final flush has it.
 
         ``supervisorctl stop all`` signals the broker and the workers at once,
@@ -407,7 +477,7 @@ class Worker:
         cannot read by then is counted (``unread_at_stop``) and logged, never
         dropped silently.
         """
-        while time.monotonic() < read_until and sub.poll(_STOP_QUIET_SECONDS * 1000):
+        while time.monotonic() < read_until and sub.poll(int(_STOP_QUIET_SECONDS * 1000)):
             self._receive_available(sub)
         left = 0
         give_up = time.monotonic() + min(1.0, self.stop_timeout / 8)
@@ -422,11 +492,15 @@ class Worker:
         if left:
             self.figures_["unread_at_stop"] += left
             more = " at least" if time.monotonic() >= give_up else ""
-            self.log.error("stopping:%s %d messages queued from the broker were not read within "
-                           "half the stop budget (%g s) and are lost (unread_at_stop)", more, left,
-                           self.stop_timeout / 2)
+            self.log.error(
+                "stopping:%s %d messages queued from the broker were not read within "
+                "half the stop budget (%g s) and are lost (unread_at_stop)",
+                more,
+                left,
+                self.stop_timeout / 2,
+            )
 
-    def _receive_available(self, sub: zmq.Socket, limit: int = 10_000) -> None:
+    def _receive_available(self, sub: zmq.Socket[bytes], limit: int = 10_000) -> None:
         """Take what is queued now, bounded in count and time so that flushes stay on schedule."""
         until = time.perf_counter() + _BATCH_SECONDS
         received = 0
@@ -472,18 +546,22 @@ class Worker:
         except (ValueError, TypeError, KeyError) as error:  # e.g. two sketches that cannot merge
             self._malformed(f"cannot aggregate ({error.__class__.__name__}: {error})")
 
-    def _aggregate(self, batch: protocol.Batch, records: Sequence) -> float:
-        """Feed validated records to the aggregator; the observations they hold."""
-        return self.aggregator.add_records(records)
+    def _aggregate(self, batch: protocol.Batch, records: Sequence[Sequence[Any]]) -> float:
+        """Feed validated records to the aggregator (the level's, when levels are kept apart)."""
+        aggregator = self.aggregator
+        if isinstance(aggregator, LevelAggregators):
+            aggregator = aggregator.level(batch.level)
+        return aggregator.add_records(records)
 
-    def _discard_rest(self, sub: zmq.Socket) -> None:
+    def _discard_rest(self, sub: zmq.Socket[bytes]) -> None:
         while sub.getsockopt(zmq.RCVMORE):
             sub.recv()
 
     def _malformed(self, reason: str) -> None:
         self.figures_["malformed"] += 1
-        self._malformed_log.warning("dropped malformed message: %s (%d malformed so far)",
-                                    printable(reason), self.figures_["malformed"])
+        self._malformed_log.warning(
+            "dropped malformed message: %s (%d malformed so far)", printable(reason), self.figures_["malformed"]
+        )
 
     def _final_flush(self) -> None:
         """On stop: the partial interval is flushed too (the last minute must not be lost)."""
@@ -501,25 +579,31 @@ class Worker:
 
     # --- self-observation -----------------------------------------------------------
 
-    def _make_self_client(self):
+    def _make_self_client(self) -> Zibrato | None:
         """Workers measure themselves through the broker, under their own level."""
         if not self.self_level:
             return None
         from . import Zibrato  # the public client, however zibrato.client is laid out
+
         port = self.broker_port if self.broker_port is not None else self.port - 1
-        return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()},
-                       curve_keys=self.curve)
+        return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()}, curve_keys=self.curve)
 
     def self_figures(self, series: int) -> dict[str, float]:
         """The gauges this worker publishes about itself after each flush."""
         f, q, s = self.figures_, self.delivery.counts, self.schedule
-        figures = {"received": f["received"], "malformed": f["malformed"],
-                   "measurements": f["measurements"], "series_flushed": series,
-                   "backlog": self.delivery.backlog, "dropped_intervals": q["dropped_intervals"],
-                   "cut_off_intervals": q["cut_off_intervals"], "late_flushes": s.late_flushes,
-                   "non_finite_dropped": f["non_finite_dropped"],
-                   "late_summaries": self.aggregator.late_summaries,
-                   "flush_lag": s.lag}
+        figures = {
+            "received": f["received"],
+            "malformed": f["malformed"],
+            "measurements": f["measurements"],
+            "series_flushed": series,
+            "backlog": self.delivery.backlog,
+            "dropped_intervals": q["dropped_intervals"],
+            "cut_off_intervals": q["cut_off_intervals"],
+            "late_flushes": s.late_flushes,
+            "non_finite_dropped": f["non_finite_dropped"],
+            "late_summaries": self.aggregator.late_summaries,
+            "flush_lag": s.lag,
+        }
         keys = getattr(self.destination, "self_figures", ())
         own = self.destination.figures() if keys else {}
         for key in keys:
@@ -529,10 +613,10 @@ class Worker:
         return figures
 
     def _report_self(self, series: int, elapsed: float) -> None:
-        client = self._self_client
-        if client is None:
+        client, level = self._self_client, self.self_level
+        if client is None or level is None:  # made only when there is a self level
             return
-        level, prefix = self.self_level, f"zibrato.{self.name}"
+        prefix = f"zibrato.{self.name}"
         for key, value in self.self_figures(series).items():
             client.gauge(level, f"{prefix}.{key}", value)
         client.timing(level, f"{prefix}.flush_duration", elapsed)
@@ -604,7 +688,7 @@ def _port_of(text: str, part: str) -> int:
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
     """'tcp://[::1]:5551' -> ('::1', 5551)."""
-    host, _, port = endpoint[len("tcp://"):].rpartition(":")
+    host, _, port = endpoint[len("tcp://") :].rpartition(":")
     return host.strip("[]"), int(port)
 
 
@@ -612,6 +696,15 @@ def _hostname() -> str:
     return _socket.gethostname().split(".")[0] or str(os.getpid())
 
 
-__all__ = ["ALL_LEVELS", "DEFAULT_LATENESS", "DEFAULT_PERCENTILES", "parse_hosts", "split_endpoint",
-           "SELF_LEVEL", "Schedule", "Worker", "parse_levels",
-           "parse_percentiles"]
+__all__ = [
+    "ALL_LEVELS",
+    "DEFAULT_LATENESS",
+    "DEFAULT_PERCENTILES",
+    "parse_hosts",
+    "split_endpoint",
+    "SELF_LEVEL",
+    "Schedule",
+    "Worker",
+    "parse_levels",
+    "parse_percentiles",
+]

@@ -2,19 +2,29 @@
 
 Used by tests/test_web_browser.py and by bin/web-screenshot (which makes docs/web.png).
 """
+
 from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--no-first-run", "--disable-extensions", "--window-size=1280,900")
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-extensions",
+    "--window-size=1280,900",
+)
 
 
 def missing() -> str | None:
@@ -30,7 +40,7 @@ def missing() -> str | None:
 
 
 @contextmanager
-def chromium(width: int = 1280, height: int = 900) -> Iterator["object"]:
+def chromium(width: int = 1280, height: int = 900) -> Iterator[object]:
     """A selenium WebDriver on a fresh, temporary profile; quit and removed afterwards."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -7,17 +7,17 @@ test's own directory, loopback listeners on free ports), runs ``carbon-cache
 connections. Carbon writes whisper files asynchronously, so tests read them
 with :meth:`Carbon.wait_for_points`, which polls until the expected points are there.
 """
+
 from __future__ import annotations
 
 import hashlib
 import shutil
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from .daemons import free_ports, wait_until
+from .daemons import free_ports, stop_process, wait_until
 
 CARBON_CACHE = "carbon-cache"
 RETENTION = "1s:1h"
@@ -53,8 +53,7 @@ class Carbon:
         return f"127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
-        (self.root / "storage-schemas.conf").write_text(
-            f"[everything]\npattern = .*\nretentions = {RETENTION}\n")
+        (self.root / "storage-schemas.conf").write_text(f"[everything]\npattern = .*\nretentions = {RETENTION}\n")
         config = self.root / "carbon.conf"
         config.write_text(f"""[cache]
 STORAGE_DIR = {self.storage}/
@@ -80,27 +79,34 @@ GRAPHITE_URL = http://127.0.0.1:1
 """)
         return config
 
-    def start(self, timeout: float = 20.0) -> "Carbon":
+    def start(self, timeout: float = 20.0) -> Carbon:
         assert self.process is None or self.process.poll() is not None, "carbon is running"
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [CARBON_CACHE, f"--config={self.config}", f"--pidfile={self.storage}/carbon.pid",
-                 f"--logdir={self.storage}/log", "--nodaemon", "start"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        wait_until(lambda: self._accepting() or self.process.poll() is not None, timeout,
-                   interval=0.05, message=f"carbon-cache listening on {self.address}")
+                [
+                    CARBON_CACHE,
+                    f"--config={self.config}",
+                    f"--pidfile={self.storage}/carbon.pid",
+                    f"--logdir={self.storage}/log",
+                    "--nodaemon",
+                    "start",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        wait_until(
+            lambda: self._accepting() or self.process.poll() is not None,
+            timeout,
+            interval=0.05,
+            message=f"carbon-cache listening on {self.address}",
+        )
         if self.process.poll() is not None:
             raise RuntimeError(f"carbon-cache exited ({self.process.returncode}):\n{self.log}")
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     @property
@@ -142,14 +148,22 @@ GRAPHITE_URL = http://127.0.0.1:1
     def wait_for_points(self, metric: str, count: int = 1, timeout: float = 15.0) -> dict[int, float]:
         """Poll until ``metric`` has at least ``count`` points; return them."""
         try:
-            wait_until(lambda: len(self.points(metric)) >= count, timeout, interval=0.1,
-                       message=f"{count} points of {metric} in whisper")
+            wait_until(
+                lambda: len(self.points(metric)) >= count,
+                timeout,
+                interval=0.1,
+                message=f"{count} points of {metric} in whisper",
+            )
         except AssertionError as error:
-            raise AssertionError(f"{error}; metrics so far: {self.metrics()}; carbon's log ends:\n"
-                                 f"{self.log[-2000:]}") from None
+            raise AssertionError(
+                f"{error}; metrics so far: {self.metrics()}; carbon's log ends:\n{self.log[-2000:]}"
+            ) from None
         return self.points(metric)
 
     def metrics(self) -> list[str]:
         """Every untagged metric path carbon has created so far."""
-        return sorted(".".join(p.relative_to(self.whisper_dir).with_suffix("").parts)
-                      for p in self.whisper_dir.rglob("*.wsp") if "_tagged" not in p.parts)
+        return sorted(
+            ".".join(p.relative_to(self.whisper_dir).with_suffix("").parts)
+            for p in self.whisper_dir.rglob("*.wsp")
+            if "_tagged" not in p.parts
+        )

@@ -1,4 +1,5 @@
 """Run the real console scripts as subprocesses, and wait on what they print."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 BIN = Path(sys.executable).parent
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02,
-               message: str = "condition") -> object:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
+) -> object:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -61,10 +63,9 @@ class Daemon:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> "Daemon":
+    def start(self) -> Daemon:
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
-            self.process = subprocess.Popen(self.argv, stdout=out, stderr=err, env=self.env,
-                                            stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(self.argv, stdout=out, stderr=err, env=self.env, stdin=subprocess.DEVNULL)
         return self
 
     @property
@@ -75,7 +76,8 @@ class Daemon:
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
 
-    def wait_for_log(self, text: str, timeout: float = 10.0) -> None:
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        # generous: a daemon starting under coverage on a loaded 2-core machine can take seconds
         wait_until(lambda: text in self.stderr or self._died(), timeout, message=f"{text!r} in {self.name} log")
         if text not in self.stderr:
             raise AssertionError(f"{self.name} exited ({self.process.returncode}):\n{self.stderr}")
@@ -90,20 +92,32 @@ class Daemon:
         return self.process.wait(timeout)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def _died(self) -> bool:
         return self.process.poll() is not None
 
 
-def run_script(script: str, *args: object, timeout: float = 30.0, env: dict | None = None,
-               input: str | None = None) -> subprocess.CompletedProcess:
+def stop_process(process: subprocess.Popen | None, timeout: float = 15.0) -> None:
+    """TERM a server the tests started, wait for it to end; KILL it after ``timeout``."""
+    if process is not None and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def run_script(
+    script: str, *args: object, timeout: float = 30.0, env: dict | None = None, input: str | None = None
+) -> subprocess.CompletedProcess:
     """Run a console script to completion, capturing its output."""
-    return subprocess.run([str(BIN / script), *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, input=input)
+    return subprocess.run(
+        [str(BIN / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        input=input,
+    )

@@ -41,9 +41,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 STATSD_VERSION = "0.9.0"
 STATSD_DIR = Path(__file__).resolve().parents[1] / "statsd"
@@ -128,12 +128,12 @@ class EtsyStatsd:
         flush_interval_ms: int = 200,
         protocol: str = "udp",
         percent_thresholds: Iterable[float] = (90, 95),
-        port: Optional[int] = None,
-        mgmt_port: Optional[int] = None,
+        port: int | None = None,
+        mgmt_port: int | None = None,
         *,
         delete_idle_stats: bool = True,
         delete_gauges: bool = False,
-        extra_config: Optional[dict] = None,
+        extra_config: dict | None = None,
         start_timeout: float = 10.0,
         statsd_dir: Path = STATSD_DIR,
         node: str = "node",
@@ -159,7 +159,7 @@ class EtsyStatsd:
         self.config_file = self.workdir / "config.js"
         self.capture_file = self.workdir / "flushes.jsonl"
         self.log_file = self.workdir / "statsd.log"
-        self._proc: Optional[subprocess.Popen] = None
+        self._proc: subprocess.Popen | None = None
 
     # -- life cycle ---------------------------------------------------------
 
@@ -167,7 +167,7 @@ class EtsyStatsd:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self) -> "EtsyStatsd":
+    def start(self) -> EtsyStatsd:
         """Start statsd; return once its admin console answers."""
         if self._proc is not None:
             raise RuntimeError("statsd is already running")
@@ -201,7 +201,7 @@ class EtsyStatsd:
         if self._proc is not None:
             self._terminate()
 
-    def __enter__(self) -> "EtsyStatsd":
+    def __enter__(self) -> EtsyStatsd:
         return self.start()
 
     def __exit__(self, *exc_info) -> bool:
@@ -219,7 +219,7 @@ class EtsyStatsd:
         # A line is complete once its newline is written.
         return [json.loads(line) for line in text.split("\n")[:-1] if line]
 
-    def totals(self, flushes: Optional[Iterable[dict]] = None) -> Totals:
+    def totals(self, flushes: Iterable[dict] | None = None) -> Totals:
         """:func:`totals_of` the given flushes, by default all of them."""
         return totals_of(self.flushes() if flushes is None else flushes)
 
@@ -343,8 +343,12 @@ class EtsyStatsd:
             log.write(f"--- starting statsd on {self.protocol} {self.port}, admin {self.mgmt_port}\n".encode())
             log.flush()
             self._proc = subprocess.Popen(
-                [node, "--no-deprecation", str(self.statsd_dir / "node_modules" / "statsd" / "stats.js"),
-                 str(self.config_file)],
+                [
+                    node,
+                    "--no-deprecation",
+                    str(self.statsd_dir / "node_modules" / "statsd" / "stats.js"),
+                    str(self.config_file),
+                ],
                 cwd=str(self.statsd_dir),
                 stdin=subprocess.DEVNULL,
                 stdout=log,

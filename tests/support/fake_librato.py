@@ -58,8 +58,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Optional
+from typing import Any
 
 __all__ = ["FakeLibrato"]
 
@@ -87,18 +88,41 @@ MAX_FUTURE_SECONDS = 15 * 60
 MAX_PAST_SECONDS = 365 * 24 * 3600
 
 LEGACY_TOP_LEVEL_KEYS = frozenset({"gauges", "counters", "source", "measure_time"})
-LEGACY_MEASUREMENT_KEYS = frozenset({
-    "name", "value", "source", "measure_time",
-    "count", "sum", "min", "max", "sum_squares",
-    "period", "attributes",
-})
+LEGACY_MEASUREMENT_KEYS = frozenset(
+    {
+        "name",
+        "value",
+        "source",
+        "measure_time",
+        "count",
+        "sum",
+        "min",
+        "max",
+        "sum_squares",
+        "period",
+        "attributes",
+    }
+)
 LEGACY_SUMMARY_KEYS = ("sum", "min", "max", "sum_squares")  # only with count
 
 TAGGED_TOP_LEVEL_KEYS = frozenset({"measurements", "tags", "time", "period"})
-TAGGED_MEASUREMENT_KEYS = frozenset({
-    "name", "value", "tags", "time", "period", "attributes",
-    "count", "sum", "min", "max", "last", "stddev", "stddev_m2",
-})
+TAGGED_MEASUREMENT_KEYS = frozenset(
+    {
+        "name",
+        "value",
+        "tags",
+        "time",
+        "period",
+        "attributes",
+        "count",
+        "sum",
+        "min",
+        "max",
+        "last",
+        "stddev",
+        "stddev_m2",
+    }
+)
 TAGGED_SUMMARY_KEYS = ("sum", "min", "max", "last", "stddev", "stddev_m2")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -108,7 +132,7 @@ _POLL = 0.05  # wait_for re-checks its predicate at least this often
 class _Rejection(Exception):
     """Answer the request with ``status`` and JSON ``body``; accept nothing."""
 
-    def __init__(self, status: int, body: Optional[dict], headers: tuple = (), close: bool = False):
+    def __init__(self, status: int, body: dict | None, headers: tuple = (), close: bool = False):
         super().__init__(status)
         self.status = status
         self.body = body
@@ -136,11 +160,12 @@ class _Params:
 
 # --------------------------------------------------------------------------- checks
 
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _number_problem(value: Any) -> Optional[str]:
+def _number_problem(value: Any) -> str | None:
     """Why ``value`` is not an acceptable number, or None."""
     if not _is_number(value):
         return f"must be a number, got {value!r}"
@@ -155,7 +180,7 @@ def _number_problem(value: Any) -> Optional[str]:
     return None
 
 
-def _name_problem(value: Any, what: str) -> Optional[str]:
+def _name_problem(value: Any, what: str) -> str | None:
     if not isinstance(value, str):
         return f"{what} must be a string, got {value!r}"
     if not NAME_RE.fullmatch(value):
@@ -163,7 +188,7 @@ def _name_problem(value: Any, what: str) -> Optional[str]:
     return None
 
 
-def _time_problem(value: Any, now: float, max_future: float, max_past: float) -> Optional[str]:
+def _time_problem(value: Any, now: float, max_future: float, max_past: float) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool):
         return f"must be an integer of Unix seconds, got {value!r}"
     if value > now + max_future:
@@ -173,7 +198,7 @@ def _time_problem(value: Any, now: float, max_future: float, max_past: float) ->
     return None
 
 
-def _period_problem(value: Any) -> Optional[str]:
+def _period_problem(value: Any) -> str | None:
     # Librato's docs: "period ... is an integer value that describes (in seconds)".
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         return f"must be a positive integer of seconds, got {value!r}"
@@ -182,11 +207,17 @@ def _period_problem(value: Any) -> Optional[str]:
 
 # --------------------------------------------------------------------------- the fake
 
+
 class FakeLibrato:
     """A local HTTP server that checks posts like the Librato Metrics API v1 and records them."""
 
-    def __init__(self, user: str = "user@example.com", token: str = "secret-token",
-                 max_batch: int = 300, tags_enabled: bool = False) -> None:
+    def __init__(
+        self,
+        user: str = "user@example.com",
+        token: str = "secret-token",
+        max_batch: int = 300,
+        tags_enabled: bool = False,
+    ) -> None:
         """Credentials the server accepts, the strict batch limit, and whether the tagged API is on."""
         self.user = user
         self.token = token
@@ -200,14 +231,14 @@ class FakeLibrato:
         self._measurements: dict[tuple, dict] = {}
         self._overwrites = 0
         self._requests: list[dict] = []
-        self._failures: list[tuple[int, Optional[dict], tuple]] = []
-        self._outage: Optional[int] = None
+        self._failures: list[tuple[int, dict | None, tuple]] = []
+        self._outage: int | None = None
         self._delays: list[float] = []
         self._rejected_names: set[str] = set()
-        self._server: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._port: Optional[int] = None
+        self._port: int | None = None
 
     # ------------------------------------------------------------------ life cycle
     @property
@@ -217,7 +248,7 @@ class FakeLibrato:
             raise RuntimeError("FakeLibrato is not started")
         return f"http://{HOST}:{self._port}"
 
-    def start(self) -> "FakeLibrato":
+    def start(self) -> FakeLibrato:
         """Listen (on a free port the first time, on the same port after a stop) and serve in a daemon thread."""
         with self._cond:
             if self._server is not None:
@@ -226,8 +257,12 @@ class FakeLibrato:
             server = _Server((HOST, self._port or 0), _Handler, self)
             self._port = server.server_address[1]
             self._server = server
-            self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01},
-                                            name=f"FakeLibrato:{self._port}", daemon=True)
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.01},
+                name=f"FakeLibrato:{self._port}",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
@@ -245,7 +280,7 @@ class FakeLibrato:
         if thread is not None:
             thread.join(timeout=5)
 
-    def __enter__(self) -> "FakeLibrato":
+    def __enter__(self) -> FakeLibrato:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -301,8 +336,7 @@ class FakeLibrato:
                     self._cond.wait(min(remaining, _POLL))
 
     # ------------------------------------------------------------------ failure injection
-    def fail_next(self, n: int, status: int = 500, body: Optional[dict] = None,
-                  headers: Optional[dict] = None) -> None:
+    def fail_next(self, n: int, status: int = 500, body: dict | None = None, headers: dict | None = None) -> None:
         """The next ``n`` POSTs answer ``status`` (with ``body``, or a Librato-style error, and
         ``headers``, e.g. ``{"Retry-After": "1"}``) and accept nothing."""
         _check_status(status)
@@ -338,7 +372,7 @@ class FakeLibrato:
             self._rejected_names.add(name)
 
     # ------------------------------------------------------------------ internals
-    def _take_injection(self) -> Optional[tuple]:
+    def _take_injection(self) -> tuple | None:
         """One POST's injected behaviour: ("delay", s), ("fail", status, body, headers) or None."""
         with self._cond:
             if self._delays:
@@ -361,15 +395,14 @@ class FakeLibrato:
     def _store(self, measurement: dict, arrival: int) -> None:
         """Keep the last value per series and second, as Librato does."""
         if measurement["kind"] == "tagged":
-            key = (measurement["name"], tuple(sorted(measurement["tags"].items())),
-                   measurement.get("time", arrival))
+            key = (measurement["name"], tuple(sorted(measurement["tags"].items())), measurement.get("time", arrival))
         else:
             key = (measurement["name"], measurement.get("source"), measurement.get("measure_time", arrival))
         if self._measurements.pop(key, None) is not None:
             self._overwrites += 1
         self._measurements[key] = measurement
 
-    def _check_auth(self, header: Optional[str]) -> None:
+    def _check_auth(self, header: str | None) -> None:
         challenge = (("WWW-Authenticate", 'Basic realm="Librato API"'),)
         if not header:
             raise _request_error(401, "Authorization Required", headers=challenge)
@@ -389,8 +422,7 @@ class FakeLibrato:
         if problem:
             params.add("name", f"{where}: {problem}")
         elif name in self._rejected_names:
-            params.add("name", f"{where}: measurements named {name!r} are rejected "
-                               f"(FakeLibrato.reject_name)")
+            params.add("name", f"{where}: measurements named {name!r} are rejected (FakeLibrato.reject_name)")
 
     def _check_time(self, value: Any, field: str, where: str, now: float, params: _Params) -> None:
         problem = _time_problem(value, now, self.max_future_seconds, self.max_past_seconds)
@@ -472,8 +504,10 @@ class FakeLibrato:
         has_value, has_count = "value" in item, "count" in item
         summary_keys = [k for k in LEGACY_SUMMARY_KEYS if k in item]
         if kind == "counter" and (has_count or summary_keys):
-            params.add("count" if has_count else summary_keys[0],
-                       f"{where}: counters take only 'value' (count/sum/min/max/sum_squares are for gauges)")
+            params.add(
+                "count" if has_count else summary_keys[0],
+                f"{where}: counters take only 'value' (count/sum/min/max/sum_squares are for gauges)",
+            )
             return
         if has_value and has_count:
             params.add("value", f"{where}: give either 'value' or 'count' with 'sum', not both")
@@ -607,8 +641,11 @@ class FakeLibrato:
             if value is None and allow_null:
                 continue
             if not isinstance(value, str) or not TAG_VALUE_RE.fullmatch(value):
-                params.add("tags", f"{where}: tag {name!r}: value {value!r} must be a string of "
-                                   f"1-255 characters of A-Za-z0-9_.:- and space")
+                params.add(
+                    "tags",
+                    f"{where}: tag {name!r}: value {value!r} must be a string of "
+                    f"1-255 characters of A-Za-z0-9_.:- and space",
+                )
                 ok = False
         return ok
 
@@ -631,6 +668,7 @@ def _reject_json_constant(name: str) -> Any:
 
 
 # --------------------------------------------------------------------------- HTTP plumbing
+
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -693,8 +731,7 @@ class _Handler(BaseHTTPRequestHandler):
             if path not in (LEGACY_PATH, TAGGED_PATH):
                 raise _request_error(404, f"Not Found: {self.command} {path}")
             if self.command != "POST":
-                raise _request_error(405, f"Method Not Allowed: {self.command} {path}",
-                                     headers=(("Allow", "POST"),))
+                raise _request_error(405, f"Method Not Allowed: {self.command} {path}", headers=(("Allow", "POST"),))
             injected = fake._take_injection()
             if injected and injected[0] == "delay":
                 fake._stopping.wait(injected[1])
@@ -710,8 +747,14 @@ class _Handler(BaseHTTPRequestHandler):
             payload = self._parse_json(raw)
             if tagged:
                 accepted = fake._validate_tagged(payload)
-                status, response = 202, {"measurements": {"summary": {
-                    "total": len(accepted), "accepted": len(accepted), "failed": 0, "filtered": 0}}}
+                status, response = (
+                    202,
+                    {
+                        "measurements": {
+                            "summary": {"total": len(accepted), "accepted": len(accepted), "failed": 0, "filtered": 0}
+                        }
+                    },
+                )
             else:
                 accepted = fake._validate_legacy(payload)
                 status, response = 200, None
@@ -724,15 +767,18 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # a bug in the fake: say so loudly, accept nothing
             accepted = []
             status, response, headers = 500, {"errors": {"system": [f"FakeLibrato bug: {exc!r}"]}}, ()
-        fake._record({
-            "method": self.command,
-            "path": raw_path,
-            "status": status,
-            "headers": dict(self.headers.items()),
-            "body": _decode_for_record(raw),
-            "response": copy.deepcopy(response),
-            "received": received,
-        }, accepted)
+        fake._record(
+            {
+                "method": self.command,
+                "path": raw_path,
+                "status": status,
+                "headers": dict(self.headers.items()),
+                "body": _decode_for_record(raw),
+                "response": copy.deepcopy(response),
+                "received": received,
+            },
+            accepted,
+        )
         self._respond(status, response, headers)
 
     def _read_body(self) -> bytes:
@@ -790,7 +836,7 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError as exc:
             raise _request_error(400, f"The body is not valid JSON: {exc}") from None
 
-    def _respond(self, status: int, body: Optional[dict], headers: tuple) -> None:
+    def _respond(self, status: int, body: dict | None, headers: tuple) -> None:
         data = b"" if body is None else json.dumps(body).encode("utf-8")
         try:
             self.send_response(status)

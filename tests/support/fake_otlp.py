@@ -29,6 +29,7 @@ stores nothing, and is kept in :attr:`FakeOtlp.violations` (tests assert it
 stays empty). Failures can be scripted (:meth:`FakeOtlp.script`): a status
 with a ``Retry-After``, a rejection with a message, or a partial success.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -36,17 +37,18 @@ import math
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
     ExportMetricsServiceResponse,
 )
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
+
+from zibrato.backends.otlp import _Status
 
 __all__ = ["FakeOtlp", "Fail", "Partial", "status_message"]
 
@@ -56,21 +58,7 @@ DELTA, CUMULATIVE = pb.AGGREGATION_TEMPORALITY_DELTA, pb.AGGREGATION_TEMPORALITY
 _TOLERANCE = 1e-9
 
 
-def _status_class():
-    """google.rpc.Status, built here: it is not part of opentelemetry-proto."""
-    proto = descriptor_pb2.FileDescriptorProto(name="fake_otlp_status.proto", package="google.rpc",
-                                               syntax="proto3")
-    message = proto.message_type.add(name="Status")
-    message.field.add(name="code", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
-                      label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
-    message.field.add(name="message", number=2, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-                      label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status"))
-
-
-Status = _status_class()
+Status = _Status  # google.rpc.Status as zibrato.backends.otlp defines it (not in opentelemetry-proto)
 
 
 def status_message(body: bytes) -> str:
@@ -122,13 +110,17 @@ class Point:
 class FakeOtlp:
     """``with FakeOtlp() as otlp: ... otlp.url ...``: an OTLP/HTTP receiver on 127.0.0.1."""
 
-    def __init__(self, max_points: int | None = None, tls: tuple[str, str] | None = None,
-                 required_headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        max_points: int | None = None,
+        tls: tuple[str, str] | None = None,
+        required_headers: dict[str, str] | None = None,
+    ) -> None:
         self.max_points = max_points
         self.required_headers = dict(required_headers or {})
         self.requests: list[ExportMetricsServiceRequest] = []
-        self.headers: list[dict] = []          # of every request that reached the handler
-        self.attempts: list[float] = []        # monotonic arrival time of every POST
+        self.headers: list[dict] = []  # of every request that reached the handler
+        self.attempts: list[float] = []  # monotonic arrival time of every POST
         self.violations: list[str] = []
         self._script: list[Fail | Partial | None] = []
         self._outage: Fail | None = None
@@ -146,7 +138,7 @@ class FakeOtlp:
 
     # --- life -----------------------------------------------------------------
 
-    def __enter__(self) -> "FakeOtlp":
+    def __enter__(self) -> FakeOtlp:
         self._thread.start()
         return self
 
@@ -194,8 +186,10 @@ class FakeOtlp:
                     return value
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise AssertionError(f"timed out after {timeout} s; violations: {self.violations}; "
-                                         f"{len(self.requests)} requests accepted")
+                    raise AssertionError(
+                        f"timed out after {timeout} s; violations: {self.violations}; "
+                        f"{len(self.requests)} requests accepted"
+                    )
                 self._cond.wait(min(remaining, 0.1))
 
     # --- the server -----------------------------------------------------------------
@@ -328,24 +322,27 @@ class FakeOtlp:
             streams[stream] = (point.start_time_unix_nano, point.time_unix_nano, value)
         return len(data.data_points)
 
-    def _check_stream(self, stream: tuple, point, temporality: int, value: float, monotonic: bool,
-                      where: str) -> None:
+    def _check_stream(self, stream: tuple, point, temporality: int, value: float, monotonic: bool, where: str) -> None:
         previous = self._streams.get(stream)
         if previous is None:
             return
         start, end, before = previous
         if temporality == DELTA or temporality is None:
             if point.start_time_unix_nano < end:
-                raise Violation(f"{where}: delta interval starting {point.start_time_unix_nano} overlaps "
-                                f"the previous one ending {end}")
+                raise Violation(
+                    f"{where}: delta interval starting {point.start_time_unix_nano} overlaps "
+                    f"the previous one ending {end}"
+                )
         elif point.start_time_unix_nano == start:
             if point.time_unix_nano <= end:
                 raise Violation(f"{where}: cumulative point not after the previous one")
             if monotonic and value < before:
                 raise Violation(f"{where}: monotonic cumulative sum decreased from {before} to {value}")
         elif point.start_time_unix_nano < end:
-            raise Violation(f"{where}: cumulative stream restarted at {point.start_time_unix_nano}, "
-                            f"before its previous point at {end}")
+            raise Violation(
+                f"{where}: cumulative stream restarted at {point.start_time_unix_nano}, "
+                f"before its previous point at {end}"
+            )
 
 
 def _error(status: int, message: str, headers: list | None = None) -> tuple[int, list, bytes]:
@@ -412,7 +409,7 @@ def _check_exponential(point, where: str) -> None:
     has_min, has_max = point.HasField("min"), point.HasField("max")
     if has_min and has_max and point.min > point.max:
         raise Violation(f"{where}: min {point.min} > max {point.max}")
-    base = 2.0 ** (2.0 ** -point.scale)
+    base = 2.0 ** (2.0**-point.scale)
     low, high = _value_range(point, base)
     if has_min and not _within(point.min, *low):
         raise Violation(f"{where}: min {point.min} is not in the lowest populated bucket {low}")
@@ -436,10 +433,10 @@ def _value_range(point, base: float) -> tuple[tuple[float, float], tuple[float, 
     zero = (0.0, 0.0) if point.zero_count else None
 
     def neg(i: int) -> tuple[float, float]:  # values in [-base**(i+1), -base**i)
-        return (-base ** (i + 1), -base ** i)
+        return (-(base ** (i + 1)), -(base**i))
 
     def pos(i: int) -> tuple[float, float]:  # values in (base**i, base**(i+1)]
-        return (base ** i, base ** (i + 1))
+        return (base**i, base ** (i + 1))
 
     lowest = neg(negative[1]) if negative else zero if zero else pos(positive[0])
     highest = pos(positive[1]) if positive else zero if zero else neg(negative[0])
@@ -459,11 +456,20 @@ def flatten(request: ExportMetricsServiceRequest) -> list[Point]:
                     value = None
                     if kind in ("sum", "gauge"):
                         value = getattr(point, point.WhichOneof("value"))
-                    points.append(Point(
-                        metric=metric.name, kind=kind, unit=metric.unit,
-                        attributes={kv.key: _any_value(kv.value, "point") for kv in point.attributes},
-                        start=point.start_time_unix_nano, time=point.time_unix_nano,
-                        temporality=getattr(data, "aggregation_temporality", 0),
-                        monotonic=kind == "sum" and data.is_monotonic, value=value, proto=point,
-                        resource=resource, scope=(sm.scope.name, sm.scope.version)))
+                    points.append(
+                        Point(
+                            metric=metric.name,
+                            kind=kind,
+                            unit=metric.unit,
+                            attributes={kv.key: _any_value(kv.value, "point") for kv in point.attributes},
+                            start=point.start_time_unix_nano,
+                            time=point.time_unix_nano,
+                            temporality=getattr(data, "aggregation_temporality", 0),
+                            monotonic=kind == "sum" and data.is_monotonic,
+                            value=value,
+                            proto=point,
+                            resource=resource,
+                            scope=(sm.scope.name, sm.scope.version),
+                        )
+                    )
     return points

@@ -5,16 +5,16 @@ meta, data and WAL directories under the test's own directory, reporting and
 the ``_internal`` monitor off), runs ``influxd run``, and waits until
 ``GET /ping`` answers 204.
 """
+
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import requests
 
-from .daemons import free_ports, wait_until
+from .daemons import free_ports, stop_process, wait_until
 
 INFLUXD = "influxd"
 
@@ -66,14 +66,21 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 """)
         return config
 
-    def start(self, timeout: float = 20.0) -> "InfluxDB":
+    def start(self, timeout: float = 20.0) -> InfluxDB:
         assert self.process is None or self.process.poll() is not None, "influxd is running"
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen([INFLUXD, "run", "-config", str(self.config)],
-                                            stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL)
-        wait_until(lambda: self._ready() or self.process.poll() is not None, timeout, interval=0.05,
-                   message=f"influxd answering /ping at {self.url}")
+            self.process = subprocess.Popen(
+                [INFLUXD, "run", "-config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        wait_until(
+            lambda: self._ready() or self.process.poll() is not None,
+            timeout,
+            interval=0.05,
+            message=f"influxd answering /ping at {self.url}",
+        )
         if self.process.poll() is not None:
             raise RuntimeError(f"influxd exited ({self.process.returncode}):\n{self.log}")
         if self.auth and not (self.root / "admin-created").exists():
@@ -84,13 +91,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     @property
@@ -131,8 +132,13 @@ bind-address = "127.0.0.1:{self.rpc_port}"
                 out.append(dict(zip(series["columns"], values)))
         return out
 
-    def wait_for_rows(self, database: str, measurement: str, count: int = 1, where: str = "",
-                      timeout: float = 15.0) -> list[dict]:
-        wait_until(lambda: len(self.rows(database, measurement, where)) >= count, timeout,
-                   interval=0.1, message=f"{count} points of {measurement}")
+    def wait_for_rows(
+        self, database: str, measurement: str, count: int = 1, where: str = "", timeout: float = 15.0
+    ) -> list[dict]:
+        wait_until(
+            lambda: len(self.rows(database, measurement, where)) >= count,
+            timeout,
+            interval=0.1,
+            message=f"{count} points of {measurement}",
+        )
         return self.rows(database, measurement, where)

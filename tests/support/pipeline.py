@@ -1,4 +1,5 @@
 """A real broker and one real worker on free ports, with a client: the end-to-end fixture."""
+
 from __future__ import annotations
 
 import signal
@@ -21,16 +22,29 @@ class WorkerPipeline:
     script = "zibrato-console"
     ready_log = "console worker"
 
-    def __init__(self, tmp_path: Path, *worker_args: object, flush: float = DAY,
-                 env: dict | None = None, warm_level: str = "info",
-                 broker_args: tuple = ()) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *worker_args: object,
+        flush: float = DAY,
+        env: dict | None = None,
+        warm_level: str = "info",
+        broker_args: tuple = (),
+    ) -> None:
         self.tmp_path = tmp_path
         self.base = free_ports(4)
         self.status_port = self.base + 3
-        self.broker = Daemon(tmp_path, "zibrato-broker", "--port", self.base, "--startup-grace", "0.1",
-                             *broker_args)
-        self.worker_args = ["--port", self.base + 1, "--flush", flush, "--status-port", self.status_port,
-                            "--no-self-metrics", *worker_args]
+        self.broker = Daemon(tmp_path, "zibrato-broker", "--port", self.base, "--startup-grace", "0.1", *broker_args)
+        self.worker_args = [
+            "--port",
+            self.base + 1,
+            "--flush",
+            flush,
+            "--status-port",
+            self.status_port,
+            "--no-self-metrics",
+            *worker_args,
+        ]
         self.env, self.warm_level = env, warm_level
         self.worker: Daemon | None = None
         self.client = Zibrato(port=self.base)
@@ -40,7 +54,7 @@ class WorkerPipeline:
         """The worker's arguments; override to add what is known only at start."""
         return self.worker_args
 
-    def start(self) -> "WorkerPipeline":
+    def start(self) -> WorkerPipeline:
         self.broker.start().wait_for_log("broker ready")
         self.worker = Daemon(self.tmp_path, self.script, *self.worker_command(), env=self.env)
         self.worker.start().wait_for_log(self.ready_log)
@@ -64,6 +78,7 @@ class WorkerPipeline:
             self.client.flush()
             sent += 1
             return self.status()["measurements"] > 0
+
         wait_until(received, timeout=10, interval=0.1, message="worker subscription")
         if self.status()["measurements"] >= sent:
             self.baseline = sent
@@ -76,14 +91,18 @@ class WorkerPipeline:
             now = self.status()["measurements"]
             done, seen[0] = now == seen[0], now
             return done
+
         wait_until(settled, timeout=10, interval=0.15, message="the warm-up to settle")
         self.baseline = seen[0]
 
     def wait_measurements(self, count: int) -> None:
         """Wait until ``count`` measurements beyond the warm-up have reached the worker."""
         self.client.flush()
-        wait_until(lambda: self.status()["measurements"] >= self.baseline + count, timeout=10,
-                   message=f"{count} measurements at the worker")
+        wait_until(
+            lambda: self.status()["measurements"] >= self.baseline + count,
+            timeout=10,
+            message=f"{count} measurements at the worker",
+        )
 
     def stop_worker(self, signum: int = signal.SIGTERM) -> None:
         self.client.flush()
@@ -105,6 +124,7 @@ def pipelines(factory):
     def make(*args, **kwargs):
         made.append(factory(*args, **kwargs))
         return made[-1].start()
+
     try:
         yield make
     finally:

@@ -6,6 +6,7 @@ stored, and :meth:`PrometheusServer.wait_value` polls until a query answers
 the expected value (a scrape is at most a second away), failing with what it
 last saw.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .daemons import free_ports, wait_until
+from .daemons import free_ports, stop_process, wait_until
 
 BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -34,7 +35,8 @@ class PrometheusServer:
             "  - job_name: zibrato\n"
             f"    scrape_interval: {scrape_interval}\n"
             "    static_configs:\n"
-            f"      - targets: [{', '.join(repr(t) for t in targets)}]\n")
+            f"      - targets: [{', '.join(repr(t) for t in targets)}]\n"
+        )
         self.log_path = self.dir / "prometheus.log"
         self.process: subprocess.Popen | None = None
 
@@ -42,15 +44,22 @@ class PrometheusServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "PrometheusServer":
+    def start(self) -> PrometheusServer:
         if not Path(BINARY).exists():
-            raise AssertionError("the Prometheus server is missing: run bin/setup --test "
-                                 "(apt-get install prometheus)")
+            raise AssertionError("the Prometheus server is missing: run bin/setup --test (apt-get install prometheus)")
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [BINARY, f"--config.file={self.config}", f"--storage.tsdb.path={self.dir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                [
+                    BINARY,
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.dir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+            )
         wait_until(self._ready, timeout=30, interval=0.1, message="Prometheus ready")
         return self
 
@@ -84,6 +93,7 @@ class PrometheusServer:
         def matches() -> bool:
             last[0] = self.query(expr)
             return len(last[0]) == 1 and last[0][0]["value"] == expected
+
         try:
             wait_until(matches, timeout=timeout, interval=0.25, message=f"{expr} == {expected}")
         except AssertionError as error:
@@ -94,10 +104,4 @@ class PrometheusServer:
         return self.value("up") == 1.0
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)

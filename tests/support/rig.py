@@ -4,6 +4,7 @@
 thread does, no retries); ``deliver(t, summaries)`` puts the interval on a real
 :class:`~zibrato.delivery.DeliveryQueue` whose thread retries it.
 """
+
 from __future__ import annotations
 
 import time
@@ -14,13 +15,23 @@ from zibrato.destination import Destination, Interval
 
 
 class Rig:
-    def __init__(self, destination: Destination, *, max_samples: int = 100_000,
-                 percentiles: tuple = (50, 90, 95, 99), backoff: Backoff | None = None,
-                 length: float = 10.0) -> None:
+    def __init__(
+        self,
+        destination: Destination,
+        *,
+        max_samples: int = 100_000,
+        percentiles: tuple = (50, 90, 95, 99),
+        backoff: Backoff | None = None,
+        length: float = 10.0,
+    ) -> None:
         self.destination = destination
         self.length = length
-        self.aggregator = Aggregator(percentiles=percentiles, max_samples=max_samples,
-                                     keep_values=destination.needs_values, include_interval=True)
+        self.aggregator = Aggregator(
+            percentiles=percentiles,
+            max_samples=max_samples,
+            keep_values=destination.needs_values,
+            include_interval=True,
+        )
         self.queue = DeliveryQueue(destination, backoff=backoff or Backoff(0.01, 0.05))
         self.thread = None
 

@@ -1,4 +1,5 @@
 """A real broker and a real zibrato-web subprocess on free ports, and a JSON reader for its endpoints."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,7 @@ class WebPipeline(WorkerPipeline):
         super().__init__(tmp_path, "--listen", "127.0.0.1:0", *worker_args, flush=flush, **kwargs)
         self.url = ""
 
-    def start(self) -> "WebPipeline":
+    def start(self) -> WebPipeline:
         super().start()
         self.url = re.search(r"web view at (http://\S+/)", self.worker.stderr).group(1)
         return self
@@ -31,10 +32,11 @@ class WebPipeline(WorkerPipeline):
 
     def wait_for_series(self, name: str, timeout: float = 10.0, **fields: object) -> list[dict]:
         """Rows of the last interval named ``name`` (and with these fields), once there are some."""
+
         def rows() -> list[dict]:
             found = self.get("/api/series?limit=1000")["rows"]
-            return [r for r in found if r["name"] == name
-                    and all(r.get(k) == v for k, v in fields.items())]
+            return [r for r in found if r["name"] == name and all(r.get(k) == v for k, v in fields.items())]
+
         return wait_until(rows, timeout, interval=0.05, message=f"series {name!r} in the web view")
 
 

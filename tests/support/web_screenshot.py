@@ -2,6 +2,7 @@
 
 Run by bin/web-screenshot (python tests/support/web_screenshot.py [OUTPUT] [--seconds S]).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from support import browser  # noqa: E402
-from support.daemons import BIN, free_ports, wait_until  # noqa: E402
+from support import browser
+from support.daemons import BIN, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,18 +34,34 @@ def main() -> int:
         return 1
     base, web_port = free_ports(3), free_ports(1)
     url = f"http://127.0.0.1:{web_port}/"
-    demo = subprocess.Popen([str(BIN / "zibrato"), "demo", "--port", str(base), "--flush", "1",
-                             "--web", "--web-listen", f"127.0.0.1:{web_port}"],
-                            stdout=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    demo = subprocess.Popen(
+        [
+            str(BIN / "zibrato"),
+            "demo",
+            "--port",
+            str(base),
+            "--flush",
+            "1",
+            "--web",
+            "--web-listen",
+            f"127.0.0.1:{web_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
-        rows = wait_until(lambda: _rows(url + "api/series?q=web.request+outcome:ok"), timeout=30,
-                          message="the demo's web.request in the web view")
+        rows = wait_until(
+            lambda: _rows(url + "api/series?q=web.request+outcome:ok"),
+            timeout=30,
+            message="the demo's web.request in the web view",
+        )
         time.sleep(args.seconds)  # a script, not a test: let the charts fill
         with browser.chromium(1280, 820) as driver:
             driver.get(f"{url}#series={rows[0]['id']}")
-            wait_until(lambda: driver.execute_script(
-                "return document.querySelectorAll('#variants figure').length >= 2"),
-                message="both outcome charts")
+            wait_until(
+                lambda: driver.execute_script("return document.querySelectorAll('#variants figure').length >= 2"),
+                message="both outcome charts",
+            )
             time.sleep(0.5)
             driver.save_screenshot(args.output)
         print(f"web-screenshot: wrote {args.output}", file=sys.stderr)

@@ -1,4 +1,5 @@
 """zibrato-console: print each flush to the terminal, as a table or as JSON lines."""
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,9 @@ def table(flush_time: float, summaries: list[dict]) -> str:
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(flush_time))
     rows = [("type", "name", "source", "tags", "statistics")]
     for s in summaries:
-        rows.append((s["type"], s["name"], s.get("source") or "-", ",".join(s.get("tags") or ()) or "-",
-                     _statistics(s)))
+        rows.append(
+            (s["type"], s["name"], s.get("source") or "-", ",".join(s.get("tags") or ()) or "-", _statistics(s))
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [f"--- {stamp} ({len(summaries)} series) ---"]
     for row in rows:
@@ -70,8 +72,7 @@ def _statistics(s: dict) -> str:
     if kind == "counter":
         return f"value={_number(s['value'])} count={_number(s['count'])} rate={s['rate']:.3g}/s"
     if kind == "gauge":
-        return (f"value={_number(s['value'])} min={_number(s['min'])} max={_number(s['max'])} "
-                f"count={s['count']}")
+        return f"value={_number(s['value'])} min={_number(s['min'])} max={_number(s['max'])} count={s['count']}"
     if kind == "set":
         return f"unique={s['value']}" + ("" if s.get("exact", True) else " (estimated)")
     if not s["count"]:  # an idle series, kept until it expires

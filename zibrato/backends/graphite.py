@@ -34,13 +34,15 @@ one carbon has received, and a failure anywhere (refused, reset, timeout) is
 :class:`~zibrato.delivery.Retryable`. A retried interval rewrites the same
 points with the same values, so a retry never double-counts.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import re
 import socket
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from ..delivery import NameFitter, Retryable, describe, request_timeout
 from ..destination import Destination, Interval
@@ -48,8 +50,7 @@ from ..destination import Destination, Interval
 TAG_MODES = ("drop", "graphite")
 DEFAULT_PREFIX = "stats"
 DEFAULT_PORT = 2003
-NAMESPACES = {"counter": "counters", "gauge": "gauges", "timer": "timers",
-              "histogram": "histograms", "set": "sets"}
+NAMESPACES = {"counter": "counters", "gauge": "gauges", "timer": "timers", "histogram": "histograms", "set": "sets"}
 DISTRIBUTION_STATS = ("count", "sum", "sum_squares", "min", "max", "mean", "median", "stddev")
 _PERCENTILE_KEY = re.compile(r"p\d+(_\d+)?\Z")
 
@@ -118,15 +119,15 @@ def _percentile_order(key: str) -> float:
 class GraphiteMapping:
     """Summaries -> plaintext lines (no I/O). Remembers sanitised names, counts changes."""
 
-    def __init__(self, prefix: str = DEFAULT_PREFIX, tags: str = "drop",
-                 log: logging.Logger | None = None) -> None:
+    def __init__(self, prefix: str = DEFAULT_PREFIX, tags: str = "drop", log: logging.Logger | None = None) -> None:
         if tags not in TAG_MODES:
             raise ValueError(f"unknown tag mode {tags!r} (drop or graphite)")
         self.prefix = sanitise_path(prefix) if prefix.strip(". ") else ""
         self.tag_mode = tags
         self.log = log or logging.getLogger("zibrato.graphite")
-        self.names = NameFitter(self.log, PATH_RULE, fit=lambda text, limit: sanitise_path(text),
-                                destination="Graphite")
+        self.names = NameFitter(
+            self.log, PATH_RULE, fit=lambda text, limit: sanitise_path(text), destination="Graphite"
+        )
         self._series: dict[tuple, tuple[str, str]] = {}  # series -> (path, tags): built once
 
     def lines(self, interval: Interval) -> list[str]:
@@ -155,8 +156,14 @@ class GraphiteMapping:
 
     def series_path(self, summary: dict) -> tuple[str, str]:
         """(path without the statistic, tag suffix) of one series (cached per series)."""
-        series = (summary["type"], summary["name"], summary.get("source"),
-                  tuple(summary.get("tags") or ()), summary.get("level"), summary.get("unit"))
+        series = (
+            summary["type"],
+            summary["name"],
+            summary.get("source"),
+            tuple(summary.get("tags") or ()),
+            summary.get("level"),
+            summary.get("unit"),
+        )
         found = self._series.get(series)
         if found is None:
             if len(self._series) >= _MAX_CACHED:
@@ -199,8 +206,15 @@ class GraphiteDestination(Destination):
 
     name = "graphite"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
-                 prefix: str = DEFAULT_PREFIX, tags: str = "drop", timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        tags: str = "drop",
+        timeout: float = 10.0,
+    ) -> None:
         if not 1 <= port <= 65535:
             raise ValueError(f"Graphite port {port} is outside 1-65535")
         if timeout <= 0:
@@ -208,17 +222,19 @@ class GraphiteDestination(Destination):
         self.host, self.port, self.timeout = host, port, timeout
         self.log = logging.getLogger("zibrato.graphite")
         self.mapping = GraphiteMapping(prefix, tags, self.log)
-        self._figures: dict[str, Any] = {"lines_sent": 0, "bytes_sent": 0, "intervals_sent": 0,
-                                         "send_errors": 0}
+        self._figures: dict[str, Any] = {"lines_sent": 0, "bytes_sent": 0, "intervals_sent": 0, "send_errors": 0}
 
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.port}"
 
     def connect(self) -> None:
-        self.log.info("sending to Graphite (carbon plaintext) at %s, prefix %r, tags %s",
-                      self.endpoint, self.mapping.prefix,
-                      "as Graphite 1.1 tags" if self.mapping.tag_mode == "graphite" else "dropped")
+        self.log.info(
+            "sending to Graphite (carbon plaintext) at %s, prefix %r, tags %s",
+            self.endpoint,
+            self.mapping.prefix,
+            "as Graphite 1.1 tags" if self.mapping.tag_mode == "graphite" else "dropped",
+        )
 
     def post(self, interval: Interval) -> None:
         lines = self.mapping.lines(interval)
@@ -237,8 +253,7 @@ class GraphiteDestination(Destination):
 
     def _send_confirmed(self, payload: bytes) -> None:
         """Write, half-close, and wait until carbon closes too: it has then read every byte."""
-        with socket.create_connection((self.host, self.port),
-                                      timeout=request_timeout(self.timeout)) as sock:
+        with socket.create_connection((self.host, self.port), timeout=request_timeout(self.timeout)) as sock:
             sock.sendall(payload)
             sock.shutdown(socket.SHUT_WR)
             while sock.recv(4096):

@@ -35,12 +35,14 @@ are :class:`~zibrato.delivery.Rejected`, logged with InfluxDB's own message.
 Retrying an interval rewrites the same points: InfluxDB keeps one point per
 series and timestamp, so a retry never double-counts.
 """
+
 from __future__ import annotations
 
 import base64
 import logging
 import re
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -110,10 +112,10 @@ class InfluxMapping:
     def __init__(self, prefix: str = "", log: logging.Logger | None = None) -> None:
         self.prefix = prefix
         self.log = log or logging.getLogger("zibrato.influxdb")
-        self.names = NameFitter(self.log, NAME_RULE, fit=lambda text, limit: fit_measurement(text),
-                                destination="InfluxDB")
-        self.tags = NameFitter(self.log, TAG_RULE, fit=lambda text, limit: fit_key(text),
-                               destination="InfluxDB")
+        self.names = NameFitter(
+            self.log, NAME_RULE, fit=lambda text, limit: fit_measurement(text), destination="InfluxDB"
+        )
+        self.tags = NameFitter(self.log, TAG_RULE, fit=lambda text, limit: fit_key(text), destination="InfluxDB")
         self._keys: dict[tuple, str] = {}  # series -> its escaped key: escaping once per series
 
     def lines(self, interval: Interval) -> list[str]:
@@ -128,8 +130,13 @@ class InfluxMapping:
 
     def series_key(self, summary: dict) -> str:
         """``measurement,k=v,...``: the part of a line that names the series (cached per series)."""
-        series = (summary["name"], summary.get("source"), tuple(summary.get("tags") or ()),
-                  summary.get("level"), summary.get("unit"))
+        series = (
+            summary["name"],
+            summary.get("source"),
+            tuple(summary.get("tags") or ()),
+            summary.get("level"),
+            summary.get("unit"),
+        )
         key = self._keys.get(series)
         if key is None:
             if len(self._keys) >= _MAX_CACHED_SERIES:
@@ -153,8 +160,12 @@ class InfluxMapping:
                 continue
             if key in _RESERVED_KEYS:
                 key = key + "_"
-            out.append((_escape(_KEY_ESCAPES, self.tags(key, kind="tag key")),
-                        _escape(_KEY_ESCAPES, self.tags(value, kind="tag value"))))
+            out.append(
+                (
+                    _escape(_KEY_ESCAPES, self.tags(key, kind="tag key")),
+                    _escape(_KEY_ESCAPES, self.tags(value, kind="tag value")),
+                )
+            )
         return sorted(out)
 
     @property
@@ -172,10 +183,19 @@ class InfluxDBDestination(Destination):
 
     name = "influxdb"
 
-    def __init__(self, url: str = DEFAULT_URL, *, database: str | None = None,
-                 org: str | None = None, bucket: str | None = None, token: str | None = None,
-                 prefix: str = "", batch_size: int = DEFAULT_BATCH_SIZE, timeout: float = 10.0,
-                 session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        database: str | None = None,
+        org: str | None = None,
+        bucket: str | None = None,
+        token: str | None = None,
+        prefix: str = "",
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        timeout: float = 10.0,
+        session: requests.Session | None = None,
+    ) -> None:
         if bool(database) == bool(bucket):
             raise ValueError("give either a database (InfluxDB 1.x) or a bucket with an org (2.x)")
         if bucket and not org:
@@ -190,9 +210,14 @@ class InfluxDBDestination(Destination):
         self.mapping = InfluxMapping(prefix, self.log)
         self._token = token
         self._session = session
-        self._figures: dict[str, Any] = {"points_sent": 0, "requests": 0, "intervals_sent": 0,
-                                         "http_errors": 0, "connection_errors": 0,
-                                         "rejected_points": 0}
+        self._figures: dict[str, Any] = {
+            "points_sent": 0,
+            "requests": 0,
+            "intervals_sent": 0,
+            "http_errors": 0,
+            "connection_errors": 0,
+            "rejected_points": 0,
+        }
 
     # --- request shape (no I/O) -------------------------------------------------
 
@@ -227,14 +252,15 @@ class InfluxDBDestination(Destination):
     def connect(self) -> None:
         if self._session is None:
             self._session = requests.Session()
-        self.log.info("writing to InfluxDB at %s, %s", self.target,
-                      "with a token" if self._token else "without authentication")
+        self.log.info(
+            "writing to InfluxDB at %s, %s", self.target, "with a token" if self._token else "without authentication"
+        )
 
     def post(self, interval: Interval) -> None:
         lines = self.mapping.lines(interval)
         for start in range(0, len(lines), self.batch_size):
             try:
-                self._write(lines[start:start + self.batch_size])
+                self._write(lines[start : start + self.batch_size])
             except Rejected:
                 self._figures["rejected_points"] += len(lines) - start  # this batch and the rest
                 raise
@@ -254,14 +280,19 @@ class InfluxDBDestination(Destination):
             self.connect()
         assert self._session is not None
         try:
-            answer = self._session.post(self.write_url, params=self.params, data=body,
-                                        headers=self.headers,
-                                        timeout=request_timeout(self.timeout))
+            answer = self._session.post(
+                self.write_url,
+                params=self.params,
+                data=body,
+                headers=self.headers,
+                timeout=request_timeout(self.timeout),
+            )
         except requests.RequestException as error:
             self._figures["connection_errors"] += 1
-            raise Retryable(f"InfluxDB at {self.shown_url} unreachable: "
-                            f"{error.__class__.__name__}: {_first_line(error)}",
-                            status="connection") from None
+            raise Retryable(
+                f"InfluxDB at {self.shown_url} unreachable: {error.__class__.__name__}: {_first_line(error)}",
+                status="connection",
+            ) from None
         self._figures["requests"] += 1
         if answer.status_code < 300:
             self._figures["points_sent"] += len(lines)
@@ -270,8 +301,7 @@ class InfluxDBDestination(Destination):
         message = server_message(answer)
         reason = f"InfluxDB answered {answer.status_code}: {message}"
         if answer.status_code == 429 or answer.status_code >= 500:
-            raise Retryable(reason, parse_retry_after(answer.headers.get("Retry-After")),
-                            status=answer.status_code)
+            raise Retryable(reason, parse_retry_after(answer.headers.get("Retry-After")), status=answer.status_code)
         raise Rejected(reason)
 
 

@@ -1,4 +1,5 @@
 """A summary's identifying pairs (source, level, tags), shared by the OTLP and Prometheus mappings."""
+
 from __future__ import annotations
 
 RESERVED = ("source", "level")

@@ -24,6 +24,7 @@ Librato rejects the whole batch for one bad measurement, the batch is split in
 halves until the bad ones are isolated; only those are dropped, with
 Librato's error body logged.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ import re
 import socket
 import time as _time
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 import requests
 
@@ -78,15 +79,13 @@ def _fit_source(text: str, limit: int | None) -> str:
 class LibratoMapping:
     """Summaries to Librato measurements and JSON bodies (pure: no sockets)."""
 
-    def __init__(self, api: str = "legacy", source: str | None = None,
-                 log: logging.Logger | None = None) -> None:
+    def __init__(self, api: str = "legacy", source: str | None = None, log: logging.Logger | None = None) -> None:
         if api not in APIS:
             raise ValueError(f"unknown API {api!r} (legacy or tagged)")
         self.api = api
         self.log = log or logging.getLogger("zibrato.librato")
         self.names = NameFitter(self.log, NAME_RULE, _INVALID_NAME, destination="Librato")
-        self.sources = NameFitter(self.log, NAME_RULE + "; 'all' is reserved", fit=_fit_source,
-                                  destination="Librato")
+        self.sources = NameFitter(self.log, NAME_RULE + "; 'all' is reserved", fit=_fit_source, destination="Librato")
         self.default_source = self.sources(source, kind="source") if source else None
         self.duplicates = 0
         self.not_finite = 0
@@ -115,8 +114,7 @@ class LibratoMapping:
                 out.append(_finite({"name": name, **{f: s[f] for f in fields}, **extra}))
                 out.extend(_finite({"name": f"{name}.{k}", "value": s[k], **extra}) for k in suffixes)
             else:
-                out.append(_finite({"name": self.names(s["name"], MAX_NAME_LENGTH),
-                                    "value": s["value"], **extra}))
+                out.append(_finite({"name": self.names(s["name"], MAX_NAME_LENGTH), "value": s["value"], **extra}))
         finite = [m for m in out if m is not None]
         if len(finite) < len(out):  # pragma: no cover - aggregation never produces NaN
             self.not_finite += len(out) - len(finite)
@@ -150,10 +148,14 @@ class LibratoMapping:
             self._duplicates_logged.clear()
         self._duplicates_logged.add(name)
         where = measurement.get("source") or measurement.get("tags")
-        self.log.warning("two series become the Librato measurement %s%s in one interval (a timer's "
-                         "percentile gauge and a series of that name, or names that differ only in "
-                         "characters sent as _): only the first is sent (measurements_duplicate; "
-                         "logged once per name)", name, f" ({printable(where)})" if where else "")
+        self.log.warning(
+            "two series become the Librato measurement %s%s in one interval (a timer's "
+            "percentile gauge and a series of that name, or names that differ only in "
+            "characters sent as _): only the first is sent (measurements_duplicate; "
+            "logged once per name)",
+            name,
+            f" ({printable(where)})" if where else "",
+        )
 
     def payload(self, time: float, batch: list[dict]) -> dict:
         """The JSON body for one batch, stamped with the flush boundary (see :func:`measure_time`)."""
@@ -199,9 +201,11 @@ def check_credentials(username: str, token: str) -> None:
             text.encode("latin-1")
         except UnicodeEncodeError as error:
             bad = text[error.start]
-            raise ValueError(f"the Librato {what} holds the character U+{ord(bad):04X} at position "
-                             f"{error.start + 1}, which HTTP Basic auth cannot send (latin-1 "
-                             f"only): check the {what} you gave") from None
+            raise ValueError(
+                f"the Librato {what} holds the character U+{ord(bad):04X} at position "
+                f"{error.start + 1}, which HTTP Basic auth cannot send (latin-1 "
+                f"only): check the {what} you gave"
+            ) from None
         if any(ord(c) < 32 or ord(c) == 127 for c in text):
             raise ValueError(f"the Librato {what} holds a control character: check it")
 
@@ -214,12 +218,19 @@ class Librato(Destination):
     """
 
     name = "librato"
-    self_figures = ("measurements_sent", "measurements_rejected", "measurements_lost",
-                    "measurements_duplicate")
+    self_figures = ("measurements_sent", "measurements_rejected", "measurements_lost", "measurements_duplicate")
 
-    def __init__(self, username: str, token: str, *, api_url: str = DEFAULT_API_URL,
-                 api: str = "legacy", source: str | None = None, batch_size: int = 300,
-                 timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        username: str,
+        token: str,
+        *,
+        api_url: str = DEFAULT_API_URL,
+        api: str = "legacy",
+        source: str | None = None,
+        batch_size: int = 300,
+        timeout: float = 5.0,
+    ) -> None:
         check_credentials(username, token)
         if batch_size < 1 or not timeout > 0:
             raise ValueError("batch size and timeout must be positive")
@@ -232,8 +243,7 @@ class Librato(Destination):
         self.batch_size, self.timeout = batch_size, timeout
         self.session: requests.Session | None = None
         self._pending: tuple[Interval, deque] | None = None  # the batches of an interval not yet sent
-        self.counts = dict(posts=0, posts_failed=0, measurements_sent=0, measurements_rejected=0,
-                           measurements_lost=0)
+        self.counts = dict(posts=0, posts_failed=0, measurements_sent=0, measurements_rejected=0, measurements_lost=0)
         self.last_error_status: int | str | None = None
         self.last_error: str | None = None
         self.last_post_seconds: float | None = None
@@ -241,11 +251,11 @@ class Librato(Destination):
     def connect(self) -> None:
         session = requests.Session()
         session.auth = (self.username, self._token)
-        session.headers.update({"Content-Type": "application/json",
-                                "User-Agent": f"zibrato-librato/{__version__}"})
+        session.headers.update({"Content-Type": "application/json", "User-Agent": f"zibrato-librato/{__version__}"})
         self.session = session
-        self.log.info("posting to %s as %s (%s API, batches of at most %d)", self.url,
-                      self.username, self.api, self.batch_size)
+        self.log.info(
+            "posting to %s as %s (%s API, batches of at most %d)", self.url, self.username, self.api, self.batch_size
+        )
 
     def post(self, interval: Interval) -> None:
         """Send what is left of the interval; raise Retryable to have the queue retry the rest."""
@@ -270,44 +280,59 @@ class Librato(Destination):
             self.counts["measurements_sent"] += len(batch)
         self._pending = None
         if dropped > _MAX_DROPS_LOGGED:
-            self.log.error("Librato rejected %d measurements of the interval at %s (the first %d "
-                           "are logged above)", dropped, _iso(interval.end), _MAX_DROPS_LOGGED)
+            self.log.error(
+                "Librato rejected %d measurements of the interval at %s (the first %d are logged above)",
+                dropped,
+                _iso(interval.end),
+                _MAX_DROPS_LOGGED,
+            )
 
     def close(self) -> None:
         if self._pending is not None:  # given up at the stop deadline
             lost = sum(len(batch) for batch in self._pending[1])
             self.counts["measurements_lost"] += lost
-            self.log.error("stop deadline reached: %d measurements of the interval at %s not "
-                           "delivered (last error: %s)", lost, _iso(self._pending[0].end),
-                           self.last_error)
+            self.log.error(
+                "stop deadline reached: %d measurements of the interval at %s not delivered (last error: %s)",
+                lost,
+                _iso(self._pending[0].end),
+                self.last_error,
+            )
             self._pending = None
         if self.session is not None:
             self.session.close()
 
     def figures(self) -> dict:
         m = self.mapping
-        return {**self.counts, "measurements_duplicate": m.duplicates, "names_changed": m.names_changed,
-                "last_error_status": self.last_error_status, "librato_error": self.last_error,
-                "last_post_seconds": self.last_post_seconds, "api_url": self.url, "api": self.api}
+        return {
+            **self.counts,
+            "measurements_duplicate": m.duplicates,
+            "names_changed": m.names_changed,
+            "last_error_status": self.last_error_status,
+            "librato_error": self.last_error,
+            "last_post_seconds": self.last_post_seconds,
+            "api_url": self.url,
+            "api": self.api,
+        }
 
     # --- sending --------------------------------------------------------------
 
     def _send(self, time: float, batch: list[dict]) -> None:
         """POST one batch; return if accepted, raise _Rejection or Retryable otherwise."""
         timeout = request_timeout(self.timeout)
-        if self.session is None:
+        session = self.session
+        if session is None:
             self.connect()
-        body = json.dumps(self.mapping.payload(time, batch), separators=(",", ":"),
-                          allow_nan=False).encode()
+            session = self.session
+            assert session is not None  # connect() opened it
+        body = json.dumps(self.mapping.payload(time, batch), separators=(",", ":"), allow_nan=False).encode()
         self.counts["posts"] += 1
         started = _time.monotonic()
         try:
-            response = self.session.post(self.url, data=body, timeout=timeout, allow_redirects=False)
+            response = session.post(self.url, data=body, timeout=timeout, allow_redirects=False)
         except requests.Timeout:
             raise Retryable(f"no answer from {self.url} within {timeout:g} s", status="timeout") from None
         except requests.RequestException as error:
-            raise Retryable(f"cannot reach {self.url}: {self._redact(error)}",
-                            status="connection error") from None
+            raise Retryable(f"cannot reach {self.url}: {self._redact(error)}", status="connection error") from None
         finally:
             self.last_post_seconds = round(_time.monotonic() - started, 6)
         status = response.status_code
@@ -317,12 +342,16 @@ class Librato(Destination):
         if status in _CREDENTIAL_STATUSES:
             raise Retryable(self._credentials_message(status, text), status=status, alarm=True)
         if status < 400:  # a redirect: kept and retried, since the data is not at fault
-            raise Retryable(f"{self.url} answered {status} (a redirect to "
-                            f"{printable_repr(response.headers.get('Location') or '')}): check "
-                            "--api-url", status=status)
+            raise Retryable(
+                f"{self.url} answered {status} (a redirect to "
+                f"{printable_repr(response.headers.get('Location') or '')}): check "
+                "--api-url",
+                status=status,
+            )
         if status == 429 or status == 408 or status >= 500:
-            retry_after = (parse_retry_after(response.headers.get("Retry-After"))
-                           if status in _RETRY_AFTER_STATUSES else None)
+            retry_after = (
+                parse_retry_after(response.headers.get("Retry-After")) if status in _RETRY_AFTER_STATUSES else None
+            )
             raise Retryable(f"{self.url} answered {status}: {text}", retry_after, status=status)
         if status in _MEASUREMENT_STATUSES:
             raise _Rejection(status, text)
@@ -340,8 +369,11 @@ class Librato(Destination):
         """
         if len(batch) > 1:
             log = self.log.debug if dropped else self.log.warning
-            log("Librato rejected a batch of %d measurements (%s); splitting it to isolate "
-                "the bad ones", len(batch), rejection)
+            log(
+                "Librato rejected a batch of %d measurements (%s); splitting it to isolate the bad ones",
+                len(batch),
+                rejection,
+            )
             half = len(batch) // 2
             pending.appendleft(batch[half:])
             pending.appendleft(batch[:half])
@@ -351,21 +383,32 @@ class Librato(Destination):
         self.last_error_status, self.last_error = rejection.status, str(rejection)
         where = measurement.get("source") or measurement.get("tags")
         log = self.log.error if dropped < _MAX_DROPS_LOGGED else self.log.debug
-        log("dropped measurement %s%s: Librato answered %s", measurement["name"],
-            f" ({printable(where)})" if where else "", rejection)
+        log(
+            "dropped measurement %s%s: Librato answered %s",
+            measurement["name"],
+            f" ({printable(where)})" if where else "",
+            rejection,
+        )
         return 1
 
     def _configuration_message(self, status: int, text: str) -> str:
-        return (f"{self.url} answered {status}, a rejection of the request itself rather than of "
-                f"a measurement: check --api-url and --api{' and --batch-size' if status == 413 else ''}; "
-                f"the data is kept and retried. Librato said: {text}")
+        return (
+            f"{self.url} answered {status}, a rejection of the request itself rather than of "
+            f"a measurement: check --api-url and --api{' and --batch-size' if status == 413 else ''}; "
+            f"the data is kept and retried. Librato said: {text}"
+        )
 
     def _credentials_message(self, status: int, text: str) -> str:
-        hint = (" (with --api tagged, 403 also means the account has no tagged metrics)"
-                if self.api == "tagged" and status == 403 else "")
-        return (f"Librato refused the credentials ({status}) for user {self.username!r}: check "
-                f"--username and the API token (--apitoken-file or ZIBRATO_LIBRATO_APITOKEN); "
-                f"the data is kept and retried{hint}. Librato said: {text}")
+        hint = (
+            " (with --api tagged, 403 also means the account has no tagged metrics)"
+            if self.api == "tagged" and status == 403
+            else ""
+        )
+        return (
+            f"Librato refused the credentials ({status}) for user {self.username!r}: check "
+            f"--username and the API token (--apitoken-file or ZIBRATO_LIBRATO_APITOKEN); "
+            f"the data is kept and retried{hint}. Librato said: {text}"
+        )
 
     def _redact(self, text: object) -> str:
         """Whatever is logged passes here: no form of the credentials, escaped, one line."""
@@ -392,14 +435,16 @@ def flush_interval_problem(seconds: float) -> str | None:
     """
     if seconds >= 1 and seconds == int(seconds):
         return None
-    return (f"flush interval {seconds:g} s: Librato's measure_time is whole seconds, so the "
-            f"interval must be a whole number of seconds, at least 1 (or two intervals would "
-            f"share a time and Librato would keep one)")
+    return (
+        f"flush interval {seconds:g} s: Librato's measure_time is whole seconds, so the "
+        f"interval must be a whole number of seconds, at least 1 (or two intervals would "
+        f"share a time and Librato would keep one)"
+    )
 
 
 def batches(measurements: list[dict], size: int) -> Iterator[list[dict]]:
     for start in range(0, len(measurements), size):
-        yield measurements[start:start + size]
+        yield measurements[start : start + size]
 
 
 def _fit(invalid: re.Pattern, text: str, limit: int) -> str:
@@ -417,8 +462,7 @@ def _finite(measurement: dict) -> dict | None:
 def _series_key(measurement: dict) -> tuple:
     """What Librato keeps one value of per time: the name and the source (or the tags)."""
     tags = measurement.get("tags")
-    return (measurement["name"], measurement.get("source"),
-            tuple(sorted(tags.items())) if tags else None)
+    return (measurement["name"], measurement.get("source"), tuple(sorted(tags.items())) if tags else None)
 
 
 def _hostname() -> str:

@@ -21,6 +21,7 @@ Answers, as the OTLP specification says:
 Headers (usually the auth token) come only from ``--headers-file`` or
 ``OTEL_EXPORTER_OTLP_HEADERS``; they are sent and never logged.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -91,13 +92,20 @@ def system_ca_bundle() -> str | bool:
 
 def _status_class():
     """google.rpc.Status (what OTLP servers send with errors), built here: it is not in opentelemetry-proto."""
-    proto = descriptor_pb2.FileDescriptorProto(name="zibrato_rpc_status.proto", package="google.rpc",
-                                               syntax="proto3")
+    proto = descriptor_pb2.FileDescriptorProto(name="zibrato_rpc_status.proto", package="google.rpc", syntax="proto3")
     message = proto.message_type.add(name="Status")
-    message.field.add(name="code", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
-                      label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
-    message.field.add(name="message", number=2, type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
-                      label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    message.field.add(
+        name="code",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
+    message.field.add(
+        name="message",
+        number=2,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("google.rpc.Status"))
@@ -126,11 +134,21 @@ class OtlpDestination(Destination):
     """Posts each interval as OTLP/HTTP protobuf requests of at most ``max_points`` points."""
 
     name = "otlp"
+    needs_level = True  # the level is an attribute of every data point
     self_figures = ("points_sent", "points_rejected", "requests_failed")
 
-    def __init__(self, url: str, *, headers: dict[str, str] | None = None, temporality: str = "delta",
-                 resource: dict[str, str] | None = None, compression: str = "gzip",
-                 ca_file: str | None = None, timeout: float = 10.0, max_points: int = 1000) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        temporality: str = "delta",
+        resource: dict[str, str] | None = None,
+        compression: str = "gzip",
+        ca_file: str | None = None,
+        timeout: float = 10.0,
+        max_points: int = 1000,
+    ) -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression {compression!r} (gzip or none)")
         if max_points < 1 or timeout <= 0:
@@ -143,22 +161,32 @@ class OtlpDestination(Destination):
         self.log = logging.getLogger("zibrato.otlp")
         self.session: requests.Session | None = None
         self._pending: tuple[float, list[tuple[bytes, int]]] | None = None  # interval end, bodies left
-        self._figures: dict[str, Any] = {"requests_sent": 0, "points_sent": 0, "points_rejected": 0,
-                         "requests_rejected": 0, "requests_failed": 0, "last_error": None}
+        self._figures: dict[str, Any] = {
+            "requests_sent": 0,
+            "points_sent": 0,
+            "points_rejected": 0,
+            "requests_rejected": 0,
+            "requests_failed": 0,
+            "last_error": None,
+        }
 
     def connect(self) -> None:
         session = requests.Session()
         session.headers.update(self._headers)
-        session.headers.update({"Content-Type": "application/x-protobuf",
-                                "User-Agent": f"zibrato-otlp/{__version__}"})
+        session.headers.update({"Content-Type": "application/x-protobuf", "User-Agent": f"zibrato-otlp/{__version__}"})
         if self.compression == "gzip":
             session.headers["Content-Encoding"] = "gzip"
         # per request, not session.verify: requests lets $REQUESTS_CA_BUNDLE override the session's
         self._verify = self.ca_file or system_ca_bundle()
         self.session = session
-        self.log.info("posting to %s (%s temporality, %s, at most %d points a request, %d headers)",
-                      self.url, "cumulative" if self.mapper.cumulative else "delta", self.compression,
-                      self.max_points, len(self._headers))
+        self.log.info(
+            "posting to %s (%s temporality, %s, at most %d points a request, %d headers)",
+            self.url,
+            "cumulative" if self.mapper.cumulative else "delta",
+            self.compression,
+            self.max_points,
+            len(self._headers),
+        )
 
     def post(self, interval: Interval) -> None:
         """Send the interval's requests; on a retry, only those not yet accepted."""
@@ -182,13 +210,12 @@ class OtlpDestination(Destination):
     def encode(self, interval: Interval) -> list[tuple[bytes, int]]:
         """The interval's request bodies, serialised (and compressed), with their point counts."""
         out = []
-        for request in self.mapper.requests(interval.start, interval.end, interval.summaries,
-                                            self.max_points):
-            points = sum(count_points(m) for rm in request.resource_metrics
-                         for sm in rm.scope_metrics for m in sm.metrics)
+        for request in self.mapper.requests(interval.start, interval.end, interval.summaries, self.max_points):
+            points = sum(
+                count_points(m) for rm in request.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+            )
             body = request.SerializeToString()
-            out.append((gzip.compress(body, compresslevel=6) if self.compression == "gzip" else body,
-                        points))
+            out.append((gzip.compress(body, compresslevel=6) if self.compression == "gzip" else body, points))
         return out
 
     def close(self) -> None:
@@ -202,13 +229,15 @@ class OtlpDestination(Destination):
         f = self._figures
         assert self.session is not None, "connect() first"
         try:
-            response = self.session.post(self.url, data=body, timeout=request_timeout(self.timeout),
-                                         verify=self._verify)
+            response = self.session.post(
+                self.url, data=body, timeout=request_timeout(self.timeout), verify=self._verify
+            )
         except requests.RequestException as error:
             f["requests_failed"] += 1
             f["last_error"] = f"{error.__class__.__name__}"
-            raise Retryable(f"no answer from {self.url}: {error.__class__.__name__}: {_short(error)}",
-                            status="connection") from None
+            raise Retryable(
+                f"no answer from {self.url}: {error.__class__.__name__}: {_short(error)}", status="connection"
+            ) from None
         status = response.status_code
         if 200 <= status < 300:
             f["requests_sent"] += 1
@@ -218,12 +247,14 @@ class OtlpDestination(Destination):
         f["last_error"] = f"{status} {message}"
         if status in RETRYABLE_STATUSES:
             f["requests_failed"] += 1
-            raise Retryable(f"{status} from {self.url}: {message}",
-                            parse_retry_after(response.headers.get("Retry-After")), status=status)
+            raise Retryable(
+                f"{status} from {self.url}: {message}",
+                parse_retry_after(response.headers.get("Retry-After")),
+                status=status,
+            )
         f["requests_rejected"] += 1
         f["points_rejected"] += points
-        self.log.error("%s refused %d data points with %d: %s (not retried)", self.url, points,
-                       status, message)
+        self.log.error("%s refused %d data points with %d: %s (not retried)", self.url, points, status, message)
         raise Rejected(f"{status}: {message}")
 
     def _partial_success(self, response: requests.Response, points: int) -> None:
@@ -238,9 +269,13 @@ class OtlpDestination(Destination):
         self._figures["points_sent"] += points - rejected
         if rejected or partial.error_message:
             self._figures["points_rejected"] += rejected
-            self.log.warning("%s accepted the request but rejected %d of its %d data points: %s",
-                             self.url, rejected, points,
-                             printable(partial.error_message, _MAX_LOGGED_MESSAGE) or "(no message)")
+            self.log.warning(
+                "%s accepted the request but rejected %d of its %d data points: %s",
+                self.url,
+                rejected,
+                points,
+                printable(partial.error_message, _MAX_LOGGED_MESSAGE) or "(no message)",
+            )
 
 
 def _short(error: Exception) -> str:

@@ -26,12 +26,14 @@ values with ``,``: attribute keys must be unique). Every point stamps
 ``start_time_unix_nano`` = interval start and ``time_unix_nano`` = interval
 end (cumulative sums: the series' first start).
 """
+
 from __future__ import annotations
 
 import math
 import os
 import socket
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import unquote
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
@@ -52,6 +54,7 @@ DEFAULT_SERVICE_NAME = "zibrato"
 
 # --- configuration from the OpenTelemetry environment variables ------------------
 
+
 def parse_key_values(text: str | None) -> dict[str, str]:
     """``k=v,k2=v2`` (OTEL_EXPORTER_OTLP_HEADERS, OTEL_RESOURCE_ATTRIBUTES) -> dict.
 
@@ -70,8 +73,9 @@ def parse_key_values(text: str | None) -> dict[str, str]:
     return pairs
 
 
-def resource_attributes(service_name: str | None = None, environ: dict | None = None,
-                        host_name: str | None = None) -> dict[str, str]:
+def resource_attributes(
+    service_name: str | None = None, environ: dict | None = None, host_name: str | None = None
+) -> dict[str, str]:
     """The resource: OTEL_RESOURCE_ATTRIBUTES, then host.name, then service.name.
 
     ``service.name``: ``service_name`` (--service-name), else OTEL_SERVICE_NAME,
@@ -86,6 +90,7 @@ def resource_attributes(service_name: str | None = None, environ: dict | None = 
 
 
 # --- attributes ---------------------------------------------------------------------
+
 
 def attribute_pairs(summary: dict) -> list[tuple[str, str]]:
     """A summary's (key, value) attributes: source, level, then its tags (see the module doc)."""
@@ -102,6 +107,7 @@ def nanos(seconds: float) -> int:
 
 
 # --- exponential histogram buckets ---------------------------------------------------
+
 
 def rounded_buckets(side: dict | None, whole: bool = False) -> tuple[int, list[int]]:
     """A sketch side ``{"offset", "counts"}`` -> (offset, integer counts), trimmed of empty ends.
@@ -171,44 +177,64 @@ class ExpHistogram:
 
     __slots__ = ("scale", "zero_count", "positive", "negative", "sum", "min", "max")
 
-    def __init__(self, scale: int = 0, zero_count: int = 0, positive: Buckets = (0, []),
-                 negative: Buckets = (0, []), sum: float = 0.0, min: float | None = None,
-                 max: float | None = None) -> None:
+    def __init__(
+        self,
+        scale: int = 0,
+        zero_count: int = 0,
+        positive: Buckets = (0, []),
+        negative: Buckets = (0, []),
+        sum: float = 0.0,
+        min: float | None = None,
+        max: float | None = None,
+    ) -> None:
         self.scale, self.zero_count = scale, zero_count
         self.positive, self.negative = positive, negative
         self.sum, self.min, self.max = sum, min, max
 
     @classmethod
-    def from_sketch(cls, sketch: dict) -> "ExpHistogram":
+    def from_sketch(cls, sketch: dict) -> ExpHistogram:
         """The dict form of zibrato.sketch (COMMON.md's contract), counts rounded.
 
         An integer ``count`` means no fractional weight went in: the bucket
         counts are integers and are taken as they are.
         """
         whole = type(sketch.get("count")) is int
-        return cls(scale=int(sketch.get("scale", 0)),
-                   zero_count=int(round(sketch.get("zero_count", 0))),
-                   positive=rounded_buckets(sketch.get("positive"), whole),
-                   negative=rounded_buckets(sketch.get("negative"), whole),
-                   sum=float(sketch.get("sum", 0.0)),
-                   min=sketch.get("min"), max=sketch.get("max"))
+        return cls(
+            scale=int(sketch.get("scale", 0)),
+            zero_count=int(round(sketch.get("zero_count", 0))),
+            positive=rounded_buckets(sketch.get("positive"), whole),
+            negative=rounded_buckets(sketch.get("negative"), whole),
+            sum=float(sketch.get("sum", 0.0)),
+            min=sketch.get("min"),
+            max=sketch.get("max"),
+        )
 
     @property
     def count(self) -> int:
         return self.zero_count + sum(self.positive[1]) + sum(self.negative[1])
 
-    def merged(self, other: "ExpHistogram") -> "ExpHistogram":
+    def merged(self, other: ExpHistogram) -> ExpHistogram:
         """Both brought to the smaller scale, counts added (how the spec merges them)."""
         scale = min(self.scale, other.scale)
-        pos = add_buckets(downscale(self.positive[0], self.positive[1], self.scale - scale),
-                          downscale(other.positive[0], other.positive[1], other.scale - scale))
-        neg = add_buckets(downscale(self.negative[0], self.negative[1], self.scale - scale),
-                          downscale(other.negative[0], other.negative[1], other.scale - scale))
+        pos = add_buckets(
+            downscale(self.positive[0], self.positive[1], self.scale - scale),
+            downscale(other.positive[0], other.positive[1], other.scale - scale),
+        )
+        neg = add_buckets(
+            downscale(self.negative[0], self.negative[1], self.scale - scale),
+            downscale(other.negative[0], other.negative[1], other.scale - scale),
+        )
         lows = [v for v in (self.min, other.min) if v is not None]
         highs = [v for v in (self.max, other.max) if v is not None]
-        return ExpHistogram(scale, self.zero_count + other.zero_count, pos, neg,
-                            self.sum + other.sum, min(lows) if lows else None,
-                            max(highs) if highs else None)
+        return ExpHistogram(
+            scale,
+            self.zero_count + other.zero_count,
+            pos,
+            neg,
+            self.sum + other.sum,
+            min(lows) if lows else None,
+            max(highs) if highs else None,
+        )
 
     def fill(self, point: pb.ExponentialHistogramDataPoint, start: int, end: int) -> None:
         """Write this histogram into ``point`` (which holds its attributes already)."""
@@ -226,6 +252,7 @@ class ExpHistogram:
 
 # --- the mapper ----------------------------------------------------------------------
 
+
 class _Running:
     """A series' cumulative state: its first start and its total so far."""
 
@@ -238,8 +265,9 @@ class _Running:
 class OtlpMapper:
     """Builds the requests for each interval; holds the running totals of cumulative temporality."""
 
-    def __init__(self, temporality: str = "delta", resource: dict[str, str] | None = None,
-                 scope_version: str = __version__) -> None:
+    def __init__(
+        self, temporality: str = "delta", resource: dict[str, str] | None = None, scope_version: str = __version__
+    ) -> None:
         if temporality not in TEMPORALITIES:
             raise ValueError(f"unknown temporality {temporality!r} (delta or cumulative)")
         self.temporality = TEMPORALITIES[temporality]
@@ -253,8 +281,9 @@ class OtlpMapper:
     def cumulative(self) -> bool:
         return self.temporality == CUMULATIVE
 
-    def requests(self, start: float, end: float, summaries: list[dict],
-                 max_points: int = 1000) -> list[ExportMetricsServiceRequest]:
+    def requests(
+        self, start: float, end: float, summaries: list[dict], max_points: int = 1000
+    ) -> list[ExportMetricsServiceRequest]:
         """The requests for one interval, each with at most ``max_points`` data points.
 
         One Metric per (name, kind, unit) in each request, its series as data
@@ -280,7 +309,8 @@ class OtlpMapper:
             metric = metrics.get((summary["name"], kind, unit))
             if metric is None:
                 metric = metrics[(summary["name"], kind, unit)] = self._metric(
-                    scope_metrics, summary["name"], kind, unit)
+                    scope_metrics, summary["name"], kind, unit
+                )
             point = getattr(metric, kind).data_points.add()
             point.CopyFrom(self._prototype(key, kind, summary))
             self._fill(kind, point, summary, key, start_ns, end_ns)
@@ -314,8 +344,7 @@ class OtlpMapper:
         """A point of this kind holding only the series' attributes (made once per series)."""
         proto = self._prototypes.get((key, kind))
         if proto is None:
-            proto = self._prototypes[(key, kind)] = _POINT_CLASS[kind](
-                attributes=_attributes(attribute_pairs(summary)))
+            proto = self._prototypes[(key, kind)] = _POINT_CLASS[kind](attributes=_attributes(attribute_pairs(summary)))
         return proto
 
     def _forget_all_but(self, seen: set[tuple]) -> None:
@@ -348,16 +377,17 @@ class OtlpMapper:
         else:
             self._summary_point(point, s, key, start, end)
 
-    def _summary_point(self, point: pb.SummaryDataPoint, s: dict, key: tuple, start: int,
-                       end: int) -> None:
+    def _summary_point(self, point: pb.SummaryDataPoint, s: dict, key: tuple, start: int, end: int) -> None:
         """Fallback for a timer without a sketch: its count, sum and percentiles."""
         count, total = int(s["count"]), float(s["sum"])
         if self.cumulative:
             running = self._advance(key, start, (count, total), lambda a, b: (a[0] + b[0], a[1] + b[1]))
             start, (count, total) = running.start, running.total
-        quantiles = [(0.0, s["min"])] + sorted(
-            (p / 100, v) for k, v in s.items() if (p := _percentile_of(k)) is not None
-        ) + [(1.0, s["max"])]
+        quantiles = (
+            [(0.0, s["min"])]
+            + sorted((p / 100, v) for k, v in s.items() if (p := _percentile_of(k)) is not None)
+            + [(1.0, s["max"])]
+        )
         point.start_time_unix_nano, point.time_unix_nano = start, end
         point.count, point.sum = count, total
         for q, v in quantiles:
@@ -374,8 +404,14 @@ class OtlpMapper:
 
 def series_key(summary: dict) -> tuple:
     """What identifies a series across intervals."""
-    return (summary["type"], summary["name"], summary.get("source"), tuple(summary.get("tags") or ()),
-            summary.get("level"), summary.get("unit"))
+    return (
+        summary["type"],
+        summary["name"],
+        summary.get("source"),
+        tuple(summary.get("tags") or ()),
+        summary.get("level"),
+        summary.get("unit"),
+    )
 
 
 def _kind_and_unit(summary: dict) -> tuple[str, str]:
@@ -393,13 +429,16 @@ def _kind_and_unit(summary: dict) -> tuple[str, str]:
     raise ValueError(f"unknown summary type {kind!r}")
 
 
-_POINT_CLASS = {"sum": pb.NumberDataPoint, "gauge": pb.NumberDataPoint,
-                "exponential_histogram": pb.ExponentialHistogramDataPoint,
-                "summary": pb.SummaryDataPoint}
+_POINT_CLASS = {
+    "sum": pb.NumberDataPoint,
+    "gauge": pb.NumberDataPoint,
+    "exponential_histogram": pb.ExponentialHistogramDataPoint,
+    "summary": pb.SummaryDataPoint,
+}
 
 
 def _percentile_of(key: str) -> float | None:
-    """"p99_9" -> 99.9; None for any other key."""
+    """ "p99_9" -> 99.9; None for any other key."""
     if not (key.startswith("p") and key[1:2].isdigit()):
         return None
     try:

@@ -22,17 +22,17 @@ The server binds in :meth:`PrometheusDestination.connect` (127.0.0.1:9464 by
 default: loopback unless told otherwise) and runs in daemon threads; it
 never blocks delivery, which only updates the state under its lock.
 """
+
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import logging
 import math
 import socket
 import threading
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Mapping, Sequence
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import exposition
@@ -86,23 +86,26 @@ class PrometheusDestination(Destination):
 
     name = "prometheus"
     self_figures = ("series", "scrapes", "name_collisions", "label_collisions", "series_expired")
-    #: bucket counts come from the summaries' sketches; only an aggregator without them
-    #: (before zibrato.sketch) has to hand over the raw timer values instead
-    needs_values = importlib.util.find_spec("zibrato.sketch") is None
+    needs_level = True  # the level is a label of every series
 
-    def __init__(self, listen: tuple[str, int] = DEFAULT_LISTEN, *,
-                 buckets: Sequence[float] = DEFAULT_BUCKETS, expire: float | Mapping[str, float] = DEFAULT_EXPIRE,
-                 history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self,
+        listen: tuple[str, int] = DEFAULT_LISTEN,
+        *,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        expire: float | Mapping[str, float] = DEFAULT_EXPIRE,
+        history: int = DEFAULT_HISTORY,
+    ) -> None:
         self.listen = listen
         self.log = logging.getLogger("zibrato.prometheus")
         self.state = PrometheusState(buckets=buckets, expire=expire, history=history, log=self.log)
         self.collector = _Collector(self.state)
         self.server: ThreadingHTTPServer | None = None
         self._figures = {"scrapes": 0, "renders": 0, "series_requests": 0, "intervals": 0}
-        self._render_lock = threading.Lock()   # one rendering at a time
-        self._cache_lock = threading.Lock()    # guards _rendered (held only to read or swap)
+        self._render_lock = threading.Lock()  # one rendering at a time
+        self._cache_lock = threading.Lock()  # guards _rendered (held only to read or swap)
         self._rendered: dict[str, _Rendered] = {}  # content type -> its latest rendering
-        self._wanted = threading.Event()       # the renderer thread has a newer state to render
+        self._wanted = threading.Event()  # the renderer thread has a newer state to render
         self._renderer: threading.Thread | None = None
         self._closing = False
 
@@ -123,10 +126,8 @@ class PrometheusDestination(Destination):
             raise OSError(f"cannot listen on {self.listen[0]}:{self.listen[1]}: {error.strerror}") from None
         server.daemon_threads = True
         self.server = server
-        threading.Thread(target=server.serve_forever, name="zibrato-prometheus-http",
-                         daemon=True).start()
-        self._renderer = threading.Thread(target=self._render_forever, name="zibrato-prometheus-render",
-                                          daemon=True)
+        threading.Thread(target=server.serve_forever, name="zibrato-prometheus-http", daemon=True).start()
+        self._renderer = threading.Thread(target=self._render_forever, name="zibrato-prometheus-render", daemon=True)
         self._renderer.start()
         host, port = self.address
         self.log.info("serving /metrics and /series/<name> on http://%s:%d", host, port)
@@ -178,7 +179,7 @@ class PrometheusDestination(Destination):
             self._wanted.set()
         return (rendered.gzipped() if gzipped else rendered.body), content_type
 
-    def _render(self, content_type: str, encoder, version: int, gzipped: bool = False) -> "_Rendered":
+    def _render(self, content_type: str, encoder, version: int, gzipped: bool = False) -> _Rendered:
         """Render (holding the render lock), then swap the cache entry in."""
         rendered = _Rendered(version, encoder(self.collector), encoder)
         if gzipped:
@@ -221,14 +222,14 @@ class PrometheusDestination(Destination):
         if offset < 1:
             return 400, {"error": "offset counts back from 1 (the last interval)"}
         tags = [t for t in one["tags"].split(",") if t] if "tags" in one else None
-        matches = self.state.lookup(name, one.get("source"), tags, one.get("type"),
-                                    any_source="source" not in one)
+        matches = self.state.lookup(name, one.get("source"), tags, one.get("type"), any_source="source" not in one)
         if not matches:
             return 404, {"error": f"no series {name!r} with source {one.get('source')!r}"}
         if len(matches) > 1:
-            return 409, {"error": "several series match: add source=, tags= or type=",
-                         "matches": [{"type": m.key[0], "source": m.key[2], "tags": list(m.key[3])}
-                                     for m in matches]}
+            return 409, {
+                "error": "several series match: add source=, tags= or type=",
+                "matches": [{"type": m.key[0], "source": m.key[2], "tags": list(m.key[3])} for m in matches],
+            }
         history = list(matches[0].history)
         if offset > len(history):
             return 404, {"error": f"offset {offset}: only {len(history)} intervals are kept"}
@@ -293,13 +294,14 @@ def _handler(destination: PrometheusDestination):
                     body, content_type = destination.metrics(self.headers.get("Accept"), gzipped)
                     self._send(200, body, content_type, gzipped=gzipped)
                 elif url.path.startswith("/series/") and len(url.path) > len("/series/"):
-                    status, answer = destination.series(unquote(url.path[len("/series/"):]),
-                                                        parse_qs(url.query))
-                    self._send(status, json.dumps(answer, default=str).encode() + b"\n",
-                               "application/json")
+                    status, answer = destination.series(unquote(url.path[len("/series/") :]), parse_qs(url.query))
+                    self._send(status, json.dumps(answer, default=str).encode() + b"\n", "application/json")
                 elif url.path == "/":
-                    self._send(200, b"zibrato-prometheus: GET /metrics, GET /series/<name>?source=&offset=\n",
-                               "text/plain; charset=utf-8")
+                    self._send(
+                        200,
+                        b"zibrato-prometheus: GET /metrics, GET /series/<name>?source=&offset=\n",
+                        "text/plain; charset=utf-8",
+                    )
                 else:
                     self._send(404, b"not found: try /metrics or /series/<name>\n", "text/plain")
             except Exception as error:  # a bug must not kill the server thread silently

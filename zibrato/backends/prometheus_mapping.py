@@ -33,6 +33,7 @@ Idle series expire: one that had no data for ``expire`` seconds is dropped
 series once asked for keeps its last ``history`` ones from then on: about
 400 bytes a summary, so 100,000 series do not hold ``history`` times that.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -41,7 +42,7 @@ import math
 import re
 import threading
 import time
-from typing import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
@@ -49,18 +50,19 @@ from prometheus_client.utils import floatToGoString
 
 from .labels import tag_pairs
 
-DEFAULT_BUCKETS = tuple(2.0 ** e for e in range(-10, 6))  # 0.0009765625 s .. 32 s
+DEFAULT_BUCKETS = tuple(2.0**e for e in range(-10, 6))  # 0.0009765625 s .. 32 s
 DEFAULT_EXPIRE = 300.0
 DEFAULT_HISTORY = 10
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
 _RESERVED_LABELS = ("le", "quantile")
-_KIND = {"counter": "counter", "gauge": "gauge", "set": "gauge", "timer": "histogram",
-         "histogram": "histogram"}
-_HELP = {"counter": "Zibrato counter {name!r}: sum since the worker started.",
-         "gauge": "Zibrato gauge {name!r}: last value.",
-         "set": "Zibrato set {name!r}: unique members in the last interval.",
-         "timer": "Zibrato timer {name!r}, in seconds.",
-         "histogram": "Zibrato histogram {name!r}{unit}."}
+_KIND = {"counter": "counter", "gauge": "gauge", "set": "gauge", "timer": "histogram", "histogram": "histogram"}
+_HELP = {
+    "counter": "Zibrato counter {name!r}: sum since the worker started.",
+    "gauge": "Zibrato gauge {name!r}: last value.",
+    "set": "Zibrato set {name!r}: unique members in the last interval.",
+    "timer": "Zibrato timer {name!r}, in seconds.",
+    "histogram": "Zibrato histogram {name!r}{unit}.",
+}
 
 
 def metric_name(name: str) -> str:
@@ -124,7 +126,7 @@ def _sketch_points(sketch: dict) -> Iterable[tuple[float, float]]:
 
 def _power(base: float, exponent: float) -> float:
     try:
-        return base ** exponent
+        return base**exponent
     except OverflowError:
         return math.inf
 
@@ -132,8 +134,19 @@ def _power(base: float, exponent: float) -> float:
 class Series:
     """What a scrape shows of one Zibrato series, and its recent summaries."""
 
-    __slots__ = ("kind", "family", "labels", "value", "buckets", "count", "sum", "last_data",
-                 "history", "key", "watched")
+    __slots__ = (
+        "kind",
+        "family",
+        "labels",
+        "value",
+        "buckets",
+        "count",
+        "sum",
+        "last_data",
+        "history",
+        "key",
+        "watched",
+    )
 
     def __init__(self, key: tuple, kind: str, family: str, labels: dict, buckets: int, now: float) -> None:
         self.key, self.kind, self.family, self.labels = key, kind, family, labels
@@ -156,9 +169,14 @@ class _Family:
 class PrometheusState:
     """Running totals per series, fed one interval at a time, read by scrapes (thread-safe)."""
 
-    def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS,
-                 expire: float | Mapping[str, float] = DEFAULT_EXPIRE, history: int = DEFAULT_HISTORY,
-                 clock: Callable[[], float] = time.time, log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        expire: float | Mapping[str, float] = DEFAULT_EXPIRE,
+        history: int = DEFAULT_HISTORY,
+        clock: Callable[[], float] = time.time,
+        log: logging.Logger | None = None,
+    ) -> None:
         if history < 1:
             raise ValueError("history must be at least 1")
         self.bounds = tuple(sorted(buckets))
@@ -169,11 +187,10 @@ class PrometheusState:
         self._lock = threading.Lock()
         self._series: dict[tuple, Series] = {}
         self._families: dict[str, _Family] = {}
-        self._exposed: dict[str, str] = {}     # sample name -> family exposing it
+        self._exposed: dict[str, str] = {}  # sample name -> family exposing it
         #: bumped whenever what a scrape would show changes (cached renderings compare it)
         self.version = 0
-        self.figures = {"series": 0, "families": 0, "name_collisions": 0, "label_collisions": 0,
-                        "series_expired": 0}
+        self.figures = {"series": 0, "families": 0, "name_collisions": 0, "label_collisions": 0, "series_expired": 0}
 
     # --- feeding --------------------------------------------------------------
 
@@ -269,8 +286,9 @@ class PrometheusState:
                 exposed = _exposed_names(name, kind)
                 if not any(e in self._exposed for e in exposed):
                     unit = f" ({s['unit']})" if s.get("unit") else ""
-                    self._families[name] = _Family(owner, kind, _HELP[s["type"]].format(
-                        name=s["name"], unit=unit), exposed)
+                    self._families[name] = _Family(
+                        owner, kind, _HELP[s["type"]].format(name=s["name"], unit=unit), exposed
+                    )
                     for e in exposed:
                         self._exposed[e] = name
                     break
@@ -279,8 +297,9 @@ class PrometheusState:
             n += 1
         if n > 1:
             self.figures["name_collisions"] += 1
-            self.log.warning("%s %r meets another series at the Prometheus name %s: exposed as %s",
-                             s["type"], s["name"], base, name)
+            self.log.warning(
+                "%s %r meets another series at the Prometheus name %s: exposed as %s", s["type"], s["name"], base, name
+            )
         return name
 
     # --- reading --------------------------------------------------------------------
@@ -311,14 +330,24 @@ class PrometheusState:
                 add(_sample(name + "_sum", labels, series.sum))
         return metric
 
-    def lookup(self, name: str, source: str | None = None, tags: Sequence[str] | None = None,
-               type: str | None = None, any_source: bool = False) -> list[Series]:
+    def lookup(
+        self,
+        name: str,
+        source: str | None = None,
+        tags: Sequence[str] | None = None,
+        type: str | None = None,
+        any_source: bool = False,
+    ) -> list[Series]:
         """The series named ``name`` (Zibrato's name) matching the filters given."""
         with self._lock:
-            found = [series for key, series in self._series.items()
-                     if key[1] == name and (any_source or key[2] == source)
-                     and (tags is None or sorted(key[3]) == sorted(tags))
-                     and (type is None or key[0] == type)]
+            found = [
+                series
+                for key, series in self._series.items()
+                if key[1] == name
+                and (any_source or key[2] == source)
+                and (tags is None or sorted(key[3]) == sorted(tags))
+                and (type is None or key[0] == type)
+            ]
             for series in found:
                 series.watched = True
             return found
@@ -341,8 +370,14 @@ def expiry_per_kind(expire: float | Mapping[str, float]) -> dict[str, float]:
 
 
 def series_key(summary: dict) -> tuple:
-    return (summary["type"], summary["name"], summary.get("source"), tuple(summary.get("tags") or ()),
-            summary.get("level"), summary.get("unit"))
+    return (
+        summary["type"],
+        summary["name"],
+        summary.get("source"),
+        tuple(summary.get("tags") or ()),
+        summary.get("level"),
+        summary.get("unit"),
+    )
 
 
 def _exposed_names(name: str, kind: str) -> tuple[str, ...]:

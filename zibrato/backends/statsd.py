@@ -36,6 +36,7 @@ logged (rate-limited), never retried. TCP keeps one connection and raises
 delivery queue retries with backoff while later intervals wait in the
 backlog; chunks already written are never sent again.
 """
+
 from __future__ import annotations
 
 import errno
@@ -43,8 +44,9 @@ import logging
 import re
 import select
 import socket
+from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from typing import Iterable, Iterator
+from typing import Any
 
 from ..delivery import NameFitter, Retryable, request_timeout
 from ..destination import Destination, Interval
@@ -92,9 +94,15 @@ class StatsdMapping:
     lose ``|``, ``,``, ``#``, ``@`` and control characters.
     """
 
-    def __init__(self, prefix: str = "", source_as: str = "prefix", tags: str = "drop",
-                 log: logging.Logger | None = None, histograms: str = "timer",
-                 sets: str = "count") -> None:
+    def __init__(
+        self,
+        prefix: str = "",
+        source_as: str = "prefix",
+        tags: str = "drop",
+        log: logging.Logger | None = None,
+        histograms: str = "timer",
+        sets: str = "count",
+    ) -> None:
         if histograms not in HISTOGRAM_MODES:
             raise ValueError(f"unknown --histograms {histograms!r} (timer or dogstatsd)")
         if sets not in SET_MODES:
@@ -151,8 +159,11 @@ class StatsdMapping:
         members = (s.get("sketch") or {}).get("members")
         if self.set_mode == "count" or members is None:
             if self.set_mode == "members" and s["value"]:
-                self._warn_once("estimated-set", "set %s is past the worker's exact bound: its "
-                                "estimated count is sent as a gauge", printable_repr(s["name"]))
+                self._warn_once(
+                    "estimated-set",
+                    "set %s is past the worker's exact bound: its estimated count is sent as a gauge",
+                    printable_repr(s["name"]),
+                )
             yield self._gauge_unit(name, s["value"], suffix)
             return
         for member in members:
@@ -163,8 +174,7 @@ class StatsdMapping:
         values = s.get("values")
         if values is None:  # an idle series (count 0, --expire) has none: nothing to send
             if s.get("count"):  # pragma: no cover - the runtime keeps values for needs_values
-                self._warn_once("no-values", "%s %s has no raw values: not sent", s["type"],
-                                printable_repr(s["name"]))
+                self._warn_once("no-values", "%s %s has no raw values: not sent", s["type"], printable_repr(s["name"]))
             return
         rate = ""
         if s.get("sampled") and len(values) < s["count"]:
@@ -186,8 +196,12 @@ class StatsdMapping:
             yield (head + scaled(value) + tail).encode()
         if negative:
             self.timer_values_dropped += negative
-            self._value_log.warning("%s %s: dropped %d negative values (statsd takes "
-                                    "timings >= 0)", s["type"], printable_repr(s["name"]), negative)
+            self._value_log.warning(
+                "%s %s: dropped %d negative values (statsd takes timings >= 0)",
+                s["type"],
+                printable_repr(s["name"]),
+                negative,
+            )
 
     def _name_and_suffix(self, s: dict) -> tuple[str, str]:
         """``prefix[source.]name`` and the ``|#tags`` suffix (possibly empty) of a series."""
@@ -204,9 +218,12 @@ class StatsdMapping:
             if self.tag_mode == "dogstatsd":
                 tags.extend(self.tags(t, kind="tag") for t in s["tags"])
             else:
-                self._warn_once("tags", "series %s has tags %s: tags are dropped (use --tags "
-                                        "dogstatsd to send them as |#k:v)",
-                                printable_repr(s["name"]), printable(",".join(s["tags"])))
+                self._warn_once(
+                    "tags",
+                    "series %s has tags %s: tags are dropped (use --tags dogstatsd to send them as |#k:v)",
+                    printable_repr(s["name"]),
+                    printable(",".join(s["tags"])),
+                )
         name = ".".join(part for part in (self.prefix, source_part, name) if part)
         tags = [t for t in tags if t]
         return name, ("|#" + ",".join(tags)) if tags else ""
@@ -224,10 +241,20 @@ class Statsd(Destination):
     needs_values = True
     self_figures = ("lines_sent", "datagrams_sent", "send_errors", "lines_lost")
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8125, *, protocol: str = "udp",
-                 prefix: str = "", mtu: int = DEFAULT_MTU, source_as: str = "prefix",
-                 tags: str = "drop", timeout: float = 5.0, histograms: str = "timer",
-                 sets: str = "count") -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8125,
+        *,
+        protocol: str = "udp",
+        prefix: str = "",
+        mtu: int = DEFAULT_MTU,
+        source_as: str = "prefix",
+        tags: str = "drop",
+        timeout: float = 5.0,
+        histograms: str = "timer",
+        sets: str = "count",
+    ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r} (udp or tcp)")
         if not 1 <= port <= 65535:
@@ -244,8 +271,9 @@ class Statsd(Destination):
         self._send_log = RateLimitedLog(self.log)
         self._pending: tuple[Interval, list[tuple[bytes, int]]] | None = None  # TCP: what is left
         self._last_post_errors = 0
-        self.counts = dict(lines_sent=0, datagrams_sent=0, bytes_sent=0, send_errors=0,
-                           lines_lost=0, oversized_lines=0, reconnects=0)
+        self.counts = dict(
+            lines_sent=0, datagrams_sent=0, bytes_sent=0, send_errors=0, lines_lost=0, oversized_lines=0, reconnects=0
+        )
         self.last_error: str | None = None
 
     @property
@@ -254,10 +282,13 @@ class Statsd(Destination):
 
     def connect(self) -> None:
         m = self.mapping
-        self.log.info("sending to statsd at %s (%s, source as %s, tags %s)", self.endpoint,
-                      f"datagrams of at most {self.mtu} bytes" if self.protocol == "udp"
-                      else "one persistent connection", m.source_as,
-                      "as DogStatsD tags" if m.tag_mode == "dogstatsd" else "dropped")
+        self.log.info(
+            "sending to statsd at %s (%s, source as %s, tags %s)",
+            self.endpoint,
+            f"datagrams of at most {self.mtu} bytes" if self.protocol == "udp" else "one persistent connection",
+            m.source_as,
+            "as DogStatsD tags" if m.tag_mode == "dogstatsd" else "dropped",
+        )
         if self.protocol == "udp":
             self._open_udp()
         else:
@@ -281,20 +312,32 @@ class Statsd(Destination):
         if self._pending is not None:  # given up at the stop deadline
             c["lines_lost"] += sum(lines for _, lines in self._pending[1])
             self._pending = None
-        self.log.info("%d lines sent to statsd at %s in %d %s (%d send errors, %d lines lost)",
-                      c["lines_sent"], self.endpoint, c["datagrams_sent"],
-                      "datagrams" if self.protocol == "udp" else "writes", c["send_errors"],
-                      c["lines_lost"])
+        self.log.info(
+            "%d lines sent to statsd at %s in %d %s (%d send errors, %d lines lost)",
+            c["lines_sent"],
+            self.endpoint,
+            c["datagrams_sent"],
+            "datagrams" if self.protocol == "udp" else "writes",
+            c["send_errors"],
+            c["lines_lost"],
+        )
         self._close_socket()
 
-    def figures(self) -> dict:
-        f = {**self.counts, "names_changed": self.mapping.names_changed,
-             "timer_values_dropped": self.mapping.timer_values_dropped,
-             "statsd": self.endpoint, "protocol": self.protocol, "mtu": self.mtu,
-             "statsd_error": self.last_error}
+    def figures(self) -> dict[str, Any]:
+        f: dict[str, Any] = {
+            **self.counts,
+            "names_changed": self.mapping.names_changed,
+            "timer_values_dropped": self.mapping.timer_values_dropped,
+            "statsd": self.endpoint,
+            "protocol": self.protocol,
+            "mtu": self.mtu,
+            "statsd_error": self.last_error,
+        }
         if self._last_post_errors:
-            f["problems"] = [f"{self._last_post_errors} send errors in the last flush "
-                             f"({self.last_error}): is statsd running at {self.endpoint}?"]
+            f["problems"] = [
+                f"{self._last_post_errors} send errors in the last flush "
+                f"({self.last_error}): is statsd running at {self.endpoint}?"
+            ]
         return f
 
     def _close_socket(self) -> None:
@@ -304,33 +347,36 @@ class Statsd(Destination):
 
     # --- UDP ------------------------------------------------------------------
 
-    def _open_udp(self) -> None:
+    def _open_udp(self) -> socket.socket:
         self._close_socket()
         family, _, _, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setblocking(False)
         sock.connect(address)  # resolve once; lets the kernel report refused datagrams
         self.sock = sock
+        return sock
 
     def _post_datagrams(self, datagrams: list[tuple[bytes, int]]) -> None:
         c = self.counts
         errors = 0
-        if self.sock is None:
+        sock = self.sock
+        if sock is None:
             try:
-                self._open_udp()
+                sock = self._open_udp()
             except OSError as error:
                 c["send_errors"] += 1
                 c["lines_lost"] += sum(n for _, n in datagrams)
                 self._last_post_errors = 1
                 self.last_error = f"cannot resolve or reach {self.endpoint}: {_describe(error)}"
-                self._send_log.warning("%s: UDP is not retried (%d lines lost so far)",
-                                       self.last_error, c["lines_lost"])
+                self._send_log.warning(
+                    "%s: UDP is not retried (%d lines lost so far)", self.last_error, c["lines_lost"]
+                )
                 return
         for datagram, lines in datagrams:
             self._check_size(datagram)
             for attempt in (1, 2):
                 try:
-                    self.sock.send(datagram)
+                    sock.send(datagram)
                 except ConnectionRefusedError as error:
                     # An earlier datagram was refused (ICMP port unreachable): the kernel reports
                     # it on this send, which then did not go out. Once more, then it is lost.
@@ -352,24 +398,33 @@ class Statsd(Destination):
                 break
         self._last_post_errors = errors
         if errors:
-            self._send_log.warning("statsd at %s: %d send errors in this flush (%s); UDP is not "
-                                   "retried (%d lines lost so far)", self.endpoint, errors,
-                                   self.last_error, c["lines_lost"])
+            self._send_log.warning(
+                "statsd at %s: %d send errors in this flush (%s); UDP is not retried (%d lines lost so far)",
+                self.endpoint,
+                errors,
+                self.last_error,
+                c["lines_lost"],
+            )
 
     def _check_size(self, datagram: bytes) -> None:
         if len(datagram) > self.mtu:
             self.counts["oversized_lines"] += 1
-            self.mapping._warn_once("oversized", "a line of %d bytes does not fit --mtu %d: sent "
-                                    "alone, it may be fragmented or dropped (%s...)",
-                                    len(datagram), self.mtu, printable(datagram[:80]))
+            self.mapping._warn_once(
+                "oversized",
+                "a line of %d bytes does not fit --mtu %d: sent alone, it may be fragmented or dropped (%s...)",
+                len(datagram),
+                self.mtu,
+                printable(datagram[:80]),
+            )
 
     # --- TCP ------------------------------------------------------------------
 
-    def _open_tcp(self) -> None:
+    def _open_tcp(self) -> socket.socket:
         self._close_socket()
         sock = socket.create_connection((self.host, self.port), timeout=request_timeout(self.timeout))
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
+        return sock
 
     def _post_stream(self, pending: list[tuple[bytes, int]]) -> None:
         """Write chunk after chunk, removing each once written; a failure leaves the rest pending."""
@@ -390,14 +445,16 @@ class Statsd(Destination):
 
     def _write(self, payload: bytes) -> None:
         """Write on the connection, opened anew if statsd closed it (statsd never writes back)."""
-        if self.sock is not None and _peer_closed(self.sock):
+        sock = self.sock
+        if sock is not None and _peer_closed(sock):
             self.log.info("statsd at %s closed the connection; reconnecting", self.endpoint)
             self.counts["reconnects"] += 1
             self._close_socket()
-        if self.sock is None:
-            self._open_tcp()
-        self.sock.settimeout(request_timeout(self.timeout))
-        self.sock.sendall(payload)
+            sock = None
+        if sock is None:
+            sock = self._open_tcp()
+        sock.settimeout(request_timeout(self.timeout))
+        sock.sendall(payload)
 
 
 def pack(units: list[bytes], limit: int) -> list[tuple[bytes, int]]:

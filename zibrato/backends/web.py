@@ -9,10 +9,11 @@ Constructing a WebView opens nothing. :meth:`WebView.bind` takes the port
 (the CLI calls it before the worker starts, so that a port in use is exit
 status 1 at once); :meth:`connect` binds if that was not done and serves.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..destination import Destination, Interval
 from ..web.server import WebServer, is_loopback
@@ -41,8 +42,11 @@ class WebView(Destination):
             host, port = self.listen
             self.server = WebServer(host, port, self.history)
             if not is_loopback(host):
-                log.warning("listening on %s, not loopback: anyone who can reach this address "
-                            "sees every series name, tag and value (there is no authentication)", host)
+                log.warning(
+                    "listening on %s, not loopback: anyone who can reach this address "
+                    "sees every series name, tag and value (there is no authentication)",
+                    host,
+                )
             log.info("web view at %s", self.server.url)
         return self.server
 

@@ -1,4 +1,5 @@
 """The `zibrato` umbrella command; each `zibrato-<name>` script is one of its subcommands."""
+
 from __future__ import annotations
 
 import importlib

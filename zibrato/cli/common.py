@@ -1,10 +1,12 @@
 """Options and start-up shared by every daemon command."""
+
 from __future__ import annotations
 
 import functools
 import math
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -96,70 +98,162 @@ def verbose_option(func: Callable) -> Callable:
 def curve_client_options(func: Callable) -> Callable:
     """--curve-secret-key and --curve-server-key, for any command that connects to a broker
     (workers, forwarders, zibrato-listen); read them with :func:`curve_keys`."""
-    func = click.option("--curve-server-key", type=click.Path(dir_okay=False), default=None,
-                        metavar="FILE", help="The broker's CURVE public key file (NAME.key).")(func)
-    return click.option("--curve-secret-key", type=click.Path(dir_okay=False), default=None,
-                        metavar="FILE", help="This process's CURVE secret key file (NAME.key_secret).")(func)
+    func = click.option(
+        "--curve-server-key",
+        type=click.Path(dir_okay=False),
+        default=None,
+        metavar="FILE",
+        help="The broker's CURVE public key file (NAME.key).",
+    )(func)
+    return click.option(
+        "--curve-secret-key",
+        type=click.Path(dir_okay=False),
+        default=None,
+        metavar="FILE",
+        help="This process's CURVE secret key file (NAME.key_secret).",
+    )(func)
 
 
 def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
     """The flags every worker shares (see README, "CLI reference")."""
+
     def decorate(func: Callable) -> Callable:
-        options = [
-            click.option("--host", multiple=True, default=("127.0.0.1",), show_default=True,
-                         help="Broker host to subscribe to; repeat it or give a comma list to "
-                              "subscribe to several brokers (HOST or HOST:PORT each)."),
-            click.option("--port", default=5551, show_default=True, type=click.IntRange(1, 65535),
-                         help="Broker PUB port (the broker's --port + 1)."),
-            click.option("--levels", default="all", show_default=True, callback=_levels,
-                         help="Comma-separated levels to aggregate, matched exactly; 'all' for every level."),
-            click.option("--flush", "flush_interval", default=default_flush, show_default=True,
-                         type=Seconds(MIN_FLUSH, MAX_FLUSH),
-                         help=f"Seconds between flushes, aligned to the wall clock "
-                              f"({MIN_FLUSH:g} to {MAX_FLUSH:g})."),
-            click.option("--percentiles", default="50,90,95,99", show_default=True,
-                         callback=_percentiles,
-                         help="Timer percentiles by nearest rank; fractions allowed (99.9 -> p99_9)."),
-            click.option("--max-exact", "--max-samples", "max_exact", default=DEFAULT_MAX_EXACT,
-                         show_default=True, type=click.IntRange(1, 100_000_000),
-                         help="Timer/histogram values kept exactly per series and interval; beyond, "
-                              "a sketch within --relative-error (--max-samples: former name)."),
-            click.option("--relative-error", default=0.01, show_default=True, type=float,
-                         callback=_relative_error,
-                         help="Bound on a sketched percentile's relative error (0.01: OpenTelemetry "
-                              "scale 6, 0.54 %)."),
-            click.option("--expire", default="0", show_default=True, callback=_expire,
-                         help="Seconds an idle series is still reported (as 0 / its last value), "
-                              "e.g. 300 or 300,gauge=3600; 0: only intervals with data."),
-            click.option("--status-port", type=click.IntRange(0, 65535), default=0, show_default=True,
-                         help="Loopback port answering `zibrato status` (0: off)."),
-            click.option("--self-metrics/--no-self-metrics", default=True, show_default=True,
-                         help="Publish this worker's own figures under the level 'zibrato'."),
-            click.option("--broker-port", type=click.IntRange(1, 65535), default=None,
-                         help="Broker PULL port for self-metrics [default: --port - 1]."),
-            click.option("--keep", multiple=True, callback=_patterns, metavar="PATTERN",
-                         help="Keep only series matching a pattern (repeatable): a name glob "
-                              "('db.*') or, after #, a tag glob ('#env:prod')."),
-            click.option("--drop", multiple=True, callback=_patterns, metavar="PATTERN",
-                         help="Drop series matching a pattern (repeatable; same forms as --keep)."),
-            click.option("--drop-tags", multiple=True, callback=_patterns, metavar="KEY",
-                         help="Remove tags whose key matches this glob (repeatable), e.g. 'pod*'."),
-            click.option("--shard", default=None, callback=_shard, metavar="K/N",
-                         help="Aggregate only shard K of N of each level (N workers share a level; "
-                              "clients shard with ZIBRATO_SHARDS=1)."),
-            click.option("--lateness", default=DEFAULT_LATENESS, show_default=True,
-                         type=Seconds(0, 3600),
-                         help="Seconds an interval stays open for forwarders' summaries (at most "
-                              "half of --flush); later ones join the next interval, counted as late."),
+        options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+            click.option(
+                "--host",
+                multiple=True,
+                default=("127.0.0.1",),
+                show_default=True,
+                help="Broker host to subscribe to; repeat it or give a comma list to "
+                "subscribe to several brokers (HOST or HOST:PORT each).",
+            ),
+            click.option(
+                "--port",
+                default=5551,
+                show_default=True,
+                type=click.IntRange(1, 65535),
+                help="Broker PUB port (the broker's --port + 1).",
+            ),
+            click.option(
+                "--levels",
+                default="all",
+                show_default=True,
+                callback=_levels,
+                help="Comma-separated levels to aggregate, matched exactly; 'all' for every level.",
+            ),
+            click.option(
+                "--flush",
+                "flush_interval",
+                default=default_flush,
+                show_default=True,
+                type=Seconds(MIN_FLUSH, MAX_FLUSH),
+                help=f"Seconds between flushes, aligned to the wall clock ({MIN_FLUSH:g} to {MAX_FLUSH:g}).",
+            ),
+            click.option(
+                "--percentiles",
+                default="50,90,95,99",
+                show_default=True,
+                callback=_percentiles,
+                help="Timer percentiles by nearest rank; fractions allowed (99.9 -> p99_9).",
+            ),
+            click.option(
+                "--max-exact",
+                "--max-samples",
+                "max_exact",
+                default=DEFAULT_MAX_EXACT,
+                show_default=True,
+                type=click.IntRange(1, 100_000_000),
+                help="Timer/histogram values kept exactly per series and interval; beyond, "
+                "a sketch within --relative-error (--max-samples: former name).",
+            ),
+            click.option(
+                "--relative-error",
+                default=0.01,
+                show_default=True,
+                type=float,
+                callback=_relative_error,
+                help="Bound on a sketched percentile's relative error (0.01: OpenTelemetry scale 6, 0.54 %).",
+            ),
+            click.option(
+                "--expire",
+                default="0",
+                show_default=True,
+                callback=_expire,
+                help="Seconds an idle series is still reported (as 0 / its last value), "
+                "e.g. 300 or 300,gauge=3600; 0: only intervals with data.",
+            ),
+            click.option(
+                "--status-port",
+                type=click.IntRange(0, 65535),
+                default=0,
+                show_default=True,
+                help="Loopback port answering `zibrato status` (0: off).",
+            ),
+            click.option(
+                "--self-metrics/--no-self-metrics",
+                default=True,
+                show_default=True,
+                help="Publish this worker's own figures under the level 'zibrato'.",
+            ),
+            click.option(
+                "--broker-port",
+                type=click.IntRange(1, 65535),
+                default=None,
+                help="Broker PULL port for self-metrics [default: --port - 1].",
+            ),
+            click.option(
+                "--keep",
+                multiple=True,
+                callback=_patterns,
+                metavar="PATTERN",
+                help="Keep only series matching a pattern (repeatable): a name glob "
+                "('db.*') or, after #, a tag glob ('#env:prod').",
+            ),
+            click.option(
+                "--drop",
+                multiple=True,
+                callback=_patterns,
+                metavar="PATTERN",
+                help="Drop series matching a pattern (repeatable; same forms as --keep).",
+            ),
+            click.option(
+                "--drop-tags",
+                multiple=True,
+                callback=_patterns,
+                metavar="KEY",
+                help="Remove tags whose key matches this glob (repeatable), e.g. 'pod*'.",
+            ),
+            click.option(
+                "--shard",
+                default=None,
+                callback=_shard,
+                metavar="K/N",
+                help="Aggregate only shard K of N of each level (N workers share a level; "
+                "clients shard with ZIBRATO_SHARDS=1).",
+            ),
+            click.option(
+                "--lateness",
+                default=DEFAULT_LATENESS,
+                show_default=True,
+                type=Seconds(0, 3600),
+                help="Seconds an interval stays open for forwarders' summaries (at most "
+                "half of --flush); later ones join the next interval, counted as late.",
+            ),
             curve_client_options,
-            click.option("--stop-timeout", default=8.0, show_default=True, type=Seconds(0.5, 3600),
-                         help="Seconds from a stop signal to exit: reading what is queued, the "
-                              "final flush and its delivery (supervisord's stopwaitsecs is 10)."),
+            click.option(
+                "--stop-timeout",
+                default=8.0,
+                show_default=True,
+                type=Seconds(0.5, 3600),
+                help="Seconds from a stop signal to exit: reading what is queued, the "
+                "final flush and its delivery (supervisord's stopwaitsecs is 10).",
+            ),
             verbose_option,
         ]
         for option in reversed(options):
             func = option(func)
         return func
+
     return decorate
 
 
@@ -175,31 +269,36 @@ def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Sha
 def curve_keys(options: dict) -> ClientKeys | None:
     """The CURVE keys of --curve-secret-key / --curve-server-key (popped); a usage error if unreadable."""
     try:
-        return ClientKeys.from_options(options.pop("curve_secret_key", None),
-                                       options.pop("curve_server_key", None))
+        return ClientKeys.from_options(options.pop("curve_secret_key", None), options.pop("curve_server_key", None))
     except KeyFileError as error:
         raise click.BadParameter(str(error), param_hint="--curve-secret-key/--curve-server-key") from None
 
 
 def worker_kwargs(options: dict) -> dict:
     """Map the shared CLI options onto :class:`zibrato.worker.Worker`'s constructor (popping them)."""
-    rules = SeriesRules(keep=options.pop("keep", ()), drop=options.pop("drop", ()),
-                        drop_tags=options.pop("drop_tags", ()))
+    rules = SeriesRules(
+        keep=options.pop("keep", ()), drop=options.pop("drop", ()), drop_tags=options.pop("drop_tags", ())
+    )
     return dict(
-        host=options.pop("host"), port=options.pop("port"), levels=options.pop("levels"),
-        flush_interval=options.pop("flush_interval"), percentiles=options.pop("percentiles"),
-        max_samples=options.pop("max_exact"), status_port=options.pop("status_port") or None,
+        host=options.pop("host"),
+        port=options.pop("port"),
+        levels=options.pop("levels"),
+        flush_interval=options.pop("flush_interval"),
+        percentiles=options.pop("percentiles"),
+        max_samples=options.pop("max_exact"),
+        status_port=options.pop("status_port") or None,
         self_level="zibrato" if options.pop("self_metrics") else None,
-        broker_port=options.pop("broker_port"), rules=rules,
+        broker_port=options.pop("broker_port"),
+        rules=rules,
         aggregation=dict(relative_error=options.pop("relative_error"), expire=options.pop("expire")),
         stop_timeout=options.pop("stop_timeout", 8.0),
-        shard=options.pop("shard", None), lateness=options.pop("lateness", DEFAULT_LATENESS),
+        shard=options.pop("shard", None),
+        lateness=options.pop("lateness", DEFAULT_LATENESS),
         curve=curve_keys(options),
     )
 
 
-def run_worker(make: Callable[[], Destination], verbose: bool, worker_class: type = Worker,
-               **worker: Any) -> None:
+def run_worker(make: Callable[[], Destination], verbose: bool, worker_class: type = Worker, **worker: Any) -> None:
     """Build the destination (a ValueError is a usage error), run a worker around it until stopped.
 
     ``worker`` holds :class:`~zibrato.worker.Worker`'s keyword arguments
@@ -217,7 +316,10 @@ def run_worker(make: Callable[[], Destination], verbose: bool, worker_class: typ
 
 def standalone(command: click.Command, prog_name: str, envvar_prefix: str) -> Callable[[], None]:
     """An entry point for a `zibrato-<name>` script, every option settable from the environment."""
-    @functools.wraps(command.callback)
+
     def main() -> None:
         command.main(prog_name=prog_name, auto_envvar_prefix=envvar_prefix)
+
+    if command.callback is not None:  # the command's name and docstring
+        functools.update_wrapper(main, command.callback)
     return main

@@ -1,4 +1,5 @@
 """zibrato-console: the worker that prints to the terminal."""
+
 from __future__ import annotations
 
 import click
@@ -9,8 +10,14 @@ from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, wor
 
 @click.command("console", context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
-@click.option("--format", "format_", type=click.Choice(FORMATS), default="table",
-              show_default=True, help="A readable table, or one JSON object per series per flush.")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="A readable table, or one JSON object per series per flush.",
+)
 def command(format_: str, verbose: bool, **options: object) -> None:
     """Print each flush of the subscribed levels to standard output.
 

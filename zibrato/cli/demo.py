@@ -1,4 +1,5 @@
 """zibrato demo: broker + console worker + a small workload, in one terminal."""
+
 from __future__ import annotations
 
 import random
@@ -15,19 +16,32 @@ from .common import CONTEXT_SETTINGS, MAX_FLUSH, MIN_FLUSH, Seconds
 
 
 @click.command("demo", context_settings=CONTEXT_SETTINGS)
-@click.option("--port", default=5550, show_default=True, type=click.IntRange(1, 65533),
-              help="Broker port (PUB on PORT + 1, status on PORT + 2).")
-@click.option("--flush", default=2.0, show_default=True, type=Seconds(MIN_FLUSH, MAX_FLUSH),
-              help="Console flush interval in seconds.")
-@click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
-@click.option("--duration", type=Seconds(0, 7 * 86_400), default=None,
-              help="Stop after this many seconds [default: until Ctrl-C].")
+@click.option(
+    "--port",
+    default=5550,
+    show_default=True,
+    type=click.IntRange(1, 65533),
+    help="Broker port (PUB on PORT + 1, status on PORT + 2).",
+)
+@click.option(
+    "--flush",
+    default=2.0,
+    show_default=True,
+    type=Seconds(MIN_FLUSH, MAX_FLUSH),
+    help="Console flush interval in seconds.",
+)
+@click.option("--format", "format_", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option(
+    "--duration",
+    type=Seconds(0, 7 * 86_400),
+    default=None,
+    help="Stop after this many seconds [default: until Ctrl-C].",
+)
 @click.option("--web", is_flag=True, help="Also start zibrato-web and print the URL of its live page.")
-@click.option("--web-listen", default="127.0.0.1:8080", show_default=True,
-              help="HOST:PORT of the web view (with --web).")
-def command(port: int, flush: float, format_: str, duration: float | None, web: bool,
-            web_listen: str) -> None:
+@click.option(
+    "--web-listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT of the web view (with --web)."
+)
+def command(port: int, flush: float, format_: str, duration: float | None, web: bool, web_listen: str) -> None:
     """Start a broker and a console worker, then instrument a pretend web application.
 
     Metrics appear every FLUSH seconds; Ctrl-C stops everything cleanly. If
@@ -37,13 +51,11 @@ def command(port: int, flush: float, format_: str, duration: float | None, web: 
     stop = threading.Event()
     install_stop_handlers(stop)
     daemons = start_daemons(port, flush, format_, web_listen if web else None)
-    click.echo(f"zibrato demo: broker on {port}, console worker flushing every {flush:g} s; "
-               "Ctrl-C to stop", err=True)
+    click.echo(f"zibrato demo: broker on {port}, console worker flushing every {flush:g} s; Ctrl-C to stop", err=True)
     if web:
         click.echo(f"zibrato demo: live charts at {web_url(web_listen)}", err=True)
     died: list[tuple[str, int]] = []
-    threading.Thread(target=watch, args=(daemons, stop, died), name="zibrato-demo-watch",
-                     daemon=True).start()
+    threading.Thread(target=watch, args=(daemons, stop, died), name="zibrato-demo-watch", daemon=True).start()
     try:
         with Zibrato(port=port, source="demo") as z:
             run_workload(z, stop, duration)
@@ -52,13 +64,13 @@ def command(port: int, flush: float, format_: str, duration: float | None, web: 
         stop_daemons(daemons)
     if died:
         name, code = died[0]
-        click.echo(f"zibrato demo: the {name} exited with status {code} (its log above says why); "
-                   "stopped the rest", err=True)
+        click.echo(
+            f"zibrato demo: the {name} exited with status {code} (its log above says why); stopped the rest", err=True
+        )
         raise SystemExit(1)
 
 
-def start_daemons(port: int, flush: float, format_: str,
-                  web_listen: str | None = None) -> dict[str, subprocess.Popen]:
+def start_daemons(port: int, flush: float, format_: str, web_listen: str | None = None) -> dict[str, subprocess.Popen]:
     """The broker and the console worker (and the web worker), by name, in the order they must stop.
 
     Each in its own session, so that Ctrl-C reaches only the demo, which stops them in order.
@@ -66,12 +78,15 @@ def start_daemons(port: int, flush: float, format_: str,
     python = [sys.executable, "-m", "zibrato"]
     broker = ["broker", "--port", str(port), "--startup-grace", "0.3"]
     # The application's metrics only: the worker's own (level 'zibrato') would fill half the table.
-    worker = ["console", "--port", str(port + 1), "--flush", str(flush), "--format", format_,
-              "--no-self-metrics"]
+    worker = ["console", "--port", str(port + 1), "--flush", str(flush), "--format", format_, "--no-self-metrics"]
     commands = [("broker", broker), ("console worker", worker)]
     if web_listen is not None:
-        commands.append(("web worker", ["web", "--port", str(port + 1), "--flush", str(flush),
-                                        "--no-self-metrics", "--listen", web_listen]))
+        commands.append(
+            (
+                "web worker",
+                ["web", "--port", str(port + 1), "--flush", str(flush), "--no-self-metrics", "--listen", web_listen],
+            )
+        )
     return {name: subprocess.Popen(python + argv, start_new_session=True) for name, argv in commands}
 
 
@@ -80,8 +95,7 @@ def web_url(listen: str) -> str:
     return f"http://{listen}/"
 
 
-def watch(daemons: dict[str, subprocess.Popen], stop: threading.Event,
-          died: list[tuple[str, int]]) -> None:
+def watch(daemons: dict[str, subprocess.Popen], stop: threading.Event, died: list[tuple[str, int]]) -> None:
     """Until ``stop``: when a daemon exits, record its name and exit code and stop the demo.
 
     A daemon found dead only once ``stop`` is set was stopped by the demo (or by Ctrl-C).

@@ -1,4 +1,5 @@
 """zibrato-graphite: the worker that sends each flush to Graphite (carbon's plaintext protocol)."""
+
 from __future__ import annotations
 
 import click
@@ -10,8 +11,7 @@ from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, wor
 POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
-def parse_address(ctx: click.Context | None, param: click.Parameter | None,
-                  value: str) -> tuple[str, int]:
+def parse_address(ctx: click.Context | None, param: click.Parameter | None, value: str) -> tuple[str, int]:
     """'HOST:PORT', 'HOST' (port 2003) or '[v6]:PORT' -> (host, port)."""
     host, port = value, str(DEFAULT_PORT)
     if value.startswith("["):
@@ -29,23 +29,57 @@ def parse_address(ctx: click.Context | None, param: click.Parameter | None,
 
 @click.command("graphite", context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
-@click.option("--graphite", "address", default=f"127.0.0.1:{DEFAULT_PORT}", show_default=True,
-              callback=parse_address, metavar="HOST:PORT",
-              help="carbon's plaintext (line) receiver.")
-@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
-              help="First part of every path ('' for none): <prefix>.counters.<name>.count.")
-@click.option("--tags", "tag_mode", type=click.Choice(TAG_MODES), default="drop", show_default=True,
-              help="drop: the source is a path part, tags are left out; graphite: source, level "
-                   "and tags as Graphite 1.1 ';k=v' tags (carbon's ENABLE_TAGS).")
-@click.option("--timeout", default=10.0, show_default=True, type=POSITIVE,
-              help="Seconds for connecting, writing and carbon's confirmation.")
-@click.option("--retry-delay", default=0.5, show_default=True, type=POSITIVE,
-              help="First delay before retrying a failed interval; it doubles (with jitter) each time.")
-@click.option("--max-retry-delay", default=30.0, show_default=True, type=POSITIVE,
-              help="Cap on the delay between retries.")
-def command(address: tuple[str, int], prefix: str, tag_mode: str, timeout: float, retry_delay: float,
-            max_retry_delay: float, verbose: bool,
-            **options: object) -> None:
+@click.option(
+    "--graphite",
+    "address",
+    default=f"127.0.0.1:{DEFAULT_PORT}",
+    show_default=True,
+    callback=parse_address,
+    metavar="HOST:PORT",
+    help="carbon's plaintext (line) receiver.",
+)
+@click.option(
+    "--prefix",
+    default=DEFAULT_PREFIX,
+    show_default=True,
+    help="First part of every path ('' for none): <prefix>.counters.<name>.count.",
+)
+@click.option(
+    "--tags",
+    "tag_mode",
+    type=click.Choice(TAG_MODES),
+    default="drop",
+    show_default=True,
+    help="drop: the source is a path part, tags are left out; graphite: source, level "
+    "and tags as Graphite 1.1 ';k=v' tags (carbon's ENABLE_TAGS).",
+)
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=POSITIVE,
+    help="Seconds for connecting, writing and carbon's confirmation.",
+)
+@click.option(
+    "--retry-delay",
+    default=0.5,
+    show_default=True,
+    type=POSITIVE,
+    help="First delay before retrying a failed interval; it doubles (with jitter) each time.",
+)
+@click.option(
+    "--max-retry-delay", default=30.0, show_default=True, type=POSITIVE, help="Cap on the delay between retries."
+)
+def command(
+    address: tuple[str, int],
+    prefix: str,
+    tag_mode: str,
+    timeout: float,
+    retry_delay: float,
+    max_retry_delay: float,
+    verbose: bool,
+    **options: object,
+) -> None:
     """Send each flush of the subscribed levels to Graphite, retrying until carbon has it.
 
     Counters as <prefix>.counters.<name>.count and .rate, gauges as
@@ -56,8 +90,12 @@ def command(address: tuple[str, int], prefix: str, tag_mode: str, timeout: float
     host, port = address
     if max_retry_delay < retry_delay:
         raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
-    run_worker(lambda: GraphiteDestination(host, port, prefix=prefix, tags=tag_mode, timeout=timeout),
-               verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
+    run_worker(
+        lambda: GraphiteDestination(host, port, prefix=prefix, tags=tag_mode, timeout=timeout),
+        verbose,
+        backoff=Backoff(retry_delay, max_retry_delay),
+        **worker_kwargs(options),
+    )
 
 
 main = standalone(command, "zibrato-graphite", "ZIBRATO_GRAPHITE")

@@ -1,4 +1,5 @@
 """zibrato-influxdb: the worker that writes each flush to InfluxDB (line protocol over HTTP)."""
+
 from __future__ import annotations
 
 import os
@@ -19,22 +20,46 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 @click.option("--database", default=None, help="InfluxDB 1.x: the database to write to.")
 @click.option("--org", default=None, help="InfluxDB 2.x: the organisation (with --bucket).")
 @click.option("--bucket", default=None, help="InfluxDB 2.x: the bucket to write to.")
-@click.option("--token-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help=f"File holding the API token (or set {TOKEN_ENV}; for 1.x, 'user:password').")
-@click.option("--prefix", default="", show_default=True,
-              help="Prepended to every measurement name.")
-@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
-              type=click.IntRange(1, None), help="Most points per write request.")
-@click.option("--timeout", default=10.0, show_default=True, type=POSITIVE,
-              help="Seconds to wait for each answer from InfluxDB.")
-@click.option("--retry-delay", default=0.5, show_default=True, type=POSITIVE,
-              help="First delay before retrying a failed interval; it doubles (with jitter) each time.")
-@click.option("--max-retry-delay", default=30.0, show_default=True, type=POSITIVE,
-              help="Cap on the delay between retries.")
-def command(url: str, database: str | None, org: str | None, bucket: str | None,
-            token_file: Path | None, prefix: str, batch_size: int, timeout: float, retry_delay: float,
-            max_retry_delay: float, verbose: bool,
-            **options: object) -> None:
+@click.option(
+    "--token-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=f"File holding the API token (or set {TOKEN_ENV}; for 1.x, 'user:password').",
+)
+@click.option("--prefix", default="", show_default=True, help="Prepended to every measurement name.")
+@click.option(
+    "--batch-size",
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(1, None),
+    help="Most points per write request.",
+)
+@click.option(
+    "--timeout", default=10.0, show_default=True, type=POSITIVE, help="Seconds to wait for each answer from InfluxDB."
+)
+@click.option(
+    "--retry-delay",
+    default=0.5,
+    show_default=True,
+    type=POSITIVE,
+    help="First delay before retrying a failed interval; it doubles (with jitter) each time.",
+)
+@click.option(
+    "--max-retry-delay", default=30.0, show_default=True, type=POSITIVE, help="Cap on the delay between retries."
+)
+def command(
+    url: str,
+    database: str | None,
+    org: str | None,
+    bucket: str | None,
+    token_file: Path | None,
+    prefix: str,
+    batch_size: int,
+    timeout: float,
+    retry_delay: float,
+    max_retry_delay: float,
+    verbose: bool,
+    **options: object,
+) -> None:
     """Write each flush of the subscribed levels to InfluxDB, one point per series.
 
     The statistics are the point's fields, the tags (and source, level) its
@@ -48,9 +73,21 @@ def command(url: str, database: str | None, org: str | None, bucket: str | None,
     token = read_token(token_file)
     if max_retry_delay < retry_delay:
         raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
-    run_worker(lambda: InfluxDBDestination(url, database=database, org=org, bucket=bucket, token=token,
-                                           prefix=prefix, batch_size=batch_size, timeout=timeout),
-               verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
+    run_worker(
+        lambda: InfluxDBDestination(
+            url,
+            database=database,
+            org=org,
+            bucket=bucket,
+            token=token,
+            prefix=prefix,
+            batch_size=batch_size,
+            timeout=timeout,
+        ),
+        verbose,
+        backoff=Backoff(retry_delay, max_retry_delay),
+        **worker_kwargs(options),
+    )
 
 
 def read_token(token_file: Path | None) -> str | None:
@@ -73,8 +110,9 @@ def read_token(token_file: Path | None) -> str | None:
 def _checked_token(token: str, where: str) -> str:
     """A token an HTTP header can carry: printable ASCII without spaces (never echoed back)."""
     if not (token.isascii() and token.isprintable()) or " " in token:
-        raise click.UsageError(f"the token in {where} holds spaces, control or non-ASCII "
-                               f"characters: is it the right file?")
+        raise click.UsageError(
+            f"the token in {where} holds spaces, control or non-ASCII characters: is it the right file?"
+        )
     return token
 
 

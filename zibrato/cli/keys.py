@@ -1,4 +1,5 @@
 """zibrato keys: write a CURVE key pair for a broker, a worker, a forwarder or a client."""
+
 from __future__ import annotations
 
 import click
@@ -9,8 +10,13 @@ from .common import CONTEXT_SETTINGS
 
 @click.command("keys", context_settings=CONTEXT_SETTINGS)
 @click.argument("name")
-@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False),
-              help="Directory to write NAME.key and NAME.key_secret in (created if missing).")
+@click.option(
+    "--dir",
+    "directory",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write NAME.key and NAME.key_secret in (created if missing).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing key pair of that name.")
 def command(name: str, directory: str, force: bool) -> None:
     """Write NAME.key (public) and NAME.key_secret (mode 600) in pyzmq's certificate format.

@@ -1,4 +1,5 @@
 """zibrato-librato: the worker that posts each flush to Librato."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,30 +18,65 @@ POSITIVE = Seconds(0, 3600, low_open=True)
 
 @click.command("librato", context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=60.0)
-@click.option("--username", envvar=USERNAME_ENV, show_envvar=True,
-              help="Librato account e-mail.")
-@click.option("--apitoken", envvar=TOKEN_ENV, show_envvar=True,
-              help="Librato API token. Prefer the environment variable or --apitoken-file: "
-                   "an option is visible to every user in `ps`.")
-@click.option("--apitoken-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="File holding the API token (a UTF-8 BOM and surrounding whitespace are ignored).")
+@click.option("--username", envvar=USERNAME_ENV, show_envvar=True, help="Librato account e-mail.")
+@click.option(
+    "--apitoken",
+    envvar=TOKEN_ENV,
+    show_envvar=True,
+    help="Librato API token. Prefer the environment variable or --apitoken-file: "
+    "an option is visible to every user in `ps`.",
+)
+@click.option(
+    "--apitoken-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File holding the API token (a UTF-8 BOM and surrounding whitespace are ignored).",
+)
 @click.option("--api-url", default=DEFAULT_API_URL, show_default=True, help="Librato API base URL.")
-@click.option("--api", type=click.Choice(APIS), default="legacy", show_default=True,
-              help="legacy: source-based POST /v1/metrics (tags folded into the source); "
-                   "tagged: POST /v1/measurements with Zibrato's tags.")
-@click.option("--source", default=None,
-              help="Source for series sent without one (legacy API); the 'source' tag (tagged API).")
-@click.option("--batch-size", default=300, show_default=True, type=click.IntRange(1, 100_000),
-              help="Most measurements per POST.")
-@click.option("--timeout", default=5.0, show_default=True, type=POSITIVE,
-              help="Seconds to wait for each answer from Librato (keep it below the 8 s stop window).")
-@click.option("--retry-delay", default=1.0, show_default=True, type=POSITIVE,
-              help="First delay before retrying a failed post; it doubles (with jitter) each time.")
-@click.option("--max-retry-delay", default=60.0, show_default=True, type=POSITIVE,
-              help="Cap on the delay between retries.")
-def command(username: str | None, apitoken: str | None, apitoken_file: Path | None, api_url: str,
-            api: str, source: str | None, batch_size: int, timeout: float, retry_delay: float,
-            max_retry_delay: float, verbose: bool, **options: Any) -> None:
+@click.option(
+    "--api",
+    type=click.Choice(APIS),
+    default="legacy",
+    show_default=True,
+    help="legacy: source-based POST /v1/metrics (tags folded into the source); "
+    "tagged: POST /v1/measurements with Zibrato's tags.",
+)
+@click.option(
+    "--source", default=None, help="Source for series sent without one (legacy API); the 'source' tag (tagged API)."
+)
+@click.option(
+    "--batch-size", default=300, show_default=True, type=click.IntRange(1, 100_000), help="Most measurements per POST."
+)
+@click.option(
+    "--timeout",
+    default=5.0,
+    show_default=True,
+    type=POSITIVE,
+    help="Seconds to wait for each answer from Librato (keep it below the 8 s stop window).",
+)
+@click.option(
+    "--retry-delay",
+    default=1.0,
+    show_default=True,
+    type=POSITIVE,
+    help="First delay before retrying a failed post; it doubles (with jitter) each time.",
+)
+@click.option(
+    "--max-retry-delay", default=60.0, show_default=True, type=POSITIVE, help="Cap on the delay between retries."
+)
+def command(
+    username: str | None,
+    apitoken: str | None,
+    apitoken_file: Path | None,
+    api_url: str,
+    api: str,
+    source: str | None,
+    batch_size: int,
+    timeout: float,
+    retry_delay: float,
+    max_retry_delay: float,
+    verbose: bool,
+    **options: Any,
+) -> None:
     """Post each flush of the subscribed levels to Librato, retrying until it is delivered.
 
     Counters are sent as gauges of their per-flush sum, gauges as their last
@@ -59,16 +95,20 @@ def command(username: str | None, apitoken: str | None, apitoken_file: Path | No
         check_credentials(username, token)
     except ValueError as error:
         raise click.UsageError(str(error)) from None
-    run_worker(lambda: Librato(username, token, api_url=api_url, api=api, source=source,
-                               batch_size=batch_size, timeout=timeout),
-               verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
+    run_worker(
+        lambda: Librato(
+            username, token, api_url=api_url, api=api, source=source, batch_size=batch_size, timeout=timeout
+        ),
+        verbose,
+        backoff=Backoff(retry_delay, max_retry_delay),
+        **worker_kwargs(options),
+    )
 
 
 def _token(apitoken: str | None, apitoken_file: Path | None) -> str:
     """The token from exactly one of --apitoken, $ZIBRATO_LIBRATO_APITOKEN, --apitoken-file."""
     if apitoken and apitoken_file:
-        raise click.UsageError(f"give the API token once: --apitoken (or {TOKEN_ENV}) "
-                               f"or --apitoken-file, not both")
+        raise click.UsageError(f"give the API token once: --apitoken (or {TOKEN_ENV}) or --apitoken-file, not both")
     if apitoken_file:
         try:
             # utf-8-sig: Windows editors start a file with a BOM, which is not part of the token
@@ -80,8 +120,9 @@ def _token(apitoken: str | None, apitoken_file: Path | None) -> str:
         return token
     if apitoken and apitoken.strip():
         return apitoken.strip()
-    raise click.UsageError(f"no Librato API token: give --apitoken-file PATH, set {TOKEN_ENV}, "
-                           f"or --apitoken (visible in `ps`)")
+    raise click.UsageError(
+        f"no Librato API token: give --apitoken-file PATH, set {TOKEN_ENV}, or --apitoken (visible in `ps`)"
+    )
 
 
 main = standalone(command, "zibrato-librato", "ZIBRATO_LIBRATO")

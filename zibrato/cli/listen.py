@@ -1,9 +1,9 @@
 """zibrato-listen: statsd/DogStatsD and l2met log lines in, Zibrato measurements out."""
+
 from __future__ import annotations
 
 import os
 import threading
-from typing import Optional
 
 import click
 
@@ -24,7 +24,7 @@ from .common import CONTEXT_SETTINGS, curve_client_options, curve_keys, standalo
 _OFF = ("", "off", "none")
 
 
-def _address(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None or (param.name == "statsd" and value.lower() in _OFF):
         return None
     try:
@@ -41,55 +41,134 @@ def _level(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 @click.command("listen", context_settings=CONTEXT_SETTINGS)
-@click.option("--statsd", default="127.0.0.1:8125", show_default=True, callback=_address,
-              help="HOST:PORT for statsd/DogStatsD lines, on UDP and TCP (newline-delimited); "
-                   "'off' to disable.")
-@click.option("--statsd-unix", type=click.Path(dir_okay=False), default=None,
-              help="Also read statsd datagrams from a unix datagram socket at this path.")
-@click.option("--l2met", default=None, callback=_address,
-              help="HOST:PORT of an HTTP log drain (POST /logs, logplex/log-shuttle framing).")
-@click.option("--l2met-token-file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="File holding the drain's token (required with --l2met); senders give it "
-                   "as the drain URL's user-info or an 'Authorization: Bearer' header.")
-@click.option("--stdin", "read_stdin", is_flag=True,
-              help="Read l2met log lines from standard input; stop at its end.")
+@click.option(
+    "--statsd",
+    default="127.0.0.1:8125",
+    show_default=True,
+    callback=_address,
+    help="HOST:PORT for statsd/DogStatsD lines, on UDP and TCP (newline-delimited); 'off' to disable.",
+)
+@click.option(
+    "--statsd-unix",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also read statsd datagrams from a unix datagram socket at this path.",
+)
+@click.option(
+    "--l2met",
+    default=None,
+    callback=_address,
+    help="HOST:PORT of an HTTP log drain (POST /logs, logplex/log-shuttle framing).",
+)
+@click.option(
+    "--l2met-token-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="File holding the drain's token (required with --l2met); senders give it "
+    "as the drain URL's user-info or an 'Authorization: Bearer' header.",
+)
+@click.option("--stdin", "read_stdin", is_flag=True, help="Read l2met log lines from standard input; stop at its end.")
 @click.option("--tee", is_flag=True, help="With --stdin, copy every input line to standard output.")
-@click.option("--broker", default="127.0.0.1:5550", show_default=True, callback=_address,
-              help="HOST:PORT of the broker's PULL socket.")
-@click.option("--level", default=statsd.DEFAULT_LEVEL, show_default=True, callback=_level,
-              help="Level of everything received; a 'level:<name>' tag overrides it per line.")
-@click.option("--gauge-sign", type=click.Choice(statsd.GAUGE_SIGNS), default="delta",
-              show_default=True,
-              help="What '+5'/'-5' means for a gauge: add to its value (Etsy statsd, pystatsd) "
-                   "or set it (DogStatsD).")
-@click.option("--timestamp-window", default=statsd.DEFAULT_TIMESTAMP_WINDOW, show_default=True,
-              type=click.FloatRange(0, 31 * 86400),
-              help="Seconds a '|T' timestamp may differ from now; beyond, the line is rejected.")
-@click.option("--max-line-length", default=statsd.DEFAULT_MAX_LINE, show_default=True,
-              type=click.IntRange(64, 1024 * 1024), help="Bytes; a longer statsd line is rejected.")
-@click.option("--receive-buffer", default=DEFAULT_RECEIVE_BUFFER, show_default=True,
-              type=click.IntRange(65536, 1024 ** 3),
-              help="SO_RCVBUF bytes for datagram sockets: what absorbs bursts before the "
-                   "kernel drops (forced past net.core.rmem_max when permitted).")
-@click.option("--flush-interval", default=DEFAULT_FLUSH_INTERVAL, show_default=True,
-              type=click.FloatRange(0.001, 10),
-              help="Seconds between sends to the broker.")
-@click.option("--hwm", default=DEFAULT_HWM, show_default=True, type=click.IntRange(1, 10_000_000),
-              help="Messages queued for the broker before new ones are dropped (and counted).")
-@click.option("--max-body", default=DEFAULT_MAX_BODY, show_default=True,
-              type=click.IntRange(1024, 1024 ** 3), help="Bytes accepted in one drain POST.")
-@click.option("--status-port", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="Loopback port answering `zibrato status` (0: off).")
-@click.option("--self-metrics/--no-self-metrics", default=True, show_default=True,
-              help="Publish this listener's own figures (lines, rejects by reason, drops) "
-                   "under the level 'zibrato' every 10 s.")
+@click.option(
+    "--broker",
+    default="127.0.0.1:5550",
+    show_default=True,
+    callback=_address,
+    help="HOST:PORT of the broker's PULL socket.",
+)
+@click.option(
+    "--level",
+    default=statsd.DEFAULT_LEVEL,
+    show_default=True,
+    callback=_level,
+    help="Level of everything received; a 'level:<name>' tag overrides it per line.",
+)
+@click.option(
+    "--gauge-sign",
+    type=click.Choice(statsd.GAUGE_SIGNS),
+    default="delta",
+    show_default=True,
+    help="What '+5'/'-5' means for a gauge: add to its value (Etsy statsd, pystatsd) or set it (DogStatsD).",
+)
+@click.option(
+    "--timestamp-window",
+    default=statsd.DEFAULT_TIMESTAMP_WINDOW,
+    show_default=True,
+    type=click.FloatRange(0, 31 * 86400),
+    help="Seconds a '|T' timestamp may differ from now; beyond, the line is rejected.",
+)
+@click.option(
+    "--max-line-length",
+    default=statsd.DEFAULT_MAX_LINE,
+    show_default=True,
+    type=click.IntRange(64, 1024 * 1024),
+    help="Bytes; a longer statsd line is rejected.",
+)
+@click.option(
+    "--receive-buffer",
+    default=DEFAULT_RECEIVE_BUFFER,
+    show_default=True,
+    type=click.IntRange(65536, 1024**3),
+    help="SO_RCVBUF bytes for datagram sockets: what absorbs bursts before the "
+    "kernel drops (forced past net.core.rmem_max when permitted).",
+)
+@click.option(
+    "--flush-interval",
+    default=DEFAULT_FLUSH_INTERVAL,
+    show_default=True,
+    type=click.FloatRange(0.001, 10),
+    help="Seconds between sends to the broker.",
+)
+@click.option(
+    "--hwm",
+    default=DEFAULT_HWM,
+    show_default=True,
+    type=click.IntRange(1, 10_000_000),
+    help="Messages queued for the broker before new ones are dropped (and counted).",
+)
+@click.option(
+    "--max-body",
+    default=DEFAULT_MAX_BODY,
+    show_default=True,
+    type=click.IntRange(1024, 1024**3),
+    help="Bytes accepted in one drain POST.",
+)
+@click.option(
+    "--status-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Loopback port answering `zibrato status` (0: off).",
+)
+@click.option(
+    "--self-metrics/--no-self-metrics",
+    default=True,
+    show_default=True,
+    help="Publish this listener's own figures (lines, rejects by reason, drops) under the level 'zibrato' every 10 s.",
+)
 @curve_client_options
 @verbose_option
-def command(statsd: Optional[str], statsd_unix: Optional[str], l2met: Optional[str],
-            l2met_token_file: Optional[str], read_stdin: bool, tee: bool, broker: str, level: str,
-            gauge_sign: str, timestamp_window: float, max_line_length: int, receive_buffer: int,
-            flush_interval: float, hwm: int, max_body: int, status_port: int, self_metrics: bool,
-            verbose: bool, **curve_options: Optional[str]) -> None:
+def command(
+    statsd: str | None,
+    statsd_unix: str | None,
+    l2met: str | None,
+    l2met_token_file: str | None,
+    read_stdin: bool,
+    tee: bool,
+    broker: str,
+    level: str,
+    gauge_sign: str,
+    timestamp_window: float,
+    max_line_length: int,
+    receive_buffer: int,
+    flush_interval: float,
+    hwm: int,
+    max_body: int,
+    status_port: int,
+    self_metrics: bool,
+    verbose: bool,
+    **curve_options: str | None,
+) -> None:
     """Accept statsd/DogStatsD lines and l2met log lines; publish them to the broker.
 
     \b
@@ -112,12 +191,26 @@ def command(statsd: Optional[str], statsd_unix: Optional[str], l2met: Optional[s
     if not (statsd or statsd_unix or l2met or read_stdin):
         raise click.UsageError("nothing to listen to: give --statsd, --statsd-unix, --l2met or --stdin")
     setup_logging(verbose)
-    config = ListenConfig(broker=broker, statsd=statsd, statsd_unix=statsd_unix, l2met=l2met,
-                          l2met_token=token, stdin=read_stdin, tee=tee, level=level,
-                          gauge_sign=gauge_sign, timestamp_window=timestamp_window,
-                          max_line_length=max_line_length, receive_buffer=receive_buffer,
-                          flush_interval=flush_interval, hwm=hwm, status_port=status_port or None,
-                          self_metrics=self_metrics, max_body=max_body, curve=curve_keys(curve_options))
+    config = ListenConfig(
+        broker=broker,
+        statsd=statsd,
+        statsd_unix=statsd_unix,
+        l2met=l2met,
+        l2met_token=token,
+        stdin=read_stdin,
+        tee=tee,
+        level=level,
+        gauge_sign=gauge_sign,
+        timestamp_window=timestamp_window,
+        max_line_length=max_line_length,
+        receive_buffer=receive_buffer,
+        flush_interval=flush_interval,
+        hwm=hwm,
+        status_port=status_port or None,
+        self_metrics=self_metrics,
+        max_body=max_body,
+        curve=curve_keys(curve_options),
+    )
     stop = threading.Event()
     install_stop_handlers(stop)
     raise SystemExit(Listener(config).run(stop))

@@ -1,4 +1,5 @@
 """zibrato-otlp: the worker that posts each flush to an OTLP/HTTP endpoint (an OpenTelemetry Collector)."""
+
 from __future__ import annotations
 
 import os
@@ -15,33 +16,82 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
 
 @click.command("otlp", context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=60.0)
-@click.option("--endpoint", default=None, metavar="URL",
-              help="OTLP/HTTP base URL; /v1/metrics is appended unless present "
-                   "[default: $OTEL_EXPORTER_OTLP_METRICS_ENDPOINT as is, else "
-                   "$OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318].")
-@click.option("--headers-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="File of request headers (the auth token), key=value per line or comma-separated; "
-                   f"added to ${HEADERS_ENV}. Headers are never taken from the command line.")
-@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False),
-              help="PEM file of the CAs to trust for https [default: the system's CAs].")
-@click.option("--service-name", default=None,
-              help="Resource service.name [default: $OTEL_SERVICE_NAME, else zibrato].")
-@click.option("--temporality", type=click.Choice(["delta", "cumulative"]), default="delta",
-              show_default=True, help="Sums and histograms per interval, or running totals per series.")
-@click.option("--compression", type=click.Choice(["gzip", "none"]), default="gzip", show_default=True,
-              help="Request body encoding.")
-@click.option("--max-points", default=1000, show_default=True, type=click.IntRange(1, None),
-              help="Most data points per request; an interval with more is split.")
-@click.option("--timeout", default=10.0, show_default=True, type=POSITIVE,
-              help="Seconds to wait for each answer (keep it below the 8 s stop window).")
-@click.option("--retry-delay", default=1.0, show_default=True, type=POSITIVE,
-              help="First delay before retrying a transient failure; it doubles (with jitter) each time.")
-@click.option("--max-retry-delay", default=60.0, show_default=True, type=POSITIVE,
-              help="Cap on the delay between retries (a longer Retry-After is honoured up to 300 s).")
-def command(endpoint: str | None, headers_file: Path | None, ca_file: str | None,
-            service_name: str | None, temporality: str, compression: str, max_points: int,
-            timeout: float, retry_delay: float, max_retry_delay: float, verbose: bool,
-            **options: object) -> None:
+@click.option(
+    "--endpoint",
+    default=None,
+    metavar="URL",
+    help="OTLP/HTTP base URL; /v1/metrics is appended unless present "
+    "[default: $OTEL_EXPORTER_OTLP_METRICS_ENDPOINT as is, else "
+    "$OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318].",
+)
+@click.option(
+    "--headers-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File of request headers (the auth token), key=value per line or comma-separated; "
+    f"added to ${HEADERS_ENV}. Headers are never taken from the command line.",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM file of the CAs to trust for https [default: the system's CAs].",
+)
+@click.option("--service-name", default=None, help="Resource service.name [default: $OTEL_SERVICE_NAME, else zibrato].")
+@click.option(
+    "--temporality",
+    type=click.Choice(["delta", "cumulative"]),
+    default="delta",
+    show_default=True,
+    help="Sums and histograms per interval, or running totals per series.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["gzip", "none"]),
+    default="gzip",
+    show_default=True,
+    help="Request body encoding.",
+)
+@click.option(
+    "--max-points",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, None),
+    help="Most data points per request; an interval with more is split.",
+)
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    type=POSITIVE,
+    help="Seconds to wait for each answer (keep it below the 8 s stop window).",
+)
+@click.option(
+    "--retry-delay",
+    default=1.0,
+    show_default=True,
+    type=POSITIVE,
+    help="First delay before retrying a transient failure; it doubles (with jitter) each time.",
+)
+@click.option(
+    "--max-retry-delay",
+    default=60.0,
+    show_default=True,
+    type=POSITIVE,
+    help="Cap on the delay between retries (a longer Retry-After is honoured up to 300 s).",
+)
+def command(
+    endpoint: str | None,
+    headers_file: Path | None,
+    ca_file: str | None,
+    service_name: str | None,
+    temporality: str,
+    compression: str,
+    max_points: int,
+    timeout: float,
+    retry_delay: float,
+    max_retry_delay: float,
+    verbose: bool,
+    **options: object,
+) -> None:
     """Post each flush of the subscribed levels to an OTLP/HTTP endpoint.
 
     Counters become Sums (delta by default), gauges Gauges, timers and
@@ -55,8 +105,9 @@ def command(endpoint: str | None, headers_file: Path | None, ca_file: str | None
         from ..backends.otlp_mapping import resource_attributes
         from ..delivery import Backoff
     except ImportError as error:
-        raise click.ClickException(f"zibrato-otlp needs the otlp extra ({error.name} is missing): "
-                                   "pip install 'zibrato[otlp]'") from None
+        raise click.ClickException(
+            f"zibrato-otlp needs the otlp extra ({error.name} is missing): pip install 'zibrato[otlp]'"
+        ) from None
 
     try:
         url = metrics_url(endpoint)
@@ -69,10 +120,21 @@ def command(endpoint: str | None, headers_file: Path | None, ca_file: str | None
         raise click.UsageError(f"OTEL_RESOURCE_ATTRIBUTES: {error}") from None
     if max_retry_delay < retry_delay:
         raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
-    run_worker(lambda: OtlpDestination(
-        url, headers=headers, temporality=temporality, resource=resource, compression=compression,
-        ca_file=ca_file, timeout=timeout, max_points=max_points),
-        verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
+    run_worker(
+        lambda: OtlpDestination(
+            url,
+            headers=headers,
+            temporality=temporality,
+            resource=resource,
+            compression=compression,
+            ca_file=ca_file,
+            timeout=timeout,
+            max_points=max_points,
+        ),
+        verbose,
+        backoff=Backoff(retry_delay, max_retry_delay),
+        **worker_kwargs(options),
+    )
 
 
 def _headers(headers_file: Path | None) -> dict[str, str]:
@@ -89,10 +151,8 @@ def _headers(headers_file: Path | None) -> dict[str, str]:
         try:
             text = headers_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            raise click.UsageError(f"cannot read --headers-file {headers_file}: "
-                                   f"{error.__class__.__name__}") from None
-        lines = [line.strip() for line in text.splitlines()
-                 if line.strip() and not line.lstrip().startswith("#")]
+            raise click.UsageError(f"cannot read --headers-file {headers_file}: {error.__class__.__name__}") from None
+        lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
         try:
             headers.update(parse_key_values(",".join(lines)))
         except ValueError as error:

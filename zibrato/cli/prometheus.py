@@ -1,4 +1,5 @@
 """zibrato-prometheus: the worker Prometheus scrapes (GET /metrics), with l2met's read API."""
+
 from __future__ import annotations
 
 from typing import cast
@@ -15,13 +16,16 @@ def _needs_extra() -> None:
     try:
         import prometheus_client  # noqa: F401
     except ImportError as error:
-        raise click.ClickException(f"zibrato-prometheus needs the prometheus extra ({error.name} is "
-                                   "missing): pip install 'zibrato[prometheus]'") from None
+        raise click.ClickException(
+            f"zibrato-prometheus needs the prometheus extra ({error.name} is "
+            "missing): pip install 'zibrato[prometheus]'"
+        ) from None
 
 
 def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
     _needs_extra()
     from ..backends.prometheus import parse_listen
+
     try:
         return parse_listen(value)
     except ValueError as error:
@@ -33,6 +37,7 @@ def _buckets(ctx: click.Context, param: click.Parameter, value: str | None):
         return None
     _needs_extra()
     from ..backends.prometheus_mapping import parse_buckets
+
     try:
         return parse_buckets(value)
     except ValueError as error:
@@ -43,23 +48,44 @@ def _own_expire(func):
     """--expire, unless the shared worker options already have it (then that one is used)."""
     if any(param.name == "expire" for param in getattr(func, "__click_params__", ())):
         return func
-    return click.option("--expire", default=300.0, show_default=True, type=POSITIVE,
-                        help="Seconds without data after which a series is dropped from /metrics.")(func)
+    return click.option(
+        "--expire",
+        default=300.0,
+        show_default=True,
+        type=POSITIVE,
+        help="Seconds without data after which a series is dropped from /metrics.",
+    )(func)
 
 
 @click.command("prometheus", context_settings=CONTEXT_SETTINGS)
 @_own_expire
 @worker_options(default_flush=10.0)
-@click.option("--listen", default="127.0.0.1:9464", show_default=True, callback=_listen,
-              metavar="HOST:PORT", help="Where to serve /metrics and /series/<name> (loopback by default).")
-@click.option("--buckets", default=None, callback=_buckets, metavar="LE,LE,...",
-              help="Histogram upper bounds for timers and histograms "
-                   "[default: powers of two, 2^-10 s (~1 ms) to 32 s, exact on the sketch's buckets].")
-@click.option("--history", default=10, show_default=True, type=click.IntRange(1, 1000),
-              help="Intervals kept for /series/<name>?offset=N, by each series once asked for "
-                   "(before that, its last one).")
-def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, history: int, verbose: bool,
-            **options: object) -> None:
+@click.option(
+    "--listen",
+    default="127.0.0.1:9464",
+    show_default=True,
+    callback=_listen,
+    metavar="HOST:PORT",
+    help="Where to serve /metrics and /series/<name> (loopback by default).",
+)
+@click.option(
+    "--buckets",
+    default=None,
+    callback=_buckets,
+    metavar="LE,LE,...",
+    help="Histogram upper bounds for timers and histograms "
+    "[default: powers of two, 2^-10 s (~1 ms) to 32 s, exact on the sketch's buckets].",
+)
+@click.option(
+    "--history",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Intervals kept for /series/<name>?offset=N, by each series once asked for (before that, its last one).",
+)
+def command(
+    listen: tuple[str, int], buckets: tuple[float, ...] | None, history: int, verbose: bool, **options: object
+) -> None:
     """Serve the subscribed levels to Prometheus: GET /metrics (text or OpenMetrics).
 
     Counters are cumulative <name>_total since the start, gauges and sets their
@@ -71,20 +97,26 @@ def command(listen: tuple[str, int], buckets: tuple[float, ...] | None, history:
     _needs_extra()
     from ..backends.prometheus import PrometheusDestination, check_listen
     from ..backends.prometheus_mapping import DEFAULT_BUCKETS
+
     try:
         check_listen(listen)  # a port in use is a clear error at start, as for the broker
     except OSError as error:
         raise click.ClickException(str(error)) from None
     # the shared --expire (seconds per type; 0: the default 300 s here) or this command's own
-    expire = cast("float | dict[str, float]",
-                  options["expire"] if "expire" in _shared_params() else options.pop("expire"))
-    run_worker(lambda: PrometheusDestination(listen, buckets=buckets or DEFAULT_BUCKETS, expire=expire,
-                                             history=history), verbose, **worker_kwargs(options))
+    expire = cast(
+        "float | dict[str, float]", options["expire"] if "expire" in _shared_params() else options.pop("expire")
+    )
+    run_worker(
+        lambda: PrometheusDestination(listen, buckets=buckets or DEFAULT_BUCKETS, expire=expire, history=history),
+        verbose,
+        **worker_kwargs(options),
+    )
 
 
 def _shared_params() -> set[str]:
     @worker_options(default_flush=10.0)
     def probe(**kwargs: object) -> None: ...
+
     return {param.name for param in getattr(probe, "__click_params__", ()) if param.name}
 
 

@@ -1,4 +1,5 @@
 """zibrato-statsd: the worker that forwards each flush to statsd."""
+
 from __future__ import annotations
 
 import click
@@ -21,37 +22,87 @@ POSITIVE = Seconds(0, 3600, low_open=True)
 
 @click.command("statsd", context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
-@click.option("--statsd-host", default="127.0.0.1", show_default=True,
-              help="statsd server host (UDP resolves it once, TCP at each connection).")
-@click.option("--statsd-port", default=8125, show_default=True, type=click.IntRange(1, 65535),
-              help="statsd server port.")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="udp", show_default=True,
-              help="udp: fire-and-forget datagrams, never blocking; tcp: one connection, "
-                   "failed intervals retried until delivered.")
-@click.option("--prefix", default="", show_default=True,
-              help="Prepended to every name ('app' -> 'app.name').")
-@click.option("--mtu", default=DEFAULT_MTU, show_default=True, type=click.IntRange(64, MAX_UDP_PAYLOAD),
-              help="Largest UDP datagram in bytes (1432 LAN, 8932 jumbo frames, 512 internet).")
-@click.option("--source-as", type=click.Choice(SOURCE_MODES), default="prefix", show_default=True,
-              help="prefix: 'source.name' (l2met's convention); tag: the DogStatsD tag source:<source>.")
-@click.option("--tags", "tag_mode", type=click.Choice(TAG_MODES), default="drop", show_default=True,
-              help="dogstatsd: send tags as |#k:v; drop: leave them out (series that differ only "
-                   "by tags then share a name).")
-@click.option("--histograms", type=click.Choice(HISTOGRAM_MODES), default="timer", show_default=True,
-              help="timer: histogram values as |ms lines (Etsy statsd computes percentiles); "
-                   "dogstatsd: as |h lines.")
-@click.option("--sets", type=click.Choice(SET_MODES), default="count", show_default=True,
-              help="count: a gauge of the unique members; members: each member as a |s line "
-                   "(while the set is exact).")
-@click.option("--timeout", default=5.0, show_default=True, type=POSITIVE,
-              help="TCP: seconds for a connect or a write.")
-@click.option("--retry-delay", default=0.5, show_default=True, type=POSITIVE,
-              help="TCP: first delay before retrying; it doubles (with jitter) each time.")
-@click.option("--max-retry-delay", default=30.0, show_default=True, type=POSITIVE,
-              help="TCP: cap on the delay between retries.")
-def command(statsd_host: str, statsd_port: int, protocol: str, prefix: str, mtu: int,
-            source_as: str, tag_mode: str, histograms: str, sets: str, timeout: float, retry_delay: float,
-            max_retry_delay: float, verbose: bool, **options: object) -> None:
+@click.option(
+    "--statsd-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="statsd server host (UDP resolves it once, TCP at each connection).",
+)
+@click.option(
+    "--statsd-port", default=8125, show_default=True, type=click.IntRange(1, 65535), help="statsd server port."
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default="udp",
+    show_default=True,
+    help="udp: fire-and-forget datagrams, never blocking; tcp: one connection, "
+    "failed intervals retried until delivered.",
+)
+@click.option("--prefix", default="", show_default=True, help="Prepended to every name ('app' -> 'app.name').")
+@click.option(
+    "--mtu",
+    default=DEFAULT_MTU,
+    show_default=True,
+    type=click.IntRange(64, MAX_UDP_PAYLOAD),
+    help="Largest UDP datagram in bytes (1432 LAN, 8932 jumbo frames, 512 internet).",
+)
+@click.option(
+    "--source-as",
+    type=click.Choice(SOURCE_MODES),
+    default="prefix",
+    show_default=True,
+    help="prefix: 'source.name' (l2met's convention); tag: the DogStatsD tag source:<source>.",
+)
+@click.option(
+    "--tags",
+    "tag_mode",
+    type=click.Choice(TAG_MODES),
+    default="drop",
+    show_default=True,
+    help="dogstatsd: send tags as |#k:v; drop: leave them out (series that differ only by tags then share a name).",
+)
+@click.option(
+    "--histograms",
+    type=click.Choice(HISTOGRAM_MODES),
+    default="timer",
+    show_default=True,
+    help="timer: histogram values as |ms lines (Etsy statsd computes percentiles); dogstatsd: as |h lines.",
+)
+@click.option(
+    "--sets",
+    type=click.Choice(SET_MODES),
+    default="count",
+    show_default=True,
+    help="count: a gauge of the unique members; members: each member as a |s line (while the set is exact).",
+)
+@click.option("--timeout", default=5.0, show_default=True, type=POSITIVE, help="TCP: seconds for a connect or a write.")
+@click.option(
+    "--retry-delay",
+    default=0.5,
+    show_default=True,
+    type=POSITIVE,
+    help="TCP: first delay before retrying; it doubles (with jitter) each time.",
+)
+@click.option(
+    "--max-retry-delay", default=30.0, show_default=True, type=POSITIVE, help="TCP: cap on the delay between retries."
+)
+def command(
+    statsd_host: str,
+    statsd_port: int,
+    protocol: str,
+    prefix: str,
+    mtu: int,
+    source_as: str,
+    tag_mode: str,
+    histograms: str,
+    sets: str,
+    timeout: float,
+    retry_delay: float,
+    max_retry_delay: float,
+    verbose: bool,
+    **options: object,
+) -> None:
     """Forward each flush of the subscribed levels to statsd, so that its statistics stay exact.
 
     Counters are sent as one pre-summed line per flush, gauges as their last
@@ -62,10 +113,23 @@ def command(statsd_host: str, statsd_port: int, protocol: str, prefix: str, mtu:
     """
     if max_retry_delay < retry_delay:
         raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
-    run_worker(lambda: Statsd(statsd_host, statsd_port, protocol=protocol, prefix=prefix, mtu=mtu,
-                              source_as=source_as, tags=tag_mode, timeout=timeout,
-                              histograms=histograms, sets=sets),
-               verbose, backoff=Backoff(retry_delay, max_retry_delay), **worker_kwargs(options))
+    run_worker(
+        lambda: Statsd(
+            statsd_host,
+            statsd_port,
+            protocol=protocol,
+            prefix=prefix,
+            mtu=mtu,
+            source_as=source_as,
+            tags=tag_mode,
+            timeout=timeout,
+            histograms=histograms,
+            sets=sets,
+        ),
+        verbose,
+        backoff=Backoff(retry_delay, max_retry_delay),
+        **worker_kwargs(options),
+    )
 
 
 main = standalone(command, "zibrato-statsd", "ZIBRATO_STATSD")

@@ -1,4 +1,5 @@
 """zibrato-web: the worker that serves a live web page of the series (docs/WEB.md)."""
+
 from __future__ import annotations
 
 import click
@@ -18,11 +19,21 @@ def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
 
 @click.command("web", context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=2.0)
-@click.option("--listen", default="127.0.0.1:8080", show_default=True, callback=_listen,
-              help="HOST:PORT to serve the page on ([::1]:8080 for IPv6; port 0: any free port). "
-                   "Anything but loopback logs a warning: the page has no authentication.")
-@click.option("--history", default=DEFAULT_HISTORY, show_default=True, type=click.IntRange(1, 10_000),
-              help="Intervals the charts show (held in memory).")
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    callback=_listen,
+    help="HOST:PORT to serve the page on ([::1]:8080 for IPv6; port 0: any free port). "
+    "Anything but loopback logs a warning: the page has no authentication.",
+)
+@click.option(
+    "--history",
+    default=DEFAULT_HISTORY,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Intervals the charts show (held in memory).",
+)
 def command(listen: tuple[str, int], history: int, verbose: bool, **options: object) -> None:
     """Serve a searchable table of the last interval's series and live charts of the last ones.
 
@@ -35,8 +46,7 @@ def command(listen: tuple[str, int], history: int, verbose: bool, **options: obj
     try:
         view.bind()  # before the worker starts: a port in use is a clear error at once
     except OSError as error:
-        click.echo(f"zibrato-web: cannot listen on {listen[0]}:{listen[1]}: "
-                   f"{error.strerror or error}", err=True)
+        click.echo(f"zibrato-web: cannot listen on {listen[0]}:{listen[1]}: {error.strerror or error}", err=True)
         raise SystemExit(1) from None
     try:
         run_worker(lambda: view, verbose, **kwargs)

@@ -6,22 +6,23 @@ body is handed to the listener, which parses it under its lock; everything
 else (bad paths, missing tokens, oversized bodies) is answered and counted
 here, and never logged with its credentials.
 """
+
 from __future__ import annotations
 
 import base64
 import hmac
 import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from .servers import Listener
 
 log = logging.getLogger("zibrato.listen")
 
 
-def drain_server(listener: "Listener", host: str, port: int) -> ThreadingHTTPServer:
+def drain_server(listener: Listener, host: str, port: int) -> ThreadingHTTPServer:
     """A bound drain server for ``listener`` (serve it in a thread); RuntimeError if it cannot bind."""
     handler = type("BoundDrainHandler", (DrainHandler,), {"listener": listener})
     try:
@@ -35,7 +36,7 @@ def drain_server(listener: "Listener", host: str, port: int) -> ThreadingHTTPSer
 class DrainHandler(BaseHTTPRequestHandler):
     """POST /logs with octet-counted RFC5424 frames; a token in the URL's user-info or a bearer header."""
 
-    listener: "Listener"
+    listener: Listener
     protocol_version = "HTTP/1.1"
     server_version = "zibrato-listen"
 
@@ -80,7 +81,7 @@ class DrainHandler(BaseHTTPRequestHandler):
             ok |= hmac.compare_digest(candidate, token)
         return ok
 
-    def _answer(self, code: int, headers: Optional[dict] = None) -> None:
+    def _answer(self, code: int, headers: dict | None = None) -> None:
         """Answer with no body; after a refusal the unread body would poison the connection: close it."""
         if code != 200:
             self.close_connection = True
@@ -95,6 +96,6 @@ class DrainHandler(BaseHTTPRequestHandler):
         log.debug("drain %s: %s", self.address_string(), format % args)
 
 
-def _first(query: dict, key: str) -> Optional[str]:
+def _first(query: dict, key: str) -> str | None:
     values = query.get(key)
     return values[0] if values else None

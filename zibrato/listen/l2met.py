@@ -14,10 +14,11 @@ histogram of bytes). Values may be negative (l2met's own parser could not).
 A tuple that does not parse is counted and skipped; the rest of the line is
 kept. Nothing here raises on any input.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Iterator, Optional
+from collections.abc import Iterator
 
 from .. import protocol
 from .series import Pending, Rejects, Series, add
@@ -25,8 +26,7 @@ from .series import Pending, Rejects, Series, add
 TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 _VALUE = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)(.*)\Z", re.S)
 _UNIT = re.compile(r"[A-Za-z0-9_./%-]{1,64}\Z")
-_ROUTER = {"connect": ("router.connect", "ms"), "service": ("router.service", "ms"),
-           "bytes": ("router.bytes", "bytes")}
+_ROUTER = {"connect": ("router.connect", "ms"), "service": ("router.service", "ms"), "bytes": ("router.bytes", "bytes")}
 _MAX_LENGTH_DIGITS = 9
 
 REASONS = ("bad frame", "invalid utf-8", "bad name", "bad value", "non-finite value", "bad unit")
@@ -35,7 +35,7 @@ REASONS = ("bad frame", "invalid utf-8", "bad name", "bad value", "non-finite va
 class L2metParser:
     """Parses l2met conventions from log lines and logplex drain bodies into ``pending``."""
 
-    def __init__(self, level: str = "statsd", rejects: Optional[Rejects] = None) -> None:
+    def __init__(self, level: str = "statsd", rejects: Rejects | None = None) -> None:
         if not protocol.is_valid_level(level):
             raise ValueError(f"invalid level {level!r}: 1-64 characters of A-Z a-z 0-9 _ . -")
         self.level = level
@@ -47,8 +47,9 @@ class L2metParser:
 
     # --- drain bodies ---------------------------------------------------------
 
-    def feed_drain(self, body: bytes, pending: Pending, prefix: Optional[str] = None,
-                   source_prefix: Optional[str] = None) -> int:
+    def feed_drain(
+        self, body: bytes, pending: Pending, prefix: str | None = None, source_prefix: str | None = None
+    ) -> int:
         """Every frame of a logplex/log-shuttle body; return the measurements accepted."""
         accepted = 0
         for frame in self.frames(body):
@@ -81,25 +82,31 @@ class L2metParser:
             space = body.find(b" ", position, position + _MAX_LENGTH_DIGITS + 1)
             digits = body[position:space] if space > 0 else b""
             if not digits.isdigit():
-                self.rejects("bad frame", body[position:position + 40])
+                self.rejects("bad frame", body[position : position + 40])
                 return
             start = space + 1
             stop = start + int(digits)
             if stop > end:
-                self.rejects("bad frame", body[position:position + 40])
+                self.rejects("bad frame", body[position : position + 40])
                 return
             yield body[start:stop]
             position = stop
 
     # --- log lines --------------------------------------------------------------
 
-    def feed_line(self, line: str, pending: Pending, prefix: Optional[str] = None,
-                  source_prefix: Optional[str] = None, router: bool = False) -> int:
+    def feed_line(
+        self,
+        line: str,
+        pending: Pending,
+        prefix: str | None = None,
+        source_prefix: str | None = None,
+        router: bool = False,
+    ) -> int:
         """One log line's measurements into ``pending``; return how many were accepted."""
         self.lines += 1
         if "=" not in line and "count#" not in line:
             return 0  # the common case: a log line with no measurement in it
-        found: list[tuple[str, Optional[str], str, str]] = []  # (kind, name, value, token)
+        found: list[tuple[str, str | None, str, str]] = []  # (kind, name, value, token)
         source = None
         for token in line.split():
             key, equals, value = token.partition("=")
@@ -111,8 +118,7 @@ class L2metParser:
             if kind is None:
                 if router and key in _ROUTER:
                     router_name, unit = _ROUTER[key]
-                    found.append(("measure", router_name, value + unit if _bare_number(value) else value,
-                                  token))
+                    found.append(("measure", router_name, value + unit if _bare_number(value) else value, token))
                 continue
             if not equals:
                 if kind != "count":
@@ -129,10 +135,12 @@ class L2metParser:
         self.measurements += accepted
         return accepted
 
-    def _add(self, kind: str, name: Optional[str], text: str, source: Optional[str], token: str,
-             pending: Pending) -> int:
-        if name is None or protocol.name_problem(name) or \
-                (source is not None and protocol.name_problem(source, "source")):
+    def _add(self, kind: str, name: str | None, text: str, source: str | None, token: str, pending: Pending) -> int:
+        if (
+            name is None
+            or protocol.name_problem(name)
+            or (source is not None and protocol.name_problem(source, "source"))
+        ):
             self.rejects("bad name", token)
             return 0
         match = _VALUE.match(text)
@@ -159,7 +167,7 @@ class L2metParser:
         return 1
 
 
-def syslog_header(text: str) -> Optional[tuple[str, str, str]]:
+def syslog_header(text: str) -> tuple[str, str, str] | None:
     """(app, procid, message) of an RFC5424 frame as logplex and log-shuttle send them.
 
     ``<pri>1 timestamp host app procid msgid [structured-data] message``;
@@ -176,11 +184,11 @@ def syslog_header(text: str) -> Optional[tuple[str, str, str]]:
         message = ""
     elif message.startswith("["):
         end = message.find("] ")
-        message = message[end + 2:] if end >= 0 else ""
+        message = message[end + 2 :] if end >= 0 else ""
     return app, procid, message.rstrip("\r\n")
 
 
-def _measurement_key(key: str) -> tuple[Optional[str], Optional[str]]:
+def _measurement_key(key: str) -> tuple[str | None, str | None]:
     """('measure' | 'count' | 'sample', name) for a measurement key, (None, None) otherwise."""
     if key.startswith("measure#") or key.startswith("measure."):
         return "measure", key[8:] or None
@@ -191,7 +199,7 @@ def _measurement_key(key: str) -> tuple[Optional[str], Optional[str]]:
     return None, None
 
 
-def _prefixed(prefix: Optional[str], name: Optional[str]) -> Optional[str]:
+def _prefixed(prefix: str | None, name: str | None) -> str | None:
     if not prefix:
         return name
     return f"{prefix}.{name}" if name else prefix

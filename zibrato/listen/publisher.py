@@ -11,16 +11,17 @@ timers) travel in their own messages: a 1.0 worker rejects a whole message
 for one record it does not know, and that must not cost it the counters,
 gauges and timers it does know.
 """
+
 from __future__ import annotations
 
 import time as _time
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import zmq
 
 from .. import protocol
-from .series import Pending, Series
 from ..curve import ClientKeys
+from .series import Pending, Series
 
 DEFAULT_HWM = 10_000
 #: values per message, as the Zibrato client's default ``batch``
@@ -30,19 +31,24 @@ DEFAULT_BATCH = 1000
 class Publisher:
     """One PUSH socket to the broker; ``publish`` empties a pending mapping into it."""
 
-    def __init__(self, context: zmq.Context, endpoint: str, hwm: int = DEFAULT_HWM,
-                 batch: int = DEFAULT_BATCH, max_message_size: int = protocol.MAX_MESSAGE_SIZE,
-                 clock: Callable[[], float] = _time.time, curve: ClientKeys | None = None) -> None:
-        self.endpoint, self.batch, self.max_message_size, self.clock = \
-            endpoint, batch, max_message_size, clock
+    def __init__(
+        self,
+        context: zmq.Context,
+        endpoint: str,
+        hwm: int = DEFAULT_HWM,
+        batch: int = DEFAULT_BATCH,
+        max_message_size: int = protocol.MAX_MESSAGE_SIZE,
+        clock: Callable[[], float] = _time.time,
+        curve: ClientKeys | None = None,
+    ) -> None:
+        self.endpoint, self.batch, self.max_message_size, self.clock = endpoint, batch, max_message_size, clock
         self.socket = context.socket(zmq.PUSH)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
         if curve is not None:  # an encrypted, authenticated link to a CURVE broker
             curve.apply(self.socket)
         self.socket.connect(endpoint)
-        self.figures = {"messages_sent": 0, "values_sent": 0, "messages_dropped": 0,
-                        "values_dropped": 0}
+        self.figures = {"messages_sent": 0, "values_sent": 0, "messages_dropped": 0, "values_dropped": 0}
 
     def publish(self, pending: Pending) -> None:
         """Encode and send everything in ``pending`` (which the caller no longer uses)."""
@@ -66,7 +72,7 @@ class Publisher:
         records, count, batch = [], 0, self.batch
         for series, values in entries:
             for start in range(0, len(values), batch):
-                chunk = values[start:start + batch] if len(values) > batch else values
+                chunk = values[start : start + batch] if len(values) > batch else values
                 records.append(series.record(chunk))
                 count += len(chunk)
                 if count >= batch:
@@ -96,7 +102,7 @@ class Publisher:
         self.figures["messages_dropped"] += 1
         self.figures["values_dropped"] += count
 
-    def close(self, linger: Optional[float] = 2.0) -> None:
+    def close(self, linger: float | None = 2.0) -> None:
         """Give queued messages ``linger`` seconds to reach the broker, then close."""
         self.socket.close(linger=None if linger is None else int(linger * 1000))
 

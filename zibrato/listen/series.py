@@ -5,10 +5,12 @@ values; the publisher turns each entry into one Protocol 1.1 record. A plain
 dict and a list append per value is the cheapest shape Python offers, and the
 parsers' hot loops are written around it.
 """
+
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from .. import protocol
 
@@ -26,11 +28,11 @@ class Series(NamedTuple):
     level: str
     type: str
     name: str
-    source: Optional[str]
+    source: str | None
     tags: tuple
-    weight: Optional[float] = None
-    unit: Optional[str] = None
-    time: Optional[float] = None
+    weight: float | None = None
+    unit: str | None = None
+    time: float | None = None
 
     def record(self, values: list[Value]) -> list:
         """The Protocol record: 5 fields when 1.0 says it all, else 6 or 7."""
@@ -44,8 +46,7 @@ class Series(NamedTuple):
     @property
     def needs_1_1(self) -> bool:
         """True when a Protocol 1.0 worker would count this record as malformed."""
-        return self.type in (protocol.HISTOGRAM, protocol.SET) or self.weight is not None \
-            or self.unit is not None
+        return self.type in (protocol.HISTOGRAM, protocol.SET) or self.weight is not None or self.unit is not None
 
 
 Pending = dict[Series, list[Value]]
@@ -55,7 +56,7 @@ RejectHook = Callable[[str, object], None]
 class Rejects:
     """Rejected input counted by reason; the hook (logging, rate-limited) sees each one."""
 
-    def __init__(self, hook: Optional[RejectHook] = None) -> None:
+    def __init__(self, hook: RejectHook | None = None) -> None:
         self.counts: Counter = Counter()
         self.hook = hook
 

@@ -12,6 +12,7 @@ Nothing a sender does stops the loop: parsers never raise, a bad TCP peer
 loses its connection only, and a slow broker costs dropped (and counted)
 messages, never a blocked receive.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,17 +24,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
-from typing import Any, BinaryIO, Optional
+from typing import Any, BinaryIO
 
 import zmq
 
+from ..curve import ClientKeys
 from ..runtime import RateLimitedLog, answer_status, bind_status, describe_bind_error
 from . import statsd as statsd_lines
 from .drain import drain_server
 from .l2met import L2metParser
 from .publisher import DEFAULT_HWM, Publisher
 from .series import Pending, Rejects, Series
-from ..curve import ClientKeys
 
 log = logging.getLogger("zibrato.listen")
 
@@ -56,10 +57,10 @@ class ListenConfig:
     """Everything the CLI decides (see zibrato/cli/listen.py for what each means)."""
 
     broker: str = "127.0.0.1:5550"
-    statsd: Optional[str] = "127.0.0.1:8125"
-    statsd_unix: Optional[str] = None
-    l2met: Optional[str] = None
-    l2met_token: Optional[str] = field(default=None, repr=False)
+    statsd: str | None = "127.0.0.1:8125"
+    statsd_unix: str | None = None
+    l2met: str | None = None
+    l2met_token: str | None = field(default=None, repr=False)
     stdin: bool = False
     tee: bool = False
     level: str = statsd_lines.DEFAULT_LEVEL
@@ -69,10 +70,10 @@ class ListenConfig:
     receive_buffer: int = DEFAULT_RECEIVE_BUFFER
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     hwm: int = DEFAULT_HWM
-    status_port: Optional[int] = None
+    status_port: int | None = None
     self_metrics: bool = True
     max_body: int = DEFAULT_MAX_BODY
-    curve: Optional[ClientKeys] = field(default=None, repr=False)  # keys of a CURVE broker link
+    curve: ClientKeys | None = field(default=None, repr=False)  # keys of a CURVE broker link
 
 
 def split_address(text: str, what: str) -> tuple[str, int]:
@@ -87,35 +88,41 @@ def split_address(text: str, what: str) -> tuple[str, int]:
 class Listener:
     """Owns the sockets, the parsers and the publisher; ``run`` until ``stop`` is set."""
 
-    def __init__(self, config: ListenConfig, stdin: Optional[BinaryIO] = None,
-                 stdout: Optional[BinaryIO] = None) -> None:
+    def __init__(self, config: ListenConfig, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
         self.config = config
         self._stdin, self._stdout = stdin, stdout
         self._reject_log = RateLimitedLog(log)
         self.statsd_rejects = Rejects(self._rejected("statsd"))
         self.l2met_rejects = Rejects(self._rejected("l2met"))
-        self.statsd = statsd_lines.StatsdParser(config.level, config.gauge_sign,
-                                                config.max_line_length, config.timestamp_window,
-                                                self.statsd_rejects)
+        self.statsd = statsd_lines.StatsdParser(
+            config.level, config.gauge_sign, config.max_line_length, config.timestamp_window, self.statsd_rejects
+        )
         self.l2met = L2metParser(config.level, self.l2met_rejects)
         self.pending: Pending = {}
         self.lock = threading.Lock()
         self.context = zmq.Context(io_threads=1)
-        self.figures: dict[str, int] = {"datagrams": 0, "tcp_connections": 0, "tcp_refused": 0, "drain_requests": 0,
-                        "drain_refused": 0, "kernel_drops": 0, "flushes": 0}
+        self.figures: dict[str, int] = {
+            "datagrams": 0,
+            "tcp_connections": 0,
+            "tcp_refused": 0,
+            "drain_requests": 0,
+            "drain_refused": 0,
+            "kernel_drops": 0,
+            "flushes": 0,
+        }
         self.started = time.time()
         self.addresses: dict[str, str] = {}
-        self.receive_buffer: Optional[int] = None
-        self._udp: Optional[socket.socket] = None
-        self._tcp: Optional[socket.socket] = None
-        self._unix: Optional[socket.socket] = None
+        self.receive_buffer: int | None = None
+        self._udp: socket.socket | None = None
+        self._tcp: socket.socket | None = None
+        self._unix: socket.socket | None = None
         self._connections: dict[socket.socket, bytearray] = {}
         self._by_fd: dict[int, socket.socket] = {}
         self._skipping: set[socket.socket] = set()  # connections inside an overlong line
-        self._http: Optional[ThreadingHTTPServer] = None
-        self._status: Optional[zmq.Socket] = None
-        self._seen: dict[str, tuple[int, Optional[float]]] = {}
-        self.publisher: Optional[Publisher] = None
+        self._http: ThreadingHTTPServer | None = None
+        self._status: zmq.Socket | None = None
+        self._seen: dict[str, tuple[int, float | None]] = {}
+        self.publisher: Publisher | None = None
 
     # --- start and stop ---------------------------------------------------------
 
@@ -155,7 +162,7 @@ class Listener:
         self.addresses["statsd"] = f"{shown}:{udp.getsockname()[1]}"
 
     @staticmethod
-    def _bind_statsd_pair(host: str, port: int) -> tuple[socket.socket, Optional[socket.socket]]:
+    def _bind_statsd_pair(host: str, port: int) -> tuple[socket.socket, socket.socket | None]:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         udp = socket.socket(family, socket.SOCK_DGRAM)
         _bind(udp, (host, port), "--statsd (UDP)")
@@ -183,8 +190,9 @@ class Listener:
     def _open_drain(self, host: str, port: int) -> None:
         self._http = drain_server(self, host, port)
         self.addresses["l2met"] = f"{host}:{self._http.server_address[1]}"
-        threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.1},
-                         name="zibrato-listen-drain", daemon=True).start()
+        threading.Thread(
+            target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, name="zibrato-listen-drain", daemon=True
+        ).start()
 
     def close(self) -> None:
         """Publish what is pending, give it a moment to reach the broker, release everything."""
@@ -225,9 +233,12 @@ class Listener:
             self.close()
             return 1
         assert self.publisher is not None  # open() made it
-        log.info("listen ready: %s -> broker %s, level %s",
-                 ", ".join(f"{k} {v}" for k, v in self.addresses.items()) or "stdin",
-                 self.publisher.endpoint, self.config.level)
+        log.info(
+            "listen ready: %s -> broker %s, level %s",
+            ", ".join(f"{k} {v}" for k, v in self.addresses.items()) or "stdin",
+            self.publisher.endpoint,
+            self.config.level,
+        )
         poller = zmq.Poller()
         for sock in (self._udp, self._tcp, self._unix):
             if sock is not None:
@@ -339,13 +350,13 @@ class Listener:
             if newline < 0:
                 buffer.clear()
                 return
-            del buffer[:newline + 1]
+            del buffer[: newline + 1]
             self._skipping.discard(conn)
         end = buffer.rfind(b"\n")
         if end >= 0:
             with self.lock:
                 self.statsd.feed(bytes(buffer[:end]), self.pending)
-            del buffer[:end + 1]
+            del buffer[: end + 1]
         if len(buffer) > self.config.max_line_length:
             self.statsd_rejects("line too long", bytes(buffer[:80]))
             buffer.clear()
@@ -353,7 +364,7 @@ class Listener:
 
     # --- l2met inputs ---------------------------------------------------------------
 
-    def feed_drain(self, body: bytes, prefix: Optional[str], source_prefix: Optional[str]) -> int:
+    def feed_drain(self, body: bytes, prefix: str | None, source_prefix: str | None) -> int:
         with self.lock:
             self.figures["drain_requests"] += 1
             return self.l2met.feed_drain(body, self.pending, prefix, source_prefix)
@@ -409,17 +420,27 @@ class Listener:
         now = time.time()
         sent = self.publisher.figures if self.publisher is not None else {}
         figures: dict[str, Any] = {
-            "role": "listen", "broker": self.publisher.endpoint if self.publisher else None,
-            "level": self.config.level, "addresses": dict(self.addresses),
-            "lines": self.statsd.lines, "l2met_lines": self.l2met.lines,
+            "role": "listen",
+            "broker": self.publisher.endpoint if self.publisher else None,
+            "level": self.config.level,
+            "addresses": dict(self.addresses),
+            "lines": self.statsd.lines,
+            "l2met_lines": self.l2met.lines,
             "l2met_measurements": self.l2met.measurements,
-            "rejected": dict(self.statsd_rejects.counts), "l2met_rejected": dict(self.l2met_rejects.counts),
-            "receive_buffer": self.receive_buffer, "gauges_held": len(self.statsd.gauges),
-            "tcp_open": len(self._connections), "uptime_seconds": round(now - self.started, 3),
-            **self.figures, **sent,
+            "rejected": dict(self.statsd_rejects.counts),
+            "l2met_rejected": dict(self.l2met_rejects.counts),
+            "receive_buffer": self.receive_buffer,
+            "gauges_held": len(self.statsd.gauges),
+            "tcp_open": len(self._connections),
+            "uptime_seconds": round(now - self.started, 3),
+            **self.figures,
+            **sent,
         }
-        problems = [f"{key} rose in the last {_PROBLEM_WINDOW:g} s: {figures[key]}"
-                    for key in ("kernel_drops", "values_dropped") if self._rose(key, figures.get(key, 0))]
+        problems = [
+            f"{key} rose in the last {_PROBLEM_WINDOW:g} s: {figures[key]}"
+            for key in ("kernel_drops", "values_dropped")
+            if self._rose(key, figures.get(key, 0))
+        ]
         figures.update(healthy=not problems, problems=problems)
         return figures
 
@@ -442,6 +463,7 @@ class Listener:
 
         def gauge(name: str, value: float, *tags: str) -> None:
             pending[Series(SELF_LEVEL, "g", f"zibrato.listen.{name}", host, tags)] = [value]
+
         gauge("lines", self.statsd.lines)
         gauge("l2met_measurements", self.l2met.measurements)
         gauge("kernel_drops", f["kernel_drops"])
@@ -457,10 +479,12 @@ class Listener:
         def hook(reason: str, what: object) -> None:
             shown = what if isinstance(what, (bytes, str)) else str(what)
             self._reject_log.warning("rejected %s input (%s): %.200r", kind, reason, shown)
+
         return hook
 
 
 # --- sockets ------------------------------------------------------------------------
+
 
 def _bind(sock: socket.socket, address: str | tuple[str, int], what: str) -> None:
     try:
@@ -487,12 +511,17 @@ def _size_receive_buffer(sock: socket.socket, wanted: int) -> int:
         except OSError:
             pass
     if granted < wanted:
-        log.warning("receive buffer is %d bytes, not the %d asked: raise net.core.rmem_max "
-                    "(sysctl -w net.core.rmem_max=%d) or run with CAP_NET_ADMIN", granted, wanted, wanted)
+        log.warning(
+            "receive buffer is %d bytes, not the %d asked: raise net.core.rmem_max "
+            "(sysctl -w net.core.rmem_max=%d) or run with CAP_NET_ADMIN",
+            granted,
+            wanted,
+            wanted,
+        )
     return granted
 
 
-def udp_drops(sock: socket.socket) -> Optional[int]:
+def udp_drops(sock: socket.socket) -> int | None:
     """Datagrams the kernel dropped for this socket (its receive buffer was full).
 
     Linux's /proc/net/udp (udp6) lists each socket with its inode and a

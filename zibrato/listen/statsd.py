@@ -12,10 +12,11 @@ Speed: a listener's whole cost is this loop, so the part of a line after the
 value (type, rate, tags) is parsed once per distinct ``(name, suffix)`` and
 cached; a repeated line costs a dict lookup, a float() and a list append.
 """
+
 from __future__ import annotations
 
 import time as _time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from .. import protocol
 from .series import Pending, Rejects, Series
@@ -38,9 +39,22 @@ _TYPES = {
 _CACHE_LIMIT = 100_000
 
 #: every reason a line can be rejected for (the keys of ``rejected`` in status)
-REASONS = ("invalid utf-8", "line too long", "malformed line", "empty name", "bad name",
-           "unknown type", "bad value", "non-finite value", "negative timer", "bad rate",
-           "bad tag", "bad level", "bad timestamp", "timestamp out of window")
+REASONS = (
+    "invalid utf-8",
+    "line too long",
+    "malformed line",
+    "empty name",
+    "bad name",
+    "unknown type",
+    "bad value",
+    "non-finite value",
+    "negative timer",
+    "bad rate",
+    "bad tag",
+    "bad level",
+    "bad timestamp",
+    "timestamp out of window",
+)
 
 
 class _Reject(Exception):
@@ -55,11 +69,15 @@ class StatsdParser:
     which a delta gauge (``+5``, ``-5`` with ``gauge_sign="delta"``) needs.
     """
 
-    def __init__(self, level: str = DEFAULT_LEVEL, gauge_sign: str = "delta",
-                 max_line: int = DEFAULT_MAX_LINE,
-                 timestamp_window: float = DEFAULT_TIMESTAMP_WINDOW,
-                 rejects: Optional[Rejects] = None,
-                 clock: Callable[[], float] = _time.time) -> None:
+    def __init__(
+        self,
+        level: str = DEFAULT_LEVEL,
+        gauge_sign: str = "delta",
+        max_line: int = DEFAULT_MAX_LINE,
+        timestamp_window: float = DEFAULT_TIMESTAMP_WINDOW,
+        rejects: Rejects | None = None,
+        clock: Callable[[], float] = _time.time,
+    ) -> None:
         if not protocol.is_valid_level(level):
             raise ValueError(f"invalid level {level!r}: 1-64 characters of A-Z a-z 0-9 _ . -")
         if gauge_sign not in GAUGE_SIGNS:
@@ -174,7 +192,7 @@ class StatsdParser:
         except KeyError:
             raise _Reject("unknown type") from None
         rate = 1.0
-        timestamp: Optional[float] = None
+        timestamp: float | None = None
         given: list[str] = []
         for field in fields[1:]:
             if not field:
@@ -197,7 +215,7 @@ class StatsdParser:
         self._cache[(name, suffix)] = entry
         return entry
 
-    def _routing(self, tags: list[str]) -> tuple[str, Optional[str], tuple[str, ...]]:
+    def _routing(self, tags: list[str]) -> tuple[str, str | None, tuple[str, ...]]:
         """``host:`` becomes the source, ``level:`` the level; the rest stay tags, sorted."""
         level, source, kept = self.level, None, set()
         for tag in tags:
@@ -228,8 +246,7 @@ class StatsdParser:
         self.gauges[key] = value
         return value
 
-    def _add_packed(self, kind: int, series: Series, scale: float, text: str,
-                    pending: Pending) -> Optional[str]:
+    def _add_packed(self, kind: int, series: Series, scale: float, text: str, pending: Pending) -> str | None:
         """Sets, and DogStatsD 1.1 packed values ``a:1:2:3|ms``: all the line's values or none."""
         parts = text.split(":")
         if kind == _SET:

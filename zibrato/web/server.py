@@ -16,6 +16,7 @@ script is a second wall. A loopback server answers only requests whose
 ``Host`` is a loopback name, so a web page elsewhere cannot read it through
 DNS rebinding.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -33,12 +34,15 @@ from .view import History
 log = logging.getLogger("zibrato.web")
 
 #: files the page needs: name -> content type (nothing else under static/ is served)
-STATIC = {"index.html": "text/html; charset=utf-8", "web.js": "text/javascript; charset=utf-8",
-          "web.css": "text/css; charset=utf-8"}
+STATIC = {
+    "index.html": "text/html; charset=utf-8",
+    "web.js": "text/javascript; charset=utf-8",
+    "web.css": "text/css; charset=utf-8",
+}
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                               "connect-src 'self'; img-src 'self'; base-uri 'none'; "
-                               "form-action 'none'; frame-ancestors 'none'",
+    "connect-src 'self'; img-src 'self'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -106,15 +110,15 @@ class WebServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}/"
 
-    def start(self) -> "WebServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="zibrato-web-http", daemon=True)
+    def start(self) -> WebServer:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="zibrato-web-http", daemon=True
+        )
         self._thread.start()
         return self
 
     def figures(self) -> dict:
-        return {"url": self.url, "requests": self._server.requests,
-                "event_streams": self._server.event_streams}
+        return {"url": self.url, "requests": self._server.requests, "event_streams": self._server.event_streams}
 
     def stop(self) -> None:
         """Stop accepting, end the event streams, close the socket (once; later calls do nothing)."""
@@ -133,7 +137,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "zibrato-web"
     protocol_version = "HTTP/1.0"
 
-    def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
+    def do_GET(self) -> None:  # http.server's naming
         self.server.requests += 1
         if self.server.loopback_only and not is_loopback(_host_of(self.headers.get("Host", ""))):
             self._json({"error": "this server answers only loopback host names"}, HTTPStatus.FORBIDDEN)
@@ -146,8 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
                 route(self, query)
             except ValueError as error:
                 self._json({"error": str(error)}, HTTPStatus.BAD_REQUEST)
-        elif url.path.startswith("/static/") and url.path[len("/static/"):] in STATIC:
-            self._static(url.path[len("/static/"):])
+        elif url.path.startswith("/static/") and url.path[len("/static/") :] in STATIC:
+            self._static(url.path[len("/static/") :])
         else:
             self._json({"error": f"no such page: {url.path}"}, HTTPStatus.NOT_FOUND)
 
@@ -164,9 +168,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(self.server.history.summary())
 
     def _series(self, query: dict) -> None:
-        self._json(self.server.history.table(
-            query=query.get("q", ""), type=query.get("type", ""),
-            offset=_integer(query, "offset", 0), limit=_integer(query, "limit", 100)))
+        self._json(
+            self.server.history.table(
+                query=query.get("q", ""),
+                type=query.get("type", ""),
+                offset=_integer(query, "offset", 0),
+                limit=_integer(query, "limit", 100),
+            )
+        )
 
     def _chart(self, query: dict) -> None:
         chart = self.server.history.chart(query.get("id", ""))
@@ -213,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_body(data)
 
     def _static(self, name: str) -> None:
-        data = resources.files(__package__).joinpath("static", name).read_bytes()
+        data = resources.files(__package__).joinpath("static").joinpath(name).read_bytes()
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", STATIC[name])
         self.send_header("Cache-Control", "no-cache")
@@ -246,7 +255,12 @@ def _integer(query: dict, key: str, default: int) -> int:
         raise ValueError(f"{key} must be a whole number, got {text!r}") from None
 
 
-_ROUTES = {"/": _Handler._index, "/index.html": _Handler._index, "/api/summary": _Handler._summary,
-           "/api/series": _Handler._series, "/api/chart": _Handler._chart,
-           "/api/events": _Handler._events,
-           "/favicon.ico": _Handler._favicon}
+_ROUTES = {
+    "/": _Handler._index,
+    "/index.html": _Handler._index,
+    "/api/summary": _Handler._summary,
+    "/api/series": _Handler._series,
+    "/api/chart": _Handler._chart,
+    "/api/events": _Handler._events,
+    "/favicon.ico": _Handler._favicon,
+}

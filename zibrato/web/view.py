@@ -8,6 +8,7 @@ The mapping from a summary to the page's JSON is a set of pure functions
 JSON endpoints of docs/WEB.md. It never raises on odd summaries: a missing
 statistic is ``null`` on the page.
 """
+
 from __future__ import annotations
 
 import collections
@@ -15,8 +16,8 @@ import hashlib
 import json
 import math
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 #: the statistics a table row shows, per type (those the summary has)
 STAT_KEYS = {
@@ -43,8 +44,10 @@ MAX_PAGE = 1000
 
 def series_id(summary: dict) -> str:
     """A short id, stable across intervals and restarts, for (type, name, source, tags)."""
-    key = json.dumps([summary.get("type"), summary.get("name"), summary.get("source"),
-                      list(summary.get("tags") or ())], separators=(",", ":"))
+    key = json.dumps(
+        [summary.get("type"), summary.get("name"), summary.get("source"), list(summary.get("tags") or ())],
+        separators=(",", ":"),
+    )
     return hashlib.blake2b(key.encode("utf-8"), digest_size=8).hexdigest()
 
 
@@ -52,7 +55,7 @@ def outcome_of(tags: Sequence[str]) -> str | None:
     """'ok' for a series tagged outcome:ok, 'error' for outcome:error, else None."""
     for tag in tags:
         if tag.startswith(OUTCOME_PREFIX):
-            return tag[len(OUTCOME_PREFIX):]
+            return tag[len(OUTCOME_PREFIX) :]
     return None
 
 
@@ -62,8 +65,9 @@ def group_key(summary: dict) -> tuple:
     ``@time_me(..., outcome=True)`` makes ``outcome:ok`` and
     ``error:KeyError,outcome:error`` series of one call: the page shows them side by side.
     """
-    tags = tuple(t for t in summary.get("tags") or ()
-                 if not t.startswith(OUTCOME_PREFIX) and not t.startswith(ERROR_PREFIX))
+    tags = tuple(
+        t for t in summary.get("tags") or () if not t.startswith(OUTCOME_PREFIX) and not t.startswith(ERROR_PREFIX)
+    )
     return (summary.get("type"), summary.get("name"), summary.get("source"), tags)
 
 
@@ -71,15 +75,22 @@ def row(summary: dict, sid: str | None = None) -> dict:
     """One table row: identity plus the main statistics of the type (``sid``: its id, if known)."""
     type_ = summary.get("type")
     tags = list(summary.get("tags") or ())
-    stats = {key: _number(summary[key]) for key in STAT_KEYS.get(type_, ()) if key in summary}
-    return {"id": sid or series_id(summary), "type": type_, "name": summary.get("name"),
-            "source": summary.get("source"), "tags": tags, "outcome": outcome_of(tags),
-            "unit": _unit(summary), "stats": stats}
+    stats = {key: _number(summary[key]) for key in STAT_KEYS.get(type_ or "", ()) if key in summary}
+    return {
+        "id": sid or series_id(summary),
+        "type": type_,
+        "name": summary.get("name"),
+        "source": summary.get("source"),
+        "tags": tags,
+        "outcome": outcome_of(tags),
+        "unit": _unit(summary),
+        "stats": stats,
+    }
 
 
 def point(summary: dict) -> tuple:
     """The charted statistics of one summary, in :data:`CHART_FIELDS` order (None when absent)."""
-    return tuple(_number(summary.get(key)) for key in CHART_FIELDS.get(summary.get("type"), ()))
+    return tuple(_number(summary.get(key)) for key in CHART_FIELDS.get(summary.get("type", ""), ()))
 
 
 def _unit(summary: dict) -> str | None:
@@ -91,10 +102,9 @@ def _unit(summary: dict) -> str | None:
 
 def _number(value: object) -> float | None:
     """A finite number as is; anything else (absent, NaN, a string, a bool) as None: JSON null."""
-    kind = value.__class__
-    if kind is float:
+    if type(value) is float:  # exactly: a bool is an int subclass, and not a number here
         return value if math.isfinite(value) else None
-    return value if kind is int else None
+    return value if type(value) is int else None
 
 
 def _sort_key(r: dict) -> tuple:
@@ -162,8 +172,7 @@ class History:
         metas = []
         identities = self._identities
         for summary in summaries:
-            key = (summary.get("type"), summary.get("name"), summary.get("source"),
-                   tuple(summary.get("tags") or ()))
+            key = (summary.get("type"), summary.get("name"), summary.get("source"), tuple(summary.get("tags") or ()))
             identity = identities.get(key)
             if identity is None:  # a new series (read-only here: only this thread writes)
                 identity = (series_id(summary), group_key(summary))
@@ -219,23 +228,41 @@ class History:
     def summary(self) -> dict:
         """GET /api/summary."""
         latest = self._latest
-        return {"version": self.version, "time": latest.time, "interval": latest.interval,
-                "series": len(latest.rows), "intervals": len(self._held), "history": self.size}
+        return {
+            "version": self.version,
+            "time": latest.time,
+            "interval": latest.interval,
+            "series": len(latest.rows),
+            "intervals": len(self._held),
+            "history": self.size,
+        }
 
     def table(self, query: str = "", type: str = "", offset: int = 0, limit: int = 100) -> dict:
         """GET /api/series: the last interval's rows matching every word of ``query``, one page."""
         latest = self._latest
         offset, limit = max(0, offset), min(max(1, limit), MAX_PAGE)
         words = query.lower().split()
+        matched: Sequence[dict]
         if words or type:
-            matched = [r for r, text in zip(latest.rows, latest.texts)
-                       if (not type or r["type"] == type) and all(w in text for w in words)]
+            matched = [
+                r
+                for r, text in zip(latest.rows, latest.texts)
+                if (not type or r["type"] == type) and all(w in text for w in words)
+            ]
         else:
             matched = latest.rows
-        return {"version": self.version, "time": latest.time, "interval": latest.interval,
-                "query": query, "type": type, "total": len(latest.rows), "matched": len(matched),
-                "offset": offset,
-                "limit": limit, "rows": list(matched[offset:offset + limit])}
+        return {
+            "version": self.version,
+            "time": latest.time,
+            "interval": latest.interval,
+            "query": query,
+            "type": type,
+            "total": len(latest.rows),
+            "matched": len(matched),
+            "offset": offset,
+            "limit": limit,
+            "rows": list(matched[offset : offset + limit]),
+        }
 
     def chart(self, sid: str) -> dict | None:
         """GET /api/chart: the series and its outcome siblings over the held intervals; None if unknown."""
@@ -243,15 +270,21 @@ class History:
             meta = self._meta.get(sid)
             if meta is None:
                 return None
-            members = sorted(self._groups.get(meta.group, {sid: None}),
-                             key=lambda m: _outcome_rank(self._meta[m].row))
+            members = sorted(self._groups.get(meta.group, {sid: None}), key=lambda m: _outcome_rank(self._meta[m].row))
             held = list(self._held)
             rows = [self._meta[m].row for m in members]
         fields = CHART_FIELDS.get(meta.row["type"], ())
-        return {"id": sid, "version": self.version, "type": meta.row["type"],
-                "name": meta.row["name"], "source": meta.row["source"], "unit": meta.row["unit"],
-                "fields": list(fields), "times": [h.time for h in held],
-                "series": [_chart_series(r, held, fields) for r in rows]}
+        return {
+            "id": sid,
+            "version": self.version,
+            "type": meta.row["type"],
+            "name": meta.row["name"],
+            "source": meta.row["source"],
+            "unit": meta.row["unit"],
+            "fields": list(fields),
+            "times": [h.time for h in held],
+            "series": [_chart_series(r, held, fields) for r in rows],
+        }
 
 
 def _chart_series(r: dict, held: list[_Held], fields: Sequence[str]) -> dict:
