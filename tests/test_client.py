@@ -1272,3 +1272,22 @@ def test_a_drain_raced_by_another_taker_publishes_what_it_popped():
     buffer.items = Shrinking(buffer.items)
     publisher.drain(buffer)
     expect(tally.sent) == 10
+
+
+def test_with_time_me_blocks_nest_and_decorate_with_their_own_starts(broker_pull, make_client, monkeypatch):
+    # the plain with-block is its own fast class (TimerBlock): it must still nest, and decorate
+    z = make_client()
+    clock = iter([10.0, 11.0, 15.0, 40.0, 50.0, 52.5])
+    monkeypatch.setattr(zibrato.instruments, "_perf_counter", lambda: next(clock))
+    with z.Time_me("info", "nested.block"):
+        with z.Time_me("info", "nested.block"):
+            pass
+
+    @z.Time_me("info", "block.decorates")
+    def work():
+        return "done"
+
+    expect(work()) == "done"
+    records = broker_pull.settle(z)
+    expect(sorted(values_of(records, "nested.block"))) == [4.0, 30.0]
+    expect(values_of(records, "block.decorates")) == [2.5]

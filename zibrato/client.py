@@ -37,7 +37,7 @@ import zmq
 
 from . import protocol
 from .curve import ENV_SECRET_KEY, ENV_SERVER_KEY, ClientKeys
-from .instruments import Block, Counter, Timer, _Instrument
+from .instruments import Block, Counter, Timer, TimerBlock, _Instrument
 from .protocol import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
 from .sender import MAX_CAPACITY, Buffer, Item, Publisher, Recorder, Sender, Tally, Transport, ZmqTransport
 
@@ -182,9 +182,15 @@ class Zibrato:
         tags: Tags = None,
         outcome: bool = False,
         rate: float = 1.0,
-    ) -> Block:
+    ) -> Block | TimerBlock:
         """Context manager that records how long its block takes, in seconds."""
-        return Block(self._cached_instrument(Timer, level, name, source, tags, outcome, rate))
+        try:  # the cache lookup inlined: this runs on every block
+            timer = self._instrument_cache[(Timer, level, name, source, tags, outcome, rate)]
+        except (KeyError, TypeError):
+            timer = self._cached_instrument(Timer, level, name, source, tags, outcome, rate)
+        if outcome or timer.rate < 1.0:
+            return Block(timer)
+        return TimerBlock(timer)  # type: ignore[arg-type]  # the cache holds a Timer under this key
 
     def count_me(
         self,
@@ -221,7 +227,15 @@ class Zibrato:
         if rate != 1.0:
             self._sampled(self._cached_series(level, COUNTER, name, source, tags, rate), _number(value), rate)
             return
-        self._record((self._plain_series(level, COUNTER, name, source, tags), _number(value)))
+        # The common call inlined (the series cache and a small int's check): one call fewer
+        # than a function per step, which is most of what a direct call costs.
+        try:
+            series = self._series_cache[level, COUNTER, name, source, tags]
+        except (KeyError, TypeError):
+            series = self._validate_and_cache((level, COUNTER, name, source, tags))
+        if type(value) is not int or not _INT64_MIN <= value < _UINT64_LIMIT:
+            value = _number(value)
+        self._record((series, value))
 
     def gauge(self, level: str, name: str, value: float, source: str | None = None, tags: Tags = None) -> None:
         """Set a gauge to ``value`` (the last value of an interval wins)."""

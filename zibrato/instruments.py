@@ -297,6 +297,37 @@ class Block:
         return self.instrument(func)
 
 
+class TimerBlock:
+    """``with z.Time_me(...)`` for a plain timer (no outcome tags, no sampling), inlined.
+
+    The common block, so it skips :class:`Block`'s four calls into the
+    instrument: it reads the clock and records itself (about 0.3 us less).
+    """
+
+    __slots__ = ("client", "series", "start", "timer")
+
+    def __init__(self, timer: Timer) -> None:
+        self.timer, self.client, self.series = timer, timer.client, timer.series
+
+    def __enter__(self) -> TimerBlock:
+        self.start = _perf_counter()
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> Literal[False]:
+        self.client._record((self.series, _perf_counter() - self.start))
+        return False
+
+    async def __aenter__(self) -> TimerBlock:
+        return self.__enter__()
+
+    async def __aexit__(self, kind: type | None, error: BaseException | None, tb: object) -> Literal[False]:
+        return self.__exit__(kind, error, tb)
+
+    def __call__(self, func: F) -> F:
+        """``@z.Time_me(...)`` works as a decorator too."""
+        return self.timer(func)
+
+
 def _add_tags(series: Series, *extra: str) -> Series:
     level, type_, name, source, tags, weight, unit = series
     return (level, type_, name, source, tuple(sorted(set(tags).union(extra))), weight, unit)
