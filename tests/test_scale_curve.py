@@ -70,9 +70,9 @@ def keys(tmp_path):
     return folder, allowed
 
 
-def test_curve_encrypts_the_link_refuses_unknown_keys_and_reloads_the_allowed_ones(tmp_path, keys):
+def curve_broker_and_console(tmp_path, keys, base: int, *worker_args: object) -> tuple[Daemon, Daemon]:
+    """A CURVE broker on ``base`` (allowing the keys' directory) and a console worker with its own key."""
     folder, allowed = keys
-    base = free_ports(4)
     broker = Daemon(
         tmp_path,
         "zibrato-broker",
@@ -95,13 +95,19 @@ def test_curve_encrypts_the_link_refuses_unknown_keys_and_reloads_the_allowed_on
         "--format",
         "json",
         "--no-self-metrics",
-        "--status-port",
-        base + 3,
+        *worker_args,
         "--curve-secret-key",
         folder / "worker.key_secret",
         "--curve-server-key",
         folder / "broker.key",
     ).start()
+    return broker, worker
+
+
+def test_curve_encrypts_the_link_refuses_unknown_keys_and_reloads_the_allowed_ones(tmp_path, keys):
+    folder, allowed = keys
+    base = free_ports(4)
+    broker, worker = curve_broker_and_console(tmp_path, keys, base, "--status-port", base + 3)
     relay = Relay(base)
     app = Zibrato(port=relay.port, curve_secret_key=folder / "app.key_secret", curve_server_key=folder / "broker.key")
     stranger = Zibrato(
@@ -208,35 +214,7 @@ def test_zibrato_listen_publishes_over_curve_to_a_curve_broker(tmp_path, keys):
 
     folder, allowed = keys
     base = free_ports(4)
-    broker = Daemon(
-        tmp_path,
-        "zibrato-broker",
-        "--port",
-        base,
-        "--startup-grace",
-        "0.1",
-        "--curve-secret-key",
-        folder / "broker.key_secret",
-        "--curve-clients",
-        allowed,
-    ).start()
-    worker = Daemon(
-        tmp_path,
-        "zibrato-console",
-        "--port",
-        base + 1,
-        "--flush",
-        0.5,
-        "--format",
-        "json",
-        "--levels",
-        "statsd",
-        "--no-self-metrics",
-        "--curve-secret-key",
-        folder / "worker.key_secret",
-        "--curve-server-key",
-        folder / "broker.key",
-    ).start()
+    broker, worker = curve_broker_and_console(tmp_path, keys, base, "--levels", "statsd")
     listener = Daemon(
         tmp_path,
         "zibrato-listen",
