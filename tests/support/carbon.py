@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .daemons import free_ports, stop_process, wait_until
+from .daemons import free_ports, start_server, stop_process, wait_until
 
 CARBON_CACHE = "carbon-cache"
 RETENTION = "1s:1h"
@@ -81,28 +81,20 @@ GRAPHITE_URL = http://127.0.0.1:1
 
     def start(self, timeout: float = 20.0) -> Carbon:
         assert self.process is None or self.process.poll() is not None, "carbon is running"
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    CARBON_CACHE,
-                    f"--config={self.config}",
-                    f"--pidfile={self.storage}/carbon.pid",
-                    f"--logdir={self.storage}/log",
-                    "--nodaemon",
-                    "start",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        wait_until(
-            lambda: self._accepting() or self.process.poll() is not None,
+        self.process = start_server(
+            [
+                CARBON_CACHE,
+                f"--config={self.config}",
+                f"--pidfile={self.storage}/carbon.pid",
+                f"--logdir={self.storage}/log",
+                "--nodaemon",
+                "start",
+            ],
+            self.log_path,
+            self._accepting,
+            f"carbon-cache listening on {self.address}",
             timeout,
-            interval=0.05,
-            message=f"carbon-cache listening on {self.address}",
         )
-        if self.process.poll() is not None:
-            raise RuntimeError(f"carbon-cache exited ({self.process.returncode}):\n{self.log}")
         return self
 
     def stop(self) -> None:

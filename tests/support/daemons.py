@@ -98,6 +98,23 @@ class Daemon:
         return self.process.poll() is not None
 
 
+def start_server(
+    command: list[object], log_path: Path, ready: Callable[[], bool], what: str, timeout: float = 20.0
+) -> subprocess.Popen:
+    """Start a real server the tests need, its output into ``log_path``; wait until ``ready()``.
+
+    Fails with the server's log when it exits first or is not ready within ``timeout``.
+    """
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [str(part) for part in command], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    wait_until(lambda: process.poll() is not None or ready(), timeout, interval=0.05, message=what)
+    if process.poll() is not None:
+        raise RuntimeError(f"{what}: exited ({process.returncode}):\n{log_path.read_text(errors='replace')}")
+    return process
+
+
 def stop_process(process: subprocess.Popen | None, timeout: float = 15.0) -> None:
     """TERM a server the tests started, wait for it to end; KILL it after ``timeout``."""
     if process is not None and process.poll() is None:

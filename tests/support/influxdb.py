@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from .daemons import free_ports, stop_process, wait_until
+from .daemons import free_ports, start_server, stop_process, wait_until
 
 INFLUXD = "influxd"
 
@@ -68,21 +68,13 @@ bind-address = "127.0.0.1:{self.rpc_port}"
 
     def start(self, timeout: float = 20.0) -> InfluxDB:
         assert self.process is None or self.process.poll() is not None, "influxd is running"
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [INFLUXD, "run", "-config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        wait_until(
-            lambda: self._ready() or self.process.poll() is not None,
+        self.process = start_server(
+            [INFLUXD, "run", "-config", self.config],
+            self.log_path,
+            self._ready,
+            f"influxd answering /ping at {self.url}",
             timeout,
-            interval=0.05,
-            message=f"influxd answering /ping at {self.url}",
         )
-        if self.process.poll() is not None:
-            raise RuntimeError(f"influxd exited ({self.process.returncode}):\n{self.log}")
         if self.auth and not (self.root / "admin-created").exists():
             # with no user yet, InfluxDB lets anyone create the first admin
             user, password = self.admin

@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .daemons import free_ports, stop_process, wait_until
+from .daemons import free_ports, start_server, stop_process, wait_until
 
 BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 
@@ -47,25 +47,22 @@ class PrometheusServer:
     def start(self) -> PrometheusServer:
         if not Path(BINARY).exists():
             raise AssertionError("the Prometheus server is missing: run bin/setup --test (apt-get install prometheus)")
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    BINARY,
-                    f"--config.file={self.config}",
-                    f"--storage.tsdb.path={self.dir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-            )
-        wait_until(self._ready, timeout=30, interval=0.1, message="Prometheus ready")
+        self.process = start_server(
+            [
+                BINARY,
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={self.dir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            self.log_path,
+            self._ready,
+            "Prometheus ready",
+            timeout=30,
+        )
         return self
 
     def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited {self.process.returncode}:\n{self.log_path.read_text()}")
         try:
             with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as answer:
                 return answer.status == 200
