@@ -44,6 +44,14 @@ CASES = [
     (["librato", "--username", "u", "--apitoken", "t", "--timeout", "nan"], "not a finite number"),
     (["librato", "--username", "u", "--apitoken", "t", "--flush", "1.5"], "whole number"),
     (["librato", "--username", "u", "--apitoken", "t", "--flush", "0.5"], "whole number"),
+    (["graphite", "--timeout", "nan"], "not a finite number"),
+    (["graphite", "--retry-delay", "inf"], "not a finite number"),
+    (["influxdb", "--database", "m", "--timeout", "nan"], "not a finite number"),
+    (["influxdb", "--database", "m", "--max-retry-delay", "0.1", "--retry-delay", "1"], "must not be less than"),
+    (["otlp", "--timeout", "nan"], "not a finite number"),
+    (["otlp", "--max-retry-delay", "0.5"], "must not be less than"),
+    (["listen", "--flush-interval", "nan"], "not a finite number"),
+    (["listen", "--timestamp-window", "inf"], "not a finite number"),
     (["demo", "--flush", "nan"], "not a finite number"),
     (["demo", "--duration", "inf"], "not a finite number"),
 ]
@@ -57,7 +65,25 @@ def test_bad_flags_exit_with_a_usage_message(argv, complaint):
     expect(result.output).contains(complaint)
 
 
-@pytest.mark.parametrize("command", ["broker", "console", "statsd", "librato", "status", "demo"])
+@pytest.mark.parametrize(
+    "command",
+    [
+        "broker",
+        "console",
+        "statsd",
+        "librato",
+        "otlp",
+        "prometheus",
+        "graphite",
+        "influxdb",
+        "listen",
+        "web",
+        "forward",
+        "keys",
+        "status",
+        "demo",
+    ],
+)
 def test_every_command_explains_itself(command):
     result = CliRunner().invoke(group, [command, "--help"], prog_name="zibrato")
     expect(result.exit_code) == 0

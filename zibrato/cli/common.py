@@ -12,6 +12,7 @@ import click
 
 from ..aggregation import DEFAULT_MAX_EXACT, parse_expire
 from ..curve import ClientKeys, KeyFileError
+from ..delivery import Backoff
 from ..destination import Destination
 from ..rules import SeriesRules, check_pattern
 from ..runtime import install_stop_handlers, setup_logging
@@ -53,6 +54,42 @@ class Seconds(click.ParamType):
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return "SECONDS"
+
+
+#: a timeout or a delay: more than 0, at most an hour, never NaN or infinite
+POSITIVE_SECONDS = Seconds(0, 3600, low_open=True)
+
+
+def retry_options(first: float, cap: float, scope: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--retry-delay and --max-retry-delay, for a destination that retries (read them with :func:`backoff`).
+
+    ``scope`` prefixes the help ("TCP: " where only one transport retries).
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option(
+            "--max-retry-delay",
+            default=cap,
+            show_default=True,
+            type=POSITIVE_SECONDS,
+            help=f"{scope}Cap on the delay between retries (a longer Retry-After is honoured up to 300 s).",
+        )(func)
+        return click.option(
+            "--retry-delay",
+            default=first,
+            show_default=True,
+            type=POSITIVE_SECONDS,
+            help=f"{scope}First delay before retrying a failed interval; it doubles (with jitter) each time.",
+        )(func)
+
+    return decorate
+
+
+def backoff(retry_delay: float, max_retry_delay: float) -> Backoff:
+    """The delivery backoff of --retry-delay and --max-retry-delay (a usage error when the cap is below it)."""
+    if max_retry_delay < retry_delay:
+        raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
+    return Backoff(retry_delay, max_retry_delay)
 
 
 def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:

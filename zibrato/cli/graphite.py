@@ -5,10 +5,16 @@ from __future__ import annotations
 import click
 
 from ..backends.graphite import DEFAULT_PORT, DEFAULT_PREFIX, TAG_MODES, GraphiteDestination
-from ..delivery import Backoff
-from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
-
-POSITIVE = click.FloatRange(min=0, min_open=True)
+from .common import (
+    CONTEXT_SETTINGS,
+    POSITIVE_SECONDS,
+    backoff,
+    retry_options,
+    run_worker,
+    standalone,
+    worker_kwargs,
+    worker_options,
+)
 
 
 def parse_address(ctx: click.Context | None, param: click.Parameter | None, value: str) -> tuple[str, int]:
@@ -57,19 +63,10 @@ def parse_address(ctx: click.Context | None, param: click.Parameter | None, valu
     "--timeout",
     default=10.0,
     show_default=True,
-    type=POSITIVE,
+    type=POSITIVE_SECONDS,
     help="Seconds for connecting, writing and carbon's confirmation.",
 )
-@click.option(
-    "--retry-delay",
-    default=0.5,
-    show_default=True,
-    type=POSITIVE,
-    help="First delay before retrying a failed interval; it doubles (with jitter) each time.",
-)
-@click.option(
-    "--max-retry-delay", default=30.0, show_default=True, type=POSITIVE, help="Cap on the delay between retries."
-)
+@retry_options(first=0.5, cap=30.0)
 def command(
     address: tuple[str, int],
     prefix: str,
@@ -88,12 +85,11 @@ def command(
     See README, "Where the metrics go".
     """
     host, port = address
-    if max_retry_delay < retry_delay:
-        raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
+    retries = backoff(retry_delay, max_retry_delay)
     run_worker(
         lambda: GraphiteDestination(host, port, prefix=prefix, tags=tag_mode, timeout=timeout),
         verbose,
-        backoff=Backoff(retry_delay, max_retry_delay),
+        backoff=retries,
         **worker_kwargs(options),
     )
 

@@ -8,10 +8,16 @@ from pathlib import Path
 import click
 
 from ..backends.influxdb import DEFAULT_BATCH_SIZE, DEFAULT_URL, TOKEN_ENV, InfluxDBDestination
-from ..delivery import Backoff
-from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
-
-POSITIVE = click.FloatRange(min=0, min_open=True)
+from .common import (
+    CONTEXT_SETTINGS,
+    POSITIVE_SECONDS,
+    backoff,
+    retry_options,
+    run_worker,
+    standalone,
+    worker_kwargs,
+    worker_options,
+)
 
 
 @click.command("influxdb", context_settings=CONTEXT_SETTINGS)
@@ -34,18 +40,13 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
     help="Most points per write request.",
 )
 @click.option(
-    "--timeout", default=10.0, show_default=True, type=POSITIVE, help="Seconds to wait for each answer from InfluxDB."
-)
-@click.option(
-    "--retry-delay",
-    default=0.5,
+    "--timeout",
+    default=10.0,
     show_default=True,
-    type=POSITIVE,
-    help="First delay before retrying a failed interval; it doubles (with jitter) each time.",
+    type=POSITIVE_SECONDS,
+    help="Seconds to wait for each answer from InfluxDB.",
 )
-@click.option(
-    "--max-retry-delay", default=30.0, show_default=True, type=POSITIVE, help="Cap on the delay between retries."
-)
+@retry_options(first=0.5, cap=30.0)
 def command(
     url: str,
     database: str | None,
@@ -71,8 +72,7 @@ def command(
     if bucket and not org:
         raise click.UsageError("--bucket needs --org")
     token = read_token(token_file)
-    if max_retry_delay < retry_delay:
-        raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
+    retries = backoff(retry_delay, max_retry_delay)
     run_worker(
         lambda: InfluxDBDestination(
             url,
@@ -85,7 +85,7 @@ def command(
             timeout=timeout,
         ),
         verbose,
-        backoff=Backoff(retry_delay, max_retry_delay),
+        backoff=retries,
         **worker_kwargs(options),
     )
 

@@ -8,12 +8,19 @@ from typing import Any
 import click
 
 from ..backends.librato import APIS, DEFAULT_API_URL, Librato, check_credentials, flush_interval_problem
-from ..delivery import Backoff
-from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
+from .common import (
+    CONTEXT_SETTINGS,
+    POSITIVE_SECONDS,
+    backoff,
+    retry_options,
+    run_worker,
+    standalone,
+    worker_kwargs,
+    worker_options,
+)
 
 USERNAME_ENV = "ZIBRATO_LIBRATO_USERNAME"
 TOKEN_ENV = "ZIBRATO_LIBRATO_APITOKEN"
-POSITIVE = Seconds(0, 3600, low_open=True)
 
 
 @click.command("librato", context_settings=CONTEXT_SETTINGS)
@@ -50,19 +57,10 @@ POSITIVE = Seconds(0, 3600, low_open=True)
     "--timeout",
     default=5.0,
     show_default=True,
-    type=POSITIVE,
+    type=POSITIVE_SECONDS,
     help="Seconds to wait for each answer from Librato (keep it below the 8 s stop window).",
 )
-@click.option(
-    "--retry-delay",
-    default=1.0,
-    show_default=True,
-    type=POSITIVE,
-    help="First delay before retrying a failed post; it doubles (with jitter) each time.",
-)
-@click.option(
-    "--max-retry-delay", default=60.0, show_default=True, type=POSITIVE, help="Cap on the delay between retries."
-)
+@retry_options(first=1.0, cap=60.0)
 def command(
     username: str | None,
     apitoken: str | None,
@@ -86,8 +84,7 @@ def command(
     token = _token(apitoken, apitoken_file)
     if not username:
         raise click.UsageError(f"no Librato username: give --username or set {USERNAME_ENV}")
-    if max_retry_delay < retry_delay:
-        raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
+    retries = backoff(retry_delay, max_retry_delay)
     flush_problem = flush_interval_problem(options["flush_interval"])
     if flush_problem:
         raise click.BadParameter(flush_problem, param_hint="--flush")
@@ -100,7 +97,7 @@ def command(
             username, token, api_url=api_url, api=api, source=source, batch_size=batch_size, timeout=timeout
         ),
         verbose,
-        backoff=Backoff(retry_delay, max_retry_delay),
+        backoff=retries,
         **worker_kwargs(options),
     )
 

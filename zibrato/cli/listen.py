@@ -19,7 +19,7 @@ from ..listen.servers import (
 )
 from ..protocol import is_valid_level
 from ..runtime import install_stop_handlers, setup_logging
-from .common import CONTEXT_SETTINGS, curve_client_options, curve_keys, standalone, verbose_option
+from .common import CONTEXT_SETTINGS, Seconds, curve_client_options, curve_keys, standalone, verbose_option
 
 _OFF = ("", "off", "none")
 
@@ -94,7 +94,7 @@ def _level(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--timestamp-window",
     default=statsd.DEFAULT_TIMESTAMP_WINDOW,
     show_default=True,
-    type=click.FloatRange(0, 31 * 86400),
+    type=Seconds(0, 31 * 86400),
     help="Seconds a '|T' timestamp may differ from now; beyond, the line is rejected.",
 )
 @click.option(
@@ -116,7 +116,7 @@ def _level(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--flush-interval",
     default=DEFAULT_FLUSH_INTERVAL,
     show_default=True,
-    type=click.FloatRange(0.001, 10),
+    type=Seconds(0.001, 10),
     help="Seconds between sends to the broker.",
 )
 @click.option(

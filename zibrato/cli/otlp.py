@@ -7,11 +7,19 @@ from pathlib import Path
 
 import click
 
-from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
+from .common import (
+    CONTEXT_SETTINGS,
+    POSITIVE_SECONDS,
+    backoff,
+    retry_options,
+    run_worker,
+    standalone,
+    worker_kwargs,
+    worker_options,
+)
 
 HEADERS_ENV = "OTEL_EXPORTER_OTLP_HEADERS"
 METRICS_HEADERS_ENV = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
-POSITIVE = click.FloatRange(min=0, min_open=True)
 
 
 @click.command("otlp", context_settings=CONTEXT_SETTINGS)
@@ -61,23 +69,10 @@ POSITIVE = click.FloatRange(min=0, min_open=True)
     "--timeout",
     default=10.0,
     show_default=True,
-    type=POSITIVE,
+    type=POSITIVE_SECONDS,
     help="Seconds to wait for each answer (keep it below the 8 s stop window).",
 )
-@click.option(
-    "--retry-delay",
-    default=1.0,
-    show_default=True,
-    type=POSITIVE,
-    help="First delay before retrying a transient failure; it doubles (with jitter) each time.",
-)
-@click.option(
-    "--max-retry-delay",
-    default=60.0,
-    show_default=True,
-    type=POSITIVE,
-    help="Cap on the delay between retries (a longer Retry-After is honoured up to 300 s).",
-)
+@retry_options(first=1.0, cap=60.0)
 def command(
     endpoint: str | None,
     headers_file: Path | None,
@@ -103,7 +98,6 @@ def command(
     try:
         from ..backends.otlp import OtlpDestination, metrics_url
         from ..backends.otlp_mapping import resource_attributes
-        from ..delivery import Backoff
     except ImportError as error:
         raise click.ClickException(
             f"zibrato-otlp needs the otlp extra ({error.name} is missing): pip install 'zibrato[otlp]'"
@@ -118,8 +112,7 @@ def command(
         resource = resource_attributes(service_name)
     except ValueError as error:
         raise click.UsageError(f"OTEL_RESOURCE_ATTRIBUTES: {error}") from None
-    if max_retry_delay < retry_delay:
-        raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
+    retries = backoff(retry_delay, max_retry_delay)
     run_worker(
         lambda: OtlpDestination(
             url,
@@ -132,7 +125,7 @@ def command(
             max_points=max_points,
         ),
         verbose,
-        backoff=Backoff(retry_delay, max_retry_delay),
+        backoff=retries,
         **worker_kwargs(options),
     )
 

@@ -6,9 +6,7 @@ from typing import cast
 
 import click
 
-from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
-
-POSITIVE = click.FloatRange(min=0, min_open=True)
+from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
 
 
 def _needs_extra() -> None:
@@ -52,7 +50,7 @@ def _own_expire(func):
         "--expire",
         default=300.0,
         show_default=True,
-        type=POSITIVE,
+        type=Seconds(0, 366 * 86400, low_open=True),
         help="Seconds without data after which a series is dropped from /metrics.",
     )(func)
 

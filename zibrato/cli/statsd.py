@@ -14,10 +14,16 @@ from ..backends.statsd import (
     TAG_MODES,
     Statsd,
 )
-from ..delivery import Backoff
-from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
-
-POSITIVE = Seconds(0, 3600, low_open=True)
+from .common import (
+    CONTEXT_SETTINGS,
+    POSITIVE_SECONDS,
+    backoff,
+    retry_options,
+    run_worker,
+    standalone,
+    worker_kwargs,
+    worker_options,
+)
 
 
 @click.command("statsd", context_settings=CONTEXT_SETTINGS)
@@ -76,17 +82,10 @@ POSITIVE = Seconds(0, 3600, low_open=True)
     show_default=True,
     help="count: a gauge of the unique members; members: each member as a |s line (while the set is exact).",
 )
-@click.option("--timeout", default=5.0, show_default=True, type=POSITIVE, help="TCP: seconds for a connect or a write.")
 @click.option(
-    "--retry-delay",
-    default=0.5,
-    show_default=True,
-    type=POSITIVE,
-    help="TCP: first delay before retrying; it doubles (with jitter) each time.",
+    "--timeout", default=5.0, show_default=True, type=POSITIVE_SECONDS, help="TCP: seconds for a connect or a write."
 )
-@click.option(
-    "--max-retry-delay", default=30.0, show_default=True, type=POSITIVE, help="TCP: cap on the delay between retries."
-)
+@retry_options(first=0.5, cap=30.0, scope="TCP: ")
 def command(
     statsd_host: str,
     statsd_port: int,
@@ -111,8 +110,7 @@ def command(
     over the sketch, marked |@rate), histograms like timers (or |h), sets as
     a gauge of their count (or |s per member). See docs/STATSD.md.
     """
-    if max_retry_delay < retry_delay:
-        raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
+    retries = backoff(retry_delay, max_retry_delay)
     run_worker(
         lambda: Statsd(
             statsd_host,
@@ -127,7 +125,7 @@ def command(
             sets=sets,
         ),
         verbose,
-        backoff=Backoff(retry_delay, max_retry_delay),
+        backoff=retries,
         **worker_kwargs(options),
     )
 
