@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from ..backends.librato import APIS, DEFAULT_API_URL, Librato, check_credentials, flush_interval_problem
+from .addresses import url_callback
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
@@ -38,7 +39,9 @@ TOKEN_ENV = "ZIBRATO_LIBRATO_APITOKEN"
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="File holding the API token (a UTF-8 BOM and surrounding whitespace are ignored).",
 )
-@click.option("--api-url", default=DEFAULT_API_URL, show_default=True, help="Librato API base URL.")
+@click.option(
+    "--api-url", default=DEFAULT_API_URL, show_default=True, callback=url_callback(), help="Librato API base URL."
+)
 @click.option(
     "--api",
     type=click.Choice(APIS),

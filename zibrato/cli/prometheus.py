@@ -6,6 +6,7 @@ from typing import cast
 
 import click
 
+from .addresses import check_listen_port
 from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
 
 
@@ -25,6 +26,7 @@ def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
     from ..backends.prometheus import parse_listen
 
     try:
+        check_listen_port(value, "--listen")
         return parse_listen(value)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None

@@ -14,6 +14,7 @@ from ..backends.statsd import (
     TAG_MODES,
     Statsd,
 )
+from .addresses import host_callback
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
@@ -32,6 +33,7 @@ from .common import (
     "--statsd-host",
     default="127.0.0.1",
     show_default=True,
+    callback=host_callback,
     help="statsd server host (UDP resolves it once, TCP at each connection).",
 )
 @click.option(

@@ -7,11 +7,13 @@ import click
 from ..backends.web import DEFAULT_HISTORY, WebView, chart_percentiles
 from ..runtime import setup_logging
 from ..web.server import parse_listen
+from .addresses import check_listen_port
 from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
 
 
 def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
     try:
+        check_listen_port(value, "--listen")
         return parse_listen(value)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
