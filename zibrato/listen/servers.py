@@ -29,6 +29,7 @@ from typing import Any, BinaryIO
 import zmq
 
 from ..curve import ClientKeys
+from ..link_watch import LinkWatch, PushLinkMonitor
 from ..runtime import RateLimitedLog, answer_status, bind_status, describe_bind_error
 from . import statsd as statsd_lines
 from .drain import drain_server
@@ -248,8 +249,11 @@ class Listener:
             poller.register(self._status, zmq.POLLIN)
         next_flush = time.monotonic() + self.config.flush_interval
         next_drops = next_self = time.monotonic()
+        link = PushLinkMonitor(self.publisher.socket)
+        watch = LinkWatch(log, self.publisher.endpoint, "--broker")
         try:
             while not stop.is_set():
+                watch.unconnected(link.poll())
                 timeout = max(0.0, min(next_flush - time.monotonic(), 0.1))
                 for sock, _ in poller.poll(int(timeout * 1000)):
                     self._readable(sock, poller)
@@ -264,6 +268,7 @@ class Listener:
                     self._report_self()
                     next_self = now + _SELF_EVERY
         finally:
+            link.close()
             self.close()
             log.info("listen stopped")
         return 0
