@@ -165,7 +165,7 @@ class Worker:
         #: seconds an interval waits for summaries still on their way (at most half a flush)
         self.lateness = min(lateness, flush_interval / 2)
         self._hold_until: float | None = None
-        self.levels = tuple(levels)
+        self.levels = tuple(level.lower() for level in levels)  # levels are case-insensitive
         self.schedule = Schedule(flush_interval, clock)
         self.flush_interval = flush_interval
         self.clock = clock
@@ -628,8 +628,8 @@ class Worker:
 
 
 def parse_levels(text: str) -> tuple[str, ...]:
-    """'info,warn' -> ('info', 'warn'); 'all' alone means every level."""
-    levels = tuple(part.strip() for part in text.split(",") if part.strip())
+    """'info,warn' -> ('info', 'warn'); 'all' alone means every level. Case-insensitive: 'INFO' is info."""
+    levels = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
     if not levels:
         raise ValueError("no level given (use 'all' for every level)")
     for level in levels:

@@ -45,7 +45,7 @@ def _is_default(name: str) -> bool:
 def _level(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not is_valid_level(value):
         raise click.BadParameter("1-64 characters of A-Z a-z 0-9 _ . -")
-    return value
+    return value.lower()  # levels are case-insensitive
 
 
 @click.command("listen", context_settings=CONTEXT_SETTINGS)

@@ -100,7 +100,7 @@ def command(
         from ..backends.otlp_mapping import resource_attributes
     except ImportError as error:
         raise click.ClickException(
-            f"zibrato-otlp needs the otlp extra ({error.name} is missing): pip install 'zibrato[otlp]'"
+            f"zibrato-otlp needs the otlp extra ({error.name} is missing): pip install '.[otlp]' in Zibrato's checkout"
         ) from None
 
     try:

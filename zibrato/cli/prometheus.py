@@ -17,7 +17,7 @@ def _needs_extra() -> None:
     except ImportError as error:
         raise click.ClickException(
             f"zibrato-prometheus needs the prometheus extra ({error.name} is "
-            "missing): pip install 'zibrato[prometheus]'"
+            "missing): pip install '.[prometheus]' in Zibrato's checkout"
         ) from None
 
 
