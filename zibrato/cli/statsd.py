@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from ..backends.statsd import (
     DEFAULT_MTU,
@@ -14,6 +15,7 @@ from ..backends.statsd import (
     TAG_MODES,
     Statsd,
 )
+from ..rules import SeriesRules
 from .addresses import host_callback
 from .common import (
     CONTEXT_SETTINGS,
@@ -25,6 +27,8 @@ from .common import (
     worker_kwargs,
     worker_options,
 )
+
+SELF_METRICS = "zibrato.*"  # the names every worker and listener publishes its own figures under
 
 
 @click.command("statsd", context_settings=CONTEXT_SETTINGS)
@@ -110,9 +114,17 @@ def command(
     value (negative ones set correctly), timers as every value in
     milliseconds (past --max-exact values per series and flush, values spread
     over the sketch, marked |@rate), histograms like timers (or |h), sets as
-    a gauge of their count (or |s per member). See docs/STATSD.md.
+    a gauge of their count (or |s per member). Zibrato's own figures
+    (zibrato.* series) are sent only with an explicit --self-metrics.
+    See docs/STATSD.md.
     """
     retries = backoff(retry_delay, max_retry_delay)
+    worker = worker_kwargs(options)
+    if click.get_current_context().get_parameter_source("self_metrics") in (None, ParameterSource.DEFAULT):
+        # Zibrato's own figures (every worker's zibrato.* series) stay out of the
+        # user's statsd unless --self-metrics is given; `zibrato status` has them.
+        rules = worker["rules"]
+        worker["rules"] = SeriesRules(keep=rules.keep, drop=(*rules.drop, SELF_METRICS), drop_tags=rules.drop_tags)
     run_worker(
         lambda: Statsd(
             statsd_host,
@@ -128,7 +140,7 @@ def command(
         ),
         verbose,
         backoff=retries,
-        **worker_kwargs(options),
+        **worker,
     )
 
 
