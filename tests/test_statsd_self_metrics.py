@@ -1,4 +1,4 @@
-"""zibrato-statsd keeps Zibrato's own figures out of the user's statsd unless --self-metrics, and never warns about them."""
+"""zibrato-statsd sends Zibrato's own figures to statsd only with --self-metrics, and never warns about them."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def lines_of(sock: socket.socket, into: list[str]) -> list[str]:
     while True:
         try:
             into.extend(sock.recv(65536).decode().splitlines())
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return into
 
 
