@@ -72,14 +72,14 @@ def retry_options(first: float, cap: float, scope: str = "") -> Callable[[Callab
             default=cap,
             show_default=True,
             type=POSITIVE_SECONDS,
-            help=f"{scope}Cap on the delay between retries (a longer Retry-After is honoured up to 300 s).",
+            help=f"{scope}Cap on the delay between retries (Retry-After: up to 300 s).",
         )(func)
         return click.option(
             "--retry-delay",
             default=first,
             show_default=True,
             type=POSITIVE_SECONDS,
-            help=f"{scope}First delay before retrying a failed interval; it doubles (with jitter) each time.",
+            help=f"{scope}First delay before a retry; doubles (with jitter).",
         )(func)
 
     return decorate
@@ -287,11 +287,19 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
             ),
             verbose_option,
         ]
+        before = {param.name for param in getattr(func, "__click_params__", [])}
         for option in reversed(options):
             func = option(func)
+        SHARED_WORKER_OPTIONS.update(
+            param.name for param in getattr(func, "__click_params__", []) if param.name not in before
+        )
         return func
 
     return decorate
+
+
+#: the parameter names :func:`worker_options` adds (grouped apart in --help by :class:`WorkerCommand`)
+SHARED_WORKER_OPTIONS: set[str | None] = set()
 
 
 def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
@@ -360,3 +368,26 @@ def standalone(command: click.Command, prog_name: str, envvar_prefix: str) -> Ca
     if command.callback is not None:  # the command's name and docstring
         functools.update_wrapper(main, command.callback)
     return main
+
+
+class WorkerCommand(click.Command):
+    """A worker's command: its own flags first, then the flags every worker shares under their own title.
+
+    Help used to run about 70 lines with each command's own flags last; now
+    what is particular to a destination comes right after its description.
+    """
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        own: list[tuple[str, str]] = []
+        shared: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                generic = param.name in SHARED_WORKER_OPTIONS or param.name == "help"
+                (shared if generic else own).append(record)
+        if own:
+            with formatter.section("Options"):
+                formatter.write_dl(own)
+        if shared:
+            with formatter.section("Shared worker options (every zibrato-<destination>; README, CLI reference)"):
+                formatter.write_dl(shared)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from ..backends.console import FORMATS, Console
-from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
+from .common import CONTEXT_SETTINGS, WorkerCommand, run_worker, standalone, worker_kwargs, worker_options
 
 
-@click.command("console", context_settings=CONTEXT_SETTINGS)
+@click.command("console", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
 @click.option(
     "--format",

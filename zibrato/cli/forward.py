@@ -7,10 +7,19 @@ import click
 from ..delivery import Backoff
 from ..forward import Forwarder, ForwardWorker
 from .addresses import split_host_port
-from .common import CONTEXT_SETTINGS, Seconds, curve_keys, run_worker, standalone, worker_kwargs, worker_options
+from .common import (
+    CONTEXT_SETTINGS,
+    Seconds,
+    WorkerCommand,
+    curve_keys,
+    run_worker,
+    standalone,
+    worker_kwargs,
+    worker_options,
+)
 
 
-@click.command("forward", context_settings=CONTEXT_SETTINGS)
+@click.command("forward", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
 @click.option(
     "--to",

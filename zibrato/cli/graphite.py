@@ -9,6 +9,7 @@ from .addresses import split_host_port
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
+    WorkerCommand,
     backoff,
     retry_options,
     run_worker,
@@ -26,7 +27,7 @@ def parse_address(ctx: click.Context | None, param: click.Parameter | None, valu
         raise click.BadParameter(str(error).removeprefix("--graphite: ")) from None
 
 
-@click.command("graphite", context_settings=CONTEXT_SETTINGS)
+@click.command("graphite", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
 @click.option(
     "--graphite",

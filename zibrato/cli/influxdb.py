@@ -12,6 +12,7 @@ from .addresses import url_callback
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
+    WorkerCommand,
     backoff,
     retry_options,
     run_worker,
@@ -21,7 +22,7 @@ from .common import (
 )
 
 
-@click.command("influxdb", context_settings=CONTEXT_SETTINGS)
+@click.command("influxdb", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
 @click.option("--url", default=DEFAULT_URL, show_default=True, callback=url_callback(), help="InfluxDB's HTTP API.")
 @click.option("--database", default=None, help="InfluxDB 1.x: the database to write to.")

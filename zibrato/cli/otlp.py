@@ -10,6 +10,7 @@ import click
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
+    WorkerCommand,
     backoff,
     retry_options,
     run_worker,
@@ -22,7 +23,7 @@ HEADERS_ENV = "OTEL_EXPORTER_OTLP_HEADERS"
 METRICS_HEADERS_ENV = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
 
 
-@click.command("otlp", context_settings=CONTEXT_SETTINGS)
+@click.command("otlp", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=60.0)
 @click.option(
     "--endpoint",
@@ -88,6 +89,9 @@ def command(
     **options: object,
 ) -> None:
     """Post each flush of the subscribed levels to an OTLP/HTTP endpoint.
+
+    See docs/OTLP.md.
+    \f
 
     Counters become Sums (delta by default), gauges Gauges, timers and
     histograms ExponentialHistograms, sets Gauges of their unique count.

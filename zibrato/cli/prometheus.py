@@ -7,7 +7,7 @@ from typing import cast
 import click
 
 from .addresses import check_listen_port
-from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
+from .common import CONTEXT_SETTINGS, Seconds, WorkerCommand, run_worker, standalone, worker_kwargs, worker_options
 
 
 def _needs_extra() -> None:
@@ -57,7 +57,7 @@ def _own_expire(func):
     )(func)
 
 
-@click.command("prometheus", context_settings=CONTEXT_SETTINGS)
+@click.command("prometheus", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @_own_expire
 @worker_options(default_flush=10.0)
 @click.option(

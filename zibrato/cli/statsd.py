@@ -20,6 +20,7 @@ from .addresses import host_callback
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
+    WorkerCommand,
     backoff,
     retry_options,
     run_worker,
@@ -31,14 +32,14 @@ from .common import (
 SELF_METRICS = "zibrato.*"  # the names every worker and listener publishes its own figures under
 
 
-@click.command("statsd", context_settings=CONTEXT_SETTINGS)
+@click.command("statsd", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
 @click.option(
     "--statsd-host",
     default="127.0.0.1",
     show_default=True,
     callback=host_callback,
-    help="statsd server host (UDP resolves it once, TCP at each connection).",
+    help="statsd server host (UDP: resolved once at start).",
 )
 @click.option(
     "--statsd-port", default=8125, show_default=True, type=click.IntRange(1, 65535), help="statsd server port."
@@ -48,8 +49,7 @@ SELF_METRICS = "zibrato.*"  # the names every worker and listener publishes its 
     type=click.Choice(PROTOCOLS),
     default="udp",
     show_default=True,
-    help="udp: fire-and-forget datagrams, never blocking; tcp: one connection, "
-    "failed intervals retried until delivered.",
+    help="udp: datagrams, never blocking; tcp: failed intervals retried.",
 )
 @click.option("--prefix", default="", show_default=True, help="Prepended to every name ('app' -> 'app.name').")
 @click.option(
@@ -72,21 +72,21 @@ SELF_METRICS = "zibrato.*"  # the names every worker and listener publishes its 
     type=click.Choice(TAG_MODES),
     default="drop",
     show_default=True,
-    help="dogstatsd: send tags as |#k:v; drop: leave them out (series that differ only by tags then share a name).",
+    help="dogstatsd: tags as |#k:v; drop: leave them out.",
 )
 @click.option(
     "--histograms",
     type=click.Choice(HISTOGRAM_MODES),
     default="timer",
     show_default=True,
-    help="timer: histogram values as |ms lines (Etsy statsd computes percentiles); dogstatsd: as |h lines.",
+    help="timer: histograms as |ms lines; dogstatsd: as |h lines.",
 )
 @click.option(
     "--sets",
     type=click.Choice(SET_MODES),
     default="count",
     show_default=True,
-    help="count: a gauge of the unique members; members: each member as a |s line (while the set is exact).",
+    help="count: a gauge of unique members; members: |s lines.",
 )
 @click.option(
     "--timeout", default=5.0, show_default=True, type=POSITIVE_SECONDS, help="TCP: seconds for a connect or a write."
@@ -109,6 +109,9 @@ def command(
     **options: object,
 ) -> None:
     """Forward each flush of the subscribed levels to statsd, so that its statistics stay exact.
+
+    See docs/STATSD.md.
+    \f
 
     Counters are sent as one pre-summed line per flush, gauges as their last
     value (negative ones set correctly), timers as every value in

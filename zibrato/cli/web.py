@@ -8,7 +8,7 @@ from ..backends.web import DEFAULT_HISTORY, WebView, chart_percentiles
 from ..runtime import setup_logging
 from ..web.server import parse_listen
 from .addresses import check_listen_port
-from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
+from .common import CONTEXT_SETTINGS, WorkerCommand, run_worker, standalone, worker_kwargs, worker_options
 
 
 def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
@@ -19,7 +19,7 @@ def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
         raise click.BadParameter(str(error)) from None
 
 
-@click.command("web", context_settings=CONTEXT_SETTINGS)
+@click.command("web", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=2.0)
 @click.option(
     "--listen",
