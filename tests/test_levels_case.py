@@ -28,7 +28,16 @@ def test_a_worker_given_levels_in_capitals_receives_lower_case_levels(tmp_path):
     port = free_ports(3)
     broker = Daemon(tmp_path, "zibrato-broker", "--port", port, "--startup-grace", "0").start()
     worker = Daemon(
-        tmp_path, "zibrato-console", "--port", port + 1, "--levels", "INFO", "--flush", "0.3", "--format", "json"
+        tmp_path,
+        "zibrato-console",
+        "--broker",
+        f"127.0.0.1:{port + 1}",
+        "--levels",
+        "INFO",
+        "--flush",
+        "0.3",
+        "--format",
+        "json",
     ).start()
     try:
         broker.wait_for_log("broker ready")

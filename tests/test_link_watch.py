@@ -11,8 +11,9 @@ import signal
 
 import pytest
 
-from support.daemons import Daemon, free_ports
+from support.daemons import Daemon, free_ports, wait_until
 from zibrato.link_watch import LinkWatch
+from zibrato.runtime import ask_status
 
 
 @pytest.fixture
@@ -25,7 +26,9 @@ def daemons():
 
 def test_a_worker_without_a_broker_warns_after_10_seconds(tmp_path, daemons):
     port = free_ports(2)  # nothing listens there
-    worker = Daemon(tmp_path, "zibrato-console", "--port", port + 1, "--flush", "1", "--no-self-metrics").start()
+    worker = Daemon(
+        tmp_path, "zibrato-console", "--broker", f"127.0.0.1:{port + 1}", "--flush", "1", "--no-self-metrics"
+    ).start()
     daemons.append(worker)
     worker.wait_for_log(f"WARNING no connection to the broker at tcp://127.0.0.1:{port + 1} for 10 s", timeout=40)
     assert "is it running there (--host, --port)?" in worker.stderr
@@ -47,7 +50,15 @@ def test_levels_that_receive_nothing_while_connected_are_warned_about(tmp_path, 
     daemons.append(broker)
     broker.wait_for_log("broker ready")
     worker = Daemon(
-        tmp_path, "zibrato-console", "--port", port + 1, "--levels", "infoo", "--flush", "0.3", "--no-self-metrics"
+        tmp_path,
+        "zibrato-console",
+        "--broker",
+        f"127.0.0.1:{port + 1}",
+        "--levels",
+        "infoo",
+        "--flush",
+        "0.3",
+        "--no-self-metrics",
     ).start()
     daemons.append(worker)
     worker.wait_for_log("WARNING levels infoo received nothing for 3 flushes while connected", timeout=30)
@@ -58,9 +69,14 @@ def test_a_clean_stop_of_broker_then_worker_logs_no_connection_warning(tmp_path,
     broker = Daemon(tmp_path, "zibrato-broker", "--port", port, "--startup-grace", "0").start()
     daemons.append(broker)
     broker.wait_for_log("broker ready")
-    worker = Daemon(tmp_path, "zibrato-console", "--port", port + 1, "--flush", "0.5").start()
+    worker = Daemon(tmp_path, "zibrato-console", "--broker", f"127.0.0.1:{port + 1}", "--flush", "0.5").start()
     daemons.append(worker)
     worker.wait_for_log("console worker: levels")
+    wait_until(
+        lambda: ask_status("127.0.0.1", port + 2)["subscribed_levels"] == ["*"],
+        timeout=10,
+        message="the worker connected to the broker",
+    )
     # supervisord's order on shutdown: the broker first, then the worker
     broker.signal(signal.SIGTERM)
     assert broker.wait() == 0

@@ -31,7 +31,7 @@ def lines_of(sock: socket.socket, into: list[str]) -> list[str]:
 def test_self_metrics_reach_statsd_only_when_asked(tmp_path, udp, explicit):
     port = free_ports(3)
     broker = Daemon(tmp_path, "zibrato-broker", "--port", port, "--startup-grace", "0").start()
-    args = ["--port", port + 1, "--flush", "0.3", "--statsd-port", udp.getsockname()[1]]
+    args = ["--broker", f"127.0.0.1:{port + 1}", "--flush", "0.3", "--statsd-port", udp.getsockname()[1]]
     worker = Daemon(tmp_path, "zibrato-statsd", *args, *(["--self-metrics"] if explicit else [])).start()
     received: list[str] = []
     try:

@@ -16,7 +16,16 @@ def test_zibrato_status_lists_levels_no_worker_subscribes_to_with_their_counts(t
     port = free_ports(4)
     broker = Daemon(tmp_path, "zibrato-broker", "--port", port, "--startup-grace", "0").start()
     worker = Daemon(
-        tmp_path, "zibrato-console", "--port", port + 1, "--levels", "info", "--flush", "0.3", "--format", "json"
+        tmp_path,
+        "zibrato-console",
+        "--broker",
+        f"127.0.0.1:{port + 1}",
+        "--levels",
+        "info",
+        "--flush",
+        "0.3",
+        "--format",
+        "json",
     ).start()
     try:
         broker.wait_for_log("broker ready")
