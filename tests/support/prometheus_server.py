@@ -22,7 +22,10 @@ BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
 class PrometheusServer:
-    def __init__(self, tmp_path: Path, targets: list[str], scrape_interval: str = "1s") -> None:
+    def __init__(
+        self, tmp_path: Path, targets: list[str], scrape_interval: str = "1s", flags: tuple[str, ...] = ()
+    ) -> None:
+        self.flags = flags  # extra command-line flags, e.g. --enable-feature=native-histograms
         self.dir = tmp_path / "prometheus"
         self.dir.mkdir()
         self.port = free_ports(1)
@@ -54,6 +57,7 @@ class PrometheusServer:
                 f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--log.level=warn",
+                *self.flags,
             ],
             self.log_path,
             self._ready,
