@@ -67,7 +67,10 @@ def test_metrics_in_the_text_format_by_default_and_openmetrics_when_asked(served
 
     status, headers, body = get(served.base + "/metrics", accept=OPENMETRICS)
     expect(headers["Content-Type"]).contains("application/openmetrics-text")
-    expect({f.name: f.type for f in parse_openmetrics(body.decode())}) == {"signup": "counter", "db_query_seconds": "histogram"}
+    expect({f.name: f.type for f in parse_openmetrics(body.decode())}) == {
+        "signup": "counter",
+        "db_query_seconds": "histogram",
+    }
 
 
 def test_a_large_scrape_is_gzipped_when_accepted(served):
@@ -251,7 +254,9 @@ def test_the_real_prometheus_stores_exact_totals_gauges_and_buckets(pipeline, pr
         p.client.timing("info", "db.query", v)
     p.wait_measurements(50 + 4 + len(timings))
     wait_until(
-        lambda: p.scrape().get(("db_query_seconds_count", INFO)) == len(timings), timeout=10, message="the worker's flush"
+        lambda: p.scrape().get(("db_query_seconds_count", INFO)) == len(timings),
+        timeout=10,
+        message="the worker's flush",
     )
 
     prometheus.wait_value('signup_total{plan="pro", level="info", job="zibrato"}', 1275)

@@ -126,7 +126,14 @@ def test_names_and_labels_are_made_valid():
 
 def test_name_collisions_get_a_suffix_and_are_counted():
     state = PrometheusState()
-    state.update([counter("db.query", 1), counter("db_query", 2), gauge("db.query_total", 3), timer("db.query", [0.5], type_="histogram")])
+    state.update(
+        [
+            counter("db.query", 1),
+            counter("db_query", 2),
+            gauge("db.query_total", 3),
+            timer("db.query", [0.5], type_="histogram"),
+        ]
+    )
 
     got = scrape(state)
     expect(got[("db_query_total", labels())]) == 1

@@ -61,8 +61,7 @@ def max_native_buckets_option(func):
         default=160,
         show_default=True,
         type=click.IntRange(1, 100_000),
-        help="Most buckets of a native histogram; past it its schema goes down (neighbours merge, "
-        "no count is lost).",
+        help="Most buckets of a native histogram; past it its schema goes down (neighbours merge, no count is lost).",
     )(func)
 
 
