@@ -248,3 +248,132 @@ def test_the_header_file_and_credentials_are_read_from_files_or_the_environment(
     password = tmp_path / "password"
     password.write_text("pw\n")
     expect(_credentials("me", password, None)) == (("me", "pw"), None)
+
+
+# --- what goes on the wire, and the retry rules (a loopback receiver that records each request) ------------
+
+
+class Recorder:
+    """A loopback HTTP receiver: records each request (headers, snappy-decoded WriteRequest), answers as scripted."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        recorder = self
+        self.requests: list[tuple[dict, pb.WriteRequest]] = []
+        self.answers: list[tuple[int, dict, bytes]] = []  # popped in order; then 200
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                import cramjam
+
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = pb.WriteRequest()
+                request.ParseFromString(bytes(cramjam.snappy.decompress_raw(body)))
+                recorder.requests.append((dict(self.headers), request))
+                status, headers, text = recorder.answers.pop(0) if recorder.answers else (200, {}, b"")
+                self.send_response(status)
+                for key, value in headers.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/write"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorder():
+    made = Recorder()
+    yield made
+    made.close()
+
+
+def test_the_worker_sends_the_spec_headers_its_tenant_header_and_basic_auth_from_the_environment(
+    tmp_path, recorder, pipeline
+):
+    headers = tmp_path / "headers"
+    headers.write_text("X-Scope-OrgID: tenant-1\n")
+    p = pipeline(
+        recorder.url,
+        "--header-file",
+        headers,
+        "--username",
+        "ops",
+        "-v",
+        flush=0.5,
+        env={"ZIBRATO_REMOTE_WRITE_PASSWORD": "s3cret-pw"},
+    )
+    p.client.count("info", "signup", 3)
+    p.wait_measurements(1)
+    wait_until(
+        lambda: any(ts.labels[0].value == "signup_total" for _, r in recorder.requests for ts in r.timeseries),
+        message="the counter at the receiver",
+    )
+    sent, _ = recorder.requests[-1]
+    expect(sent["Content-Encoding"]) == "snappy"
+    expect(sent["Content-Type"]) == "application/x-protobuf"
+    expect(sent["X-Prometheus-Remote-Write-Version"]) == "0.1.0"
+    expect(sent["User-Agent"].startswith("zibrato-remote-write/")) == True
+    expect(sent["X-Scope-OrgID"]) == "tenant-1"
+    import base64
+
+    expect(sent["Authorization"]) == "Basic " + base64.b64encode(b"ops:s3cret-pw").decode()
+    p.stop_worker()
+    expect(p.worker.stderr).does_not_contain("s3cret-pw")
+    expect(p.worker.stderr).does_not_contain("tenant-1")
+
+
+def _interval(end=None):
+    end = end or time.time()
+    return Interval(end - 1, end, [counter("jobs", 2), gauge("depth", 3)])
+
+
+def test_429_and_503_are_retried_with_retry_after_and_only_what_was_refused_is_sent_again(recorder):
+    from zibrato.delivery import Retryable
+
+    destination = RemoteWriteDestination(recorder.url, max_samples=1)
+    recorder.answers = [(200, {}, b""), (429, {"Retry-After": "7"}, b"slow down"), (503, {}, b"busy")]
+    interval = _interval()
+    with pytest.raises(Retryable) as first:
+        destination.post(interval)
+    expect(first.value.retry_after) == 7
+    with pytest.raises(Retryable):
+        destination.post(interval)
+    destination.post(interval)  # delivered at last
+    names = [r.timeseries[0].labels[0].value for _, r in recorder.requests]
+    expect(names) == ["jobs_total", "depth", "depth", "depth"]  # the accepted one is not resent
+    stamps = {r.timeseries[0].samples[0].timestamp for _, r in recorder.requests}
+    expect(stamps) == {round(interval.end * 1000)}  # a retry keeps the interval's own timestamp
+    destination.close()
+
+
+def test_a_500_is_never_retried_forever_and_a_redirect_is_not_followed(recorder):
+    from zibrato.delivery import Retryable
+
+    destination = RemoteWriteDestination(recorder.url)
+    recorder.answers = [(500, {}, b"disk trouble")] * 5
+    interval = _interval()
+    for _ in range(4):
+        with pytest.raises(Retryable):
+            destination.post(interval)
+    with pytest.raises(Rejected) as given_up:
+        destination.post(interval)
+    expect(str(given_up.value)).contains("disk trouble")
+    expect(destination.figures()["samples_rejected"]) == 2
+
+    recorder.answers = [(307, {"Location": recorder.url}, b"")]
+    with pytest.raises(Rejected):
+        destination.post(_interval(time.time() + 1))
+    expect(len(recorder.requests)) == 6  # the redirect was not followed
+    destination.close()
