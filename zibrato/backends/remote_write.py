@@ -17,8 +17,9 @@ Answers, as the specification says:
   an outage loses nothing and causes no out-of-order samples;
 * a **500 that says native histograms are disabled** (Prometheus 2.42
   without ``--enable-feature=native-histograms``; a spec-following sender
-  would retry it forever): this receiver gets classic ``le`` buckets from then
-  on, the request is sent again at once in that form, and the switch is
+  would retry it forever), or any other refusal of a request holding native
+  histograms whose message names them: this receiver gets classic ``le``
+  buckets from then on, the request is sent again at once in that form, and the switch is
   logged once and shown in status (``native_histograms``, ``native_fallbacks``);
 * any other 500 is retried at most :data:`MAX_SERVER_ERRORS` times for one
   request, then that request is dropped and counted: never forever;
@@ -55,7 +56,7 @@ from .remote_write_mapping import Point, encode, snapshot
 DEFAULT_MAX_SAMPLES = 2000
 MAX_SERVER_ERRORS = 5  # attempts of one request answered 500 before it is dropped
 _MAX_LOGGED_MESSAGE = 500
-_NATIVES_REFUSED = ("native histograms are disabled", "native histogram")
+_NATIVES_REFUSED = "native histogram"  # Prometheus 2.42: "native histograms are disabled"
 HEADERS = {
     "Content-Encoding": "snappy",
     "Content-Type": "application/x-protobuf",
@@ -207,7 +208,7 @@ class RemoteWriteDestination(Destination):
             return True
         message = printable((response.text or response.reason or "").strip(), _MAX_LOGGED_MESSAGE)
         f["last_error"] = f"{status} {message}"
-        if status == 500 and has_native and self.native and _refuses_natives(message):
+        if status >= 400 and status != 429 and has_native and self.native and _refuses_natives(message):
             self._fall_back(message)
             return False
         if status == 429 or status >= 500:
@@ -257,5 +258,4 @@ def system_ca_bundle() -> str | bool:
 
 
 def _refuses_natives(message: str) -> bool:
-    folded = message.lower()
-    return any(words in folded for words in _NATIVES_REFUSED)
+    return _NATIVES_REFUSED in message.lower()
