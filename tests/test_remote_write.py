@@ -256,7 +256,8 @@ def test_the_header_file_and_credentials_are_read_from_files_or_the_environment(
 class Recorder:
     """A loopback HTTP receiver: records each request (headers, snappy-decoded WriteRequest), answers as scripted."""
 
-    def __init__(self):
+    def __init__(self, tls: tuple[str, str] | None = None):
+        import ssl
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -284,8 +285,13 @@ class Recorder:
                 self.wfile.write(text)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/write"
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/api/v1/write"
 
     def close(self):
         self.server.shutdown()
@@ -377,3 +383,41 @@ def test_a_500_is_never_retried_forever_and_a_redirect_is_not_followed(recorder)
         destination.post(_interval(time.time() + 1))
     expect(len(recorder.requests)) == 6  # the redirect was not followed
     destination.close()
+
+
+def test_a_refusal_that_names_native_histograms_switches_that_receiver_to_classic_buckets(recorder):
+    destination = RemoteWriteDestination(recorder.url)
+    recorder.answers = [(400, {}, b"native histograms are disabled for tenant team-a")]
+    destination.post(Interval(1, 2, [timer("db.query", [0.001, 0.5])]))  # delivered, as classic
+
+    [(_, refused), (_, resent)] = recorder.requests
+    expect([len(ts.histograms) for ts in refused.timeseries]) == [1]
+    names = {ts.labels[0].value for ts in resent.timeseries}
+    expect(names) == {"db_query_seconds_bucket", "db_query_seconds_count", "db_query_seconds_sum"}
+    expect(sum(len(ts.histograms) for ts in resent.timeseries)) == 0
+    expect(destination.figures()["native_fallbacks"]) == 1
+    destination.close()
+
+
+def test_https_with_a_ca_file(tmp_path):
+    import subprocess
+
+    from zibrato.delivery import Retryable
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+        + ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    receiver = Recorder(tls=(str(cert), str(key)))
+    try:
+        untrusted = RemoteWriteDestination(receiver.url)
+        with pytest.raises(Retryable, match="SSLError"):
+            untrusted.post(_interval())
+        trusted = RemoteWriteDestination(receiver.url, ca_file=str(cert))
+        trusted.post(_interval())
+        expect(len(receiver.requests)) == 1
+    finally:
+        receiver.close()
