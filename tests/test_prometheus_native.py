@@ -98,3 +98,34 @@ def test_the_default_budget_keeps_160_buckets_and_every_count(pipeline, native_p
     expect(sum(float(b[3]) for b in buckets)) == len(values)
     expect(p.status()["native_schema_lowered"]) >= 1
     p.stop_worker()
+
+
+def test_metrics_answers_protobuf_only_to_a_scraper_that_asks_for_it():
+    import gzip
+
+    from test_native_histogram import SCRAPER_ACCEPT, families
+    from test_prometheus import get
+
+    from support.summaries import counter, timer
+    from zibrato.backends.prometheus import PrometheusDestination
+    from zibrato.destination import Interval
+
+    served = PrometheusDestination(("127.0.0.1", 0))
+    served.connect()
+    try:
+        host, port = served.address
+        served.post(Interval(0, 60, [counter("signup", 3), timer("db.query", [0.002, 0.5])]))
+        url = f"http://{host}:{port}/metrics"
+
+        status, headers, body = get(url, accept=SCRAPER_ACCEPT, encoding="gzip")
+        expect(status) == 200
+        expect(headers["Content-Type"]).contains("application/vnd.google.protobuf")
+        got = families(gzip.decompress(body))
+        expect(sorted(got)) == ["db_query_seconds", "signup_total"]
+        expect(got["db_query_seconds"].metric[0].histogram.sample_count) == 2
+
+        status, headers, body = get(url, accept="text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
+        expect(headers["Content-Type"]).contains("text/plain")
+        expect(body.decode()).contains("db_query_seconds_count")
+    finally:
+        served.close()

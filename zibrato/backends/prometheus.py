@@ -260,12 +260,33 @@ def _protobuf_encoder(collector: _Collector) -> bytes:
 
 
 def _choose_encoder(accept: str | None):
-    """The protobuf exposition (native histograms) only when the scraper asks for it; else text or OpenMetrics."""
-    from .prometheus_protobuf import CONTENT_TYPE, wants_protobuf
+    """The protobuf exposition (native histograms) only when the scraper asks for it; else text or OpenMetrics.
 
-    if wants_protobuf(accept):
-        return _protobuf_encoder, CONTENT_TYPE
+    Without a usable protobuf runtime (missing, or older than the generated
+    messages need) a protobuf scraper gets the text format it also accepts.
+    """
+    if accept and "application/vnd.google.protobuf" in accept:
+        try:
+            from .prometheus_protobuf import CONTENT_TYPE, wants_protobuf
+        except Exception as error:  # ImportError, or protobuf's VersionError for a too old runtime
+            _warn_no_protobuf(error)
+        else:
+            if wants_protobuf(accept):
+                return _protobuf_encoder, CONTENT_TYPE
     return exposition.choose_encoder(accept or "")
+
+
+_warned: list[str] = []
+
+
+def _warn_no_protobuf(error: Exception) -> None:
+    if not _warned:
+        _warned.append(str(error))
+        logging.getLogger("zibrato.prometheus").warning(
+            "a scraper asks for native histograms, but protobuf cannot load Prometheus' messages (%s): "
+            "answering text; pip install 'zibrato[prometheus]'",
+            error,
+        )
 
 
 def _server_class(host: str) -> type[ThreadingHTTPServer]:
