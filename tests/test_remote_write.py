@@ -123,6 +123,17 @@ def test_an_outage_of_the_receiver_loses_nothing_and_sends_nothing_out_of_order(
     p.stop_worker()
 
 
+def test_the_stop_signal_delivers_the_final_interval(servers, pipeline):
+    prometheus = servers(NATIVE)
+    p = pipeline(write_url(prometheus))  # a flush interval never reached: only the stop flushes
+    p.client.count("info", "last.words", 7)
+    p.client.timing("info", "last.call", 0.25)
+    p.wait_measurements(2)
+    p.stop_worker()
+    prometheus.wait_value("last_words_total", 7)
+    prometheus.wait_value("histogram_count(last_call_seconds)", 1)
+
+
 # --- the real Prometheus without native histograms: the classic fallback ------------------------------
 
 
