@@ -11,16 +11,22 @@ exposition code renders (text format 0.0.4 or OpenMetrics).
   counts, ``_count`` and ``_sum`` since the start. Counts come from the
   summary's ``"sketch"`` (exponential buckets, see COMMON.md's contract):
   each sketch bucket's count goes to the first ``le`` at or above the
-  bucket's middle. The default bounds are powers of two (2**-10 s ~ 1 ms to
-  32 s), which are sketch bucket boundaries at every scale >= 0, so they are
-  exact: a value lands in the ``le`` bucket it belongs to. Without a sketch,
-  the raw ``"values"`` are counted (a sampled interval's weighted by
-  count / kept).
+  bucket's middle. The bounds follow the unit (:mod:`.classic_buckets`):
+  seconds get powers of two (2**-10 s ~ 1 ms to 32 s), bytes powers of 4,
+  both sketch bucket boundaries at every scale >= 0, so they are exact: a
+  value lands in the ``le`` bucket it belongs to. Without a sketch, the raw
+  ``"values"`` are counted (a sampled interval's weighted by count / kept).
+  Each timer and histogram also keeps its cumulative native histogram
+  (:mod:`.native_histogram`), which the protobuf exposition
+  (:mod:`.prometheus_protobuf`) and remote write (:mod:`.remote_write_mapping`)
+  read through :meth:`PrometheusState.render`.
 
 Names: characters outside ``[a-zA-Z0-9_]`` become ``_`` (``db.query`` ->
 ``db_query``; ``:`` is left to recording rules) and a leading digit gets a
-``_``. Labels: ``source``, ``level`` and the tags, their keys fitted the same
-way; ``__`` prefixes and the names ``le`` / ``quantile`` get a ``tag`` prefix.
+``_``; a timer's family ends in ``_seconds``, a histogram's in its unit
+(``resp_size_bytes``), by Prometheus' naming conventions. Labels:
+``source``, ``level`` and the tags, their keys fitted the same way; ``__``
+prefixes and the names ``le`` / ``quantile`` get a ``tag`` prefix.
 Collisions are resolved and counted: a second Zibrato name (or type, or unit)
 that lands on a family name, or on one of its sample names (``x_total``,
 ``x_bucket``...), gets ``_2``, ``_3``...; a label key that repeats gets ``_2``;
