@@ -18,14 +18,25 @@ SCHEMA_6_BUCKET = 2.0**-6  # one schema-6 bucket, in log2
 
 
 def send_lognormal(pipeline: WorkerPipeline, name: str, n: int, seed: int = 25, batch: int = 50_000) -> list[float]:
-    """``n`` lognormal durations (median ~50 ms) through the real client, in batches the client's queue holds."""
+    """``n`` lognormal durations (median ~50 ms) through the real client, in batches the client's queue holds.
+
+    Each batch waits until the worker has it: a worker slowed down (coverage, a
+    loaded machine) must not make the broker's PUB socket drop at its high-water mark.
+    """
     rng = random.Random(seed)
     values = [rng.lognormvariate(-3.0, 1.0) for _ in range(n)]
     timing = pipeline.client.timing
+    first = pipeline.status()["measurements"]
     for start in range(0, n, batch):
-        for value in values[start : start + batch]:
+        chunk = values[start : start + batch]
+        for value in chunk:
             timing("info", name, value)
         assert pipeline.client.flush(timeout=30), "the client could not send its batch"
+        wait_until(
+            lambda: pipeline.status()["measurements"] >= first + start + len(chunk),
+            timeout=60,
+            message="the batch at the worker",
+        )
     assert pipeline.client.dropped == 0
     return values
 
