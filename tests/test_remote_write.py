@@ -61,8 +61,7 @@ def write_url(server) -> str:
 def test_native_histograms_and_exact_counters_reach_the_real_prometheus(servers, pipeline):
     prometheus = servers(NATIVE)
     p = pipeline(write_url(prometheus), "--max-native-buckets", "2048", flush=0.5)
-    # 200,000 values rather than the 1M (the scrape test sends 1M): the same path, a shorter test
-    values = send_lognormal(p, "db.query", 200_000)
+    values = send_lognormal(p, "db.query", 1_000_000)  # the 1M lognormal values, through the real broker
     for i in range(1, 51):
         p.client.count("info", "signup", i, tags={"plan": "pro"})
     p.client.gauge("info", "queue.depth", 7, source="worker-1")
