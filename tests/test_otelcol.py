@@ -71,9 +71,18 @@ def collectors(tmp_path):
 
 
 def forwarding_to(receiver: FakeOtlp) -> dict:
-    """The Collector's exporters: ``otlphttp`` to the recording receiver, and ``debug``."""
+    """The Collector's exporters: ``otlphttp`` to the recording receiver, and ``debug``.
+
+    One queue consumer: by default the exporter sends with ten at once, so a backlog that
+    arrives in a burst after an outage may reach the receiver out of order, and the receiver
+    refuses a delta interval that overlaps an earlier one (the Collector's queue reorders,
+    not Zibrato, which sends its backlog in order)."""
     return {
-        "otlphttp": {"endpoint": receiver.endpoint, "retry_on_failure": {"initial_interval": "100ms"}},
+        "otlphttp": {
+            "endpoint": receiver.endpoint,
+            "retry_on_failure": {"initial_interval": "100ms"},
+            "sending_queue": {"num_consumers": 1},
+        },
         "debug": {"verbosity": "basic"},
     }
 
