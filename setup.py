@@ -27,7 +27,10 @@ setup(
     install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
     extras_require={
         "otlp": ["opentelemetry-proto>=1.20", "protobuf>=4.21"],
-        "prometheus": ["prometheus_client>=0.17"],
+        # protobuf: the generated messages of zibrato/backends/prometheus_proto need its 7.35 runtime
+        "prometheus": ["prometheus_client>=0.17", "protobuf>=7.35"],
+        # cramjam: snappy's block format, in wheels for every platform, no C library to build
+        "remote-write": ["prometheus_client>=0.17", "protobuf>=7.35", "cramjam>=2.8"],
         "test": [
             "pytest>=7",
             "pytest-timeout>=2.1",
@@ -47,6 +50,7 @@ setup(
             "opentelemetry-proto>=1.20",
             "protobuf>=4.21",
             "prometheus_client>=0.17",
+            "cramjam>=2.8",
             # bin/lint, and bin/test's coverage; linters pinned so that a new release cannot fail CI
             "coverage>=7.10",
             "ruff==0.17.6",
@@ -70,6 +74,7 @@ setup(
             "zibrato-forward = zibrato.cli.forward:main",
             "zibrato-otlp = zibrato.cli.otlp:main",
             "zibrato-prometheus = zibrato.cli.prometheus:main",
+            "zibrato-remote-write = zibrato.cli.remote_write:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
     },

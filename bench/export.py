@@ -12,7 +12,14 @@ and two tags. Figures are the median of several runs, in milliseconds per
 * Prometheus: Zibrato's state update and exposition (text format and
   OpenMetrics, both rendered by prometheus_client) against prometheus_client's
   own Counter/Gauge/Histogram objects holding the same series, rendered by the
-  same ``generate_latest``;
+  same ``generate_latest``; and Zibrato's protobuf exposition (timers as native
+  histograms with their classic buckets), which prometheus_client cannot
+  render: its row is beside prometheus_client's text exposition of the same
+  series, in the same run;
+* remote write: the copy of the state at an interval's end, encoded as
+  ``WriteRequest`` bodies of 2,000 samples and snappy-compressed (what
+  zibrato-remote-write does per interval before it posts), natives only and
+  with classic buckets, beside the same text exposition;
 * a real scrape over HTTP (GET /metrics from zibrato-prometheus's server, as
   Prometheus asks: OpenMetrics) at 100,000 series, gzip and plain, and the
   cost of each interval behind it (the state update in the delivery thread,
@@ -36,6 +43,8 @@ from tests.support.summaries import counter, gauge, timer
 from zibrato.backends.otlp_mapping import OtlpMapper
 from zibrato.backends.prometheus import PrometheusDestination
 from zibrato.backends.prometheus_mapping import DEFAULT_BUCKETS, PrometheusState
+from zibrato.backends.prometheus_protobuf import exposition as protobuf_exposition
+from zibrato.backends.remote_write_mapping import encode, snapshot
 from zibrato.destination import Interval
 
 START, END = 1_800_000_000.0, 1_800_000_060.0
@@ -145,12 +154,56 @@ def prometheus_rows(n: int, repeat: int) -> list[list]:
     t_om = timed(lambda: openmetrics.exposition.generate_latest(collector), repeat) * per_k
     p_text = timed(lambda: exposition.generate_latest(peer), repeat) * per_k
     p_om = timed(lambda: openmetrics.exposition.generate_latest(peer), repeat) * per_k
+    t_proto = timed(lambda: protobuf_exposition(state), repeat) * per_k
     size = len(exposition.generate_latest(collector))
+    proto_size = len(protobuf_exposition(state))
     return [
         [f"Prometheus, {n:,} series: update state (per interval)", t_update, None, None, ""],
         [f"Prometheus, {n:,} series: text exposition", t_text, p_text, t_text / p_text, f"{size / n:.0f} B/series"],
         [f"Prometheus, {n:,} series: OpenMetrics exposition", t_om, p_om, t_om / p_om, ""],
+        [
+            f"Prometheus, {n:,} series: protobuf exposition, native histograms (peer: its text)",
+            t_proto,
+            p_text,
+            t_proto / p_text,
+            f"{proto_size / n:.0f} B/series",
+        ],
     ]
+
+
+def remote_write_rows(n: int, repeat: int) -> list[list]:
+    """One interval of zibrato-remote-write: copy the state, encode requests of 2,000 samples, snappy."""
+    import cramjam
+
+    summaries = make_summaries(n)
+    state = PrometheusState()
+    state.update(summaries)
+    peer = peer_registry(summaries)
+    per_k = 1000 / n * 1000
+    p_text = timed(lambda: exposition.generate_latest(peer), repeat) * per_k
+    rows = []
+    for label, classic in (("native histograms", False), ("native + classic buckets", True)):
+
+        def interval() -> int:
+            points, size = snapshot(state), 0
+            while points:
+                body, used, _, _ = encode(points, 1_800_000_060_000, native=True, classic=classic, max_samples=2000)
+                size += len(cramjam.snappy.compress_raw(body))
+                del points[:used]
+            return size
+
+        t = timed(interval, repeat) * per_k
+        size = interval()
+        rows.append(
+            [
+                f"remote write, {n:,} series: {label}, copy + encode + snappy (peer: text exposition)",
+                t,
+                p_text,
+                t / p_text,
+                f"snappy {size / n:.0f} B/series",
+            ]
+        )
+    return rows
 
 
 PROMETHEUS_ACCEPT = (
@@ -254,6 +307,8 @@ def main() -> None:
         rows += otlp_rows(n, repeat)
     for n in sizes:
         rows += prometheus_rows(n, repeat)
+    for n in sizes:
+        rows += remote_write_rows(n, repeat)
     rows += memory_rows(sizes[-1])
     print(table(["what", "Zibrato ms per 1,000 series", "peer ms", "ratio", "size"], rows))
     scrapes = scrape_rows(big, 3)
@@ -262,7 +317,8 @@ def main() -> None:
     print(
         "\nPeers: OTLP, serialising the already built request (the floor: what the mapping adds); "
         "Prometheus, prometheus_client's own Counter/Gauge/Histogram holding the same series, "
-        "rendered by the same generate_latest."
+        "rendered by the same generate_latest (the protobuf exposition and remote write, which "
+        "prometheus_client cannot do, beside its text exposition of the same series)."
     )
     save_json("export", rows)
     sys.stdout.flush()

@@ -22,6 +22,7 @@ BAD_ADDRESSES = [
     ("zibrato-influxdb", ["--url", "http://influx:99999"], "port out of range"),
     ("zibrato-librato", ["--api-url", "metrics-api.librato.com/v1/"], "no scheme"),
     ("zibrato-otlp", ["--endpoint", "ftp://collector:4318"], "http:// or https://"),
+    ("zibrato-remote-write", ["--url", "http://prometheus:99999/api/v1/write"], "port out of range"),
     ("zibrato-prometheus", ["--listen", "127.0.0.1:99999"], "port 99999 out of range"),
     ("zibrato-web", ["--listen", "127.0.0.1:99999"], "port 99999 out of range"),
     ("zibrato-graphite", ["--graphite", "carbon:70000"], "port 70000 out of range"),

@@ -74,6 +74,7 @@ def test_bad_flags_exit_with_a_usage_message(argv, complaint):
         "librato",
         "otlp",
         "prometheus",
+        "remote-write",
         "graphite",
         "influxdb",
         "listen",

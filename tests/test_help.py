@@ -6,7 +6,18 @@ import pytest
 
 from support.daemons import run_script
 
-DESTINATIONS = ("console", "otlp", "librato", "statsd", "prometheus", "graphite", "influxdb", "web", "forward")
+DESTINATIONS = (
+    "console",
+    "otlp",
+    "librato",
+    "statsd",
+    "prometheus",
+    "remote-write",
+    "graphite",
+    "influxdb",
+    "web",
+    "forward",
+)
 TITLE = "Shared worker options"
 
 

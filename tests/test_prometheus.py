@@ -63,11 +63,14 @@ def test_metrics_in_the_text_format_by_default_and_openmetrics_when_asked(served
         for s in f.samples
     }
     expect(samples[("signup_total", (("source", "web"),))]) == 3
-    expect(samples[("db_query_count", ())]) == 2
+    expect(samples[("db_query_seconds_count", ())]) == 2
 
     status, headers, body = get(served.base + "/metrics", accept=OPENMETRICS)
     expect(headers["Content-Type"]).contains("application/openmetrics-text")
-    expect({f.name: f.type for f in parse_openmetrics(body.decode())}) == {"signup": "counter", "db_query": "histogram"}
+    expect({f.name: f.type for f in parse_openmetrics(body.decode())}) == {
+        "signup": "counter",
+        "db_query_seconds": "histogram",
+    }
 
 
 def test_a_large_scrape_is_gzipped_when_accepted(served):
@@ -251,13 +254,15 @@ def test_the_real_prometheus_stores_exact_totals_gauges_and_buckets(pipeline, pr
         p.client.timing("info", "db.query", v)
     p.wait_measurements(50 + 4 + len(timings))
     wait_until(
-        lambda: p.scrape().get(("db_query_count", INFO)) == len(timings), timeout=10, message="the worker's flush"
+        lambda: p.scrape().get(("db_query_seconds_count", INFO)) == len(timings),
+        timeout=10,
+        message="the worker's flush",
     )
 
     prometheus.wait_value('signup_total{plan="pro", level="info", job="zibrato"}', 1275)
     prometheus.wait_value('queue_depth{source="worker-1"}', 7)
-    prometheus.wait_value("db_query_count", len(timings))
-    expect(prometheus.value("db_query_sum")) == pytest.approx(sum(timings))
+    prometheus.wait_value("db_query_seconds_count", len(timings))
+    expect(prometheus.value("db_query_seconds_sum")) == pytest.approx(sum(timings))
     for le, expected in (
         ("0.0009765625", 0),
         ("0.001953125", 10),
@@ -267,10 +272,10 @@ def test_the_real_prometheus_stores_exact_totals_gauges_and_buckets(pipeline, pr
         ("2.0", 36),
         ("+Inf", 36),
     ):
-        expect((le, prometheus.value(f'db_query_bucket{{le="{le}"}}'))) == (le, expected)
-    median = prometheus.value("histogram_quantile(0.5, db_query_bucket)")
+        expect((le, prometheus.value(f'db_query_seconds_bucket{{le="{le}"}}'))) == (le, expected)
+    median = prometheus.value("histogram_quantile(0.5, db_query_seconds_bucket)")
     expect(0.001953125 < median <= 0.00390625) == True  # the bucket holding 0.003
-    p99 = prometheus.value("histogram_quantile(0.99, db_query_bucket)")
+    p99 = prometheus.value("histogram_quantile(0.99, db_query_seconds_bucket)")
     expect(1.0 < p99 <= 2.0) == True
 
     # every scrape was clean: Prometheus's own counters of what it refused stayed at 0

@@ -82,10 +82,10 @@ def test_timer_buckets_are_exact_on_the_default_power_of_two_bounds():
     got = scrape(state)
     for bound in DEFAULT_BUCKETS:
         le = labels(le=repr(bound) if bound != int(bound) else f"{bound:.1f}")
-        expect((bound, got[("db_query_bucket", le)])) == (bound, sum(v <= bound for v in values))
-    expect(got[("db_query_bucket", labels(le="+Inf"))]) == 6
-    expect(got[("db_query_count", labels())]) == 6
-    expect(got[("db_query_sum", labels())]) == pytest.approx(sum(values))
+        expect((bound, got[("db_query_seconds_bucket", le)])) == (bound, sum(v <= bound for v in values))
+    expect(got[("db_query_seconds_bucket", labels(le="+Inf"))]) == 6
+    expect(got[("db_query_seconds_count", labels())]) == 6
+    expect(got[("db_query_seconds_sum", labels())]) == pytest.approx(sum(values))
 
 
 def test_negative_and_zero_histogram_values_count_below_every_positive_bound():
@@ -126,13 +126,20 @@ def test_names_and_labels_are_made_valid():
 
 def test_name_collisions_get_a_suffix_and_are_counted():
     state = PrometheusState()
-    state.update([counter("db.query", 1), counter("db_query", 2), gauge("db.query_total", 3), timer("db.query", [0.5])])
+    state.update(
+        [
+            counter("db.query", 1),
+            counter("db_query", 2),
+            gauge("db.query_total", 3),
+            timer("db.query", [0.5], type_="histogram"),
+        ]
+    )
 
     got = scrape(state)
     expect(got[("db_query_total", labels())]) == 1
     expect(got[("db_query_2_total", labels())]) == 2
     expect(got[("db_query_total_2", labels())]) == 3
-    expect(got[("db_query_3_count", labels())]) == 1
+    expect(got[("db_query_3_count", labels())]) == 1  # a histogram without a unit takes the name as it is
     expect(state.figures["name_collisions"]) == 3
 
 
@@ -168,7 +175,7 @@ def test_openmetrics_rendering_parses():
 
     families = {f.name: f for f in parse_openmetrics(text)}
     expect(families["signup"].type) == "counter"
-    expect(families["db_query"].type) == "histogram"
+    expect(families["db_query_seconds"].type) == "histogram"
     expect(text.rstrip().endswith("# EOF")) == True
 
 

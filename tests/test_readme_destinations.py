@@ -21,7 +21,7 @@ def commands(script: str) -> list[list[str]]:
     ]
 
 
-@pytest.mark.parametrize("script", ["zibrato-graphite", "zibrato-influxdb"])
+@pytest.mark.parametrize("script", ["zibrato-graphite", "zibrato-influxdb", "zibrato-remote-write"])
 def test_every_command_shown_parses(script):
     shown = commands(script)
     expect(len(shown)) >= 1
@@ -33,5 +33,12 @@ def test_every_command_shown_parses(script):
 def test_the_destination_table_has_a_row_for_each():
     section = README.split("## Where the metrics go", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")]
-    for script in ("zibrato-console", "zibrato-statsd", "zibrato-graphite", "zibrato-influxdb", "zibrato-librato"):
+    for script in (
+        "zibrato-console",
+        "zibrato-statsd",
+        "zibrato-graphite",
+        "zibrato-influxdb",
+        "zibrato-librato",
+        "zibrato-remote-write",
+    ):
         expect(sum(f"{script} --" in row for row in rows)) == 1

@@ -123,8 +123,8 @@ def test_hosts_hand_off_to_prometheus_which_sums_them(hosts, tmp_path):
         everything = produce(both, random.Random(14))
         wait_until(server.targets_up, timeout=20, message="both hosts scraped")
         server.wait_value("sum(requests_total)", 200, timeout=30)
-        server.wait_value("sum(db_query_count)", len(everything), timeout=30)
-        median = server.value("histogram_quantile(0.5, sum by (le) (db_query_bucket))")
+        server.wait_value("sum(db_query_seconds_count)", len(everything), timeout=30)
+        median = server.value("histogram_quantile(0.5, sum by (le) (db_query_seconds_bucket))")
         exact = sorted(everything)[len(everything) // 2 - 1]
         # the default buckets are powers of two: the median lies in the bucket holding the exact one
         assert exact / 2 <= median <= exact * 2

@@ -130,3 +130,23 @@ def pipelines(factory):
     finally:
         for p in made:
             p.close()
+
+
+# --- the real console script writing to a remote write receiver -----------------------------
+
+
+class RemoteWritePipeline(WorkerPipeline):
+    """``zibrato-remote-write`` posting to ``url`` (a real Prometheus or VictoriaMetrics)."""
+
+    script = "zibrato-remote-write"
+    ready_log = "remote-write worker"
+
+    def __init__(self, tmp_path, url, *args, **kwargs):
+        super().__init__(tmp_path, "--url", url, *args, **kwargs)
+
+    def restart_worker(self) -> None:
+        """Stop the worker (its final flush is delivered) and start a new one: counters start again."""
+        self.stop_worker()
+        self.worker = Daemon(self.tmp_path, self.script, *self.worker_command(), env=self.env)
+        self.worker.start().wait_for_log(self.ready_log)
+        self.warm_up()

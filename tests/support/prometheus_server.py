@@ -22,9 +22,14 @@ BINARY = shutil.which("prometheus") or "/usr/bin/prometheus"
 
 
 class PrometheusServer:
-    def __init__(self, tmp_path: Path, targets: list[str], scrape_interval: str = "1s") -> None:
+    def __init__(
+        self, tmp_path: Path, targets: list[str], scrape_interval: str = "1s", flags: tuple[str, ...] = ()
+    ) -> None:
+        """``flags``: more command-line flags, e.g. ``--enable-feature=native-histograms`` or
+        ``--web.enable-remote-write-receiver`` (then ``targets`` may be empty)."""
         self.dir = tmp_path / "prometheus"
-        self.dir.mkdir()
+        self.dir.mkdir(exist_ok=True)
+        self.flags = tuple(flags)
         self.port = free_ports(1)
         self.config = self.dir / "prometheus.yml"
         self.config.write_text(
@@ -54,6 +59,7 @@ class PrometheusServer:
                 f"--storage.tsdb.path={self.dir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--log.level=warn",
+                *self.flags,
             ],
             self.log_path,
             self._ready,
@@ -79,6 +85,14 @@ class PrometheusServer:
         if data["resultType"] == "scalar":
             return [{"metric": {}, "value": float(data["result"][1])}]
         return [{"metric": r["metric"], "value": float(r["value"][1])} for r in data["result"]]
+
+    def raw(self, expr: str) -> list[dict]:
+        """The instant vector as the API answers it (a native histogram has "histogram", not "value")."""
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            body = json.load(answer)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
 
     def value(self, expr: str) -> float | None:
         result = self.query(expr)

@@ -6,7 +6,9 @@ Each interval goes into :class:`~zibrato.backends.prometheus_mapping.PrometheusS
 * ``GET /metrics``: every series, rendered by ``prometheus_client``'s
   exposition code: the text format 0.0.4, or OpenMetrics when the scraper's
   ``Accept`` asks for it (``prometheus_client.exposition.choose_encoder``);
-  gzip when accepted. A renderer thread renders each format a scraper asked
+  or, when ``Accept`` asks for Prometheus' delimited protobuf, that format
+  with every timer and histogram a native histogram
+  (:mod:`.prometheus_protobuf`); gzip when accepted. A renderer thread renders each format a scraper asked
   for again after each interval, so a scrape only sends bytes that are ready
   (at most one interval old), however many series there are, and delivery
   never waits for a rendering;
@@ -38,7 +40,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from prometheus_client import exposition
 
 from ..destination import Destination, Interval
-from .prometheus_mapping import DEFAULT_BUCKETS, DEFAULT_EXPIRE, DEFAULT_HISTORY, PrometheusState
+from .native_histogram import DEFAULT_MAX_NATIVE_BUCKETS
+from .prometheus_mapping import DEFAULT_EXPIRE, DEFAULT_HISTORY, BucketRule, PrometheusState
 
 DEFAULT_LISTEN = ("127.0.0.1", 9464)
 ASSERTIONS = ("count", "mean", "sum")
@@ -92,13 +95,22 @@ class PrometheusDestination(Destination):
         self,
         listen: tuple[str, int] = DEFAULT_LISTEN,
         *,
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        buckets: Sequence[float] | None = None,
         expire: float | Mapping[str, float] = DEFAULT_EXPIRE,
         history: int = DEFAULT_HISTORY,
+        bucket_rules: Sequence[BucketRule] = (),
+        max_native_buckets: int = DEFAULT_MAX_NATIVE_BUCKETS,
     ) -> None:
         self.listen = listen
         self.log = logging.getLogger("zibrato.prometheus")
-        self.state = PrometheusState(buckets=buckets, expire=expire, history=history, log=self.log)
+        self.state = PrometheusState(
+            buckets=buckets,
+            expire=expire,
+            history=history,
+            log=self.log,
+            bucket_rules=bucket_rules,
+            max_native_buckets=max_native_buckets,
+        )
         self.collector = _Collector(self.state)
         self.server: ThreadingHTTPServer | None = None
         self._figures = {"scrapes": 0, "renders": 0, "series_requests": 0, "intervals": 0}
@@ -165,7 +177,7 @@ class PrometheusDestination(Destination):
         latest one ready, at most one interval old while the next is rendered.
         Only the first scrape of a format waits for its rendering.
         """
-        encoder, content_type = exposition.choose_encoder(accept or "")
+        encoder, content_type = _choose_encoder(accept)
         self._figures["scrapes"] += 1
         with self._cache_lock:
             rendered = self._rendered.get(content_type)
@@ -239,6 +251,42 @@ class PrometheusDestination(Destination):
         results = {key: _check(summary, key, value, tol) for key, value in expected.items()}
         ok = all(r["ok"] for r in results.values())
         return (200 if ok else 404), {"ok": ok, "tol": tol, "assertions": results, "summary": summary}
+
+
+def _protobuf_encoder(collector: _Collector) -> bytes:
+    from .prometheus_protobuf import exposition as protobuf_exposition
+
+    return protobuf_exposition(collector.state)
+
+
+def _choose_encoder(accept: str | None):
+    """The protobuf exposition (native histograms) only when the scraper asks for it; else text or OpenMetrics.
+
+    Without a usable protobuf runtime (missing, or older than the generated
+    messages need) a protobuf scraper gets the text format it also accepts.
+    """
+    if accept and "application/vnd.google.protobuf" in accept:
+        try:
+            from .prometheus_protobuf import CONTENT_TYPE, wants_protobuf
+        except Exception as error:  # ImportError, or protobuf's VersionError for a too old runtime
+            _warn_no_protobuf(error)
+        else:
+            if wants_protobuf(accept):
+                return _protobuf_encoder, CONTENT_TYPE
+    return exposition.choose_encoder(accept or "")
+
+
+_warned: list[str] = []
+
+
+def _warn_no_protobuf(error: Exception) -> None:
+    if not _warned:
+        _warned.append(str(error))
+        logging.getLogger("zibrato.prometheus").warning(
+            "a scraper asks for native histograms, but protobuf cannot load Prometheus' messages (%s): "
+            "answering text; pip install '.[prometheus]' in Zibrato's checkout",
+            error,
+        )
 
 
 def _server_class(host: str) -> type[ThreadingHTTPServer]:

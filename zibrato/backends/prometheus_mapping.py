@@ -11,16 +11,22 @@ exposition code renders (text format 0.0.4 or OpenMetrics).
   counts, ``_count`` and ``_sum`` since the start. Counts come from the
   summary's ``"sketch"`` (exponential buckets, see COMMON.md's contract):
   each sketch bucket's count goes to the first ``le`` at or above the
-  bucket's middle. The default bounds are powers of two (2**-10 s ~ 1 ms to
-  32 s), which are sketch bucket boundaries at every scale >= 0, so they are
-  exact: a value lands in the ``le`` bucket it belongs to. Without a sketch,
-  the raw ``"values"`` are counted (a sampled interval's weighted by
-  count / kept).
+  bucket's middle. The bounds follow the unit (:mod:`.classic_buckets`):
+  seconds get powers of two (2**-10 s ~ 1 ms to 32 s), bytes powers of 4,
+  both sketch bucket boundaries at every scale >= 0, so they are exact: a
+  value lands in the ``le`` bucket it belongs to. Without a sketch, the raw
+  ``"values"`` are counted (a sampled interval's weighted by count / kept).
+  Each timer and histogram also keeps its cumulative native histogram
+  (:mod:`.native_histogram`), which the protobuf exposition
+  (:mod:`.prometheus_protobuf`) and remote write (:mod:`.remote_write_mapping`)
+  read through :meth:`PrometheusState.render`.
 
 Names: characters outside ``[a-zA-Z0-9_]`` become ``_`` (``db.query`` ->
 ``db_query``; ``:`` is left to recording rules) and a leading digit gets a
-``_``. Labels: ``source``, ``level`` and the tags, their keys fitted the same
-way; ``__`` prefixes and the names ``le`` / ``quantile`` get a ``tag`` prefix.
+``_``; a timer's family ends in ``_seconds``, a histogram's in its unit
+(``resp_size_bytes``), by Prometheus' naming conventions. Labels:
+``source``, ``level`` and the tags, their keys fitted the same way; ``__``
+prefixes and the names ``le`` / ``quantile`` get a ``tag`` prefix.
 Collisions are resolved and counted: a second Zibrato name (or type, or unit)
 that lands on a family name, or on one of its sample names (``x_total``,
 ``x_bucket``...), gets ``_2``, ``_3``...; a label key that repeats gets ``_2``;
@@ -36,21 +42,31 @@ series once asked for keeps its last ``history`` ones from then on: about
 
 from __future__ import annotations
 
-import bisect
 import logging
 import math
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypeVar
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from .classic_buckets import (  # noqa: F401 - DEFAULT_BUCKETS, parse_buckets, parse_bucket_rule: re-exported
+    DEFAULT_BUCKETS,
+    BucketRule,
+    bounds_for,
+    bucket_increments,
+    decade_bounds,
+    parse_bucket_rule,
+    parse_buckets,
+)
 from .labels import tag_pairs
+from .native_histogram import DEFAULT_MAX_NATIVE_BUCKETS, NativeHistogram
 
-DEFAULT_BUCKETS = tuple(2.0**e for e in range(-10, 6))  # 0.0009765625 s .. 32 s
+T = TypeVar("T")
 DEFAULT_EXPIRE = 300.0
 DEFAULT_HISTORY = 10
 _INVALID = re.compile(r"[^a-zA-Z0-9_]")
@@ -63,6 +79,23 @@ _HELP = {
     "timer": "Zibrato timer {name!r}, in seconds.",
     "histogram": "Zibrato histogram {name!r}{unit}.",
 }
+
+
+def family_base_name(type: str, name: str, unit: str | None) -> str:
+    """The family name by Prometheus' conventions: a timer is ``<name>_seconds``, a histogram
+    with a unit gets it as a suffix (``resp.size`` in bytes -> ``resp_size_bytes``), a counter
+    loses a ``_total`` it already has (the exposition adds it)."""
+    base = metric_name(name)
+    if type == "counter" and base.endswith("_total") and len(base) > len("_total"):
+        return base[: -len("_total")]
+    suffix = ""
+    if type == "timer":
+        suffix = "seconds"
+    elif type == "histogram" and unit:
+        suffix = _INVALID.sub("_", unit).strip("_")
+    if suffix and base != suffix and not base.endswith("_" + suffix):
+        base = f"{base}_{suffix}"
+    return base
 
 
 def metric_name(name: str) -> str:
@@ -81,56 +114,6 @@ def label_name(key: str) -> str:
     return fitted
 
 
-def parse_buckets(text: str) -> tuple[float, ...]:
-    """'0.005,0.01,0.1' -> sorted finite upper bounds (+Inf is always added)."""
-    try:
-        bounds = sorted({float(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise ValueError(f"buckets must be numbers, e.g. 0.005,0.01,0.1; got {text!r}") from None
-    if not bounds or not all(math.isfinite(b) for b in bounds):
-        raise ValueError("give at least one finite bucket bound (+Inf is added)")
-    return tuple(bounds)
-
-
-def bucket_increments(summary: dict, bounds: Sequence[float]) -> list[float]:
-    """How many of the interval's values fall in each ``le`` bucket (not cumulative; last: +Inf)."""
-    counts = [0.0] * (len(bounds) + 1)
-    sketch = summary.get("sketch")
-    if sketch:
-        for value, count in _sketch_points(sketch):
-            counts[bisect.bisect_left(bounds, value)] += count
-        return counts
-    values = summary.get("values")
-    if values is not None and len(values):
-        weight = summary.get("count", len(values)) / len(values)
-        for value in values:
-            counts[bisect.bisect_left(bounds, value)] += weight
-        return counts
-    counts[-1] = float(summary.get("count") or 0)  # no distribution known: only the total
-    return counts
-
-
-def _sketch_points(sketch: dict) -> Iterable[tuple[float, float]]:
-    """(a value inside the bucket, count) for every non-empty bucket of a sketch dict."""
-    base = 2.0 ** (2.0 ** -int(sketch.get("scale", 0)))
-    if sketch.get("zero_count"):
-        yield 0.0, sketch["zero_count"]
-    for side, sign in (("positive", 1.0), ("negative", -1.0)):
-        buckets = sketch.get(side) or {}
-        offset = int(buckets.get("offset", 0))
-        for i, count in enumerate(buckets.get("counts") or ()):
-            if count:
-                # the middle of (base**k, base**(k+1)] in log space: never on a boundary
-                yield sign * _power(base, offset + i + 0.5), count
-
-
-def _power(base: float, exponent: float) -> float:
-    try:
-        return base**exponent
-    except OverflowError:
-        return math.inf
-
-
 class Series:
     """What a scrape shows of one Zibrato series, and its recent summaries."""
 
@@ -139,7 +122,10 @@ class Series:
         "family",
         "labels",
         "value",
+        "bounds",
+        "le_values",
         "buckets",
+        "native",
         "count",
         "sum",
         "last_data",
@@ -148,10 +134,13 @@ class Series:
         "watched",
     )
 
-    def __init__(self, key: tuple, kind: str, family: str, labels: dict, buckets: int, now: float) -> None:
+    def __init__(self, key: tuple, kind: str, family: str, labels: dict, now: float) -> None:
         self.key, self.kind, self.family, self.labels = key, kind, family, labels
         self.value = 0.0
-        self.buckets: list[float] = [0.0] * buckets if kind in ("timer", "histogram") else []
+        self.bounds: tuple[float, ...] = ()  # classic le bounds (+Inf apart), set once (classic_buckets)
+        self.le_values: list[str] = []
+        self.buckets: list[float] = []  # per bound, then +Inf; not cumulative
+        self.native: NativeHistogram | None = None  # timers and histograms: the cumulative native histogram
         self.count, self.sum = 0.0, 0.0
         self.last_data = now
         self.history: list[dict] = []  # the last summaries, oldest first (a list: a deque is 600 B)
@@ -171,16 +160,26 @@ class PrometheusState:
 
     def __init__(
         self,
-        buckets: Sequence[float] = DEFAULT_BUCKETS,
+        buckets: Sequence[float] | None = None,
         expire: float | Mapping[str, float] = DEFAULT_EXPIRE,
         history: int = DEFAULT_HISTORY,
         clock: Callable[[], float] = time.time,
         log: logging.Logger | None = None,
+        *,
+        bucket_rules: Sequence[BucketRule] = (),
+        max_native_buckets: int = DEFAULT_MAX_NATIVE_BUCKETS,
     ) -> None:
+        """``buckets``: bounds for every timer and histogram (the former ``--buckets``); else chosen
+        per series by ``bucket_rules`` and the unit (:func:`~.classic_buckets.bounds_for`)."""
         if history < 1:
             raise ValueError("history must be at least 1")
-        self.bounds = tuple(sorted(buckets))
-        self._le_values = [floatToGoString(b) for b in self.bounds]  # +Inf is added apart
+        if max_native_buckets < 1:
+            raise ValueError("max_native_buckets must be at least 1")
+        rules = list(bucket_rules)
+        if buckets is not None:
+            rules.append(("*", tuple(sorted(buckets))))
+        self.bucket_rules = tuple(rules)
+        self.max_native_buckets = max_native_buckets
         self.expire = expiry_per_kind(expire)
         self.history, self.clock = history, clock
         self.log = log or logging.getLogger("zibrato.prometheus")
@@ -190,7 +189,14 @@ class PrometheusState:
         self._exposed: dict[str, str] = {}  # sample name -> family exposing it
         #: bumped whenever what a scrape would show changes (cached renderings compare it)
         self.version = 0
-        self.figures = {"series": 0, "families": 0, "name_collisions": 0, "label_collisions": 0, "series_expired": 0}
+        self.figures = {
+            "series": 0,
+            "families": 0,
+            "name_collisions": 0,
+            "label_collisions": 0,
+            "series_expired": 0,
+            "native_schema_lowered": 0,
+        }
 
     # --- feeding --------------------------------------------------------------
 
@@ -216,16 +222,50 @@ class PrometheusState:
         elif kind in ("gauge", "set"):
             series.value = s.get("value", series.value)
         else:
-            for i, n in enumerate(bucket_increments(s, self.bounds)):
+            if has_data and not series.le_values:
+                self._choose_bounds(series, decade_bounds(s.get("min", 0.0), s.get("max", 0.0)))
+            for i, n in enumerate(bucket_increments(s, series.bounds)):
                 series.buckets[i] += n
             series.count += s.get("count", 0)
             series.sum += s.get("sum", 0.0)
+            if has_data:
+                self._add_native(series, s)
         if has_data:
             series.last_data = now
         history = series.history
         history.append({k: v for k, v in s.items() if k not in ("values", "sketch")})
         if len(history) > (self.history if series.watched else 1):
             del history[0]
+
+    @staticmethod
+    def _choose_bounds(series: Series, bounds: tuple[float, ...]) -> None:
+        series.bounds = bounds
+        series.le_values = [floatToGoString(b) for b in bounds]
+        series.buckets = [0.0] * (len(bounds) + 1)
+
+    def _add_native(self, series: Series, s: dict) -> None:
+        """Add the interval's sketch to the series' native histogram (a sketch of the values if none came)."""
+        sketch = s.get("sketch")
+        if not sketch:
+            values = s.get("values")
+            if not values:
+                return
+            from ..sketch import Sketch
+
+            made = Sketch(max_exact=0)
+            made.add_many(list(values), s.get("count", len(values)) / len(values))
+            sketch = made.to_dict()
+        if series.native is None:
+            series.native = NativeHistogram(self.max_native_buckets)
+        before = series.native.lowered
+        try:
+            series.native.add(sketch)
+        except ValueError as error:
+            self.figures["native_errors"] = self.figures.get("native_errors", 0) + 1
+            self.log.warning("%s %r: no native histogram: %s", s["type"], s["name"], error)
+            return
+        if series.native.lowered != before:
+            self.figures["native_schema_lowered"] += series.native.lowered - before
 
     def _expire(self, now: float) -> None:
         expire = self.expire
@@ -254,7 +294,13 @@ class PrometheusState:
     def _new_series(self, key: tuple, s: dict, now: float) -> Series:
         labels = self._labels(s)
         family = self._claim(s, tuple(labels.items()))
-        series = Series(key, s["type"], family, labels, len(self.bounds) + 1, now)
+        series = Series(key, s["type"], family, labels, now)
+        if s["type"] in ("timer", "histogram"):
+            bounds = bounds_for(s["type"], s["name"], s.get("unit"), self.bucket_rules)
+            if bounds is not None:
+                self._choose_bounds(series, bounds)
+            else:
+                series.buckets = [0.0]  # only +Inf until its first data chooses the bounds
         self._families[family].series[tuple(labels.items())] = series
         return series
 
@@ -275,9 +321,7 @@ class PrometheusState:
         """The family for this series: its fitted name, or the first free ``_N`` variant."""
         kind = _KIND[s["type"]]
         owner = (s["type"], s["name"], s.get("unit"))
-        base = metric_name(s["name"])
-        if kind == "counter" and base.endswith("_total") and len(base) > len("_total"):
-            base = base[: -len("_total")]
+        base = family_base_name(s["type"], s["name"], s.get("unit"))
         n = 1
         while True:
             name = base if n == 1 else f"{base}_{n}"
@@ -306,9 +350,18 @@ class PrometheusState:
 
     def families(self) -> list[Metric]:
         """The families a scrape renders (after expiring idle series)."""
+        return self.render(self._family_metric)
+
+    def render(self, render_family: Callable[[str, _Family], T]) -> list[T]:
+        """``render_family(name, family)`` for every family, under the lock (after expiring idle series).
+
+        What the text exposition and the protobuf one (:mod:`.prometheus_protobuf`) both read:
+        a family's ``kind`` and ``help``, and per series its ``labels``, ``value``, ``count``,
+        ``sum``, ``le_values`` / ``buckets`` (classic, not cumulative) and ``native``.
+        """
         with self._lock:
             self._expire(self.clock())
-            return [self._family_metric(name, family) for name, family in self._families.items()]
+            return [render_family(name, family) for name, family in self._families.items()]
 
     def _family_metric(self, name: str, family: _Family) -> Metric:
         metric = Metric(name, family.help, family.kind)
@@ -322,7 +375,7 @@ class PrometheusState:
             else:
                 bucket_name = name + "_bucket"
                 running = 0.0
-                for le, count in zip(self._le_values, series.buckets):
+                for le, count in zip(series.le_values, series.buckets):
                     running += count
                     add(Sample(bucket_name, {**labels, "le": le}, running, None, None))
                 add(Sample(bucket_name, {**labels, "le": "+Inf"}, series.count, None, None))

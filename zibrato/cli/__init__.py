@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "web": "web",
     "otlp": "otlp",
     "prometheus": "prometheus",
+    "remote-write": "remote_write",
     "demo": "demo",
     "status": "status",
     "forward": "forward",

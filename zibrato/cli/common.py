@@ -422,7 +422,7 @@ class WorkerCommand(click.Command):
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
             if record is not None:
-                generic = param.name in SHARED_WORKER_OPTIONS or param.name == "help"
+                generic = param.name in SHARED_WORKER_OPTIONS or "--help" in getattr(param, "opts", ())
                 (shared if generic else own).append(record)
         if own:
             with formatter.section("Options"):

@@ -32,16 +32,36 @@ def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
         raise click.BadParameter(str(error)) from None
 
 
-def _buckets(ctx: click.Context, param: click.Parameter, value: str | None):
-    if value is None:
-        return None
-    _needs_extra()
-    from ..backends.prometheus_mapping import parse_buckets
+def bucket_rules(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]):
+    """--buckets, repeatable: NAME_GLOB=b1,b2,... or b1,b2,... (every name) -> [(glob, bounds)]."""
+    from ..backends.classic_buckets import parse_bucket_rule
 
     try:
-        return parse_buckets(value)
+        return tuple(parse_bucket_rule(text) for text in value)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
+
+
+def buckets_option(func):
+    """--buckets, shared with zibrato-remote-write."""
+    return click.option(
+        "--buckets",
+        multiple=True,
+        callback=bucket_rules,
+        metavar="[NAME_GLOB=]LE,LE,...",
+        help="Classic le bounds of the series matching the glob (repeatable; defaults by unit: docs/PROMETHEUS.md).",
+    )(func)
+
+
+def max_native_buckets_option(func):
+    """--max-native-buckets, shared with zibrato-remote-write."""
+    return click.option(
+        "--max-native-buckets",
+        default=160,
+        show_default=True,
+        type=click.IntRange(1, 100_000),
+        help="Most buckets of a native histogram (past it, neighbours merge).",
+    )(func)
 
 
 def _own_expire(func):
@@ -68,14 +88,8 @@ def _own_expire(func):
     metavar="HOST:PORT",
     help="Where to serve /metrics and /series/<name> (loopback by default).",
 )
-@click.option(
-    "--buckets",
-    default=None,
-    callback=_buckets,
-    metavar="LE,LE,...",
-    help="Histogram upper bounds for timers and histograms "
-    "[default: powers of two, 2^-10 s (~1 ms) to 32 s, exact on the sketch's buckets].",
-)
+@buckets_option
+@max_native_buckets_option
 @click.option(
     "--history",
     default=10,
@@ -84,19 +98,25 @@ def _own_expire(func):
     help="Intervals kept for /series/<name>?offset=N, by each series once asked for (before that, its last one).",
 )
 def command(
-    listen: tuple[str, int], buckets: tuple[float, ...] | None, history: int, verbose: bool, **options: object
+    listen: tuple[str, int],
+    buckets: tuple[tuple[str, tuple[float, ...]], ...],
+    max_native_buckets: int,
+    history: int,
+    verbose: bool,
+    **options: object,
 ) -> None:
-    """Serve the subscribed levels to Prometheus: GET /metrics (text or OpenMetrics).
+    """Serve the subscribed levels to Prometheus: GET /metrics (text, OpenMetrics or protobuf).
 
     Counters are cumulative <name>_total since the start, gauges and sets their
-    last value, timers and histograms cumulative le buckets with _count and
-    _sum. Idle series expire after --expire seconds. GET /series/<name>?source=
+    last value, timers (<name>_seconds) and histograms cumulative le buckets
+    with _count and _sum; to a Prometheus that asks for protobuf (native
+    histograms enabled), timers and histograms are native histograms as well.
+    Idle series expire after --expire seconds. GET /series/<name>?source=
     &offset=N answers a series' summary as JSON; add count=, mean= or sum=
     (and tol=) for l2met's metric assertion: 200 when it holds, 404 when not.
     """
     _needs_extra()
     from ..backends.prometheus import PrometheusDestination, check_listen
-    from ..backends.prometheus_mapping import DEFAULT_BUCKETS
 
     try:
         check_listen(listen)  # a port in use is a clear error at start, as for the broker
@@ -107,7 +127,9 @@ def command(
         "float | dict[str, float]", options["expire"] if "expire" in _shared_params() else options.pop("expire")
     )
     run_worker(
-        lambda: PrometheusDestination(listen, buckets=buckets or DEFAULT_BUCKETS, expire=expire, history=history),
+        lambda: PrometheusDestination(
+            listen, expire=expire, history=history, bucket_rules=buckets, max_native_buckets=max_native_buckets
+        ),
         verbose,
         **worker_kwargs(options),
     )

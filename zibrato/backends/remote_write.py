@@ -1,0 +1,261 @@
+"""zibrato-remote-write: Prometheus remote write 1.0, to Prometheus, Mimir, Thanos, VictoriaMetrics or Cortex.
+
+Each interval updates the same running state zibrato-prometheus serves
+(:class:`~.prometheus_mapping.PrometheusState`: cumulative counters, last
+gauges, cumulative native and classic histograms), and its copy at the
+interval's end is sent (:mod:`.remote_write_mapping`) as ``WriteRequest``
+protobufs of at most ``max_samples`` samples, compressed with snappy's block
+format (``cramjam``), with the three headers the specification requires.
+
+Answers, as the specification says:
+
+* 2xx: delivered;
+* 429 and 5xx, a connection error or a timeout: retried with backoff through
+  the delivery queue (:class:`~zibrato.delivery.Retryable`, with the
+  ``Retry-After``); requests of the interval already accepted are not sent
+  again, and an interval keeps its own timestamp however late it goes out, so
+  an outage loses nothing and causes no out-of-order samples;
+* a **500 that says native histograms are disabled** (Prometheus 2.42
+  without ``--enable-feature=native-histograms``; a spec-following sender
+  would retry it forever), or any other refusal of a request holding native
+  histograms whose message names them: this receiver gets classic ``le``
+  buckets from then on, the request is sent again at once in that form, and the switch is
+  logged once and shown in status (``native_histograms``, ``native_fallbacks``);
+* any other 500 is retried at most :data:`MAX_SERVER_ERRORS` times for one
+  request, then that request is dropped and counted: never forever;
+* any other status (4xx, a redirect): that request's samples are dropped,
+  counted and logged with the receiver's message; the interval's other
+  requests still go out. Cumulative series heal at the next interval.
+
+Credentials (basic auth or a bearer token) and extra headers come from files
+or the environment only (see zibrato.cli.remote_write); they are sent, never
+logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import cramjam
+import requests
+
+from .. import __version__
+from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
+from ..destination import Destination, Interval
+from ..runtime import printable
+from .classic_buckets import BucketRule
+from .native_histogram import DEFAULT_MAX_NATIVE_BUCKETS
+from .prometheus_mapping import DEFAULT_EXPIRE, PrometheusState
+from .remote_write_mapping import Point, encode, snapshot
+
+DEFAULT_MAX_SAMPLES = 2000
+MAX_SERVER_ERRORS = 5  # attempts of one request answered 500 before it is dropped
+_MAX_LOGGED_MESSAGE = 500
+_NATIVES_REFUSED = "native histogram"  # Prometheus 2.42: "native histograms are disabled"
+HEADERS = {
+    "Content-Encoding": "snappy",
+    "Content-Type": "application/x-protobuf",
+    "X-Prometheus-Remote-Write-Version": "0.1.0",
+}
+
+
+def check_url(url: str) -> str:
+    """The receiver's write URL: http(s), a host, no credentials (those come from files or the environment)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the remote write URL must be http:// or https://, got {url!r}")
+    if parts.username or parts.password:
+        raise ValueError("the remote write URL must not hold credentials: use --password-file or --bearer-token-file")
+    return url
+
+
+@dataclass
+class _Pending:
+    """The interval being delivered: its points not yet accepted, and how often the first was refused with 500."""
+
+    end: float
+    timestamp_ms: int
+    points: list[Point]
+    server_errors: int = 0
+    rejected: list[str] = field(default_factory=list)
+
+
+class RemoteWriteDestination(Destination):
+    """Sends each interval's cumulative state as remote write requests."""
+
+    name = "remote-write"
+    needs_level = True  # the level is a label of every series
+    self_figures = ("series", "samples_sent", "samples_rejected", "requests_failed", "native_fallbacks")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        bearer_token: str | None = None,
+        ca_file: str | None = None,
+        timeout: float = 10.0,
+        max_samples: int = DEFAULT_MAX_SAMPLES,
+        classic_histograms: bool = False,
+        bucket_rules: tuple[BucketRule, ...] = (),
+        max_native_buckets: int = DEFAULT_MAX_NATIVE_BUCKETS,
+        expire: float | dict[str, float] = DEFAULT_EXPIRE,
+    ) -> None:
+        if max_samples < 1 or timeout <= 0:
+            raise ValueError("max_samples and timeout must be positive")
+        if auth is not None and bearer_token is not None:
+            raise ValueError("give basic auth or a bearer token, not both")
+        self.url = check_url(url)
+        self.log = logging.getLogger("zibrato.remote-write")
+        self.state = PrometheusState(
+            expire=expire, history=1, log=self.log, bucket_rules=bucket_rules, max_native_buckets=max_native_buckets
+        )
+        self._headers = dict(headers or {})
+        self._auth, self._bearer = auth, bearer_token
+        self.ca_file, self.timeout, self.max_samples = ca_file, timeout, max_samples
+        self.classic = classic_histograms
+        self.native = True  # until the receiver refuses native histograms
+        self.session: requests.Session | None = None
+        self._verify: str | bool = True
+        self._pending: _Pending | None = None
+        self._figures: dict[str, Any] = {
+            "requests_sent": 0,
+            "samples_sent": 0,
+            "samples_rejected": 0,
+            "requests_rejected": 0,
+            "requests_failed": 0,
+            "native_fallbacks": 0,
+            "last_error": None,
+        }
+
+    def connect(self) -> None:
+        session = requests.Session()
+        session.headers.update(self._headers)
+        session.headers.update({**HEADERS, "User-Agent": f"zibrato-remote-write/{__version__}"})
+        if self._bearer is not None:
+            session.headers["Authorization"] = f"Bearer {self._bearer}"
+        if self._auth is not None:
+            session.auth = self._auth
+        self._verify = self.ca_file or system_ca_bundle()
+        self.session = session
+        self.log.info(
+            "remote write to %s (native histograms%s, at most %d samples a request, %d extra headers%s)",
+            self.url,
+            " and classic buckets" if self.classic else "",
+            self.max_samples,
+            len(self._headers),
+            ", basic auth" if self._auth else ", bearer token" if self._bearer else "",
+        )
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            **self.state.figures,
+            **self._figures,
+            "native_histograms": "on" if self.native else "off: the receiver refused them",
+            "url": self.url,
+        }
+
+    def post(self, interval: Interval) -> None:
+        """Send the interval's copy of the state; on a retry, only the requests not yet accepted."""
+        if self.session is None:
+            self.connect()
+        pending = self._pending
+        if pending is None or pending.end != interval.end:
+            self.state.update(interval.summaries)
+            pending = self._pending = _Pending(interval.end, round(interval.end * 1000), snapshot(self.state))
+        while pending.points:
+            body, used, samples, has_native = encode(
+                pending.points,
+                pending.timestamp_ms,
+                native=self.native,
+                classic=self.classic,
+                max_samples=self.max_samples,
+            )
+            if self._send(pending, body, samples, has_native):
+                del pending.points[:used]
+                pending.server_errors = 0
+        self._pending = None
+        if pending.rejected:
+            raise Rejected(f"{len(pending.rejected)} request(s) refused: {pending.rejected[0]}")
+
+    def _send(self, pending: _Pending, body: bytes, samples: int, has_native: bool) -> bool:
+        """Post one request: True when done with it (accepted or dropped), False to encode it again."""
+        f = self._figures
+        try:
+            response = self._post(bytes(cramjam.snappy.compress_raw(body)))
+        except requests.RequestException as error:
+            f["requests_failed"] += 1
+            f["last_error"] = error.__class__.__name__
+            reason = printable(error, _MAX_LOGGED_MESSAGE)
+            raise Retryable(
+                f"no answer from {self.url}: {error.__class__.__name__}: {reason}", status="connection"
+            ) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            f["requests_sent"] += 1
+            f["samples_sent"] += samples
+            return True
+        message = printable((response.text or response.reason or "").strip(), _MAX_LOGGED_MESSAGE)
+        f["last_error"] = f"{status} {message}"
+        if status >= 400 and status != 429 and has_native and self.native and _refuses_natives(message):
+            self._fall_back(message)
+            return False
+        if status == 429 or status >= 500:
+            f["requests_failed"] += 1
+            pending.server_errors += status == 500
+            if pending.server_errors < MAX_SERVER_ERRORS:
+                raise Retryable(
+                    f"{status} from {self.url}: {message}",
+                    parse_retry_after(response.headers.get("Retry-After")),
+                    status=status,
+                )
+            message = f"{message} (answered 500 {MAX_SERVER_ERRORS} times: given up)"
+        f["requests_rejected"] += 1
+        f["samples_rejected"] += samples
+        self.log.error("%s refused %d samples with %d: %s (not retried)", self.url, samples, status, message)
+        pending.rejected.append(f"{status}: {message}")
+        return True
+
+    def _post(self, body: bytes) -> requests.Response:
+        """The one HTTP call: a deadline, no redirects (a redirect is refused like any 3xx)."""
+        assert self.session is not None, "connect() first"
+        return self.session.post(
+            self.url, data=body, timeout=request_timeout(self.timeout), verify=self._verify, allow_redirects=False
+        )
+
+    def _fall_back(self, message: str) -> None:
+        self.native = False
+        self._figures["native_fallbacks"] += 1
+        self.log.warning(
+            "%s does not take native histograms (500: %s): sending classic le buckets from now on "
+            "(enable them there, e.g. Prometheus' --enable-feature=native-histograms, and restart this worker)",
+            self.url,
+            message,
+        )
+
+
+def system_ca_bundle() -> str | bool:
+    """The system's CA file or directory (what `openssl` trusts), else requests' own bundle.
+
+    The same as zibrato.backends.otlp's, which cannot be imported without the otlp extra.
+    """
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, paths.capath, paths.openssl_capath):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return True
+
+
+def _refuses_natives(message: str) -> bool:
+    return _NATIVES_REFUSED in message.lower()
