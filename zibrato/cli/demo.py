@@ -59,7 +59,7 @@ def command(port: int, flush: float, format_: str, duration: float | None, web: 
     died: list[tuple[str, int]] = []
     threading.Thread(target=watch, args=(daemons, stop, died), name="zibrato-demo-watch", daemon=True).start()
     try:
-        with Zibrato(port=port, source="demo") as z:
+        with Zibrato(port=port, source="demo", process_metrics=True) as z:
             run_workload(z, stop, duration)
     finally:
         stop.set()
