@@ -28,6 +28,13 @@ setup(
     extras_require={
         "otlp": ["opentelemetry-proto>=1.20", "protobuf>=4.21"],
         "prometheus": ["prometheus_client>=0.17"],
+        # zibrato.integrations: each imports its framework only when imported; these extras
+        # only state the oldest versions they were written for (none is a client dependency)
+        "flask": ["flask>=2.2"],
+        "django": ["django>=4.2"],
+        "starlette": ["starlette>=0.27"],
+        "fastapi": ["fastapi>=0.100"],
+        "celery": ["celery>=5.3"],
         "test": [
             "pytest>=7",
             "pytest-timeout>=2.1",
@@ -47,6 +54,15 @@ setup(
             "opentelemetry-proto>=1.20",
             "protobuf>=4.21",
             "prometheus_client>=0.17",
+            # zibrato.integrations' tests: the real frameworks and servers (uvicorn for ASGI,
+            # httpx for Starlette's TestClient, redis for Celery's broker transport)
+            "flask>=2.2",
+            "django>=4.2",
+            "fastapi>=0.100",
+            "starlette>=0.27",
+            "uvicorn>=0.30",
+            "httpx>=0.24",
+            "celery[redis]>=5.3",
             # bin/lint, and bin/test's coverage; linters pinned so that a new release cannot fail CI
             "coverage>=7.10",
             "ruff==0.17.6",

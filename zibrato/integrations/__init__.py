@@ -1,0 +1,11 @@
+"""Request and task timing for the frameworks Python code already runs on.
+
+Each module is an optional import that needs its framework only when it is
+imported: ``zibrato.integrations.wsgi`` and ``.asgi`` need nothing but the
+client; ``.flask``, ``.django``, ``.starlette`` and ``.celery`` import their
+framework. None of them is a dependency of the client (``pip install
+zibrato[integrations]`` brings none either: it is there for the version
+floors). Every one records through the client's public API only.
+
+What is recorded, and why each choice: docs/INTEGRATIONS.md.
+"""

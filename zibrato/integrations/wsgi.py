@@ -1,0 +1,138 @@
+"""WSGI middleware: one ``http.server.request.duration`` per request, timed to the last chunk.
+
+::
+
+    from zibrato.integrations.wsgi import ZibratoMiddleware
+    application = ZibratoMiddleware(application, z, route=lambda environ: environ.get("myapp.route"))
+
+The response iterable is wrapped, and the request is recorded when the
+server calls its ``close()`` (PEP 3333 says every server does, after the
+last chunk, after an error, and when the client went away): a streaming
+response is timed to its end, not to its first byte. An exception from the
+application, raised by the call or while iterating, is recorded with
+``error.type`` and propagates unchanged.
+
+The route: ``environ["zibrato.route"]`` when a framework integration has put
+it there (Flask's does), else what the ``route=`` hook returns when given the
+environ, asked after the application ran. Without either, no ``http.route``:
+the raw path is never a tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from ..client import Zibrato
+from ._http import HttpMetrics, RequestTiming, method_of
+
+__all__ = ["ZibratoMiddleware", "ROUTE_KEY", "ERROR_KEY"]
+
+#: where a framework integration leaves the matched route template in the environ
+ROUTE_KEY = "zibrato.route"
+#: where it leaves the class name of an exception the framework handled itself (Flask's 500 page)
+ERROR_KEY = "zibrato.error_type"
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+RouteHook = Callable[[Environ], object]
+
+_statuses: dict[str, int] = {}  # "200 OK" -> 200: parsed once per distinct status line
+
+
+def status_code(status: str) -> int | None:
+    try:
+        return _statuses[status]
+    except KeyError:
+        pass
+    try:
+        code = int(status.split(None, 1)[0])
+    except (ValueError, IndexError, AttributeError):
+        return None
+    if len(_statuses) < 1000:
+        _statuses[status] = code
+    return code
+
+
+class ZibratoMiddleware:
+    """Time every request of a WSGI application (``level``: the Zibrato level recorded at).
+
+    ``route``: a callable given the environ after the application ran, returning the
+    route template (or None). ``active_requests=True`` also keeps ``http.server.active_requests``.
+    """
+
+    def __init__(
+        self,
+        app: WsgiApp,
+        z: Zibrato,
+        *,
+        level: str = "info",
+        route: RouteHook | None = None,
+        active_requests: bool = False,
+    ) -> None:
+        self.app = app
+        self.metrics = HttpMetrics(z, level, active_requests)
+        self.route = route
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        timing = _WsgiRequest(self, environ)
+
+        def start_and_note_status(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+            timing.status = status_code(status)
+            return start_response(status, headers, *exc_info)
+
+        try:
+            body = self.app(environ, start_and_note_status)
+        except BaseException as error:
+            timing.finish(error)
+            raise
+        return TimedBody(body, timing)
+
+
+class _WsgiRequest(RequestTiming):
+    __slots__ = ("middleware", "environ")
+
+    def __init__(self, middleware: ZibratoMiddleware, environ: Environ) -> None:
+        self.middleware, self.environ = middleware, environ
+        super().__init__(middleware.metrics, method_of(environ.get("REQUEST_METHOD")))
+
+    def resolve_route(self) -> str | None:
+        environ = self.environ
+        if self.error is None:
+            handled = environ.get(ERROR_KEY)
+            if handled is not None:
+                self.error = handled
+        route = environ.get(ROUTE_KEY)
+        if route is not None:
+            return str(route)
+        hook = self.middleware.route
+        return None if hook is None else self.metrics.call_route_hook(hook, environ)
+
+
+class TimedBody:
+    """The application's response iterable, recording the request when the server closes it."""
+
+    __slots__ = ("_body", "_timing")
+
+    def __init__(self, body: Iterable[bytes], timing: RequestTiming) -> None:
+        self._body, self._timing = body, timing
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._body
+        except BaseException as error:
+            if not isinstance(error, GeneratorExit):  # GeneratorExit: the server stopped early (close())
+                self._timing.finish(error)
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        except BaseException as error:
+            self._timing.finish(error)
+            raise
+        finally:
+            self._timing.finish()
