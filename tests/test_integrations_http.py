@@ -101,7 +101,8 @@ def test_wsgi_exception_from_the_call_propagates_unchanged_and_is_timed():
         wrapped(environ(), lambda *a: None)
     expect(caught.value is error) == True
     (m,) = timers(z)
-    expect(m.tags) == ("error.type:Boom", "http.request.method:GET")
+    # no response was started: the server answers 500, and that is what is recorded
+    expect(m.tags) == ("error.type:Boom", "http.request.method:GET", "http.response.status_code:500")
 
 
 def test_wsgi_exception_while_streaming_is_timed_once_with_the_status_already_sent():
@@ -310,7 +311,7 @@ def test_asgi_exception_propagates_unchanged_and_is_timed_with_or_without_a_stat
     _, raised = run_asgi(asgi.ZibratoMiddleware(after, z), http_scope("PATCH"))
     expect(raised is error) == True
     first, second = timers(z)
-    expect(first.tags) == ("error.type:Boom", "http.request.method:GET")
+    expect(first.tags) == ("error.type:Boom", "http.request.method:GET", "http.response.status_code:500")
     expect(second.tags) == ("error.type:Boom", "http.request.method:PATCH", "http.response.status_code:200")
 
 

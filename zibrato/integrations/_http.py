@@ -4,7 +4,8 @@ One timer, ``http.server.request.duration`` (seconds), per request, tagged
 as the OpenTelemetry HTTP server conventions say: ``http.request.method``
 (a method outside RFC 9110's nine and PATCH becomes ``_OTHER``, so that a
 scanner's random verbs cannot grow the series), ``http.response.status_code``
-(when a response was started), ``http.route`` (the framework's template,
+(the one sent; 500 when the application raised before starting a response,
+as every server then answers), ``http.route`` (the framework's template,
 never the raw path) and ``error.type`` (the exception's class name, or the
 status code of a 5xx answer). Optionally ``http.server.active_requests``:
 the conventions' up-down counter, sent as counter deltas of +1 and -1 so
@@ -153,8 +154,11 @@ class RequestTiming:
             return False
         self.done = True
         seconds = perf_counter() - self.start
-        if error is not None and self.error is None:
-            self.error = error_type(error)
+        if error is not None:
+            if self.error is None:
+                self.error = error_type(error)
+            if self.status is None:
+                self.status = 500  # what the server (or the framework's outermost layer) answers then
         if self.route is None:
             self.route = self.resolve_route()
         metrics = self.metrics

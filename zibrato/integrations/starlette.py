@@ -25,7 +25,7 @@ from . import asgi
 
 __all__ = ["ZibratoMiddleware", "route_template"]
 
-_ENTRY_ROOT = "zibrato.root_path"  # the scope's root_path before any mount: set on the way in
+_ENTRY = "zibrato.entry"  # (root_path, application) before any mount: set on the way in
 
 
 def route_template(scope: asgi.Scope) -> str | None:
@@ -33,21 +33,24 @@ def route_template(scope: asgi.Scope) -> str | None:
     matched = scope.get("route")
     if matched is None:
         return asgi.route_from_scope(scope)
-    entry_root = scope.get(_ENTRY_ROOT, "")
+    entry_root, entry_app = scope.get(_ENTRY, ("", None))
     if scope.get("root_path", "") == entry_root:
         return str(matched.path)
-    return _walk(scope, entry_root)
+    return _walk(scope, entry_root, entry_app)
 
 
-def _walk(scope: asgi.Scope, entry_root: str) -> str | None:
-    """Match again from the application's routes, joining mount templates (a mounted request only)."""
-    app = scope.get("app")
+def _walk(scope: asgi.Scope, entry_root: str, app: Any) -> str | None:
+    """Match again from the application's routes, joining mount templates (a mounted request only).
+
+    ``app`` is the application the request entered (a mounted Starlette application
+    replaces ``scope["app"]`` with itself on the way down)."""
     routes: Any = getattr(app, "routes", None)
     probe: dict[str, Any] = {
         "type": scope["type"],
         "path": scope["path"],
         "root_path": entry_root,
         "method": scope.get("method", "GET"),
+        "headers": scope.get("headers", []),
         "path_params": {},
     }
     prefix = ""
@@ -80,5 +83,6 @@ class ZibratoMiddleware(asgi.ZibratoMiddleware):
 
     async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            scope[_ENTRY_ROOT] = scope.get("root_path", "")
+            # inside Starlette (add_middleware) the scope names the application; around it, self.app is it
+            scope[_ENTRY] = (scope.get("root_path", ""), scope.get("app", self.app))
         await super().__call__(scope, receive, send)
