@@ -8,6 +8,8 @@ from ``$ZIBRATO_PORT`` (no ``ZIBRATO_CLIENT`` setting). In the test process,
 
 from __future__ import annotations
 
+import os
+
 from django.http import HttpResponse, StreamingHttpResponse
 from django.urls import path
 
@@ -25,7 +27,9 @@ LOGGING_CONFIG = None  # the 500s of the raising view are expected: keep the tes
 
 
 def user(request, user_id: int) -> HttpResponse:
-    return HttpResponse(f"user {user_id}")
+    response = HttpResponse(f"user {user_id}")
+    response["X-Worker-Pid"] = str(os.getpid())  # the server tests see workers recycled
+    return response
 
 
 def stream(request) -> StreamingHttpResponse:

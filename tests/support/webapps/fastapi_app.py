@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, FastAPI, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
@@ -19,8 +21,9 @@ def make_app(z: Zibrato, **options) -> FastAPI:
     users = APIRouter(prefix="/users")
 
     @users.get("/{user_id}")
-    async def user(user_id: int) -> dict:
-        return {"user": user_id}
+    async def user(user_id: int) -> JSONResponse:
+        # the worker's pid: the server tests see workers recycled
+        return JSONResponse({"user": user_id}, headers={"X-Worker-Pid": str(os.getpid())})
 
     @app.get("/stream")
     async def stream() -> StreamingResponse:
@@ -47,6 +50,7 @@ def make_app(z: Zibrato, **options) -> FastAPI:
     # a plain Starlette application mounted below a prefix: the route is the joined template
     app.mount("/legacy/v1", Starlette(routes=[Route("/items/{item_id:int}", item)]))
     app.include_router(users)
+
     app.add_middleware(ZibratoMiddleware, z=z, **options)
     return app
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Flask
 
 from zibrato import Zibrato
@@ -14,8 +16,9 @@ def make_app(z: Zibrato, **options) -> Flask:
     app = Flask(__name__)
 
     @app.get("/users/<int:user_id>")
-    def user(user_id: int) -> str:
-        return f"user {user_id}"
+    def user(user_id: int):
+        # the worker's pid: the server tests see workers recycled
+        return f"user {user_id}", {"X-Worker-Pid": str(os.getpid())}
 
     @app.get("/stream")
     def stream():
