@@ -162,7 +162,9 @@ class RequestTiming:
         if self.route is None:
             self.route = self.resolve_route()
         metrics = self.metrics
-        metrics.record(seconds, self.method, self.status, self.route, self.error)
+        key = (self.method, self.status, self.route, self.error)
+        tags = metrics._tags.get(key) or metrics.tags(*key)  # the cache lookup inlined: once per request
+        metrics._timing(metrics.level, DURATION, seconds if seconds > 0 else 0.0, tags=tags)
         if metrics.active_requests:
             metrics.ended(self.method)
         return True
