@@ -30,7 +30,7 @@ setup(
         "prometheus": ["prometheus_client>=0.17"],
         # zibrato.integrations: each imports its framework only when imported; these extras
         # only state the oldest versions they were written for (none is a client dependency)
-        "flask": ["flask>=2.2"],
+        "flask": ["flask>=2.3"],  # 2.3: signals always available (blinker)
         "django": ["django>=4.2"],
         "starlette": ["starlette>=0.27"],
         "fastapi": ["fastapi>=0.100"],
@@ -56,7 +56,7 @@ setup(
             "prometheus_client>=0.17",
             # zibrato.integrations' tests: the real frameworks and servers (uvicorn for ASGI,
             # httpx for Starlette's TestClient, redis for Celery's broker transport)
-            "flask>=2.2",
+            "flask>=2.3",
             "django>=4.2",
             "fastapi>=0.100",
             "starlette>=0.27",

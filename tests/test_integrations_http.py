@@ -10,6 +10,7 @@ connection, lifespan passes through.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import wsgiref.util
 from wsgiref.handlers import SimpleHandler
@@ -147,9 +148,18 @@ def test_wsgi_client_gone_mid_stream_is_still_recorded_when_the_server_closes():
     closed = []
 
     class Body:
+        """An iterator with close(), as werkzeug's ClosingIterator is."""
+
+        def __init__(self):
+            self.chunks = [b"a", b"b"]
+
         def __iter__(self):
-            yield b"a"
-            yield b"b"
+            return self
+
+        def __next__(self):
+            if not self.chunks:
+                raise StopIteration
+            return self.chunks.pop(0)
 
         def close(self):
             closed.append(True)
@@ -159,10 +169,14 @@ def test_wsgi_client_gone_mid_stream_is_still_recorded_when_the_server_closes():
         return Body()
 
     body = wsgi.ZibratoMiddleware(app, z)(environ(), lambda *a: None)
-    next(iter(body))  # the server wrote one chunk, then the socket broke
+    chunks = iter(body)
+    next(chunks)  # the server wrote one chunk, then the socket broke
     body.close()
-    expect(closed) == [True]  # the application's own close() still runs
+    expect(closed) == [True]  # the application's own close() runs
     expect(len(timers(z))) == 1
+    del chunks  # the server drops the half-read iterator
+    gc.collect()
+    expect(closed) == [True]  # and not a second time
 
 
 def test_wsgi_5xx_without_exception_gets_its_status_as_error_type_and_handled_errors_their_class():

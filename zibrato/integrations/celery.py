@@ -75,6 +75,8 @@ class TaskMetrics:
         if isinstance(published, (int, float)):
             wait = time.time() - published
             self.z.timing(self.level, QUEUE_WAIT, wait if wait > 0 else 0.0, tags=self.name_tags(task.name))
+        if len(self._started) >= _MAX_CACHED:  # runs that never ended (a killed thread pool's): forget them
+            self._started.clear()
         self._started[task_id] = time.perf_counter()
 
     def postrun(self, task_id: str | None = None, task: Any = None, state: str | None = None, **extra: Any) -> None:

@@ -104,7 +104,8 @@ class _DjangoRequest(RequestTiming):
 def _timed(chunks: Iterator[Any], timing: RequestTiming) -> Iterator[Any]:
     error: BaseException | None = None
     try:
-        yield from chunks
+        for chunk in chunks:  # noqa: UP028 - yield from would close the content again after Django did
+            yield chunk
     except GeneratorExit:
         raise
     except BaseException as raised:

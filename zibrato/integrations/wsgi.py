@@ -119,8 +119,11 @@ class TimedBody:
         self._body, self._timing = body, timing
 
     def __iter__(self) -> Iterator[bytes]:
+        # a for loop, not ``yield from``: when the server stops early and drops this generator,
+        # the application's iterator must be closed once, by close(), not again by the generator
         try:
-            yield from self._body
+            for chunk in self._body:  # noqa: UP028 - see above: yield from would close it twice
+                yield chunk
         except BaseException as error:
             if not isinstance(error, GeneratorExit):  # GeneratorExit: the server stopped early (close())
                 self._timing.finish(error)
