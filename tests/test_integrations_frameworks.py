@@ -18,6 +18,8 @@ from expecter import expect
 from zibrato.testing import MemoryZibrato
 
 DURATION = "http.server.request.duration"
+# Starlette 1.x prefers httpx2 for its TestClient and warns when it drives httpx (which works)
+pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 
 
 def tags_of(z) -> list[tuple[str, ...]]:

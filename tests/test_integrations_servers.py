@@ -215,7 +215,7 @@ def test_fastapi_under_uvicorn_with_two_recycling_workers_is_counted_exactly(pip
     server = Server(
         tmp_path,
         [BIN / "uvicorn", "--factory", "support.webapps.fastapi_app:create", "--workers", "2"]
-        + ["--host", "127.0.0.1", "--port", "{port}", "--limit-max-requests", "400", "--log-level", "warning"],
+        + ["--host", "127.0.0.1", "--port", "{port}", "--limit-max-requests", "600", "--log-level", "warning"],
         {"ZIBRATO_PORT": str(p.base)},
     ).start()
     try:
