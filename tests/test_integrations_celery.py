@@ -137,3 +137,17 @@ def test_celery_prefork_tasks_are_timed_and_counted_exactly_across_recycled_chil
     expect(worker.returncode) == 0
     p.wait_measurements(0)
     expect(dict(p.totals())) == expected  # nothing more, nothing less once every process left
+
+
+def test_connect_refuses_a_bad_level_and_disconnect_undoes_it():
+    from celery import signals
+
+    from zibrato.integrations.celery import connect, disconnect
+
+    with pytest.raises(ValueError, match="level"):
+        connect(MemoryZibrato(), level="not a level")
+    before = len(signals.task_prerun.receivers)
+    metrics = connect(MemoryZibrato())
+    expect(len(signals.task_prerun.receivers)) == before + 1
+    disconnect(metrics)
+    expect(len(signals.task_prerun.receivers)) == before

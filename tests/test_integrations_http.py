@@ -404,3 +404,16 @@ def test_asgi_websocket_is_timed_per_connection_and_lifespan_passes_through():
     active = z.measurements.find(name="http.server.active_requests")
     expect(sum(m.value for m in active)) == 0
     expect(len(active)) == 4
+
+
+def test_no_framework_is_imported_by_the_client_or_the_plain_middleware():
+    """Each framework module is an optional import: the client and the WSGI/ASGI middleware need none."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, zibrato, zibrato.integrations.wsgi, zibrato.integrations.asgi\n"
+        "print(sorted({'flask', 'django', 'starlette', 'fastapi', 'celery'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    expect((done.returncode, done.stdout.strip())) == (0, "[]")
