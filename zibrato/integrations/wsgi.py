@@ -76,66 +76,60 @@ class ZibratoMiddleware:
         self.route = route
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        timing = _WsgiRequest(self, environ)
-
-        def start_and_note_status(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
-            timing.status = status_code(status)
-            return start_response(status, headers, *exc_info)
-
+        timed = TimedResponse(self, environ, start_response)
         try:
-            body = self.app(environ, start_and_note_status)
+            timed.body = self.app(environ, timed.start_response)
         except BaseException as error:
-            timing.finish(error)
+            timed.finish(error)
             raise
-        return TimedBody(body, timing)
+        return timed
 
 
-class _WsgiRequest(RequestTiming):
-    __slots__ = ("middleware", "environ")
+class TimedResponse(RequestTiming):
+    """One request: the start_response that notes the status, and the response iterable that
+    records the request when the server closes it (one object per request, nothing more)."""
 
-    def __init__(self, middleware: ZibratoMiddleware, environ: Environ) -> None:
-        self.middleware, self.environ = middleware, environ
+    __slots__ = ("middleware", "environ", "body", "_start_response")
+
+    def __init__(self, middleware: ZibratoMiddleware, environ: Environ, start_response: StartResponse) -> None:
+        self.middleware, self.environ, self._start_response = middleware, environ, start_response
+        self.body: Iterable[bytes] = ()
         super().__init__(middleware.metrics, method_of(environ.get("REQUEST_METHOD")))
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+        self.status = status_code(status)
+        return self._start_response(status, headers, *exc_info)
+
+    def __iter__(self) -> Iterator[bytes]:
+        # a for loop, not ``yield from``: when the server stops early and drops this generator,
+        # the application's iterator must be closed once, by close(), not again by the generator
+        try:
+            for chunk in self.body:  # noqa: UP028 - see above: yield from would close it twice
+                yield chunk
+        except BaseException as error:
+            if not isinstance(error, GeneratorExit):  # GeneratorExit: the server stopped early (close())
+                self.finish(error)
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        except BaseException as error:
+            self.finish(error)
+            raise
+        finally:
+            self.finish()
 
     def resolve_route(self) -> str | None:
         environ = self.environ
         if self.error is None:
             handled = environ.get(ERROR_KEY)
             if handled is not None:
-                self.error = handled
+                self.error = handled  # the class name a framework integration noted (Flask's 500 page)
         route = environ.get(ROUTE_KEY)
         if route is not None:
             return str(route)
         hook = self.middleware.route
         return None if hook is None else self.metrics.call_route_hook(hook, environ)
-
-
-class TimedBody:
-    """The application's response iterable, recording the request when the server closes it."""
-
-    __slots__ = ("_body", "_timing")
-
-    def __init__(self, body: Iterable[bytes], timing: RequestTiming) -> None:
-        self._body, self._timing = body, timing
-
-    def __iter__(self) -> Iterator[bytes]:
-        # a for loop, not ``yield from``: when the server stops early and drops this generator,
-        # the application's iterator must be closed once, by close(), not again by the generator
-        try:
-            for chunk in self._body:  # noqa: UP028 - see above: yield from would close it twice
-                yield chunk
-        except BaseException as error:
-            if not isinstance(error, GeneratorExit):  # GeneratorExit: the server stopped early (close())
-                self._timing.finish(error)
-            raise
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        except BaseException as error:
-            self._timing.finish(error)
-            raise
-        finally:
-            self._timing.finish()
