@@ -31,6 +31,13 @@ setup(
         "prometheus": ["prometheus_client>=0.17", "protobuf>=7.35"],
         # cramjam: snappy's block format, in wheels for every platform, no C library to build
         "remote-write": ["prometheus_client>=0.17", "protobuf>=7.35", "cramjam>=2.8"],
+        # zibrato.integrations: each imports its framework only when imported; these extras
+        # only state the oldest versions they were written for (none is a client dependency)
+        "flask": ["flask>=2.3"],  # 2.3: signals always available (blinker)
+        "django": ["django>=4.2"],
+        "starlette": ["starlette>=0.27"],
+        "fastapi": ["fastapi>=0.100"],
+        "celery": ["celery>=5.3"],
         "test": [
             "pytest>=7",
             "pytest-timeout>=2.1",
@@ -51,6 +58,15 @@ setup(
             "protobuf>=4.21",
             "prometheus_client>=0.17",
             "cramjam>=2.8",
+            # zibrato.integrations' tests: the real frameworks and servers (uvicorn for ASGI,
+            # httpx for Starlette's TestClient, redis for Celery's broker transport)
+            "flask>=2.3",
+            "django>=4.2",
+            "fastapi>=0.100",
+            "starlette>=0.27",
+            "uvicorn>=0.30",
+            "httpx>=0.24",
+            "celery[redis]>=5.3",
             # bin/lint, and bin/test's coverage; linters pinned so that a new release cannot fail CI
             "coverage>=7.10",
             "ruff==0.17.6",
