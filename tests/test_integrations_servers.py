@@ -28,7 +28,7 @@ from support.prometheus_server import PrometheusServer
 
 TESTS = Path(__file__).parent
 BIN = Path(sys.executable).parent
-COUNT = "http_server_request_duration_count"
+COUNT = "http_server_request_duration_seconds_count"  # a timer is a _seconds family
 
 
 class PrometheusPipeline(WorkerPipeline):
@@ -180,7 +180,7 @@ def test_flask_under_gunicorn_recycling_workers_is_counted_exactly_at_prometheus
             labels = f'http_route="{route}", ' if route else 'http_route="", '
             labels += f'http_response_status_code="{status}", error_type="{error}"'
             prometheus.wait_value(f"sum({COUNT}{{{labels}}})", n)
-        expect(prometheus.value("count(count by (http_route) (http_server_request_duration_count))")) == 4
+        expect(prometheus.value("count(count by (http_route) (http_server_request_duration_seconds_count))")) == 4
     finally:
         server.stop()
         prometheus.stop()
