@@ -158,9 +158,12 @@ class DeliveryQueue:
         backoff: Backoff | None = None,
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stalled_after: float | None = None,
     ) -> None:
         if max_backlog < 1:
             raise ValueError("max_backlog must be at least 1")
+        #: seconds one interval may stay in flight (posting, retrying) before health says so
+        self.stalled_after = stalled_after
         self.destination = destination
         self.max_backlog = max_backlog
         self.backoff = backoff or Backoff()
@@ -168,6 +171,7 @@ class DeliveryQueue:
         self.clock = clock
         self._waiting: deque[Interval] = deque()
         self._in_flight: Interval | None = None
+        self._in_flight_since: float | None = None  # clock() when the interval in flight was taken
         self._changed = threading.Condition()
         self._closing = False
         self._deadline: float | None = None
@@ -250,9 +254,27 @@ class DeliveryQueue:
         since = self.failing_since
         return None if since is None else self.clock() - since
 
+    def in_flight_for(self) -> float | None:
+        """Seconds the interval in flight has been posted and retried (None: nothing in flight)."""
+        since = self._in_flight_since
+        return None if since is None or self._in_flight is None else self.clock() - since
+
     def problems(self) -> list[str]:
-        """Why delivery is unhealthy: failing now, or an interval lost in the last 15 minutes."""
+        """Why delivery is unhealthy: stalled or failing now, or an interval lost in the last 15 minutes.
+
+        Stalled: one interval in flight longer than ``stalled_after`` (a post
+        that never returns, or retries that never succeed): nothing is
+        delivered while the queue is trying, and health must say so even
+        when no attempt has failed yet.
+        """
         problems = []
+        busy = self.in_flight_for()
+        if self.stalled_after is not None and busy is not None and busy > self.stalled_after:
+            running = "" if self.failing_since is not None else ", its post still running"
+            problems.append(
+                f"{self.destination.name} delivery stalled: nothing delivered for {busy:.0f} s while trying "
+                f"(the interval at {iso(self._in_flight.end) if self._in_flight else '?'}{running})"
+            )
         failing = self.failing_for()
         if failing is not None:
             problems.append(f"{self.destination.name} delivery failing for {failing:.0f} s ({self.last_error})")
@@ -277,7 +299,7 @@ class DeliveryQueue:
         self._last_loss = (self.clock(), what)
 
     def figures(self) -> dict[str, Any]:
-        failing = self.failing_for()
+        failing, busy = self.failing_for(), self.in_flight_for()
         return {
             **self.counts,
             "backlog": self.backlog,
@@ -285,6 +307,7 @@ class DeliveryQueue:
             "last_delivery": self.last_delivery,
             "last_error": self.last_error,
             "failing_seconds": None if failing is None else round(failing, 3),
+            "in_flight_seconds": None if busy is None else round(busy, 3),
         }
 
     # --- the delivery thread ------------------------------------------------------------
@@ -326,6 +349,7 @@ class DeliveryQueue:
             if not self._waiting or self._abandoned:
                 return None
             self._in_flight = self._waiting.popleft()
+            self._in_flight_since = self.clock()
             return self._in_flight
 
     def _deliver(self, interval: Interval) -> bool:

@@ -178,6 +178,8 @@ def post(
         connection.endheaders(data)
         response = connection.getresponse()
         body, truncated = _read_capped(response, max_answer_bytes)
+        if watchdog.fired:  # the shut-down socket read as an end of answer: it was cut short
+            raise TimeoutError
     except (OSError, http.client.HTTPException, ValueError) as error:
         session._discard(scheme, host, port)
         if watchdog.fired:
