@@ -7,6 +7,7 @@ from typing import cast
 import click
 
 from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
+from .http_options import allow_host_option, http_limit_options, http_limits
 
 
 def _needs_extra() -> None:
@@ -81,8 +82,15 @@ def _own_expire(func):
     type=click.IntRange(1, 1000),
     help="Intervals kept for /series/<name>?offset=N, by each series once asked for (before that, its last one).",
 )
+@allow_host_option
+@http_limit_options("The /metrics server")
 def command(
-    listen: tuple[str, int], buckets: tuple[float, ...] | None, history: int, verbose: bool, **options: object
+    listen: tuple[str, int],
+    buckets: tuple[float, ...] | None,
+    history: int,
+    allowed_hosts: tuple[str, ...],
+    verbose: bool,
+    **options: object,
 ) -> None:
     """Serve the subscribed levels to Prometheus: GET /metrics (text or OpenMetrics).
 
@@ -104,8 +112,16 @@ def command(
     expire = cast(
         "float | dict[str, float]", options["expire"] if "expire" in _shared_params() else options.pop("expire")
     )
+    limits = http_limits(options)
     run_worker(
-        lambda: PrometheusDestination(listen, buckets=buckets or DEFAULT_BUCKETS, expire=expire, history=history),
+        lambda: PrometheusDestination(
+            listen,
+            buckets=buckets or DEFAULT_BUCKETS,
+            expire=expire,
+            history=history,
+            limits=limits,
+            allowed_hosts=allowed_hosts,
+        ),
         verbose,
         **worker_kwargs(options),
     )
