@@ -122,6 +122,7 @@ class GuardedHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's 5 makes a burst of connections wait seconds for a SYN retry
 
     def __init__(
         self,
