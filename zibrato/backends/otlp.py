@@ -82,7 +82,7 @@ def _redacted(url: str) -> str:
 
 
 def system_ca_bundle() -> str | bool:
-    """The system's CA file or directory (what `openssl` trusts), else requests' own bundle."""
+    """The system's CA file or directory (what `openssl` trusts), else True: the default TLS context's."""
     paths = ssl.get_default_verify_paths()
     for candidate in (paths.cafile, paths.openssl_cafile, paths.capath, paths.openssl_capath):
         if candidate and os.path.exists(candidate):
