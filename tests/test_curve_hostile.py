@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import zmq
 from expecter import expect
+from test_scale_curve import curve_broker_and_console, keys  # noqa: F401 - the keys fixture
 
 from support.daemons import free_ports, wait_until
-from test_scale_curve import curve_broker_and_console, keys  # noqa: F401 - the keys fixture
 from zibrato import Zibrato
 from zibrato.runtime import ask_status
 

@@ -15,10 +15,10 @@ import time
 
 import pytest
 from expecter import expect
+from test_listen import TOKEN, basic, frame, listening_port, post
 
 from support.daemons import Daemon, free_ports, wait_until
 from support.pipeline import WorkerPipeline, pipelines
-from test_listen import TOKEN, basic, frame, listening_port, post
 from zibrato.runtime import ask_status
 
 FLOOD = 1000
