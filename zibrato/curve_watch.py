@@ -53,13 +53,13 @@ class ConnectionWatch:
     """Monitors the broker's CURVE sockets; :meth:`poll` from the broker's loop, :meth:`cut` on key removal."""
 
     def __init__(self) -> None:
-        self._monitors: list[zmq.Socket] = []
+        self._monitors: list[zmq.Socket[bytes]] = []
         self._peers: dict[int, str] = {}  # descriptor -> peer address of each live accepted connection
         self.failed: dict[str, int] = {kind: 0 for kind in _FAILURES.values()}
         self.cut_connections = 0
         self._failure_log = RateLimitedLog(log, 10.0)
 
-    def watch(self, sock: zmq.Socket) -> None:
+    def watch(self, sock: zmq.Socket[bytes]) -> None:
         """Monitor ``sock`` (call it in the thread that owns ``sock``, before another thread uses it)."""
         self._monitors.append(sock.get_monitor_socket(_EVENTS))
 
