@@ -191,10 +191,11 @@ def test_a_thousand_idle_tcp_connections_do_not_lock_out_a_real_sender(listener)
 def test_idle_tcp_connections_are_closed_after_the_idle_timeout(listener):
     daemon, status_port = listener("--tcp-idle-timeout", "1")
     port = listening_port(daemon, "statsd")
-    with open_connections(port, 5) as idle:
+    with open_connections(port, 5, b"orders:1|c") as idle:  # a line whose end never comes
         expect(all(closed_by_peer(sock) for sock in idle)) == True
     status = ask_status("127.0.0.1", status_port)
-    expect((status["tcp_idle_closed"], status["tcp_open"])) == (5, 0)
+    expect((status["tcp_idle_closed"], status["tcp_open"], status["lines"])) == (5, 0, 0)
+    expect(status["rejected"]["line unfinished at close"]) == 5
     expect(daemon.stderr).contains("idle for 1 s (--tcp-idle-timeout)")
 
 

@@ -81,8 +81,8 @@ class TcpConnections:
             return
         except OSError:
             data = b""
-        if not data:  # closed: what is left is a last line without its newline
-            self.close(conn, poller)
+        if not data:  # closed by the peer: what is left is a last line without its newline
+            self.close(conn, poller, last_line=True)
             return
         self.last_read[conn] = time.monotonic()
         buffer += data
@@ -103,13 +103,21 @@ class TcpConnections:
             buffer.clear()
             self.skipping.add(conn)
 
-    def close(self, conn: socket.socket, poller: zmq.Poller | None) -> None:
-        """Close one connection, parsing what is left of it as a last line."""
+    def close(self, conn: socket.socket, poller: zmq.Poller | None, last_line: bool = False) -> None:
+        """Close one connection; ``last_line``: the peer closed it, so what is left is its last line.
+
+        A connection closed here (idle, evicted, at stop) may hold the start of
+        a line whose end never came: it is not parsed (``x:1|c`` of ``x:1|c|@0.1``
+        would count 1 instead of 10): it is counted as rejected ("line unfinished at close").
+        """
         listener = self.listener
         buffer = self.buffers.pop(conn, None)
         if buffer and conn not in self.skipping:
-            with listener.lock:
-                listener.statsd.feed(bytes(buffer), listener.pending)
+            if last_line:
+                with listener.lock:
+                    listener.statsd.feed(bytes(buffer), listener.pending)
+            else:
+                listener.statsd_rejects("line unfinished at close", bytes(buffer[:80]))
         self.last_read.pop(conn, None)
         self.skipping.discard(conn)
         if poller is not None:
