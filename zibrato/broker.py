@@ -28,6 +28,7 @@ import time
 import zmq
 
 from .curve import ServerAuth, warn_if_exposed
+from .curve_watch import ConnectionWatch
 from .protocol import MAX_MESSAGE_SIZE
 from .runtime import answer_status, bind_status, describe_bind_error
 
@@ -95,6 +96,7 @@ class Broker:
         context = self._context
         warn_if_exposed(self.host, self.curve is not None, "the broker")
         if self.curve is not None:
+            self.curve.watch = ConnectionWatch()
             self.curve.start(context)  # the ZAP handler must exist before a CURVE socket binds
         pub = self._bind(zmq.PUB, self.pub_endpoint, zmq.SNDHWM)
         status = self._bind_status()
@@ -127,6 +129,8 @@ class Broker:
                 status.close(linger=0)
             pub.close(linger=int(self.linger * 1000))
             if self.curve is not None:
+                if self.curve.watch is not None:
+                    self.curve.watch.close()
                 self.curve.stop()
             context.term()
             log.info("broker stopped")
@@ -144,6 +148,8 @@ class Broker:
             socket.setsockopt(option, value)
         if self.curve is not None:
             self.curve.apply(socket)
+            if self.curve.watch is not None:
+                self.curve.watch.watch(socket)  # here, before the proxy thread owns the socket
         try:
             socket.bind(endpoint)
         except zmq.ZMQError as error:
@@ -199,7 +205,11 @@ class Broker:
 
     def _reload_keys(self) -> None:
         """Reload the allowed client keys when their directory changed (checked every second)."""
-        if self.curve is None or time.monotonic() < self._next_reload_check:
+        if self.curve is None:
+            return
+        if self.curve.watch is not None:
+            self.curve.watch.poll()  # failed handshakes counted, connections tracked, every 100 ms
+        if time.monotonic() < self._next_reload_check:
             return
         self._next_reload_check = time.monotonic() + 1.0
         try:
