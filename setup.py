@@ -28,6 +28,8 @@ setup(
     extras_require={
         "otlp": ["opentelemetry-proto>=1.20", "protobuf>=4.21"],
         "prometheus": ["prometheus_client>=0.17"],
+        # zibrato.otel: the OpenTelemetry metrics API (the API only: never the SDK at run time)
+        "otel": ["opentelemetry-api>=1.23"],
         "test": [
             "pytest>=7",
             "pytest-timeout>=2.1",
@@ -47,14 +49,30 @@ setup(
             "opentelemetry-proto>=1.20",
             "protobuf>=4.21",
             "prometheus_client>=0.17",
+            # zibrato.otel's tests: the API, the real instrumentations recording through it, the
+            # frameworks they instrument, and the SDK (compared with, never used by zibrato.otel)
+            "opentelemetry-api>=1.23",
+            "opentelemetry-sdk>=1.23",
+            "opentelemetry-instrumentation-wsgi>=0.44b0",
+            "opentelemetry-instrumentation-asgi>=0.44b0",
+            "opentelemetry-instrumentation-flask>=0.44b0",
+            "flask>=2.2",
+            "uvicorn>=0.20",
             # bin/lint, and bin/test's coverage; linters pinned so that a new release cannot fail CI
             "coverage>=7.10",
             "ruff==0.17.6",
             "mypy==2.4.1",
             "types-requests",
         ],
-        # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
-        "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
+        # bench/sketch.py compares zibrato.sketch with these peers, bench/otel.py zibrato.otel with
+        # the OpenTelemetry SDK (not needed to run Zibrato)
+        "bench": [
+            "ddsketch>=3",
+            "fastdigest>=0.6",
+            "datasketches>=5",
+            "opentelemetry-api>=1.23",
+            "opentelemetry-sdk>=1.23",
+        ],
     },
     entry_points={
         "console_scripts": [
