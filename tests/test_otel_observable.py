@@ -1,0 +1,186 @@
+"""zibrato.otel's observable instruments: callbacks off the application's threads, cumulative
+totals turned into deltas, and callbacks that raise or hang counted and skipped.
+
+Most tests drive one collection at a time with ``provider.collect()`` (a collect
+interval of an hour keeps the collector thread out of the way); one lets the
+collector thread run on its own and waits for what it records.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from expecter import expect
+
+pytest.importorskip("opentelemetry.metrics")
+
+from opentelemetry.metrics import CallbackOptions, Observation
+
+from conftest import wait_until
+from zibrato.otel import MeterProvider
+from zibrato.testing import MemoryZibrato
+
+HOUR = 3600.0
+
+
+@pytest.fixture
+def z():
+    return MemoryZibrato()
+
+
+@pytest.fixture
+def provider(z):
+    made = MeterProvider(z, collect_interval=HOUR, callback_timeout=2.0)
+    yield made
+    made._collector.stop(final_collection=False)
+
+
+def reporting(values):
+    """A callback that reports the next of ``values`` (each a list of (value, attributes)) per call."""
+    rounds = iter(values)
+
+    def callback(options: CallbackOptions):
+        return [Observation(value, attributes) for value, attributes in next(rounds)]
+
+    return callback
+
+
+def test_an_observable_counter_sends_deltas_after_a_baseline_per_attribute_set(z, provider):
+    a, b = {"cpu": "0"}, {"cpu": "1"}
+    callback = reporting([[(100, a), (50, b)], [(130, a), (50, b)], [(131, a), (80, b)]])
+    provider.get_meter("m").create_observable_counter("process.cpu.time", [callback], unit="s")
+    for _ in range(3):
+        provider.collect()
+    counted = z.measurements.assert_counted("process.cpu.time")
+    expect([(m.value, m.tags) for m in counted]) == [
+        (30, ("cpu:0",)),
+        (0, ("cpu:1",)),
+        (1, ("cpu:0",)),
+        (30, ("cpu:1",)),
+    ]
+
+
+def test_a_decrease_is_a_reset_counted_from_zero(z, provider):
+    callback = reporting([[(10, None)], [(15, None)], [(4, None)], [(6, None)]])
+    provider.get_meter("m").create_observable_counter("restarts.seen", [callback])
+    for _ in range(4):
+        provider.collect()
+    expect([m.value for m in z.measurements]) == [5, 4, 2]
+    expect(provider.figures()["observations.resets"]) == 1
+
+
+def test_an_observable_up_down_counter_sends_deltas_of_either_sign(z, provider):
+    callback = reporting([[(10, None)], [(7, None)], [(12, None)]])
+    provider.get_meter("m").create_observable_up_down_counter("queue.items", [callback])
+    for _ in range(3):
+        provider.collect()
+    expect([m.value for m in z.measurements]) == [-3, 5]
+    expect(provider.figures()["observations.resets"]) == 0
+
+
+def test_an_observable_gauge_sends_each_observation(z, provider):
+    callback = reporting([[(512, {"type": "rss"}), (2048, {"type": "vms"})], [(600, {"type": "rss"})]])
+    provider.get_meter("m").create_observable_gauge("process.memory.usage", [callback], unit="By")
+    provider.collect()
+    provider.collect()
+    expect([(m.type, m.value, m.tags) for m in z.measurements]) == [
+        ("gauge", 512, ("type:rss",)),
+        ("gauge", 2048, ("type:vms",)),
+        ("gauge", 600, ("type:rss",)),
+    ]
+
+
+def test_a_generator_callback_is_sent_the_options(z, provider):
+    seen = []
+
+    def generator():
+        options = yield
+        while True:
+            seen.append(options.timeout_millis)
+            options = yield [Observation(len(seen))]
+
+    provider.get_meter("m").create_observable_gauge("generated", [generator()])
+    provider.collect()
+    provider.collect()
+    expect(seen) == [2000.0, 2000.0]
+    expect([m.value for m in z.measurements]) == [1, 2]
+
+
+def test_a_raising_callback_is_counted_logged_and_does_not_stop_the_others(z, provider, caplog):
+    def broken(options):
+        raise RuntimeError("database away")
+
+    meter = provider.get_meter("m")
+    meter.create_observable_gauge("broken", [broken])
+    meter.create_observable_gauge("fine", [lambda options: [Observation(1)]])
+    provider.collect()
+    provider.collect()
+    expect([m.name for m in z.measurements]) == ["fine", "fine"]
+    expect(provider.figures()["callbacks.failed"]) == 2
+    expect(caplog.text.count("database away")) == 1  # logged once a minute
+
+
+def test_bad_observations_are_refused_and_counted(z, provider):
+    callback = reporting([[(float("nan"), None), ("7", None), (3, {"ok": "yes"})]])
+    provider.get_meter("m").create_observable_gauge("mixed", [callback])
+    provider.collect()
+    expect([m.value for m in z.measurements]) == [3]
+    expect(provider.figures()["refused.value"]) == 2
+
+
+def test_a_hanging_callback_is_skipped_without_blocking_the_others(z):
+    provider = MeterProvider(z, collect_interval=HOUR, callback_timeout=0.2)
+    release, calls = threading.Event(), []
+
+    def hangs(options):
+        calls.append(1)
+        release.wait(30)
+        return [Observation(99)]
+
+    meter = provider.get_meter("m")
+    meter.create_observable_gauge("hangs", [hangs])
+    meter.create_observable_gauge("fine", [lambda options: [Observation(1)]])
+    try:
+        provider.collect()  # waits callback_timeout for "hangs", then runs "fine" on a fresh runner
+        provider.collect()  # "hangs" is still inside its first call: not called again
+        expect([m.name for m in z.measurements]) == ["fine", "fine"]
+        expect(len(calls)) == 1
+        figures = provider.figures()
+        expect((figures["callbacks.timed_out"], figures["callbacks.skipped"])) == (1, 1)
+    finally:
+        release.set()
+    wait_until(lambda: not provider._collector.instruments[0].callbacks[0].running, timeout=10)
+    provider.collect()  # returned at last: called again; its late answer was not recorded
+    expect([m.name for m in z.measurements]) == ["fine", "fine", "hangs", "fine"]
+    expect(len(calls)) == 2
+
+
+def test_the_collector_thread_calls_the_callbacks_on_its_own(z):
+    provider = MeterProvider(z, collect_interval=0.05)
+    threads = set()
+
+    def callback(options):
+        threads.add(threading.current_thread().name)
+        return [Observation(1)]
+
+    provider.get_meter("m").create_observable_gauge("ticks", [callback])
+    try:
+        wait_until(lambda: len(z.measurements) >= 3, timeout=10, message="three collections")
+    finally:
+        provider.shutdown()
+    expect(threads) == {"zibrato-otel-callbacks"}  # never the application's thread
+
+
+def test_the_default_collect_interval_is_the_clients_cadence_rounded_to_a_second(z):
+    expect(MeterProvider(z).collect_interval) == 1.0
+    expect(MeterProvider(MemoryZibrato()).callback_timeout) == 1.0
+
+
+def test_shutdown_collects_once_more_so_the_last_deltas_are_sent(z):
+    totals = iter([10, 25, 40])
+    provider = MeterProvider(z, collect_interval=HOUR)
+    provider.get_meter("m").create_observable_counter("done", [lambda o: [Observation(next(totals))]])
+    provider.collect()  # the baseline
+    provider.shutdown()
+    expect([m.value for m in z.measurements]) == [15]
