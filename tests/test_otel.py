@@ -64,6 +64,22 @@ def test_counter_adds_with_attributes_as_tags_at_the_providers_level(z):
     ]
 
 
+def test_a_dict_changed_after_a_call_records_its_new_set_and_sets_may_alternate(z, meter):
+    counter = meter.create_counter("c")
+    attributes = {"k": "a"}
+    counter.add(1, attributes)
+    attributes["k"] = "b"  # the instrument compares with its own copy of the last set
+    counter.add(1, attributes)
+    for value in ("a", "b", "a"):
+        counter.add(1, {"k": value})
+    counter.add(1)
+    counter.add(1, {"list": [1, 2]})  # an unhashable value: validated every time, still recorded
+    counter.add(1, {"list": [1, 2]})
+    expect([m.tags for m in z.measurements]) == [("k:a",), ("k:b",), ("k:a",), ("k:b",), ("k:a",), ()] + [
+        ("list:1,2",)
+    ] * 2
+
+
 def test_a_counter_refuses_a_negative_value_counts_it_and_never_raises(z, meter, caplog):
     counter = meter.create_counter("jobs")
     with caplog.at_level(logging.WARNING, "zibrato.otel"):

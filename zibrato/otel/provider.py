@@ -23,7 +23,7 @@ from ..client import Zibrato
 from ..protocol import is_valid_level
 from .observable import Collector, ObservableCounter, ObservableGauge, ObservableUpDownCounter, _Observable
 from .series import Figures, attribute_tags
-from .synchronous import Counter, Gauge, Histogram, UpDownCounter, _Recording
+from .synchronous import Counter, Gauge, Histogram, UpDownCounter, _Recording, histogram_kind
 
 __all__ = ["MeterProvider", "Meter"]
 
@@ -254,7 +254,7 @@ class Meter(metrics.Meter):
         explicit_bucket_boundaries_advisory: Sequence[float] | None = None,
     ) -> metrics.Histogram:
         instrument: metrics.Histogram = self._instrument(
-            Histogram,
+            histogram_kind(unit),
             metrics.NoOpHistogram,
             name,
             unit=unit,

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("zibrato.otel")
 
 OVERFLOW_TAG = "otel.metric.overflow:true"
+#: a cached attribute set: (a copy of the attributes, their tags)
+Entry = tuple[Any, tuple[str, ...]]
 #: what :meth:`Figures.snapshot` reports, each a count since the provider was made (per process)
 FIGURES = (
     "refused.negative",  # a Counter (or a time Histogram) given a negative value
@@ -115,8 +117,12 @@ def _clean(tag: str) -> str:
 class SeriesTable:
     """One instrument's attribute sets: each validated once, at most ``limit`` of them.
 
-    :attr:`cache` (frozen key -> tags) is what the instruments' hot paths read
-    directly; everything else happens under a lock, on a set's first use.
+    :attr:`cache` (frozen key -> (a copy of the attributes, tags)) is what the
+    instruments' hot paths read directly; the copy lets an instrument compare
+    the next call's attributes with the last set it saw (a dict comparison in
+    C, cheaper than building and hashing the key) without keeping the caller's
+    dict, which the caller may change. Everything else happens under a lock,
+    on a set's first use.
     """
 
     def __init__(
@@ -132,7 +138,9 @@ class SeriesTable:
     ) -> None:
         self.client, self.level, self.type, self.name, self.unit = client, level, type_, name, unit
         self.base_tags, self.figures, self.limit = base_tags, figures, limit
-        self.cache: dict[tuple[Any, ...], tuple[str, ...]] = {(): base_tags}
+        #: the entry the hot paths start from: no attributes
+        self.plain: Entry = (None, base_tags)
+        self.cache: dict[tuple[Any, ...], Entry] = {}
         self.overflow_tags = tuple(sorted({*base_tags, OVERFLOW_TAG}))
         self._admitted: set[tuple[str, ...]] = {base_tags}
         self._overflowed: set[tuple[Any, ...]] = set()
@@ -153,7 +161,9 @@ class SeriesTable:
         except TypeError:
             key, cached = None, None
         if cached is not None:
-            return cached
+            return cached[1]
+        if key == ():
+            return self.base_tags
         with self._lock:
             if key is not None and key in self._overflowed:
                 return self._overflow()
@@ -172,8 +182,8 @@ class SeriesTable:
                 self._admitted.add(tags)
             if key is not None:
                 if len(self.cache) >= 4 * self.limit:  # many orders of the same keys: start again
-                    self.cache = {(): self.base_tags}
-                self.cache[key] = tags
+                    self.cache.clear()  # in place: the instruments hold this dict
+                self.cache[key] = (dict(attributes.items()), tags)
             return tags
 
     def _overflow(self) -> tuple[str, ...]:

@@ -1,10 +1,11 @@
 """The synchronous instruments: Counter, UpDownCounter, Histogram, Gauge.
 
 Each is a thin object that validated its series when it was made; a
-measurement is one lookup of the attribute set's tags (a dict keyed by the
-tuple of the attributes' items) and one call into the client's public
-recording method (``z.count``, ``z.timing``, ``z.histogram``, ``z.gauge``),
-whose own series cache then hits. Anything unusual (a new attribute set, a
+measurement is one comparison with the last attribute set it saw (or, when
+the set changed, one lookup of its tags in a dict keyed by the tuple of the
+attributes' items) and one call into the client's public recording method
+(``z.count``, ``z.timing``, ``z.histogram``, ``z.gauge``), whose own series
+cache then hits. Anything unusual (a new attribute set, a
 bad value, an unhashable attribute) falls to :meth:`_Recording._record_slowly`,
 which validates, counts what it refuses and never raises.
 
@@ -63,6 +64,8 @@ class _Recording:
         )
         self._tags = self._table.cache
         self._plain = meter.base_tags
+        #: the last attribute set recorded, as its cache entry: (a copy of the attributes, tags)
+        self._last = self._table.plain
         self._emit = emit
 
     def _value(self, amount: Any) -> float:
@@ -109,7 +112,14 @@ class Counter(_Recording, metrics.Counter):
 
     def add(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
         try:
-            tags = self._tags[tuple(attributes.items())] if attributes else self._plain
+            last = self._last
+            if attributes == last[0]:  # the same set as the last call: no key to build
+                tags = last[1]
+            elif attributes:
+                self._last = last = self._tags[tuple(attributes.items())]
+                tags = last[1]
+            else:
+                tags = self._plain
             if amount >= 0:
                 self._emit(self._level, self._name, amount, None, tags)
                 return
@@ -126,7 +136,14 @@ class UpDownCounter(_Recording, metrics.UpDownCounter):
 
     def add(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
         try:
-            tags = self._tags[tuple(attributes.items())] if attributes else self._plain
+            last = self._last
+            if attributes == last[0]:  # the same set as the last call: no key to build
+                tags = last[1]
+            elif attributes:
+                self._last = last = self._tags[tuple(attributes.items())]
+                tags = last[1]
+            else:
+                tags = self._plain
             self._emit(self._level, self._name, amount, None, tags)
             return
         except _LOOKUP_MISSES:
@@ -137,6 +154,8 @@ class UpDownCounter(_Recording, metrics.UpDownCounter):
 class Histogram(_Recording, metrics.Histogram):
     """A Zibrato timer (seconds) when the unit is a time, else a Zibrato histogram with its unit.
 
+    This class records seconds (unit ``s``); :func:`histogram_kind` picks it or
+    one of its two subclasses by unit, so that a measurement takes no branch on it.
     ``explicit_bucket_boundaries_advisory`` is kept on the instrument (and listed
     by ``MeterProvider.bucket_advisories()``) for a destination that wants classic
     buckets; the sketch the worker keeps carries the whole distribution anyway.
@@ -161,14 +180,18 @@ class Histogram(_Recording, metrics.Histogram):
         self.explicit_bucket_boundaries_advisory = None if advisory is None else tuple(advisory)
 
     def record(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
+        """Seconds, as they come (the unit ``s``: the HTTP conventions' request durations)."""
         try:
-            tags = self._tags[tuple(attributes.items())] if attributes else self._plain
-            scale = self._scale
-            if scale is None:
-                self._emit(self._level, self._name, amount, self._zibrato_unit, None, tags)
-                return
+            last = self._last
+            if attributes == last[0]:  # the same set as the last call: no key to build
+                tags = last[1]
+            elif attributes:
+                self._last = last = self._tags[tuple(attributes.items())]
+                tags = last[1]
+            else:
+                tags = self._plain
             if amount >= 0:
-                self._emit(self._level, self._name, amount * scale if scale != 1.0 else amount, None, tags)
+                self._emit(self._level, self._name, amount, None, tags)
                 return
         except _LOOKUP_MISSES:
             pass
@@ -179,6 +202,55 @@ class Histogram(_Recording, metrics.Histogram):
             self._emit(self._level, self._name, value, self._zibrato_unit, None, tags)
         else:
             self._emit(self._level, self._name, value * self._scale, None, tags)
+
+
+class ScaledTimeHistogram(Histogram):
+    """A Histogram of ``ms``, ``us`` or ``ns``: converted to seconds."""
+
+    def record(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
+        try:
+            last = self._last
+            if attributes == last[0]:
+                tags = last[1]
+            elif attributes:
+                self._last = last = self._tags[tuple(attributes.items())]
+                tags = last[1]
+            else:
+                tags = self._plain
+            if amount >= 0:
+                self._emit(self._level, self._name, amount * self._scale, None, tags)  # type: ignore[operator]
+                return
+        except _LOOKUP_MISSES:
+            pass
+        self._record_slowly(amount, attributes)
+
+
+class ValueHistogram(Histogram):
+    """A Histogram of anything but time: a Zibrato histogram with the unit kept, values of either sign."""
+
+    def record(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
+        try:
+            last = self._last
+            if attributes == last[0]:
+                tags = last[1]
+            elif attributes:
+                self._last = last = self._tags[tuple(attributes.items())]
+                tags = last[1]
+            else:
+                tags = self._plain
+            self._emit(self._level, self._name, amount, self._zibrato_unit, None, tags)
+            return
+        except _LOOKUP_MISSES:
+            pass
+        self._record_slowly(amount, attributes)
+
+
+def histogram_kind(unit: str | None) -> type[Histogram]:
+    """The Histogram class for a unit: each records with no branch on the unit."""
+    scale = TIME_UNITS.get(unit or "")
+    if scale is None:
+        return ValueHistogram
+    return Histogram if scale == 1.0 else ScaledTimeHistogram
 
 
 #: the API's synchronous Gauge (1.23+; exported as ``_Gauge`` while it is still experimental)
@@ -193,7 +265,14 @@ class Gauge(_Recording, _GaugeBase):
 
     def set(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
         try:
-            tags = self._tags[tuple(attributes.items())] if attributes else self._plain
+            last = self._last
+            if attributes == last[0]:  # the same set as the last call: no key to build
+                tags = last[1]
+            elif attributes:
+                self._last = last = self._tags[tuple(attributes.items())]
+                tags = last[1]
+            else:
+                tags = self._plain
             self._emit(self._level, self._name, amount, None, tags)
             return
         except _LOOKUP_MISSES:
