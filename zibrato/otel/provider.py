@@ -263,12 +263,11 @@ class Meter(metrics.Meter):
         )
         return instrument
 
-    def create_gauge(self, name: str, unit: str = "", description: str = "") -> Any:
+    def create_gauge(self, name: str, unit: str = "", description: str = "") -> metrics._Gauge:
         """The synchronous Gauge (API 1.23+)."""
-        noop: Callable[..., Any] = (
-            getattr(metrics, "NoOpGauge", None) or getattr(metrics, "_NoOpGauge", None) or metrics.NoOpUpDownCounter
-        )
-        return self._instrument(Gauge, noop, name, unit=unit, description=description)
+        noop = metrics._NoOpGauge
+        instrument: metrics._Gauge = self._instrument(Gauge, noop, name, unit=unit, description=description)
+        return instrument
 
     # Asking again for an existing observable returns it and ignores the new callbacks, as the SDK does.
 

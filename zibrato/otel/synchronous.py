@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 
+# The API's synchronous Gauge (1.23+), exported as ``_Gauge`` while the API calls it experimental.
+from opentelemetry.metrics import _Gauge as _ApiGauge
+
 from ..protocol import COUNTER, GAUGE, HISTOGRAM, TIMER
 from .series import SeriesTable
 
@@ -70,19 +73,18 @@ class _Recording:
 
     def _value(self, amount: Any) -> float:
         """The number the client records, or raise (the slow path's check)."""
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)):
-            if isinstance(amount, bool) or not hasattr(type(amount), "__float__"):  # numpy's, Decimal: no str
-                raise TypeError(f"not a number: {amount!r}")
-            amount = float(amount)
+        if isinstance(amount, bool) or not hasattr(type(amount), "__float__"):  # numpy's, Decimal: no str
+            raise TypeError(f"not a number: {amount!r}")
+        number: float = amount if isinstance(amount, (int, float)) else float(amount)
         try:
-            finite = math.isfinite(amount)
+            finite = math.isfinite(number)
         except OverflowError:  # an integer beyond a float's range
             finite = False
         if not finite:
             raise ValueError(f"not finite: {amount!r}")
-        if amount < 0 and not self.negative_allowed:
-            raise _Negative(amount)
-        return amount
+        if number < 0 and not self.negative_allowed:
+            raise _Negative(number)
+        return number
 
     def _send(self, tags: tuple[str, ...], value: float) -> None:
         self._emit(self._level, self._name, value, None, tags)
@@ -253,11 +255,7 @@ def histogram_kind(unit: str | None) -> type[Histogram]:
     return Histogram if scale == 1.0 else ScaledTimeHistogram
 
 
-#: the API's synchronous Gauge (1.23+; exported as ``_Gauge`` while it is still experimental)
-_GaugeBase: Any = getattr(metrics, "Gauge", None) or getattr(metrics, "_Gauge", metrics.Instrument)
-
-
-class Gauge(_Recording, _GaugeBase):
+class Gauge(_Recording, _ApiGauge):
     """A Zibrato gauge: the last value of a flush interval wins."""
 
     def __init__(self, meter: Meter, name: str, unit: str = "", description: str = "") -> None:
