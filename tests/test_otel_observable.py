@@ -184,3 +184,18 @@ def test_shutdown_collects_once_more_so_the_last_deltas_are_sent(z):
     provider.collect()  # the baseline
     provider.shutdown()
     expect([m.value for m in z.measurements]) == [15]
+
+
+def test_observable_sets_past_the_limit_keep_their_own_deltas_in_the_overflow_series(z):
+    provider = MeterProvider(z, collect_interval=HOUR, cardinality_limit=2)
+    rounds = [[(10 * user + n, {"user": user}) for user in range(4)] for n in (0, 1, 3)]
+    provider.get_meter("m").create_observable_counter("by.user", [reporting(rounds)])
+    for _ in range(3):
+        provider.collect()
+    by_tags: dict = {}
+    for m in z.measurements:
+        by_tags[m.tags] = by_tags.get(m.tags, 0) + m.value
+    # the empty set is one of the 2: user 0 has its own series, users 1-3 share the overflow one,
+    # each set's delta computed from its own previous total (never from another set's)
+    expect(by_tags) == {("user:0",): 3, ("otel.metric.overflow:true",): 9}
+    provider._collector.stop(final_collection=False)
