@@ -8,6 +8,8 @@ collector thread run on its own and waits for what it records.
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 
 import pytest
@@ -199,3 +201,31 @@ def test_observable_sets_past_the_limit_keep_their_own_deltas_in_the_overflow_se
     # each set's delta computed from its own previous total (never from another set's)
     expect(by_tags) == {("user:0",): 3, ("otel.metric.overflow:true",): 9}
     provider._collector.stop(final_collection=False)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="memory, threads and descriptors come from /proc")
+def test_process_metrics_are_observed_with_the_conventions_names(z):
+    provider = MeterProvider(z, collect_interval=HOUR, process_metrics=True)
+    sum(range(200_000))  # some CPU between the baseline and the next collection
+    generations = len(gc.get_stats())
+    provider.collect()  # baselines for the cumulative ones, values for the gauges
+    gc.collect()
+    provider.collect()
+    provider._collector.stop(final_collection=False)
+    kinds = {(m.type, m.name) for m in z.measurements}
+    expect(kinds) == {
+        ("counter", "process.cpu.time"),
+        ("counter", "cpython.gc.collections"),
+        ("counter", "cpython.gc.collected_objects"),
+        ("gauge", "process.memory.usage"),
+        ("gauge", "process.memory.virtual"),
+        ("gauge", "process.thread.count"),
+        ("gauge", "process.open_file_descriptor.count"),
+    }
+    cpu_modes = {m.tags for m in z.measurements if m.name == "process.cpu.time"}
+    expect(cpu_modes) == {("cpu.mode:system",), ("cpu.mode:user",)}
+    collections = [m for m in z.measurements if m.name == "cpython.gc.collections"]
+    expect(len(collections)) == generations
+    expect(sum(m.value for m in collections) >= 1) == True  # the gc.collect() between the two
+    (rss,) = [m.value for m in z.measurements if m.name == "process.memory.usage"][-1:]
+    expect(rss > 1_000_000) == True

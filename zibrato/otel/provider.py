@@ -21,6 +21,7 @@ from opentelemetry.util.types import Attributes
 
 from ..client import Zibrato
 from ..protocol import is_valid_level
+from . import process
 from .observable import Collector, ObservableCounter, ObservableGauge, ObservableUpDownCounter, _Observable
 from .series import Figures, attribute_tags
 from .synchronous import Counter, Gauge, Histogram, UpDownCounter, _Recording, histogram_kind
@@ -52,6 +53,10 @@ class MeterProvider(metrics.MeterProvider):
     1 s) in a collector thread, each given at most ``callback_timeout``
     seconds (default: ``collect_interval``, at most 10 s).
 
+    ``process_metrics=True`` adds the process's own CPU time, memory, threads,
+    file descriptors and garbage collections as observable instruments
+    (:mod:`zibrato.otel.process`).
+
     What the provider refused or diverted is counted: :meth:`figures`.
     """
 
@@ -64,6 +69,7 @@ class MeterProvider(metrics.MeterProvider):
         cardinality_limit: int = DEFAULT_CARDINALITY_LIMIT,
         collect_interval: float | None = None,
         callback_timeout: float | None = None,
+        process_metrics: bool = False,
         **zibrato_kwargs: Any,
     ) -> None:
         if client is not None and zibrato_kwargs:
@@ -91,6 +97,8 @@ class MeterProvider(metrics.MeterProvider):
         self._recording: list[_Recording] = []
         self._lock = threading.Lock()
         _live_providers.add(self)
+        if process_metrics:
+            process.register(self.get_meter(process.SCOPE))
 
     def get_meter(
         self,
