@@ -220,7 +220,10 @@ class Collector:
     def _loop(self) -> None:
         stop = self._stop
         while not stop.wait(self.interval):
-            self.collect()
+            try:
+                self.collect()
+            except Exception:  # a loop that cannot die: say why once a minute, keep the schedule
+                self.figures.add("callbacks.failed", "the collector's loop failed; it goes on", exc_info=True)
 
     def collect(self) -> None:
         """Call every callback once (bounded: hung ones are skipped) and record what they report."""
@@ -239,7 +242,10 @@ class Collector:
             self.figures.add("callbacks.skipped")
             return None
         if self._runner is None:
-            self._runner = _Runner()
+            try:
+                self._runner = _Runner()
+            except RuntimeError:  # no thread can start (the interpreter is shutting down)
+                return None
         job = _Job(callback, options)
         self._runner.jobs.put(job)
         if not job.done.wait(self.callback_timeout):

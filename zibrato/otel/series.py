@@ -54,7 +54,7 @@ class Figures:
         self._counts = dict.fromkeys(FIGURES, 0)
         self._logged: dict[str, float] = {}
 
-    def add(self, figure: str, message: str = "", *args: object, count: int = 1) -> None:
+    def add(self, figure: str, message: str = "", *args: object, count: int = 1, exc_info: bool = False) -> None:
         """Count ``figure``; log ``message`` unless this figure was logged in the last minute."""
         now = time.monotonic()
         with self._lock:
@@ -64,7 +64,12 @@ class Figures:
             if speak:
                 self._logged[figure] = now
         if speak:
-            log.warning("zibrato.otel: " + message + " (counted in figures()[%r]; logged once a minute)", *args, figure)
+            log.warning(
+                "zibrato.otel: " + message + " (counted in figures()[%r]; logged once a minute)",
+                *args,
+                figure,
+                exc_info=exc_info,
+            )
 
     def snapshot(self) -> dict[str, int]:
         with self._lock:
