@@ -90,6 +90,8 @@ setup(
             "zibrato-prometheus = zibrato.cli.prometheus:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
+        # OTEL_PYTHON_METER_PROVIDER=zibrato: the OpenTelemetry API builds zibrato.otel.MeterProvider()
+        "opentelemetry_meter_provider": ["zibrato = zibrato.otel:MeterProvider"],
     },
     classifiers=[
         "License :: OSI Approved :: BSD License",

@@ -213,7 +213,8 @@ def test_the_provider_builds_its_own_client_from_keyword_arguments():
         expect((provider.client.port, provider.client.source, provider.level)) == (5999, "web-1", "warn")
     finally:
         provider.shutdown()
-    expect(provider.client._closed) == True
+    provider.client.count("info", "after.shutdown")  # the client it built is closed: dropped, counted
+    expect(provider.client.dropped) == 1
 
 
 @pytest.mark.parametrize(
@@ -253,3 +254,22 @@ def test_instruments_made_through_the_apis_proxy_before_set_record_after(z):
     expect(done.stdout.strip()) == str(
         [("counter", "made.before", 2, ("when:after",)), ("timer", "made.after", 0.005, ())]
     )
+
+
+def test_the_environment_alone_can_choose_zibrato_as_the_apis_provider(tmp_path):
+    # OTEL_PYTHON_METER_PROVIDER names an entry point of the opentelemetry_meter_provider group:
+    # an app changes no line at all; the provider builds its client from $ZIBRATO_HOST/$ZIBRATO_PORT.
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        from opentelemetry import metrics
+        provider = metrics.get_meter_provider()
+        print(type(provider).__module__, type(provider).__name__, provider.client.port)
+    """)
+    env = dict(os.environ, OTEL_PYTHON_METER_PROVIDER="zibrato", ZIBRATO_PORT="5999")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    expect(done.stdout.split()) == ["zibrato.otel.provider", "MeterProvider", "5999"]
