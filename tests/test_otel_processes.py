@@ -68,7 +68,7 @@ FORK_SCRIPT = """
     from zibrato import Zibrato
     from zibrato.otel import MeterProvider
 
-    provider = MeterProvider(Zibrato(linger=2), collect_interval=0.05)
+    provider = MeterProvider(Zibrato(linger=2), collect_interval=0.05, callback_timeout=5)
     meter = provider.get_meter("app")
     requests = meter.create_counter("fork.requests")
     seen = []
