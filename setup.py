@@ -31,6 +31,15 @@ setup(
         "prometheus": ["prometheus_client>=0.17", "protobuf>=7.35"],
         # cramjam: snappy's block format, in wheels for every platform, no C library to build
         "remote-write": ["prometheus_client>=0.17", "protobuf>=7.35", "cramjam>=2.8"],
+        # zibrato.integrations: each imports its framework only when imported; these extras
+        # only state the oldest versions they were written for (none is a client dependency)
+        "flask": ["flask>=2.3"],  # 2.3: signals always available (blinker)
+        "django": ["django>=4.2"],
+        "starlette": ["starlette>=0.27"],
+        "fastapi": ["fastapi>=0.100"],
+        "celery": ["celery>=5.3"],
+        # zibrato.otel: the OpenTelemetry metrics API (the API only: never the SDK at run time)
+        "otel": ["opentelemetry-api>=1.23"],
         "test": [
             "pytest>=7",
             "pytest-timeout>=2.1",
@@ -51,14 +60,37 @@ setup(
             "protobuf>=4.21",
             "prometheus_client>=0.17",
             "cramjam>=2.8",
+            # zibrato.integrations' tests: the real frameworks and servers (uvicorn for ASGI,
+            # httpx for Starlette's TestClient, redis for Celery's broker transport)
+            "flask>=2.3",
+            "django>=4.2",
+            "fastapi>=0.100",
+            "starlette>=0.27",
+            "uvicorn>=0.30",
+            "httpx>=0.24",
+            "celery[redis]>=5.3",
+            # zibrato.otel's tests: the API, the real instrumentations recording through it, the
+            # frameworks they instrument, and the SDK (compared with, never used by zibrato.otel)
+            "opentelemetry-api>=1.23",
+            "opentelemetry-sdk>=1.23",
+            "opentelemetry-instrumentation-wsgi>=0.44b0",
+            "opentelemetry-instrumentation-asgi>=0.44b0",
+            "opentelemetry-instrumentation-flask>=0.44b0",
             # bin/lint, and bin/test's coverage; linters pinned so that a new release cannot fail CI
             "coverage>=7.10",
             "ruff==0.17.6",
             "mypy==2.4.1",
             "types-requests",
         ],
-        # bench/sketch.py compares zibrato.sketch with these peers (not needed to run Zibrato)
-        "bench": ["ddsketch>=3", "fastdigest>=0.6", "datasketches>=5"],
+        # bench/sketch.py compares zibrato.sketch with these peers, bench/otel.py zibrato.otel with
+        # the OpenTelemetry SDK (not needed to run Zibrato)
+        "bench": [
+            "ddsketch>=3",
+            "fastdigest>=0.6",
+            "datasketches>=5",
+            "opentelemetry-api>=1.23",
+            "opentelemetry-sdk>=1.23",
+        ],
     },
     entry_points={
         "console_scripts": [
@@ -77,6 +109,8 @@ setup(
             "zibrato-remote-write = zibrato.cli.remote_write:main",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
+        # OTEL_PYTHON_METER_PROVIDER=zibrato: the OpenTelemetry API builds zibrato.otel.MeterProvider()
+        "opentelemetry_meter_provider": ["zibrato = zibrato.otel:MeterProvider"],
     },
     classifiers=[
         "License :: OSI Approved :: BSD License",

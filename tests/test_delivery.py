@@ -219,6 +219,25 @@ def test_abandoning_a_post_that_outlives_the_window_counts_it_once():
     thread.join(5)
 
 
+def test_a_post_that_never_returns_makes_delivery_stalled_after_the_given_time():
+    destination = Blocked()
+    now = [1000.0]
+    queue = DeliveryQueue(destination, clock=lambda: now[0], stalled_after=15.0)
+    thread = queue.start()
+    queue.put(interval(1))
+    wait_until(lambda: destination.started, message="the post in flight")
+    now[0] += 10
+    expect(queue.problems()) == []
+    expect(queue.figures()["in_flight_seconds"]) == 10
+    now[0] += 6
+    [problem] = queue.problems()
+    expect(problem).contains("blocked delivery stalled: nothing delivered for 16 s while trying")
+    destination.release.set()
+    wait_until(lambda: queue.counts["delivered_intervals"] == 1, message="the post returned")
+    expect((queue.problems(), queue.figures()["in_flight_seconds"])) == ([], None)
+    finish(queue, thread)
+
+
 @pytest.mark.parametrize(
     "header, seconds",
     [

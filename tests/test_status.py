@@ -38,7 +38,7 @@ def test_status_exits_1_naming_the_problem_while_delivery_is_stuck_and_0_once_it
     port = free_ports(2)
     destination = Stuck()
     worker = Worker(
-        destination, "127.0.0.1", port, flush_interval=0.04, max_backlog=40, status_port=port + 1, self_level=None
+        destination, "127.0.0.1", port, flush_interval=0.04, max_backlog=200, status_port=port + 1, self_level=None
     )
     worker.figures_["last_received"] = 2e9  # the broker is not the subject here: never "silent"
     stop = threading.Event()
@@ -46,7 +46,7 @@ def test_status_exits_1_naming_the_problem_while_delivery_is_stuck_and_0_once_it
     running.start()
     try:
         wait_until(
-            lambda: ask_status("127.0.0.1", port + 1)["backlog"] > 20, timeout=10, message="the backlog over half full"
+            lambda: ask_status("127.0.0.1", port + 1)["backlog"] > 100, timeout=20, message="the backlog over half full"
         )
 
         stuck = status(port + 1)
@@ -57,7 +57,7 @@ def test_status_exits_1_naming_the_problem_while_delivery_is_stuck_and_0_once_it
 
         destination.unstuck.set()
         wait_until(
-            lambda: ask_status("127.0.0.1", port + 1)["backlog"] <= 20, timeout=10, message="the backlog delivered"
+            lambda: ask_status("127.0.0.1", port + 1)["backlog"] <= 100, timeout=20, message="the backlog delivered"
         )
         recovered = status(port + 1)
 

@@ -28,6 +28,7 @@ import time
 import zmq
 
 from .curve import ServerAuth, warn_if_exposed
+from .curve_watch import ConnectionWatch
 from .protocol import MAX_MESSAGE_SIZE
 from .runtime import answer_status, bind_status, describe_bind_error
 from .subscriptions import SubscriptionWatch
@@ -96,6 +97,7 @@ class Broker:
         context = self._context
         warn_if_exposed(self.host, self.curve is not None, "the broker")
         if self.curve is not None:
+            self.curve.watch = ConnectionWatch()
             self.curve.start(context)  # the ZAP handler must exist before a CURVE socket binds
         # XPUB: the workers' subscriptions reach the broker (zibrato.subscriptions)
         pub = self._bind(zmq.XPUB, self.pub_endpoint, zmq.SNDHWM, {zmq.XPUB_VERBOSER: 1})
@@ -135,6 +137,8 @@ class Broker:
                 status.close(linger=0)
             pub.close(linger=int(self.linger * 1000))
             if self.curve is not None:
+                if self.curve.watch is not None:
+                    self.curve.watch.close()
                 self.curve.stop()
             context.term()
             log.info("broker stopped")
@@ -152,6 +156,8 @@ class Broker:
             socket.setsockopt(option, value)
         if self.curve is not None:
             self.curve.apply(socket)
+            if self.curve.watch is not None:
+                self.curve.watch.watch(socket)  # here, before the proxy thread owns the socket
         try:
             socket.bind(endpoint)
         except zmq.ZMQError as error:
@@ -207,7 +213,11 @@ class Broker:
 
     def _reload_keys(self) -> None:
         """Reload the allowed client keys when their directory changed (checked every second)."""
-        if self.curve is None or time.monotonic() < self._next_reload_check:
+        if self.curve is None:
+            return
+        if self.curve.watch is not None:
+            self.curve.watch.poll()  # failed handshakes counted, connections tracked, every 100 ms
+        if time.monotonic() < self._next_reload_check:
             return
         self._next_reload_check = time.monotonic() + 1.0
         try:

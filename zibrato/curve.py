@@ -32,6 +32,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from .curve_watch import ConnectionWatch
+
 log = logging.getLogger("zibrato.curve")
 
 ENV_SECRET_KEY = "ZIBRATO_CURVE_SECRET_KEY"
@@ -149,7 +151,7 @@ class _CountingAuthenticator(ThreadAuthenticator):
         if status_code != b"200":
             self._owner.refused_client(self._address, status_text.decode("utf-8", "replace"))
         else:
-            self._owner.accepted += 1
+            self._owner.accepted_client(self._address, user_id)
         super()._send_zap_reply(request_id, status_code, status_text, user_id)
 
 
@@ -170,10 +172,16 @@ class ServerAuth:
         self.accepted = 0
         self.refused_by_address: dict[str, int] = {}
         self.reloads = 0
+        self.keys_removed = 0
+        #: where each accepted key (Z85, the ZAP user id) connected from: what a removal cuts
+        self.key_addresses: dict[str, set[str]] = {}
+        #: the broker's monitors, set by the broker: they cut a removed key's connections
+        self.watch: ConnectionWatch | None = None
         self._last_logged: dict[str, float] = {}
         self._lock = threading.Lock()
         self._auth: _CountingAuthenticator | None = None
         self._seen = self._fingerprint()
+        self._allowed = self._allowed_keys()
 
     def start(self, context: zmq.Context) -> None:
         self._auth = _CountingAuthenticator(context, self)
@@ -202,8 +210,47 @@ class ServerAuth:
         self._seen = seen
         self._configure()
         self.reloads += 1
+        allowed = self._allowed_keys()
+        removed, self._allowed = self._allowed - allowed, allowed
         log.info("CURVE client keys reloaded from %s: %d allowed", self.clients, self.allowed_keys())
+        if removed:
+            self._cut(removed)
         return True
+
+    def _cut(self, removed: set[str]) -> None:
+        """Cut the live connections of removed keys (see zibrato/curve_watch.py)."""
+        with self._lock:
+            addresses = set().union(*(self.key_addresses.pop(key, set()) for key in removed))
+        self.keys_removed += len(removed)
+        cut = self.watch.cut(addresses) if self.watch is not None and addresses else 0
+        log.warning(
+            "%d CURVE key(s) removed: cut %d live connection(s) from %s; their clients must "
+            "handshake again (a removed key is refused)",
+            len(removed),
+            cut,
+            ", ".join(sorted(addresses)) or "no address (the key had not connected)",
+        )
+
+    def accepted_client(self, address: str, key: str) -> None:
+        with self._lock:
+            self.accepted += 1
+            addresses = self.key_addresses.setdefault(key, set())
+            if len(addresses) < 100:  # bounded: one key used from many hosts
+                addresses.add(address)
+            if len(self.key_addresses) > 10_000:
+                self.key_addresses.pop(next(iter(self.key_addresses)))
+
+    def _allowed_keys(self) -> set[str]:
+        """The Z85 public keys in the allowed directory (unreadable files are skipped, as ZAP does)."""
+        keys = set()
+        for path in self.clients.glob("*.key"):
+            try:
+                public, _ = zmq.auth.load_certificate(str(path))
+            except (OSError, ValueError):
+                continue
+            if public:
+                keys.add(public.decode("ascii", "replace"))
+        return keys
 
     def _configure(self) -> None:
         if self._auth is not None:
@@ -237,6 +284,8 @@ class ServerAuth:
             "curve_allowed_keys": self.allowed_keys(),
             "curve_reloads": self.reloads,
             "curve_refused_by_address": dict(self.refused_by_address),
+            "curve_keys_removed": self.keys_removed,
+            **(self.watch.figures() if self.watch is not None else {}),
         }
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 from collections import deque
@@ -37,11 +36,11 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from .destination import Destination, Interval
-from .runtime import printable, printable_repr
+from .names import NameFitter
+from .runtime import printable
 
 _LOG_EVERY_N_FAILURES = 10
 _MIN_ATTEMPT_SECONDS = 0.1  # below this much time left before the deadline, no attempt is made
-_MAX_REMEMBERED_NAMES = 100_000
 LOSS_MEMORY_SECONDS = 900.0  # a lost interval keeps the worker unhealthy this long
 MIN_RETRY_AFTER_CAP = 300.0  # seconds of Retry-After honoured even when the backoff cap is less
 
@@ -158,9 +157,12 @@ class DeliveryQueue:
         backoff: Backoff | None = None,
         log: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stalled_after: float | None = None,
     ) -> None:
         if max_backlog < 1:
             raise ValueError("max_backlog must be at least 1")
+        #: seconds one interval may stay in flight (posting, retrying) before health says so
+        self.stalled_after = stalled_after
         self.destination = destination
         self.max_backlog = max_backlog
         self.backoff = backoff or Backoff()
@@ -168,6 +170,7 @@ class DeliveryQueue:
         self.clock = clock
         self._waiting: deque[Interval] = deque()
         self._in_flight: Interval | None = None
+        self._in_flight_since: float | None = None  # clock() when the interval in flight was taken
         self._changed = threading.Condition()
         self._closing = False
         self._deadline: float | None = None
@@ -250,9 +253,27 @@ class DeliveryQueue:
         since = self.failing_since
         return None if since is None else self.clock() - since
 
+    def in_flight_for(self) -> float | None:
+        """Seconds the interval in flight has been posted and retried (None: nothing in flight)."""
+        since = self._in_flight_since
+        return None if since is None or self._in_flight is None else self.clock() - since
+
     def problems(self) -> list[str]:
-        """Why delivery is unhealthy: failing now, or an interval lost in the last 15 minutes."""
+        """Why delivery is unhealthy: stalled or failing now, or an interval lost in the last 15 minutes.
+
+        Stalled: one interval in flight longer than ``stalled_after`` (a post
+        that never returns, or retries that never succeed): nothing is
+        delivered while the queue is trying, and health must say so even
+        when no attempt has failed yet.
+        """
         problems = []
+        busy = self.in_flight_for()
+        if self.stalled_after is not None and busy is not None and busy > self.stalled_after:
+            running = "" if self.failing_since is not None else ", its post still running"
+            problems.append(
+                f"{self.destination.name} delivery stalled: nothing delivered for {busy:.0f} s while trying "
+                f"(the interval at {iso(self._in_flight.end) if self._in_flight else '?'}{running})"
+            )
         failing = self.failing_for()
         if failing is not None:
             problems.append(f"{self.destination.name} delivery failing for {failing:.0f} s ({self.last_error})")
@@ -277,7 +298,7 @@ class DeliveryQueue:
         self._last_loss = (self.clock(), what)
 
     def figures(self) -> dict[str, Any]:
-        failing = self.failing_for()
+        failing, busy = self.failing_for(), self.in_flight_for()
         return {
             **self.counts,
             "backlog": self.backlog,
@@ -285,6 +306,7 @@ class DeliveryQueue:
             "last_delivery": self.last_delivery,
             "last_error": self.last_error,
             "failing_seconds": None if failing is None else round(failing, 3),
+            "in_flight_seconds": None if busy is None else round(busy, 3),
         }
 
     # --- the delivery thread ------------------------------------------------------------
@@ -326,6 +348,7 @@ class DeliveryQueue:
             if not self._waiting or self._abandoned:
                 return None
             self._in_flight = self._waiting.popleft()
+            self._in_flight_since = self.clock()
             return self._in_flight
 
     def _deliver(self, interval: Interval) -> bool:
@@ -450,58 +473,6 @@ class DeliveryQueue:
                 iso(intervals[0].end),
                 why,
             )
-
-
-# --- names fitted to a destination's rules ------------------------------------------
-
-
-class NameFitter:
-    """Fits names to a destination's rules, caching each answer; each changed name is logged once.
-
-    ``fit(text, limit)`` returns the fitted text; the default replaces every
-    character ``invalid`` matches with ``_`` and truncates to ``limit``. The
-    cache is bounded (cleared past 100,000 names).
-    """
-
-    def __init__(
-        self,
-        log: logging.Logger,
-        rule: str,
-        invalid: re.Pattern[str] | None = None,
-        fit: Callable[[str, int | None], str] | None = None,
-        destination: str = "the destination",
-    ) -> None:
-        if fit is None and invalid is None:
-            raise ValueError("give a pattern of invalid characters or a fit function")
-        self.log, self.rule, self.destination = log, rule, destination
-
-        def replace_invalid(text: str, limit: int | None) -> str:
-            assert invalid is not None  # one of the two is given, checked above
-            return invalid.sub("_", text)[:limit]
-
-        self._fit = fit or replace_invalid
-        self.changed = 0
-        self._seen: dict[tuple[str, str, int | None], str] = {}
-
-    def __call__(self, text: str, limit: int | None = None, kind: str = "name") -> str:
-        key = (kind, text, limit)
-        fixed = self._seen.get(key)
-        if fixed is None:
-            fixed = self._fit(text, limit)
-            if len(self._seen) >= _MAX_REMEMBERED_NAMES:
-                self._seen.clear()
-            self._seen[key] = fixed
-            if fixed != text:
-                self.changed += 1
-                self.log.warning(
-                    "%s %s does not fit %s's rules (%s): sent as %s",
-                    kind,
-                    printable_repr(text),
-                    self.destination,
-                    self.rule,
-                    printable_repr(fixed),
-                )
-        return fixed
 
 
 # --- small shared helpers -------------------------------------------------------------

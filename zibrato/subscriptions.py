@@ -38,6 +38,7 @@ from .protocol import LEVEL_TERMINATOR
 log = logging.getLogger("zibrato.broker")
 
 REPORT_EVERY = 60.0
+SELF_LEVEL = "zibrato"
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 _STAT_NAMES: tuple[str, ...] = ("frontend_messages_in", "frontend_bytes_in", "frontend_messages_out")
 _STAT_NAMES += ("frontend_bytes_out", "backend_messages_in", "backend_bytes_in", "backend_messages_out")
@@ -132,6 +133,8 @@ class UnsubscribedCount:
             return
         self._next_report = now + self.every
         for level, count in sorted(self._window.items()):
+            if level == SELF_LEVEL:  # the daemons' own figures: in `zibrato status`, not worth a line a minute
+                continue
             log.warning(
                 "level %r: %s measurements in the last minute, no worker subscribes "
                 "(start a worker with --levels all, or add it to a worker's --levels)",

@@ -55,6 +55,8 @@ _STOP_QUIET_SECONDS = 0.3  # on stop, receiving ends after this long without a m
 _BATCH_SECONDS = 0.05  # the receive loop checks the schedule at least this often
 _SILENT_FLUSHES = 3  # nothing received for this many flushes (and 30 s): unhealthy
 _MIN_SILENT_SECONDS = 30.0
+_STALLED_FLUSHES = 3  # one interval in flight for this many flushes (and 5 s): unhealthy
+_MIN_STALLED_SECONDS = 5.0
 #: seconds an interval stays open for summaries from forwarders (--lateness), at most half a flush
 DEFAULT_LATENESS = 3.0
 _UNCONNECTED_SECONDS = 10.0  # not connected to the broker this long: unhealthy
@@ -194,6 +196,7 @@ class Worker:
             log=self.log,
             backoff=backoff,
             max_backlog=max_backlog or max(16, int(900 / flush_interval) + 1),
+            stalled_after=max(_STALLED_FLUSHES * flush_interval, _MIN_STALLED_SECONDS),
         )
         self._malformed_log = RateLimitedLog(self.log)
         self._late_log = RateLimitedLog(self.log, every=60.0)

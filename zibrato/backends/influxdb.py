@@ -39,16 +39,16 @@ series and timestamp, so a retry never double-counts.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import requests
-
 from ..delivery import NameFitter, Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval
+from ..http_client import Answer, HttpSession, post
 from ..runtime import printable
 from .graphite import distribution_stats, split_tag
 
@@ -194,7 +194,7 @@ class InfluxDBDestination(Destination):
         prefix: str = "",
         batch_size: int = DEFAULT_BATCH_SIZE,
         timeout: float = 10.0,
-        session: requests.Session | None = None,
+        session: HttpSession | None = None,
     ) -> None:
         if bool(database) == bool(bucket):
             raise ValueError("give either a database (InfluxDB 1.x) or a bucket with an org (2.x)")
@@ -251,7 +251,7 @@ class InfluxDBDestination(Destination):
 
     def connect(self) -> None:
         if self._session is None:
-            self._session = requests.Session()
+            self._session = HttpSession()
         self.log.info(
             "writing to InfluxDB at %s, %s", self.target, "with a token" if self._token else "without authentication"
         )
@@ -280,35 +280,38 @@ class InfluxDBDestination(Destination):
             self.connect()
         assert self._session is not None
         try:
-            answer = self._session.post(
+            answer = post(
+                self._session,
                 self.write_url,
                 params=self.params,
                 data=body,
                 headers=self.headers,
-                timeout=request_timeout(self.timeout),
+                deadline=request_timeout(self.timeout),
             )
-        except requests.RequestException as error:
+        except Retryable as failure:
+            if failure.status not in ("connection", "timeout"):
+                self._figures["http_errors"] += 1  # a redirect: never followed
+                raise
             self._figures["connection_errors"] += 1
             raise Retryable(
-                f"InfluxDB at {self.shown_url} unreachable: {error.__class__.__name__}: {_first_line(error)}",
-                status="connection",
+                f"InfluxDB at {self.shown_url} unreachable: {failure.reason}", status=failure.status
             ) from None
         self._figures["requests"] += 1
-        if answer.status_code < 300:
+        if answer.status < 300:
             self._figures["points_sent"] += len(lines)
             return
         self._figures["http_errors"] += 1
         message = server_message(answer)
-        reason = f"InfluxDB answered {answer.status_code}: {message}"
-        if answer.status_code == 429 or answer.status_code >= 500:
-            raise Retryable(reason, parse_retry_after(answer.headers.get("Retry-After")), status=answer.status_code)
+        reason = f"InfluxDB answered {answer.status}: {message}"
+        if answer.status == 429 or answer.status >= 500:
+            raise Retryable(reason, parse_retry_after(answer.headers.get("Retry-After")), status=answer.status)
         raise Rejected(reason)
 
 
-def server_message(answer: requests.Response) -> str:
+def server_message(answer: Answer) -> str:
     """InfluxDB's own explanation: JSON ``error`` (1.x) or ``message`` (2.x), else the body."""
     try:
-        body = answer.json()
+        body = json.loads(answer.body)
         if isinstance(body, dict) and (body.get("error") or body.get("message")):
             return printable(body.get("error") or body.get("message"), 500)
     except ValueError:
@@ -326,7 +329,3 @@ def without_credentials(url: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _first_line(error: Exception) -> str:
-    return printable(str(error).splitlines()[0], 300) if str(error) else ""

@@ -36,12 +36,11 @@ import time as _time
 from collections import deque
 from collections.abc import Iterator
 
-import requests
-
 from .. import __version__
 from ..delivery import NameFitter, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval
-from ..runtime import SECRETS, printable, printable_repr
+from ..http_client import HttpSession, post
+from ..runtime import SECRETS, printable
 
 DEFAULT_API_URL = "https://metrics-api.librato.com"
 APIS = ("legacy", "tagged")
@@ -241,7 +240,7 @@ class Librato(Destination):
         self.api = api
         self.url = api_url.rstrip("/") + ("/v1/metrics" if api == "legacy" else "/v1/measurements")
         self.batch_size, self.timeout = batch_size, timeout
-        self.session: requests.Session | None = None
+        self.session: HttpSession | None = None
         self._pending: tuple[Interval, deque] | None = None  # the batches of an interval not yet sent
         self.counts = dict(posts=0, posts_failed=0, measurements_sent=0, measurements_rejected=0, measurements_lost=0)
         self.last_error_status: int | str | None = None
@@ -249,8 +248,7 @@ class Librato(Destination):
         self.last_post_seconds: float | None = None
 
     def connect(self) -> None:
-        session = requests.Session()
-        session.auth = (self.username, self._token)
+        session = HttpSession(auth=(self.username, self._token))
         session.headers.update({"Content-Type": "application/json", "User-Agent": f"zibrato-librato/{__version__}"})
         self.session = session
         self.log.info(
@@ -328,26 +326,23 @@ class Librato(Destination):
         self.counts["posts"] += 1
         started = _time.monotonic()
         try:
-            response = session.post(self.url, data=body, timeout=timeout, allow_redirects=False)
-        except requests.Timeout:
-            raise Retryable(f"no answer from {self.url} within {timeout:g} s", status="timeout") from None
-        except requests.RequestException as error:
-            raise Retryable(f"cannot reach {self.url}: {self._redact(error)}", status="connection error") from None
+            response = post(session, self.url, data=body, deadline=timeout)
+        except Retryable as failure:  # a redirect (3xx, never followed) comes here too, as it is
+            if failure.status == "timeout":
+                raise Retryable(f"no whole answer from {self.url} within {timeout:g} s", status="timeout") from None
+            if failure.status == "connection":
+                raise Retryable(
+                    f"cannot reach {self.url}: {self._redact(failure.reason)}", status="connection error"
+                ) from None
+            raise
         finally:
             self.last_post_seconds = round(_time.monotonic() - started, 6)
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             return
         text = self._redact(response.text[:_MAX_LOGGED_BODY])
         if status in _CREDENTIAL_STATUSES:
             raise Retryable(self._credentials_message(status, text), status=status, alarm=True)
-        if status < 400:  # a redirect: kept and retried, since the data is not at fault
-            raise Retryable(
-                f"{self.url} answered {status} (a redirect to "
-                f"{printable_repr(response.headers.get('Location') or '')}): check "
-                "--api-url",
-                status=status,
-            )
         if status == 429 or status == 408 or status >= 500:
             retry_after = (
                 parse_retry_after(response.headers.get("Retry-After")) if status in _RETRY_AFTER_STATUSES else None

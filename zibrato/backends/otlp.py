@@ -31,7 +31,6 @@ import ssl
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
@@ -39,7 +38,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from .. import __version__
 from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval
-from ..runtime import printable
+from ..http_client import DEFAULT_MAX_ANSWER_BYTES, Answer, HttpSession, post
+from ..runtime import RateLimitedLog, printable
 from .otlp_mapping import OtlpMapper, count_points
 
 DEFAULT_ENDPOINT = "http://localhost:4318"
@@ -82,7 +82,7 @@ def _redacted(url: str) -> str:
 
 
 def system_ca_bundle() -> str | bool:
-    """The system's CA file or directory (what `openssl` trusts), else requests' own bundle."""
+    """The system's CA file or directory (what `openssl` trusts), else True: the default TLS context's."""
     paths = ssl.get_default_verify_paths()
     for candidate in (paths.cafile, paths.openssl_cafile, paths.capath, paths.openssl_capath):
         if candidate and os.path.exists(candidate):
@@ -114,9 +114,9 @@ def _status_class():
 _Status = _status_class()
 
 
-def server_message(response: requests.Response) -> str:
+def server_message(response: Answer) -> str:
     """The server's reason: a google.rpc.Status message, else the body's text, shortened."""
-    body = response.content or b""
+    body = response.body
     message = ""
     if "protobuf" in response.headers.get("Content-Type", ""):
         try:
@@ -148,6 +148,7 @@ class OtlpDestination(Destination):
         ca_file: str | None = None,
         timeout: float = 10.0,
         max_points: int = 1000,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise ValueError(f"unknown compression {compression!r} (gzip or none)")
@@ -158,8 +159,10 @@ class OtlpDestination(Destination):
         self.mapper = OtlpMapper(temporality=temporality, resource=resource)
         self.compression, self.ca_file = compression, ca_file
         self.timeout, self.max_points = timeout, max_points
+        self.max_answer_bytes = max_answer_bytes
         self.log = logging.getLogger("zibrato.otlp")
-        self.session: requests.Session | None = None
+        self._malformed_log = RateLimitedLog(self.log, 60.0)
+        self.session: HttpSession | None = None
         self._pending: tuple[float, list[tuple[bytes, int]]] | None = None  # interval end, bodies left
         self._figures: dict[str, Any] = {
             "requests_sent": 0,
@@ -167,17 +170,15 @@ class OtlpDestination(Destination):
             "points_rejected": 0,
             "requests_rejected": 0,
             "requests_failed": 0,
+            "malformed_answers": 0,
             "last_error": None,
         }
 
     def connect(self) -> None:
-        session = requests.Session()
-        session.headers.update(self._headers)
+        session = HttpSession(headers=self._headers, verify=self.ca_file or system_ca_bundle())
         session.headers.update({"Content-Type": "application/x-protobuf", "User-Agent": f"zibrato-otlp/{__version__}"})
         if self.compression == "gzip":
             session.headers["Content-Encoding"] = "gzip"
-        # per request, not session.verify: requests lets $REQUESTS_CA_BUNDLE override the session's
-        self._verify = self.ca_file or system_ca_bundle()
         self.session = session
         self.log.info(
             "posting to %s (%s temporality, %s, at most %d points a request, %d headers)",
@@ -229,16 +230,18 @@ class OtlpDestination(Destination):
         f = self._figures
         assert self.session is not None, "connect() first"
         try:
-            response = self.session.post(
-                self.url, data=body, timeout=request_timeout(self.timeout), verify=self._verify
+            response = post(
+                self.session,
+                self.url,
+                data=body,
+                deadline=request_timeout(self.timeout),
+                max_answer_bytes=self.max_answer_bytes,
             )
-        except requests.RequestException as error:
+        except Retryable as failure:
             f["requests_failed"] += 1
-            f["last_error"] = f"{error.__class__.__name__}"
-            raise Retryable(
-                f"no answer from {self.url}: {error.__class__.__name__}: {_short(error)}", status="connection"
-            ) from None
-        status = response.status_code
+            f["last_error"] = failure.reason
+            raise
+        status = response.status
         if 200 <= status < 300:
             f["requests_sent"] += 1
             self._partial_success(response, points)
@@ -257,14 +260,34 @@ class OtlpDestination(Destination):
         self.log.error("%s refused %d data points with %d: %s (not retried)", self.url, points, status, message)
         raise Rejected(f"{status}: {message}")
 
-    def _partial_success(self, response: requests.Response, points: int) -> None:
+    def _partial_success(self, response: Answer, points: int) -> None:
+        """Count what a 2xx says it rejected; an answer that makes no sense is counted, never trusted.
+
+        The request was accepted (2xx), so its points count as sent unless the
+        answer says, sanely, that some were rejected. A truncated, undecodable
+        or impossible answer (a negative ``rejected_data_points``) is a
+        ``malformed_answers``, logged (rate-limited) with what was wrong.
+        """
         answer = ExportMetricsServiceResponse()
-        try:
-            answer.ParseFromString(response.content or b"")
-        except DecodeError:
-            self._figures["points_sent"] += points
-            return
+        problem = None
+        if response.truncated:
+            problem = f"an answer over {self.max_answer_bytes} bytes (not read further)"
+        else:
+            try:
+                answer.ParseFromString(response.body)
+            except DecodeError:
+                problem = "an answer that is not an ExportMetricsServiceResponse"
         partial = answer.partial_success
+        if problem is None and partial.rejected_data_points < 0:
+            problem = f"a negative rejected_data_points ({partial.rejected_data_points})"
+        if problem is not None:
+            self._figures["points_sent"] += points
+            if response.body or response.truncated:
+                self._figures["malformed_answers"] += 1
+                self._malformed_log.warning(
+                    "%s accepted %d data points with %s: counted as sent", self.url, points, problem
+                )
+            return
         rejected = min(partial.rejected_data_points, points)
         self._figures["points_sent"] += points - rejected
         if rejected or partial.error_message:
@@ -276,7 +299,3 @@ class OtlpDestination(Destination):
                 points,
                 printable(partial.error_message, _MAX_LOGGED_MESSAGE) or "(no message)",
             )
-
-
-def _short(error: Exception) -> str:
-    return printable(error, _MAX_LOGGED_MESSAGE)

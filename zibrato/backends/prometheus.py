@@ -34,12 +34,13 @@ import math
 import socket
 import threading
 from collections.abc import Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import exposition
 
 from ..destination import Destination, Interval
+from ..http_server import GuardedHandler, GuardedHTTPServer, HttpLimits, host_allowed, is_loopback
+from ..runtime import printable_repr
 from .native_histogram import DEFAULT_MAX_NATIVE_BUCKETS
 from .prometheus_mapping import DEFAULT_EXPIRE, DEFAULT_HISTORY, BucketRule, PrometheusState
 
@@ -100,8 +101,12 @@ class PrometheusDestination(Destination):
         history: int = DEFAULT_HISTORY,
         bucket_rules: Sequence[BucketRule] = (),
         max_native_buckets: int = DEFAULT_MAX_NATIVE_BUCKETS,
+        limits: HttpLimits | None = None,
+        allowed_hosts: tuple[str, ...] = (),
     ) -> None:
         self.listen = listen
+        self.limits, self.allowed_hosts = limits, allowed_hosts
+        self.loopback_only = is_loopback(listen[0])
         self.log = logging.getLogger("zibrato.prometheus")
         self.state = PrometheusState(
             buckets=buckets,
@@ -112,8 +117,8 @@ class PrometheusDestination(Destination):
             max_native_buckets=max_native_buckets,
         )
         self.collector = _Collector(self.state)
-        self.server: ThreadingHTTPServer | None = None
-        self._figures = {"scrapes": 0, "renders": 0, "series_requests": 0, "intervals": 0}
+        self.server: GuardedHTTPServer | None = None
+        self._figures = {"scrapes": 0, "renders": 0, "series_requests": 0, "intervals": 0, "hosts_refused": 0}
         self._render_lock = threading.Lock()  # one rendering at a time
         self._cache_lock = threading.Lock()  # guards _rendered (held only to read or swap)
         self._rendered: dict[str, _Rendered] = {}  # content type -> its latest rendering
@@ -133,10 +138,9 @@ class PrometheusDestination(Destination):
         if self.server is not None:
             return
         try:
-            server = _server_class(self.listen[0])(self.listen, _handler(self))
+            server = GuardedHTTPServer(self.listen, _handler(self), limits=self.limits, log=self.log)
         except OSError as error:
             raise OSError(f"cannot listen on {self.listen[0]}:{self.listen[1]}: {error.strerror}") from None
-        server.daemon_threads = True
         self.server = server
         threading.Thread(target=server.serve_forever, name="zibrato-prometheus-http", daemon=True).start()
         self._renderer = threading.Thread(target=self._render_forever, name="zibrato-prometheus-render", daemon=True)
@@ -163,7 +167,8 @@ class PrometheusDestination(Destination):
 
     def figures(self) -> dict:
         host, port = self.address
-        return {**self.state.figures, **self._figures, "listen": f"{host}:{port}"}
+        http = self.server.figures() if self.server is not None else {}
+        return {**self.state.figures, **self._figures, **http, "listen": f"{host}:{port}"}
 
     # --- answers (called from the server's threads) ------------------------------
 
@@ -289,13 +294,6 @@ def _warn_no_protobuf(error: Exception) -> None:
         )
 
 
-def _server_class(host: str) -> type[ThreadingHTTPServer]:
-    """An IPv6 server for an IPv6 host ('::1', '::'), the standard IPv4 one otherwise."""
-    if ":" not in host:
-        return ThreadingHTTPServer
-    return type("ThreadingHTTPServer6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
-
-
 def check_listen(listen: tuple[str, int]) -> None:
     """Raise OSError (with the reason) when ``listen`` cannot be bound now: a usage check at start."""
     family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
@@ -328,7 +326,7 @@ def _check(summary: dict, key: str, expected: float, tol: float) -> dict:
 
 
 def _handler(destination: PrometheusDestination):
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(GuardedHandler):
         server_version = "zibrato-prometheus"
 
         def log_message(self, format: str, *args: object) -> None:
@@ -336,6 +334,14 @@ def _handler(destination: PrometheusDestination):
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
+            if not host_allowed(self.headers.get("Host"), destination.loopback_only, destination.allowed_hosts):
+                destination._figures["hosts_refused"] += 1
+                self.server.count_refusal(
+                    "refused a request for Host %s: not a loopback name (--allow-host)",
+                    printable_repr(self.headers.get("Host") or ""),
+                )
+                self._send(403, b"this server answers only loopback host names (see --allow-host)\n", "text/plain")
+                return
             try:
                 if url.path == "/metrics":
                     gzipped = "gzip" in (self.headers.get("Accept-Encoding") or "")
@@ -352,6 +358,8 @@ def _handler(destination: PrometheusDestination):
                     )
                 else:
                     self._send(404, b"not found: try /metrics or /series/<name>\n", "text/plain")
+            except (BrokenPipeError, ConnectionResetError, TimeoutError):
+                raise  # the scraper went away: counted by the server, no traceback
             except Exception as error:  # a bug must not kill the server thread silently
                 destination.log.exception("answering %s failed", url.path)
                 self._send(500, f"internal error: {error.__class__.__name__}\n".encode(), "text/plain")

@@ -35,18 +35,16 @@ logged.
 from __future__ import annotations
 
 import logging
-import os
-import ssl
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import cramjam
-import requests
 
 from .. import __version__
 from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval
+from ..http_client import Answer, HttpSession, post
 from ..runtime import printable
 from .classic_buckets import BucketRule
 from .native_histogram import DEFAULT_MAX_NATIVE_BUCKETS
@@ -121,8 +119,7 @@ class RemoteWriteDestination(Destination):
         self.ca_file, self.timeout, self.max_samples = ca_file, timeout, max_samples
         self.classic = classic_histograms
         self.native = True  # until the receiver refuses native histograms
-        self.session: requests.Session | None = None
-        self._verify: str | bool = True
+        self.session: HttpSession | None = None
         self._pending: _Pending | None = None
         self._figures: dict[str, Any] = {
             "requests_sent": 0,
@@ -135,15 +132,10 @@ class RemoteWriteDestination(Destination):
         }
 
     def connect(self) -> None:
-        session = requests.Session()
-        session.headers.update(self._headers)
-        session.headers.update({**HEADERS, "User-Agent": f"zibrato-remote-write/{__version__}"})
+        headers = {**self._headers, **HEADERS, "User-Agent": f"zibrato-remote-write/{__version__}"}
         if self._bearer is not None:
-            session.headers["Authorization"] = f"Bearer {self._bearer}"
-        if self._auth is not None:
-            session.auth = self._auth
-        self._verify = self.ca_file or system_ca_bundle()
-        self.session = session
+            headers["Authorization"] = f"Bearer {self._bearer}"
+        self.session = HttpSession(headers=headers, verify=self.ca_file or True, auth=self._auth)
         self.log.info(
             "remote write to %s (native histograms%s, at most %d samples a request, %d extra headers%s)",
             self.url,
@@ -194,14 +186,11 @@ class RemoteWriteDestination(Destination):
         f = self._figures
         try:
             response = self._post(bytes(cramjam.snappy.compress_raw(body)))
-        except requests.RequestException as error:
+        except Retryable as error:  # no answer in time, none at all, or a redirect (never followed)
             f["requests_failed"] += 1
-            f["last_error"] = error.__class__.__name__
-            reason = printable(error, _MAX_LOGGED_MESSAGE)
-            raise Retryable(
-                f"no answer from {self.url}: {error.__class__.__name__}: {reason}", status="connection"
-            ) from None
-        status = response.status_code
+            f["last_error"] = str(error.status)
+            raise
+        status = response.status
         if 200 <= status < 300:
             f["requests_sent"] += 1
             f["samples_sent"] += samples
@@ -227,12 +216,10 @@ class RemoteWriteDestination(Destination):
         pending.rejected.append(f"{status}: {message}")
         return True
 
-    def _post(self, body: bytes) -> requests.Response:
-        """The one HTTP call: a deadline, no redirects (a redirect is refused like any 3xx)."""
+    def _post(self, body: bytes) -> Answer:
+        """The one HTTP call, through the shared client: a total deadline, a capped answer, no redirects."""
         assert self.session is not None, "connect() first"
-        return self.session.post(
-            self.url, data=body, timeout=request_timeout(self.timeout), verify=self._verify, allow_redirects=False
-        )
+        return post(self.session, self.url, data=body, deadline=request_timeout(self.timeout))
 
     def _fall_back(self, message: str) -> None:
         self.native = False
@@ -243,18 +230,6 @@ class RemoteWriteDestination(Destination):
             self.url,
             message,
         )
-
-
-def system_ca_bundle() -> str | bool:
-    """The system's CA file or directory (what `openssl` trusts), else requests' own bundle.
-
-    The same as zibrato.backends.otlp's, which cannot be imported without the otlp extra.
-    """
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile, paths.capath, paths.openssl_capath):
-        if candidate and os.path.exists(candidate):
-            return candidate
-    return True
 
 
 def _refuses_natives(message: str) -> bool:

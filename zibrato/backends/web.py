@@ -16,7 +16,8 @@ import logging
 from collections.abc import Sequence
 
 from ..destination import Destination, Interval
-from ..web.server import WebServer, is_loopback
+from ..http_server import HttpLimits
+from ..web.server import DEFAULT_MAX_EVENT_STREAMS, WebServer, is_loopback
 from ..web.view import CHART_PERCENTILES, History
 
 DEFAULT_LISTEN = ("127.0.0.1", 8080)
@@ -30,8 +31,17 @@ class WebView(Destination):
 
     name = "web"
 
-    def __init__(self, listen: tuple[str, int] = DEFAULT_LISTEN, history: int = DEFAULT_HISTORY) -> None:
+    def __init__(
+        self,
+        listen: tuple[str, int] = DEFAULT_LISTEN,
+        history: int = DEFAULT_HISTORY,
+        *,
+        limits: HttpLimits | None = None,
+        allowed_hosts: tuple[str, ...] = (),
+        max_event_streams: int = DEFAULT_MAX_EVENT_STREAMS,
+    ) -> None:
         self.listen = listen
+        self.limits, self.allowed_hosts, self.max_event_streams = limits, allowed_hosts, max_event_streams
         self.history = History(history)
         self.server: WebServer | None = None
         self._serving = False
@@ -40,7 +50,14 @@ class WebView(Destination):
         """Take the port (OSError if it cannot); warn when it is not loopback."""
         if self.server is None:
             host, port = self.listen
-            self.server = WebServer(host, port, self.history)
+            self.server = WebServer(
+                host,
+                port,
+                self.history,
+                limits=self.limits,
+                allowed_hosts=self.allowed_hosts,
+                max_event_streams=self.max_event_streams,
+            )
             if not is_loopback(host):
                 log.warning(
                     "listening on %s, not loopback: anyone who can reach this address "

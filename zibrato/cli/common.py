@@ -418,15 +418,24 @@ class WorkerCommand(click.Command):
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         own: list[tuple[str, str]] = []
+        limits: list[tuple[str, str]] = []
         shared: list[tuple[str, str]] = []
         for param in self.get_params(ctx):
             record = param.get_help_record(ctx)
-            if record is not None:
-                generic = param.name in SHARED_WORKER_OPTIONS or "--help" in getattr(param, "opts", ())
-                (shared if generic else own).append(record)
+            if record is None:
+                continue
+            if param.name in SHARED_WORKER_OPTIONS or "--help" in getattr(param, "opts", ()):
+                shared.append(record)
+            elif (param.name or "").startswith("http_"):  # the HTTP server's limits (cli/http_options.py)
+                limits.append(record)
+            else:
+                own.append(record)
         if own:
             with formatter.section("Options"):
                 formatter.write_dl(own)
+        if limits:
+            with formatter.section("HTTP server limits (docs/OPERATIONS.md)"):
+                formatter.write_dl(limits)
         if shared:
             with formatter.section("Shared worker options (every zibrato-<destination>; README, CLI reference)"):
                 formatter.write_dl(shared)

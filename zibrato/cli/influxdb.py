@@ -46,7 +46,7 @@ from .common import (
     default=10.0,
     show_default=True,
     type=POSITIVE_SECONDS,
-    help="Seconds to wait for each answer from InfluxDB.",
+    help="Seconds each write request may take in all: connect, send and the whole answer.",
 )
 @retry_options(first=0.5, cap=30.0)
 def command(

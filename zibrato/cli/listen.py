@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import Any
 
 import click
 
@@ -17,10 +18,12 @@ from ..listen.servers import (
     Listener,
     split_address,
 )
+from ..listen.tcp import DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_TCP_IDLE_TIMEOUT
 from ..protocol import is_valid_level
 from ..runtime import install_stop_handlers, setup_logging
 from .addresses import check_listen_port
 from .common import CONTEXT_SETTINGS, Seconds, curve_client_options, curve_keys, standalone, verbose_option
+from .http_options import http_limit_options, http_limits
 
 _OFF = ("", "off", "none")
 
@@ -159,6 +162,22 @@ def _level(ctx: click.Context, param: click.Parameter, value: str) -> str:
     show_default=True,
     help="Publish this listener's own figures (lines, rejects by reason, drops) under the level 'zibrato' every 10 s.",
 )
+@click.option(
+    "--tcp-idle-timeout",
+    default=DEFAULT_TCP_IDLE_TIMEOUT,
+    show_default=True,
+    type=Seconds(0, 86400, low_open=True),
+    help="Close a TCP statsd connection with nothing received for this many seconds (clients reconnect).",
+)
+@click.option(
+    "--tcp-max-connections",
+    default=DEFAULT_MAX_TCP_CONNECTIONS,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Most open TCP statsd connections; past it the one idle longest is closed to let a new one in. "
+    "Keep it and --http-max-connections below the descriptor limit (ulimit -n).",
+)
+@http_limit_options("The l2met drain")
 @curve_client_options
 @verbose_option
 def command(
@@ -179,8 +198,10 @@ def command(
     max_body: int,
     status_port: int,
     self_metrics: bool,
+    tcp_idle_timeout: float,
+    tcp_max_connections: int,
     verbose: bool,
-    **curve_options: str | None,
+    **options: Any,
 ) -> None:
     """Accept statsd/DogStatsD lines and l2met log lines; publish them to the broker.
 
@@ -224,7 +245,10 @@ def command(
         status_port=status_port or None,
         self_metrics=self_metrics,
         max_body=max_body,
-        curve=curve_keys(curve_options),
+        tcp_idle_timeout=tcp_idle_timeout,
+        max_tcp_connections=tcp_max_connections,
+        http_limits=http_limits(options),
+        curve=curve_keys(options),
     )
     stop = threading.Event()
     install_stop_handlers(stop)

@@ -71,7 +71,8 @@ METRICS_HEADERS_ENV = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
     default=10.0,
     show_default=True,
     type=POSITIVE_SECONDS,
-    help="Seconds to wait for each answer (keep it below the 8 s stop window).",
+    help="Seconds each request may take in all: connect, send and the whole answer "
+    "(keep it below the 8 s stop window).",
 )
 @retry_options(first=1.0, cap=60.0)
 def command(

@@ -8,6 +8,7 @@ import click
 
 from .addresses import check_listen_port
 from .common import CONTEXT_SETTINGS, Seconds, WorkerCommand, run_worker, standalone, worker_kwargs, worker_options
+from .http_options import allow_host_option, http_limit_options, http_limits
 
 
 def _needs_extra() -> None:
@@ -97,11 +98,14 @@ def _own_expire(func):
     type=click.IntRange(1, 1000),
     help="Intervals kept for /series/<name>?offset=N, by each series once asked for (before that, its last one).",
 )
+@allow_host_option
+@http_limit_options("The /metrics server")
 def command(
     listen: tuple[str, int],
     buckets: tuple[tuple[str, tuple[float, ...]], ...],
     max_native_buckets: int,
     history: int,
+    allowed_hosts: tuple[str, ...],
     verbose: bool,
     **options: object,
 ) -> None:
@@ -126,9 +130,16 @@ def command(
     expire = cast(
         "float | dict[str, float]", options["expire"] if "expire" in _shared_params() else options.pop("expire")
     )
+    limits = http_limits(options)
     run_worker(
         lambda: PrometheusDestination(
-            listen, expire=expire, history=history, bucket_rules=buckets, max_native_buckets=max_native_buckets
+            listen,
+            expire=expire,
+            history=history,
+            bucket_rules=buckets,
+            max_native_buckets=max_native_buckets,
+            limits=limits,
+            allowed_hosts=allowed_hosts,
         ),
         verbose,
         **worker_kwargs(options),

@@ -6,9 +6,10 @@ import click
 
 from ..backends.web import DEFAULT_HISTORY, WebView, chart_percentiles
 from ..runtime import setup_logging
-from ..web.server import parse_listen
+from ..web.server import DEFAULT_MAX_EVENT_STREAMS, parse_listen
 from .addresses import check_listen_port
 from .common import CONTEXT_SETTINGS, WorkerCommand, run_worker, standalone, worker_kwargs, worker_options
+from .http_options import allow_host_option, http_limit_options, http_limits
 
 
 def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
@@ -36,15 +37,38 @@ def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
     type=click.IntRange(1, 10_000),
     help="Intervals the charts show (held in memory).",
 )
-def command(listen: tuple[str, int], history: int, verbose: bool, **options: object) -> None:
+@click.option(
+    "--max-event-streams",
+    default=DEFAULT_MAX_EVENT_STREAMS,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Most live event streams (open pages) at once; more get 503 and are counted.",
+)
+@allow_host_option
+@http_limit_options("The page's server")
+def command(
+    listen: tuple[str, int],
+    history: int,
+    max_event_streams: int,
+    allowed_hosts: tuple[str, ...],
+    verbose: bool,
+    **options: object,
+) -> None:
     """Serve a searchable table of the last interval's series and live charts of the last ones.
 
     Open the URL it logs ("web view at ..."); the page updates at each flush.
     """
+    limits = http_limits(options)
     kwargs = worker_kwargs(options)
     kwargs["percentiles"] = chart_percentiles(kwargs["percentiles"])
     setup_logging(verbose)
-    view = WebView(listen=listen, history=history)
+    view = WebView(
+        listen=listen,
+        history=history,
+        limits=limits,
+        allowed_hosts=allowed_hosts,
+        max_event_streams=max_event_streams,
+    )
     try:
         view.bind()  # before the worker starts: a port in use is a clear error at once
     except OSError as error:

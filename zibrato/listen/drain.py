@@ -12,28 +12,29 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
+
+from ..http_server import GuardedHandler, GuardedHTTPServer
+from ..runtime import RateLimitedLog
 
 if TYPE_CHECKING:
     from .servers import Listener
 
 log = logging.getLogger("zibrato.listen")
+_refusals = RateLimitedLog(log, 10.0)
 
 
-def drain_server(listener: Listener, host: str, port: int) -> ThreadingHTTPServer:
+def drain_server(listener: Listener, host: str, port: int) -> GuardedHTTPServer:
     """A bound drain server for ``listener`` (serve it in a thread); RuntimeError if it cannot bind."""
     handler = type("BoundDrainHandler", (DrainHandler,), {"listener": listener})
     try:
-        server = ThreadingHTTPServer((host, port), handler)
+        return GuardedHTTPServer((host, port), handler, limits=listener.config.http_limits, log=log)
     except OSError as error:
         raise RuntimeError(f"cannot bind --l2met {host}:{port}: {error.strerror}") from None
-    server.daemon_threads = True
-    return server
 
 
-class DrainHandler(BaseHTTPRequestHandler):
+class DrainHandler(GuardedHandler):
     """POST /logs with octet-counted RFC5424 frames; a token in the URL's user-info or a bearer header."""
 
     listener: Listener
@@ -43,22 +44,31 @@ class DrainHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         url = urlsplit(self.path)
         if url.path != "/logs":
-            return self._answer(404)
+            return self._refuse(404, "no such path")
         if not self._authorised():
-            self.listener.count("drain_refused")
-            return self._answer(401, {"WWW-Authenticate": 'Basic realm="zibrato-listen"'})
+            return self._refuse(401, "no valid token", {"WWW-Authenticate": 'Basic realm="zibrato-listen"'})
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
-            return self._answer(411)
+            return self._refuse(411, "no Content-Length")
         if int(length) > self.listener.config.max_body:
-            return self._answer(413)
+            return self._refuse(413, f"a body of {length} bytes (over --max-body)")
         body = self.rfile.read(int(length))
         query = parse_qs(url.query)
         self.listener.feed_drain(body, _first(query, "prefix"), _first(query, "source-prefix"))
         self._answer(200)
 
     def do_GET(self) -> None:
-        self._answer(405, {"Allow": "POST"})
+        self._refuse(405, "a GET", {"Allow": "POST"})
+
+    def _refuse(self, code: int, why: str, headers: dict | None = None) -> None:
+        """Answer ``code``; count it and log it, rate-limited, never with credentials.
+
+        A request without a valid token counts in ``drain_refused``, any other
+        refusal (path, method, length) in ``drain_invalid``.
+        """
+        self.listener.count("drain_refused" if code == 401 else "drain_invalid")
+        _refusals.warning("refused a drain request from %s with %d: %s", self.client_address[0], code, why)
+        self._answer(code, headers)
 
     def _authorised(self) -> bool:
         """Constant-time comparison with the token, from Basic (user or password) or Bearer."""

@@ -23,12 +23,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any, BinaryIO
 
 import zmq
 
 from ..curve import ClientKeys
+from ..http_server import GuardedHTTPServer, HttpLimits
 from ..link_watch import LinkWatch, PushLinkMonitor
 from ..runtime import RateLimitedLog, answer_status, bind_status, describe_bind_error
 from . import statsd as statsd_lines
@@ -36,6 +36,7 @@ from .drain import drain_server
 from .l2met import L2metParser
 from .publisher import DEFAULT_HWM, Publisher
 from .series import Pending, Rejects, Series
+from .tcp import DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_TCP_IDLE_TIMEOUT, TcpConnections
 
 log = logging.getLogger("zibrato.listen")
 
@@ -43,7 +44,8 @@ SELF_LEVEL = "zibrato"
 DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
 DEFAULT_FLUSH_INTERVAL = 0.05
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
-MAX_TCP_CONNECTIONS = 1000
+MAX_TCP_CONNECTIONS = DEFAULT_MAX_TCP_CONNECTIONS  # the default of --tcp-max-connections
+_IDLE_CHECK_EVERY = 1.0
 _DATAGRAMS_PER_WAKE = 2000  # bounded, so the flush and status stay on time
 _MAX_DATAGRAM = 65536
 _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
@@ -75,6 +77,9 @@ class ListenConfig:
     self_metrics: bool = True
     max_body: int = DEFAULT_MAX_BODY
     curve: ClientKeys | None = field(default=None, repr=False)  # keys of a CURVE broker link
+    tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT
+    max_tcp_connections: int = DEFAULT_MAX_TCP_CONNECTIONS
+    http_limits: HttpLimits = field(default_factory=HttpLimits)  # the l2met drain's
 
 
 def split_address(text: str, what: str) -> tuple[str, int]:
@@ -106,8 +111,11 @@ class Listener:
             "datagrams": 0,
             "tcp_connections": 0,
             "tcp_refused": 0,
+            "tcp_evicted": 0,
+            "tcp_idle_closed": 0,
             "drain_requests": 0,
             "drain_refused": 0,
+            "drain_invalid": 0,
             "kernel_drops": 0,
             "flushes": 0,
         }
@@ -117,10 +125,9 @@ class Listener:
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
         self._unix: socket.socket | None = None
-        self._connections: dict[socket.socket, bytearray] = {}
+        self.tcp = TcpConnections(self, config.tcp_idle_timeout, config.max_tcp_connections)
         self._by_fd: dict[int, socket.socket] = {}
-        self._skipping: set[socket.socket] = set()  # connections inside an overlong line
-        self._http: ThreadingHTTPServer | None = None
+        self._http: GuardedHTTPServer | None = None
         self._status: zmq.Socket | None = None
         self._seen: dict[str, tuple[int, float | None]] = {}
         self.publisher: Publisher | None = None
@@ -200,7 +207,8 @@ class Listener:
         if self._http is not None:
             self._http.shutdown()
             self._http.server_close()
-        for sock in [self._udp, self._tcp, self._unix, *self._connections]:
+        self.tcp.close_all()
+        for sock in [self._udp, self._tcp, self._unix]:
             if sock is not None:
                 self._drain_closing(sock)
                 sock.close()
@@ -248,7 +256,7 @@ class Listener:
         if self._status is not None:
             poller.register(self._status, zmq.POLLIN)
         next_flush = time.monotonic() + self.config.flush_interval
-        next_drops = next_self = time.monotonic()
+        next_drops = next_self = next_idle = time.monotonic()
         link = PushLinkMonitor(self.publisher.socket)
         watch = LinkWatch(log, self.publisher.endpoint, "--broker")
         try:
@@ -267,6 +275,9 @@ class Listener:
                 if now >= next_self:
                     self._report_self()
                     next_self = now + _SELF_EVERY
+                if now >= next_idle:
+                    self.tcp.close_idle(poller)
+                    next_idle = now + min(_IDLE_CHECK_EVERY, self.config.tcp_idle_timeout / 4)
         finally:
             link.close()
             self.close()
@@ -285,9 +296,9 @@ class Listener:
         if sock is self._udp or sock is self._unix:
             self._read_datagrams(sock)
         elif sock is self._tcp:
-            self._accept(poller)
+            self.tcp.accept(sock, poller)
         else:
-            self._read_stream(sock, poller)
+            self.tcp.read(sock, poller)
 
     def _read_datagrams(self, sock: socket.socket) -> None:
         """Drain what the kernel holds (bounded per wake), then parse it all in one call.
@@ -312,60 +323,6 @@ class Listener:
             with self.lock:
                 self.statsd.feed(chunks[0] if len(chunks) == 1 else b"\n".join(chunks), self.pending)
             self.figures["datagrams"] += len(chunks)
-
-    def _accept(self, poller: zmq.Poller) -> None:
-        if self._tcp is None:
-            return
-        try:
-            conn, _ = self._tcp.accept()
-        except (BlockingIOError, InterruptedError):
-            return
-        if len(self._connections) >= MAX_TCP_CONNECTIONS:
-            self.figures["tcp_refused"] += 1
-            conn.close()
-            return
-        conn.setblocking(False)
-        self._connections[conn] = bytearray()
-        self._by_fd[conn.fileno()] = conn
-        self.figures["tcp_connections"] += 1
-        poller.register(conn, zmq.POLLIN)
-
-    def _read_stream(self, conn: socket.socket, poller: zmq.Poller) -> None:
-        """Newline-delimited lines; a partial line waits for the rest (bounded by the line limit)."""
-        buffer = self._connections[conn]
-        try:
-            data = conn.recv(_MAX_DATAGRAM)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:  # closed: what is left is a last line without its newline
-            with self.lock:
-                if buffer:
-                    self.statsd.feed(bytes(buffer), self.pending)
-            poller.unregister(conn)
-            del self._connections[conn]
-            del self._by_fd[conn.fileno()]
-            self._skipping.discard(conn)
-            conn.close()
-            return
-        buffer += data
-        if conn in self._skipping:  # the rest of an overlong line: up to its newline
-            newline = buffer.find(b"\n")
-            if newline < 0:
-                buffer.clear()
-                return
-            del buffer[: newline + 1]
-            self._skipping.discard(conn)
-        end = buffer.rfind(b"\n")
-        if end >= 0:
-            with self.lock:
-                self.statsd.feed(bytes(buffer[:end]), self.pending)
-            del buffer[: end + 1]
-        if len(buffer) > self.config.max_line_length:
-            self.statsd_rejects("line too long", bytes(buffer[:80]))
-            buffer.clear()
-            self._skipping.add(conn)
 
     # --- l2met inputs ---------------------------------------------------------------
 
@@ -436,7 +393,9 @@ class Listener:
             "l2met_rejected": dict(self.l2met_rejects.counts),
             "receive_buffer": self.receive_buffer,
             "gauges_held": len(self.statsd.gauges),
-            "tcp_open": len(self._connections),
+            "tcp_open": len(self.tcp),
+            "tcp_max_connections": self.tcp.max_connections,
+            **(self._http.figures() if self._http is not None else {}),
             "uptime_seconds": round(now - self.started, 3),
             **self.figures,
             **sent,

@@ -19,16 +19,21 @@ DNS rebinding.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import socket
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from urllib.parse import parse_qs, urlsplit
 
+from ..http_server import (
+    LOOPBACK_NAMES,
+    GuardedHandler,
+    GuardedHTTPServer,
+    HttpLimits,
+    host_allowed,
+    is_loopback,
+)
 from .view import History
 
 log = logging.getLogger("zibrato.web")
@@ -47,7 +52,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 KEEPALIVE_SECONDS = 15.0
-LOOPBACK_NAMES = ("localhost", "localhost.")
+DEFAULT_MAX_EVENT_STREAMS = 32  # a few pages per operator; each stream holds a thread and a connection
+__all__ = ["LOOPBACK_NAMES", "WebServer", "is_loopback", "parse_listen"]
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -66,41 +72,44 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, number
 
 
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _host_of(header: str) -> str:
-    """The host part of a Host header: 'a:80' -> 'a', '[::1]:80' -> '::1'."""
-    if header.startswith("["):
-        return header[1:].partition("]")[0]
-    return header.rpartition(":")[0] if header.count(":") == 1 else header
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], history: History) -> None:
-        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+class _HTTPServer(GuardedHTTPServer):
+    def __init__(
+        self,
+        address: tuple[str, int],
+        history: History,
+        *,
+        limits: HttpLimits | None = None,
+        allowed_hosts: tuple[str, ...] = (),
+        max_event_streams: int = DEFAULT_MAX_EVENT_STREAMS,
+    ) -> None:
         self.history = history
         self.stopping = threading.Event()
         self.loopback_only = is_loopback(address[0])
+        self.allowed_hosts = allowed_hosts
+        self.max_event_streams = max_event_streams
         self.event_streams = 0
+        self.event_streams_refused = 0
         self.requests = 0
-        super().__init__(address, _Handler)
+        self.streams_lock = threading.Lock()
+        super().__init__(address, _Handler, limits=limits, log=log)
 
 
 class WebServer:
     """Bind at construction (so a port in use is an error at once), serve in a thread."""
 
-    def __init__(self, host: str, port: int, history: History) -> None:
-        self._server = _HTTPServer((host, port), history)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        history: History,
+        *,
+        limits: HttpLimits | None = None,
+        allowed_hosts: tuple[str, ...] = (),
+        max_event_streams: int = DEFAULT_MAX_EVENT_STREAMS,
+    ) -> None:
+        self._server = _HTTPServer(
+            (host, port), history, limits=limits, allowed_hosts=allowed_hosts, max_event_streams=max_event_streams
+        )
         self.host = host
         self.port = self._server.server_address[1]
         self._thread: threading.Thread | None = None
@@ -118,7 +127,15 @@ class WebServer:
         return self
 
     def figures(self) -> dict:
-        return {"url": self.url, "requests": self._server.requests, "event_streams": self._server.event_streams}
+        server = self._server
+        return {
+            "url": self.url,
+            "requests": server.requests,
+            "event_streams": server.event_streams,
+            "max_event_streams": server.max_event_streams,
+            "event_streams_refused": server.event_streams_refused,
+            **server.figures(),
+        }
 
     def stop(self) -> None:
         """Stop accepting, end the event streams, close the socket (once; later calls do nothing)."""
@@ -132,14 +149,14 @@ class WebServer:
         self._server.server_close()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(GuardedHandler):
     server: _HTTPServer
     server_version = "zibrato-web"
     protocol_version = "HTTP/1.0"
 
     def do_GET(self) -> None:  # http.server's naming
         self.server.requests += 1
-        if self.server.loopback_only and not is_loopback(_host_of(self.headers.get("Host", ""))):
+        if not host_allowed(self.headers.get("Host"), self.server.loopback_only, self.server.allowed_hosts):
             self._json({"error": "this server answers only loopback host names"}, HTTPStatus.FORBIDDEN)
             return
         url = urlsplit(self.path)
@@ -187,12 +204,29 @@ class _Handler(BaseHTTPRequestHandler):
     def _events(self, query: dict) -> None:
         """One ``flush`` event per interval (and at once, with the current state); comments keep it alive."""
         history, server = self.server.history, self.server
+        with server.streams_lock:
+            full = server.event_streams >= server.max_event_streams
+            if full:
+                server.event_streams_refused += 1
+            else:
+                server.event_streams += 1
+        if full:
+            server.count_refusal("refused an event stream: %d open (--max-event-streams)", server.max_event_streams)
+            self.close_connection = True
+            self._json({"error": "too many event streams open; try again later"}, HTTPStatus.SERVICE_UNAVAILABLE)
+            return
+        try:
+            self._stream_events(history, server)
+        finally:
+            with server.streams_lock:
+                server.event_streams -= 1
+
+    def _stream_events(self, history: History, server: _HTTPServer) -> None:
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-store")
         self._security_headers()
         self.end_headers()
-        server.event_streams += 1
         try:
             self.wfile.write(b"retry: 2000\n\n")
             seen = -1
@@ -209,8 +243,6 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, TimeoutError):
             pass  # the page went away
-        finally:
-            server.event_streams -= 1
 
     # --- answers -----------------------------------------------------------
 
