@@ -40,8 +40,9 @@ from .curve import ClientKeys
 from .delivery import Backoff, DeliveryQueue, iso
 from .destination import Destination, Interval
 from .rules import SeriesRules
-from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable
+from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable, printable_repr
 from .shard import Shard
+from .sketch import DEFAULT_MAX_BUCKETS
 
 if TYPE_CHECKING:
     from .client import Zibrato
@@ -178,6 +179,8 @@ class Worker:
             include_interval=True,
             **(aggregation or {}),
         )
+        #: the most buckets per sign a summary's sketch may carry (the aggregator's own limit)
+        self.max_buckets = int((aggregation or {}).get("max_buckets", DEFAULT_MAX_BUCKETS))
         self.aggregator: Aggregator | LevelAggregators = (
             LevelAggregators(make_aggregator) if getattr(destination, "needs_level", False) else make_aggregator()
         )
@@ -196,6 +199,7 @@ class Worker:
         )
         self._malformed_log = RateLimitedLog(self.log)
         self._late_log = RateLimitedLog(self.log, every=60.0)
+        self._failed_logged: set[str] = set()  # series names logged once (series_failed)
         #: counts, and times or None (never yet): what `zibrato status` and self-metrics report
         self.figures_: dict[str, Any] = {
             "received": 0,
@@ -205,6 +209,9 @@ class Worker:
             "series_flushed": 0,
             "unread_at_stop": 0,
             "non_finite_dropped": 0,
+            "malformed_records": 0,
+            "malformed_by_reason": {},
+            "series_failed": 0,
             "last_flush": None,
             "last_flush_seconds": None,
             "last_received": None,
@@ -229,6 +236,7 @@ class Worker:
     def figures(self) -> dict[str, Any]:
         """What `zibrato status` shows for this worker (called from the status thread)."""
         f: dict[str, Any] = dict(self.figures_)
+        f["malformed_by_reason"] = dict(f["malformed_by_reason"])  # the receive loop adds to it
         now = time.time()
         problems = self._problems(now)
         destination = dict(self.destination.figures())
@@ -369,6 +377,7 @@ class Worker:
 
     def _deliver(self, start: float, end: float, summaries: list[dict[str, Any]], started: float) -> Interval:
         self._count_non_finite()
+        self._count_failed()
         interval = Interval(start, end, summaries)
         self.delivery.put(interval)
         elapsed = time.perf_counter() - started
@@ -388,6 +397,20 @@ class Worker:
             self._malformed_log.warning(
                 "dropped %d series' interval: a sum overflowed to a non-finite number (%s)", dropped, names
             )
+
+    def _count_failed(self) -> None:
+        """Figures and one log line per series name for series the aggregator could not summarise."""
+        failed = self.aggregator.series_failed - self.figures_["series_failed"]
+        if failed:
+            self.figures_["series_failed"] = self.aggregator.series_failed
+            for name, error in self.aggregator.last_failed[-failed:]:
+                if len(self._failed_logged) < 1000 and name not in self._failed_logged:
+                    self._failed_logged.add(name)
+                    self.log.error(
+                        "dropped series %s from its interval: it could not be summarised (%s)",
+                        printable_repr(name, 100),
+                        printable(error),
+                    )
 
     # --- receive loop ------------------------------------------------------------------
 
@@ -529,13 +552,15 @@ class Worker:
             if owned is False:  # another worker's shard (subscribed to 'all' levels)
                 return
         try:
-            batch = protocol.decode_plain(frame)
+            batch = protocol.decode_plain(frame, self.clock(), self.max_buckets)
         except protocol.ProtocolError as error:
             self._malformed(str(error))
             return
         except Exception as error:  # a decoder that misses a case must not stop the worker
             self._malformed(f"unparseable ({error.__class__.__name__}: {error})")
             return
+        if batch.refused:
+            self._refused(batch.refused)
         records = batch.records
         if owned is None and self.shard is not None:  # an unsharded message: keep our series
             records = self.shard.own_records(records)
@@ -552,6 +577,22 @@ class Worker:
         if isinstance(aggregator, LevelAggregators):
             aggregator = aggregator.level(batch.level)
         return aggregator.add_records(records)
+
+    def _refused(self, refused: Sequence[tuple[str, Any]]) -> None:
+        """Summary records the decoder refused alone: counted by reason, logged (rate-limited)."""
+        f = self.figures_
+        by_reason = f["malformed_by_reason"]
+        for _, problem in refused:
+            by_reason[problem.reason] = by_reason.get(problem.reason, 0) + 1
+        f["malformed_records"] += len(refused)
+        name, problem = refused[0]
+        self._malformed_log.warning(
+            "dropped malformed summary record %s (%s): %s (%d malformed records so far)",
+            printable_repr(name, 100),
+            problem.reason,
+            printable(problem.message),
+            f["malformed_records"],
+        )
 
     def _discard_rest(self, sub: zmq.Socket[bytes]) -> None:
         while sub.getsockopt(zmq.RCVMORE):
@@ -601,6 +642,8 @@ class Worker:
             "cut_off_intervals": q["cut_off_intervals"],
             "late_flushes": s.late_flushes,
             "non_finite_dropped": f["non_finite_dropped"],
+            "malformed_records": f["malformed_records"],
+            "series_failed": f["series_failed"],
             "late_summaries": self.aggregator.late_summaries,
             "flush_lag": s.lag,
         }
