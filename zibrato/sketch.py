@@ -593,7 +593,7 @@ class Sketch:
             scale = int(data["scale"])
             if not MIN_SCALE <= scale <= MAX_SCALE:
                 raise ValueError(f"scale {scale} outside [{MIN_SCALE}, {MAX_SCALE}]")
-            sketch = cls(relative_error=relative_error_of(scale) * (1 + 1e-9), max_buckets=max_buckets, max_exact=0)
+            sketch = cls(max_buckets=max_buckets, max_exact=0)  # any scale: a coarse one has no relative error < 1
             sketch.initial_scale = sketch.scale = scale
             sketch._factor = math.ldexp(1.0, scale)
             for name, buckets in (("positive", sketch.positive), ("negative", sketch.negative)):
