@@ -48,6 +48,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from ..series_guard import SeriesGuard
 from .labels import tag_pairs
 
 DEFAULT_BUCKETS = tuple(2.0**e for e in range(-10, 6))  # 0.0009765625 s .. 32 s
@@ -190,7 +191,16 @@ class PrometheusState:
         self._exposed: dict[str, str] = {}  # sample name -> family exposing it
         #: bumped whenever what a scrape would show changes (cached renderings compare it)
         self.version = 0
-        self.figures = {"series": 0, "families": 0, "name_collisions": 0, "label_collisions": 0, "series_expired": 0}
+        self.figures = {
+            "series": 0,
+            "families": 0,
+            "name_collisions": 0,
+            "label_collisions": 0,
+            "series_expired": 0,
+            "series_failed_mapping": 0,
+        }
+        #: series dropped from an interval because mapping them raised (see zibrato.series_guard)
+        self.guard = SeriesGuard(self.log)
 
     # --- feeding --------------------------------------------------------------
 
@@ -199,16 +209,22 @@ class PrometheusState:
         now = self.clock()
         with self._lock:
             for summary in summaries:
-                key = series_key(summary)
-                series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = self._new_series(key, summary, now)
-                self._apply(series, summary, now)
+                try:  # each series under its own guard: one that raises is dropped alone
+                    key = series_key(summary)
+                    series = self._series.get(key)
+                    if series is None:
+                        series = self._series[key] = self._new_series(key, summary, now)
+                    self._apply(series, summary, now)
+                except Exception as error:
+                    self.guard.dropped(summary, error)
             self._expire(now)
             self.version += 1
-            self.figures.update(series=len(self._series), families=len(self._families))
+            self.figures.update(
+                series=len(self._series), families=len(self._families), series_failed_mapping=self.guard.failed
+            )
 
     def _apply(self, series: Series, s: dict, now: float) -> None:
+        """One interval of a series; anything that can raise does before the series changes."""
         kind = s["type"]
         has_data = bool(s.get("count", s.get("value")))
         if kind == "counter":
@@ -216,7 +232,8 @@ class PrometheusState:
         elif kind in ("gauge", "set"):
             series.value = s.get("value", series.value)
         else:
-            for i, n in enumerate(bucket_increments(s, self.bounds)):
+            increments = bucket_increments(s, self.bounds)
+            for i, n in enumerate(increments):
                 series.buckets[i] += n
             series.count += s.get("count", 0)
             series.sum += s.get("sum", 0.0)
