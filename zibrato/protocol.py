@@ -241,6 +241,39 @@ def decode_plain(frame: bytes, now: float | None = None, max_buckets: int | None
     return Batch(level, time, records, refused)  # the records as plain tuples: Record's fields, unnamed
 
 
+def measurements_in(frame: bytes) -> int:
+    """How many measurements a frame carries, as the worker's ``measurements`` counts them; no validation.
+
+    A raw record counts its values; a summary record the observations it
+    stands for (a counter's or gauge's ``count``, a timer's values or its
+    sketch's ``count``; a set 0). What a stopping worker leaves unread is
+    counted with it (``unread_at_stop``), so that figure says how many
+    measurements were lost, not how many messages. 0 for a frame that does
+    not decode (it would have been malformed).
+    """
+    _, sep, payload = bytes(frame).partition(LEVEL_TERMINATOR)
+    if payload[:1] == SHARD_MARK:
+        payload = payload[2:]
+    try:
+        records = msgpack.unpackb(payload, raw=False)[2]
+        total = 0.0
+        for record in records:
+            values = record[2]
+            if record[0] != SUMMARY:
+                total += len(values)
+                continue
+            summary = values[0]
+            if "values" in summary:
+                total += len(summary["values"])
+            elif summary.get("kind") in (COUNTER, GAUGE):
+                total += summary.get("count", 0)
+            elif summary.get("kind") in (TIMER, HISTOGRAM):
+                total += summary.get("sketch", {}).get("count", 0)
+        return max(0, round(total)) if sep else 0
+    except Exception:  # anything that does not decode carries nothing a worker would count
+        return 0
+
+
 def _validated_batch(
     frame: bytes, now: float | None, max_buckets: int | None
 ) -> tuple[str, float, Any, tuple[Any, ...]]:

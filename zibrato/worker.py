@@ -208,6 +208,7 @@ class Worker:
             "flushes": 0,
             "series_flushed": 0,
             "unread_at_stop": 0,
+            "unread_messages_at_stop": 0,
             "non_finite_dropped": 0,
             "malformed_records": 0,
             "malformed_by_reason": {},
@@ -497,29 +498,36 @@ class Worker:
         and the broker forwards what it drains from clients up to about 0.2 s
         later; the quiet gap that ends this is longer than that. A worker that
         is behind reads what is queued for up to half its stop budget; what it
-        cannot read by then is counted (``unread_at_stop``) and logged, never
-        dropped silently.
+        cannot read by then is counted (``unread_at_stop``: its measurements, as
+        ``measurements`` counts them, so that the figure is what was lost;
+        ``unread_messages_at_stop``: the messages) and logged, never dropped
+        silently.
         """
         while time.monotonic() < read_until and sub.poll(int(_STOP_QUIET_SECONDS * 1000)):
             self._receive_available(sub)
-        left = 0
+        left = messages = 0
         give_up = time.monotonic() + min(1.0, self.stop_timeout / 8)
         while time.monotonic() < give_up:
             try:
-                sub.recv(zmq.NOBLOCK)
+                frame = sub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 if not sub.poll(10):
                     break
                 continue
-            left += 1
-        if left:
+            if self.shard is not None and self.shard.owns_frame(frame) is False:
+                continue  # another worker's shard: never this worker's to lose
+            messages += 1
+            left += protocol.measurements_in(frame)
+        if messages:
             self.figures_["unread_at_stop"] += left
+            self.figures_["unread_messages_at_stop"] += messages
             more = " at least" if time.monotonic() >= give_up else ""
             self.log.error(
-                "stopping:%s %d messages queued from the broker were not read within "
-                "half the stop budget (%g s) and are lost (unread_at_stop)",
+                "stopping:%s %d measurements in %d messages queued from the broker were not read "
+                "within half the stop budget (%g s) and are lost (unread_at_stop)",
                 more,
                 left,
+                messages,
                 self.stop_timeout / 2,
             )
 
