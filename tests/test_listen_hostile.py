@@ -64,3 +64,13 @@ def test_the_gauges_remembered_are_bounded_by_max_gauges(listen_pipeline):  # no
         p.wait_lines(i + 1)
         expect(p.listen_status()["gauges_held"] <= 2 * 10 + 1) == True
     expect(p.listen_status()["gauges_expired"] >= 60 - 2 * 10 - 1) == True
+
+
+def test_a_tag_without_a_key_is_a_bad_tag_and_a_bare_tag_is_kept(listen_pipeline):  # noqa: F811
+    p = listen_pipeline()
+    send_udp(p.statsd_port, b"x:1|c|#:prod\n" + HONEST + b"|#canary")
+    p.wait_lines(1)
+    expect(p.listen_status()["rejected"]) == {"bad tag": 1}
+    p.wait_values(1)
+    honest = p.summaries()["honest"]
+    expect((honest["value"], honest["tags"])) == (1, ["canary"])

@@ -99,12 +99,21 @@ def name_problem(name: object, what: str = "name") -> str | None:
 
 
 def tag_problem(tag: object) -> str | None:
-    """Why ``tag`` is not a valid ``key:value`` tag string, or None when it is."""
+    """Why ``tag`` is not a valid tag string, or None when it is.
+
+    A tag is ``key:value``, or a bare ``key`` (DogStatsD's convention, which
+    every destination reads as ``key:true``); the key, the text before the
+    first ``:``, must not be empty: OTLP attributes and Prometheus labels
+    need a name, and one nameless tag would make a receiver refuse a whole
+    request.
+    """
     if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_LENGTH or _CONTROL.search(tag):
         return (
             f"bad tag {_short(tag)}: a non-empty string of at most {MAX_TAG_LENGTH} characters "
             "without control characters"
         )
+    if tag[0] == ":":
+        return f"bad tag {_short(tag)}: a tag is key:value or a bare key, and its key must not be empty"
     return None
 
 
