@@ -26,6 +26,7 @@ from zibrato.backends.otlp_mapping import OtlpMapper
 from zibrato.backends.prometheus_mapping import PrometheusState
 from zibrato.backends.statsd import StatsdMapping
 from zibrato.destination import Interval
+from zibrato.sketch import SetSketch
 from zibrato.summary_check import REASONS
 from zibrato.web.view import History
 
@@ -81,8 +82,12 @@ def honest_then_forged(draw: st.DrawFn) -> dict:
             summary.update(sum_squares=math.fsum(v * v for v in values), sketch=sketch_of(values, scale))
         if kind == "h" and draw(st.booleans()):
             summary["unit"] = draw(st.sampled_from(["ms", "By", "bad unit", ""]))
-    else:
+    elif draw(st.booleans()):
         summary["sketch"] = {"exact": True, "count": 3, "members": draw(st.lists(st.text(min_size=1), max_size=5))}
+    else:  # a HyperLogLog sketch, of the workers' precision or another
+        members = SetSketch(max_exact=1, precision=draw(st.sampled_from([12, 14])))
+        members.update(draw(st.lists(st.integers(), min_size=2, max_size=20)))
+        summary["sketch"] = members.to_dict()
     if draw(st.integers(0, 4)):  # mostly forged
         target = summary
         if "sketch" in summary and draw(st.booleans()):

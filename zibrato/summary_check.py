@@ -25,7 +25,7 @@ What an accepted summary guarantees (docs/PROTOCOL.md, "Summary records"):
   ``min <= max``, each inside the lowest and highest populated buckets (what
   OTLP receivers check);
 * a set sketch: members as the client allows them, or HyperLogLog registers
-  of the declared precision whose ranks a 64-bit hash can produce.
+  of precision 14 (the only one workers merge) whose ranks a 64-bit hash can produce.
 
 Checking costs one pass over a sketch's buckets; nothing here builds a sketch.
 """
@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from .protocol import UNIT_PATTERN as _UNIT
-from .sketch import DEFAULT_MAX_BUCKETS, MAX_SCALE, MIN_SCALE
+from .sketch import DEFAULT_MAX_BUCKETS, DEFAULT_PRECISION, MAX_SCALE, MIN_SCALE
 
 __all__ = [
     "REASONS",
@@ -184,8 +184,11 @@ def _set(summary: Mapping[str, Any], end: float, now: float | None, max_buckets:
             raise _Refused("set_sketch", "set members must be strings of 1-255 characters or integers")
         return
     precision, registers = sketch.get("precision"), sketch.get("registers")
-    if precision.__class__ is not int or not 4 <= precision <= 18 or registers.__class__ is not str:
-        raise _Refused("set_sketch", "a HyperLogLog set sketch needs a precision in [4, 18] and base64 registers")
+    if precision != DEFAULT_PRECISION or precision.__class__ is not int or registers.__class__ is not str:
+        # one precision on the wire: a worker's own sets cannot merge another (the merge would raise)
+        raise _Refused(
+            "set_sketch", f"a HyperLogLog set sketch needs precision {DEFAULT_PRECISION} and base64 registers"
+        )
     try:
         raw = base64.b64decode(registers, validate=True)
     except (binascii.Error, ValueError):
