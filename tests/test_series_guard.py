@@ -75,3 +75,22 @@ def test_prometheus_drops_a_series_that_raises_and_keeps_the_others():
     expect(total) == 8.0
     [count] = [s.value for s in families["db"].samples if s.name == "db_count"]
     expect(count) == 2  # the first interval's, untouched by the broken one
+
+
+def test_the_worker_counts_a_series_that_cannot_be_summarised_and_logs_its_escaped_name_once(caplog):
+    import io
+
+    from zibrato.backends.console import Console
+    from zibrato.worker import Worker
+
+    worker = Worker(Console(stream=io.StringIO()), self_level=None)
+    with caplog.at_level(logging.ERROR, "zibrato.console"):
+        for end in (10.0, 20.0):
+            worker.aggregator.add("c", "honest", None, (), (1,))
+            worker.aggregator._series[("t", "bro\nken", None, ())] = Unsummarisable()
+            interval = worker.flush(end - 10.0, end)
+            expect([s["name"] for s in interval.summaries]) == ["honest"]
+    expect(worker.figures()["series_failed"]) == 2
+    expect(worker.self_figures(1)["series_failed"]) == 2
+    [logged] = [r.getMessage() for r in caplog.records if "could not be summarised" in r.getMessage()]
+    expect(logged).contains("'bro\\nken'")
