@@ -94,3 +94,26 @@ def test_the_worker_counts_a_series_that_cannot_be_summarised_and_logs_its_escap
     expect(worker.self_figures(1)["series_failed"]) == 2
     [logged] = [r.getMessage() for r in caplog.records if "could not be summarised" in r.getMessage()]
     expect(logged).contains("'bro\\nken'")
+
+
+def test_every_line_and_json_mapping_drops_a_series_that_raises_and_keeps_the_others():
+    from zibrato.backends.graphite import GraphiteMapping
+    from zibrato.backends.influxdb import InfluxMapping
+    from zibrato.backends.librato import LibratoMapping
+    from zibrato.backends.statsd import StatsdMapping
+    from zibrato.destination import Interval
+
+    broken = {**make.counter("broken", 1), "value": object()}  # no mapping can write this number
+    summaries = [make.counter("honest", 5), broken, make.gauge("depth", 3)]
+    interval = Interval(0.0, 60.0, summaries)
+    graphite, influx, statsd, librato = GraphiteMapping(), InfluxMapping(), StatsdMapping(), LibratoMapping()
+    outputs = {
+        "graphite": "".join(graphite.lines(interval)),
+        "influx": "".join(influx.lines(interval)),
+        "statsd": b"".join(statsd.lines(summaries)).decode(),
+        "librato": str(librato.measurements(summaries)),
+    }
+    for what, text in outputs.items():
+        expect((what, "honest" in text and "depth" in text and "broken" not in text)) == (what, True)
+    for mapping in (graphite, influx, statsd, librato):
+        expect(mapping.guard.failed) == 1
