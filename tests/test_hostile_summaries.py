@@ -254,3 +254,37 @@ def test_forged_summaries_never_make_the_prometheus_worker_raise(prometheus):
     expect(p.worker.process.poll()) == None
     expect(p.worker.stderr).does_not_contain("Traceback")
     p.stop_worker()
+
+
+# --- the web worker: item 1 (it exited 1 at the flush after the forged sketch) --------------------
+
+
+class WebPipeline(WorkerPipeline):
+    script = "zibrato-web"
+    ready_log = "web worker"
+
+    def __init__(self, tmp_path, *args, **kwargs):
+        super().__init__(tmp_path, "--listen", "127.0.0.1:0", *args, **kwargs)
+
+
+@pytest.fixture
+def web(tmp_path):
+    yield from pipelines(lambda *args, **kwargs: WebPipeline(tmp_path, *args, **kwargs))
+
+
+def test_forged_summaries_never_stop_the_web_worker(web):
+    p = web(flush=1)
+    pusher, expected = _push_the_attack(p)
+    try:
+        status = _refusals_counted(p, expected)
+        expect(status["malformed_by_reason"]) == expected
+        flushes = status["flushes"]
+        pusher.send([], honest=10)
+        wait_until(lambda: p.status()["flushes"] >= flushes + 2, timeout=15, message="two more flushes")
+        wait_until(lambda: p.status()["intervals_held"] >= 2, timeout=15, message="intervals in the page's history")
+    finally:
+        pusher.close()
+    expect(p.worker.process.poll()) == None
+    expect(p.status()["series_failed"]) == 0
+    expect(p.worker.stderr).does_not_contain("Traceback")
+    p.stop_worker()
