@@ -227,8 +227,9 @@ def _sketch(sketch: dict[str, Any], max_buckets: int) -> None:
         if len(counts) > max_buckets:
             raise _Refused("sketch_buckets", f"sketch {name} has {len(counts)} buckets: at most {max_buckets}")
         populated = [(offset + i, c) for i, c in enumerate(counts) if c]
-        for _, bucket in populated:
-            if not _is_number(bucket) or bucket < 0:
+        for _, bucket in populated:  # _is_number inlined: a call per bucket costs as much as the check
+            cls = bucket.__class__
+            if not ((cls is int or (cls is float and bucket - bucket == 0)) and bucket >= 0):
                 raise _Refused("negative_count", f"bucket counts must be finite numbers >= 0, got {_short(bucket)}")
         if populated and not (lowest <= populated[0][0] and populated[-1][0] <= highest):
             raise _Refused(
@@ -251,10 +252,11 @@ def _extremes(sketch: Mapping[str, Any], scale: int, sides: dict[str, list], zer
         raise _Refused("summary_number", "a sketch with observations needs finite min and max")
     if low > high:
         raise _Refused("min_above_max", f"sketch min {low!r} > max {high!r}")
-    ranges = [(-_edge(i + 1, scale), -_edge(i, scale)) for i, _ in reversed(sides["negative"])]
+    negative, positive = sides["negative"], sides["positive"]
+    ranges = [(-_edge(i + 1, scale), -_edge(i, scale)) for i in _ends(negative)[::-1]]  # the ends only
     if zero_count:
         ranges.append((0.0, 0.0))
-    ranges += [(_edge(i, scale), _edge(i + 1, scale)) for i, _ in sides["positive"]]
+    ranges += [(_edge(i, scale), _edge(i + 1, scale)) for i in _ends(positive)]
     if not ranges:  # pragma: no cover - counts that add up to count > 0 populate something
         return
     for what, value, (lower, upper) in (("min", low, ranges[0]), ("max", high, ranges[-1])):
@@ -263,6 +265,13 @@ def _extremes(sketch: Mapping[str, Any], scale: int, sides: dict[str, list], zer
             raise _Refused(
                 "sketch_counts", f"sketch {what} {value!r} is not in its populated bucket [{lower!r}, {upper!r}]"
             )
+
+
+def _ends(populated: list[tuple[int, float]]) -> list[int]:
+    """The lowest and highest populated index (one if they are the same), ascending."""
+    if not populated:
+        return []
+    return [populated[0][0]] if len(populated) == 1 else [populated[0][0], populated[-1][0]]
 
 
 def _edge(index: int, scale: int) -> float:
