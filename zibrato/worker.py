@@ -40,7 +40,8 @@ from .curve import ClientKeys
 from .delivery import Backoff, DeliveryQueue, iso
 from .destination import Destination, Interval
 from .rules import SeriesRules
-from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable, printable_repr
+from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable
+from .series_guard import SeriesGuard, count_refused
 from .shard import Shard
 from .sketch import DEFAULT_MAX_BUCKETS
 
@@ -199,7 +200,7 @@ class Worker:
         )
         self._malformed_log = RateLimitedLog(self.log)
         self._late_log = RateLimitedLog(self.log, every=60.0)
-        self._failed_logged: set[str] = set()  # series names logged once (series_failed)
+        self._series_guard = SeriesGuard(self.log)  # series_failed: each name logged once
         #: counts, and times or None (never yet): what `zibrato status` and self-metrics report
         self.figures_: dict[str, Any] = {
             "received": 0,
@@ -405,13 +406,7 @@ class Worker:
         if failed:
             self.figures_["series_failed"] = self.aggregator.series_failed
             for name, error in self.aggregator.last_failed[-failed:]:
-                if len(self._failed_logged) < 1000 and name not in self._failed_logged:
-                    self._failed_logged.add(name)
-                    self.log.error(
-                        "dropped series %s from its interval: it could not be summarised (%s)",
-                        printable_repr(name, 100),
-                        printable(error),
-                    )
+                self._series_guard.dropped({"name": name}, error, "it could not be summarised")
 
     # --- receive loop ------------------------------------------------------------------
 
@@ -568,7 +563,7 @@ class Worker:
             self._malformed(f"unparseable ({error.__class__.__name__}: {error})")
             return
         if batch.refused:
-            self._refused(batch.refused)
+            count_refused(self.figures_, batch.refused, self._malformed_log)
         records = batch.records
         if owned is None and self.shard is not None:  # an unsharded message: keep our series
             records = self.shard.own_records(records)
@@ -585,22 +580,6 @@ class Worker:
         if isinstance(aggregator, LevelAggregators):
             aggregator = aggregator.level(batch.level)
         return aggregator.add_records(records)
-
-    def _refused(self, refused: Sequence[tuple[str, Any]]) -> None:
-        """Summary records the decoder refused alone: counted by reason, logged (rate-limited)."""
-        f = self.figures_
-        by_reason = f["malformed_by_reason"]
-        for _, problem in refused:
-            by_reason[problem.reason] = by_reason.get(problem.reason, 0) + 1
-        f["malformed_records"] += len(refused)
-        name, problem = refused[0]
-        self._malformed_log.warning(
-            "dropped malformed summary record %s (%s): %s (%d malformed records so far)",
-            printable_repr(name, 100),
-            problem.reason,
-            printable(problem.message),
-            f["malformed_records"],
-        )
 
     def _discard_rest(self, sub: zmq.Socket[bytes]) -> None:
         while sub.getsockopt(zmq.RCVMORE):
