@@ -86,7 +86,7 @@ def honest_then_forged(draw: st.DrawFn, forge: bool = True) -> dict:
         summary["sketch"] = {"exact": True, "count": 3, "members": draw(st.lists(st.text(min_size=1), max_size=5))}
     else:  # a HyperLogLog sketch, of the workers' precision or another
         members = SetSketch(max_exact=1, precision=draw(st.sampled_from([12, 14])))
-        members.update(draw(st.lists(st.integers(), min_size=2, max_size=20)))
+        members.update(draw(st.lists(INT64, min_size=2, max_size=20, unique=True)))  # 64-bit: msgpack
         summary["sketch"] = members.to_dict()
     if forge and draw(st.integers(0, 4)):  # mostly forged
         target = summary
