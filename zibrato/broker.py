@@ -99,7 +99,14 @@ class Broker:
             self.curve.watch = ConnectionWatch()
             self.curve.start(context)  # the ZAP handler must exist before a CURVE socket binds
         pub = self._bind(zmq.PUB, self.pub_endpoint, zmq.SNDHWM)
-        status = self._bind_status()
+        try:
+            status = self._bind_status()
+        except BrokerError:  # close what is bound, or context.term() would wait for it
+            pub.close(linger=0)
+            if self.curve is not None:
+                self.curve.stop()
+            context.term()
+            raise
         try:
             log.info(
                 "publishing on %s; accepting clients on %s in %.1f s",
