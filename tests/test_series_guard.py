@@ -73,7 +73,7 @@ def test_prometheus_drops_a_series_that_raises_and_keeps_the_others():
     families = {f.name: f for f in state.families()}
     [total] = [s.value for s in families["honest"].samples if s.name == "honest_total"]
     expect(total) == 8.0
-    [count] = [s.value for s in families["db"].samples if s.name == "db_count"]
+    [count] = [s.value for s in families["db_seconds"].samples if s.name == "db_seconds_count"]  # a timer's family
     expect(count) == 2  # the first interval's, untouched by the broken one
 
 
