@@ -40,6 +40,10 @@ Overhead = instrumented statement - baseline statement (``noop()`` for a
 decorated function or a ``with`` block around ``noop()``, ``pass`` for a
 direct call such as ``z.gauge(...)``). Each figure is the median of the
 repeats.
+
+The full run ends with bench/otel.py's section (issue 26): ``zibrato.otel``'s
+``Counter.add`` and ``Histogram.record`` beside the OpenTelemetry SDK's (in-memory
+reader) and beside ``z.count``, measured in this same run.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from array import array
 from dataclasses import dataclass
 
 import _common as c
+import otel  # bench/otel.py: zibrato.otel beside the OpenTelemetry SDK, printed after this run's tables
 
 GAP = 200e-6  # seconds between spaced calls
 OUTLIER = 50e-6  # a spaced window longer than this was interrupted
@@ -801,6 +806,8 @@ def main() -> None:
     print(flat_out_report(flat, seconds))
     print(sender_report(sender, sender_repeats, per_repeat))
     print(at_bound_report(bound, bound_seconds))
+    print()
+    print(otel.run(args.quick))  # issue 26: the OpenTelemetry SDK's Counter.add and Histogram.record as peers
 
 
 def only(section: str, quick: bool) -> None:

@@ -1,6 +1,7 @@
 """zibrato.otel against the OpenTelemetry SDK, and against the Zibrato client's own calls.
 
-Run through ``bench/run otel [--quick]``. In one process, with a real
+Run through ``bench/run client [--quick]`` (after the client's own tables, same run) or
+alone through ``bench/run otel [--quick]``. In one process, with a real
 ``zibrato-broker`` listening, each statement runs in a tight ``timeit`` loop
 (garbage collector on), timed as the *process's* CPU time (every thread:
 Zibrato's sender thread and libzmq's I/O thread count, as do the SDK's), with
@@ -131,13 +132,14 @@ def measure(ns: dict, repeats: int, number: int) -> dict[str, list[float]]:
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (a few seconds)")
-    parser.add_argument("--repeats", type=int)
-    args = parser.parse_args()
-    repeats = args.repeats or (3 if args.quick else 9)
-    number = 20_000 if args.quick else 100_000
+def run(quick: bool, repeats: int | None = None) -> str:
+    """The whole comparison against a broker of its own: its Markdown report (also saved as JSON).
+
+    ``bench/run client`` prints it after the client's own tables (the SDK's peer rows, same
+    run); ``bench/run otel`` runs it alone.
+    """
+    repeats = repeats or (3 if quick else 9)
+    number = 20_000 if quick else 100_000
 
     port = c.free_port_run(3)
     broker = c.start("zibrato-broker", "--port", port, "--status-port", 0, "--startup-grace", 0.1)
@@ -159,17 +161,29 @@ def main() -> None:
         for key, _label, _stmt, base in CASES
     }
     labels = {key: label for key, label, _stmt, _base in CASES}
-    print(f"# zibrato.otel vs the OpenTelemetry SDK\n\n{c.machine()}; {repeats} x {number:,} calls each.\n")
-    print("## ns per call (process CPU, median, minus the baseline)\n")
-    print(c.table(["statement", "ns per call"], [(labels[k], ns_per_call[k]) for k, *_ in CASES if k != "empty"]))
-    print("\n## Ratios (same run)\n")
     rows = []
     for mine, other in PAIRS:
         ratio = ns_per_call[mine] / ns_per_call[other] if ns_per_call[other] > 0 else float("nan")
         rows.append((labels[mine], labels[other], f"{ratio:.2f}x"))
-    print(c.table(["zibrato.otel", "compared with", "ratio"], rows))
-    print(f"\nZibrato client: {sent:,} measurements sent, {dropped:,} dropped.")
-    c.save_json("otel" + ("-quick" if args.quick else ""), {"ns_per_call": ns_per_call, "raw": results})
+    c.save_json("otel" + ("-quick" if quick else ""), {"ns_per_call": ns_per_call, "raw": results})
+    return "\n".join(
+        [
+            f"## zibrato.otel vs the OpenTelemetry SDK\n\n{c.machine()}; {repeats} x {number:,} calls each.\n",
+            "### ns per call (process CPU, median, minus the baseline)\n",
+            c.table(["statement", "ns per call"], [(labels[k], ns_per_call[k]) for k, *_ in CASES if k != "empty"]),
+            "\n### Ratios (same run)\n",
+            c.table(["zibrato.otel", "compared with", "ratio"], rows),
+            f"\nZibrato client: {sent:,} measurements sent, {dropped:,} dropped.",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run (a few seconds)")
+    parser.add_argument("--repeats", type=int)
+    args = parser.parse_args()
+    print(run(args.quick, args.repeats))
 
 
 if __name__ == "__main__":

@@ -512,6 +512,7 @@ MISUSE = {
     "tags one string on a direct call": (TypeError, lambda z: z.count("info", "x", tags="env:prod")),
     "tag empty": (ValueError, lambda z: z.count_me("info", "x", tags=[""])),
     "tag with newline": (ValueError, lambda z: z.count("info", "x", tags=["a\nb"])),
+    "tag without a key": (ValueError, lambda z: z.count("info", "x", tags=[":prod"])),
     "tag not a string": (ValueError, lambda z: z.count("info", "x", tags=[3])),
     "65 tags": (ValueError, lambda z: z.count_me("info", "x", tags=[f"t:{i}" for i in range(65)])),
     "integer beyond any float": (ValueError, lambda z: z.count("info", "x", 10**400)),

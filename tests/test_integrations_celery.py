@@ -9,38 +9,19 @@ at zibrato-console, nothing lost when a child is recycled.
 
 from __future__ import annotations
 
-import collections
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from expecter import expect
 
+from support.celery_worker import ConsolePipeline, celery_worker
 from support.daemons import wait_until
-from support.pipeline import WorkerPipeline, pipelines
+from support.pipeline import pipelines
 from support.redis_server import BINARY as REDIS
 from support.redis_server import RedisServer
 from zibrato.testing import MemoryZibrato
 
-TESTS = Path(__file__).parent
-BIN = Path(sys.executable).parent
 OK_TASKS, FAILING_TASKS, RETRIED_TASKS = 300, 100, 100
-
-
-class ConsolePipeline(WorkerPipeline):
-    def __init__(self, tmp_path, *args, **kwargs):
-        super().__init__(tmp_path, "--format", "json", *args, **kwargs)
-
-    def totals(self) -> collections.Counter:
-        """(name, tags) -> observations (timers) or sum (counters), over every flush so far."""
-        found: collections.Counter = collections.Counter()
-        for s in self.worker.json_lines():
-            if s["name"].startswith("celery."):
-                found[(s["name"], tuple(s.get("tags") or ()))] += s["value"] if s["type"] == "counter" else s["count"]
-        return found
 
 
 @pytest.fixture
@@ -71,27 +52,8 @@ def test_celery_prefork_tasks_are_timed_and_counted_exactly_across_recycled_chil
     pids = tmp_path / "pids"
     pids.mkdir()
     log = tmp_path / "celery.log"
-    env = {**os.environ, "CELERY_BROKER_URL": redis.url, "ZIBRATO_PORT": str(p.base), "TASK_PID_DIR": str(pids)}
-    with open(log, "ab") as out:
-        worker = subprocess.Popen(
-            [BIN / "celery", "-A", "support.webapps.celery_app", "worker", "--pool", "prefork"]
-            + ["--concurrency", "2", "--max-tasks-per-child", "50", "--loglevel", "info"]
-            + ["--without-gossip", "--without-mingle", "--without-heartbeat", "--hostname", "zibrato-test@%h"],
-            cwd=TESTS,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        wait_until(
-            lambda: "ready." in log.read_text(errors="replace") or worker.poll() is not None,
-            timeout=60,
-            interval=0.1,
-            message="the celery worker ready",
-        )
-        expect(worker.poll()) == None
-
+    env = {"CELERY_BROKER_URL": redis.url, "ZIBRATO_PORT": str(p.base), "TASK_PID_DIR": str(pids)}
+    with celery_worker("support.webapps.celery_app", env, log, max_tasks_per_child=50) as worker:
         # the publisher: this process, stamping each message's publish time as connect() does
         publisher = connect(MemoryZibrato())
         try:
@@ -127,16 +89,37 @@ def test_celery_prefork_tasks_are_timed_and_counted_exactly_across_recycled_chil
             raise AssertionError(f"{error}: expected {expected}, got {last[0]}") from None
         # children were recycled mid-test: more pids ran tasks than the pool's 2
         expect(len(list(pids.iterdir())) > 2) == True
-    finally:
-        worker.send_signal(signal.SIGTERM)  # warm shutdown: the last children flush as they leave
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-    expect(worker.returncode) == 0
+    expect(worker.process.returncode) == 0
+    # each failure reached Celery itself, unchanged: Celery logs it with the task's own exception
+    expect(worker.log_text().count("raised unexpected: ValueError('task ")) == FAILING_TASKS
     p.wait_measurements(0)
     expect(dict(p.totals())) == expected  # nothing more, nothing less once every process left
+
+
+def test_a_failing_task_is_timed_as_failure_and_its_exception_still_reaches_celery():
+    from celery import Celery
+
+    from zibrato.integrations.celery import connect, disconnect
+
+    app = Celery("zibrato_eager", broker="memory://")
+    error = LookupError("the task's own")
+
+    @app.task(name="eager.fails")
+    def fails() -> None:
+        raise error
+
+    z = MemoryZibrato()
+    metrics = connect(z)
+    try:
+        result = fails.apply()  # Celery's own tracer, in this process: the signals fire as in a worker
+        expect(result.state) == "FAILURE"
+        expect(result.result is error) == True  # Celery got the exception itself, not a wrapper
+    finally:
+        disconnect(metrics)
+    tags = ("celery.task.name:eager.fails", "celery.task.state:FAILURE")
+    expect([m.tags for m in z.measurements.find(name="celery.task.duration", type="timer")]) == [tags]
+    failures = z.measurements.find(name="celery.task.failures", type="counter")
+    expect([(m.tags, m.value) for m in failures]) == [(("celery.task.name:eager.fails", "error.type:LookupError"), 1)]
 
 
 def test_connect_refuses_a_bad_level_and_disconnect_undoes_it():

@@ -35,6 +35,14 @@ def tags(method: str, status: int, route: str | None = None, error: str | None =
     return tuple(sorted(found))
 
 
+def expect_the_views_own(caught: pytest.ExceptionInfo, module: str) -> None:
+    """The exception that reached the caller is the one the view raised: its class, its
+    message, and a traceback that still ends in the view (not a wrapper raised by the middleware)."""
+    expect(type(caught.value) is ValueError) == True
+    expect(str(caught.value)) == "the raising route"
+    expect((caught.traceback[-1].path.name, caught.traceback[-1].name)) == (module, "boom")
+
+
 # --- Flask ------------------------------------------------------------------------------------
 
 
@@ -60,8 +68,9 @@ def test_flask_exception_is_tagged_with_its_class_on_the_500_page_and_propagates
     z, app = flask_app
     expect(app.test_client().get("/boom", buffered=True).status_code) == 500  # production: Flask's own 500 page
     app.testing = True  # PROPAGATE_EXCEPTIONS: Flask re-raises, through the middleware, unchanged
-    with pytest.raises(ValueError, match="the raising route"):
+    with pytest.raises(ValueError, match="the raising route") as caught:
         app.test_client().get("/boom")
+    expect_the_views_own(caught, "flask_app.py")
     expect(tags_of(z)) == [tags("GET", 500, "/boom", "ValueError"), tags("GET", 500, "/boom", "ValueError")]
 
 
@@ -106,8 +115,9 @@ def test_django_times_each_request_by_its_url_pattern(django_client):
 
 def test_django_view_exception_is_timed_with_its_class_and_reaches_the_caller_unchanged(django_client):
     z, client = django_client
-    with pytest.raises(ValueError, match="the raising route"):  # the test client re-raises the view's own
+    with pytest.raises(ValueError, match="the raising route") as caught:  # the test client re-raises the view's own
         client.get("/boom/")
+    expect_the_views_own(caught, "django_app.py")
     expect(tags_of(z)) == [tags("GET", 500, "/boom/", "ValueError")]
 
 
@@ -170,8 +180,9 @@ def test_fastapi_exception_is_timed_and_reaches_the_caller_unchanged(fastapi_app
     from starlette.testclient import TestClient
 
     z, app = fastapi_app
-    with pytest.raises(ValueError, match="the raising route"):
+    with pytest.raises(ValueError, match="the raising route") as caught:
         TestClient(app).get("/boom")
+    expect_the_views_own(caught, "fastapi_app.py")
     expect(tags_of(z)) == [tags("GET", 500, "/boom", "ValueError")]
 
 

@@ -286,3 +286,13 @@ def test_remembered_names_are_bounded_and_still_validated(monkeypatch):
         decode(raw([1, 1.0, [good_record(name="bad\n")]]))
     with pytest.raises(ProtocolError, match="control"):
         decode(raw([1, 1.0, [good_record(name="bad\n")]]))
+
+
+def test_a_tag_is_key_value_or_a_bare_key_but_never_without_a_key():
+    """Issue 22, item 10: PROTOCOL.md's rule, the same at the client and the decoder."""
+    assert protocol.tag_problem("env:prod") is None
+    assert protocol.tag_problem("canary") is None  # DogStatsD's bare tag: key:true downstream
+    assert "key must not be empty" in protocol.tag_problem(":prod")
+    frame = protocol.encode("info", 1.0, [("c", "x", (1,), None, (":prod",))])
+    with pytest.raises(protocol.ProtocolError, match="key must not be empty"):
+        protocol.decode_plain(frame)

@@ -63,26 +63,29 @@ def test_a_summary_message_round_trips_through_the_decoder_and_is_sharded():
 
 
 @pytest.mark.parametrize(
-    "summary, reason",
+    "summary, reason, text",
     [
-        ({"kind": "x", "start": 0, "end": 1}, "unknown summary kind"),
-        ({"kind": "c", "start": 1, "end": 1, "sum": 1, "count": 1}, "start before its end"),
-        ({"kind": "c", "start": 0, "end": 1, "sum": float("inf"), "count": 1}, "'sum'"),
-        ({"kind": "t", "start": 0, "end": 1, "sum_squares": 1, "sketch": {"scale": 99}}, "bad sketch"),
-        ({"kind": "t", "start": 0, "end": 1, "sum_squares": 1}, "needs a sketch map"),
-        ({"kind": "c", "start": 0, "end": 1, "sum": 1, "count": 1, "unit": "ms"}, "only a histogram"),
+        ({"kind": "x", "start": 0, "end": 1}, "summary_kind", "unknown summary kind"),
+        ({"kind": "c", "start": 1, "end": 1, "sum": 1, "count": 1}, "summary_time", "start before its end"),
+        ({"kind": "c", "start": 0, "end": 1, "sum": float("inf"), "count": 1}, "summary_number", "'sum'"),
+        ({"kind": "t", "start": 0, "end": 1, "sum_squares": 1, "sketch": {"scale": 99}}, "sketch_scale", "scale"),
+        ({"kind": "t", "start": 0, "end": 1, "sum_squares": 1}, "summary_shape", "needs a sketch map"),
+        ({"kind": "c", "start": 0, "end": 1, "sum": 1, "count": 1, "unit": "ms"}, "summary_unit", "only a histogram"),
     ],
 )
-def test_a_bad_summary_is_rejected_with_its_reason(summary, reason):
-    frame = protocol.encode("info", 1.0, [("m", "x", (summary,), None, ())])
-    with pytest.raises(protocol.ProtocolError, match=reason):
-        protocol.decode_plain(frame)
+def test_a_bad_summary_is_refused_alone_with_its_reason(summary, reason, text):
+    frame = protocol.encode("info", 1.0, [("m", "x", (summary,), None, ()), ("c", "honest", (1,), None, ())])
+    batch = protocol.decode_plain(frame)
+    assert [r[1] for r in batch.records] == ["honest"]
+    [(name, problem)] = batch.refused
+    assert name == "x" and problem.reason == reason and text in problem.message
 
 
 def test_a_summary_record_must_carry_one_map():
     frame = protocol.encode("info", 1.0, [("m", "x", (1, 2), None, ())])
-    with pytest.raises(protocol.ProtocolError, match="exactly one map"):
-        protocol.decode_plain(frame)
+    batch = protocol.decode_plain(frame)
+    assert batch.records == () and batch.refused[0][1].reason == "summary_shape"
+    assert "exactly one map" in batch.refused[0][1].message
 
 
 def test_a_bad_shard_byte_is_rejected_and_an_unsharded_frame_has_no_shard():

@@ -430,3 +430,57 @@ def test_adding_in_batches_of_any_size_equals_adding_one_by_one(values, cuts, ma
     for part in split(sorted(values) if len(cuts) % 2 else values, cuts):
         batched.add_many(part)
     assert same_sketch(batched.to_dict(), one_by_one.to_dict(), values)
+
+
+def test_from_dict_lowers_the_scale_once_and_shifts_every_index_by_the_scale_in_force():
+    """Issue 22, item 1: 3,500 contiguous buckets went to scale -1,946, one downscale per bucket."""
+    from zibrato.sketch import MIN_SCALE
+
+    wide = {
+        "scale": 6,
+        "zero_count": 0,
+        "positive": {"offset": 100, "counts": [1] * 100_000},
+        "negative": {"offset": -50, "counts": [2] * 3500},
+        "count": 107_000,
+        "sum": 1.0,
+        "min": -1.0,
+        "max": 1.0,
+    }
+    sketch = Sketch.from_dict(wide, max_buckets=2048)
+    assert MIN_SCALE <= sketch.scale < 6
+    assert len(sketch.positive) <= 2048 and len(sketch.negative) <= 2048
+    assert sum(sketch.positive.counts) == 100_000 and sum(sketch.negative.counts) == 7000
+    shift = 6 - sketch.scale  # each bucket went where i >> shift says, on both signs
+    assert sketch.positive.offset == 100 >> shift
+    assert sketch.negative.offset == -50 >> shift
+    expected = {}
+    for i in range(100, 100_100):
+        expected[i >> shift] = expected.get(i >> shift, 0) + 1
+    assert dict(sketch.positive.items()) == expected
+
+
+def test_a_sketch_read_back_equals_the_sketch_built_at_the_smaller_table():
+    rng = random.Random(7)
+    values = [rng.lognormvariate(0, 4) for _ in range(5000)] + [-rng.lognormvariate(0, 6) for _ in range(2000)]
+    fine = Sketch(max_exact=0, max_buckets=8192)
+    fine.add_many(values)
+    direct = Sketch(max_exact=0, max_buckets=128)
+    direct.add_many(values)
+    read = Sketch.from_dict(fine.to_dict(), max_buckets=128)
+    assert read.scale == direct.scale
+    assert read.positive.items() == direct.positive.items()
+    assert read.negative.items() == direct.negative.items()
+
+
+def test_from_dict_reads_the_coarse_scales_a_wide_sketch_reaches():
+    coarse = {
+        "scale": -8,
+        "zero_count": 1,
+        "positive": {"offset": 0, "counts": [2]},
+        "count": 3,
+        "sum": 2.0,
+        "min": 0.0,
+        "max": 1.0,
+    }
+    sketch = Sketch.from_dict(coarse)
+    assert (sketch.scale, sketch.count, sketch.quantile(1.0)) == (-8, 3, 1.0)

@@ -254,6 +254,10 @@ class Aggregator:
         #: summaries dropped because they held a non-finite number, and the latest such series
         self.non_finite_dropped = 0
         self.last_non_finite: list[str] = []
+        #: series whose summary raised at flush (dropped alone: never the interval), and the
+        #: latest (name, error) for the worker to log
+        self.series_failed = 0
+        self.last_failed: list[tuple[str, str]] = []
         self._series: dict[tuple, Any] = {}
         #: summaries (protocol 1.2 "m" records) merged, and those that came after their interval
         #: was flushed (merged into the current one instead; see "Summaries" above)
@@ -603,12 +607,16 @@ class Aggregator:
             if type_ == "h":
                 summary["unit"] = key[4]
             state = series.get(key)
-            if state is None:
-                summary.update(self._idle_stats(type_, self._seen[key][1]))
-            else:
-                summary.update(self._stats(type_, state, interval))
-                if self.expire[TYPE_NAMES[type_]]:
-                    self._seen[key] = (time, state[0] if type_ == "g" else None)
+            try:  # each series under its own guard: one that cannot be summarised is dropped alone
+                if state is None:
+                    summary.update(self._idle_stats(type_, self._seen[key][1]))
+                else:
+                    summary.update(self._stats(type_, state, interval))
+                    if self.expire[TYPE_NAMES[type_]]:
+                        self._seen[key] = (time, state[0] if type_ == "g" else None)
+            except Exception as error:
+                self._failed(name, error)
+                continue
             if _all_finite(summary):
                 summaries.append(summary)
             else:
@@ -720,6 +728,11 @@ class Aggregator:
             values = state.evenly_spaced(min(self.max_exact, max(1, math.ceil(count))))
             summary["values"], summary["sampled"] = values, len(values)
         return summary
+
+    def _failed(self, name: str, error: Exception) -> None:
+        self.series_failed += 1
+        self.last_failed.append((name, f"{error.__class__.__name__}: {error}"))
+        del self.last_failed[:-_LAST_NON_FINITE]
 
     def _dropped_non_finite(self, summary: dict) -> None:
         self.non_finite_dropped += 1
@@ -842,3 +855,11 @@ class LevelAggregators:
     @property
     def last_non_finite(self) -> list[str]:
         return [name for a in self.by_level.values() for name in a.last_non_finite]
+
+    @property
+    def series_failed(self) -> int:
+        return self._total("series_failed")
+
+    @property
+    def last_failed(self) -> list[tuple[str, str]]:
+        return [failure for a in self.by_level.values() for failure in a.last_failed]

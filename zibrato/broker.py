@@ -101,7 +101,14 @@ class Broker:
             self.curve.start(context)  # the ZAP handler must exist before a CURVE socket binds
         # XPUB: the workers' subscriptions reach the broker (zibrato.subscriptions)
         pub = self._bind(zmq.XPUB, self.pub_endpoint, zmq.SNDHWM, {zmq.XPUB_VERBOSER: 1})
-        status = self._bind_status()
+        try:
+            status = self._bind_status()
+        except BrokerError:  # close what is bound, or context.term() would wait for it
+            pub.close(linger=0)
+            if self.curve is not None:
+                self.curve.stop()
+            context.term()
+            raise
         self._watch = watch = SubscriptionWatch(context, pub, self.hwm)
         try:
             log.info(

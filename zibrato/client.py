@@ -471,6 +471,7 @@ class Zibrato:
                 self._publisher, self._sender = publisher, sender
                 self._record = self._buffer.guarded if self._buffer.guarding else self._buffer.fast
                 _flush_when_a_multiprocessing_child_ends(self)
+                _flush_when_a_celery_pool_child_ends()
         self._record(item)
 
     def _publish_now(self, item: Item) -> None:
@@ -593,7 +594,8 @@ def _normalise_tags(tags: Tags) -> tuple[str, ...]:
 # client; multiprocessing children of every start method (fork, spawn,
 # forkserver) leave through os._exit, so each client registers its close with
 # multiprocessing's own exit finalizers, and a SIGTERM from terminate() (Pool's
-# __exit__) first flushes, then ends the process by SIGTERM as before.
+# __exit__) first flushes, then ends the process by SIGTERM as before. Celery's
+# prefork children also leave through os._exit, after a signal of Celery's own.
 
 _live_clients: weakref.WeakSet[Zibrato] = weakref.WeakSet()
 _sigterm_hooked_in: int | None = None  # the pid whose SIGTERM flushes first
@@ -614,6 +616,28 @@ def _flush_when_a_multiprocessing_child_ends(client: Zibrato) -> None:
 
     util.Finalize(client, client.close, exitpriority=100)
     _flush_on_sigterm()
+
+
+def _flush_when_a_celery_pool_child_ends() -> None:
+    """Celery's prefork children (billiard's pool) leave by ``os._exit`` right after Celery's
+    ``worker_process_shutdown`` signal: no atexit hook, no multiprocessing finalizer runs. Where
+    Celery is already imported, that signal flushes every client (once per process, whichever
+    client started first), so a recycled child loses nothing, whatever records through the client
+    (``z.count``, ``zibrato.otel``'s instruments) and with or without ``integrations.celery``."""
+    signals = sys.modules.get("celery.signals")
+    if signals is None:
+        return
+    with _suppressed():
+        signals.worker_process_shutdown.connect(_flush_all_as_a_celery_child_ends, weak=False, dispatch_uid=__name__)
+
+
+_CELERY_CHILD_FLUSH_TIMEOUT = 2.0  # seconds each client may take to hand over a leaving child's measurements
+
+
+def _flush_all_as_a_celery_child_ends(**extra: object) -> None:
+    for client in list(_live_clients):
+        with _suppressed():
+            client.flush(_CELERY_CHILD_FLUSH_TIMEOUT)
 
 
 def _flush_on_sigterm() -> None:

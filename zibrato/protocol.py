@@ -99,12 +99,21 @@ def name_problem(name: object, what: str = "name") -> str | None:
 
 
 def tag_problem(tag: object) -> str | None:
-    """Why ``tag`` is not a valid ``key:value`` tag string, or None when it is."""
+    """Why ``tag`` is not a valid tag string, or None when it is.
+
+    A tag is ``key:value``, or a bare ``key`` (DogStatsD's convention, which
+    every destination reads as ``key:true``); the key, the text before the
+    first ``:``, must not be empty: OTLP attributes and Prometheus labels
+    need a name, and one nameless tag would make a receiver refuse a whole
+    request.
+    """
     if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_LENGTH or _CONTROL.search(tag):
         return (
             f"bad tag {_short(tag)}: a non-empty string of at most {MAX_TAG_LENGTH} characters "
             "without control characters"
         )
+    if tag[0] == ":":
+        return f"bad tag {_short(tag)}: a tag is key:value or a bare key, and its key must not be empty"
     return None
 
 
@@ -142,11 +151,16 @@ class Record(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """A decoded message."""
+    """A decoded message.
+
+    ``refused``: the summary records refused alone (``(name, problem)`` with a
+    :class:`zibrato.summary_check.SummaryProblem`); they are not in ``records``.
+    """
 
     level: str
     time: float
     records: Sequence[Record]  # a list from decode(), the decoded tuple from decode_plain()
+    refused: tuple[tuple[str, Any], ...] = ()
 
 
 def topic(level: str, shard: int | None = None) -> bytes:
@@ -203,10 +217,17 @@ def frame_shard(frame: bytes) -> int | None:
     return frame[cut + 2]
 
 
-def decode(frame: bytes) -> Batch:
-    """Parse and validate a message; raise :class:`ProtocolError` if it is not v1."""
-    level, time, records = _validated_batch(frame)
-    return Batch(level, time, [_record(raw) for raw in records])
+def decode(frame: bytes, now: float | None = None, max_buckets: int | None = None) -> Batch:
+    """Parse and validate a message; raise :class:`ProtocolError` if it is not v1.
+
+    A summary record that fails :func:`zibrato.summary_check.summary_problem`
+    (``now``: the receiver's clock, for the window of time a summary may
+    describe; ``max_buckets``: the most buckets per sign a sketch may carry)
+    is left out of ``records`` and listed in ``refused``: one forged summary
+    never costs the rest of its message.
+    """
+    level, time, records, refused = _validated_batch(frame, now, max_buckets)
+    return Batch(level, time, [_record(raw) for raw in records], refused)
 
 
 def _record(raw: tuple[Any, ...]) -> Record:
@@ -216,7 +237,7 @@ def _record(raw: tuple[Any, ...]) -> Record:
     )
 
 
-def decode_plain(frame: bytes) -> Batch:
+def decode_plain(frame: bytes, now: float | None = None, max_buckets: int | None = None) -> Batch:
     """:func:`decode`, with each record the plain tuple that was sent, in :class:`Record`'s order.
 
     The same validation, a third cheaper for one-value records (the worker's
@@ -225,11 +246,46 @@ def decode_plain(frame: bytes) -> Batch:
     a 5-tuple; a 1.1 record may carry a 6th (weight, possibly None) and 7th
     (unit) element.
     """
-    level, time, records = _validated_batch(frame)
-    return Batch(level, time, records)  # the records as plain tuples: Record's fields, unnamed
+    level, time, records, refused = _validated_batch(frame, now, max_buckets)
+    return Batch(level, time, records, refused)  # the records as plain tuples: Record's fields, unnamed
 
 
-def _validated_batch(frame: bytes) -> tuple[str, float, Any]:
+def measurements_in(frame: bytes) -> int:
+    """How many measurements a frame carries, as the worker's ``measurements`` counts them; no validation.
+
+    A raw record counts its values; a summary record the observations it
+    stands for (a counter's or gauge's ``count``, a timer's values or its
+    sketch's ``count``; a set 0). What a stopping worker leaves unread is
+    counted with it (``unread_at_stop``), so that figure says how many
+    measurements were lost, not how many messages. 0 for a frame that does
+    not decode (it would have been malformed).
+    """
+    _, sep, payload = bytes(frame).partition(LEVEL_TERMINATOR)
+    if payload[:1] == SHARD_MARK:
+        payload = payload[2:]
+    try:
+        records = msgpack.unpackb(payload, raw=False)[2]
+        total = 0.0
+        for record in records:
+            values = record[2]
+            if record[0] != SUMMARY:
+                total += len(values)
+                continue
+            summary = values[0]
+            if "values" in summary:
+                total += len(summary["values"])
+            elif summary.get("kind") in (COUNTER, GAUGE):
+                total += summary.get("count", 0)
+            elif summary.get("kind") in (TIMER, HISTOGRAM):
+                total += summary.get("sketch", {}).get("count", 0)
+        return max(0, round(total)) if sep else 0
+    except Exception:  # anything that does not decode carries nothing a worker would count
+        return 0
+
+
+def _validated_batch(
+    frame: bytes, now: float | None, max_buckets: int | None
+) -> tuple[str, float, Any, tuple[Any, ...]]:
     level_bytes, sep, payload = bytes(frame).partition(LEVEL_TERMINATOR)
     if not sep:
         raise ProtocolError("no level terminator")
@@ -253,7 +309,9 @@ def _validated_batch(frame: bytes) -> tuple[str, float, Any]:
         raise ProtocolError(f"unknown protocol version {version!r}")
     if not _is_number(time) or not isinstance(records, tuple):
         raise ProtocolError("bad batch time or records")
-    return level, float(time), _validated_records(records)
+    refused: list[tuple[str, Any]] = []
+    records = _validated_records(records, refused, now, max_buckets)
+    return level, float(time), records, tuple(refused)
 
 
 _STR, _TUPLE, _INT, _sum, _join = str, tuple, int, sum, "".join
@@ -269,15 +327,20 @@ def _remember(known: set[Any], item: object) -> None:
     known.add(item)
 
 
-def _validated_records(records: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Validate every record and return them as they are.
+def _validated_records(
+    records: tuple[Any, ...], refused: list[tuple[str, Any]], now: float | None, max_buckets: int | None
+) -> tuple[Any, ...]:
+    """Validate every record and return them as they are (less the summary records refused).
 
     The worker's hot path: one loop rather than a call per record (a Python
     call costs as much as these checks), with checks ordered and spelled for
     speed: exact class tests, one C-level sum for the values, and set
     lookups for names, sources and tags already validated by
     :func:`name_problem` and :func:`tags_problem` (the client's own rules).
+    A summary record that fails its checks is appended to ``refused`` and
+    left out; any other bad record refuses the whole message.
     """
+    dropped: set[int] = set()
     for raw in records:
         if raw.__class__ is not _TUPLE or len(raw) != 5:
             head = _extended_head(raw)
@@ -293,7 +356,11 @@ def _validated_records(records: tuple[Any, ...]) -> tuple[Any, ...]:
         if type_ == SET:
             _check_members(name, values)
         elif type_ == SUMMARY:
-            _check_summary(name, values)
+            problem = _summary_problem(values, now, max_buckets)
+            if problem is not None:
+                refused.append((name, problem))
+                dropped.add(id(raw))
+                continue
         else:
             try:
                 finite = _isfinite(_sum(values))
@@ -314,6 +381,8 @@ def _validated_records(records: tuple[Any, ...]) -> tuple[Any, ...]:
                 _check_tags(name, tags)
         if head is not raw and raw[6:] and type_ != HISTOGRAM and raw[6] is not None:
             raise ProtocolError(f"{name}: only histograms carry a unit")
+    if dropped:
+        return tuple(raw for raw in records if id(raw) not in dropped)
     return records
 
 
@@ -361,57 +430,15 @@ def _check_members(name: str, members: tuple[Any, ...]) -> None:
 
 
 _isfinite = math.isfinite
-_SUMMARY_NUMBERS = {
-    COUNTER: ("sum", "count"),
-    GAUGE: ("last", "time", "count", "min", "max", "sum"),
-    TIMER: ("sum_squares",),
-    HISTOGRAM: ("sum_squares",),
-    SET: (),
-}
 
 
-def _check_summary(name: str, values: tuple[Any, ...]) -> None:
-    """A summary record's one value: a map with its kind, interval and mergeable state."""
-    if len(values) != 1 or values[0].__class__ is not dict:
-        raise ProtocolError(f"{_short(name)}: a summary record carries exactly one map")
-    summary = values[0]
-    kind = summary.get("kind")
-    if kind not in SUMMARY_KINDS:
-        raise ProtocolError(f"{_short(name)}: unknown summary kind {_short(kind)}")
-    start, end = summary.get("start", math.nan), summary.get("end", math.nan)
-    if not (_is_number(start) and _is_number(end) and start < end):
-        raise ProtocolError(f"{_short(name)}: a summary needs a finite start before its end")
-    for key in _SUMMARY_NUMBERS[kind]:
-        if not _is_number(summary.get(key)):
-            raise ProtocolError(f"{_short(name)}: summary field {key!r} must be a finite number")
-    unit = summary.get("unit")
-    if unit is not None and (kind != HISTOGRAM or unit.__class__ is not _STR or not UNIT_PATTERN.match(unit)):
-        raise ProtocolError(
-            f"{_short(name)}: only a histogram summary carries a unit, 1-64 characters of A-Za-z0-9_./%-"
-        )
-    if kind in (TIMER, HISTOGRAM) and "values" in summary:  # few values: forwarded as they are
-        values = summary["values"]
-        if values.__class__ is not _TUPLE or not values or not _all_finite_numbers(values):
-            raise ProtocolError(f"{_short(name)}: summary values must be a non-empty array of finite numbers")
-    elif kind in (TIMER, HISTOGRAM, SET):
-        _check_summary_sketch(name, kind, summary.get("sketch"))
+def _summary_problem(values: Any, now: float | None, max_buckets: int | None) -> Any:
+    """:func:`zibrato.summary_check.summary_problem` (imported here: the hot path never needs it)."""
+    from .summary_check import summary_problem
 
-
-def _check_summary_sketch(name: str, kind: str, sketch: object) -> None:
-    from .sketch import SetSketch, Sketch  # here: the hot path never needs it
-
-    if sketch.__class__ is not dict:
-        raise ProtocolError(f"{_short(name)}: a {TYPE_NAMES[kind]} summary needs a sketch map")
-    try:
-        if kind == SET:
-            SetSketch.from_dict(sketch)
-        else:
-            parsed = Sketch.from_dict(sketch)
-            numbers = (parsed.count, parsed.sum, parsed.zero_count) + ((parsed.min, parsed.max) if parsed.count else ())
-            if not all(_is_number(n) for n in numbers) or parsed.count < 0:
-                raise ValueError("count, sum, min and max must be finite numbers")
-    except (ValueError, OverflowError) as error:
-        raise ProtocolError(f"{_short(name)}: bad sketch in summary ({error})") from None
+    if max_buckets is None:
+        return summary_problem(values, now)
+    return summary_problem(values, now, max_buckets)
 
 
 def _all_finite_numbers(values: tuple[Any, ...]) -> bool:

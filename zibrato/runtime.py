@@ -69,15 +69,21 @@ def bind_status(context: zmq.Context, host: str, port: int | None) -> zmq.Socket
     """A REP socket answering STATUS with JSON figures; None when no port is configured.
 
     ``MAXMSGSIZE`` makes libzmq drop a peer that sends a huge frame; junk that is
-    not ZMTP never gets past libzmq's handshake.
+    not ZMTP never gets past libzmq's handshake. When the bind fails the socket
+    is closed before the error propagates: an open socket would make the
+    daemon's ``context.term()`` wait forever (a port in use must exit at once).
     """
     if not port:
         return None
     socket = context.socket(zmq.REP)
-    socket.setsockopt(zmq.LINGER, 0)
-    socket.setsockopt(zmq.MAXMSGSIZE, 1024)
-    socket.setsockopt(zmq.SNDTIMEO, 1000)
-    socket.bind(f"tcp://{host}:{port}")
+    try:
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, 1024)
+        socket.setsockopt(zmq.SNDTIMEO, 1000)
+        socket.bind(f"tcp://{host}:{port}")
+    except BaseException:
+        socket.close(linger=0)
+        raise
     return socket
 
 

@@ -320,7 +320,7 @@ class Sketch:
         if buckets.counts:
             first, last = min(first, buckets.offset), max(last, buckets.last)
         shift = 0
-        while (last >> shift) - (first >> shift) >= self.max_buckets:
+        while (last >> shift) - (first >> shift) >= self.max_buckets and self.scale - shift > MIN_SCALE:
             shift += 1
         if shift:
             self._downscale(shift)
@@ -365,13 +365,39 @@ class Sketch:
         if buckets.counts:
             low, high = min(buckets.offset, index), max(buckets.last, index)
             shift = 0
-            while (high >> shift) - (low >> shift) >= self.max_buckets:
+            while (high >> shift) - (low >> shift) >= self.max_buckets and self.scale - shift > MIN_SCALE:
                 shift += 1
             if shift:
                 self._downscale(shift)
                 index >>= shift
         buckets.cover(*_span(buckets, index, index))
         buckets.counts[index - buckets.offset] += weight
+
+    def _read_buckets(self, buckets: Buckets, scale: int, offset: int, counts: Sequence[float]) -> None:
+        """Counts of one sign at ``scale`` from ``offset`` on, into empty ``buckets``: one pass.
+
+        The span they need is known first, so the scale is lowered once (never
+        below MIN_SCALE) and every index is shifted by the scale in force, the
+        other sign's lowering included.
+        """
+        populated = [(offset + i, c) for i, c in enumerate(counts) if c]
+        for _, count in populated:
+            if not (0 < count < math.inf):
+                raise ValueError(f"bad bucket count {count!r}")
+        if not populated:
+            return
+        low, high = populated[0][0], populated[-1][0]
+        shift = scale - self.scale
+        while (high >> shift) - (low >> shift) >= self.max_buckets:
+            if scale - shift <= MIN_SCALE:
+                raise ValueError(f"buckets {low}..{high} do not fit {self.max_buckets} even at scale {MIN_SCALE}")
+            shift += 1
+        if scale - shift < self.scale:
+            self._downscale(self.scale - (scale - shift))
+        buckets.cover(low >> shift, high >> shift)
+        table, first = buckets.counts, buckets.offset
+        for index, count in populated:
+            table[(index >> shift) - first] += count
 
     def _downscale(self, shift: int) -> None:
         """Lower the scale by ``shift``: bucket i becomes i >> shift (pairs merge)."""
@@ -406,7 +432,7 @@ class Sketch:
     def _merge_buckets(self, other: Sketch) -> None:
         target = min(self.scale, other.scale)
         shift = 0
-        while not self._fits(other, target - shift):
+        while not self._fits(other, target - shift) and target - shift > MIN_SCALE:
             shift += 1
         if self.scale > target - shift:
             self._downscale(self.scale - (target - shift))
@@ -567,17 +593,12 @@ class Sketch:
             scale = int(data["scale"])
             if not MIN_SCALE <= scale <= MAX_SCALE:
                 raise ValueError(f"scale {scale} outside [{MIN_SCALE}, {MAX_SCALE}]")
-            sketch = cls(relative_error=relative_error_of(scale) * (1 + 1e-9), max_buckets=max_buckets, max_exact=0)
+            sketch = cls(max_buckets=max_buckets, max_exact=0)  # any scale: a coarse one has no relative error < 1
             sketch.initial_scale = sketch.scale = scale
             sketch._factor = math.ldexp(1.0, scale)
             for name, buckets in (("positive", sketch.positive), ("negative", sketch.negative)):
                 part = data.get(name) or {"offset": 0, "counts": []}
-                offset = int(part["offset"])
-                for i, count in enumerate(part["counts"]):
-                    if count:
-                        if not (0 < count < math.inf):
-                            raise ValueError(f"bad bucket count {count!r}")
-                        sketch._new_bucket(buckets, offset + i, count)
+                sketch._read_buckets(buckets, scale, int(part["offset"]), part["counts"])
             sketch.zero_count = data.get("zero_count") or 0
             sketch.count, sketch.sum = data["count"], float(data["sum"])
             if sketch.count:

@@ -42,7 +42,9 @@ from .destination import Destination, Interval
 from .link_watch import LinkWatch
 from .rules import SeriesRules
 from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable
+from .series_guard import SeriesGuard, count_refused
 from .shard import Shard
+from .sketch import DEFAULT_MAX_BUCKETS
 
 if TYPE_CHECKING:
     from .client import Zibrato
@@ -181,6 +183,8 @@ class Worker:
             include_interval=True,
             **(aggregation or {}),
         )
+        #: the most buckets per sign a summary's sketch may carry (the aggregator's own limit)
+        self.max_buckets = int((aggregation or {}).get("max_buckets", DEFAULT_MAX_BUCKETS))
         self.aggregator: Aggregator | LevelAggregators = (
             LevelAggregators(make_aggregator) if getattr(destination, "needs_level", False) else make_aggregator()
         )
@@ -200,6 +204,7 @@ class Worker:
         )
         self._malformed_log = RateLimitedLog(self.log)
         self._late_log = RateLimitedLog(self.log, every=60.0)
+        self._series_guard = SeriesGuard(self.log)  # series_failed: each name logged once
         #: counts, and times or None (never yet): what `zibrato status` and self-metrics report
         self.figures_: dict[str, Any] = {
             "received": 0,
@@ -208,7 +213,11 @@ class Worker:
             "flushes": 0,
             "series_flushed": 0,
             "unread_at_stop": 0,
+            "unread_messages_at_stop": 0,
             "non_finite_dropped": 0,
+            "malformed_records": 0,
+            "malformed_by_reason": {},
+            "series_failed": 0,
             "last_flush": None,
             "last_flush_seconds": None,
             "last_received": None,
@@ -234,6 +243,7 @@ class Worker:
     def figures(self) -> dict[str, Any]:
         """What `zibrato status` shows for this worker (called from the status thread)."""
         f: dict[str, Any] = dict(self.figures_)
+        f["malformed_by_reason"] = dict(f["malformed_by_reason"])  # the receive loop adds to it
         now = time.time()
         problems = self._problems(now)
         destination = dict(self.destination.figures())
@@ -374,6 +384,7 @@ class Worker:
 
     def _deliver(self, start: float, end: float, summaries: list[dict[str, Any]], started: float) -> Interval:
         self._count_non_finite()
+        self._count_failed()
         interval = Interval(start, end, summaries)
         self.delivery.put(interval)
         elapsed = time.perf_counter() - started
@@ -393,6 +404,14 @@ class Worker:
             self._malformed_log.warning(
                 "dropped %d series' interval: a sum overflowed to a non-finite number (%s)", dropped, names
             )
+
+    def _count_failed(self) -> None:
+        """Figures and one log line per series name for series the aggregator could not summarise."""
+        failed = self.aggregator.series_failed - self.figures_["series_failed"]
+        if failed:
+            self.figures_["series_failed"] = self.aggregator.series_failed
+            for name, error in self.aggregator.last_failed[-failed:]:
+                self._series_guard.dropped({"name": name}, error, "it could not be summarised")
 
     # --- receive loop ------------------------------------------------------------------
 
@@ -482,29 +501,36 @@ class Worker:
         and the broker forwards what it drains from clients up to about 0.2 s
         later; the quiet gap that ends this is longer than that. A worker that
         is behind reads what is queued for up to half its stop budget; what it
-        cannot read by then is counted (``unread_at_stop``) and logged, never
-        dropped silently.
+        cannot read by then is counted (``unread_at_stop``: its measurements, as
+        ``measurements`` counts them, so that the figure is what was lost;
+        ``unread_messages_at_stop``: the messages) and logged, never dropped
+        silently.
         """
         while time.monotonic() < read_until and sub.poll(int(_STOP_QUIET_SECONDS * 1000)):
             self._receive_available(sub)
-        left = 0
+        left = messages = 0
         give_up = time.monotonic() + min(1.0, self.stop_timeout / 8)
         while time.monotonic() < give_up:
             try:
-                sub.recv(zmq.NOBLOCK)
+                frame = sub.recv(zmq.NOBLOCK)
             except zmq.Again:
                 if not sub.poll(10):
                     break
                 continue
-            left += 1
-        if left:
+            if self.shard is not None and self.shard.owns_frame(frame) is False:
+                continue  # another worker's shard: never this worker's to lose
+            messages += 1
+            left += protocol.measurements_in(frame)
+        if messages:
             self.figures_["unread_at_stop"] += left
+            self.figures_["unread_messages_at_stop"] += messages
             more = " at least" if time.monotonic() >= give_up else ""
             self.log.error(
-                "stopping:%s %d messages queued from the broker were not read within "
-                "half the stop budget (%g s) and are lost (unread_at_stop)",
+                "stopping:%s %d measurements in %d messages queued from the broker were not read "
+                "within half the stop budget (%g s) and are lost (unread_at_stop)",
                 more,
                 left,
+                messages,
                 self.stop_timeout / 2,
             )
 
@@ -537,13 +563,15 @@ class Worker:
             if owned is False:  # another worker's shard (subscribed to 'all' levels)
                 return
         try:
-            batch = protocol.decode_plain(frame)
+            batch = protocol.decode_plain(frame, self.clock(), self.max_buckets)
         except protocol.ProtocolError as error:
             self._malformed(str(error))
             return
         except Exception as error:  # a decoder that misses a case must not stop the worker
             self._malformed(f"unparseable ({error.__class__.__name__}: {error})")
             return
+        if batch.refused:
+            count_refused(self.figures_, batch.refused, self._malformed_log)
         records = batch.records
         if owned is None and self.shard is not None:  # an unsharded message: keep our series
             records = self.shard.own_records(records)
@@ -609,6 +637,8 @@ class Worker:
             "cut_off_intervals": q["cut_off_intervals"],
             "late_flushes": s.late_flushes,
             "non_finite_dropped": f["non_finite_dropped"],
+            "malformed_records": f["malformed_records"],
+            "series_failed": f["series_failed"],
             "late_summaries": self.aggregator.late_summaries,
             "flush_lag": s.lag,
         }

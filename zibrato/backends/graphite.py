@@ -46,6 +46,7 @@ from typing import Any
 
 from ..delivery import NameFitter, Retryable, describe, request_timeout
 from ..destination import Destination, Interval
+from ..series_guard import SeriesGuard
 
 TAG_MODES = ("drop", "graphite")
 DEFAULT_PREFIX = "stats"
@@ -125,6 +126,7 @@ class GraphiteMapping:
         self.prefix = sanitise_path(prefix) if prefix.strip(". ") else ""
         self.tag_mode = tags
         self.log = log or logging.getLogger("zibrato.graphite")
+        self.guard = SeriesGuard(self.log)  # a series whose lines raise is dropped alone
         self.names = NameFitter(
             self.log, PATH_RULE, fit=lambda text, limit: sanitise_path(text), destination="Graphite"
         )
@@ -135,10 +137,16 @@ class GraphiteMapping:
         stamp = f" {timestamp(interval.end)}\n"
         out: list[str] = []
         for summary in interval.summaries:
-            base, suffix = self.series_path(summary)
-            for stat, value in self.statistics(summary):
-                path = f"{base}.{stat}" if stat else base
-                out.append(f"{path}{suffix} {number(value)}{stamp}")
+            try:
+                base, suffix = self.series_path(summary)
+                lines = [
+                    f"{f'{base}.{stat}' if stat else base}{suffix} {number(value)}{stamp}"
+                    for stat, value in self.statistics(summary)
+                ]
+            except Exception as error:  # this series alone, never the interval
+                self.guard.dropped(summary, error)
+                continue
+            out.extend(lines)
         return out
 
     def statistics(self, summary: dict) -> Iterable[tuple[str, float]]:
@@ -261,4 +269,9 @@ class GraphiteDestination(Destination):
 
     def figures(self) -> dict:
         """Own figures; failing deliveries are reported by the delivery queue."""
-        return dict(self._figures, graphite=self.endpoint, names_changed=self.mapping.changed)
+        return dict(
+            self._figures,
+            graphite=self.endpoint,
+            names_changed=self.mapping.changed,
+            series_failed_mapping=self.mapping.guard.failed,
+        )

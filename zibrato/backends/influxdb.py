@@ -50,6 +50,7 @@ from ..delivery import NameFitter, Rejected, Retryable, parse_retry_after, reque
 from ..destination import Destination, Interval
 from ..http_client import Answer, HttpSession, post
 from ..runtime import printable
+from ..series_guard import SeriesGuard
 from .graphite import distribution_stats, split_tag
 
 DEFAULT_URL = "http://127.0.0.1:8086"
@@ -112,6 +113,7 @@ class InfluxMapping:
     def __init__(self, prefix: str = "", log: logging.Logger | None = None) -> None:
         self.prefix = prefix
         self.log = log or logging.getLogger("zibrato.influxdb")
+        self.guard = SeriesGuard(self.log)  # a series whose line raises is dropped alone
         self.names = NameFitter(
             self.log, NAME_RULE, fit=lambda text, limit: fit_measurement(text), destination="InfluxDB"
         )
@@ -122,10 +124,13 @@ class InfluxMapping:
         stamp = f" {round(interval.end * 1000)}"
         out = []
         for summary in interval.summaries:
-            # field names are Zibrato's own (value, count, p99_9 ...): nothing to escape
-            fields = ",".join([f"{k}={float(v)!r}" for k, v in fields_of(summary)])
-            if fields:
-                out.append(f"{self.series_key(summary)} {fields}{stamp}")
+            try:
+                # field names are Zibrato's own (value, count, p99_9 ...): nothing to escape
+                fields = ",".join([f"{k}={float(v)!r}" for k, v in fields_of(summary)])
+                if fields:
+                    out.append(f"{self.series_key(summary)} {fields}{stamp}")
+            except Exception as error:  # this series alone, never the interval
+                self.guard.dropped(summary, error)
         return out
 
     def series_key(self, summary: dict) -> str:
@@ -272,7 +277,12 @@ class InfluxDBDestination(Destination):
 
     def figures(self) -> dict:
         """Own figures; failing deliveries are reported by the delivery queue."""
-        return dict(self._figures, influxdb=self.target, names_changed=self.mapping.changed)
+        return dict(
+            self._figures,
+            influxdb=self.target,
+            names_changed=self.mapping.changed,
+            series_failed_mapping=self.mapping.guard.failed,
+        )
 
     def _write(self, lines: list[str]) -> None:
         body = "\n".join(lines).encode("utf-8")

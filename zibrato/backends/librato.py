@@ -41,6 +41,7 @@ from ..delivery import NameFitter, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval
 from ..http_client import HttpSession, post
 from ..runtime import SECRETS, printable
+from ..series_guard import SeriesGuard
 
 DEFAULT_API_URL = "https://metrics-api.librato.com"
 APIS = ("legacy", "tagged")
@@ -83,6 +84,7 @@ class LibratoMapping:
             raise ValueError(f"unknown API {api!r} (legacy or tagged)")
         self.api = api
         self.log = log or logging.getLogger("zibrato.librato")
+        self.guard = SeriesGuard(self.log)  # a series whose measurements raise is dropped alone
         self.names = NameFitter(self.log, NAME_RULE, _INVALID_NAME, destination="Librato")
         self.sources = NameFitter(self.log, NAME_RULE + "; 'all' is reserved", fit=_fit_source, destination="Librato")
         self.default_source = self.sources(source, kind="source") if source else None
@@ -99,26 +101,32 @@ class LibratoMapping:
         out: list[dict | None] = []
         tagged = self.api == "tagged"
         for s in summaries:
-            kind = s["type"]
-            if kind not in ("counter", "gauge", "timer", "histogram", "set"):  # set: a gauge of its count
-                continue
-            extra = self._tags(s) if tagged else self._source(s)
-            if kind in ("timer", "histogram"):
-                if not s.get("count"):
-                    continue
-                suffixes = [k for k in s if _PERCENTILE_KEY.match(k)]
-                room = max((len(k) + 1 for k in suffixes), default=0)
-                name = self.names(s["name"], MAX_NAME_LENGTH - room)
-                fields = _TAGGED_TIMER_FIELDS if tagged else _TIMER_FIELDS
-                out.append(_finite({"name": name, **{f: s[f] for f in fields}, **extra}))
-                out.extend(_finite({"name": f"{name}.{k}", "value": s[k], **extra}) for k in suffixes)
-            else:
-                out.append(_finite({"name": self.names(s["name"], MAX_NAME_LENGTH), "value": s["value"], **extra}))
+            try:
+                out.extend(self._series_measurements(s, tagged))
+            except Exception as error:  # this series alone, never the interval
+                self.guard.dropped(s, error)
         finite = [m for m in out if m is not None]
         if len(finite) < len(out):  # pragma: no cover - aggregation never produces NaN
             self.not_finite += len(out) - len(finite)
             self.log.error("dropped %d measurements that are not finite numbers", len(out) - len(finite))
         return self._without_duplicates(finite)
+
+    def _series_measurements(self, s: dict, tagged: bool) -> list[dict | None]:
+        kind = s["type"]
+        if kind not in ("counter", "gauge", "timer", "histogram", "set"):  # set: a gauge of its count
+            return []
+        extra = self._tags(s) if tagged else self._source(s)
+        if kind in ("timer", "histogram"):
+            if not s.get("count"):
+                return []
+            suffixes = [k for k in s if _PERCENTILE_KEY.match(k)]
+            room = max((len(k) + 1 for k in suffixes), default=0)
+            name = self.names(s["name"], MAX_NAME_LENGTH - room)
+            fields = _TAGGED_TIMER_FIELDS if tagged else _TIMER_FIELDS
+            out = [_finite({"name": name, **{f: s[f] for f in fields}, **extra})]
+            out.extend(_finite({"name": f"{name}.{k}", "value": s[k], **extra}) for k in suffixes)
+            return out
+        return [_finite({"name": self.names(s["name"], MAX_NAME_LENGTH), "value": s["value"], **extra})]
 
     def _without_duplicates(self, measurements: list[dict]) -> list[dict]:
         """Keep the first measurement of each series; Librato would keep only one of two anyway.
@@ -305,6 +313,7 @@ class Librato(Destination):
             **self.counts,
             "measurements_duplicate": m.duplicates,
             "names_changed": m.names_changed,
+            "series_failed_mapping": m.guard.failed,
             "last_error_status": self.last_error_status,
             "librato_error": self.last_error,
             "last_post_seconds": self.last_post_seconds,
@@ -447,11 +456,20 @@ def _fit(invalid: re.Pattern, text: str, limit: int) -> str:
 
 
 def _finite(measurement: dict) -> dict | None:
-    """Librato cannot take NaN or infinity (aggregation should never produce them)."""
-    for value in measurement.values():
+    """Librato cannot take NaN or infinity (aggregation should never produce them).
+
+    A value that is not a number at all raises: the series is dropped by its
+    guard, rather than failing the JSON encoding of its whole batch.
+    """
+    for key, value in measurement.items():
         if isinstance(value, float) and not math.isfinite(value):
             return None
+        if key not in _TEXT_KEYS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TypeError(f"measurement {key} {value!r} is not a number")
     return measurement
+
+
+_TEXT_KEYS = frozenset(("name", "source", "tags"))
 
 
 def _series_key(measurement: dict) -> tuple:

@@ -224,7 +224,7 @@ class OtlpDestination(Destination):
             self.session.close()
 
     def figures(self) -> dict:
-        return {**self._figures, "endpoint": self.url}
+        return {**self._figures, "endpoint": self.url, "series_failed_mapping": self.mapper.guard.failed}
 
     def _send(self, body: bytes, points: int) -> None:
         f = self._figures

@@ -29,6 +29,7 @@ end (cumulative sums: the series' first start).
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -42,6 +43,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from .. import __version__
+from ..series_guard import SeriesGuard
 from .labels import tag_pairs
 
 DELTA = pb.AGGREGATION_TEMPORALITY_DELTA
@@ -276,6 +278,8 @@ class OtlpMapper:
         self.scope = InstrumentationScope(name=SCOPE_NAME, version=scope_version)
         self._running: dict[tuple, _Running] = {}
         self._prototypes: dict[tuple, object] = {}
+        #: series dropped because mapping them raised (each alone: see :mod:`zibrato.series_guard`)
+        self.guard = SeriesGuard(logging.getLogger("zibrato.otlp"))
 
     @property
     def cumulative(self) -> bool:
@@ -311,14 +315,33 @@ class OtlpMapper:
                 metric = metrics[(summary["name"], kind, unit)] = self._metric(
                     scope_metrics, summary["name"], kind, unit
                 )
-            point = getattr(metric, kind).data_points.add()
-            point.CopyFrom(self._prototype(key, kind, summary))
-            self._fill(kind, point, summary, key, start_ns, end_ns)
+            points = getattr(metric, kind).data_points
+            point = points.add()
+            running = self._running.get(key)
+            saved = None if running is None else (running.start, running.total)
+            try:
+                point.CopyFrom(self._prototype(key, kind, summary))
+                self._fill(kind, point, summary, key, start_ns, end_ns)
+            except Exception as error:  # this series alone: its point, and its running total as it was
+                self._undo(scope_metrics, metrics, (summary["name"], kind, unit), points, key, saved)
+                self.guard.dropped(summary, error)
+                continue
             if kind == "sum" and summary.get("value", 0) < 0:  # an increment, whatever the temporality
                 metric.sum.is_monotonic = False
             room -= 1
         self._forget_all_but(seen)
         return requests
+
+    def _undo(self, container: Any, metrics: dict, metric_key: tuple, points: Any, key: tuple, saved: Any) -> None:
+        """Take back a point that failed: the point, its metric if now empty, its running total."""
+        del points[-1]
+        if not len(points):
+            del container[-1]  # the metric was made for this point (the last one made)
+            del metrics[metric_key]
+        if saved is None:
+            self._running.pop(key, None)
+        else:
+            self._running[key].start, self._running[key].total = saved
 
     def _new_request(self, requests: list) -> object:
         request = ExportMetricsServiceRequest()

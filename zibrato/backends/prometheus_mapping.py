@@ -54,6 +54,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
+from ..series_guard import SeriesGuard
 from .classic_buckets import (  # noqa: F401 - DEFAULT_BUCKETS, parse_buckets, parse_bucket_rule: re-exported
     DEFAULT_BUCKETS,
     BucketRule,
@@ -196,7 +197,10 @@ class PrometheusState:
             "label_collisions": 0,
             "series_expired": 0,
             "native_schema_lowered": 0,
+            "series_failed_mapping": 0,
         }
+        #: series dropped from an interval because mapping them raised (see zibrato.series_guard)
+        self.guard = SeriesGuard(self.log)
 
     # --- feeding --------------------------------------------------------------
 
@@ -205,16 +209,22 @@ class PrometheusState:
         now = self.clock()
         with self._lock:
             for summary in summaries:
-                key = series_key(summary)
-                series = self._series.get(key)
-                if series is None:
-                    series = self._series[key] = self._new_series(key, summary, now)
-                self._apply(series, summary, now)
+                try:  # each series under its own guard: one that raises is dropped alone
+                    key = series_key(summary)
+                    series = self._series.get(key)
+                    if series is None:
+                        series = self._series[key] = self._new_series(key, summary, now)
+                    self._apply(series, summary, now)
+                except Exception as error:
+                    self.guard.dropped(summary, error)
             self._expire(now)
             self.version += 1
-            self.figures.update(series=len(self._series), families=len(self._families))
+            self.figures.update(
+                series=len(self._series), families=len(self._families), series_failed_mapping=self.guard.failed
+            )
 
     def _apply(self, series: Series, s: dict, now: float) -> None:
+        """One interval of a series; anything that can raise does before the series changes."""
         kind = s["type"]
         has_data = bool(s.get("count", s.get("value")))
         if kind == "counter":

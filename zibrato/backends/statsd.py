@@ -51,6 +51,7 @@ from typing import Any
 from ..delivery import NameFitter, Retryable, request_timeout
 from ..destination import Destination, Interval
 from ..runtime import RateLimitedLog, printable, printable_repr
+from ..series_guard import SeriesGuard
 
 PROTOCOLS = ("udp", "tcp")
 SOURCE_MODES = ("prefix", "tag")
@@ -113,6 +114,7 @@ class StatsdMapping:
         if tags not in TAG_MODES:
             raise ValueError(f"unknown --tags {tags!r} (drop or dogstatsd)")
         self.log = log or logging.getLogger("zibrato.statsd")
+        self.guard = SeriesGuard(self.log)  # a series whose lines raise is dropped alone
         self.source_as, self.tag_mode = source_as, tags
         self.names = NameFitter(self.log, NAME_RULE, fit=fit_name, destination="statsd")
         self.tags = NameFitter(self.log, TAG_RULE, fit=fit_tag, destination="DogStatsD")
@@ -138,16 +140,21 @@ class StatsdMapping:
             if kind not in ("counter", "gauge", "timer", "histogram", "set"):
                 self._warn_once(kind, "%s series are not sent to statsd (%s)", kind, s["name"])
                 continue
-            name, suffix = self._name_and_suffix(s)
-            if kind == "counter":
-                units.append(f"{name}:{number(s['value'])}|c{suffix}".encode())
-            elif kind == "gauge":
-                units.append(self._gauge_unit(name, s["value"], suffix))
-            elif kind == "set":
-                units.extend(self._set_lines(s, name, suffix))
-            else:
-                units.extend(self._timer_lines(s, name, suffix))
+            try:
+                units.extend(self._series_units(s, kind))
+            except Exception as error:  # this series alone, never the interval
+                self.guard.dropped(s, error)
         return units
+
+    def _series_units(self, s: dict, kind: str) -> list[bytes]:
+        name, suffix = self._name_and_suffix(s)
+        if kind == "counter":
+            return [f"{name}:{number(s['value'])}|c{suffix}".encode()]
+        if kind == "gauge":
+            return [self._gauge_unit(name, s["value"], suffix)]
+        if kind == "set":
+            return list(self._set_lines(s, name, suffix))
+        return list(self._timer_lines(s, name, suffix))
 
     @staticmethod
     def _gauge_unit(name: str, value: float, suffix: str) -> bytes:
@@ -328,6 +335,7 @@ class Statsd(Destination):
             **self.counts,
             "names_changed": self.mapping.names_changed,
             "timer_values_dropped": self.mapping.timer_values_dropped,
+            "series_failed_mapping": self.mapping.guard.failed,
             "statsd": self.endpoint,
             "protocol": self.protocol,
             "mtu": self.mtu,

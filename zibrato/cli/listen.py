@@ -143,6 +143,21 @@ def _level(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="Messages queued for the broker before new ones are dropped (and counted).",
 )
 @click.option(
+    "--gauge-expire",
+    default=statsd.DEFAULT_GAUGE_EXPIRE,
+    show_default=True,
+    type=Seconds(1, 31 * 86400),
+    help="Seconds a gauge's value is remembered for '+n'/'-n' deltas after its last line "
+    "(forgotten after 1-2 times this; counted as gauges_expired).",
+)
+@click.option(
+    "--max-gauges",
+    default=statsd.DEFAULT_MAX_GAUGES,
+    show_default=True,
+    type=click.IntRange(1, 100_000_000),
+    help="Gauges remembered for deltas before the idle ones are forgotten early (at most twice this are held).",
+)
+@click.option(
     "--max-body",
     default=DEFAULT_MAX_BODY,
     show_default=True,
@@ -196,6 +211,8 @@ def command(
     flush_interval: float,
     hwm: int,
     max_body: int,
+    gauge_expire: float,
+    max_gauges: int,
     status_port: int,
     self_metrics: bool,
     tcp_idle_timeout: float,
@@ -249,6 +266,8 @@ def command(
         max_tcp_connections=tcp_max_connections,
         http_limits=http_limits(options),
         curve=curve_keys(options),
+        gauge_expire=gauge_expire,
+        max_gauges=max_gauges,
     )
     stop = threading.Event()
     install_stop_handlers(stop)

@@ -76,6 +76,8 @@ class ListenConfig:
     status_port: int | None = None
     self_metrics: bool = True
     max_body: int = DEFAULT_MAX_BODY
+    gauge_expire: float = statsd_lines.DEFAULT_GAUGE_EXPIRE
+    max_gauges: int = statsd_lines.DEFAULT_MAX_GAUGES
     curve: ClientKeys | None = field(default=None, repr=False)  # keys of a CURVE broker link
     tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT
     max_tcp_connections: int = DEFAULT_MAX_TCP_CONNECTIONS
@@ -257,6 +259,7 @@ class Listener:
             poller.register(self._status, zmq.POLLIN)
         next_flush = time.monotonic() + self.config.flush_interval
         next_drops = next_self = next_idle = time.monotonic()
+        next_expiry = time.monotonic() + self.config.gauge_expire
         link = PushLinkMonitor(self.publisher.socket)
         watch = LinkWatch(log, self.publisher.endpoint, "--broker")
         try:
@@ -269,6 +272,9 @@ class Listener:
                 if now >= next_flush or len(self.pending) > _PENDING_LIMIT:
                     self.flush()
                     next_flush = now + self.config.flush_interval
+                if now >= next_expiry or len(self.statsd.gauges) > self.config.max_gauges:
+                    self.statsd.expire_gauges()
+                    next_expiry = now + self.config.gauge_expire
                 if now >= next_drops:
                     self._count_kernel_drops()
                     next_drops = now + _DROPS_EVERY
@@ -392,7 +398,8 @@ class Listener:
             "rejected": dict(self.statsd_rejects.counts),
             "l2met_rejected": dict(self.l2met_rejects.counts),
             "receive_buffer": self.receive_buffer,
-            "gauges_held": len(self.statsd.gauges),
+            "gauges_held": self.statsd.gauges_held,
+            "gauges_expired": self.statsd.gauges_expired,
             "tcp_open": len(self.tcp),
             "tcp_max_connections": self.tcp.max_connections,
             **(self._http.figures() if self._http is not None else {}),

@@ -24,6 +24,10 @@ from .series import Pending, Rejects, Series
 DEFAULT_LEVEL = "statsd"
 DEFAULT_MAX_LINE = 8192
 DEFAULT_TIMESTAMP_WINDOW = 3600.0
+#: seconds a gauge's value is remembered (for deltas) after its last line: forgotten after 1-2 times this
+DEFAULT_GAUGE_EXPIRE = 3600.0
+#: gauges remembered at most (per generation: see :meth:`StatsdParser.expire_gauges`)
+DEFAULT_MAX_GAUGES = 100_000
 GAUGE_SIGNS = ("delta", "absolute")
 
 # Kinds of value handling (what the cache stores besides the series).
@@ -48,6 +52,8 @@ REASONS = (
     "unknown type",
     "bad value",
     "non-finite value",
+    "non-finite after rate",
+    "non-finite gauge",
     "negative timer",
     "bad rate",
     "bad tag",
@@ -87,8 +93,12 @@ class StatsdParser:
         self.rejects = rejects if rejects is not None else Rejects()
         #: lines accepted so far (each may carry several packed values)
         self.lines = 0
-        #: the current value of every gauge seen, for deltas (grows with the gauge series)
+        #: the current value of every gauge with a line since the last expiry, for deltas; and of
+        #: those idle since (forgotten at the next expiry unless they come back): memory is bounded
         self.gauges: dict[Series, float] = {}
+        self.idle_gauges: dict[Series, float] = {}
+        #: gauges forgotten by expiry (a later delta then starts from 0)
+        self.gauges_expired = 0
         self._cache: dict[tuple[str, str], tuple[int, Series, float]] = {}
 
     # --- input -----------------------------------------------------------
@@ -160,13 +170,20 @@ class StatsdParser:
                     continue
                 if kind == _COUNTER:
                     value *= scale
+                    if value - value != 0:  # 1e300|c|@1e-10: finite in, infinite once scaled
+                        reject("non-finite after rate", line)
+                        continue
                 elif kind == _TIMER:
                     if value < 0:
                         reject("negative timer", line)
                         continue
                     value *= 0.001
                 elif kind == _GAUGE:
-                    value = self._gauge(series, value_text, value)
+                    gauge = self._gauge(series, value_text, value)
+                    if gauge is None:
+                        reject("non-finite gauge", line)
+                        continue
+                    value = gauge
                 values = pending.get(series)
                 if values is None:
                     pending[series] = [value]
@@ -234,17 +251,43 @@ class StatsdParser:
             raise _Reject("bad tag")
         return level, source, tags_
 
-    def _gauge(self, series: Series, text: str, value: float) -> float:
+    def _gauge(self, series: Series, text: str, value: float) -> float | None:
         """The gauge's new value: ``+n``/``-n`` add to the current one in delta mode.
 
         An unknown gauge starts at 0, so ``-5`` then means -5: the same result
         as Etsy statsd, which sets a missing (or zero) gauge to a signed value.
+        None when the sum overflows (``+1e308`` twice): the line is refused and
+        the gauge keeps its value.
         """
         key = series if series.time is None else series._replace(time=None)
+        idle = self.idle_gauges
+        previous = idle.pop(key, None) if idle else None
         if self.delta_gauges and text[0] in "+-":
-            value += self.gauges.get(key, 0.0)
+            current = self.gauges.get(key, previous)
+            value += 0.0 if current is None else current
+            if value - value != 0:
+                if previous is not None:
+                    self.gauges[key] = previous
+                return None
         self.gauges[key] = value
         return value
+
+    def expire_gauges(self) -> int:
+        """Forget the gauges idle since the last call (a generation); return how many.
+
+        The listener calls it every ``--gauge-expire`` seconds, and sooner when
+        more than ``--max-gauges`` are held: a gauge is forgotten after one to
+        two periods without a line, and at most twice ``--max-gauges`` are
+        held. Cheap on the hot path: no clock per line, one dict per generation.
+        """
+        expired = len(self.idle_gauges)
+        self.gauges_expired += expired
+        self.idle_gauges, self.gauges = self.gauges, {}
+        return expired
+
+    @property
+    def gauges_held(self) -> int:
+        return len(self.gauges) + len(self.idle_gauges)
 
     def _add_packed(self, kind: int, series: Series, scale: float, text: str, pending: Pending) -> str | None:
         """Sets, and DogStatsD 1.1 packed values ``a:1:2:3|ms``: all the line's values or none."""
@@ -267,12 +310,17 @@ class StatsdParser:
                     return "bad value"
                 if kind == _COUNTER:
                     value *= scale
+                    if value - value != 0:
+                        return "non-finite after rate"
                 elif kind == _TIMER:
                     if value < 0:
                         return "negative timer"
                     value *= 0.001
                 elif kind == _GAUGE:
-                    value = self._gauge(series, part, value)
+                    gauge = self._gauge(series, part, value)
+                    if gauge is None:
+                        return "non-finite gauge"
+                    value = gauge
                 values.append(value)
         existing = pending.get(series)
         if existing is None:
@@ -287,7 +335,7 @@ def _rate(text: str) -> float:
         rate = float(text)
     except ValueError:
         raise _Reject("bad rate") from None
-    if not 0 < rate <= 1:
+    if not 0 < rate <= 1 or not 1.0 / rate < float("inf"):  # @1e-320: 1/rate is infinite
         raise _Reject("bad rate")
     return rate
 
