@@ -22,5 +22,5 @@ def test_a_missing_extra_is_named(command, module, extra):
     run = subprocess.run([sys.executable, "-c", code, "--port", "5551"], capture_output=True, text=True, timeout=30)
 
     expect(run.returncode) == 1
-    expect(run.stderr).contains(f"pip install 'zibrato[{extra}]'")
+    expect(run.stderr).contains(f"pip install '.[{extra}]' in Zibrato's checkout")
     expect(run.stderr).does_not_contain("Traceback")

@@ -212,10 +212,16 @@ def test_a_carbon_that_never_confirms_times_out_as_retryable():
 
 
 def test_bad_addresses_are_usage_errors():
-    for bad in ("host:port", "host:0", "host:70000", ":2003", "[::1]x"):
+    for bad, message in (
+        ("host:port", "HOST:PORT"),
+        ("host:0", "port 0 out of range"),
+        ("host:70000", "port 70000 out of range"),
+        (":2003", "not a host name"),
+        ("[::1]x", "HOST:PORT"),
+    ):
         result = run_script("zibrato-graphite", "--graphite", bad)
         expect(result.returncode) == 2
-        expect(result.stderr).contains("HOST:PORT")
+        expect(result.stderr).contains(message)
 
 
 # --- the real carbon-cache --------------------------------------------------------------

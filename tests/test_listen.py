@@ -559,7 +559,7 @@ def test_stdin_with_tee_passes_lines_through_and_publishes_them(tmp_path, raw_pu
     "args,message",
     [
         (["--statsd", "nowhere"], "HOST:PORT"),
-        (["--statsd", "127.0.0.1:99999"], "HOST:PORT"),
+        (["--statsd", "127.0.0.1:99999"], "port 99999 out of range"),
         (["--tee"], "--tee needs --stdin"),
         (["--l2met", "127.0.0.1:0"], "--l2met needs --l2met-token-file"),
         (["--level", "no spaces"], "1-64 characters"),

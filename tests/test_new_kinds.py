@@ -59,7 +59,7 @@ class Pusher:
 
 class Console(WorkerPipeline):
     def __init__(self, tmp_path, *worker_args, **kwargs):
-        super().__init__(tmp_path, "--format", "json", *worker_args, **kwargs)
+        super().__init__(tmp_path, "--format", "json", "--sketch", *worker_args, **kwargs)
         self.pusher = Pusher(self.base)
 
     def summaries(self):

@@ -58,6 +58,7 @@ class Workers:
                 self.base + 1,
                 "--format",
                 "json",
+                "--sketch",
                 "--levels",
                 levels,
                 "--flush",

@@ -1,6 +1,7 @@
 """The shipped supervisord configs, run by the real supervisord (PyPI ``supervisor``).
 
-``supervisord/zibrato.conf`` is included unmodified; ``supervisord/supervisord.conf``
+``supervisord/zibrato.conf`` is included unmodified, with the statsd and Librato
+example files beside it; ``supervisord/supervisord.conf``
 is rendered for a temporary directory: its socket, pid file and log paths, its
 ``environment=`` line (free ports below the ephemeral range, the real Etsy
 statsd, a local Librato API, a token file of mode 600) and the path of the include. Every other setting
@@ -40,7 +41,9 @@ from zibrato import Zibrato
 from zibrato.runtime import ask_status
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "supervisord"
-PROGRAMS = ("zibrato-broker", "zibrato-librato", "zibrato-statsd", "zibrato-console")
+PROGRAMS = ("zibrato-broker", "zibrato-librato", "zibrato-statsd", "zibrato-console", "zibrato-prometheus")
+# the shipped programs, and the statsd and Librato examples included beside them
+INCLUDED = ("zibrato.conf", "zibrato-statsd.example.conf", "zibrato-librato.example.conf")
 STOPWAITSECS = 10
 TICK = 0.005  # one round of counters every 5 ms
 
@@ -129,7 +132,7 @@ def render_config(target: Path, run_dir: Path, log_dir: Path, environment: dict[
             "environment": ",".join(f'{key}="{value}"' for key, value in environment.items()),
         }
     )
-    parser["include"]["files"] = str(CONF_DIR / "zibrato.conf")
+    parser["include"]["files"] = " ".join(str(CONF_DIR / name) for name in INCLUDED)
     with open(target, "w") as out:
         parser.write(out)
     return target
@@ -240,8 +243,10 @@ def librato():
 
 
 def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, etsy_statsd, librato):
-    base = quiet_ports(6)  # broker, its PUB, its status; then the librato, statsd, console status ports
-    status_ports = (base + 2, base + 3, base + 4, base + 5)
+    base = quiet_ports(
+        8
+    )  # broker, its PUB, its status; the librato, statsd, console, prometheus status ports; its scrape port
+    status_ports = (base + 2, base + 3, base + 4, base + 5, base + 6)
     token_file = tmp_path / "librato-token"
     token_file.write_text(librato.token + "\n")
     token_file.chmod(0o600)
@@ -257,6 +262,8 @@ def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, et
             "ZIBRATO_LIBRATO_STATUS_PORT": str(base + 3),
             "ZIBRATO_STATSD_STATUS_PORT": str(base + 4),
             "ZIBRATO_CONSOLE_STATUS_PORT": str(base + 5),
+            "ZIBRATO_PROMETHEUS_STATUS_PORT": str(base + 6),
+            "ZIBRATO_PROMETHEUS_LISTEN": f"127.0.0.1:{base + 7}",
             "ZIBRATO_STATSD_STATSD_HOST": etsy_statsd.host,
             "ZIBRATO_STATSD_STATSD_PORT": str(etsy_statsd.port),
             "ZIBRATO_LIBRATO_USERNAME": librato.user,

@@ -1,4 +1,4 @@
-"""The Graphite and InfluxDB programs shipped commented out in supervisord/zibrato.conf are valid once enabled."""
+"""The OTLP, Graphite and InfluxDB programs shipped commented out in supervisord/zibrato.conf are valid once enabled."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def enabled_programs() -> configparser.ConfigParser:
     return parser
 
 
-@pytest.mark.parametrize("program", ["zibrato-graphite", "zibrato-influxdb"])
+@pytest.mark.parametrize("program", ["zibrato-otlp", "zibrato-graphite", "zibrato-influxdb"])
 def test_the_commented_out_program_runs_its_script_with_valid_flags(program):
     section = enabled_programs()[f"program:{program}"]
     expect(section["stopsignal"]) == "QUIT"

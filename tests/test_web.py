@@ -345,7 +345,13 @@ def test_binding_beyond_loopback_logs_a_warning(tmp_path):
     finally:
         worker.stop()
     loopback = Daemon(
-        tmp_path, "zibrato-web", "--listen", "127.0.0.1:0", "--port", free_ports(1), "--no-self-metrics"
+        tmp_path,
+        "zibrato-web",
+        "--listen",
+        "127.0.0.1:0",
+        "--broker",
+        f"127.0.0.1:{free_ports(1)}",
+        "--no-self-metrics",
     ).start()
     try:
         loopback.wait_for_log("web worker:")

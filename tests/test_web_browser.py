@@ -206,7 +206,7 @@ def test_a_hostile_series_name_is_displayed_as_text(web, page):
         }
     )
     select_series(page, sid)
-    assert page.find_element("id", "chart-title").text == HOSTILE_NAME
+    assert page.find_element("id", "chart-title").text == HOSTILE_NAME + ": last value of each interval"
     assert page.execute_script("return document.querySelectorAll('script').length") == 1  # web.js only
     assert page.execute_script("return window.__pwned === undefined")
     from selenium.common.exceptions import NoAlertPresentException

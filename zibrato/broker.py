@@ -31,6 +31,7 @@ from .curve import ServerAuth, warn_if_exposed
 from .curve_watch import ConnectionWatch
 from .protocol import MAX_MESSAGE_SIZE
 from .runtime import answer_status, bind_status, describe_bind_error
+from .subscriptions import SubscriptionWatch
 
 log = logging.getLogger("zibrato.broker")
 
@@ -98,7 +99,8 @@ class Broker:
         if self.curve is not None:
             self.curve.watch = ConnectionWatch()
             self.curve.start(context)  # the ZAP handler must exist before a CURVE socket binds
-        pub = self._bind(zmq.PUB, self.pub_endpoint, zmq.SNDHWM)
+        # XPUB: the workers' subscriptions reach the broker (zibrato.subscriptions)
+        pub = self._bind(zmq.XPUB, self.pub_endpoint, zmq.SNDHWM, {zmq.XPUB_VERBOSER: 1})
         try:
             status = self._bind_status()
         except BrokerError:  # close what is bound, or context.term() would wait for it
@@ -107,6 +109,7 @@ class Broker:
                 self.curve.stop()
             context.term()
             raise
+        self._watch = watch = SubscriptionWatch(context, pub, self.hwm)
         try:
             log.info(
                 "publishing on %s; accepting clients on %s in %.1f s",
@@ -114,12 +117,15 @@ class Broker:
                 self.pull_endpoint,
                 self.startup_grace,
             )
+            watch.start()
             if stop.wait(self.startup_grace):
                 return
             pull = self._bind(zmq.PULL, self.pull_endpoint, zmq.RCVHWM, {zmq.MAXMSGSIZE: self.max_message_size})
             control = context.socket(zmq.REP)
             control.bind(f"inproc://broker-control-{id(self)}")
-            proxy = threading.Thread(target=self._proxy, args=(pull, pub, control), name="zibrato-proxy", daemon=True)
+            proxy = threading.Thread(
+                target=self._proxy, args=(pull, watch.upstream, control), name="zibrato-proxy", daemon=True
+            )
             proxy.start()
             requests = self._control_requests()
             log.info("broker ready: clients -> %s -> workers %s", self.pull_endpoint, self.pub_endpoint)
@@ -128,10 +134,12 @@ class Broker:
                 self._serve_until(stop, status, requests, proxy)
             finally:
                 self._terminate_proxy(requests, proxy)
-                self._drain(pull, pub)
+                self._drain(pull, watch.upstream)
+                watch.wait_quiet()
                 for socket in (requests, control, pull):
                     socket.close(linger=0)
         finally:
+            watch.close()
             if status is not None:
                 status.close(linger=0)
             pub.close(linger=int(self.linger * 1000))
@@ -238,6 +246,7 @@ class Broker:
             "received_bytes": stats.get("frontend_bytes_in"),
             "forwarded": stats.get("backend_messages_out"),
             "forwarded_bytes": stats.get("backend_bytes_out"),
+            **self._watch.figures(),
             "healthy": proxy.is_alive() and bool(stats),
             "problems": [] if proxy.is_alive() else ["proxy thread not running"],
         }

@@ -106,6 +106,8 @@ class Zibrato:
         curve_server_key: str | os.PathLike[str] | None = None,
         shards: bool | None = None,
         curve_keys: ClientKeys | None = None,
+        process_metrics: bool | str = False,
+        process_metrics_pid: bool = False,
     ) -> None:
         self.host = host or os.environ.get("ZIBRATO_HOST") or DEFAULT_HOST
         self.port = _port(port if port is not None else os.environ.get("ZIBRATO_PORT") or DEFAULT_PORT)
@@ -138,6 +140,8 @@ class Zibrato:
         self._closed = False
         self._no_sender_reported = False  # a sender that cannot start is logged once
         self._record: Recorder = self._start_sender_and_record
+        #: process and runtime metrics, sampled by the sender thread (zibrato.process_metrics)
+        self._process_metrics = _process_metrics(self, process_metrics, process_metrics_pid)
         _live_clients.add(self)
 
     @property
@@ -275,6 +279,12 @@ class Zibrato:
 
     # --- lifecycle -------------------------------------------------------
 
+    @property
+    def broker_connected(self) -> bool | None:
+        """Whether the broker is reached now (None: not known yet, or not a ZeroMQ transport)."""
+        link = getattr(self._transport, "link", None)
+        return None if link is None else bool(link.connected)
+
     def flush(self, timeout: float = 1.0) -> bool:
         """Hand every measurement recorded so far to ZeroMQ now, and let ZeroMQ write it out.
 
@@ -346,7 +356,7 @@ class Zibrato:
         weight = None if rate == 1.0 or type in (GAUGE, SET) else 1.0 / rate
         if unit is not None and (not isinstance(unit, str) or not _UNIT.match(unit)):
             raise ValueError(f"unit must be 1-64 characters of A-Z a-z 0-9 _ . / % -, got {unit!r}")
-        return (level, type, name, source, merged, weight, unit)
+        return (level.lower(), type, name, source, merged, weight, unit)  # levels are case-insensitive
 
     @staticmethod
     def _check_rate(rate: object) -> float:
@@ -450,6 +460,8 @@ class Zibrato:
                     self._transport, self._tally, self.batch, self.max_message_size, shards=self.shards
                 )
                 sender = Sender(self._buffer, publisher, self.interval, self.linger)
+                if self._process_metrics is not None:
+                    sender.periodic.append(self._process_metrics.tick)
                 try:
                     sender.start()
                 except RuntimeError as error:  # no threads left, or interpreter shutting down
@@ -678,3 +690,15 @@ def _close_all_at_exit() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_close_all_at_exit)
+
+
+def _process_metrics(client: Zibrato, wanted: bool | str, pid: bool) -> Any:
+    """The sampler of ``process_metrics`` (True: level 'info'; a string: that level), or None."""
+    if not wanted:
+        return None
+    from .process_metrics import ProcessMetrics
+
+    level = wanted if isinstance(wanted, str) else "info"
+    if not protocol.is_valid_level(level):
+        raise ValueError(f"process_metrics level must be 1-64 characters of A-Z a-z 0-9 _ . -, got {level!r}")
+    return ProcessMetrics(client, level=level.lower(), pid_tag=pid)

@@ -45,6 +45,7 @@ import zmq
 import zmq.utils.garbage
 
 from . import protocol
+from .client_link import BrokerLink
 from .curve import ClientKeys
 
 __all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender", "group"]
@@ -244,6 +245,9 @@ class Transport:
     def close(self, linger: float) -> None:
         """Release what :meth:`open` made, waiting up to ``linger`` seconds for delivery."""
 
+    def tick(self) -> None:
+        """Called by the sender thread after each drain (every ``interval``), busy or idle."""
+
     def fork_child(self) -> Transport:
         """The transport a forked child uses (sockets cannot cross a fork: a new one)."""
         return self
@@ -285,6 +289,8 @@ class ZmqTransport(Transport):
         #: bytes of the frames ZeroMQ holds (not yet written to the broker's connection)
         self.held_bytes = 0
         self._failing = False
+        #: whether the broker is reached (zibrato.client_link), made in open()
+        self.link: BrokerLink | None = None
 
     def open(self) -> None:
         try:
@@ -298,6 +304,7 @@ class ZmqTransport(Transport):
             socket.copy_threshold = 0  # every frame zero-copy, so that every frame is tracked
             if self.curve is not None:
                 self.curve.apply(socket)
+            self.link = BrokerLink(socket, self.endpoint, self._waiting)
             socket.connect(self.endpoint)
             self._socket = socket
         except Exception as error:  # a bad host string, no file descriptors left...
@@ -346,7 +353,16 @@ class ZmqTransport(Transport):
                 return False
             time.sleep(0.0005)
 
+    def tick(self) -> None:
+        if self.link is not None:
+            self.link.check()
+
+    def _waiting(self) -> str:
+        return f"{self.held_bytes:,} bytes wait in ZeroMQ (at most {self.max_bytes:,}; then dropped and counted)"
+
     def close(self, linger: float) -> None:
+        if self.link is not None:
+            self.link.close()
         if self._socket is not None:
             self._socket.close(linger=int(linger * 1000))
             self._socket = None
@@ -578,6 +594,8 @@ class Sender(threading.Thread):
         super().__init__(name="zibrato-sender", daemon=True)
         self.buffer, self.publisher = buffer, publisher
         self.transport = publisher.transport
+        #: callables run by this thread after each drain (e.g. process metrics' sampler)
+        self.periodic: list[Callable[[], None]] = []
         self.interval, self.linger = interval, linger
         # No lock that an application thread takes while waking the sender: a SIGTERM
         # handler (client._close_all_then_die) may run on top of any line of close() or
@@ -631,6 +649,9 @@ class Sender(threading.Thread):
                     self.buffer.check()
                     self.publisher.drain(self.buffer)
                     self.buffer.relax()
+                    self.transport.tick()
+                    for task in self.periodic:
+                        task()
                     if waiters:  # someone waits in flush(): let ZeroMQ write it out
                         self.transport.settle(SETTLE_WHEN_STALLED * 10)
                 except Exception:  # pragma: no cover - a bug here must not kill the sender

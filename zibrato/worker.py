@@ -39,6 +39,7 @@ from .aggregation import DEFAULT_MAX_EXACT, Aggregator, LevelAggregators
 from .curve import ClientKeys
 from .delivery import Backoff, DeliveryQueue, iso
 from .destination import Destination, Interval
+from .link_watch import LinkWatch
 from .rules import SeriesRules
 from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printable
 from .series_guard import SeriesGuard, count_refused
@@ -168,7 +169,7 @@ class Worker:
         #: seconds an interval waits for summaries still on their way (at most half a flush)
         self.lateness = min(lateness, flush_interval / 2)
         self._hold_until: float | None = None
-        self.levels = tuple(levels)
+        self.levels = tuple(level.lower() for level in levels)  # levels are case-insensitive
         self.schedule = Schedule(flush_interval, clock)
         self.flush_interval = flush_interval
         self.clock = clock
@@ -231,6 +232,7 @@ class Worker:
         #: since when the SUB socket has had no connection to the broker (None: connected)
         self._unconnected_since: float | None = time.monotonic()
         self._connections = 0  # live connections to brokers (the SUB may connect to several)
+        self._watch = LinkWatch(self.log, self.broker_endpoint, "--host, --port", levels=self.levels)
 
     # --- figures ------------------------------------------------------------------
 
@@ -459,9 +461,11 @@ class Worker:
                 self._connection_changed(monitor)
             if self._hold_until is not None and self.clock() >= self._hold_until:
                 self.flush_held()
+            self._watch.unconnected(self._unconnected_since)
             due = schedule.due()
             if due is not None:
                 self.close_interval(*due)
+                self._watch.flushed(self.figures_["measurements"], self._unconnected_since is None)
                 if schedule.lag > schedule.late_after:
                     self._late_log.warning(
                         "flush of the interval at %s ran %.2f s late (%d late flushes, %d boundaries "
@@ -487,7 +491,8 @@ class Worker:
                 if self._connections or self._unconnected_since is not None:
                     continue
                 self._unconnected_since = time.monotonic()
-                self.log.warning("lost the connection to the broker at %s; reconnecting", self.broker_endpoint)
+                # info: a broker stopped cleanly looks the same; the watch warns if it stays away
+                self.log.info("lost the connection to the broker at %s; reconnecting", self.broker_endpoint)
 
     def _receive_what_is_queued(self, sub: zmq.Socket[bytes], read_until: float) -> None:
         """On stop: take what the broker sends, until quiet, so the final flush has it.
@@ -656,8 +661,8 @@ class Worker:
 
 
 def parse_levels(text: str) -> tuple[str, ...]:
-    """'info,warn' -> ('info', 'warn'); 'all' alone means every level."""
-    levels = tuple(part.strip() for part in text.split(",") if part.strip())
+    """'info,warn' -> ('info', 'warn'); 'all' alone means every level. Case-insensitive: 'INFO' is info."""
+    levels = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
     if not levels:
         raise ValueError("no level given (use 'all' for every level)")
     for level in levels:

@@ -9,7 +9,9 @@ from typing import TextIO
 
 from ..destination import Destination, Interval
 
-_TIMER_COLUMNS = ("count", "mean", "median", "min", "max", "stddev")
+# no median: the table shows p50 (nearest rank, as every percentile here); the
+# JSON's "median" (interpolated between the two middle values) can differ from it
+_TIMER_COLUMNS = ("count", "mean", "min", "max", "stddev")
 FORMATS = ("table", "json")
 
 
@@ -21,16 +23,17 @@ class Console(Destination):
 
     name = "console"
 
-    def __init__(self, format: str = "table", stream: TextIO | None = None) -> None:
+    def __init__(self, format: str = "table", stream: TextIO | None = None, sketch: bool = False) -> None:
         if format not in FORMATS:
             raise ValueError(f"unknown format {format!r} (table or json)")
         self.format = format
+        self.sketch = sketch
         self.stream = stream
         self.lines_written = 0
 
     def render(self, interval: Interval) -> str:
         if self.format == "json":
-            return json_lines(interval.summaries)
+            return json_lines(interval.summaries, sketch=self.sketch)
         return table(interval.end, interval.summaries)
 
     def post(self, interval: Interval) -> None:
@@ -45,8 +48,14 @@ class Console(Destination):
         return {"format": self.format, "lines_written": self.lines_written}
 
 
-def json_lines(summaries: list[dict]) -> str:
-    """One JSON object per series: time, interval, type, name, source, tags and the statistics."""
+def json_lines(summaries: list[dict], sketch: bool = True) -> str:
+    """One JSON object per series: time, interval, type, name, source, tags and the statistics.
+
+    ``sketch=False`` leaves out a sketched series' whole distribution (up to
+    1.6 kB a line, in a file people read with `tail -f`); its percentiles stay.
+    """
+    if not sketch:
+        summaries = [{k: v for k, v in s.items() if k != "sketch"} if "sketch" in s else s for s in summaries]
     return "".join(json.dumps(s, separators=(",", ":")) + "\n" for s in summaries)
 
 
@@ -79,7 +88,10 @@ def _statistics(s: dict) -> str:
         return "count=0"
     show = human_seconds if kind == "timer" else _with_unit(s.get("unit"))
     parts = [f"count={_number(s['count'])}"] + [f"{k}={show(s[k])}" for k in _TIMER_COLUMNS[1:]]
-    parts += [f"{k}={show(v)}" for k, v in s.items() if k.startswith("p") and k[1:2].isdigit()]
+    percentiles = [f"{k}={show(v)}" for k, v in s.items() if k.startswith("p") and k[1:2].isdigit()]
+    if "p50" not in s and "median" in s:  # no p50 asked for: the median, said to be interpolated
+        parts.append(f"median(interpolated)={show(s['median'])}")
+    parts += percentiles
     if not s.get("exact", True):
         parts.append(f"(sketch, ±{s['relative_error']:.2%})")
     return " ".join(parts)

@@ -289,7 +289,7 @@ def _warn_no_protobuf(error: Exception) -> None:
         _warned.append(str(error))
         logging.getLogger("zibrato.prometheus").warning(
             "a scraper asks for native histograms, but protobuf cannot load Prometheus' messages (%s): "
-            "answering text; pip install 'zibrato[prometheus]'",
+            "answering text; pip install '.[prometheus]' in Zibrato's checkout",
             error,
         )
 

@@ -224,7 +224,7 @@ class StatsdMapping:
         if s.get("tags"):
             if self.tag_mode == "dogstatsd":
                 tags.extend(self.tags(t, kind="tag") for t in s["tags"])
-            else:
+            elif not s["name"].startswith("zibrato."):  # never a warning about Zibrato's own figures
                 self._warn_once(
                     "tags",
                     "series %s has tags %s: tags are dropped (use --tags dogstatsd to send them as |#k:v)",

@@ -47,7 +47,11 @@ def _available(name: str) -> bool:
 @click.group(cls=_LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(__version__, prog_name="zibrato")  # the source's version, not stale metadata
 def group() -> None:
-    """Zibrato: application measurements -> broker -> workers -> Librato, statsd, terminal.
+    """Zibrato: exact application metrics from many processes, aggregated and delivered.
+
+    Applications send to `zibrato broker`; workers aggregate each flush and
+    deliver it to OTLP, Prometheus, Graphite, InfluxDB, statsd or the terminal
+    (`zibrato console`); `zibrato listen` takes statsd and l2met lines in.
 
     Start with `zibrato demo`: a broker, a console worker and a small
     workload, all in this terminal.

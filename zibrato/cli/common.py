@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from ..aggregation import DEFAULT_MAX_EXACT, parse_expire
 from ..curve import ClientKeys, KeyFileError
@@ -19,6 +21,7 @@ from ..runtime import install_stop_handlers, setup_logging
 from ..shard import Shard
 from ..sketch import scale_for
 from ..worker import DEFAULT_LATENESS, Worker, parse_levels, parse_percentiles
+from .addresses import split_host_port
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 MIN_FLUSH, MAX_FLUSH = 0.1, 86_400.0
@@ -72,14 +75,14 @@ def retry_options(first: float, cap: float, scope: str = "") -> Callable[[Callab
             default=cap,
             show_default=True,
             type=POSITIVE_SECONDS,
-            help=f"{scope}Cap on the delay between retries (a longer Retry-After is honoured up to 300 s).",
+            help=f"{scope}Cap on the delay between retries (Retry-After: up to 300 s).",
         )(func)
         return click.option(
             "--retry-delay",
             default=first,
             show_default=True,
             type=POSITIVE_SECONDS,
-            help=f"{scope}First delay before retrying a failed interval; it doubles (with jitter) each time.",
+            help=f"{scope}First delay before a retry; doubles (with jitter).",
         )(func)
 
     return decorate
@@ -90,6 +93,42 @@ def backoff(retry_delay: float, max_retry_delay: float) -> Backoff:
     if max_retry_delay < retry_delay:
         raise click.BadParameter("must not be less than --retry-delay", param_hint="--max-retry-delay")
     return Backoff(retry_delay, max_retry_delay)
+
+
+def _brokers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """--broker values: comma lists of HOST:PORT, each checked (the port is required)."""
+    parts = tuple(part.strip() for item in value for part in item.split(",") if part.strip())
+    for part in parts:
+        try:
+            split_host_port(part, "--broker")
+        except ValueError as error:
+            raise click.BadParameter(str(error).removeprefix("--broker: ")) from None
+    return parts
+
+
+#: deprecation lines found while reading the options, logged once logging is set up
+_DEPRECATIONS: list[str] = []
+
+
+def _broker_address(options: dict) -> tuple[tuple[str, ...], int]:
+    """(hosts, port) for the Worker from --broker, or from the deprecated --host/--port (noted for the log)."""
+    brokers, host, port = options.pop("broker", ()), options.pop("host"), options.pop("port")
+    ctx = click.get_current_context(silent=True)
+    old = [
+        f"--{name}"
+        for name in ("host", "port")
+        if ctx is not None and ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)
+    ]
+    if brokers:
+        if old:
+            raise click.UsageError(f"give --broker HOST:PORT or the deprecated {'/'.join(old)}, not both")
+        return brokers, split_host_port(brokers[0], "--broker")[1]
+    if old:
+        _DEPRECATIONS.append(
+            f"{'/'.join(old)} on workers are deprecated and will go in the next minor version: "
+            f"use --broker HOST:PORT, the broker's worker-facing address (e.g. --broker 127.0.0.1:{port})"
+        )
+    return tuple(host), port
 
 
 def _levels(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -157,20 +196,17 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
     def decorate(func: Callable) -> Callable:
         options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
             click.option(
-                "--host",
+                "--broker",
                 multiple=True,
-                default=("127.0.0.1",),
-                show_default=True,
-                help="Broker host to subscribe to; repeat it or give a comma list to "
-                "subscribe to several brokers (HOST or HOST:PORT each).",
+                default=(),
+                callback=_brokers,
+                metavar="HOST:PORT",
+                help="The broker's worker-facing address (its --port + 1); repeat it or give "
+                "a comma list to read several brokers.  [default: 127.0.0.1:5551]",
             ),
-            click.option(
-                "--port",
-                default=5551,
-                show_default=True,
-                type=click.IntRange(1, 65535),
-                help="Broker PUB port (the broker's --port + 1).",
-            ),
+            # --host/--port: the former words, hidden, for one minor version (a deprecation line at start)
+            click.option("--host", multiple=True, default=("127.0.0.1",), hidden=True),
+            click.option("--port", default=5551, type=click.IntRange(1, 65535), hidden=True),
             click.option(
                 "--levels",
                 default="all",
@@ -236,7 +272,7 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
                 "--broker-port",
                 type=click.IntRange(1, 65535),
                 default=None,
-                help="Broker PULL port for self-metrics [default: --port - 1].",
+                help="Broker PULL port for self-metrics [default: the --broker port - 1].",
             ),
             click.option(
                 "--keep",
@@ -287,11 +323,19 @@ def worker_options(default_flush: float) -> Callable[[Callable], Callable]:
             ),
             verbose_option,
         ]
+        before = {param.name for param in getattr(func, "__click_params__", [])}
         for option in reversed(options):
             func = option(func)
+        SHARED_WORKER_OPTIONS.update(
+            param.name for param in getattr(func, "__click_params__", []) if param.name not in before
+        )
         return func
 
     return decorate
+
+
+#: the parameter names :func:`worker_options` adds (grouped apart in --help by :class:`WorkerCommand`)
+SHARED_WORKER_OPTIONS: set[str | None] = set()
 
 
 def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
@@ -316,9 +360,10 @@ def worker_kwargs(options: dict) -> dict:
     rules = SeriesRules(
         keep=options.pop("keep", ()), drop=options.pop("drop", ()), drop_tags=options.pop("drop_tags", ())
     )
+    hosts, port = _broker_address(options)
     return dict(
-        host=options.pop("host"),
-        port=options.pop("port"),
+        host=hosts,
+        port=port,
         levels=options.pop("levels"),
         flush_interval=options.pop("flush_interval"),
         percentiles=options.pop("percentiles"),
@@ -342,6 +387,8 @@ def run_worker(make: Callable[[], Destination], verbose: bool, worker_class: typ
     (:func:`worker_kwargs` of the shared options, plus e.g. ``backoff``).
     """
     setup_logging(verbose)
+    while _DEPRECATIONS:
+        logging.getLogger("zibrato").warning("%s", _DEPRECATIONS.pop(0))
     try:
         runtime = worker_class(make(), **worker)
     except ValueError as error:
@@ -360,3 +407,35 @@ def standalone(command: click.Command, prog_name: str, envvar_prefix: str) -> Ca
     if command.callback is not None:  # the command's name and docstring
         functools.update_wrapper(main, command.callback)
     return main
+
+
+class WorkerCommand(click.Command):
+    """A worker's command: its own flags first, then the flags every worker shares under their own title.
+
+    Help used to run about 70 lines with each command's own flags last; now
+    what is particular to a destination comes right after its description.
+    """
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        own: list[tuple[str, str]] = []
+        limits: list[tuple[str, str]] = []
+        shared: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.name in SHARED_WORKER_OPTIONS or "--help" in getattr(param, "opts", ()):
+                shared.append(record)
+            elif (param.name or "").startswith("http_"):  # the HTTP server's limits (cli/http_options.py)
+                limits.append(record)
+            else:
+                own.append(record)
+        if own:
+            with formatter.section("Options"):
+                formatter.write_dl(own)
+        if limits:
+            with formatter.section("HTTP server limits (docs/OPERATIONS.md)"):
+                formatter.write_dl(limits)
+        if shared:
+            with formatter.section("Shared worker options (every zibrato-<destination>; README, CLI reference)"):
+                formatter.write_dl(shared)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -11,7 +12,7 @@ import time
 import click
 
 from .. import Zibrato
-from ..runtime import install_stop_handlers
+from ..runtime import STOP_SIGNALS, install_stop_handlers
 from .common import CONTEXT_SETTINGS, MAX_FLUSH, MIN_FLUSH, Seconds
 
 
@@ -50,6 +51,7 @@ def command(port: int, flush: float, format_: str, duration: float | None, web: 
     """
     stop = threading.Event()
     install_stop_handlers(stop)
+    received = _remember_signals()
     daemons = start_daemons(port, flush, format_, web_listen if web else None)
     click.echo(f"zibrato demo: broker on {port}, console worker flushing every {flush:g} s; Ctrl-C to stop", err=True)
     if web:
@@ -57,11 +59,11 @@ def command(port: int, flush: float, format_: str, duration: float | None, web: 
     died: list[tuple[str, int]] = []
     threading.Thread(target=watch, args=(daemons, stop, died), name="zibrato-demo-watch", daemon=True).start()
     try:
-        with Zibrato(port=port, source="demo") as z:
+        with Zibrato(port=port, source="demo", process_metrics=True) as z:
             run_workload(z, stop, duration)
     finally:
         stop.set()
-        stop_daemons(daemons)
+        stop_daemons(daemons, received[0] if received else signal.SIGTERM)
     if died:
         name, code = died[0]
         click.echo(
@@ -108,11 +110,30 @@ def watch(daemons: dict[str, subprocess.Popen], stop: threading.Event, died: lis
                 return
 
 
-def stop_daemons(daemons: dict[str, subprocess.Popen], timeout: float = 10.0) -> None:
+def _remember_signals() -> list[int]:
+    """The stop signals this process receives, in order (the stop handlers still run).
+
+    The daemons run in their own sessions, so Ctrl-C reaches only the demo; it
+    passes on the same signal, and their logs say SIGINT for Ctrl-C, not SIGTERM.
+    """
+    received: list[int] = []
+    for signum in STOP_SIGNALS:
+        previous = signal.getsignal(signum)
+
+        def handler(number: int, frame: object, previous: object = previous) -> None:
+            received.append(number)
+            if callable(previous):
+                previous(number, frame)
+
+        signal.signal(signum, handler)
+    return received
+
+
+def stop_daemons(daemons: dict[str, subprocess.Popen], signum: int = signal.SIGTERM, timeout: float = 10.0) -> None:
     """One after the other, broker first: what it drains from clients still reaches the worker."""
     for daemon in daemons.values():
         if daemon.poll() is None:
-            daemon.terminate()
+            daemon.send_signal(signum)
         try:
             daemon.wait(timeout)
         except subprocess.TimeoutExpired:  # pragma: no cover - our daemons stop on TERM within seconds

@@ -6,10 +6,20 @@ import click
 
 from ..delivery import Backoff
 from ..forward import Forwarder, ForwardWorker
-from .common import CONTEXT_SETTINGS, Seconds, curve_keys, run_worker, standalone, worker_kwargs, worker_options
+from .addresses import split_host_port
+from .common import (
+    CONTEXT_SETTINGS,
+    Seconds,
+    WorkerCommand,
+    curve_keys,
+    run_worker,
+    standalone,
+    worker_kwargs,
+    worker_options,
+)
 
 
-@click.command("forward", context_settings=CONTEXT_SETTINGS)
+@click.command("forward", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
 @click.option(
     "--to",
@@ -42,8 +52,10 @@ def command(to: str, drop_source: bool, source: str | None, retry_cap: float, ve
     """
     upstream = curve_keys(options)
     kwargs = worker_kwargs(options)
-    if ":" not in to.removeprefix("tcp://"):
-        raise click.BadParameter("give HOST:PORT (the upstream broker's --port)", param_hint="--to")
+    try:
+        split_host_port(to.removeprefix("tcp://"), "--to")
+    except ValueError as error:
+        raise click.BadParameter(f"{error} (the upstream broker's --port)", param_hint="--to") from None
     run_worker(
         lambda: Forwarder(to, drop_source=drop_source, source=source, curve=upstream),
         verbose,

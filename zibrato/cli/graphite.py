@@ -5,9 +5,11 @@ from __future__ import annotations
 import click
 
 from ..backends.graphite import DEFAULT_PORT, DEFAULT_PREFIX, TAG_MODES, GraphiteDestination
+from .addresses import split_host_port
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
+    WorkerCommand,
     backoff,
     retry_options,
     run_worker,
@@ -19,21 +21,13 @@ from .common import (
 
 def parse_address(ctx: click.Context | None, param: click.Parameter | None, value: str) -> tuple[str, int]:
     """'HOST:PORT', 'HOST' (port 2003) or '[v6]:PORT' -> (host, port)."""
-    host, port = value, str(DEFAULT_PORT)
-    if value.startswith("["):
-        host, _, rest = value[1:].partition("]")
-        if rest:
-            if not rest.startswith(":"):
-                raise click.BadParameter(f"{value!r} is not HOST:PORT")
-            port = rest[1:]
-    elif value.count(":") == 1:
-        host, port = value.split(":")
-    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise click.BadParameter(f"{value!r} is not HOST:PORT with a port in 1-65535")
-    return host, int(port)
+    try:
+        return split_host_port(value, "--graphite", default_port=DEFAULT_PORT)
+    except ValueError as error:
+        raise click.BadParameter(str(error).removeprefix("--graphite: ")) from None
 
 
-@click.command("graphite", context_settings=CONTEXT_SETTINGS)
+@click.command("graphite", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
 @click.option(
     "--graphite",

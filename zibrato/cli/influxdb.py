@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from ..backends.influxdb import DEFAULT_BATCH_SIZE, DEFAULT_URL, TOKEN_ENV, InfluxDBDestination
+from .addresses import url_callback
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
+    WorkerCommand,
     backoff,
     retry_options,
     run_worker,
@@ -20,9 +22,9 @@ from .common import (
 )
 
 
-@click.command("influxdb", context_settings=CONTEXT_SETTINGS)
+@click.command("influxdb", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
-@click.option("--url", default=DEFAULT_URL, show_default=True, help="InfluxDB's HTTP API.")
+@click.option("--url", default=DEFAULT_URL, show_default=True, callback=url_callback(), help="InfluxDB's HTTP API.")
 @click.option("--database", default=None, help="InfluxDB 1.x: the database to write to.")
 @click.option("--org", default=None, help="InfluxDB 2.x: the organisation (with --bucket).")
 @click.option("--bucket", default=None, help="InfluxDB 2.x: the bucket to write to.")

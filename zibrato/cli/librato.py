@@ -8,9 +8,11 @@ from typing import Any
 import click
 
 from ..backends.librato import APIS, DEFAULT_API_URL, Librato, check_credentials, flush_interval_problem
+from .addresses import url_callback
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
+    WorkerCommand,
     backoff,
     retry_options,
     run_worker,
@@ -23,7 +25,7 @@ USERNAME_ENV = "ZIBRATO_LIBRATO_USERNAME"
 TOKEN_ENV = "ZIBRATO_LIBRATO_APITOKEN"
 
 
-@click.command("librato", context_settings=CONTEXT_SETTINGS)
+@click.command("librato", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=60.0)
 @click.option("--username", envvar=USERNAME_ENV, show_envvar=True, help="Librato account e-mail.")
 @click.option(
@@ -38,7 +40,9 @@ TOKEN_ENV = "ZIBRATO_LIBRATO_APITOKEN"
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="File holding the API token (a UTF-8 BOM and surrounding whitespace are ignored).",
 )
-@click.option("--api-url", default=DEFAULT_API_URL, show_default=True, help="Librato API base URL.")
+@click.option(
+    "--api-url", default=DEFAULT_API_URL, show_default=True, callback=url_callback(), help="Librato API base URL."
+)
 @click.option(
     "--api",
     type=click.Choice(APIS),
@@ -76,7 +80,10 @@ def command(
     verbose: bool,
     **options: Any,
 ) -> None:
-    """Post each flush of the subscribed levels to Librato, retrying until it is delivered.
+    """Post each flush to a Librato-compatible API (the Librato service itself is retired).
+
+    See docs/LIBRATO.md.
+    \f
 
     Counters are sent as gauges of their per-flush sum, gauges as their last
     value, timers as a summary gauge plus one gauge per percentile (name.p95).

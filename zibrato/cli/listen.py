@@ -21,6 +21,7 @@ from ..listen.servers import (
 from ..listen.tcp import DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_TCP_IDLE_TIMEOUT
 from ..protocol import is_valid_level
 from ..runtime import install_stop_handlers, setup_logging
+from .addresses import check_listen_port
 from .common import CONTEXT_SETTINGS, Seconds, curve_client_options, curve_keys, standalone, verbose_option
 from .http_options import http_limit_options, http_limits
 
@@ -31,16 +32,23 @@ def _address(ctx: click.Context, param: click.Parameter, value: str | None) -> s
     if value is None or (param.name == "statsd" and value.lower() in _OFF):
         return None
     try:
+        check_listen_port(value, f"--{param.name.replace('_', '-')}")
         split_address(value, f"--{param.name.replace('_', '-')}")
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
     return value
 
 
+def _is_default(name: str) -> bool:
+    """True when the option was neither given nor set through the environment."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source in (None, click.core.ParameterSource.DEFAULT)
+
+
 def _level(ctx: click.Context, param: click.Parameter, value: str) -> str:
     if not is_valid_level(value):
         raise click.BadParameter("1-64 characters of A-Z a-z 0-9 _ . -")
-    return value
+    return value.lower()  # levels are case-insensitive
 
 
 @click.command("listen", context_settings=CONTEXT_SETTINGS)
@@ -70,7 +78,12 @@ def _level(ctx: click.Context, param: click.Parameter, value: str) -> str:
     help="File holding the drain's token (required with --l2met); senders give it "
     "as the drain URL's user-info or an 'Authorization: Bearer' header.",
 )
-@click.option("--stdin", "read_stdin", is_flag=True, help="Read l2met log lines from standard input; stop at its end.")
+@click.option(
+    "--stdin",
+    "read_stdin",
+    is_flag=True,
+    help="Read l2met log lines from standard input; stop at its end (implies --statsd off unless --statsd is given).",
+)
 @click.option("--tee", is_flag=True, help="With --stdin, copy every input line to standard output.")
 @click.option(
     "--broker",
@@ -219,6 +232,8 @@ def command(
     and never stop the listener. docs/INGRESS.md has the whole grammar and
     every choice where statsd servers disagree.
     """
+    if read_stdin and _is_default("statsd"):
+        statsd = None  # --stdin alone reads standard input only: no statsd port to bind
     if tee and not read_stdin:
         raise click.UsageError("--tee needs --stdin")
     token = None

@@ -10,6 +10,7 @@ import click
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
+    WorkerCommand,
     backoff,
     retry_options,
     run_worker,
@@ -22,7 +23,7 @@ HEADERS_ENV = "OTEL_EXPORTER_OTLP_HEADERS"
 METRICS_HEADERS_ENV = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
 
 
-@click.command("otlp", context_settings=CONTEXT_SETTINGS)
+@click.command("otlp", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=60.0)
 @click.option(
     "--endpoint",
@@ -90,6 +91,9 @@ def command(
 ) -> None:
     """Post each flush of the subscribed levels to an OTLP/HTTP endpoint.
 
+    See docs/OTLP.md.
+    \f
+
     Counters become Sums (delta by default), gauges Gauges, timers and
     histograms ExponentialHistograms, sets Gauges of their unique count.
     429, 502, 503, 504 and connection errors are retried with backoff
@@ -101,7 +105,7 @@ def command(
         from ..backends.otlp_mapping import resource_attributes
     except ImportError as error:
         raise click.ClickException(
-            f"zibrato-otlp needs the otlp extra ({error.name} is missing): pip install 'zibrato[otlp]'"
+            f"zibrato-otlp needs the otlp extra ({error.name} is missing): pip install '.[otlp]' in Zibrato's checkout"
         ) from None
 
     try:

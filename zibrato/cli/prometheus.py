@@ -6,7 +6,8 @@ from typing import cast
 
 import click
 
-from .common import CONTEXT_SETTINGS, Seconds, run_worker, standalone, worker_kwargs, worker_options
+from .addresses import check_listen_port
+from .common import CONTEXT_SETTINGS, Seconds, WorkerCommand, run_worker, standalone, worker_kwargs, worker_options
 from .http_options import allow_host_option, http_limit_options, http_limits
 
 
@@ -17,7 +18,7 @@ def _needs_extra() -> None:
     except ImportError as error:
         raise click.ClickException(
             f"zibrato-prometheus needs the prometheus extra ({error.name} is "
-            "missing): pip install 'zibrato[prometheus]'"
+            "missing): pip install '.[prometheus]' in Zibrato's checkout"
         ) from None
 
 
@@ -26,6 +27,7 @@ def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
     from ..backends.prometheus import parse_listen
 
     try:
+        check_listen_port(value, "--listen")
         return parse_listen(value)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
@@ -48,10 +50,7 @@ def buckets_option(func):
         multiple=True,
         callback=bucket_rules,
         metavar="[NAME_GLOB=]LE,LE,...",
-        help="Classic le bounds for the timers and histograms whose Zibrato name matches the glob "
-        "(repeatable, first match wins; without a glob: every series) [default by unit: seconds "
-        "2^-10..32 s, bytes powers of 4 from 64 B to 1 GiB, otherwise powers of 10 over the "
-        "series' first range].",
+        help="Classic le bounds of the series matching the glob (repeatable; defaults by unit: docs/PROMETHEUS.md).",
     )(func)
 
 
@@ -62,7 +61,7 @@ def max_native_buckets_option(func):
         default=160,
         show_default=True,
         type=click.IntRange(1, 100_000),
-        help="Most buckets of a native histogram; past it its schema goes down (neighbours merge, no count is lost).",
+        help="Most buckets of a native histogram (past it, neighbours merge).",
     )(func)
 
 
@@ -79,7 +78,7 @@ def _own_expire(func):
     )(func)
 
 
-@click.command("prometheus", context_settings=CONTEXT_SETTINGS)
+@click.command("prometheus", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @_own_expire
 @worker_options(default_flush=10.0)
 @click.option(

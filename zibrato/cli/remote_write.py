@@ -8,9 +8,11 @@ from typing import cast
 
 import click
 
+from .addresses import url_callback
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
+    WorkerCommand,
     backoff,
     retry_options,
     run_worker,
@@ -24,44 +26,42 @@ PASSWORD_ENV = "ZIBRATO_REMOTE_WRITE_PASSWORD"
 BEARER_TOKEN_ENV = "ZIBRATO_REMOTE_WRITE_BEARER_TOKEN"
 
 
-@click.command("remote-write", context_settings=CONTEXT_SETTINGS)
+@click.command("remote-write", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @_own_expire
 @worker_options(default_flush=10.0)
 @click.option(
     "--url",
     required=True,
     metavar="URL",
-    help="The receiver's write endpoint, e.g. http://127.0.0.1:9090/api/v1/write (Prometheus, "
-    "VictoriaMetrics), http://mimir:8080/api/v1/push.",
+    callback=url_callback(),
+    help="The receiver's write endpoint, e.g. http://127.0.0.1:9090/api/v1/write.",
 )
 @click.option(
     "--header-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File of extra request headers, 'Name: value' per line (e.g. X-Scope-OrgID: tenant). "
-    "Headers are never taken from the command line.",
+    help="Extra headers, a 'Name: value' line each.",
 )
 @click.option("--username", default=None, help=f"Basic auth user; its password: --password-file or ${PASSWORD_ENV}.")
 @click.option(
     "--password-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File holding the basic auth password (its first line).",
+    help="Basic auth password (first line).",
 )
 @click.option(
     "--bearer-token-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help=f"File holding a bearer token (its first line) [default: ${BEARER_TOKEN_ENV}].",
+    help=f"File holding a bearer token [default: ${BEARER_TOKEN_ENV}].",
 )
 @click.option(
     "--ca-file",
     type=click.Path(exists=True, dir_okay=False),
-    help="PEM file of the CAs to trust for https [default: the system's CAs].",
+    help="CAs to trust (PEM) [default: the system's].",
 )
 @click.option(
     "--classic-histograms/--no-classic-histograms",
     default=False,
     show_default=True,
-    help="Also send timers and histograms as classic <name>_bucket{le=...}, _count and _sum series "
-    "(always, for a receiver that refuses native histograms).",
+    help="Also classic le buckets.",
 )
 @buckets_option
 @max_native_buckets_option
@@ -70,14 +70,14 @@ BEARER_TOKEN_ENV = "ZIBRATO_REMOTE_WRITE_BEARER_TOKEN"
     default=2000,
     show_default=True,
     type=click.IntRange(1, 1_000_000),
-    help="Most samples in one request; an interval with more is split.",
+    help="Most samples in one request.",
 )
 @click.option(
     "--timeout",
     default=10.0,
     show_default=True,
     type=POSITIVE_SECONDS,
-    help="Seconds to wait for each answer (keep it below the 8 s stop window).",
+    help="Seconds per answer.",
 )
 @retry_options(first=1.0, cap=60.0)
 def command(
@@ -99,6 +99,9 @@ def command(
 ) -> None:
     """Send each flush of the subscribed levels to a Prometheus remote write receiver.
 
+    See docs/REMOTE_WRITE.md.
+    \f
+
     Samples are cumulative, as Prometheus stores them: counters as <name>_total
     since the start, gauges and sets their last value, timers (<name>_seconds)
     and histograms native histograms (and, with --classic-histograms, le
@@ -112,7 +115,7 @@ def command(
     except ImportError as error:
         raise click.ClickException(
             f"zibrato-remote-write needs the remote-write extra ({error.name} is missing): "
-            "pip install 'zibrato[remote-write]'"
+            "pip install '.[remote-write]' in Zibrato's checkout"
         ) from None
     try:
         check_url(url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from click.core import ParameterSource
 
 from ..backends.statsd import (
     DEFAULT_MTU,
@@ -14,9 +15,12 @@ from ..backends.statsd import (
     TAG_MODES,
     Statsd,
 )
+from ..rules import SeriesRules
+from .addresses import host_callback
 from .common import (
     CONTEXT_SETTINGS,
     POSITIVE_SECONDS,
+    WorkerCommand,
     backoff,
     retry_options,
     run_worker,
@@ -25,14 +29,17 @@ from .common import (
     worker_options,
 )
 
+SELF_METRICS = "zibrato.*"  # the names every worker and listener publishes its own figures under
 
-@click.command("statsd", context_settings=CONTEXT_SETTINGS)
+
+@click.command("statsd", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=10.0)
 @click.option(
     "--statsd-host",
     default="127.0.0.1",
     show_default=True,
-    help="statsd server host (UDP resolves it once, TCP at each connection).",
+    callback=host_callback,
+    help="statsd server host (UDP: resolved once at start).",
 )
 @click.option(
     "--statsd-port", default=8125, show_default=True, type=click.IntRange(1, 65535), help="statsd server port."
@@ -42,8 +49,7 @@ from .common import (
     type=click.Choice(PROTOCOLS),
     default="udp",
     show_default=True,
-    help="udp: fire-and-forget datagrams, never blocking; tcp: one connection, "
-    "failed intervals retried until delivered.",
+    help="udp: datagrams, never blocking; tcp: failed intervals retried.",
 )
 @click.option("--prefix", default="", show_default=True, help="Prepended to every name ('app' -> 'app.name').")
 @click.option(
@@ -66,21 +72,21 @@ from .common import (
     type=click.Choice(TAG_MODES),
     default="drop",
     show_default=True,
-    help="dogstatsd: send tags as |#k:v; drop: leave them out (series that differ only by tags then share a name).",
+    help="dogstatsd: tags as |#k:v; drop: leave them out.",
 )
 @click.option(
     "--histograms",
     type=click.Choice(HISTOGRAM_MODES),
     default="timer",
     show_default=True,
-    help="timer: histogram values as |ms lines (Etsy statsd computes percentiles); dogstatsd: as |h lines.",
+    help="timer: histograms as |ms lines; dogstatsd: as |h lines.",
 )
 @click.option(
     "--sets",
     type=click.Choice(SET_MODES),
     default="count",
     show_default=True,
-    help="count: a gauge of the unique members; members: each member as a |s line (while the set is exact).",
+    help="count: a gauge of unique members; members: |s lines.",
 )
 @click.option(
     "--timeout", default=5.0, show_default=True, type=POSITIVE_SECONDS, help="TCP: seconds for a connect or a write."
@@ -104,13 +110,24 @@ def command(
 ) -> None:
     """Forward each flush of the subscribed levels to statsd, so that its statistics stay exact.
 
+    See docs/STATSD.md.
+    \f
+
     Counters are sent as one pre-summed line per flush, gauges as their last
     value (negative ones set correctly), timers as every value in
     milliseconds (past --max-exact values per series and flush, values spread
     over the sketch, marked |@rate), histograms like timers (or |h), sets as
-    a gauge of their count (or |s per member). See docs/STATSD.md.
+    a gauge of their count (or |s per member). Zibrato's own figures
+    (zibrato.* series) are sent only with an explicit --self-metrics.
+    See docs/STATSD.md.
     """
     retries = backoff(retry_delay, max_retry_delay)
+    worker = worker_kwargs(options)
+    if click.get_current_context().get_parameter_source("self_metrics") in (None, ParameterSource.DEFAULT):
+        # Zibrato's own figures (every worker's zibrato.* series) stay out of the
+        # user's statsd unless --self-metrics is given; `zibrato status` has them.
+        rules = worker["rules"]
+        worker["rules"] = SeriesRules(keep=rules.keep, drop=(*rules.drop, SELF_METRICS), drop_tags=rules.drop_tags)
     run_worker(
         lambda: Statsd(
             statsd_host,
@@ -126,7 +143,7 @@ def command(
         ),
         verbose,
         backoff=retries,
-        **worker_kwargs(options),
+        **worker,
     )
 
 

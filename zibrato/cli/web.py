@@ -7,18 +7,20 @@ import click
 from ..backends.web import DEFAULT_HISTORY, WebView, chart_percentiles
 from ..runtime import setup_logging
 from ..web.server import DEFAULT_MAX_EVENT_STREAMS, parse_listen
-from .common import CONTEXT_SETTINGS, run_worker, standalone, worker_kwargs, worker_options
+from .addresses import check_listen_port
+from .common import CONTEXT_SETTINGS, WorkerCommand, run_worker, standalone, worker_kwargs, worker_options
 from .http_options import allow_host_option, http_limit_options, http_limits
 
 
 def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
     try:
+        check_listen_port(value, "--listen")
         return parse_listen(value)
     except ValueError as error:
         raise click.BadParameter(str(error)) from None
 
 
-@click.command("web", context_settings=CONTEXT_SETTINGS)
+@click.command("web", cls=WorkerCommand, context_settings=CONTEXT_SETTINGS)
 @worker_options(default_flush=2.0)
 @click.option(
     "--listen",

@@ -38,7 +38,7 @@ class L2metParser:
     def __init__(self, level: str = "statsd", rejects: Rejects | None = None) -> None:
         if not protocol.is_valid_level(level):
             raise ValueError(f"invalid level {level!r}: 1-64 characters of A-Z a-z 0-9 _ . -")
-        self.level = level
+        self.level = level.lower()  # levels are case-insensitive
         self.rejects = rejects if rejects is not None else Rejects()
         #: measurements accepted so far
         self.measurements = 0

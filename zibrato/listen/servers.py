@@ -29,6 +29,7 @@ import zmq
 
 from ..curve import ClientKeys
 from ..http_server import GuardedHTTPServer, HttpLimits
+from ..link_watch import LinkWatch, PushLinkMonitor
 from ..runtime import RateLimitedLog, answer_status, bind_status, describe_bind_error
 from . import statsd as statsd_lines
 from .drain import drain_server
@@ -259,8 +260,11 @@ class Listener:
         next_flush = time.monotonic() + self.config.flush_interval
         next_drops = next_self = next_idle = time.monotonic()
         next_expiry = time.monotonic() + self.config.gauge_expire
+        link = PushLinkMonitor(self.publisher.socket)
+        watch = LinkWatch(log, self.publisher.endpoint, "--broker")
         try:
             while not stop.is_set():
+                watch.unconnected(link.poll())
                 timeout = max(0.0, min(next_flush - time.monotonic(), 0.1))
                 for sock, _ in poller.poll(int(timeout * 1000)):
                     self._readable(sock, poller)
@@ -281,6 +285,7 @@ class Listener:
                     self.tcp.close_idle(poller)
                     next_idle = now + min(_IDLE_CHECK_EVERY, self.config.tcp_idle_timeout / 4)
         finally:
+            link.close()
             self.close()
             log.info("listen stopped")
         return 0

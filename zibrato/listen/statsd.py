@@ -88,7 +88,7 @@ class StatsdParser:
             raise ValueError(f"invalid level {level!r}: 1-64 characters of A-Z a-z 0-9 _ . -")
         if gauge_sign not in GAUGE_SIGNS:
             raise ValueError(f"gauge sign must be one of {', '.join(GAUGE_SIGNS)}")
-        self.level, self.delta_gauges = level, gauge_sign == "delta"
+        self.level, self.delta_gauges = level.lower(), gauge_sign == "delta"  # levels are case-insensitive
         self.max_line, self.timestamp_window, self.clock = max_line, timestamp_window, clock
         self.rejects = rejects if rejects is not None else Rejects()
         #: lines accepted so far (each may carry several packed values)
@@ -241,7 +241,7 @@ class StatsdParser:
                 if source is not None and protocol.name_problem(source, "source"):
                     raise _Reject("bad tag")
             elif tag.startswith("level:"):
-                level = tag[6:]
+                level = tag[6:].lower()  # levels are case-insensitive: 'level:INFO' is info
                 if not protocol.is_valid_level(level):
                     raise _Reject("bad level")
             else:

@@ -181,7 +181,7 @@
 
   function renderChart(data) {
     $("chart-panel").hidden = false;
-    $("chart-title").textContent = data.name;
+    $("chart-title").textContent = data.name + ": " + describe(data);
     const source = data.source ? "source " + data.source + " · " : "";
     const unit = data.unit ? " (" + (data.unit === "s" ? "seconds" : data.unit) + ")" : "";
     $("chart-meta").textContent = data.type + unit + " · " + source + data.fields.join(", ") +
@@ -202,6 +202,16 @@
     state.renders++;
   }
 
+  // what a chart shows, in words (the panel's title)
+  function describe(data) {
+    if (data.type === "counter") return "per second, in each interval";
+    if (data.type === "gauge") return "last value of each interval";
+    if (data.type === "set") return "unique members in each interval";
+    const fields = data.fields.join(", ").replace(/, ([^,]*)$/, " and $1");
+    const unit = data.unit ? " (" + (data.unit === "s" ? "seconds" : data.unit) + ")" : "";
+    return fields + " of each interval" + unit;
+  }
+
   function variant(series, data, scale) {
     const box = el("figure", "variant" + (series.outcome ? " outcome-" + series.outcome : ""));
     box.dataset.id = series.id;
@@ -212,7 +222,8 @@
     const legend = el("div", "legend");
     data.fields.forEach((field, i) => {
       const entry = el("span");
-      entry.append(el("span", "swatch f" + i), document.createTextNode(field === "value" && data.type === "set" ? "unique" : field));
+      const label = field === "value" && data.type === "set" ? "unique" : field === "rate" ? "per second" : field;
+      entry.append(el("span", "swatch f" + i), document.createTextNode(label));
       legend.append(entry);
     });
     caption.append(legend);
@@ -231,7 +242,8 @@
     }
     svg.append(svgEl("text", { x: M.left, y: H - 6 }, clock(scale.start)));
     svg.append(svgEl("text", { x: W - M.right, y: H - 6, "text-anchor": "end" }, clock(scale.end)));
-    data.fields.forEach((field, i) => {
+    // the last field (max) first, so that a p99 equal to the max is drawn over it and stays visible
+    data.fields.map((field, i) => [field, i]).reverse().forEach(([field, i]) => {
       let d = "", joined = false;
       const dots = [];
       for (const point of series.points) {
