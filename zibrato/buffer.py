@@ -41,7 +41,7 @@ import logging
 import operator
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 __all__ = [
@@ -78,6 +78,7 @@ _FREE_LIST = 2 * 2000
 
 _first = operator.itemgetter(0)
 _starmap, _repeat, _compress = itertools.starmap, itertools.repeat, itertools.compress
+_exhaust: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator to its end, in C
 
 
 class Tally:
@@ -241,15 +242,23 @@ class Buffer:
             mode = "forward"
         if mode != self._lane_mode:
             self._lane_mode = mode
-            for lane in list(self.lanes):
-                lane.record = getattr(lane, mode)
+            # In C (map and setattr run no bytecode): no other thread runs halfway through,
+            # so no lane records the old way for long after the switch (SLACK covers the rest).
+            lanes = list(self.lanes)
+            _exhaust(map(setattr, lanes, _repeat("record"), map(operator.attrgetter(mode), lanes)))
 
-    def take_lanes(self) -> Iterator[tuple[Any, list[Any]]]:
-        """(series, values) of every lane that has values now."""
+    def take_lanes(self) -> dict[Any, list[Any]]:
+        """series -> values of every lane that has values now (Lane.take, inlined: once per lane per drain)."""
+        taken: dict[Any, list[Any]] = {}
         for lane in _compress(self.lanes, map(len, self._lane_items)):
-            values = lane.take()
-            if values:
-                yield lane.series, values
+            items = lane.items
+            try:  # the sender is a lane's one taker (close() takes only once the sender has stopped)
+                taken[lane.series] = list(map(_first, _starmap(items.popleft, _repeat((), len(items)))))
+            except IndexError:  # pragma: no cover - a second taker after all: the slow, careful way
+                values = lane.take()
+                if values:
+                    taken[lane.series] = values
+        return taken
 
     # --- the bound -------------------------------------------------------------
 
@@ -262,7 +271,9 @@ class Buffer:
 
     def on_collection(self) -> None:
         """The collector's callback: guard when the queues may be half full (counted only then)."""
-        self._unseen += gc.get_threshold()[0] + _FREE_LIST
+        # What the collector counted since the last collection (more than its threshold when
+        # other threads allocated while a collection's callbacks ran), and what it cannot count.
+        self._unseen += max(gc.get_count()[0], gc.get_threshold()[0]) + _FREE_LIST
         if self._counted + self._unseen >= self.soft:
             self._counted, self._unseen = len(self), 0
             if self._counted >= self.soft:
@@ -317,7 +328,7 @@ class Buffer:
 
     def discard(self) -> int:
         """Remove everything waiting; return how many (to be counted as dropped)."""
-        return sum(1 for _ in self.take()) + sum(len(values) for _, values in self.take_lanes())
+        return sum(1 for _ in self.take()) + sum(map(len, self.take_lanes().values()))
 
     def reset(self) -> None:
         """After fork: the child forgets the parent's items (the parent sends them)."""

@@ -290,7 +290,7 @@ class Publisher:
 
     def drain(self, buffer: Buffer) -> None:
         """:meth:`publish` what waits in ``buffer`` now: each lane as it is, the shared queue grouped."""
-        grouped: Grouped = dict(buffer.take_lanes())
+        grouped: Grouped = buffer.take_lanes()
         items = buffer.items
         count = len(items)
         if count:
@@ -314,6 +314,8 @@ class Publisher:
         if not grouped:
             return
         now = time.time()
+        if not self.shards and self._publish_in_one_message(grouped, now):
+            return
         batches: list[tuple[str, int | None, list[Record], int]]
         if self.shards:  # one message per (level, shard)
             batches = [
@@ -339,6 +341,34 @@ class Publisher:
                 tally.sent += size
             else:
                 tally.dropped += size
+
+    def _publish_in_one_message(self, grouped: Grouped, now: float) -> bool:
+        """The common drain in one go: one level, at most ``batch`` values, one frame. False if not."""
+        series = iter(grouped)
+        level = next(series)[0]
+        size = sum(map(len, grouped.values()))
+        if size > self.batch or any(other[0] != level for other in series):
+            return False
+        records = [
+            (key[1], key[2], values, key[3], key[4]) if key[5] is None and key[6] is None else record_of(key, values)
+            for key, values in grouped.items()
+        ]
+        try:
+            frame = protocol.encode(level, now, records)
+        except Exception:  # pragma: no cover - values are validated when recorded: the general path logs it
+            return False
+        if len(frame) > self.max_message_size:
+            return False
+        try:
+            taken = self.transport.send(frame, True)
+        except Exception:  # pragma: no cover - a transport's bug: count, log, go on
+            log.exception("zibrato: the transport failed to take a message; dropped and counted")
+            taken = False
+        if taken:
+            self.tally.sent += size
+        else:
+            self.tally.dropped += size
+        return True
 
     def _encode(
         self, level: str, now: float, records: Sequence[Record], size: int, shard: int | None = None
