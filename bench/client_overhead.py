@@ -62,8 +62,8 @@ import _common as c
 if os.environ.get("ZIBRATO_BENCH_CLIENT_FROM"):  # measure an earlier checkout's client (before/after)
     sys.path.insert(0, os.environ["ZIBRATO_BENCH_CLIENT_FROM"])
 
-import sender_cost  # noqa: E402
-import steady_rate  # noqa: E402
+import sender_cost
+import steady_rate
 
 GAP = 200e-6  # seconds between spaced calls
 OUTLIER = 50e-6  # a spaced window longer than this was interrupted

@@ -24,8 +24,8 @@ clock); with ``--before DIR``, the same for the client of that checkout.
 
 from __future__ import annotations
 
-import cProfile
 import collections
+import cProfile
 import functools
 import glob
 import json
@@ -33,6 +33,7 @@ import os
 import pstats
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from time import perf_counter
@@ -292,8 +293,8 @@ def _thread_cpu_ns(names: dict[int, str]) -> dict[str, int]:
 
 
 def steady_child(port: int, rate: float, seconds: float) -> dict:
-    from zibrato import protocol, sender as zsender
-    from zibrato import Zibrato
+    from zibrato import Zibrato, protocol
+    from zibrato import sender as zsender
 
     spent: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
@@ -315,8 +316,6 @@ def steady_child(port: int, rate: float, seconds: float) -> dict:
                 calls[label] += 1
 
         setattr(owner, name, wrapper)
-
-    import threading
 
     timed(zsender.Buffer, "check", "the bound's check before the drain")
     timed(zsender.Buffer, "relax", "the bound's look after the drain")
