@@ -72,8 +72,9 @@ Record = tuple[Any, ...]
 
 #: how long flush() waits for ZeroMQ to write out what it took, when ZeroMQ is writing at all
 SETTLE_WHEN_STALLED = 0.1
-#: drains in a row that found nothing before the sender sleeps until woken (see Sender)
-IDLE_AFTER = 2
+#: drains in a row that found nothing before the sender sleeps until woken (see Sender): one, so that
+#: a process recording a few measurements a second wakes its sender twice per measurement, not 20 times a second
+IDLE_AFTER = 1
 #: the longest an idle sender sleeps without being woken, in seconds
 IDLE_MAX_SLEEP = 10.0
 
