@@ -216,20 +216,17 @@ class Timer(_Instrument):
         self, client: Zibrato, level: str, name: str, source: str | None, tags: Tags, outcome: bool, rate: float = 1.0
     ) -> None:
         super().__init__(client, level, TIMER, name, source, tags, outcome, rate)
+        #: the lane of a plain timer's series (its decorated calls and ``with`` blocks append there)
+        self.lane: Lane | SharedLane | None = None if outcome or self.rate < 1.0 else client._lane(self.series)
 
     def _begin(self) -> float:
         return _perf_counter()
-
-    @functools.cached_property
-    def lane(self) -> Lane | SharedLane:
-        """The lane of this timer's plain series (``with z.Time_me(...)`` blocks record into it)."""
-        return self.client._lane(self.series)
 
     def _value(self, start: float) -> float:
         return _perf_counter() - start
 
     def _wrap_plain_function(self, func: Callable[..., Any]) -> Callable[..., Any]:
-        lane = self.client._lane(self.series)
+        lane = self.lane or self.client._lane(self.series)
 
         def timed(*args: Any, **kwargs: Any) -> Any:  # the hot path, inlined: one append to its lane
             start = _perf_counter()
@@ -313,7 +310,8 @@ class TimerBlock:
     __slots__ = ("lane", "start", "timer")
 
     def __init__(self, timer: Timer) -> None:
-        self.timer, self.lane = timer, timer.lane
+        self.timer = timer
+        self.lane: Lane | SharedLane = timer.lane  # type: ignore[assignment]  # a plain timer's: never None
 
     def __enter__(self) -> TimerBlock:
         self.start = _perf_counter()
