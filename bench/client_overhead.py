@@ -36,6 +36,13 @@ back to back (broker up and down) and reports the worst single call, the
 RSS growth and the most measurements queued at once: the client's bound
 (issue 11), beside the same loop around a bare ``noop()``.
 
+Then the sender thread's CPU per measurement (``sender_cost.py``) and the
+all-in table at a steady rate (``steady_rate.py``: each variant its own
+process at 100 / 1,000 / 10,000 calls/s against a control process, and an
+idle client's CPU per second); ``--before DIR`` compares both with the client
+of an earlier checkout, and ``--only tight|sender|bound|steady`` runs one
+section alone.
+
 Overhead = instrumented statement - baseline statement (``noop()`` for a
 decorated function or a ``with`` block around ``noop()``, ``pass`` for a
 direct call such as ``z.gauge(...)``). Each figure is the median of the
