@@ -39,6 +39,7 @@ import gc
 import itertools
 import logging
 import operator
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -164,6 +165,7 @@ class Buffer:
         self._lane_items: list[deque[tuple[Any]]] = []  # each lane's deque, in the order of lanes
         self._lane_of: dict[Any, Lane] = {}
         self._lane_mode = "forward"
+        self._lane_lock = threading.Lock()
         self._counted = 0  # what the queues held when last counted
         self._unseen = 0  # the most that can have arrived since (collections seen times their reach)
         self._unguarded_overflow_reported = False
@@ -211,10 +213,15 @@ class Buffer:
         lane = self._lane_of.get(series)
         if lane is not None or len(self.lanes) >= MAX_LANES:
             return lane
-        lane = self._lane_of.setdefault(series, Lane(series, self))  # two threads: one lane wins
-        if lane not in self.lanes:
-            self._lane_items.append(lane.items)  # before the lane: the sender zips them shortest-first
-            self.lanes.append(lane)
+        with self._lane_lock:  # once per series: two threads making the same lane make one
+            lane = self._lane_of.get(series)
+            if lane is None:
+                if len(self.lanes) >= MAX_LANES:
+                    return None
+                lane = Lane(series, self)
+                self._lane_items.append(lane.items)  # before the lane: the sender zips them shortest-first
+                self.lanes.append(lane)
+                self._lane_of[series] = lane  # found from here on: it forwards until its mode is set below
         while True:  # a route() meanwhile has either seen this lane or changed the mode we read
             mode = self._lane_mode
             lane.record = getattr(lane, mode)
@@ -332,6 +339,7 @@ class Buffer:
 
     def reset(self) -> None:
         """After fork: the child forgets the parent's items (the parent sends them)."""
+        self._lane_lock = threading.Lock()  # another thread of the parent may have held it
         self.items.clear()
         for items in self._lane_items:
             items.clear()

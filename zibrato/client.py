@@ -20,16 +20,12 @@ managers live in :mod:`zibrato.instruments`.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import os
 import random
 import re
-import signal
-import sys
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -39,6 +35,7 @@ from . import protocol
 from .buffer import Lane, SharedLane
 from .curve import ENV_SECRET_KEY, ENV_SERVER_KEY, ClientKeys
 from .instruments import Block, Counter, Timer, TimerBlock, _Instrument
+from .lifecycle import _flush_when_a_multiprocessing_child_ends, _live_clients
 from .protocol import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
 from .sender import MAX_CAPACITY, Buffer, Item, Publisher, Recorder, Sender, Tally, Transport, ZmqTransport
 
@@ -650,84 +647,3 @@ def _normalise_tags(tags: Tags) -> tuple[str, ...]:
     if problem:
         raise ValueError(problem)
     return tuple(sorted(set(items)))
-
-
-# --- process lifecycle -----------------------------------------------------
-# Forked children (os.fork, gunicorn, uwsgi, multiprocessing's fork) reset every
-# client; multiprocessing children of every start method (fork, spawn,
-# forkserver) leave through os._exit, so each client registers its close with
-# multiprocessing's own exit finalizers, and a SIGTERM from terminate() (Pool's
-# __exit__) first flushes, then ends the process by SIGTERM as before.
-
-_live_clients: weakref.WeakSet[Zibrato] = weakref.WeakSet()
-_sigterm_hooked_in: int | None = None  # the pid whose SIGTERM flushes first
-
-
-def _multiprocessing_child() -> bool:
-    if "multiprocessing" not in sys.modules:
-        return False
-    import multiprocessing
-
-    return multiprocessing.parent_process() is not None
-
-
-def _flush_when_a_multiprocessing_child_ends(client: Zibrato) -> None:
-    if not _multiprocessing_child():
-        return
-    from multiprocessing import util
-
-    util.Finalize(client, client.close, exitpriority=100)
-    _flush_on_sigterm()
-
-
-def _flush_on_sigterm() -> None:
-    """terminate() sends SIGTERM, whose default ends the process at once: flush, then end so."""
-    global _sigterm_hooked_in
-    if _sigterm_hooked_in == os.getpid() or threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return  # the application's own handler: leave it alone
-        signal.signal(signal.SIGTERM, _close_all_then_die)
-    except (ValueError, OSError):  # pragma: no cover - not the main interpreter
-        return
-    _sigterm_hooked_in = os.getpid()
-
-
-def _close_all_then_die(signum: int, frame: object) -> None:
-    """The SIGTERM handler: runs on top of whatever line the main thread was at, close()
-    and flush() included, so it takes no lock that line may hold (Sender.stop takes none)."""
-    signal.signal(signum, signal.SIG_DFL)
-    for client in list(_live_clients):
-        with _suppressed():  # the main thread may be inside close(): stop the same sender
-            client._closed = True
-            client._use(client._drop)
-            client._stop(client._sender, client.linger + 0.5)
-    os.kill(os.getpid(), signum)
-
-
-class _suppressed:
-    """Never fail an exit path."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> bool:
-        return True
-
-
-def _after_fork_in_child() -> None:
-    global _sigterm_hooked_in
-    _sigterm_hooked_in = None
-    for client in list(_live_clients):
-        client._after_fork_in_child()
-
-
-def _close_all_at_exit() -> None:
-    for client in list(_live_clients):
-        with _suppressed():
-            client.close()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_close_all_at_exit)
