@@ -40,6 +40,7 @@ import itertools
 import logging
 import operator
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -73,12 +74,17 @@ SLACK = 1024
 FAST_FROM = 20_000
 #: series with a lane of their own, per client; more series share the (grouped) shared queue
 MAX_LANES = 4096
+#: the longest the collector's callback goes without counting every lane (seconds): the GIL lets
+#: all threads together append a few thousand measurements a millisecond, and half the queue is
+#: at least 10,000 (FAST_FROM / 2)
+EXACT_EVERY = 0.002
 #: what the tuple free lists (one-value and two-value tuples) can hand out between two collections
 #: without the collector counting it
 _FREE_LIST = 2 * 2000
 
 _first = operator.itemgetter(0)
 _starmap, _repeat, _compress = itertools.starmap, itertools.repeat, itertools.compress
+_monotonic = time.monotonic
 _exhaust: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend  # runs an iterator to its end, in C
 
 
@@ -168,6 +174,7 @@ class Buffer:
         self._lane_lock = threading.Lock()
         self._counted = 0  # what the queues held when last counted
         self._unseen = 0  # the most that can have arrived since (collections seen times their reach)
+        self._counted_at = 0.0  # when (monotonic seconds)
         self._unguarded_overflow_reported = False
         _buffers.add(self)
 
@@ -277,14 +284,26 @@ class Buffer:
             self.install(self.guarded)
 
     def on_collection(self) -> None:
-        """The collector's callback: guard when the queues may be half full (counted only then)."""
-        # What the collector counted since the last collection (more than its threshold when
-        # other threads allocated while a collection's callbacks ran), and what it cannot count.
+        """The collector's callback: guard when the queues may be half full.
+
+        It counts every lane when what can have arrived since the last count
+        (what the collector counted, more than its threshold when other threads
+        allocated while a collection's callbacks ran, and what the free lists
+        hand out uncounted) could reach half full, and at least every
+        ``EXACT_EVERY`` seconds: allocations made while another thread runs a
+        collection's callbacks are not counted at all (the collection resets
+        the count), so the estimate alone could fall behind.
+        """
         self._unseen += max(gc.get_count()[0], gc.get_threshold()[0]) + _FREE_LIST
-        if self._counted + self._unseen >= self.soft:
-            self._counted, self._unseen = len(self), 0
+        now = _monotonic()
+        if self._counted + self._unseen >= self.soft or now - self._counted_at >= EXACT_EVERY:
+            self._counted, self._unseen, self._counted_at = len(self), 0, now
             if self._counted >= self.soft:
                 self.guard()
+
+    def retire(self) -> None:
+        """The client closed: nothing more is recorded here, the collector's callback can forget it."""
+        _buffers.discard(self)
 
     def check(self) -> int:
         """The sender's look before each drain: guard a filling queue; report an unguarded overflow.

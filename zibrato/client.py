@@ -320,6 +320,7 @@ class Zibrato:
             sender = self._sender  # kept while it stops: a SIGTERM meanwhile waits for it too
         self._stop(sender, self.linger + 1.0 if timeout is None else timeout)
         self._sender = None
+        self._buffer.retire()
         _live_clients.discard(self)
 
     def _stop(self, sender: Sender | None, timeout: float) -> None:
