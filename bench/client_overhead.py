@@ -36,6 +36,13 @@ back to back (broker up and down) and reports the worst single call, the
 RSS growth and the most measurements queued at once: the client's bound
 (issue 11), beside the same loop around a bare ``noop()``.
 
+Then the sender thread's CPU per measurement (``sender_cost.py``) and the
+all-in table at a steady rate (``steady_rate.py``: each variant its own
+process at 100 / 1,000 / 10,000 calls/s against a control process, and an
+idle client's CPU per second); ``--before DIR`` compares both with the client
+of an earlier checkout, and ``--only tight|sender|bound|steady`` runs one
+section alone.
+
 Overhead = instrumented statement - baseline statement (``noop()`` for a
 decorated function or a ``with`` block around ``noop()``, ``pass`` for a
 direct call such as ``z.gauge(...)``). Each figure is the median of the
@@ -63,6 +70,12 @@ from dataclasses import dataclass
 
 import _common as c
 import otel  # bench/otel.py: zibrato.otel beside the OpenTelemetry SDK, printed after this run's tables
+
+if os.environ.get("ZIBRATO_BENCH_CLIENT_FROM"):  # measure an earlier checkout's client (before/after)
+    sys.path.insert(0, os.environ["ZIBRATO_BENCH_CLIENT_FROM"])
+
+import sender_cost
+import steady_rate
 
 GAP = 200e-6  # seconds between spaced calls
 OUTLIER = 50e-6  # a spaced window longer than this was interrupted
@@ -465,107 +478,6 @@ class RegroupingPublisher:
         self._publish_grouped(grouped)
 
 
-SENDER_WORKLOADS = [
-    # (label, series, measurements per drain)
-    ("1 series (a hot function), 10,000 a drain", 1, 10_000),
-    ("10 series interleaved, 10,000 a drain", 10, 10_000),
-    ("1,000 series interleaved, 10,000 a drain", 1000, 10_000),
-    ("1 series, 250 a drain (one call per 200 us)", 1, 250),
-]
-
-
-def thread_cpu(thread: threading.Thread) -> float:
-    """CPU seconds a thread has used so far, read from another thread (its pthread CPU clock)."""
-    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
-
-
-def sender_cpu(repeats: int, per_repeat: int) -> dict:
-    """Sender-thread CPU per measurement, old regrouping vs the publisher's drain, broker up.
-
-    The main thread records a drain's worth with real ``@z.time_me`` functions
-    (``series`` of them, called round robin), wakes the sender and waits until
-    the publisher has counted them all; the sender thread's CPU clock is read
-    before and after, divided by the measurements it drained. The two
-    publishers alternate within each repeat (in turns first), on the same
-    client and broker.
-    """
-    from zibrato import Zibrato
-
-    base = c.free_port_run(3)
-    broker = c.start("zibrato-broker", "--port", base, "--status-port", 0, "--startup-grace", 0.1)
-    try:
-        time.sleep(0.5)
-        z = Zibrato("127.0.0.1", base, interval=3600)  # the sender drains when woken, only
-        z.count("info", "bench.start")
-        z.flush(10)
-        sender = z._sender
-        publisher = sender.publisher
-        tally = z._tally
-        variants = {"before (regrouping each item)": RegroupingPublisher.install, "after (the drain today)": None}
-        out: dict = {label: {v: [] for v in variants} for label, _, _ in SENDER_WORKLOADS}
-        for label, n_series, per_drain in SENDER_WORKLOADS:
-            functions = [z.time_me("info", f"bench.sender.s{i}")(noop) for i in range(n_series)]
-            calls = [functions[i % n_series] for i in range(per_drain)]
-            for repeat in range(repeats):  # the order alternates: neither variant always goes first
-                for variant, install in list(variants.items())[:: 1 if repeat % 2 else -1]:
-                    publisher.__dict__.pop("drain", None)
-                    if install:
-                        install(publisher)
-                    gc.collect()
-                    cpu = drained = 0.0
-                    for _ in range(max(3, per_repeat // per_drain)):
-                        before = tally.sent + tally.dropped
-                        for call in calls:
-                            call()
-                        start = thread_cpu(sender)
-                        sender._wake.put(True)  # what drain_now() does, without its settle wait
-                        c.wait_until(
-                            lambda: tally.sent + tally.dropped - before >= per_drain,
-                            30,
-                            interval=0.0002,
-                            what="the sender's drain",
-                        )
-                        cpu += thread_cpu(sender) - start
-                        drained += tally.sent + tally.dropped - before
-                    out[label][variant].append(cpu / drained)
-        publisher.__dict__.pop("drain", None)
-        out["_zibrato"] = {"sent": z.sent, "dropped": z.dropped}
-        z.close(timeout=2.0)
-        return out
-    finally:
-        c.stop(broker)
-
-
-def sender_report(results: dict, repeats: int, per_repeat: int) -> str:
-    rows = []
-    for label, _, _ in SENDER_WORKLOADS:
-        before = c.median(results[label]["before (regrouping each item)"]) * 1e9
-        after = c.median(results[label]["after (the drain today)"]) * 1e9
-        rows.append([label, before, after, f"{after / before:.2f}x"])
-    return "\n".join(
-        [
-            "### The sender thread's CPU per measurement (broker up)",
-            "",
-            c.table(
-                [
-                    "workload",
-                    "before: regrouping each item (ns)",
-                    "after: the drain today (ns)",
-                    "after / before (target <= 0.5x)",
-                ],
-                rows,
-            ),
-            "",
-            f"Median of {repeats} repeats of {per_repeat:,} measurements each (at least 3 drains); "
-            "the sender thread's own CPU clock (pthread_getcpuclockid) around each drain, "
-            "divided by the measurements it drained: "
-            "popping, grouping per series, encoding (msgpack) and handing the frames to ZeroMQ. "
-            f"Zibrato sent {results['_zibrato']['sent']:,}, dropped {results['_zibrato']['dropped']:,}.",
-            "",
-        ]
-    )
-
-
 # --- the worst single call while the broker is down and the queue is full --------------
 
 
@@ -777,16 +689,27 @@ def report(all_results: dict, conditions: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run (a few seconds)")
+    parser.add_argument("--quick", action="store_true", help="smoke run (a few minutes)")
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--conditions", default="up,down")
-    parser.add_argument("--only", choices=["sender", "bound"], help="just one of the last two sections")
+    parser.add_argument(
+        "--only",
+        choices=["tight", "sender", "bound", "steady"],
+        help="just one section (tight: the tight and spaced tables; steady: all-in at a steady rate)",
+    )
+    parser.add_argument(
+        "--before", help="a checkout of an earlier commit: the steady-rate and sender sections compare with its client"
+    )
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     tight_n, spaced_n = (10_000, 200) if args.quick else (200_000, 2_000)
     conditions = args.conditions.split(",")
+    if args.only == "tight":
+        print(f"## Client overhead (tight and spaced only)\n\n{c.machine()}\n")
+        results = {cond: run_condition(cond, repeats, tight_n, spaced_n) for cond in conditions}
+        return print(report(results, conditions))
     if args.only:
-        return only(args.only, args.quick)
+        return only(args.only, args.quick, args.before)
     print(
         f"## Client overhead\n\n{c.machine()}; {repeats} repeats of {tight_n:,} tight calls and "
         f"{spaced_n:,} calls spaced {GAP * 1e6:.0f} us apart, per instrument and condition.\n"
@@ -797,24 +720,29 @@ def main() -> None:
     seconds = 2.0 if args.quick else 10.0
     flat = {cond: flat_out(cond, seconds) for cond in conditions}
     all_results["_flat_out"] = flat
-    sender_repeats, per_repeat = (3, 30_000) if args.quick else (7, 200_000)
-    sender = all_results["_sender_cpu"] = sender_cpu(sender_repeats, per_repeat)
     bound_seconds = 1.0 if args.quick else 5.0
     bound = all_results["_at_bound"] = at_bound(bound_seconds)
     c.save_json("client" + ("-quick" if args.quick else ""), all_results)
     print(report(all_results, conditions))
     print(flat_out_report(flat, seconds))
-    print(sender_report(sender, sender_repeats, per_repeat))
     print(at_bound_report(bound, bound_seconds))
+    only("sender", args.quick, args.before)
+    only("steady", args.quick, args.before)
     print()
     print(otel.run(args.quick))  # issue 26: the OpenTelemetry SDK's Counter.add and Histogram.record as peers
 
 
-def only(section: str, quick: bool) -> None:
-    """One section alone (for working on the sender; the README quotes the full run)."""
+def only(section: str, quick: bool, before: str | None = None) -> None:
+    """One section alone (the README quotes the full run)."""
     if section == "sender":
-        repeats, per_repeat = (3, 30_000) if quick else (7, 200_000)
-        print(sender_report(sender_cpu(repeats, per_repeat), repeats, per_repeat))
+        repeats = 3 if quick else 5
+        out = sender_cost.measure(repeats, 5 if quick else 10, before)
+        print(sender_cost.report(out, repeats))
+    elif section == "steady":
+        seconds, rounds = (2.0, 3) if quick else (6.0, 5)
+        out = steady_rate.measure([100.0, 1000.0, 10000.0], seconds, rounds, before)
+        c.save_json("steady" + ("-quick" if quick else ""), out)
+        print(steady_rate.report(out, seconds, rounds))
     else:
         seconds = 1.0 if quick else 5.0
         print(at_bound_report(at_bound(seconds), seconds))

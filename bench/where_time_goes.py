@@ -4,6 +4,8 @@
     bench/.venv/bin/python bench/where_time_goes.py worker   # cProfile of Worker.ingest, 1-value records
     bench/.venv/bin/python bench/where_time_goes.py sender   # the sender's drain, stage by stage
     bench/.venv/bin/python bench/where_time_goes.py calls    # cProfile of `with z.Time_me` and z.count(...)
+    bench/.venv/bin/python bench/where_time_goes.py steady [RATE] [--before DIR]
+                                   # @z.time_me at a steady rate: each thread's CPU, the sender's wake by step
 
 (bench/run creates bench/.venv.) ``client``: cProfile cannot see inside a call
 of a few hundred ns (its own hook costs more), so the decorator is rebuilt one
@@ -13,19 +15,33 @@ the difference between consecutive lines is what that piece costs.
 one drain of the sender thread taken apart (popping, grouping, splitting
 into messages, msgpack, the PUSH socket), each stage timed alone in the
 thread's CPU time, before and after per-run grouping, then a cProfile of
-whole drains.
+whole drains. ``steady``: one process calling ``@z.time_me`` at a steady
+rate (1,000 calls/s by default) for 4 s with a broker up; each thread's CPU
+(``/proc/self/task/*/schedstat``) per call, and the sender's CPU per wake
+split by step (each step wrapped and timed in the sender thread's CPU
+clock); with ``--before DIR``, the same for the client of that checkout.
 """
 
 from __future__ import annotations
 
+import collections
 import cProfile
+import functools
+import glob
+import json
+import os
 import pstats
+import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from time import perf_counter
 
 import _common as c
+
+if os.environ.get("ZIBRATO_BENCH_CLIENT_FROM"):  # a 'before' variant: that checkout's client first
+    sys.path.insert(0, os.environ["ZIBRATO_BENCH_CLIENT_FROM"])
 
 
 def client(repeats: int = 9, n: int = 300_000) -> None:
@@ -260,9 +276,125 @@ def sender(per_drain: int = 10_000, repeats: int = 15) -> None:
     context.term()
 
 
+def _thread_cpu_ns(names: dict[int, str]) -> dict[str, int]:
+    """Each thread of this process: its name -> nanoseconds on a CPU so far (schedstat)."""
+    out: dict[str, int] = {}
+    for task in glob.glob(f"/proc/{os.getpid()}/task/*"):
+        tid = int(task.rsplit("/", 1)[1])
+        try:
+            with open(task + "/comm") as comm, open(task + "/schedstat") as stat:
+                name = names.get(tid) or comm.read().strip()
+                if name == "python":
+                    name = "another Python thread (pyzmq's collector)"
+                out[name] = out.get(name, 0) + int(stat.read().split()[0])
+        except OSError:
+            continue
+    return out
+
+
+def steady_child(port: int, rate: float, seconds: float) -> dict:
+    from zibrato import Zibrato, protocol
+    from zibrato import sender as zsender
+
+    spent: collections.Counter = collections.Counter()
+    calls: collections.Counter = collections.Counter()
+
+    def timed(owner: object, name: str, label: str) -> None:
+        original = getattr(owner, name, None)
+        if original is None:
+            return
+
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            if threading.current_thread().name != "zibrato-sender":
+                return original(*args, **kwargs)
+            start = time.thread_time_ns()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[label] += time.thread_time_ns() - start
+                calls[label] += 1
+
+        setattr(owner, name, wrapper)
+
+    timed(zsender.Buffer, "check", "the bound's check before the drain")
+    timed(zsender.Buffer, "relax", "the bound's look after the drain")
+    timed(zsender.Buffer, "take_lanes", "take the lanes' values")
+    timed(zsender, "group", "group the shared queue per series")
+    timed(zsender.Publisher, "drain", "the whole drain")
+    timed(protocol, "encode", "msgpack encoding")
+    timed(zsender.ZmqTransport, "send", "hand the frame to ZeroMQ")
+    z = Zibrato("127.0.0.1", port)
+    work = z.time_me("info", "bench.where")(lambda: None)
+    period = 1.0 / rate
+    for _ in range(int(rate * 0.3)):
+        work()
+        time.sleep(period)
+    z.flush(5)
+    spent.clear()
+    calls.clear()
+    sender = z._sender
+    clock = time.pthread_getcpuclockid(sender.ident)
+    names = {threading.get_native_id(): "the calling thread (the loop and the call)"}
+    names[sender.native_id] = "Zibrato's sender"  # type: ignore[index]
+    sender_start, before = time.clock_gettime(clock), _thread_cpu_ns(names)
+    n = int(rate * seconds)
+    due = time.perf_counter()
+    for _ in range(n):
+        work()
+        due += period
+        delay = due - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    z.flush(5)
+    after = _thread_cpu_ns(names)
+    wakes = max(1, calls["the whole drain"])
+    return {
+        "calls": n,
+        "threads": {k: (v - before.get(k, 0)) / n / 1e3 for k, v in after.items() if v - before.get(k, 0) > 0},
+        "sender_per_wake": (time.clock_gettime(clock) - sender_start) * 1e6 / wakes,
+        "steps_per_wake": {k: v / 1e3 / wakes for k, v in spent.items()},
+        "wakes": wakes,
+    }
+
+
+def steady(rate: float = 1000.0, before: str | None = None, seconds: float = 4.0) -> None:
+    base = c.free_port_run(3)
+    broker = c.start("zibrato-broker", "--port", base, "--status-port", 0, "--startup-grace", 0.1)
+    try:
+        time.sleep(0.5)
+        print(f"### Where each microsecond goes: `@z.time_me` at {rate:,.0f} calls/s ({c.machine()})\n")
+        for label, path in [("after", None)] + ([("before", before)] if before else []):
+            env = dict(os.environ)
+            if path:
+                env["ZIBRATO_BENCH_CLIENT_FROM"] = path
+            args = [sys.executable, __file__, "steady-child", str(base), str(rate), str(seconds)]
+            done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+            if done.returncode:
+                raise RuntimeError(done.stderr[-2000:])
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            rows = [[name, us] for name, us in sorted(out["threads"].items(), key=lambda kv: -kv[1])]
+            print(f"#### {label}: each thread's CPU per call ({out['wakes']} sender wakes)\n")
+            print(c.table(["thread", "us per call"], rows))
+            steps = [["the sender thread, all in", out["sender_per_wake"]]]
+            steps += [[k, v] for k, v in sorted(out["steps_per_wake"].items(), key=lambda kv: -kv[1])]
+            print(f"\n#### {label}: the sender's CPU per wake, by step (steps nest: the drain holds the rest)\n")
+            print(c.table(["step", "us per wake"], steps))
+            print()
+    finally:
+        c.stop(broker)
+
+
 if __name__ == "__main__":
     which = sys.argv[1] if len(sys.argv) > 1 else "client"
     if which == "sender" and len(sys.argv) > 2:  # measurements per drain: sender 250
         sender(int(sys.argv[2]), repeats=101)
+    elif which == "steady-child":
+        print(json.dumps(steady_child(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))))
+    elif which == "steady":
+        rest = sys.argv[2:]
+        before_dir = rest[rest.index("--before") + 1] if "--before" in rest else None
+        numbers = [a for a in rest if a.replace(".", "").isdigit()]
+        steady(float(numbers[0]) if numbers else 1000.0, before_dir)
     else:
         {"client": client, "worker": worker, "sender": sender, "calls": calls}[which]()

@@ -87,8 +87,8 @@ class Pusher:
 
 
 class ConsolePipeline(WorkerPipeline):
-    def __init__(self, tmp_path, *args, **kwargs):
-        super().__init__(tmp_path, "--format", "json", *args, **kwargs)
+    def __init__(self, tmp_path, *args, **kwargs):  # --sketch: the merged sketch in each JSON line
+        super().__init__(tmp_path, "--format", "json", "--sketch", *args, **kwargs)
 
     def honest_total(self) -> float:
         return sum(s["value"] for s in self.worker.json_lines() if s.get("name") == HONEST)

@@ -20,24 +20,22 @@ managers live in :mod:`zibrato.instruments`.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import os
 import random
 import re
-import signal
-import sys
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import zmq
 
 from . import protocol
+from .buffer import Lane, SharedLane
 from .curve import ENV_SECRET_KEY, ENV_SERVER_KEY, ClientKeys
 from .instruments import Block, Counter, Timer, TimerBlock, _Instrument
+from .lifecycle import _flush_when_a_celery_pool_child_ends, _flush_when_a_multiprocessing_child_ends, _live_clients
 from .protocol import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
 from .sender import MAX_CAPACITY, Buffer, Item, Publisher, Recorder, Sender, Tally, Transport, ZmqTransport
 
@@ -132,6 +130,7 @@ class Zibrato:
         self._buffer = Buffer(max_queue, self._install_recorder)
         self._tally = Tally()
         self._series_cache: dict[tuple[Any, ...], Series] = {}  # call arguments -> series
+        self._lane_cache: dict[tuple[Any, ...], Lane | SharedLane] = {}  # call arguments -> its series' lane
         self._instrument_cache: dict[tuple[Any, ...], _Instrument] = {}
         self._sender: Sender | None = None
         self._publisher: Publisher | None = None
@@ -142,6 +141,7 @@ class Zibrato:
         self._record: Recorder = self._start_sender_and_record
         #: process and runtime metrics, sampled by the sender thread (zibrato.process_metrics)
         self._process_metrics = _process_metrics(self, process_metrics, process_metrics_pid)
+        self._buffer.forward_to = self._forward  # the lanes' way in while the client is not on fast/guarded
         _live_clients.add(self)
 
     @property
@@ -231,24 +231,38 @@ class Zibrato:
         if rate != 1.0:
             self._sampled(self._cached_series(level, COUNTER, name, source, tags, rate), _number(value), rate)
             return
-        # The common call inlined (the series cache and a small int's check): one call fewer
+        # The common call inlined (the lane cache and a small int's check): one call fewer
         # than a function per step, which is most of what a direct call costs.
         try:
-            series = self._series_cache[level, COUNTER, name, source, tags]
+            lane = self._lane_cache[level, COUNTER, name, source, tags]
         except (KeyError, TypeError):
-            series = self._validate_and_cache((level, COUNTER, name, source, tags))
+            lane = self._cached_lane((level, COUNTER, name, source, tags))
         if type(value) is not int or not _INT64_MIN <= value < _UINT64_LIMIT:
             value = _number(value)
-        self._record((series, value))
+        lane.record((value,))
 
     def gauge(self, level: str, name: str, value: float, source: str | None = None, tags: Tags = None) -> None:
         """Set a gauge to ``value`` (the last value of an interval wins)."""
-        self._record((self._plain_series(level, GAUGE, name, source, tags), _number(value)))
+        try:
+            lane = self._lane_cache[level, GAUGE, name, source, tags]
+        except (KeyError, TypeError):
+            lane = self._cached_lane((level, GAUGE, name, source, tags))
+        lane.record((_number(value),))
 
     def timing(
         self, level: str, name: str, seconds: float, source: str | None = None, tags: Tags = None, rate: float = 1.0
     ) -> None:
         """Record a duration measured elsewhere, in seconds. ``rate`` < 1 samples the calls."""
+        if rate == 1.0:
+            try:
+                lane = self._lane_cache[level, TIMER, name, source, tags]
+            except (KeyError, TypeError):
+                lane = self._cached_lane((level, TIMER, name, source, tags))
+            seconds = _number(seconds)
+            if seconds < 0:
+                raise ValueError(f"timing {name!r}: negative duration {seconds}")
+            lane.record((seconds,))
+            return
         series = self._cached_series(level, TIMER, name, source, tags, rate)
         seconds = _number(seconds)
         if seconds < 0:
@@ -312,10 +326,11 @@ class Zibrato:
             if self._closed:
                 return
             self._closed = True
-            self._record = self._drop
+            self._use(self._drop)
             sender = self._sender  # kept while it stops: a SIGTERM meanwhile waits for it too
         self._stop(sender, self.linger + 1.0 if timeout is None else timeout)
         self._sender = None
+        self._buffer.retire()
         _live_clients.discard(self)
 
     def _stop(self, sender: Sender | None, timeout: float) -> None:
@@ -391,6 +406,24 @@ class Zibrato:
         except (KeyError, TypeError):
             return self._validate_and_cache((level, type, name, source, tags))
 
+    def _cached_lane(self, call: tuple[Any, ...]) -> Lane | SharedLane:
+        """The lane of a direct call's series (validated once), cached by the call's arguments.
+
+        Unhashable tags (a mapping) are validated every time and take the shared queue.
+        """
+        lane = self._buffer.lane_or_shared(self._plain_series(*call))
+        if len(self._lane_cache) >= _MAX_CACHED_SERIES:
+            self._lane_cache.clear()  # the lanes stay (their buffer keeps them): a new entry finds its lane
+        try:
+            self._lane_cache[call] = lane
+        except TypeError:
+            pass
+        return lane
+
+    def _lane(self, series: Series) -> Lane | SharedLane:
+        """The lane an instrument records into (its series validated already)."""
+        return self._buffer.lane_or_shared(series)
+
     def _validate_and_cache(self, call: tuple[Any, ...]) -> Series:
         key = self.series(*call)
         if len(self._series_cache) >= _MAX_CACHED_SERIES:
@@ -439,10 +472,40 @@ class Zibrato:
         if rate == 1.0 or _random() < rate:
             self._record((series, value))
 
+    def _use(self, recorder: Recorder) -> None:
+        """Record through ``recorder`` from now on, every lane included."""
+        self._record = recorder
+        self._buffer.route(recorder)
+
+    def _forward(self, item: Item) -> None:
+        """A lane's measurement while the client records through one of its own paths (see Lane)."""
+        self._record(item)
+
     def _install_recorder(self, recorder: Recorder) -> None:
         """The buffer's choice between its fast and guarded recorders, while the sender runs."""
         if self._record is self._buffer.fast or self._record is self._buffer.guarded:
-            self._record = recorder
+            self._use(recorder)
+
+    def _record_then_wake(self) -> bool:
+        """The sender's idle hook: record through :meth:`_wake_sender_and_record` until the next measurement.
+
+        Only over the buffer's own recorders (not a closed, diverted or
+        starting client); False if not installed.
+        """
+        if self._record is self._buffer.fast or self._record is self._buffer.guarded:
+            self._use(self._wake_sender_and_record)
+            return True
+        return False
+
+    def _wake_sender_and_record(self, item: Item) -> None:
+        """The first measurement after the sender went idle: the plain append again, and a wake-up."""
+        buffer, sender = self._buffer, self._sender
+        if self._record == self._wake_sender_and_record:  # bound methods: equal, never identical
+            self._use(buffer.guarded if buffer.guarding else buffer.fast)
+        self._record_in_order(item)
+        if sender is not None:
+            sender.idle = False
+            sender.wake()
 
     def _start_sender_and_record(self, item: Item) -> None:
         """The first measurement (in this process) starts the sender, then takes the fast path."""
@@ -454,12 +517,12 @@ class Zibrato:
                 self._publisher = Publisher(
                     self._transport, self._tally, self.batch, self.max_message_size, shards=self.shards
                 )
-                self._record = self._publish_now
+                self._use(self._publish_now)
             elif self._sender is None:
                 publisher = Publisher(
                     self._transport, self._tally, self.batch, self.max_message_size, shards=self.shards
                 )
-                sender = Sender(self._buffer, publisher, self.interval, self.linger)
+                sender = Sender(self._buffer, publisher, self.interval, self.linger, idle=self._record_then_wake)
                 if self._process_metrics is not None:
                     sender.periodic.append(self._process_metrics.tick)
                 try:
@@ -469,10 +532,20 @@ class Zibrato:
                     self._drop(item)
                     return  # the next measurement tries again
                 self._publisher, self._sender = publisher, sender
-                self._record = self._buffer.guarded if self._buffer.guarding else self._buffer.fast
+                self._use(self._buffer.guarded if self._buffer.guarding else self._buffer.fast)
                 _flush_when_a_multiprocessing_child_ends(self)
                 _flush_when_a_celery_pool_child_ends()
-        self._record(item)
+        self._record_in_order(item)
+
+    def _record_in_order(self, item: Item) -> None:
+        """Record ``item`` into its series' lane when it has one (a lane's measurement that came
+        through the client's path): what the series records next goes there too, and the sender
+        takes each lane before the shared queue, so the series' values stay in order."""
+        lane = self._buffer.lane_of(item[0]) if self._record is not self._publish_now else None
+        if lane is None:
+            self._record(item)
+        else:
+            lane.record((item[1],))
 
     def _publish_now(self, item: Item) -> None:
         """Synchronous transports (in memory): publish in the recording thread, in order."""
@@ -498,11 +571,12 @@ class Zibrato:
             with lock:
                 publisher.publish((item,))
 
-        previous, self._record = self._record, publish_there
+        previous = self._record
+        self._use(publish_there)
 
         def undo() -> None:
             if self._record is publish_there:  # unless the block closed the client (or forked)
-                self._record = self._drop if self._closed else previous
+                self._use(self._drop if self._closed else previous)
 
         return undo
 
@@ -520,7 +594,7 @@ class Zibrato:
         self._sender = self._publisher = None
         self._transport = self._transport.fork_child()
         if not self._closed:
-            self._record = self._start_sender_and_record
+            self._use(self._start_sender_and_record)
 
 
 # --- validation ------------------------------------------------------------
@@ -587,109 +661,6 @@ def _normalise_tags(tags: Tags) -> tuple[str, ...]:
     if problem:
         raise ValueError(problem)
     return tuple(sorted(set(items)))
-
-
-# --- process lifecycle -----------------------------------------------------
-# Forked children (os.fork, gunicorn, uwsgi, multiprocessing's fork) reset every
-# client; multiprocessing children of every start method (fork, spawn,
-# forkserver) leave through os._exit, so each client registers its close with
-# multiprocessing's own exit finalizers, and a SIGTERM from terminate() (Pool's
-# __exit__) first flushes, then ends the process by SIGTERM as before. Celery's
-# prefork children also leave through os._exit, after a signal of Celery's own.
-
-_live_clients: weakref.WeakSet[Zibrato] = weakref.WeakSet()
-_sigterm_hooked_in: int | None = None  # the pid whose SIGTERM flushes first
-
-
-def _multiprocessing_child() -> bool:
-    if "multiprocessing" not in sys.modules:
-        return False
-    import multiprocessing
-
-    return multiprocessing.parent_process() is not None
-
-
-def _flush_when_a_multiprocessing_child_ends(client: Zibrato) -> None:
-    if not _multiprocessing_child():
-        return
-    from multiprocessing import util
-
-    util.Finalize(client, client.close, exitpriority=100)
-    _flush_on_sigterm()
-
-
-def _flush_when_a_celery_pool_child_ends() -> None:
-    """Celery's prefork children (billiard's pool) leave by ``os._exit`` right after Celery's
-    ``worker_process_shutdown`` signal: no atexit hook, no multiprocessing finalizer runs. Where
-    Celery is already imported, that signal flushes every client (once per process, whichever
-    client started first), so a recycled child loses nothing, whatever records through the client
-    (``z.count``, ``zibrato.otel``'s instruments) and with or without ``integrations.celery``."""
-    signals = sys.modules.get("celery.signals")
-    if signals is None:
-        return
-    with _suppressed():
-        signals.worker_process_shutdown.connect(_flush_all_as_a_celery_child_ends, weak=False, dispatch_uid=__name__)
-
-
-_CELERY_CHILD_FLUSH_TIMEOUT = 2.0  # seconds each client may take to hand over a leaving child's measurements
-
-
-def _flush_all_as_a_celery_child_ends(**extra: object) -> None:
-    for client in list(_live_clients):
-        with _suppressed():
-            client.flush(_CELERY_CHILD_FLUSH_TIMEOUT)
-
-
-def _flush_on_sigterm() -> None:
-    """terminate() sends SIGTERM, whose default ends the process at once: flush, then end so."""
-    global _sigterm_hooked_in
-    if _sigterm_hooked_in == os.getpid() or threading.current_thread() is not threading.main_thread():
-        return
-    try:
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return  # the application's own handler: leave it alone
-        signal.signal(signal.SIGTERM, _close_all_then_die)
-    except (ValueError, OSError):  # pragma: no cover - not the main interpreter
-        return
-    _sigterm_hooked_in = os.getpid()
-
-
-def _close_all_then_die(signum: int, frame: object) -> None:
-    """The SIGTERM handler: runs on top of whatever line the main thread was at, close()
-    and flush() included, so it takes no lock that line may hold (Sender.stop takes none)."""
-    signal.signal(signum, signal.SIG_DFL)
-    for client in list(_live_clients):
-        with _suppressed():  # the main thread may be inside close(): stop the same sender
-            client._closed, client._record = True, client._drop
-            client._stop(client._sender, client.linger + 0.5)
-    os.kill(os.getpid(), signum)
-
-
-class _suppressed:
-    """Never fail an exit path."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> bool:
-        return True
-
-
-def _after_fork_in_child() -> None:
-    global _sigterm_hooked_in
-    _sigterm_hooked_in = None
-    for client in list(_live_clients):
-        client._after_fork_in_child()
-
-
-def _close_all_at_exit() -> None:
-    for client in list(_live_clients):
-        with _suppressed():
-            client.close()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_close_all_at_exit)
 
 
 def _process_metrics(client: Zibrato, wanted: bool | str, pid: bool) -> Any:

@@ -3,12 +3,14 @@
 Three small parts, each with one job (the pystatsd model: one publisher owns
 the protocol, each transport only moves bytes):
 
-* :class:`Buffer`, the bounded queue between the application's threads and
-  the sender. Recording is one C-level ``deque.append`` (no lock, no Python
+* :class:`~zibrato.buffer.Buffer`, the bounded queues between the
+  application's threads and the sender: one per series (a lane) and one
+  shared. Recording is one C-level ``deque.append`` (no lock, no Python
   call); past half full, a small function that refuses and counts what
-  arrives when the queue is full, so that the bound is hard and every
+  arrives when the queues are full, so that the bound is hard and every
   refused measurement is counted.
-* :class:`Publisher`, which groups values per series, splits them into
+* :class:`Publisher`, which takes each lane's values as they are and groups
+  the shared queue's per series, splits them into
   protocol messages of at most ``batch`` values and ``max_message_size``
   bytes, encodes them (:mod:`zibrato.protocol`) and hands each to a
   transport, counting what was sent and what was dropped.
@@ -23,8 +25,6 @@ tests.
 
 from __future__ import annotations
 
-import functools
-import gc
 import itertools
 import logging
 import operator
@@ -32,7 +32,6 @@ import queue
 import signal
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -45,178 +44,40 @@ import zmq
 import zmq.utils.garbage
 
 from . import protocol
+from .buffer import FAST_FROM, MAX_CAPACITY, SLACK, Buffer, Item, Lane, Recorder, Tally
 from .client_link import BrokerLink
 from .curve import ClientKeys
 
-__all__ = ["Buffer", "Tally", "Transport", "ZmqTransport", "Publisher", "Sender", "group"]
+__all__ = [
+    "Buffer",
+    "Lane",
+    "Tally",
+    "Transport",
+    "ZmqTransport",
+    "Publisher",
+    "Sender",
+    "group",
+    "Item",
+    "Recorder",
+    "MAX_CAPACITY",
+    "SLACK",
+    "FAST_FROM",
+]
 
 log = logging.getLogger("zibrato.client")
 
-#: what a client records: (series, value), the series a zibrato.client.Series key
-Item = tuple[Any, Any]
-#: a recording path: the buffer's append, or one of the client's
-Recorder = Callable[[Item], None]
 #: series -> its values; sharded (_by_shard), the series' level is (level, shard)
 Grouped = dict[tuple[Any, ...], list[Any]]
 #: one wire record (zibrato.protocol.Record's fields, as a tuple)
 Record = tuple[Any, ...]
 
-#: the largest queue a client may ask for
-MAX_CAPACITY = 1 << 30
-#: room past a queue's capacity for appends already under way when it switched to guarded
-SLACK = 1024
-#: queues smaller than this are always guarded (see Buffer)
-FAST_FROM = 20_000
 #: how long flush() waits for ZeroMQ to write out what it took, when ZeroMQ is writing at all
 SETTLE_WHEN_STALLED = 0.1
-
-
-class Tally:
-    """Measurements sent and dropped. Written by one thread at a time (the sender's)."""
-
-    __slots__ = ("sent", "dropped")
-
-    def __init__(self) -> None:
-        self.sent = 0
-        self.dropped = 0
-
-
-class Buffer:
-    """The bounded queue of ``(series, value)`` items waiting for the sender.
-
-    A ``deque`` with ``maxlen = capacity``: memory can never exceed the bound.
-    Recording uses one of two C-level callables, which the client installs as
-    its recording path (:attr:`install` is told which):
-
-    * :attr:`fast`, ``deque.append``: the normal case, as cheap as recording
-      can be. A full deque would discard its oldest item silently, so it is
-      used only while the queue is far from full;
-    * :attr:`guarded`, a small function that appends while fewer than
-      ``capacity`` items wait and otherwise drops and counts the item
-      (:meth:`overflow`). Dearer (a Python call, about 40 ns), so it is used
-      only while the queue is more than half full (an overloaded process, or
-      a sender held up), and always for queues under ``FAST_FROM`` items.
-
-    The switch to guarded is made at once by the garbage collector's callback
-    (:func:`_guard_buffers`): CPython collects its youngest generation every
-    few hundred to few thousand allocations, and every queued item is one, so
-    a queue cannot grow from half full to full between two collections. The
-    sender checks too, at every wake (for a process that disabled the
-    collector), and switches back to fast once it has drained the queue.
-    """
-
-    def __init__(self, capacity: int, install: Callable[[Recorder], None]) -> None:
-        self.capacity = capacity
-        self.soft = capacity // 2
-        # SLACK past the capacity: room for the appends of threads that fetched the fast
-        # recorder just before the switch, so that none of them can push an item out.
-        self.items: deque[Item] = deque(maxlen=capacity + SLACK)
-        self._reset_count()
-        self.guarded = self._guarded_recorder()
-        # A small queue is always guarded: half of it is not a safe margin over a collector's period.
-        self.fast = self.items.append if capacity >= FAST_FROM else self.guarded
-        self.guarding = False
-        self.install = install
-        self._unguarded_overflow_reported = False
-        _buffers.add(self)
-
-    def _guarded_recorder(self) -> Recorder:
-        def guarded(
-            item: Item,
-            _len: Callable[[deque[Item]], int] = len,
-            _items: deque[Item] = self.items,
-            _append: Recorder = self.items.append,
-            _capacity: int = self.capacity,
-            _buffer: Buffer = self,
-        ) -> None:
-            if _len(_items) < _capacity:
-                _append(item)
-            else:  # full: dropped, and counted
-                _buffer.overflow()
-
-        return guarded
-
-    def _reset_count(self) -> None:
-        self._refusals = itertools.count()
-        #: count one refused item: one C-level next(), atomic without a lock
-        self.overflow = functools.partial(next, self._refusals)
-
-    @property
-    def overflowed(self) -> int:
-        """Items refused so far (``count``'s repr is its next value: read without consuming it)."""
-        return int(repr(self._refusals)[len("count(") : -1])
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def guard(self) -> None:
-        """Record through :attr:`guarded` from now on (the queue is more than half full)."""
-        if not self.guarding:
-            self.guarding = True
-            self.install(self.guarded)
-
-    def check(self) -> None:
-        """The sender's look before each drain: guard a filling queue; report an unguarded overflow.
-
-        It installs the guarded recorder again even when the flag says so
-        already: whatever race came before, a full-ish queue is guarded from here.
-        """
-        length = len(self.items)
-        if length >= self.soft:
-            if (
-                length >= self.capacity + SLACK
-                and not self.guarding
-                and self.fast is not self.guarded
-                and not self._unguarded_overflow_reported
-            ):
-                self._unguarded_overflow_reported = True
-                log.warning(
-                    "zibrato: the client's queue filled up between two garbage collections "
-                    "(is the collector disabled?); measurements it discarded are not counted"
-                )
-            self.guarding = True
-            self.install(self.guarded)
-
-    def relax(self) -> None:
-        """After a drain: back to :attr:`fast` once the queue is nearly empty."""
-        if self.guarding and len(self.items) < self.soft // 4:
-            self.guarding = False
-            self.install(self.fast)
-            if self.guarding:  # the collector's callback guarded meanwhile (another thread)
-                self.install(self.guarded)
-
-    def take(self) -> Iterator[Item]:
-        """The items present now, oldest first, removed one by one (appends may race)."""
-        pop = self.items.popleft
-        for _ in range(len(self.items)):
-            try:
-                yield pop()
-            except IndexError:  # emptied by another taker (close() after a sender that hung)
-                return
-
-    def discard(self) -> int:
-        """Remove everything waiting; return how many (to be counted as dropped)."""
-        return sum(1 for _ in self.take())
-
-    def reset(self) -> None:
-        """After fork: the child forgets the parent's items (the parent sends them)."""
-        self.items.clear()
-        self.guarding = False
-        self._reset_count()
-
-
-_buffers: weakref.WeakSet[Buffer] = weakref.WeakSet()
-
-
-def _guard_buffers(phase: str, info: dict[str, int]) -> None:
-    """gc callback: guard every queue more than half full (runs in the thread that allocated)."""
-    if phase == "start" and _buffers:
-        for buffer in list(_buffers):
-            if not buffer.guarding and len(buffer.items) >= buffer.soft:
-                buffer.guard()
-
-
-gc.callbacks.append(_guard_buffers)
+#: drains in a row that found nothing before the sender sleeps until woken (see Sender): one, so that
+#: a process recording a few measurements a second wakes its sender twice per measurement, not 20 times a second
+IDLE_AFTER = 1
+#: the longest an idle sender sleeps without being woken, in seconds
+IDLE_MAX_SLEEP = 10.0
 
 
 class Transport:
@@ -227,6 +88,8 @@ class Transport:
     """
 
     synchronous = False
+    #: set by the sender: a flush() waits for the drain under way (a transport may track its last frame)
+    flushing = False
 
     def open(self) -> None:
         """Called once, in the thread that will send."""
@@ -256,17 +119,29 @@ class Transport:
 class ZmqTransport(Transport):
     """A ZeroMQ PUSH socket that never blocks, with a bound in bytes on what ZeroMQ holds.
 
-    The last frame of each drain is sent zero-copy with a tracker, which
-    ZeroMQ marks done when it has written the frame to the connection; frames
-    on one connection are written in order, so that one tracker vouches for
-    every frame of the drain (one tracker per 50 ms, not one per message:
-    tracking costs a wake-up of pyzmq's collector thread). The frames not yet
-    done are what ZeroMQ holds for an absent broker: at most ``max_bytes``
-    bytes (and ``hwm`` messages); a frame past that is refused, and dropped
-    and counted by the publisher. The trackers also let :meth:`settle` wait
-    until what was sent has actually left the process (``flush()`` before
-    ``os._exit``).
+    Frames are sent as copies (``copy=True``: for frames of a few hundred
+    bytes to a few KiB, a memcpy is cheaper than pyzmq's zero-copy
+    bookkeeping). A few are sent zero-copy with a tracker, which ZeroMQ marks
+    done when it has written the frame to the connection; frames on one
+    connection are written in order, so one tracker vouches for every frame
+    sent before it. A tracker costs a wake-up of pyzmq's collector thread,
+    so one is taken only when it is needed:
+
+    * for the last frame of a drain that a ``flush()`` waits for (and, when
+      that drain sent nothing, for a tiny marker frame: a message with no
+      records), so that :meth:`settle` can wait until what was sent has left
+      the process (``flush()`` before ``os._exit``);
+    * every ``TRACK_EVERY`` bytes, so that what ZeroMQ holds for an absent
+      broker is known: the frames not yet vouched for count as held, at most
+      ``max_bytes`` bytes (and ``hwm`` messages); a frame past that is
+      refused, and dropped and counted by the publisher.
+
+    A client recording a thousand measurements a second sends about 10 KB a
+    second: one tracker every few tens of seconds instead of twenty a second.
     """
+
+    #: bytes sent between two tracked frames (at most a sixteenth of ``max_bytes``)
+    TRACK_EVERY = 256 * 1024
 
     def __init__(
         self,
@@ -286,6 +161,8 @@ class ZmqTransport(Transport):
         # (tracker, bytes it vouches for, sent at), oldest first
         self._held: deque[tuple[zmq.MessageTracker, int, float]] = deque()
         self._untracked = 0  # bytes sent since the last tracked frame
+        self._track_every = max(1, min(self.TRACK_EVERY, max_bytes // 16))
+        self._last_level = b""  # the level of the first frame sent (where a marker goes)
         #: bytes of the frames ZeroMQ holds (not yet written to the broker's connection)
         self.held_bytes = 0
         self._failing = False
@@ -301,7 +178,7 @@ class ZmqTransport(Transport):
             socket.setsockopt(zmq.SNDHWM, self.hwm)
             socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
             socket.setsockopt(zmq.LINGER, int(self.linger * 1000))
-            socket.copy_threshold = 0  # every frame zero-copy, so that every frame is tracked
+            socket.copy_threshold = 0  # a tracked frame zero-copy (a smaller one would be copied, untracked)
             if self.curve is not None:
                 self.curve.apply(socket)
             self.link = BrokerLink(socket, self.endpoint, self._waiting)
@@ -316,19 +193,25 @@ class ZmqTransport(Transport):
         if self._socket is None:
             return False
         self._forget_written()
-        if self.held_bytes + len(frame) > self.max_bytes:
+        size = len(frame)
+        if self.held_bytes + size > self.max_bytes:
+            if self._untracked and not self._held:  # nothing in flight would ever vouch for them
+                self._vouch()
             self._report_failure(f"{self.held_bytes:,} bytes already wait for the broker")
             return False
+        track = (last and self.flushing) or self._untracked + size >= self._track_every
         try:
-            tracker = self._send_tracked(frame) if last else self._socket.send(frame, zmq.NOBLOCK)
+            tracker = self._send_tracked(frame) if track else self._socket.send(frame, zmq.NOBLOCK)
         except zmq.ZMQError as error:
             self._report_failure("buffer full, broker unreachable" if isinstance(error, zmq.Again) else str(error))
             return False
-        self.held_bytes += len(frame)
-        self._untracked += len(frame)
+        self.held_bytes += size
+        self._untracked += size
         if tracker is not None:
             self._held.append((tracker, self._untracked, time.monotonic()))
             self._untracked = 0
+        if last and not self._last_level:
+            self._last_level = frame[: frame.find(protocol.LEVEL_TERMINATOR)]
         if self._failing:
             self._failing = False
             log.warning("zibrato: sending to %s again", self.endpoint)
@@ -341,15 +224,31 @@ class ZmqTransport(Transport):
             self._socket.send(frame, zmq.NOBLOCK)  # type: ignore[union-attr]
             return None
 
+    def _vouch(self) -> None:
+        """Send a tracked marker (a message with no records) behind the untracked frames."""
+        level = self._last_level
+        if self._socket is None or not level:
+            return
+        try:
+            tracker = self._send_tracked(protocol.encode(level.decode(), time.time(), ()))
+        except (zmq.ZMQError, ValueError):  # ZeroMQ full: the broker is away, nothing to wait for
+            return
+        if tracker is not None:
+            self._held.append((tracker, self._untracked, time.monotonic()))
+            self._untracked = 0
+
     def settle(self, timeout: float) -> bool:
         """Wait until ZeroMQ has written every frame, unless it has stopped writing (broker away)."""
         deadline = time.monotonic() + timeout
+        self._forget_written()
+        if self._untracked and not self._held:  # sent by drains nobody waited for
+            self._vouch()
         while True:
             self._forget_written()
             if not self._held:
                 return not self._untracked  # untracked bytes (a last frame refused): cannot tell
             now = time.monotonic()
-            if now >= deadline or now - self._held[0][2] > SETTLE_WHEN_STALLED:
+            if now >= deadline or now - self._held[-1][2] > SETTLE_WHEN_STALLED:
                 return False
             time.sleep(0.0005)
 
@@ -371,6 +270,7 @@ class ZmqTransport(Transport):
             self._context = None
         self._held.clear()
         self.held_bytes = self._untracked = 0
+        self._last_level = b""
 
     def fork_child(self) -> ZmqTransport:
         """A context made before fork is unusable in the child: a fresh transport of its own."""
@@ -406,22 +306,33 @@ class Publisher:
         self._publish_grouped(group(items if isinstance(items, list) else list(items)))
 
     def drain(self, buffer: Buffer) -> None:
-        """:meth:`publish` what waits in ``buffer`` now, popped in one C-level loop."""
+        """:meth:`publish` what waits in ``buffer`` now: each lane as it is, the shared queue grouped."""
+        grouped: Grouped = buffer.take_lanes()
         items = buffer.items
         count = len(items)
-        if not count:
-            return
-        taken: list[Item] = []
-        try:
-            taken.extend(_starmap(items.popleft, _repeat((), count)))
-        except IndexError:  # emptied by close() after a sender that hung: keep what was popped
-            pass
-        self._publish_grouped(group(taken))
+        if count:
+            taken: list[Item] = []
+            try:
+                taken.extend(_starmap(items.popleft, _repeat((), count)))
+            except IndexError:  # emptied by close() after a sender that hung: keep what was popped
+                pass
+            for key, values in group(taken).items():
+                if isinstance(key, Lane):  # a lane's values spilled while guarded: (value,) each
+                    key, values = key.series, list(map(_first, values))
+                known = grouped.get(key)
+                if known is None:
+                    grouped[key] = values
+                else:  # recorded after what its lane held (the guard came later)
+                    known.extend(values)
+        if grouped:
+            self._publish_grouped(grouped)
 
     def _publish_grouped(self, grouped: Grouped) -> None:
         if not grouped:
             return
         now = time.time()
+        if not self.shards and self._publish_in_one_message(grouped, now):
+            return
         batches: list[tuple[str, int | None, list[Record], int]]
         if self.shards:  # one message per (level, shard)
             batches = [
@@ -447,6 +358,34 @@ class Publisher:
                 tally.sent += size
             else:
                 tally.dropped += size
+
+    def _publish_in_one_message(self, grouped: Grouped, now: float) -> bool:
+        """The common drain in one go: one level, at most ``batch`` values, one frame. False if not."""
+        series = iter(grouped)
+        level = next(series)[0]
+        size = sum(map(len, grouped.values()))
+        if size > self.batch or any(other[0] != level for other in series):
+            return False
+        records = [
+            (key[1], key[2], values, key[3], key[4]) if key[5] is None and key[6] is None else record_of(key, values)
+            for key, values in grouped.items()
+        ]
+        try:
+            frame = protocol.encode(level, now, records)
+        except Exception:  # pragma: no cover - values are validated when recorded: the general path logs it
+            return False
+        if len(frame) > self.max_message_size:
+            return False
+        try:
+            taken = self.transport.send(frame, True)
+        except Exception:  # pragma: no cover - a transport's bug: count, log, go on
+            log.exception("zibrato: the transport failed to take a message; dropped and counted")
+            taken = False
+        if taken:
+            self.tally.sent += size
+        else:
+            self.tally.dropped += size
+        return True
 
     def _encode(
         self, level: str, now: float, records: Sequence[Record], size: int, shard: int | None = None
@@ -479,6 +418,7 @@ class Publisher:
 
 _starmap, _repeat, _groupby = itertools.starmap, itertools.repeat, itertools.groupby
 _series_of, _value_of = operator.itemgetter(0), operator.itemgetter(1)
+_first = _series_of  # a lane's (value,) tuple
 #: items looked at to choose how to group a drain, and the most runs among them for runs to pay
 SAMPLE, MOST_RUNS = 64, 8
 
@@ -587,16 +527,36 @@ class Sender(threading.Thread):
     """Drains a buffer into a publisher every ``interval`` seconds; owns the transport.
 
     It knows the buffer, the publisher and the transport it is given, and
-    nothing of the client that made them.
+    nothing of the client that made them, but for one hook: ``idle``, called
+    after ``IDLE_AFTER`` drains in a row found nothing. The client then
+    records through a function that wakes the sender (:meth:`wake`) with the
+    next measurement and puts the plain append back, so an idle sender sleeps
+    instead of waking every ``interval`` to find nothing: its waits double
+    from ``interval`` up to ``IDLE_MAX_SLEEP`` (a last resort for an append
+    that raced the switch), and the first measurement wakes it at once.
     """
 
-    def __init__(self, buffer: Buffer, publisher: Publisher, interval: float, linger: float) -> None:
+    def __init__(
+        self,
+        buffer: Buffer,
+        publisher: Publisher,
+        interval: float,
+        linger: float,
+        idle: Callable[[], bool] | None = None,
+    ) -> None:
         super().__init__(name="zibrato-sender", daemon=True)
         self.buffer, self.publisher = buffer, publisher
         self.transport = publisher.transport
         #: callables run by this thread after each drain (e.g. process metrics' sampler)
         self.periodic: list[Callable[[], None]] = []
         self.interval, self.linger = interval, linger
+        self._idle_hook = idle
+        #: the longest an idle sender sleeps without being woken (doubling from ``interval``)
+        self.idle_max_sleep = max(interval, IDLE_MAX_SLEEP)
+        #: times the sender woke up (a test's seam: an idle sender wakes a few times, then sleeps)
+        self.wakes = 0
+        #: True while the client records through the waking function (see :meth:`wake`)
+        self.idle = False
         # No lock that an application thread takes while waking the sender: a SIGTERM
         # handler (client._close_all_then_die) may run on top of any line of close() or
         # flush() and wake it again. A threading.Event's lock, held by the interrupted
@@ -605,6 +565,10 @@ class Sender(threading.Thread):
         self._wake: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._waiters: deque[threading.Lock] = deque()  # one held lock per flush() waiting for a drain
         self._stopping = False
+
+    def wake(self) -> None:
+        """Wake the sender now (the first measurement after an idle spell): one C-level put."""
+        self._wake.put(True)
 
     def drain_now(self, timeout: float) -> bool:
         """Publish everything recorded before this call; wait until ZeroMQ has written it.
@@ -625,28 +589,24 @@ class Sender(threading.Thread):
         self._wake.put(True)
         self.join(timeout)
 
-    def _sleep_until_woken(self) -> None:
-        """Wait up to ``interval`` for a wake-up; take every wake-up already queued."""
-        try:
-            self._wake.get(timeout=self.interval)
-            while True:
-                self._wake.get_nowait()
-        except queue.Empty:
-            pass
-
     def run(self) -> None:
         _leave_signals_to_the_main_thread()
         self.transport.open()
+        empty_drains = 0
+        sleep = self.interval
         try:
             while True:
-                self._sleep_until_woken()
+                woken = self._wait(sleep)
+                self.wakes += 1
                 # Read before draining: a stop or flush requested during the drain gets one
                 # more drain (its wake-up waits in the queue), for what was recorded after
                 # this one's snapshot of the buffer.
                 stopping = self._stopping
                 waiters = [self._waiters.popleft() for _ in range(len(self._waiters))]
+                found = 0
                 try:
-                    self.buffer.check()
+                    found = self.buffer.check()
+                    self.transport.flushing = bool(waiters)
                     self.publisher.drain(self.buffer)
                     self.buffer.relax()
                     self.transport.tick()
@@ -660,8 +620,35 @@ class Sender(threading.Thread):
                     drained.release()
                 if stopping:
                     return
+                empty_drains = 0 if found else empty_drains + 1
+                if not self.idle:
+                    sleep = self.interval
+                    if empty_drains >= IDLE_AFTER:
+                        self._go_idle()  # its first wait is one cadence: for an append that raced
+                else:  # back off, unless flush() woke it (more may follow)
+                    sleep = self.interval if woken else min(sleep * 2, self.idle_max_sleep)
         finally:
             self.transport.close(self.linger)
+
+    def _wait(self, timeout: float) -> bool:
+        """Sleep up to ``timeout``; True when woken (a measurement after idling, flush, stop)."""
+        try:
+            self._wake.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        try:
+            while True:
+                self._wake.get_nowait()
+        except queue.Empty:
+            return True
+
+    def _go_idle(self) -> None:
+        """Ask the client to wake this sender with its next measurement."""
+        hook = self._idle_hook
+        if hook is not None:
+            self.idle = True  # before the hook: a measurement right after it sets it back
+            if not hook():  # the client is not on its plain append (closed, diverted...)
+                self.idle = False
 
 
 #: Asynchronous signals an application may handle (or die of) in its main thread.

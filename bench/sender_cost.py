@@ -1,0 +1,137 @@
+"""The sender thread's CPU per measurement, this tree against an earlier checkout (``--before DIR``).
+
+Run through ``bench/run client`` or alone: ``bench/.venv/bin/python
+bench/sender_cost.py [--quick] [--before DIR]``.
+
+Each variant runs in its own process (so that the before and after clients
+are each imported whole), with a real ``zibrato-broker`` up. The process
+records a drain's worth with real ``@z.time_me`` functions (``series`` of
+them, called round robin), wakes the sender and waits until it has counted
+them all; the sender thread's CPU clock (``pthread_getcpuclockid``) is read
+before and after, divided by the measurements it drained: taking them from
+the queues, grouping per series, encoding (msgpack) and handing the frames
+to ZeroMQ. The variants alternate within each repeat; each figure is the
+median of the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+
+import _common as c
+
+if os.environ.get("ZIBRATO_BENCH_CLIENT_FROM"):  # a '(before)' variant: that checkout's client first
+    sys.path.insert(0, os.environ["ZIBRATO_BENCH_CLIENT_FROM"])
+
+WORKLOADS = [
+    # (label, series, measurements per drain)
+    ("1 series (a hot function), 10,000 a drain", 1, 10_000),
+    ("1,000 series interleaved, 10,000 a drain", 1000, 10_000),
+    ("1 series, 50 a drain (1,000 calls/s)", 1, 50),
+]
+
+
+def noop() -> None:
+    pass
+
+
+def child(port: int, series: int, per_drain: int, drains: int) -> list[float]:
+    """Seconds of sender CPU per measurement, one figure per drain."""
+    from zibrato import Zibrato
+
+    z = Zibrato("127.0.0.1", port, interval=3600)  # the sender drains when woken, only
+    z.count("info", "bench.start")
+    z.flush(10)
+    sender, tally = z._sender, z._tally
+    clock = time.pthread_getcpuclockid(sender.ident)
+    functions = [z.time_me("info", f"bench.sender.s{i}")(noop) for i in range(series)]
+    calls = [functions[i % series] for i in range(per_drain)]
+    out = []
+    for _ in range(drains + 1):  # the first drain warms up
+        gc.collect()
+        before = tally.sent + tally.dropped
+        for call in calls:
+            call()
+        start = time.clock_gettime(clock)
+        sender._wake.put(True)  # what drain_now() does, without its wait for the writing
+        c.wait_until(lambda: tally.sent + tally.dropped - before >= per_drain, 30, interval=0.0002, what="a drain")
+        out.append((time.clock_gettime(clock) - start) / (tally.sent + tally.dropped - before))
+    z.close(timeout=2.0)
+    return out[1:]
+
+
+def measure(repeats: int, drains: int, before: str | None) -> dict:
+    base = c.free_port_run(3)
+    broker = c.start("zibrato-broker", "--port", base, "--status-port", 0, "--startup-grace", 0.1)
+    variants: list[tuple[str, str | None]] = [("after", None)] + ([("before", before)] if before else [])
+    try:
+        time.sleep(0.5)
+        out: dict = {label: {v: [] for v, _ in variants} for label, _, _ in WORKLOADS}
+        for label, series, per_drain in WORKLOADS:
+            for repeat in range(repeats):
+                for variant, path in variants[:: 1 if repeat % 2 else -1]:
+                    env = dict(os.environ)
+                    if path:
+                        env["ZIBRATO_BENCH_CLIENT_FROM"] = path
+                    args = [sys.executable, __file__, "--child", str(base), str(series), str(per_drain)]
+                    args.append(str(drains if per_drain >= 1000 else drains * 20))
+                    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+                    if done.returncode:
+                        raise RuntimeError(done.stderr[-2000:])
+                    out[label][variant].append(c.median(json.loads(done.stdout.strip().splitlines()[-1])))
+        return out
+    finally:
+        c.stop(broker)
+
+
+def report(out: dict, repeats: int) -> str:
+    before = any("before" in per for per in out.values())
+    headers = ["workload", "sender CPU per measurement (ns; target <= 60)"]
+    headers += ["before (ns)", "after / before"] if before else []
+    rows = []
+    for label, per in out.items():
+        after = c.median(per["after"]) * 1e9
+        row: list[object] = [label, after]
+        if before:
+            was = c.median(per["before"]) * 1e9
+            row += [was, f"{after / was:.2f}x"]
+        rows.append(row)
+    return "\n".join(
+        [
+            "### The sender thread's CPU per measurement (broker up)",
+            "",
+            c.table(headers, rows),
+            "",
+            f"Median of {repeats} repeats, each its own process (before and after alternating), each the median "
+            "of its drains: the sender thread's own CPU clock around each drain, divided by the measurements "
+            "it drained (taking them, grouping, encoding, handing the frames to ZeroMQ). "
+            "Command: `bench/run client` (or `bench/.venv/bin/python bench/sender_cost.py --before DIR`).",
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--repeats", type=int)
+    parser.add_argument("--before", help="a checkout whose client the 'before' variant imports")
+    parser.add_argument("--child", nargs=4, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return
+    repeats = args.repeats or (3 if args.quick else 5)
+    out = measure(repeats, 5 if args.quick else 10, args.before)
+    c.save_json("sender" + ("-quick" if args.quick else ""), out)
+    print(report(out, repeats))
+
+
+if __name__ == "__main__":
+    main()
