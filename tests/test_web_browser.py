@@ -7,18 +7,16 @@ bin/setup --test installs them.
 
 from __future__ import annotations
 
-import contextlib
 import random
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from support import browser
 from support.daemons import wait_until
-from support.web import WebPipeline
-from zibrato import Zibrato
-from zibrato.web.view import series_id
+from support.web import WebPipeline, get_page, page_rows, sending
+from zibrato.web.server import WebServer
+from zibrato.web.view import History, series_id
 
 pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 
@@ -39,26 +37,6 @@ def page(web):
     with browser.chromium() as driver:
         driver.get(web.url)
         yield driver
-
-
-@contextlib.contextmanager
-def sending(client: Zibrato, record: Callable[[], None], every: float = 0.1) -> Iterator[None]:
-    """Keep recording (the table shows the last interval's series, as a live application would)."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            record()
-            client.flush()
-            stop.wait(every)
-
-    thread = threading.Thread(target=loop, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(5)
 
 
 def table_names(driver) -> list[str]:
@@ -261,3 +239,75 @@ def test_a_screenshot_of_the_live_page(web, page, tmp_path):
         shot = tmp_path / "web.png"
         assert page.save_screenshot(str(shot))
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
+
+
+def test_with_javascript_off_the_page_shows_the_rows(web):
+    z = web.client
+
+    def record() -> None:
+        z.count("info", "noscript.visits", source="shop")
+        z.gauge("info", HOSTILE_NAME, 1, source=HOSTILE_SOURCE, tags=HOSTILE_TAG)
+
+    with sending(z, record), browser.chromium(javascript=False) as driver:
+
+        def rows_shown() -> list[list[str]] | None:
+            driver.get(web.url)
+            rows = [
+                [td.text for td in tr.find_elements("tag name", "td")[:4]]
+                for tr in driver.find_elements("css selector", "#series tbody tr")
+            ]
+            return rows if {"noscript.visits", HOSTILE_NAME} <= {r[1] for r in rows} else None
+
+        rows = wait_until(rows_shown, message="the series sent, in the page as served")
+        status = driver.find_element("id", "status").text
+        injected = driver.find_elements("css selector", "tbody script, tbody img, tbody b")
+        scripts = len(driver.find_elements("tag name", "script"))
+    assert ["counter", "noscript.visits", "shop", ""] in rows
+    assert ["gauge", HOSTILE_NAME, HOSTILE_SOURCE, "note:<img src=x onerror=window.__pwned=1>"] in rows
+    assert injected == [] and scripts == 1  # the hostile strings are text, web.js the only script
+    assert "UTC" in status and "live" not in status  # the server's status line: no script ran
+
+
+SHOWN_ROWS = (
+    "return [...document.querySelectorAll('#series tbody tr')].map(tr => ({id: tr.dataset.id,"
+    " class: [...tr.classList].filter(c => c !== 'selected').join(' ') || null,"  # the auto-selected chart's row
+    " cells: [...tr.cells].map(td => td.textContent)}))"
+)
+
+
+def test_the_script_replaces_the_served_rows_in_place_with_the_same_rows():
+    history = History(5)
+    stats = {"count": 3, "sum": 1.5, "min": 0.0000004, "max": 1.125, "mean": 0.5, "p50": 0.0052, "p90": 90.0}
+    history.add(
+        1_800_000_000.0,
+        2.0,
+        [
+            {"type": "timer", "name": "pay", "source": None, "tags": ["outcome:ok"], **stats, "p99": None},
+            {"type": "timer", "name": "pay", "source": None, "tags": ["error:KeyError", "outcome:error"], **stats},
+            {"type": "counter", "name": "hits", "source": "web-1", "tags": [], "value": 12345.6, "rate": 6172.8},
+            {"type": "gauge", "name": HOSTILE_NAME, "source": HOSTILE_SOURCE, "tags": ["n:<i>"], "value": -1e-7},
+            {"type": "histogram", "name": "size", "source": None, "tags": [], "unit": "By", "count": 2, "p50": 1.5e22},
+            {"type": "set", "name": "users", "source": None, "tags": [], "value": 7},
+        ],
+    )
+    server = WebServer("127.0.0.1", 0, history).start()
+    try:
+        served = page_rows(get_page(server.url))
+        with browser.chromium() as driver:
+            driver.get(server.url)
+            wait_until(
+                lambda: driver.execute_script("return window.zibratoWeb.table !== null"), message="the first update"
+            )
+            shown = driver.execute_script(SHOWN_ROWS)
+            state = driver.execute_script(
+                "const s = window.zibratoWeb; return {served: s.served, ids: s.table.rows.map(r => r.id),"
+                " renders: s.renders, injected: document.querySelectorAll('tbody script, tbody b, tbody i').length}"
+            )
+    finally:
+        server.stop()
+    assert len(served) == 6
+    # the script's rows are the server's: the same ids, order, classes and text, once each
+    assert shown == served
+    assert [r["id"] for r in shown] == state["ids"] and len(set(state["ids"])) == 6
+    assert state["renders"] >= 1 and state["injected"] == 0
+    assert state["served"] == {"version": 1, "offset": 0, "limit": 100, "matched": 6, "total": 6}

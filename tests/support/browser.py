@@ -40,8 +40,11 @@ def missing() -> str | None:
 
 
 @contextmanager
-def chromium(width: int = 1280, height: int = 900) -> Iterator[object]:
-    """A selenium WebDriver on a fresh, temporary profile; quit and removed afterwards."""
+def chromium(width: int = 1280, height: int = 900, *, javascript: bool = True) -> Iterator[object]:
+    """A selenium WebDriver on a fresh, temporary profile; quit and removed afterwards.
+
+    ``javascript=False`` blocks the pages' scripts (a content setting), as a user who turned them off.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -53,6 +56,8 @@ def chromium(width: int = 1280, height: int = 900) -> Iterator[object]:
     options.add_argument(f"--user-data-dir={profile}")
     options.add_argument(f"--window-size={width},{height}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         driver.set_window_size(width, height)

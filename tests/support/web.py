@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 from .daemons import wait_until
@@ -49,3 +53,77 @@ def get_json(url: str) -> dict:
         body = json.load(error)
         body["status"] = error.code
         return body
+
+
+class _RowReader(HTMLParser):
+    """The rows of ``#series tbody`` in an HTML page: each ``{"id", "class", "cells"}`` (cell texts)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # convert_charrefs: &lt; reads as <, as a browser shows it
+        self.rows: list[dict] = []
+        self.tbody = False
+        self.cell: list[str] | None = None
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append(tag)
+        attributes = dict(attrs)
+        if tag == "tbody":
+            self.tbody = True
+        elif self.tbody and tag == "tr":
+            self.rows.append({"id": attributes.get("data-id"), "class": attributes.get("class"), "cells": []})
+        elif self.tbody and tag == "td":
+            self.cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tbody":
+            self.tbody = False
+        elif tag == "td" and self.cell is not None:
+            self.rows[-1]["cells"].append("".join(self.cell))
+            self.cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def page_rows(html: str) -> list[dict]:
+    """The table rows the server rendered into ``html``, as text (what a browser without script shows)."""
+    reader = _RowReader()
+    reader.feed(html)
+    reader.close()
+    return reader.rows
+
+
+def page_tags(html: str) -> list[str]:
+    """Every start tag of ``html``, in order (to count ``script`` elements, say)."""
+    reader = _RowReader()
+    reader.feed(html)
+    reader.close()
+    return reader.tags
+
+
+def get_page(url: str) -> str:
+    """GET the page at ``url`` as text."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode("utf-8")
+
+
+@contextlib.contextmanager
+def sending(client, record: Callable[[], None], every: float = 0.1) -> Iterator[None]:
+    """Keep recording (the table shows the last interval's series, as a live application would)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            record()
+            client.flush()
+            stop.wait(every)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(5)

@@ -2,7 +2,8 @@
 
 Routes (stable; docs/WEB.md describes every key):
 
-* ``GET /``: the page; ``GET /static/web.js``, ``/static/web.css``: its assets,
+* ``GET /``: the page, with the first page of the table rendered in it (page.py);
+  ``GET /static/web.js``, ``/static/web.css``: its assets,
   read from the installed package (nothing is fetched from elsewhere);
 * ``GET /api/summary``: the last interval and the history held;
 * ``GET /api/series?q=&type=&offset=&limit=``: one page of the last interval's
@@ -10,8 +11,9 @@ Routes (stable; docs/WEB.md describes every key):
 * ``GET /api/chart?id=``: a series and its outcome siblings over the held intervals;
 * ``GET /api/events``: server-sent events, one ``flush`` event per interval.
 
-Wire data reaches the page only as JSON, which the script writes with
-``textContent``; a Content-Security-Policy allowing only this server's own
+Wire data reaches the page as JSON, which the script writes with
+``textContent``, or, in the first table page of ``GET /``, through
+``html.escape``; a Content-Security-Policy allowing only this server's own
 script is a second wall. A loopback server answers only requests whose
 ``Host`` is a loopback name, so a web page elsewhere cannot read it through
 DNS rebinding.
@@ -34,6 +36,7 @@ from ..http_server import (
     host_allowed,
     is_loopback,
 )
+from . import page
 from .view import History
 
 log = logging.getLogger("zibrato.web")
@@ -175,7 +178,12 @@ class _Handler(GuardedHandler):
     # --- routes ------------------------------------------------------------
 
     def _index(self, query: dict) -> None:
-        self._static("index.html")
+        """The page with the first table page in it (page.py), so that it shows data without script."""
+        data = page.render(self.server.history).encode("utf-8")
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", STATIC["index.html"])
+        self.send_header("Cache-Control", "no-store")
+        self._send_body(data)
 
     def _favicon(self, query: dict) -> None:
         self.send_response(HTTPStatus.NO_CONTENT)  # no icon, and no 404 in the browser's console

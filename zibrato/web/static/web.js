@@ -4,6 +4,9 @@
 // textContent or as an attribute value set with setAttribute, never as HTML.
 // The page follows the server's flushes by server-sent events (/api/events),
 // or, where EventSource is missing, by polling /api/summary every 2 s.
+// The server sends the first table page already rendered (so the page shows
+// data without script); its paging comes as data- attributes of #series, and
+// the first update replaces those rows in place.
 // window.zibratoWeb exposes the state (the last table and chart JSON) for tests.
 "use strict";
 (function () {
@@ -22,6 +25,7 @@
     version: -1,         // last flush seen
     transport: null,     // "events" or "polling"
     renders: 0,          // table and chart renders so far
+    served: null,        // the paging of the rows the server rendered into the page (data- attributes)
   };
   window.zibratoWeb = state;
   let tableRequest = 0, chartRequest = 0;
@@ -133,8 +137,7 @@
     if (row.id === state.selected) tr.classList.add("selected");
     tr.append(el("td", "type", row.type), el("td", "name", row.name), el("td", "source", row.source || "–"),
       tagList(row.tags), statistics(row));
-    tr.addEventListener("click", () => select(row.id));
-    return tr;
+    return tr;  // clicks: one listener on the tbody (wireControls), for the server's rows too
   }
 
   function renderTable(data) {
@@ -327,6 +330,20 @@
       loadTable().catch(report);
     });
     $("chart-close").addEventListener("click", () => select(null));
+    $("series").tBodies[0].addEventListener("click", (event) => {
+      const tr = event.target.closest("tr[data-id]");
+      if (tr) select(tr.dataset.id);
+    });
+  }
+
+  // the first page the server rendered: its paging, so that the pager and state agree with it
+  function adoptServedRows() {
+    const data = $("series").dataset;
+    if (data.limit === undefined) return;
+    state.served = { version: Number(data.version), offset: Number(data.offset), limit: Number(data.limit),
+      matched: Number(data.matched), total: Number(data.total) };
+    state.limit = state.served.limit;
+    state.shown = { query: "", type: "", offset: state.served.offset };
   }
 
   function selectFromHash() {
@@ -338,6 +355,7 @@
   }
 
   function start() {
+    adoptServedRows();
     wireControls();
     selectFromHash();
     window.addEventListener("hashchange", selectFromHash);
