@@ -103,6 +103,24 @@ class _Recording:
     def __repr__(self) -> str:
         return f"<zibrato.otel.{type(self).__name__} {self._name!r}>"
 
+    def _record_as_given(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
+        """The hot path of the kinds that record a value as given, either sign (UpDownCounter.add,
+        Gauge.set: the same function, not a call into it, so a measurement pays no extra call)."""
+        try:
+            last = self._last
+            if attributes == last[0]:  # the same set as the last call: no key to build
+                tags = last[1]
+            elif attributes:
+                self._last = last = self._tags[tuple(attributes.items())]
+                tags = last[1]
+            else:
+                tags = self._plain
+            self._emit(self._level, self._name, amount, None, tags)
+            return
+        except _LOOKUP_MISSES:
+            pass
+        self._record_slowly(amount, attributes)
+
 
 class Counter(_Recording, metrics.Counter):
     """A Zibrato counter of the increments; a negative increment is refused and counted."""
@@ -136,21 +154,7 @@ class UpDownCounter(_Recording, metrics.UpDownCounter):
     def __init__(self, meter: Meter, name: str, unit: str = "", description: str = "") -> None:
         super().__init__(meter, name, unit, description, COUNTER, meter.provider.client.count)
 
-    def add(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
-        try:
-            last = self._last
-            if attributes == last[0]:  # the same set as the last call: no key to build
-                tags = last[1]
-            elif attributes:
-                self._last = last = self._tags[tuple(attributes.items())]
-                tags = last[1]
-            else:
-                tags = self._plain
-            self._emit(self._level, self._name, amount, None, tags)
-            return
-        except _LOOKUP_MISSES:
-            pass
-        self._record_slowly(amount, attributes)
+    add = _Recording._record_as_given
 
 
 class Histogram(_Recording, metrics.Histogram):
@@ -261,21 +265,7 @@ class Gauge(_Recording, _ApiGauge):
     def __init__(self, meter: Meter, name: str, unit: str = "", description: str = "") -> None:
         super().__init__(meter, name, unit, description, GAUGE, meter.provider.client.gauge)
 
-    def set(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
-        try:
-            last = self._last
-            if attributes == last[0]:  # the same set as the last call: no key to build
-                tags = last[1]
-            elif attributes:
-                self._last = last = self._tags[tuple(attributes.items())]
-                tags = last[1]
-            else:
-                tags = self._plain
-            self._emit(self._level, self._name, amount, None, tags)
-            return
-        except _LOOKUP_MISSES:
-            pass
-        self._record_slowly(amount, attributes)
+    set = _Recording._record_as_given
 
 
 def zibrato_unit(unit: str | None) -> str | None:
