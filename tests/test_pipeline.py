@@ -351,6 +351,7 @@ def test_demo_shows_metrics_within_seconds(tmp_path):
     names = {line.split('"name":"')[1].split('"')[0] for line in result.stdout.splitlines() if '"name":"' in line}
     expect(names >= {"web.request", "db.query", "queue.depth"}) == True
     expect([name for name in names if name.startswith("zibrato.")]) == []  # the demo's metrics only
+    expect(result.stderr).does_not_contain("deprecated")  # a newcomer's first command uses today's flags
 
 
 def test_demo_stops_with_a_clear_message_when_its_broker_cannot_start():

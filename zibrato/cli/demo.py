@@ -80,13 +80,31 @@ def start_daemons(port: int, flush: float, format_: str, web_listen: str | None 
     python = [sys.executable, "-m", "zibrato"]
     broker = ["broker", "--port", str(port), "--startup-grace", "0.3"]
     # The application's metrics only: the worker's own (level 'zibrato') would fill half the table.
-    worker = ["console", "--port", str(port + 1), "--flush", str(flush), "--format", format_, "--no-self-metrics"]
+    worker = [
+        "console",
+        "--broker",
+        f"127.0.0.1:{port + 1}",
+        "--flush",
+        str(flush),
+        "--format",
+        format_,
+        "--no-self-metrics",
+    ]
     commands = [("broker", broker), ("console worker", worker)]
     if web_listen is not None:
         commands.append(
             (
                 "web worker",
-                ["web", "--port", str(port + 1), "--flush", str(flush), "--no-self-metrics", "--listen", web_listen],
+                [
+                    "web",
+                    "--broker",
+                    f"127.0.0.1:{port + 1}",
+                    "--flush",
+                    str(flush),
+                    "--no-self-metrics",
+                    "--listen",
+                    web_listen,
+                ],
             )
         )
     return {name: subprocess.Popen(python + argv, start_new_session=True) for name, argv in commands}
