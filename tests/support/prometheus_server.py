@@ -69,22 +69,11 @@ class PrometheusServer:
         return self
 
     def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as answer:
-                return answer.status == 200
-        except OSError:
-            return False
+        return answers_ok(self.url + "/-/ready")
 
     def query(self, expr: str) -> list[dict]:
         """The instant vector for ``expr``: [{"metric": {...}, "value": float}, ...]."""
-        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            body = json.load(answer)
-        assert body["status"] == "success", body
-        data = body["data"]
-        if data["resultType"] == "scalar":
-            return [{"metric": {}, "value": float(data["result"][1])}]
-        return [{"metric": r["metric"], "value": float(r["value"][1])} for r in data["result"]]
+        return instant_query(self.url, expr)
 
     def raw(self, expr: str) -> list[dict]:
         """The instant vector as the API answers it (a native histogram has "histogram", not "value")."""
@@ -116,3 +105,25 @@ class PrometheusServer:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+def answers_ok(url: str) -> bool:
+    """True when ``url`` answers 200 now (a readiness probe)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def instant_query(base_url: str, expr: str) -> list[dict]:
+    """A Prometheus-compatible API's instant vector for ``expr`` (Prometheus, VictoriaMetrics):
+    [{"metric": {...}, "value": float}, ...]; a scalar answer is one unlabelled sample."""
+    url = f"{base_url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        body = json.load(answer)
+    assert body["status"] == "success", body
+    data = body["data"]
+    if data["resultType"] == "scalar":
+        return [{"metric": {}, "value": float(data["result"][1])}]
+    return [{"metric": r["metric"], "value": float(r["value"][1])} for r in data["result"]]

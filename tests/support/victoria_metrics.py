@@ -7,14 +7,12 @@ once (by default points newer than 30 s are hidden). It takes remote write on
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from .daemons import free_ports, start_server, stop_process, wait_until
+from .prometheus_server import answers_ok, instant_query
 
 BINARY = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
 
@@ -50,18 +48,10 @@ class VictoriaMetrics:
         return self
 
     def _ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1) as answer:
-                return answer.status == 200
-        except OSError:
-            return False
+        return answers_ok(self.url + "/health")
 
     def query(self, expr: str) -> list[dict]:
-        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
-        with urllib.request.urlopen(url, timeout=5) as answer:
-            body = json.load(answer)
-        assert body["status"] == "success", body
-        return [{"metric": r["metric"], "value": float(r["value"][1])} for r in body["data"]["result"]]
+        return instant_query(self.url, expr)
 
     def wait_value(self, expr: str, expected: float, timeout: float = 20.0) -> None:
         last: list = [None]
