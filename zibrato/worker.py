@@ -45,13 +45,11 @@ from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printabl
 from .series_guard import SeriesGuard, count_refused
 from .shard import Shard
 from .sketch import DEFAULT_MAX_BUCKETS
+from .worker_config import ALL_LEVELS, DEFAULT_LATENESS, DEFAULT_PERCENTILES, SELF_LEVEL, WorkerConfig
 
 if TYPE_CHECKING:
     from .client import Zibrato
 
-DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
-ALL_LEVELS = "all"
-SELF_LEVEL = "zibrato"
 _POLL_MS = 100  # short, so that stop signals are noticed promptly
 _STOP_QUIET_SECONDS = 0.3  # on stop, receiving ends after this long without a message
 _BATCH_SECONDS = 0.05  # the receive loop checks the schedule at least this often
@@ -59,8 +57,6 @@ _SILENT_FLUSHES = 3  # nothing received for this many flushes (and 30 s): unheal
 _MIN_SILENT_SECONDS = 30.0
 _STALLED_FLUSHES = 3  # one interval in flight for this many flushes (and 5 s): unhealthy
 _MIN_STALLED_SECONDS = 5.0
-#: seconds an interval stays open for summaries from forwarders (--lateness), at most half a flush
-DEFAULT_LATENESS = 3.0
 _UNCONNECTED_SECONDS = 10.0  # not connected to the broker this long: unhealthy
 _MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 
@@ -233,6 +229,40 @@ class Worker:
         self._unconnected_since: float | None = time.monotonic()
         self._connections = 0  # live connections to brokers (the SUB may connect to several)
         self._watch = LinkWatch(self.log, self.broker_endpoint, "--host, --port", levels=self.levels)
+
+    @classmethod
+    def from_config(
+        cls,
+        destination: Destination,
+        config: WorkerConfig,
+        *,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Worker:
+        """A worker around ``destination`` with the shared settings of ``config``."""
+        return cls(
+            destination,
+            host=list(config.brokers),
+            port=config.port,
+            levels=config.levels,
+            flush_interval=config.flush_interval,
+            percentiles=config.percentiles,
+            max_samples=config.max_exact,
+            status_port=config.status_port,
+            self_level=config.self_level,
+            broker_port=config.broker_port,
+            max_backlog=config.max_backlog,
+            stop_timeout=config.stop_timeout,
+            hwm=config.hwm,
+            max_message_size=config.max_message_size,
+            rules=config.rules,
+            backoff=backoff,
+            clock=clock,
+            aggregation=dict(config.aggregation, relative_error=config.relative_error, expire=config.expire),
+            shard=config.shard,
+            lateness=config.lateness,
+            curve=config.curve,
+        )
 
     # --- figures ------------------------------------------------------------------
 
