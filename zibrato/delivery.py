@@ -1,17 +1,24 @@
-"""One delivery policy for every destination: backlog, retries, backoff, stop deadline, health.
+"""One delivery policy for every destination: backlog, retries, backoff, parts, stop deadline, health.
 
 The worker's receive loop :meth:`DeliveryQueue.put`\\ s each flushed interval;
-the delivery thread (:meth:`DeliveryQueue.run`) hands them to the
-destination's ``post`` one at a time, in order:
+the delivery thread (:meth:`DeliveryQueue.run`) takes them one at a time, in
+order, asks the destination for the interval's parts
+(:meth:`~zibrato.destination.Destination.parts`: one, the interval itself,
+unless the destination splits it) and sends them in order
+(:meth:`~zibrato.destination.Destination.send`). For each part, ``send``:
 
-* **returns**: delivered;
+* **returns**: the part is accepted and never sent again (parts it returns
+  are sent next, in its place);
 * raises :class:`Retryable` (or ``OSError``: a connection refused, a timeout):
-  retried after an exponential backoff with jitter (:class:`Backoff`), at
-  least as long as the ``Retry-After`` the service asked for, while later
-  intervals wait in the bounded backlog (past ``max_backlog`` the oldest
-  *waiting* interval is dropped and counted, never the one in flight);
-* raises :class:`Rejected`, or anything else (a bug in a mapping): logged,
-  counted and dropped, so that one bad interval never blocks the rest.
+  that part and the rest are retried after an exponential backoff with jitter
+  (:class:`Backoff`), at least as long as the ``Retry-After`` the service
+  asked for, while later intervals wait in the bounded backlog (past
+  ``max_backlog`` the oldest *waiting* interval is dropped and counted, never
+  the one in flight);
+* raises :class:`Rejected`, or anything else (a bug in a mapping): that part is
+  logged, counted and dropped and the others still go out (all of them with
+  it when the rejection says ``whole_interval``), so that one bad request
+  never blocks the rest; the interval then counts as rejected.
 
 **Stopping.** :meth:`DeliveryQueue.stop` sets a deadline (monotonic seconds).
 From then on a wait that would end past the deadline is shortened once, for
@@ -19,101 +26,33 @@ one final attempt, and a request's timeout (:func:`request_timeout`) never
 runs past the deadline; so a stop during an outage makes at most one attempt
 per backoff step, never a storm, and ends inside the budget. A ``Retry-After``
 that ends past the deadline is honoured: no further attempt. What the deadline
-cuts off (the interval in flight and those waiting) is counted in
-``cut_off_intervals`` / ``cut_off_series`` and logged.
+cuts off is counted and logged: the intervals not wholly delivered
+(``cut_off_intervals`` / ``cut_off_series``: the one in flight and those
+waiting) and the parts of the one in flight not yet accepted
+(``cut_off_parts`` / ``cut_off_points``, also told to the destination's
+:meth:`~zibrato.destination.Destination.lost`).
+
+Backoff and the failure exceptions live in :mod:`zibrato.retry`; every name is
+importable from here too.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from datetime import timezone
-from email.utils import parsedate_to_datetime
 from typing import Any
 
-from .destination import Destination, Interval
+from .destination import CUT_OFF, REFUSED, Destination, Interval, Part
 from .names import NameFitter
+from .retry import MIN_RETRY_AFTER_CAP, Backoff, Rejected, Retryable, describe, parse_retry_after
 from .runtime import printable
 
 _LOG_EVERY_N_FAILURES = 10
 _MIN_ATTEMPT_SECONDS = 0.1  # below this much time left before the deadline, no attempt is made
 LOSS_MEMORY_SECONDS = 900.0  # a lost interval keeps the worker unhealthy this long
-MIN_RETRY_AFTER_CAP = 300.0  # seconds of Retry-After honoured even when the backoff cap is less
-
-
-class Retryable(Exception):
-    """A transient failure: the queue retries the interval after a backoff.
-
-    ``retry_after`` (seconds) is the service's own ``Retry-After``; ``alarm``
-    marks failures an operator must fix (credentials, a wrong URL): logged as
-    errors rather than warnings.
-    """
-
-    def __init__(
-        self, reason: str, retry_after: float | None = None, *, alarm: bool = False, status: int | str | None = None
-    ) -> None:
-        super().__init__(reason)
-        self.reason, self.retry_after, self.alarm, self.status = reason, retry_after, alarm, status
-
-
-class Rejected(Exception):
-    """A permanent failure: the interval (or what is left of it) is logged, counted and dropped."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Backoff:
-    """Exponential backoff with jitter: between half and all of min(cap, base x 2^(n-1)).
-
-    A ``Retry-After`` is honoured up to ``retry_after_cap`` (by default the
-    larger of the cap and 300 s): the service knows better when to come back.
-    """
-
-    def __init__(
-        self,
-        base: float = 1.0,
-        cap: float = 60.0,
-        retry_after_cap: float | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
-        if base <= 0 or cap < base:
-            raise ValueError("backoff must be positive, its cap at least its base")
-        self.base, self.cap = base, cap
-        self.retry_after_cap = max(cap, MIN_RETRY_AFTER_CAP) if retry_after_cap is None else retry_after_cap
-        self.rng = rng or random.Random()
-
-    def delay(self, failures: int, retry_after: float | None = None) -> float:
-        delay = min(self.cap, self.base * 2 ** min(failures - 1, 60))
-        delay = self.rng.uniform(delay / 2, delay)
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.retry_after_cap))
-        return delay
-
-
-def parse_retry_after(header: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date (RFC 9110)."""
-    if not header:
-        return None
-    header = header.strip()
-    try:
-        seconds = float(header)
-    except ValueError:
-        pass
-    else:
-        return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
-    try:
-        when = parsedate_to_datetime(header)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # "-0000": UTC, as every HTTP-date is
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 # --- request timeouts that respect the stop deadline --------------------------------
@@ -170,6 +109,7 @@ class DeliveryQueue:
         self.clock = clock
         self._waiting: deque[Interval] = deque()
         self._in_flight: Interval | None = None
+        self._parts: deque[Part] = deque()  # the parts of the interval in flight not yet accepted
         self._in_flight_since: float | None = None  # clock() when the interval in flight was taken
         self._changed = threading.Condition()
         self._closing = False
@@ -189,6 +129,13 @@ class DeliveryQueue:
             "retries": 0,
             "cut_off_intervals": 0,
             "cut_off_series": 0,
+            # parts (a destination's requests, batches, chunks; an interval sent whole is one)
+            "parts_delivered": 0,
+            "parts_rejected": 0,
+            "parts_retried": 0,  # parts sent again after a failed attempt, each counted once
+            "rejected_points": 0,
+            "cut_off_parts": 0,  # parts of the interval in flight that a stop left unsent
+            "cut_off_points": 0,
         }
         self.last_delivery: float | None = None  # the end of the last interval delivered
         self._last_loss: tuple[float, str] | None = None  # (clock(), what) of the latest loss
@@ -244,7 +191,8 @@ class DeliveryQueue:
             self._abandoned = True
             intervals = ([self._in_flight] if self._in_flight is not None else []) + list(self._waiting)
             self._waiting.clear()
-            self._count_cut_off(intervals, "the stop window ended with a post still running")
+            parts = list(self._parts) if self._in_flight is not None else []
+        self._count_cut_off(intervals, parts, "the stop window ended with a post still running")
 
     # --- health ---------------------------------------------------------------------
 
@@ -352,30 +300,70 @@ class DeliveryQueue:
             return self._in_flight
 
     def _deliver(self, interval: Interval) -> bool:
-        """Post until delivered or dropped (True), or given up at the stop deadline (False)."""
-        while True:
+        """Send the interval's parts until each is accepted or refused (True), or given up at the stop (False)."""
+        try:
+            self._parts = deque(self.destination.parts(interval))
+        except Exception as error:  # a bug in a mapping must not stop delivery
+            self.log.exception("mapping the interval at %s failed", iso(interval.end))
+            self._drop(interval, describe(error))
+            self._done()
+            return True
+        refused: list[str] = []
+        failed: Part | None = None  # the part whose last attempt failed
+        while self._parts:
+            part = self._parts[0]
             try:
-                self.destination.post(interval)
+                instead = self.destination.send(part)
             except (Retryable, OSError) as error:
                 failure = error if isinstance(error, Retryable) else Retryable(describe(error))
                 if not self._wait_to_retry(failure):
                     self._give_up(interval)
                     return False
+                if failed is not part:
+                    failed = part
+                    self.counts["parts_retried"] += 1
                 continue
             except Rejected as rejection:
                 self._recovered()
-                self._drop(interval, rejection.reason)
+                self._refuse(interval, rejection.reason, whole=rejection.whole_interval)
+                refused.append(rejection.reason)
+                continue
             except Exception as error:  # a bug in a mapping must not stop delivery
-                self.log.exception("posting the interval at %s failed", iso(interval.end))
-                self._drop(interval, describe(error))
+                self.log.exception("sending a part of the interval at %s failed", iso(interval.end))
+                self._refuse(interval, describe(error), whole=False)
+                refused.append(describe(error))
+                continue
+            self._recovered()
+            self._parts.popleft()
+            if instead:
+                self._parts.extendleft(reversed(instead))
             else:
-                self._recovered()
-                self.counts["delivered_intervals"] += 1
-                self.last_delivery = interval.end
-            with self._changed:
-                self._in_flight = None
-                self._changed.notify_all()
-            return True
+                self.counts["parts_delivered"] += 1
+        if refused:
+            self._drop(interval, refused[0] if len(refused) == 1 else f"{len(refused)} parts refused: {refused[0]}")
+        else:
+            self.counts["delivered_intervals"] += 1
+            self.last_delivery = interval.end
+        self._done()
+        return True
+
+    def _done(self) -> None:
+        with self._changed:
+            self._in_flight = None
+            self._parts = deque()
+            self._changed.notify_all()
+
+    def _refuse(self, interval: Interval, reason: str, whole: bool) -> None:
+        """Count the refused part in front (and, ``whole``, every part left) and drop it."""
+        refused = [self._parts.popleft()]
+        if whole and self._parts:
+            rest = list(self._parts)
+            self._parts.clear()
+            refused += rest
+            self.destination.lost(rest, REFUSED)
+        self.counts["parts_rejected"] += len(refused)
+        self.counts["rejected_points"] += sum(p.points for p in refused)
+        self.log.debug("the interval at %s: %d parts refused: %s", iso(interval.end), len(refused), reason)
 
     def _drop(self, interval: Interval, reason: str) -> None:
         self.counts["rejected_intervals"] += 1
@@ -458,33 +446,36 @@ class DeliveryQueue:
             intervals = [interval, *self._waiting]
             self._waiting.clear()
             self._in_flight = None
-            self._count_cut_off(intervals, f"last error: {self.last_error}")
+            parts, self._parts = list(self._parts), deque()
+        self._count_cut_off(intervals, parts, f"last error: {self.last_error}")
 
-    def _count_cut_off(self, intervals: list[Interval], why: str) -> None:
+    def _count_cut_off(self, intervals: list[Interval], parts: list[Part], why: str) -> None:
+        """Count what a stop leaves undelivered; tell the destination which of its parts."""
         series = sum(len(i.summaries) for i in intervals)
-        self.counts["cut_off_intervals"] += len(intervals)
-        self.counts["cut_off_series"] += series
+        points = sum(p.points for p in parts)
+        c = self.counts
+        c["cut_off_intervals"] += len(intervals)
+        c["cut_off_series"] += series
+        c["cut_off_parts"] += len(parts)
+        c["cut_off_points"] += points
         if intervals:
             self._lost("cut off by the stop deadline")
             self.log.error(
-                "stop deadline reached: %d intervals (%d series) not delivered, from %s (%s)",
+                "stop deadline reached: %d intervals (%d series) not delivered, from %s (%s)%s",
                 len(intervals),
                 series,
                 iso(intervals[0].end),
                 why,
+                f"; {len(parts)} parts ({points} points) of the first were not sent" if parts else "",
             )
+        if parts:
+            try:
+                self.destination.lost(parts, CUT_OFF)
+            except Exception:  # a destination's bookkeeping must not hide the loss
+                self.log.exception("the destination could not count its lost parts")
 
 
 # --- small shared helpers -------------------------------------------------------------
-
-
-def describe(error: BaseException) -> str:
-    """An exception as one log-safe phrase."""
-    if isinstance(error, TimeoutError):
-        return "timed out"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    return printable(str(error) or error.__class__.__name__)
 
 
 def iso(timestamp: float) -> str:
@@ -492,6 +483,7 @@ def iso(timestamp: float) -> str:
 
 
 __all__ = [
+    "MIN_RETRY_AFTER_CAP",
     "Backoff",
     "DeliveryQueue",
     "NameFitter",

@@ -1,8 +1,10 @@
 """A destination driven by hand in a test: an aggregator to make intervals, and its real delivery queue.
 
-``post(t, summaries)`` calls the destination's own ``post`` (as the delivery
-thread does, no retries); ``deliver(t, summaries)`` puts the interval on a real
+``post(t, summaries)`` calls the destination's own ``post`` (each part sent
+once, no retries); ``deliver(t, summaries)`` puts the interval on a real
 :class:`~zibrato.delivery.DeliveryQueue` whose thread retries it.
+:func:`deliver_now` runs a real queue in the test's own thread until the
+intervals given are delivered, refused or cut off.
 """
 
 from __future__ import annotations
@@ -12,6 +14,16 @@ import time
 from zibrato.aggregation import Aggregator
 from zibrato.delivery import Backoff, DeliveryQueue
 from zibrato.destination import Destination, Interval
+
+
+def deliver_now(destination: Destination, *intervals: Interval, budget: float = 10.0) -> DeliveryQueue:
+    """Deliver ``intervals`` through a real DeliveryQueue (millisecond backoff), in this thread; the queue."""
+    queue = DeliveryQueue(destination, backoff=Backoff(0.001, 0.002))
+    for interval in intervals:
+        queue.put(interval)
+    queue.stop(time.monotonic() + budget)  # run() returns once the queue is empty
+    queue.run()
+    return queue
 
 
 class Rig:
