@@ -14,6 +14,7 @@ from expecter import expect
 from support.daemons import run_script, wait_until
 from support.fake_otlp import Fail, FakeOtlp, Partial
 from support.pipeline import WorkerPipeline, pipelines
+from support.rig import deliver_now
 from support.summaries import counter, gauge, set_, timer
 from zibrato.backends.otlp import OtlpDestination, metrics_url
 from zibrato.delivery import Rejected, Retryable
@@ -132,14 +133,14 @@ def test_a_split_interval_retried_after_a_failure_sends_each_request_once():
         fake.script(None, Fail(503, retry_after=0))  # the second of three requests fails
         whole = interval(*[counter("hits", i, tags=[f"shard:{i}"]) for i in range(5)])
 
-        with pytest.raises(Retryable):
-            d.post(whole)
-        d.post(whole)
+        queue = deliver_now(d, whole)
 
         expect(len(fake.attempts)) == 4
         expect(len(fake.requests)) == 3
         expect(sorted(p.value for p in fake.points())) == [0, 1, 2, 3, 4]
         expect(fake.violations) == []
+        c = queue.counts
+        expect((c["parts_delivered"], c["parts_retried"], c["delivered_intervals"])) == (3, 1, 1)
 
 
 def test_a_rejected_request_does_not_stop_the_rest_of_the_interval():

@@ -14,6 +14,7 @@ from test_prometheus_native import assert_quantiles_within_a_schema_6_bucket, se
 from support.daemons import run_script, wait_until
 from support.pipeline import RemoteWritePipeline, pipelines
 from support.prometheus_server import PrometheusServer
+from support.rig import deliver_now
 from support.summaries import counter, gauge, timer
 from support.victoria_metrics import VictoriaMetrics
 from zibrato.backends.prometheus_proto import remote_pb2 as pb
@@ -359,18 +360,22 @@ def test_429_and_503_are_retried_with_retry_after_and_only_what_was_refused_is_s
     from zibrato.delivery import Retryable
 
     destination = RemoteWriteDestination(recorder.url, max_samples=1)
-    recorder.answers = [(200, {}, b""), (429, {"Retry-After": "7"}, b"slow down"), (503, {}, b"busy")]
+    recorder.answers = [(429, {"Retry-After": "7"}, b"slow down")]
+    first = destination.parts(_interval())[0]
+    with pytest.raises(Retryable) as refused:
+        destination.send(first)
+    expect(refused.value.retry_after) == 7
+    recorder.requests.clear()
+
+    recorder.answers = [(200, {}, b""), (429, {"Retry-After": "0"}, b"slow down"), (503, {}, b"busy")]
     interval = _interval()
-    with pytest.raises(Retryable) as first:
-        destination.post(interval)
-    expect(first.value.retry_after) == 7
-    with pytest.raises(Retryable):
-        destination.post(interval)
-    destination.post(interval)  # delivered at last
+    queue = deliver_now(destination, interval)  # the real delivery queue, retrying
     names = [r.timeseries[0].labels[0].value for _, r in recorder.requests]
     expect(names) == ["jobs_total", "depth", "depth", "depth"]  # the accepted one is not resent
     stamps = {r.timeseries[0].samples[0].timestamp for _, r in recorder.requests}
     expect(stamps) == {round(interval.end * 1000)}  # a retry keeps the interval's own timestamp
+    c = queue.counts
+    expect((c["parts_delivered"], c["parts_retried"], c["failed_attempts"], c["delivered_intervals"])) == (2, 1, 2, 1)
     destination.close()
 
 
@@ -379,13 +384,9 @@ def test_a_500_is_never_retried_forever_and_a_redirect_is_not_followed(recorder)
 
     destination = RemoteWriteDestination(recorder.url)
     recorder.answers = [(500, {}, b"disk trouble")] * 5
-    interval = _interval()
-    for _ in range(4):
-        with pytest.raises(Retryable):
-            destination.post(interval)
-    with pytest.raises(Rejected) as given_up:
-        destination.post(interval)
-    expect(str(given_up.value)).contains("disk trouble")
+    queue = deliver_now(destination, _interval())
+    expect((queue.counts["failed_attempts"], queue.counts["rejected_intervals"])) == (4, 1)
+    expect(queue.last_error).contains("disk trouble")
     expect(destination.figures()["samples_rejected"]) == 2
 
     recorder.answers = [(307, {"Location": recorder.url}, b"")]

@@ -27,13 +27,16 @@ starting with ``#`` (a comment line) gets a leading ``_``; the key ``time``
 
 Transport (:class:`InfluxDBDestination`): ``POST /write?db=...`` (1.x) or
 ``POST /api/v2/write?org=...&bucket=...`` (2.x), at most ``batch_size``
-lines per request. The token goes in an ``Authorization`` header only
-(``Token <token>``; for 1.x a ``user:password`` token is sent as Basic auth).
-Answers: 2xx delivered; 429, 5xx and connection errors are
-:class:`~zibrato.delivery.Retryable` (honouring ``Retry-After``); other 4xx
-are :class:`~zibrato.delivery.Rejected`, logged with InfluxDB's own message.
-Retrying an interval rewrites the same points: InfluxDB keeps one point per
-series and timestamp, so a retry never double-counts.
+lines per request; each request is a part of the interval, so the delivery
+queue retries only the batches InfluxDB has not accepted (a batch written
+twice would overwrite its points, and cost InfluxDB the work). The token goes
+in an ``Authorization`` header only (``Token <token>``; for 1.x a
+``user:password`` token is sent as Basic auth). Answers: 2xx delivered; 429,
+5xx and connection errors are :class:`~zibrato.delivery.Retryable`
+(honouring ``Retry-After``); other 4xx are :class:`~zibrato.delivery.Rejected`,
+logged with InfluxDB's own message: 400 and 413 (what this batch holds) for
+that batch alone, the others (a missing database, refused credentials) for
+the batches of the interval not yet sent too.
 """
 
 from __future__ import annotations
@@ -42,12 +45,12 @@ import base64
 import json
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..delivery import NameFitter, Rejected, Retryable, parse_retry_after, request_timeout
-from ..destination import Destination, Interval
+from ..destination import REFUSED, Destination, Interval, Part
 from ..http_client import Answer, HttpSession, post
 from ..runtime import printable
 from ..series_guard import SeriesGuard
@@ -261,15 +264,29 @@ class InfluxDBDestination(Destination):
             "writing to InfluxDB at %s, %s", self.target, "with a token" if self._token else "without authentication"
         )
 
-    def post(self, interval: Interval) -> None:
+    def parts(self, interval: Interval) -> list[Part]:
+        """The interval's lines in batches of at most ``batch_size``, each a part.
+
+        ``intervals_sent`` counts an interval when its last batch is accepted.
+        """
         lines = self.mapping.lines(interval)
-        for start in range(0, len(lines), self.batch_size):
-            try:
-                self._write(lines[start : start + self.batch_size])
-            except Rejected:
-                self._figures["rejected_points"] += len(lines) - start  # this batch and the rest
-                raise
-        self._figures["intervals_sent"] += 1
+        batches = [lines[start : start + self.batch_size] for start in range(0, len(lines), self.batch_size)]
+        return [Part((batch, i == len(batches) - 1), len(batch)) for i, batch in enumerate(batches)]
+
+    def send(self, part: Part) -> None:
+        """Write one batch; the payload is (its lines, whether it is the interval's last)."""
+        lines, last = part.payload
+        try:
+            self._write(lines)
+        except Rejected:
+            self._figures["rejected_points"] += part.points
+            raise
+        if last:
+            self._figures["intervals_sent"] += 1
+
+    def lost(self, parts: Sequence[Part], reason: str) -> None:
+        if reason == REFUSED:
+            self._figures["rejected_points"] += sum(part.points for part in parts)
 
     def close(self) -> None:
         if self._session is not None:
@@ -315,7 +332,10 @@ class InfluxDBDestination(Destination):
         reason = f"InfluxDB answered {answer.status}: {message}"
         if answer.status == 429 or answer.status >= 500:
             raise Retryable(reason, parse_retry_after(answer.headers.get("Retry-After")), status=answer.status)
-        raise Rejected(reason)
+        raise Rejected(reason, whole_interval=answer.status not in _BATCH_STATUSES)
+
+
+_BATCH_STATUSES = (400, 413)  # refusals of what one batch holds; the others refuse every request alike
 
 
 def server_message(answer: Answer) -> str:

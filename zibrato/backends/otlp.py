@@ -11,12 +11,13 @@ Answers, as the OTLP specification says:
   the server's message and counted (``points_rejected``), not retried;
 * 429, 502, 503, 504, a connection error or a timeout: transient
   (:class:`~zibrato.delivery.Retryable`, with the ``Retry-After`` seconds);
-  the runtime retries the interval with backoff, and requests of it that were
-  already accepted are not sent again;
+  each request is a part of the interval (:meth:`OtlpDestination.parts`), so
+  the delivery queue retries it with backoff and never sends again the
+  requests already accepted;
 * any other status: permanent; the request's points are dropped, counted and
-  logged with the server's message (the ``google.rpc.Status`` in the body),
-  the interval's other requests still go out, then the interval is reported
-  :class:`~zibrato.delivery.Rejected`.
+  logged with the server's message (the ``google.rpc.Status`` in the body)
+  (:class:`~zibrato.delivery.Rejected`); the delivery queue still sends the
+  interval's other requests.
 
 Headers (usually the auth token) come only from ``--headers-file`` or
 ``OTEL_EXPORTER_OTLP_HEADERS``; they are sent and never logged.
@@ -37,7 +38,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from .. import __version__
 from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
-from ..destination import Destination, Interval
+from ..destination import Destination, Interval, Part
 from ..http_client import DEFAULT_MAX_ANSWER_BYTES, Answer, HttpSession, post
 from ..runtime import RateLimitedLog, printable
 from .otlp_mapping import OtlpMapper, count_points
@@ -163,7 +164,6 @@ class OtlpDestination(Destination):
         self.log = logging.getLogger("zibrato.otlp")
         self._malformed_log = RateLimitedLog(self.log, 60.0)
         self.session: HttpSession | None = None
-        self._pending: tuple[float, list[tuple[bytes, int]]] | None = None  # interval end, bodies left
         self._figures: dict[str, Any] = {
             "requests_sent": 0,
             "points_sent": 0,
@@ -189,24 +189,15 @@ class OtlpDestination(Destination):
             len(self._headers),
         )
 
-    def post(self, interval: Interval) -> None:
-        """Send the interval's requests; on a retry, only those not yet accepted."""
+    def parts(self, interval: Interval) -> list[Part]:
+        """One part per request body (see :meth:`encode`)."""
+        return [Part(body, points) for body, points in self.encode(interval)]
+
+    def send(self, part: Part) -> None:
+        """POST one request body; raise Retryable or Rejected as the answer says."""
         if self.session is None:
             self.connect()
-        if self._pending is None or self._pending[0] != interval.end:
-            self._pending = (interval.end, self.encode(interval))
-        bodies = self._pending[1]
-        rejected: list[str] = []
-        while bodies:
-            body, points = bodies[0]
-            try:
-                self._send(body, points)
-            except Rejected as rejection:
-                rejected.append(str(rejection))
-            bodies.pop(0)
-        self._pending = None
-        if rejected:
-            raise Rejected(f"{len(rejected)} request(s) refused: {rejected[0]}")
+        self._send(part.payload, part.points)
 
     def encode(self, interval: Interval) -> list[tuple[bytes, int]]:
         """The interval's request bodies, serialised (and compressed), with their point counts."""
@@ -228,7 +219,7 @@ class OtlpDestination(Destination):
 
     def _send(self, body: bytes, points: int) -> None:
         f = self._figures
-        assert self.session is not None, "connect() first"
+        assert self.session is not None, "send() connects first"
         try:
             response = post(
                 self.session,

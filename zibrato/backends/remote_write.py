@@ -12,20 +12,24 @@ Answers, as the specification says:
 * 2xx: delivered;
 * 429 and 5xx, a connection error or a timeout: retried with backoff through
   the delivery queue (:class:`~zibrato.delivery.Retryable`, with the
-  ``Retry-After``); requests of the interval already accepted are not sent
-  again, and an interval keeps its own timestamp however late it goes out, so
-  an outage loses nothing and causes no out-of-order samples;
+  ``Retry-After``); each request is a part of the interval, so requests
+  already accepted are not sent again, and an interval keeps its own
+  timestamp however late it goes out, so an outage loses nothing and causes
+  no out-of-order samples;
 * a **500 that says native histograms are disabled** (Prometheus 2.42
   without ``--enable-feature=native-histograms``; a spec-following sender
   would retry it forever), or any other refusal of a request holding native
   histograms whose message names them: this receiver gets classic ``le``
-  buckets from then on, the request is sent again at once in that form, and the switch is
+  buckets from then on, the request is encoded again in that form and sent
+  at once (the parts :meth:`RemoteWriteDestination.send` returns), and the switch is
   logged once and shown in status (``native_histograms``, ``native_fallbacks``);
 * any other 500 is retried at most :data:`MAX_SERVER_ERRORS` times for one
   request, then that request is dropped and counted: never forever;
-* any other status (4xx, a redirect): that request's samples are dropped,
-  counted and logged with the receiver's message; the interval's other
-  requests still go out. Cumulative series heal at the next interval.
+* any other status (4xx): that request's samples are dropped, counted and
+  logged with the receiver's message (:class:`~zibrato.delivery.Rejected`);
+  the delivery queue still sends the interval's other requests. A redirect is
+  never followed: retried, for an operator to fix the URL. Cumulative series
+  heal at the next interval.
 
 Credentials (basic auth or a bearer token) and extra headers come from files
 or the environment only (see zibrato.cli.remote_write); they are sent, never
@@ -35,7 +39,8 @@ logged.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,7 +48,7 @@ import cramjam
 
 from .. import __version__
 from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
-from ..destination import Destination, Interval
+from ..destination import Destination, Interval, Part
 from ..http_client import Answer, HttpSession, post
 from ..runtime import printable
 from .classic_buckets import BucketRule
@@ -73,14 +78,16 @@ def check_url(url: str) -> str:
 
 
 @dataclass
-class _Pending:
-    """The interval being delivered: its points not yet accepted, and how often the first was refused with 500."""
+class _Request:
+    """One request of an interval: its points, their encoding, and how often it was refused with 500."""
 
-    end: float
-    timestamp_ms: int
     points: list[Point]
+    timestamp_ms: int
+    body: bytes
+    samples: int
+    has_native: bool
+    native: bool  # the encoding's form: with native histograms, or classic buckets only
     server_errors: int = 0
-    rejected: list[str] = field(default_factory=list)
 
 
 class RemoteWriteDestination(Destination):
@@ -120,7 +127,6 @@ class RemoteWriteDestination(Destination):
         self.classic = classic_histograms
         self.native = True  # until the receiver refuses native histograms
         self.session: HttpSession | None = None
-        self._pending: _Pending | None = None
         self._figures: dict[str, Any] = {
             "requests_sent": 0,
             "samples_sent": 0,
@@ -158,34 +164,38 @@ class RemoteWriteDestination(Destination):
             "url": self.url,
         }
 
-    def post(self, interval: Interval) -> None:
-        """Send the interval's copy of the state; on a retry, only the requests not yet accepted."""
+    def parts(self, interval: Interval) -> list[Part]:
+        """Update the state with the interval, then its copy as requests of at most ``max_samples``."""
+        self.state.update(interval.summaries)
+        return self._requests(snapshot(self.state), round(interval.end * 1000))
+
+    def _requests(self, points: list[Point], timestamp_ms: int) -> list[Part]:
+        parts = []
+        while points:
+            body, used, samples, has_native = encode(
+                points, timestamp_ms, native=self.native, classic=self.classic, max_samples=self.max_samples
+            )
+            request = _Request(points[:used], timestamp_ms, body, samples, has_native, self.native)
+            parts.append(Part(request, samples))
+            points = points[used:]
+        return parts
+
+    def send(self, part: Part) -> Sequence[Part] | None:
+        """Post one request; refused natives come back as the same points, encoded classic."""
         if self.session is None:
             self.connect()
-        pending = self._pending
-        if pending is None or pending.end != interval.end:
-            self.state.update(interval.summaries)
-            pending = self._pending = _Pending(interval.end, round(interval.end * 1000), snapshot(self.state))
-        while pending.points:
-            body, used, samples, has_native = encode(
-                pending.points,
-                pending.timestamp_ms,
-                native=self.native,
-                classic=self.classic,
-                max_samples=self.max_samples,
-            )
-            if self._send(pending, body, samples, has_native):
-                del pending.points[:used]
-                pending.server_errors = 0
-        self._pending = None
-        if pending.rejected:
-            raise Rejected(f"{len(pending.rejected)} request(s) refused: {pending.rejected[0]}")
+        request: _Request = part.payload
+        if request.native != self.native:  # encoded before the receiver refused natives
+            return self._requests(request.points, request.timestamp_ms)
+        if not self._send(request):
+            return self._requests(request.points, request.timestamp_ms)
+        return None
 
-    def _send(self, pending: _Pending, body: bytes, samples: int, has_native: bool) -> bool:
-        """Post one request: True when done with it (accepted or dropped), False to encode it again."""
+    def _send(self, request: _Request) -> bool:
+        """Post one request: True when accepted, False to encode it again (classic); else raise."""
         f = self._figures
         try:
-            response = self._post(bytes(cramjam.snappy.compress_raw(body)))
+            response = self._post(bytes(cramjam.snappy.compress_raw(request.body)))
         except Retryable as error:  # no answer in time, none at all, or a redirect (never followed)
             f["requests_failed"] += 1
             f["last_error"] = str(error.status)
@@ -193,17 +203,17 @@ class RemoteWriteDestination(Destination):
         status = response.status
         if 200 <= status < 300:
             f["requests_sent"] += 1
-            f["samples_sent"] += samples
+            f["samples_sent"] += request.samples
             return True
         message = printable((response.text or response.reason or "").strip(), _MAX_LOGGED_MESSAGE)
         f["last_error"] = f"{status} {message}"
-        if status >= 400 and status != 429 and has_native and self.native and _refuses_natives(message):
+        if status >= 400 and status != 429 and request.has_native and self.native and _refuses_natives(message):
             self._fall_back(message)
             return False
         if status == 429 or status >= 500:
             f["requests_failed"] += 1
-            pending.server_errors += status == 500
-            if pending.server_errors < MAX_SERVER_ERRORS:
+            request.server_errors += status == 500
+            if request.server_errors < MAX_SERVER_ERRORS:
                 raise Retryable(
                     f"{status} from {self.url}: {message}",
                     parse_retry_after(response.headers.get("Retry-After")),
@@ -211,10 +221,9 @@ class RemoteWriteDestination(Destination):
                 )
             message = f"{message} (answered 500 {MAX_SERVER_ERRORS} times: given up)"
         f["requests_rejected"] += 1
-        f["samples_rejected"] += samples
-        self.log.error("%s refused %d samples with %d: %s (not retried)", self.url, samples, status, message)
-        pending.rejected.append(f"{status}: {message}")
-        return True
+        f["samples_rejected"] += request.samples
+        self.log.error("%s refused %d samples with %d: %s (not retried)", self.url, request.samples, status, message)
+        raise Rejected(f"{status}: {message}")
 
     def _post(self, body: bytes) -> Answer:
         """The one HTTP call, through the shared client: a total deadline, a capped answer, no redirects."""
