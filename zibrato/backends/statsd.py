@@ -1,244 +1,56 @@
 """zibrato-statsd: forward each flush to a statsd server, so that statsd's own statistics stay exact.
 
-Mapping (see docs/STATSD.md), one interval at a time:
+Three modules, one concept each:
 
-* counter: one ``name:sum|c`` line, the interval's sum;
-* gauge: ``name:value|g``, the last value; a negative value is preceded by
-  ``name:0|g`` in the same datagram, because statsd reads a leading ``-``
-  as a delta when the gauge exists and is not zero;
-* timer: every value as ``name:ms|ms`` in milliseconds, so that statsd's
-  count, mean, upper, lower and percentiles are computed from the real values.
-  Past ``--max-exact`` values per series and interval, or for sampled
-  (weighted) values, ``--max-exact`` values spread evenly over the series'
-  sketch are sent instead (each within the sketch's relative error of a real
-  value), each line marked ``|@rate`` with rate = lines sent / observations,
-  so that statsd scales the count back;
-* histogram: the same values as a timer's, unscaled (in the histogram's own
-  unit), as ``|ms`` lines (``--histograms timer``, the default: Etsy statsd
-  then computes their percentiles; negative values are dropped and counted)
-  or as DogStatsD ``|h`` lines (``--histograms dogstatsd``);
-* set: a gauge of its number of unique members (``--sets count``, the
-  default), or each member as ``name:member|s`` (``--sets members``, while
-  the set is exact; an estimated set, past the worker's exact bound, is sent
-  as the gauge of its count, logged once).
+* :mod:`.statsd_mapping`: summaries to statsd lines (pure: see its docstring
+  and docs/STATSD.md for what each kind becomes);
+* :mod:`.statsd_transport`: :class:`UdpTransport` (fire and forget: a send
+  never blocks, what cannot be sent is counted and logged, never retried) and
+  :class:`TcpTransport` (one connection; a failed write raises
+  :class:`~zibrato.delivery.Retryable`);
+* this module: :class:`Statsd`, the destination that joins them.
 
-The source becomes a name prefix (``source.name``) or a DogStatsD tag; tags
-are DogStatsD ``|#k:v`` tags or dropped. Names are fitted to Etsy statsd's
-rules (:class:`Sanitiser`), each change logged once; prefix, source and name
-are joined with single dots, never leaving an empty part (``..x``). Lines are
-packed into datagrams of at most ``mtu`` bytes.
-
-The mapping (:class:`StatsdMapping`) is pure: summaries in, lines out, tested
-without sockets. The transport (:class:`Statsd`, the destination): UDP is
-fire-and-forget: a send never blocks, and what cannot be sent is counted and
-logged (rate-limited), never retried. TCP keeps one connection and raises
-:class:`~zibrato.delivery.Retryable` when a write fails, so the runtime's
-delivery queue retries with backoff while later intervals wait in the
-backlog; chunks already written are never sent again.
+Lines are packed into payloads (:func:`pack`): datagrams of at most ``mtu``
+bytes for UDP, chunks of at most 64 KiB for TCP. Over TCP each chunk is a part
+of the interval (:meth:`Statsd.parts`), so the delivery queue retries only the
+chunks not yet written, with backoff, while later intervals wait in the
+backlog; over UDP the interval is one part, sent once. Every public name of
+the two other modules is importable from here too.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import re
-import select
-import socket
-from collections.abc import Iterable, Iterator
-from decimal import Decimal
+from collections.abc import Sequence
 from typing import Any
 
-from ..delivery import NameFitter, Retryable, request_timeout
-from ..destination import Destination, Interval
-from ..runtime import RateLimitedLog, printable, printable_repr
-from ..series_guard import SeriesGuard
+from ..destination import CUT_OFF, Destination, Interval, Part
+from .statsd_mapping import (
+    HISTOGRAM_MODES,
+    NAME_RULE,
+    SET_MODES,
+    SOURCE_MODES,
+    TAG_MODES,
+    TAG_RULE,
+    StatsdMapping,
+    fit_name,
+    fit_tag,
+    milliseconds,
+    number,
+    sample_rate,
+)
+from .statsd_transport import (
+    DEFAULT_MTU,
+    MAX_UDP_PAYLOAD,
+    STREAM_CHUNK,
+    TcpTransport,
+    Transport,
+    UdpTransport,
+    new_counts,
+    pack,
+)
 
 PROTOCOLS = ("udp", "tcp")
-SOURCE_MODES = ("prefix", "tag")
-TAG_MODES = ("drop", "dogstatsd")
-HISTOGRAM_MODES = ("timer", "dogstatsd")
-SET_MODES = ("count", "members")
-DEFAULT_MTU = 1432  # Etsy's advice for a LAN; 8932 with jumbo frames, 512 across the internet
-MAX_UDP_PAYLOAD = 65507
-STREAM_CHUNK = 65536  # bytes per TCP write; lines are never split across writes
-
-# Etsy statsd 0.9.0 (stats.js, sanitizeKeyName): whitespace runs -> "_", "/" -> "-",
-# then anything outside [a-zA-Z_\-0-9.;=] is dropped.
-_WHITESPACE = re.compile(r"\s+")
-_NOT_IN_NAME = re.compile(r"[^a-zA-Z_\-0-9.;=]")
-_DOT_RUNS = re.compile(r"\.{2,}")
-# DogStatsD tags: "k:v" stays; the line's separators ("|", ",", "#", "@") and control characters go.
-_NOT_IN_TAG = re.compile(r"[|,#@\x00-\x1f\x7f]")
-# A set member in a line: no separator of the line (":" splits values in Etsy) and no whitespace.
-_NOT_IN_MEMBER = re.compile(r"[:|,#@\s\x00-\x1f\x7f]")
-NAME_RULE = "statsd names are made of A-Z a-z 0-9 _ - . ; =, with no empty part between dots"
-TAG_RULE = "DogStatsD tags cannot hold | , # @"
-
-
-def fit_name(text: str, limit: int | None = None) -> str:
-    """Etsy's sanitising, then no empty part between dots (Graphite's ``a..b``)."""
-    return _tidy_dots(_NOT_IN_NAME.sub("", _WHITESPACE.sub("_", text).replace("/", "-")))
-
-
-def fit_tag(text: str, limit: int | None = None) -> str:
-    return _NOT_IN_TAG.sub("", _WHITESPACE.sub("_", text))
-
-
-class StatsdMapping:
-    """Summaries to statsd lines (pure: no sockets); names fitted to Etsy's rules, each change logged once.
-
-    Names: whitespace runs become ``_``, ``/`` becomes ``-``, and anything outside
-    ``a-z A-Z 0-9 _ - . ; =`` is dropped (what Etsy statsd would do, so that
-    ``:``, ``|``, ``@``, ``#``, newlines and spaces never reach the wire).
-    Runs of dots become one and leading or trailing dots go, so that joining
-    prefix, source and name never leaves an empty part. Tags keep ``k:v`` but
-    lose ``|``, ``,``, ``#``, ``@`` and control characters.
-    """
-
-    def __init__(
-        self,
-        prefix: str = "",
-        source_as: str = "prefix",
-        tags: str = "drop",
-        log: logging.Logger | None = None,
-        histograms: str = "timer",
-        sets: str = "count",
-    ) -> None:
-        if histograms not in HISTOGRAM_MODES:
-            raise ValueError(f"unknown --histograms {histograms!r} (timer or dogstatsd)")
-        if sets not in SET_MODES:
-            raise ValueError(f"unknown --sets {sets!r} (count or members)")
-        self.histogram_mode, self.set_mode = histograms, sets
-        if source_as not in SOURCE_MODES:
-            raise ValueError(f"unknown --source-as {source_as!r} (prefix or tag)")
-        if tags not in TAG_MODES:
-            raise ValueError(f"unknown --tags {tags!r} (drop or dogstatsd)")
-        self.log = log or logging.getLogger("zibrato.statsd")
-        self.guard = SeriesGuard(self.log)  # a series whose lines raise is dropped alone
-        self.source_as, self.tag_mode = source_as, tags
-        self.names = NameFitter(self.log, NAME_RULE, fit=fit_name, destination="statsd")
-        self.tags = NameFitter(self.log, TAG_RULE, fit=fit_tag, destination="DogStatsD")
-        # "app." is the documented form of the prefix "app": not a change worth a warning
-        self.prefix = self.names(prefix.removesuffix("."), kind="prefix") if prefix else ""
-        self.timer_values_dropped = 0
-        self._warned: set[str] = set()
-        self._value_log = RateLimitedLog(self.log)
-
-    @property
-    def names_changed(self) -> int:
-        return self.names.changed + self.tags.changed
-
-    def lines(self, summaries: Iterable[dict]) -> list[bytes]:
-        """The statsd lines for one interval, grouped in units that must share a datagram.
-
-        A unit is one line, or the two lines of a negative gauge (``0|g`` then
-        the value), joined by a newline.
-        """
-        units: list[bytes] = []
-        for s in summaries:
-            kind = s["type"]
-            if kind not in ("counter", "gauge", "timer", "histogram", "set"):
-                self._warn_once(kind, "%s series are not sent to statsd (%s)", kind, s["name"])
-                continue
-            try:
-                units.extend(self._series_units(s, kind))
-            except Exception as error:  # this series alone, never the interval
-                self.guard.dropped(s, error)
-        return units
-
-    def _series_units(self, s: dict, kind: str) -> list[bytes]:
-        name, suffix = self._name_and_suffix(s)
-        if kind == "counter":
-            return [f"{name}:{number(s['value'])}|c{suffix}".encode()]
-        if kind == "gauge":
-            return [self._gauge_unit(name, s["value"], suffix)]
-        if kind == "set":
-            return list(self._set_lines(s, name, suffix))
-        return list(self._timer_lines(s, name, suffix))
-
-    @staticmethod
-    def _gauge_unit(name: str, value: float, suffix: str) -> bytes:
-        line = f"{name}:{number(value)}|g{suffix}"
-        return (f"{name}:0|g{suffix}\n{line}" if value < 0 else line).encode()
-
-    def _set_lines(self, s: dict, name: str, suffix: str) -> Iterator[bytes]:
-        """A gauge of the unique count, or (``--sets members``) each member of an exact set."""
-        members = (s.get("sketch") or {}).get("members")
-        if self.set_mode == "count" or members is None:
-            if self.set_mode == "members" and s["value"]:
-                self._warn_once(
-                    "estimated-set",
-                    "set %s is past the worker's exact bound: its estimated count is sent as a gauge",
-                    printable_repr(s["name"]),
-                )
-            yield self._gauge_unit(name, s["value"], suffix)
-            return
-        for member in members:
-            text = _NOT_IN_MEMBER.sub("_", str(member))
-            yield f"{name}:{text}|s{suffix}".encode()
-
-    def _timer_lines(self, s: dict, name: str, suffix: str) -> Iterator[bytes]:
-        values = s.get("values")
-        if values is None:  # an idle series (count 0, --expire) has none: nothing to send
-            if s.get("count"):  # pragma: no cover - the runtime keeps values for needs_values
-                self._warn_once("no-values", "%s %s has no raw values: not sent", s["type"], printable_repr(s["name"]))
-            return
-        rate = ""
-        if s.get("sampled") and len(values) < s["count"]:
-            rate = "|@" + sample_rate(len(values) / s["count"])
-        histogram = s["type"] == "histogram"
-        head = f"{name}:"
-        if histogram and self.histogram_mode == "dogstatsd":  # any sign, the unit's own numbers
-            tail = f"|h{rate}{suffix}"
-            for value in values:
-                yield (head + number(value) + tail).encode()
-            return
-        tail = f"|ms{rate}{suffix}"
-        scaled = number if histogram else milliseconds
-        negative = 0
-        for value in values:
-            if value < 0:  # statsd rejects negative timings as bad lines
-                negative += 1
-                continue
-            yield (head + scaled(value) + tail).encode()
-        if negative:
-            self.timer_values_dropped += negative
-            self._value_log.warning(
-                "%s %s: dropped %d negative values (statsd takes timings >= 0)",
-                s["type"],
-                printable_repr(s["name"]),
-                negative,
-            )
-
-    def _name_and_suffix(self, s: dict) -> tuple[str, str]:
-        """``prefix[source.]name`` and the ``|#tags`` suffix (possibly empty) of a series."""
-        name = self.names(s["name"]) or "_"  # a line needs a name
-        source = s.get("source")
-        source_part = ""
-        tags: list[str] = []
-        if source:
-            if self.source_as == "prefix":
-                source_part = self.names(source, kind="source")
-            else:
-                tags.append(self.tags("source:" + source, kind="tag"))
-        if s.get("tags"):
-            if self.tag_mode == "dogstatsd":
-                tags.extend(self.tags(t, kind="tag") for t in s["tags"])
-            elif not s["name"].startswith("zibrato."):  # never a warning about Zibrato's own figures
-                self._warn_once(
-                    "tags",
-                    "series %s has tags %s: tags are dropped (use --tags dogstatsd to send them as |#k:v)",
-                    printable_repr(s["name"]),
-                    printable(",".join(s["tags"])),
-                )
-        name = ".".join(part for part in (self.prefix, source_part, name) if part)
-        tags = [t for t in tags if t]
-        return name, ("|#" + ",".join(tags)) if tags else ""
-
-    def _warn_once(self, key: str, message: str, *args: object) -> None:
-        if key not in self._warned:
-            self._warned.add(key)
-            self.log.warning(message, *args)
 
 
 class Statsd(Destination):
@@ -274,18 +86,20 @@ class Statsd(Destination):
         self.mapping = StatsdMapping(prefix, source_as, tags, self.log, histograms=histograms, sets=sets)
         self.host, self.port, self.protocol = host, port, protocol
         self.mtu, self.timeout = mtu, timeout
-        self.sock: socket.socket | None = None
-        self._send_log = RateLimitedLog(self.log)
-        self._pending: tuple[Interval, list[tuple[bytes, int]]] | None = None  # TCP: what is left
-        self._last_post_errors = 0
-        self.counts = dict(
-            lines_sent=0, datagrams_sent=0, bytes_sent=0, send_errors=0, lines_lost=0, oversized_lines=0, reconnects=0
+        self.counts = new_counts()
+        self.transport: Transport = (
+            UdpTransport(host, port, timeout, self.counts, self.log, mtu)
+            if protocol == "udp"
+            else TcpTransport(host, port, timeout, self.counts, self.log)
         )
-        self.last_error: str | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"{self.protocol}://{self.host}:{self.port}"
+        return self.transport.endpoint
+
+    @property
+    def last_error(self) -> str | None:
+        return self.transport.last_error
 
     def connect(self) -> None:
         m = self.mapping
@@ -296,29 +110,27 @@ class Statsd(Destination):
             m.source_as,
             "as DogStatsD tags" if m.tag_mode == "dogstatsd" else "dropped",
         )
-        if self.protocol == "udp":
-            self._open_udp()
-        else:
-            self._open_tcp()
+        self.transport.open()
 
-    def post(self, interval: Interval) -> None:
-        """UDP: send at once, never blocking, never retried. TCP: what is left of the interval."""
+    def parts(self, interval: Interval) -> list[Part]:
+        """UDP: the interval's datagrams, one part sent once. TCP: each chunk a part."""
+        units = self.mapping.lines(interval.summaries)
+        payloads = pack(units, self.transport.payload_limit)
+        if not payloads:
+            return []
         if self.protocol == "udp":
-            units = self.mapping.lines(interval.summaries)
-            if units:
-                self._post_datagrams(pack(units, self.mtu))
-            return
-        if self._pending is None or self._pending[0] is not interval:
-            units = self.mapping.lines(interval.summaries)
-            self._pending = (interval, pack(units, STREAM_CHUNK - 1))
-        self._post_stream(self._pending[1])
-        self._pending = None
+            return [Part(payloads, sum(lines for _, lines in payloads))]
+        return [Part([payload], payload[1]) for payload in payloads]
+
+    def send(self, part: Part) -> None:
+        self.transport.send(part.payload)
+
+    def lost(self, parts: Sequence[Part], reason: str) -> None:
+        if reason == CUT_OFF:
+            self.counts["lines_lost"] += sum(part.points for part in parts)
 
     def close(self) -> None:
         c = self.counts
-        if self._pending is not None:  # given up at the stop deadline
-            c["lines_lost"] += sum(lines for _, lines in self._pending[1])
-            self._pending = None
         self.log.info(
             "%d lines sent to statsd at %s in %d %s (%d send errors, %d lines lost)",
             c["lines_sent"],
@@ -328,7 +140,7 @@ class Statsd(Destination):
             c["send_errors"],
             c["lines_lost"],
         )
-        self._close_socket()
+        self.transport.close()
 
     def figures(self) -> dict[str, Any]:
         f: dict[str, Any] = {
@@ -341,213 +153,34 @@ class Statsd(Destination):
             "mtu": self.mtu,
             "statsd_error": self.last_error,
         }
-        if self._last_post_errors:
+        if self.transport.last_send_errors:
             f["problems"] = [
-                f"{self._last_post_errors} send errors in the last flush "
+                f"{self.transport.last_send_errors} send errors in the last flush "
                 f"({self.last_error}): is statsd running at {self.endpoint}?"
             ]
         return f
 
-    def _close_socket(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
 
-    # --- UDP ------------------------------------------------------------------
-
-    def _open_udp(self) -> socket.socket:
-        self._close_socket()
-        family, _, _, _, address = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)[0]
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.setblocking(False)
-        sock.connect(address)  # resolve once; lets the kernel report refused datagrams
-        self.sock = sock
-        return sock
-
-    def _post_datagrams(self, datagrams: list[tuple[bytes, int]]) -> None:
-        c = self.counts
-        errors = 0
-        sock = self.sock
-        if sock is None:
-            try:
-                sock = self._open_udp()
-            except OSError as error:
-                c["send_errors"] += 1
-                c["lines_lost"] += sum(n for _, n in datagrams)
-                self._last_post_errors = 1
-                self.last_error = f"cannot resolve or reach {self.endpoint}: {_describe(error)}"
-                self._send_log.warning(
-                    "%s: UDP is not retried (%d lines lost so far)", self.last_error, c["lines_lost"]
-                )
-                return
-        for datagram, lines in datagrams:
-            self._check_size(datagram)
-            for attempt in (1, 2):
-                try:
-                    sock.send(datagram)
-                except ConnectionRefusedError as error:
-                    # An earlier datagram was refused (ICMP port unreachable): the kernel reports
-                    # it on this send, which then did not go out. Once more, then it is lost.
-                    errors += 1
-                    c["send_errors"] += 1
-                    self.last_error = _describe(error)
-                    if attempt == 2:
-                        c["lines_lost"] += lines
-                    continue
-                except OSError as error:  # EAGAIN (buffer full), ENOBUFS, EMSGSIZE ...
-                    errors += 1
-                    c["send_errors"] += 1
-                    c["lines_lost"] += lines
-                    self.last_error = _describe(error)
-                    break
-                c["datagrams_sent"] += 1
-                c["lines_sent"] += lines
-                c["bytes_sent"] += len(datagram)
-                break
-        self._last_post_errors = errors
-        if errors:
-            self._send_log.warning(
-                "statsd at %s: %d send errors in this flush (%s); UDP is not retried (%d lines lost so far)",
-                self.endpoint,
-                errors,
-                self.last_error,
-                c["lines_lost"],
-            )
-
-    def _check_size(self, datagram: bytes) -> None:
-        if len(datagram) > self.mtu:
-            self.counts["oversized_lines"] += 1
-            self.mapping._warn_once(
-                "oversized",
-                "a line of %d bytes does not fit --mtu %d: sent alone, it may be fragmented or dropped (%s...)",
-                len(datagram),
-                self.mtu,
-                printable(datagram[:80]),
-            )
-
-    # --- TCP ------------------------------------------------------------------
-
-    def _open_tcp(self) -> socket.socket:
-        self._close_socket()
-        sock = socket.create_connection((self.host, self.port), timeout=request_timeout(self.timeout))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock = sock
-        return sock
-
-    def _post_stream(self, pending: list[tuple[bytes, int]]) -> None:
-        """Write chunk after chunk, removing each once written; a failure leaves the rest pending."""
-        c = self.counts
-        while pending:
-            chunk, lines = pending[0]
-            try:
-                self._write(chunk + b"\n")
-            except OSError as error:
-                self._close_socket()
-                c["send_errors"] += 1
-                self.last_error = f"{self.endpoint}: {_describe(error)}"
-                raise Retryable(f"cannot send to statsd at {self.last_error}") from None
-            del pending[0]
-            c["datagrams_sent"] += 1
-            c["lines_sent"] += lines
-            c["bytes_sent"] += len(chunk) + 1
-
-    def _write(self, payload: bytes) -> None:
-        """Write on the connection, opened anew if statsd closed it (statsd never writes back)."""
-        sock = self.sock
-        if sock is not None and _peer_closed(sock):
-            self.log.info("statsd at %s closed the connection; reconnecting", self.endpoint)
-            self.counts["reconnects"] += 1
-            self._close_socket()
-            sock = None
-        if sock is None:
-            sock = self._open_tcp()
-        sock.settimeout(request_timeout(self.timeout))
-        sock.sendall(payload)
-
-
-def pack(units: list[bytes], limit: int) -> list[tuple[bytes, int]]:
-    """Join units with newlines into payloads of at most ``limit`` bytes, in order.
-
-    Returns ``(payload, lines)`` pairs. A unit longer than ``limit`` travels
-    alone (the caller logs it); units are never split.
-    """
-    payloads: list[tuple[bytes, int]] = []
-    current: list[bytes] = []
-    size = lines = 0
-    for unit in units:
-        length = len(unit)
-        if current and size + 1 + length > limit:
-            payloads.append((b"\n".join(current), lines))
-            current, size, lines = [], 0, 0
-        size += length + (1 if current else 0)
-        current.append(unit)
-        lines += unit.count(b"\n") + 1
-    if current:
-        payloads.append((b"\n".join(current), lines))
-    return payloads
-
-
-def number(value: float) -> str:
-    """A counter's or gauge's value as statsd reads it: no exponent, no ``-0``, ``.0`` dropped."""
-    if value == 0:
-        return "0"  # also -0.0, which statsd would take for a delta
-    if isinstance(value, int):
-        return str(int(value))  # int() turns a bool into 0/1
-    return _plain(repr(float(value)))
-
-
-def milliseconds(seconds: float) -> str:
-    """Seconds as statsd's milliseconds, to 15 significant digits.
-
-    15 digits drop the binary noise of the multiplication (0.007 * 1000 is
-    7.000000000000001) and keep every digit a double carries for sure.
-    """
-    if seconds == 0:
-        return "0"  # also -0.0, which would be written "-0"
-    return _plain(format(seconds * 1000, ".15g"))
-
-
-def sample_rate(rate: float) -> str:
-    """The ``@`` rate in plain decimals: Etsy reads ``@1e-05`` as 1 (it matches ``[\\d.]+``)."""
-    return format(Decimal(repr(float(rate))), "f")
-
-
-def _plain(text: str) -> str:
-    """``1e+16`` -> ``10000000000000000``, ``5e-05`` -> ``0.00005``, ``3.0`` -> ``3``.
-
-    Always positional, however long (309 digits for the largest double, about
-    330 characters for the smallest): Etsy's ``Number()`` reads it exactly, and
-    no statsd parser has to know exponents (Etsy's own sample-rate pattern
-    reads ``1e-05`` as 1).
-    """
-    if "e" in text:
-        text = format(Decimal(text), "f")
-    if text.endswith(".0"):
-        text = text[:-2]
-    return text
-
-
-def _tidy_dots(text: str) -> str:
-    """``.a..b.`` -> ``a.b``: no empty part between dots, none at either end."""
-    return _DOT_RUNS.sub(".", text).strip(".")
-
-
-def _peer_closed(sock: socket.socket) -> bool:
-    """True when the peer has closed or reset the connection (statsd never sends anything)."""
-    try:
-        readable, _, _ = select.select([sock], [], [], 0)
-        if not readable:
-            return False
-        return not sock.recv(4096, socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-
-
-def _describe(error: OSError) -> str:
-    if isinstance(error, socket.timeout):
-        return "timed out"
-    if error.errno == errno.ECONNREFUSED:
-        return "connection refused (is statsd running?)"
-    return printable(str(error) or error.__class__.__name__)
+__all__ = [
+    "DEFAULT_MTU",
+    "HISTOGRAM_MODES",
+    "MAX_UDP_PAYLOAD",
+    "NAME_RULE",
+    "PROTOCOLS",
+    "SET_MODES",
+    "SOURCE_MODES",
+    "STREAM_CHUNK",
+    "TAG_MODES",
+    "TAG_RULE",
+    "Statsd",
+    "StatsdMapping",
+    "TcpTransport",
+    "Transport",
+    "UdpTransport",
+    "fit_name",
+    "fit_tag",
+    "milliseconds",
+    "number",
+    "pack",
+    "sample_rate",
+]
