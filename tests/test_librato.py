@@ -177,6 +177,37 @@ def test_tagged_api_sends_zibrato_tags_as_librato_tags(make_backend):
         expect(sent["db.query.p99"]) == {"name": "db.query.p99", "value": 0.3, "tags": {"source": "api"}}
 
 
+def test_tag_names_and_values_are_fitted_to_librato_rules_and_each_change_logged_once(make_backend, caplog):
+    with FakeLibrato(user=USER, token=TOKEN, tags_enabled=True) as fake:
+        backend = make_backend(fake, api="tagged", source="web")
+        long_key = "k" * 80
+        tags = ("Region:EU West/1", f"{long_key}:v", "env:prod")
+        for minute in (2, 1):
+            backend.post(
+                *interval(backend, ("c", "login", None, tags, [1]), time_=(int(time.time()) // 60 - minute) * 60)
+            )
+        expect({r["status"] for r in fake.requests()}) == {202}
+        [body] = {str(r["body"]["measurements"][0]["tags"]) for r in fake.requests()}
+        expect(body) == str({"source": "web", "region": "eu west_1", "k" * 64: "v", "env": "prod"})
+    changes = [r.getMessage() for r in caplog.records if "does not fit Librato's rules" in r.getMessage()]
+    expect(len(changes)) == 3  # 'Region', 'EU West/1' and the long name, once each over two intervals
+    expect(" ".join(changes)).contains("tag value 'EU West/1'")
+    expect(backend.figures_["names_changed"]) == 3
+
+
+def test_tags_past_libratos_fifty_are_dropped_counted_and_the_measurement_kept(make_backend, caplog):
+    with FakeLibrato(user=USER, token=TOKEN, tags_enabled=True) as fake:
+        backend = make_backend(fake, api="tagged", source="web")
+        tags = tuple(f"t{i:02}:v" for i in range(60))
+        backend.post(*interval(backend, ("c", "wide", None, tags, [1])))
+        [request] = fake.requests()
+        expect(request["status"]) == 202
+        [measurement] = fake.measurements()
+        expect(len(measurement["tags"])) == 50  # the source and the first 49
+    expect(backend.figures_["tags_dropped"]) == 11
+    expect(caplog.text).contains("more than 50 tags")
+
+
 def test_names_and_sources_are_fitted_to_librato_rules_and_each_change_logged_once(librato, make_backend, caplog):
     backend = make_backend(percentiles=(50, 99.9))
     long_name = "x" * 300
