@@ -14,12 +14,14 @@ import threading
 import time
 
 import pytest
+import requests
 from expecter import expect
 from test_graphite import a_set, counter, gauge, timer
 
 from support.daemons import run_script, wait_until
 from support.influxdb import InfluxDB, influxd_missing
 from support.pipeline import DAY, WorkerPipeline, pipelines
+from support.rig import deliver_now
 from zibrato.backends.influxdb import (
     InfluxDBDestination,
     InfluxMapping,
@@ -306,6 +308,62 @@ def test_a_missing_database_is_rejected_with_influxdbs_message(influxdb):
         destination.post(now_interval(*[counter(name=f"c{i}") for i in range(5)]))
     expect(destination.figures()["rejected_points"]) == 5  # the failed batch and those not sent
     expect(destination.figures()["requests"]) == 1
+
+
+class RefuseSecondOnce(http.server.BaseHTTPRequestHandler):
+    """A proxy in front of the real influxd: answers the 2nd write 503 itself, forwards every other."""
+
+    target = ""
+    writes: list[int] = []  # the status of each write the proxy saw
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.writes.append(0)
+        if len(self.writes) == 2:
+            status, payload = 503, b'{"error":"busy"}'
+        else:
+            answer = requests.post(
+                self.target + self.path, data=body, headers={"Content-Type": "text/plain"}, timeout=10
+            )
+            status, payload = answer.status_code, answer.content
+        self.writes[-1] = status
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def write_stats(influxdb) -> dict:
+    """influxd's own HTTP write counters (writeReq, pointsWrittenOK): what it received, not what it kept."""
+    [httpd] = [series for series in influxdb.query("SHOW STATS")["series"] if series["name"] == "httpd"]
+    return dict(zip(httpd["columns"], httpd["values"][0]))
+
+
+@needs_influxd
+def test_a_batch_refused_once_is_sent_again_alone_never_the_batches_already_written(influxdb, database):
+    RefuseSecondOnce.target, RefuseSecondOnce.writes = influxdb.url, []
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RefuseSecondOnce)
+    threading.Thread(target=proxy.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        destination = InfluxDBDestination(
+            f"http://127.0.0.1:{proxy.server_address[1]}", database=database, batch_size=2
+        )
+        before = write_stats(influxdb)
+        queue = deliver_now(destination, now_interval(*[counter(name=f"c{i}") for i in range(5)]))
+        after = write_stats(influxdb)
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    expect(RefuseSecondOnce.writes) == [204, 503, 204, 204]  # three batches, the refused one twice
+    expect(after["writeReq"] - before["writeReq"]) == 3  # influxd received each batch once
+    expect(after["pointsWrittenOK"] - before["pointsWrittenOK"]) == 5
+    expect(sum(len(influxdb.rows(database, f"c{i}")) for i in range(5))) == 5
+    c = queue.counts
+    expect((c["delivered_intervals"], c["parts_delivered"], c["parts_retried"])) == (1, 3, 1)
+    expect(destination.figures()["points_sent"]) == 5
 
 
 @pytest.fixture(scope="module")
