@@ -15,7 +15,7 @@ from expecter import expect
 
 from support.daemons import wait_until
 from zibrato.delivery import Backoff, DeliveryQueue, NameFitter, Rejected, Retryable, parse_retry_after, request_timeout
-from zibrato.destination import Destination, Interval
+from zibrato.destination import CUT_OFF, REFUSED, Destination, Interval, Part
 from zibrato.runtime import printable
 
 MINUTE = 60.0
@@ -236,6 +236,137 @@ def test_a_post_that_never_returns_makes_delivery_stalled_after_the_given_time()
     wait_until(lambda: queue.counts["delivered_intervals"] == 1, message="the post returned")
     expect((queue.problems(), queue.figures()["in_flight_seconds"])) == ([], None)
     finish(queue, thread)
+
+
+# --- parts: a destination that sends an interval as several requests ----------------
+
+
+class Batches(Destination):
+    """Splits an interval into parts of ``size`` series; ``answers`` says how each send ends, in order.
+
+    An answer is None (accepted), an exception (raised), or a list of payloads
+    (this part done, those sent in its place). Records every send and what it was told was lost.
+    """
+
+    name = "batches"
+
+    def __init__(self, size: int = 2, answers: list | None = None) -> None:
+        self.size, self.answers = size, list(answers or [])
+        self.sent: list[tuple] = []  # the payload of every send, in order, failed ones included
+        self.accepted: list[tuple] = []
+        self.lost_parts: list[tuple[tuple, str]] = []
+
+    def parts(self, interval: Interval) -> list[Part]:
+        names = tuple(s["name"] for s in interval.summaries)
+        return [Part(names[i : i + self.size], len(names[i : i + self.size])) for i in range(0, len(names), self.size)]
+
+    def send(self, part: Part) -> list[Part] | None:
+        self.sent.append(part.payload)
+        answer = self.answers.pop(0) if self.answers else None
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(answer, list):
+            return [Part(payload, len(payload)) for payload in answer]
+        self.accepted.append(part.payload)
+        return None
+
+    def lost(self, parts, reason):
+        self.lost_parts.extend((part.payload, reason) for part in parts)
+
+
+def names(*series: str) -> tuple:
+    """A part's payload: the names of its series."""
+    return series
+
+
+def test_a_failure_in_a_later_part_retries_only_that_part_and_the_rest():
+    destination = Batches(answers=[None, Retryable("503"), Retryable("503"), None, None])
+    queue = DeliveryQueue(destination, backoff=Backoff(0.001, 0.002))
+    thread = queue.start()
+    queue.put(interval(1, series=5))
+    wait_until(lambda: queue.counts["delivered_intervals"] == 1, message="the interval delivered")
+    finish(queue, thread)
+    first, second, third = names("s0", "s1"), names("s2", "s3"), names("s4")
+    expect(destination.sent) == [first, second, second, second, third]  # the first part never again
+    expect(destination.accepted) == [first, second, third]
+    c = queue.counts
+    expect((c["parts_delivered"], c["parts_retried"], c["failed_attempts"], c["retries"])) == (3, 1, 2, 2)
+
+
+def test_a_refused_part_costs_only_itself_and_the_interval_counts_as_rejected(caplog):
+    destination = Batches(answers=[None, Rejected("400: bad batch"), None])
+    queue = DeliveryQueue(destination)
+    thread = queue.start()
+    queue.put(interval(1, series=5))
+    queue.put(interval(2, series=1))
+    finish(queue, thread)
+    expect(destination.accepted) == [names("s0", "s1"), names("s4"), names("s0")]
+    c = queue.counts
+    expect((c["parts_rejected"], c["rejected_points"], c["rejected_intervals"], c["delivered_intervals"])) == (
+        1,
+        2,
+        1,
+        1,
+    )
+    expect(caplog.text).contains("400: bad batch")
+
+
+def test_a_refusal_of_the_whole_interval_drops_the_parts_not_yet_sent_and_says_so():
+    destination = Batches(answers=[None, Rejected("404: no such database", whole_interval=True)])
+    queue = DeliveryQueue(destination)
+    thread = queue.start()
+    queue.put(interval(1, series=5))
+    finish(queue, thread)
+    expect(destination.sent) == [names("s0", "s1"), names("s2", "s3")]  # the third is never sent
+    expect(destination.lost_parts) == [(names("s4"), REFUSED)]
+    c = queue.counts
+    expect((c["parts_rejected"], c["rejected_points"], c["rejected_intervals"])) == (2, 3, 1)
+
+
+def test_parts_a_send_returns_are_sent_next_in_its_place():
+    destination = Batches(size=4, answers=[[("s0", "s1"), ("s2", "s3")], None, None, None])
+    queue = DeliveryQueue(destination)
+    thread = queue.start()
+    queue.put(interval(1, series=5))
+    finish(queue, thread)
+    expect(destination.sent) == [names("s0", "s1", "s2", "s3"), names("s0", "s1"), names("s2", "s3"), names("s4")]
+    expect((queue.counts["parts_delivered"], queue.counts["delivered_intervals"])) == (3, 1)
+
+
+def test_a_stop_during_an_outage_counts_the_parts_not_accepted_and_tells_the_destination():
+    destination = Batches(answers=[None] + [ConnectionRefusedError()] * 100)
+    queue = DeliveryQueue(destination, backoff=Backoff(0.05, 10.0))
+    thread = queue.start()
+    queue.put(interval(1, series=5))
+    queue.put(interval(2, series=3))
+    wait_until(lambda: queue.counts["failed_attempts"] >= 2, message="failing after the first part")
+    finish(queue, thread, budget=0.5)
+    c = queue.counts
+    expect((c["cut_off_intervals"], c["cut_off_series"])) == (2, 8)
+    expect((c["cut_off_parts"], c["cut_off_points"])) == (2, 3)  # the interval in flight: its last two parts
+    expect((c["parts_delivered"], c["delivered_intervals"])) == (1, 0)
+    expect(destination.lost_parts) == [(names("s2", "s3"), CUT_OFF), (names("s4"), CUT_OFF)]
+
+
+def test_a_destination_without_parts_is_one_part_sent_by_post():
+    destination = Failing(Retryable("503"), succeed_after=1)
+    queue = DeliveryQueue(destination, backoff=Backoff(0.001, 0.002))
+    thread = queue.start()
+    queue.put(interval(1, series=4))
+    wait_until(lambda: queue.counts["delivered_intervals"] == 1, message="delivered")
+    finish(queue, thread)
+    expect(destination.delivered) == [MINUTE]
+    c = queue.counts
+    expect((c["parts_delivered"], c["parts_retried"], c["failed_attempts"])) == (1, 1, 1)
+
+
+def test_post_on_a_destination_with_parts_sends_each_once_and_reports_refusals_at_the_end():
+    destination = Batches(answers=[Rejected("400: first"), None, None])
+    with pytest.raises(Rejected, match="400: first"):
+        destination.post(interval(1, series=5))
+    expect(destination.accepted) == [names("s2", "s3"), names("s4")]
+    with pytest.raises(NotImplementedError):
+        Destination().post(interval(1))
 
 
 @pytest.mark.parametrize(

@@ -637,4 +637,5 @@ def test_stopping_gives_up_by_the_deadline_and_counts_the_loss(make_backend, unu
     expect(backend.figures_["send_errors"]) <= 2  # at most one final attempt in the window
     expect(backend.figures_["lines_lost"]) == 2
     expect(backend.queue.counts["cut_off_series"]) == 2
+    expect((backend.queue.counts["cut_off_parts"], backend.queue.counts["cut_off_points"])) == (1, 2)  # one chunk
     expect(caplog.text).contains("stop deadline reached")
