@@ -47,35 +47,21 @@ from typing import Any
 
 from .destination import CUT_OFF, REFUSED, Destination, Interval, Part
 from .names import NameFitter
-from .retry import MIN_RETRY_AFTER_CAP, Backoff, Rejected, Retryable, describe, parse_retry_after
+from .retry import (
+    MIN_ATTEMPT_SECONDS,
+    MIN_RETRY_AFTER_CAP,
+    Backoff,
+    Rejected,
+    Retryable,
+    bind_deadline,
+    describe,
+    parse_retry_after,
+    request_timeout,
+)
 from .runtime import printable
 
 _LOG_EVERY_N_FAILURES = 10
-_MIN_ATTEMPT_SECONDS = 0.1  # below this much time left before the deadline, no attempt is made
 LOSS_MEMORY_SECONDS = 900.0  # a lost interval keeps the worker unhealthy this long
-
-
-# --- request timeouts that respect the stop deadline --------------------------------
-
-_current = threading.local()
-
-
-def request_timeout(limit: float) -> float:
-    """The timeout for one request of the post in progress: ``limit``, or less when stopping.
-
-    Raises :class:`Retryable` when the stop deadline leaves no time for a
-    request (the queue then gives up and counts what is cut off). Outside a
-    delivery thread it is ``limit``.
-    """
-    queue: DeliveryQueue | None = getattr(_current, "queue", None)
-    if queue is None:
-        return limit
-    left = queue.time_left()
-    if left is None:
-        return limit
-    if left < _MIN_ATTEMPT_SECONDS:
-        raise Retryable("stop deadline reached", status="stopping")
-    return min(limit, left)
 
 
 # --- the queue ------------------------------------------------------------------------
@@ -266,7 +252,7 @@ class DeliveryQueue:
 
     def run(self) -> None:
         """Connect, then deliver each interval in order until stopped and empty (or given up)."""
-        _current.queue = self
+        bind_deadline(self)
         try:
             self._connect()
             while True:
@@ -275,7 +261,7 @@ class DeliveryQueue:
                     break
             self._close()
         finally:
-            _current.queue = None
+            bind_deadline(None)
 
     def _close(self) -> None:
         try:
@@ -398,7 +384,7 @@ class DeliveryQueue:
                 if self._abandoned:
                     return False
                 if self._deadline is not None:
-                    latest = self._deadline - _MIN_ATTEMPT_SECONDS
+                    latest = self._deadline - MIN_ATTEMPT_SECONDS
                     if now >= latest:
                         return False
                     if end > latest:
@@ -483,6 +469,7 @@ def iso(timestamp: float) -> str:
 
 
 __all__ = [
+    "MIN_ATTEMPT_SECONDS",
     "MIN_RETRY_AFTER_CAP",
     "Backoff",
     "DeliveryQueue",

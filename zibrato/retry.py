@@ -1,4 +1,4 @@
-"""What a failed delivery attempt means, and how long to wait before the next one.
+"""What a failed delivery attempt means, how long to wait before the next one, and how long one may take.
 
 A destination raises :class:`Retryable` (transient: retried after a
 :class:`Backoff`, at least as long as the service's ``Retry-After``, read by
@@ -6,18 +6,23 @@ A destination raises :class:`Retryable` (transient: retried after a
 dropped). The delivery queue (:mod:`zibrato.delivery`, which re-exports every
 name here) applies them; they live apart so that a destination, the HTTP
 client and the queue share one vocabulary without importing the queue.
+:func:`request_timeout` is the timeout of one request: never past the stop
+deadline of the delivery thread it runs in.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from datetime import timezone
 from email.utils import parsedate_to_datetime
+from typing import Protocol
 
 from .runtime import printable
 
 MIN_RETRY_AFTER_CAP = 300.0  # seconds of Retry-After honoured even when the backoff cap is less
+MIN_ATTEMPT_SECONDS = 0.1  # below this much time left before the stop deadline, no attempt is made
 
 
 class Retryable(Exception):
@@ -96,6 +101,37 @@ def parse_retry_after(header: str | None, now: float | None = None) -> float | N
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+class Deadline(Protocol):
+    """What bounds a delivery thread's requests: the delivery queue, while it runs."""
+
+    def time_left(self) -> float | None:
+        """Seconds before the stop deadline; None while not stopping."""
+
+
+_current = threading.local()
+
+
+def bind_deadline(deadline: Deadline | None) -> None:
+    """The delivery thread says whose stop deadline bounds its requests (None: no one's)."""
+    _current.deadline = deadline
+
+
+def request_timeout(limit: float) -> float:
+    """The timeout for one request of the send in progress: ``limit``, or less when stopping.
+
+    Raises :class:`Retryable` when the stop deadline leaves no time for a
+    request (the queue then gives up and counts what is cut off). Outside a
+    delivery thread it is ``limit``.
+    """
+    deadline: Deadline | None = getattr(_current, "deadline", None)
+    left = None if deadline is None else deadline.time_left()
+    if left is None:
+        return limit
+    if left < MIN_ATTEMPT_SECONDS:
+        raise Retryable("stop deadline reached", status="stopping")
+    return min(limit, left)
+
+
 def describe(error: BaseException) -> str:
     """An exception as one log-safe phrase."""
     if isinstance(error, TimeoutError):
@@ -105,4 +141,15 @@ def describe(error: BaseException) -> str:
     return printable(str(error) or error.__class__.__name__)
 
 
-__all__ = ["MIN_RETRY_AFTER_CAP", "Backoff", "Rejected", "Retryable", "describe", "parse_retry_after"]
+__all__ = [
+    "MIN_ATTEMPT_SECONDS",
+    "MIN_RETRY_AFTER_CAP",
+    "Backoff",
+    "Deadline",
+    "Rejected",
+    "Retryable",
+    "bind_deadline",
+    "describe",
+    "parse_retry_after",
+    "request_timeout",
+]
