@@ -295,6 +295,7 @@ class DeliveryQueue:
             self._done()
             return True
         refused: list[str] = []
+        delivered = 0
         failed: Part | None = None  # the part whose last attempt failed
         while self._parts:
             part = self._parts[0]
@@ -324,9 +325,11 @@ class DeliveryQueue:
             if instead:
                 self._parts.extendleft(reversed(instead))
             else:
+                delivered += 1
                 self.counts["parts_delivered"] += 1
         if refused:
-            self._drop(interval, refused[0] if len(refused) == 1 else f"{len(refused)} parts refused: {refused[0]}")
+            reason = refused[0] if len(refused) == 1 else f"{len(refused)} parts refused, the first: {refused[0]}"
+            self._drop(interval, reason, delivered)
         else:
             self.counts["delivered_intervals"] += 1
             self.last_delivery = interval.end
@@ -351,10 +354,19 @@ class DeliveryQueue:
         self.counts["rejected_points"] += sum(p.points for p in refused)
         self.log.debug("the interval at %s: %d parts refused: %s", iso(interval.end), len(refused), reason)
 
-    def _drop(self, interval: Interval, reason: str) -> None:
+    def _drop(self, interval: Interval, reason: str, delivered: int = 0) -> None:
+        """Count a refused interval; ``delivered``: how many of its parts were accepted all the same."""
         self.counts["rejected_intervals"] += 1
         self.last_error = reason
         self._lost(reason)
+        if delivered:
+            self.log.error(
+                "the interval at %s was partly refused (%d parts delivered, the others dropped): %s",
+                iso(interval.end),
+                delivered,
+                reason,
+            )
+            return
         self.log.error("dropped the interval at %s (%d series): %s", iso(interval.end), len(interval.summaries), reason)
 
     def _wait_to_retry(self, failure: Retryable) -> bool:
