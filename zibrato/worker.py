@@ -22,15 +22,12 @@ means writing a Destination; see the README, "Writing a new worker".
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-import os
-import socket as _socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -39,31 +36,22 @@ from . import protocol
 from .aggregation_needs import AggregationNeeds, build_aggregator, feeder
 from .delivery import Backoff, DeliveryQueue, iso
 from .destination import Destination, Interval
-from .health import Connection, StatusPortError, judged, status_server
+from .health import Connection, StatusPortError, status_server
 from .intake import Intake
 from .link_watch import LinkWatch
 from .runtime import RateLimitedLog
 from .schedule import Schedule
+from .self_metrics import SelfMetrics, publish, self_client
 from .series_guard import SeriesGuard
 from .sketch import DEFAULT_MAX_BUCKETS
 from .worker_config import ALL_LEVELS, DEFAULT_LATENESS, DEFAULT_PERCENTILES, SELF_LEVEL, WorkerConfig
-from .worker_options import parse_hosts, parse_levels, parse_percentiles, split_endpoint
+from .worker_options import config_from_keywords, parse_hosts, parse_levels, parse_percentiles, split_endpoint
+from .worker_status import HINT, self_gauges, status_figures
 
 _POLL_MS = 100  # short, so that stop signals are noticed promptly
-_SILENT_FLUSHES = 3  # nothing received for this many flushes (and 30 s): unhealthy
-_MIN_SILENT_SECONDS = 30.0
 _STALLED_FLUSHES = 3  # one interval in flight for this many flushes (and 5 s): unhealthy
 _MIN_STALLED_SECONDS = 5.0
 _MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
-_HINT = "--host, --port"
-
-
-class SelfMetrics(Protocol):
-    """What the worker publishes its own figures through (the public client, or a test's memory client)."""
-
-    def gauge(self, level: str, name: str, value: float, /) -> None: ...
-    def timing(self, level: str, name: str, seconds: float, /) -> None: ...
-    def close(self, timeout: float | None = None) -> None: ...
 
 
 class Worker:
@@ -141,7 +129,7 @@ class Worker:
         self.self_client: SelfMetrics | None = None
         #: the SUB socket's link to the brokers: connected, or since when not
         self.connection = Connection()
-        self._watch = LinkWatch(self.log, self.broker_endpoint, _HINT, levels=self.levels)
+        self._watch = LinkWatch(self.log, self.broker_endpoint, HINT, levels=self.levels)
 
     @classmethod
     def from_config(
@@ -168,66 +156,7 @@ class Worker:
 
     def figures(self) -> dict[str, Any]:
         """What `zibrato status` shows for this worker (called from the status thread)."""
-        f = self.figures_
-        f["malformed_by_reason"] = dict(f["malformed_by_reason"])  # the receive loop adds to it
-        now = time.time()
-        problems = self._problems(now, f)
-        destination = dict(self.destination.figures())
-        problems += destination.pop("problems", [])
-        problems += self.delivery.problems()
-        schedule = self.schedule
-        f.update(destination)
-        f.update(self.delivery.figures())
-        f.update(
-            role=self.name,
-            broker=self.broker_endpoint,
-            levels=list(self.levels),
-            broker_connected=self.connection.connected,
-            flush_interval=self.flush_interval,
-            series_held=len(self.aggregator),
-            late_flushes=schedule.late_flushes,
-            missed_boundaries=schedule.missed_boundaries,
-            flush_lag_seconds=round(schedule.lag, 6),
-            max_flush_lag_seconds=round(schedule.max_lag, 6),
-            uptime_seconds=round(now - self.started, 3),
-        )
-        judged(f, problems)
-        f.update(
-            summaries_merged=self.aggregator.summaries_merged,
-            late_summaries=self.aggregator.late_summaries,
-            lateness=self.lateness,
-            shard=None if self.shard is None else str(self.shard),
-            curve=self.curve is not None,
-        )
-        if self.rules:
-            f.update(
-                rules=self.rules.describe(),
-                measurements_dropped_by_rules=self.rules.measurements_dropped,
-                tags_dropped_by_rules=self.rules.tags_dropped,
-            )
-        return f
-
-    def _problems(self, now: float, f: dict[str, Any]) -> list[str]:
-        problems = []
-        if f["last_flush"] is not None and now - f["last_flush"] > 3 * self.flush_interval + 5:
-            problems.append(f"no flush for {now - f['last_flush']:.0f} s")
-        silent_after = max(_SILENT_FLUSHES * self.flush_interval, _MIN_SILENT_SECONDS)
-        heard = f["last_received"] or self.started
-        unconnected = self.connection.problem(self.broker_endpoint, _HINT)
-        if unconnected is not None:
-            problems.append(unconnected)
-        elif now - heard > silent_after:
-            problems.append(
-                f"nothing received from the broker at {self.broker_endpoint} for "
-                f"{now - heard:.0f} s: is the broker running there (--host, --port), "
-                "and is anything sending?"
-            )
-        backlog, most = self.delivery.backlog, self.delivery.max_backlog
-        if backlog > most // 2:
-            problems.append(f"delivery backlog {backlog} of {most} intervals")
-        if self.schedule.lag > self.flush_interval:
-            problems.append(f"flushes run {self.schedule.lag:.1f} s late: the worker cannot keep up")
-        return problems
+        return status_figures(self)
 
     # --- running ------------------------------------------------------------------
 
@@ -401,82 +330,22 @@ class Worker:
     # --- self-observation -----------------------------------------------------------
 
     def make_self_client(self) -> SelfMetrics | None:
-        """Workers measure themselves through the broker, under their own level."""
+        """Workers measure themselves through the broker (its PULL port: ours - 1), under their own level."""
         if not self.self_level:
             return None
-        from . import Zibrato  # the public client, however zibrato.client is laid out
-
         broker_port = self.config.broker_port
-        port = broker_port if broker_port is not None else self.port - 1
-        return Zibrato(self.host, port, tags={"worker": self.name, "host": _hostname()}, curve_keys=self.curve)
+        return self_client(self.host, self.port - 1 if broker_port is None else broker_port, self.name, self.curve)
 
     def self_figures(self, series: int) -> dict[str, float]:
         """The gauges this worker publishes about itself after each flush."""
-        f, q, s = self.figures_, self.delivery.counts, self.schedule
-        figures = {
-            "received": f["received"],
-            "malformed": f["malformed"],
-            "measurements": f["measurements"],
-            "series_flushed": series,
-            "backlog": self.delivery.backlog,
-            "dropped_intervals": q["dropped_intervals"],
-            "cut_off_intervals": q["cut_off_intervals"],
-            "late_flushes": s.late_flushes,
-            "non_finite_dropped": f["non_finite_dropped"],
-            "malformed_records": f["malformed_records"],
-            "series_failed": f["series_failed"],
-            "late_summaries": self.aggregator.late_summaries,
-            "flush_lag": s.lag,
-        }
-        keys = getattr(self.destination, "self_figures", ())
-        own = self.destination.figures() if keys else {}
-        for key in keys:
-            value = own.get(key)
-            if isinstance(value, (int, float)):
-                figures[key] = value
-        return figures
+        return self_gauges(self, series)
 
     def report_self(self, series: int, elapsed: float) -> None:
         """Publish :meth:`self_figures` and the flush's duration under the self level."""
         client, level = self.self_client, self.self_level
         if client is None or level is None:  # made only when there is a self level
             return
-        prefix = f"zibrato.{self.name}"
-        for key, value in self.self_figures(series).items():
-            client.gauge(level, f"{prefix}.{key}", value)
-        client.timing(level, f"{prefix}.flush_duration", elapsed)
-
-
-#: the former constructor's keywords whose WorkerConfig field has another name
-_RENAMED = {"host": "brokers", "max_samples": "max_exact"}
-_FIELDS = {field.name for field in dataclasses.fields(WorkerConfig)}
-
-
-def config_from_keywords(config: WorkerConfig, keywords: dict[str, Any]) -> WorkerConfig:
-    """``config`` with the former ``Worker(...)`` keywords applied (a TypeError names an unknown one).
-
-    ``host`` is a HOST[:PORT] string or a list of them; ``aggregation`` holds
-    the aggregator's options, ``relative_error`` and ``expire`` included.
-    """
-    changes: dict[str, Any] = {}
-    for key, value in keywords.items():
-        name = _RENAMED.get(key, key)
-        if key == "host":
-            value = (value,) if isinstance(value, str) else tuple(value)
-        elif key == "aggregation":
-            options = dict(value or {})
-            for option in ("relative_error", "expire"):
-                if option in options:
-                    changes[option] = options.pop(option)
-            value = options
-        elif name not in _FIELDS:
-            raise TypeError(f"Worker() got an unexpected keyword argument {key!r}")
-        changes[name] = value
-    return dataclasses.replace(config, **changes) if changes else config
-
-
-def _hostname() -> str:
-    return _socket.gethostname().split(".")[0] or str(os.getpid())
+        publish(client, level, f"zibrato.{self.name}", self.self_figures(series), elapsed)
 
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""The text forms of the worker's settings: ``--levels``, ``--percentiles`` and ``--host``.
+"""The other forms of the worker's settings: the text of ``--levels``, ``--percentiles``
+and ``--host``, and the keywords of the former ``Worker(...)`` constructor.
 
 Parsed here, once, for the command line, the embedded runtime and
 :class:`~zibrato.worker.Worker` alike (which re-exports these names).
@@ -6,10 +7,12 @@ Parsed here, once, for the command line, the embedded runtime and
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
+from typing import Any
 
 from . import protocol
-from .worker_config import ALL_LEVELS
+from .worker_config import ALL_LEVELS, WorkerConfig
 
 
 def parse_levels(text: str) -> tuple[str, ...]:
@@ -82,4 +85,32 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-__all__ = ["parse_hosts", "parse_levels", "parse_percentiles", "split_endpoint"]
+#: the former constructor's keywords whose WorkerConfig field has another name
+_RENAMED = {"host": "brokers", "max_samples": "max_exact"}
+_FIELDS = {field.name for field in dataclasses.fields(WorkerConfig)}
+
+
+def config_from_keywords(config: WorkerConfig, keywords: dict[str, Any]) -> WorkerConfig:
+    """``config`` with the former ``Worker(...)`` keywords applied (a TypeError names an unknown one).
+
+    ``host`` is a HOST[:PORT] string or a list of them; ``aggregation`` holds
+    the aggregator's options, ``relative_error`` and ``expire`` included.
+    """
+    changes: dict[str, Any] = {}
+    for key, value in keywords.items():
+        name = _RENAMED.get(key, key)
+        if key == "host":
+            value = (value,) if isinstance(value, str) else tuple(value)
+        elif key == "aggregation":
+            options = dict(value or {})
+            for option in ("relative_error", "expire"):
+                if option in options:
+                    changes[option] = options.pop(option)
+            value = options
+        elif name not in _FIELDS:
+            raise TypeError(f"Worker() got an unexpected keyword argument {key!r}")
+        changes[name] = value
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+__all__ = ["config_from_keywords", "parse_hosts", "parse_levels", "parse_percentiles", "split_endpoint"]
