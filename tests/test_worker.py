@@ -235,14 +235,14 @@ def test_the_broker_status_port_answers_after_hostile_requests():
 def test_a_status_request_that_timed_out_never_breaks_the_brokers_control_socket():
     """Issue 11.2: the relaxed REQ can ask again (and stop) after a request went unanswered."""
     broker = Broker(port=0)
-    context = broker._context
+    context = broker.context
     silent = context.socket(zmq.REP)  # a proxy that never answers
     silent.bind(f"inproc://broker-control-{id(broker)}")
-    requests = broker._control_requests()
+    requests = broker.control_requests()
     broker.control_timeout = 0.02
     try:
-        expect(broker._proxy_statistics(requests)) == {}
-        expect(broker._proxy_statistics(requests)) == {}  # EFSM here without REQ_RELAXED
+        expect(broker.proxy_statistics(requests)) == {}
+        expect(broker.proxy_statistics(requests)) == {}  # EFSM here without REQ_RELAXED
         requests.send(b"TERMINATE")
     finally:
         for s in (silent, requests):
