@@ -23,6 +23,7 @@ from support.pipeline import WorkerPipeline, pipelines
 from zibrato import protocol
 from zibrato.backends.console import Console, human_seconds
 from zibrato.worker import Worker
+from zibrato.worker_config import WorkerConfig
 
 
 class Pipeline(WorkerPipeline):
@@ -95,7 +96,9 @@ def test_levels_match_exactly(pipeline):
 
 def test_flushes_on_wall_clock_schedule_even_without_traffic():
     """A real worker in a thread (the schedule's arithmetic: tests/test_worker.py, no real time)."""
-    worker = Worker(Console(stream=io.StringIO()), "127.0.0.1", free_ports(1), flush_interval=0.05, self_level=None)
+    worker = Worker(
+        Console(stream=io.StringIO()), WorkerConfig(port=free_ports(1), flush_interval=0.05, self_level=None)
+    )
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     running.start()
@@ -280,13 +283,13 @@ def test_self_metrics_go_under_the_configured_self_level(broker_pull):
     worker = Worker(
         Console(stream=io.StringIO()), port=broker_pull.port + 1, broker_port=broker_pull.port, self_level="ops"
     )
-    worker._self_client = worker._make_self_client()
+    worker.self_client = client = worker.make_self_client()
     try:
         worker.flush(time.time() - 1, time.time())
-        worker._self_client.flush()
+        client.flush()
         records = broker_pull.receive_count(1, "zibrato.console.received")
     finally:
-        worker._self_client.close(timeout=1)
+        client.close(timeout=1)
     expect({r.level for r in records}) == {"ops"}
 
 

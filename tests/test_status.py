@@ -16,6 +16,7 @@ from support.daemons import free_ports, run_script, wait_until
 from zibrato.destination import Destination, Interval
 from zibrato.runtime import ask_status
 from zibrato.worker import Worker
+from zibrato.worker_config import WorkerConfig
 
 
 class Stuck(Destination):
@@ -38,9 +39,10 @@ def test_status_exits_1_naming_the_problem_while_delivery_is_stuck_and_0_once_it
     port = free_ports(2)
     destination = Stuck()
     worker = Worker(
-        destination, "127.0.0.1", port, flush_interval=0.04, max_backlog=200, status_port=port + 1, self_level=None
+        destination,
+        WorkerConfig(port=port, flush_interval=0.04, max_backlog=200, status_port=port + 1, self_level=None),
     )
-    worker.figures_["last_received"] = 2e9  # the broker is not the subject here: never "silent"
+    worker.intake.figures["last_received"] = 2e9  # the broker is not the subject here: never "silent"
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     running.start()

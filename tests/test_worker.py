@@ -27,6 +27,7 @@ from zibrato.destination import Destination, Interval
 from zibrato.rules import SeriesRules
 from zibrato.runtime import STOP_SIGNALS, Secrets, StatusServer, ask_status, install_stop_handlers, printable
 from zibrato.worker import Schedule, Worker
+from zibrato.worker_config import WorkerConfig
 
 
 class Clock:
@@ -133,13 +134,15 @@ def test_dropped_tags_merge_series_in_the_worker():
 
 
 def test_a_worker_that_hears_nothing_from_its_broker_for_several_flushes_is_unhealthy():
-    worker = Worker(Console(stream=io.StringIO()), "10.255.255.1", 5551, flush_interval=1.0, self_level=None)
+    worker = Worker(
+        Console(stream=io.StringIO()), WorkerConfig(brokers=("10.255.255.1",), flush_interval=1.0, self_level=None)
+    )
     expect(worker.figures()["healthy"]) == True
     worker.started -= 31  # 31 s and 31 flushes without a message
     f = worker.figures()
     expect(f["healthy"]) == False
     expect(" ".join(f["problems"])).contains("nothing received from the broker at tcp://10.255.255.1:5551")
-    worker.figures_["last_received"] = time.time()
+    worker.intake.figures["last_received"] = time.time()
     expect(worker.figures()["healthy"]) == True
 
 
@@ -195,7 +198,8 @@ def hostile_requests(port: int) -> None:
 def test_a_worker_status_port_answers_after_hostile_requests():
     port = free_ports(2)
     worker = Worker(
-        Console(stream=io.StringIO()), "127.0.0.1", port, flush_interval=60.0, status_port=port + 1, self_level=None
+        Console(stream=io.StringIO()),
+        WorkerConfig(port=port, flush_interval=60.0, status_port=port + 1, self_level=None),
     )
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
@@ -231,14 +235,14 @@ def test_the_broker_status_port_answers_after_hostile_requests():
 def test_a_status_request_that_timed_out_never_breaks_the_brokers_control_socket():
     """Issue 11.2: the relaxed REQ can ask again (and stop) after a request went unanswered."""
     broker = Broker(port=0)
-    context = broker._context
+    context = broker.context
     silent = context.socket(zmq.REP)  # a proxy that never answers
     silent.bind(f"inproc://broker-control-{id(broker)}")
-    requests = broker._control_requests()
+    requests = broker.control_requests()
     broker.control_timeout = 0.02
     try:
-        expect(broker._proxy_statistics(requests)) == {}
-        expect(broker._proxy_statistics(requests)) == {}  # EFSM here without REQ_RELAXED
+        expect(broker.proxy_statistics(requests)) == {}
+        expect(broker.proxy_statistics(requests)) == {}  # EFSM here without REQ_RELAXED
         requests.send(b"TERMINATE")
     finally:
         for s in (silent, requests):
@@ -249,41 +253,36 @@ def test_a_status_request_that_timed_out_never_breaks_the_brokers_control_socket
 def test_status_answers_at_once_while_the_receive_loop_is_busy():
     port = free_ports(2)
 
-    class Busy(Worker):
-        slow = threading.Event()
+    slow = threading.Event()
 
-        def ingest(self, frame):
-            if self.slow.is_set():
-                time.sleep(0.5)  # a receive loop far behind
-            super().ingest(frame)
+    def busy(records, sharded):  # a record filter: the intake's seam, here a receive loop far behind
+        if slow.is_set():
+            time.sleep(0.5)
+        return records
 
     context = zmq.Context()
     pub = context.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     pub.bind(f"tcp://127.0.0.1:{port}")
-    worker = Busy(
+    worker = Worker(
         Console(stream=io.StringIO()),
-        "127.0.0.1",
-        port,
-        flush_interval=60.0,
-        status_port=port + 1,
-        self_level=None,
-        stop_timeout=1.0,
+        WorkerConfig(port=port, flush_interval=60.0, status_port=port + 1, self_level=None, stop_timeout=1.0),
     )
+    worker.intake.filters.append(busy)
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     running.start()
     try:
         frame = protocol.encode("info", 1.0, [("c", "x", [1], None, [])])
         wait_until(lambda: pub.send(frame) or worker.figures_["received"] > 0, message="the flood")
-        worker.slow.set()
+        slow.set()
         for _ in range(20):
             pub.send(frame)
         started = time.monotonic()
         expect(ask_status("127.0.0.1", port + 1, 2.0)["role"]) == "console"
         expect(time.monotonic() - started) < 0.4  # less than one busy ingest
     finally:
-        worker.slow.clear()
+        slow.clear()
         stop.set()
         running.join(10)
         pub.close()
@@ -306,22 +305,22 @@ def test_a_stopping_worker_reads_what_is_queued_or_counts_what_it_leaves(caplog)
     pub = context.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     pub.bind(f"tcp://127.0.0.1:{port}")
-    worker = Worker(Console(stream=io.StringIO()), "127.0.0.1", port, self_level=None)
-    sub = worker._subscribe(context)
+    worker = Worker(Console(stream=io.StringIO()), WorkerConfig(port=port, self_level=None))
+    sub = worker.intake.subscribe(context)
     try:
         frame = protocol.encode("info", 1.0, [("c", "x", [1], None, [])])
         wait_until(lambda: pub.send(frame) or sub.poll(10), message="the subscription")
         for _ in range(1000):
             pub.send(frame)
         wait_until(lambda: sub.poll(0), message="queued messages")
-        worker._receive_what_is_queued(sub, read_until=time.monotonic())  # no time to read: count
+        worker.intake.drain_at_stop(sub, read_until=time.monotonic())  # no time to read: count
         expect(worker.figures_["unread_at_stop"]) >= 1000
         expect(caplog.text).contains("not read within half the stop budget")
         for _ in range(500):
             pub.send(frame)
         wait_until(lambda: sub.poll(0), message="queued messages")
-        worker.figures_["received"] = 0
-        worker._receive_what_is_queued(sub, read_until=time.monotonic() + 2)  # time enough: read
+        worker.intake.figures["received"] = 0
+        worker.intake.drain_at_stop(sub, read_until=time.monotonic() + 2)  # time enough: read
         expect(worker.figures_["received"]) == 500
     finally:
         sub.close()
@@ -336,8 +335,8 @@ def test_unread_at_stop_counts_the_measurements_lost_so_that_read_plus_unread_is
     pub = context.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     pub.bind(f"tcp://127.0.0.1:{port}")
-    worker = Worker(Console(stream=io.StringIO()), "127.0.0.1", port, self_level=None)
-    sub = worker._subscribe(context)
+    worker = Worker(Console(stream=io.StringIO()), WorkerConfig(port=port, self_level=None))
+    sub = worker.intake.subscribe(context)
     try:
         probe = protocol.encode("probe", 1.0, [("c", "probe", [1], None, [])])
         wait_until(lambda: pub.send(probe) or sub.poll(10), message="the subscription")
@@ -353,8 +352,8 @@ def test_unread_at_stop_counts_the_measurements_lost_so_that_read_plus_unread_is
             pub.send(frames[i % 2])
         sent = 300 * 7 + 300 * 4
         wait_until(lambda: sub.poll(0), message="queued messages")
-        worker._receive_available(sub, limit=250)  # the worker read some before the stop
-        worker._receive_what_is_queued(sub, read_until=time.monotonic())  # no time to read the rest
+        worker.intake.receive_available(sub, limit=250)  # the worker read some before the stop
+        worker.intake.drain_at_stop(sub, read_until=time.monotonic())  # no time to read the rest
         f = worker.figures_
         expect(f["measurements"] + f["unread_at_stop"]) == sent
         expect(f["received"] + f["unread_messages_at_stop"]) == 600
@@ -370,7 +369,7 @@ def test_unread_at_stop_counts_the_measurements_lost_so_that_read_plus_unread_is
 
 def test_a_newline_from_the_wire_never_forges_a_log_line_and_long_text_is_cut(caplog):
     worker = Worker(Console(stream=io.StringIO()), self_level=None)
-    worker._malformed("name 'a\nzibrato.console ERROR forged' " + "x" * 100_000)
+    worker.intake.malformed("name 'a\nzibrato.console ERROR forged' " + "x" * 100_000)
     [record] = caplog.records
     expect("\n" in record.getMessage()) == False
     expect(len(record.getMessage())) < 400
@@ -425,9 +424,9 @@ def test_a_destination_publishes_its_own_figures_with_the_runtimes_under_the_sel
     destination = Statsd()
     destination.counts["lines_lost"] = 7
     worker = Worker(destination, self_level="ops")
-    worker._self_client = MemoryZibrato()
-    worker._report_self(series=3, elapsed=0.01)
-    seen = worker._self_client.measurements
+    worker.self_client = client = MemoryZibrato()
+    worker.report_self(series=3, elapsed=0.01)
+    seen = client.measurements
     seen.assert_gauged("zibrato.statsd.lines_lost", value=7, level="ops")
     seen.assert_gauged("zibrato.statsd.series_flushed", value=3, level="ops")
     seen.assert_gauged("zibrato.statsd.late_flushes", value=0, level="ops")
@@ -437,7 +436,8 @@ def test_a_destination_publishes_its_own_figures_with_the_runtimes_under_the_sel
 def test_a_worker_pointed_at_no_broker_says_so_in_status_and_connects_when_it_appears():
     port = free_ports(2)
     worker = Worker(
-        Console(stream=io.StringIO()), "127.0.0.1", port, flush_interval=60.0, status_port=port + 1, self_level=None
+        Console(stream=io.StringIO()),
+        WorkerConfig(port=port, flush_interval=60.0, status_port=port + 1, self_level=None),
     )
     stop = threading.Event()
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
@@ -446,7 +446,7 @@ def test_a_worker_pointed_at_no_broker_says_so_in_status_and_connects_when_it_ap
     try:
         wait_until(lambda: _answers(port + 1), message="the status port")
         expect(ask_status("127.0.0.1", port + 1)["broker_connected"]) == False
-        worker._unconnected_since -= 11  # as if 11 s had passed
+        worker.connection.unconnected_since -= 11  # as if 11 s had passed
         status = ask_status("127.0.0.1", port + 1)
         expect(status["healthy"]) == False
         expect(" ".join(status["problems"])).contains(f"not connected to the broker at tcp://127.0.0.1:{port}")

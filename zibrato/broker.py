@@ -29,8 +29,9 @@ import zmq
 
 from .curve import ServerAuth, warn_if_exposed
 from .curve_watch import ConnectionWatch
+from .health import StatusPortError, bind_status_port, judged
 from .protocol import MAX_MESSAGE_SIZE
-from .runtime import answer_status, bind_status, describe_bind_error
+from .runtime import answer_status, describe_bind_error
 from .subscriptions import SubscriptionWatch
 
 log = logging.getLogger("zibrato.broker")
@@ -127,7 +128,7 @@ class Broker:
                 target=self._proxy, args=(pull, watch.upstream, control), name="zibrato-proxy", daemon=True
             )
             proxy.start()
-            requests = self._control_requests()
+            requests = self.control_requests()
             log.info("broker ready: clients -> %s -> workers %s", self.pull_endpoint, self.pub_endpoint)
             self._ready.set()
             try:
@@ -173,13 +174,17 @@ class Broker:
         return socket
 
     def _bind_status(self) -> zmq.Socket | None:
-        endpoint = f"tcp://127.0.0.1:{self.status_port}"
         try:
-            return bind_status(self._context, "127.0.0.1", self.status_port)
-        except zmq.ZMQError as error:
-            raise BrokerError(describe_bind_error(endpoint, error)) from None
+            return bind_status_port(self._context, self.status_port)
+        except StatusPortError as error:
+            raise BrokerError(str(error)) from None
 
-    def _control_requests(self) -> zmq.Socket:
+    @property
+    def context(self) -> zmq.Context:
+        """The broker's ZeroMQ context (its sockets, the proxy's control socket and ZAP live in it)."""
+        return self._context
+
+    def control_requests(self) -> zmq.Socket:
         """The REQ side of the proxy's control socket, relaxed so that a request that
         timed out never leaves it unable to send the next one (EFSM)."""
         requests = self._context.socket(zmq.REQ)
@@ -234,9 +239,9 @@ class Broker:
 
     def figures(self, requests: zmq.Socket, proxy: threading.Thread) -> dict:
         """What `zibrato status` shows: libzmq's own message counters."""
-        stats = self._proxy_statistics(requests)
+        stats = self.proxy_statistics(requests)
         curve = self.curve.figures() if self.curve is not None else {"curve": False}
-        return {
+        figures = {
             **curve,
             "role": "broker",
             "pull": self.pull_endpoint,
@@ -247,11 +252,16 @@ class Broker:
             "forwarded": stats.get("backend_messages_out"),
             "forwarded_bytes": stats.get("backend_bytes_out"),
             **self._watch.figures(),
-            "healthy": proxy.is_alive() and bool(stats),
-            "problems": [] if proxy.is_alive() else ["proxy thread not running"],
         }
+        if not proxy.is_alive():
+            problems = ["proxy thread not running"]
+        elif not stats:  # unhealthy before too, but with no problem named
+            problems = [f"the proxy did not report its counters within {self.control_timeout:g} s"]
+        else:
+            problems = []
+        return judged(figures, problems)
 
-    def _proxy_statistics(self, requests: zmq.Socket) -> dict:
+    def proxy_statistics(self, requests: zmq.Socket) -> dict:
         """libzmq's counters from the proxy; {} when it does not answer within ``control_timeout``."""
         try:
             requests.send(b"STATISTICS")

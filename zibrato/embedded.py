@@ -182,7 +182,7 @@ class EmbeddedRuntime:
 
     def _run(self) -> None:
         worker = self.worker
-        worker._unconnected_since = None  # there is no broker to be away from
+        worker.connection.assume_connected()  # there is no broker to be away from
         delivery = worker.delivery.start()
         worker.schedule.start()
         worker.aggregator.current_start = worker.schedule.interval_start
@@ -199,8 +199,8 @@ class EmbeddedRuntime:
         finally:
             stopped = time.monotonic()
             self._ingest()
-            worker._final_flush()
-            worker._finish_delivery(delivery, stopped)
+            worker.final_flush()
+            worker.finish_delivery(delivery, stopped)
             log.info("embedded %s stopped", worker.name)
 
     def _ingest(self) -> None:

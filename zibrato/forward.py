@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import zmq
 
 from . import protocol
-from .aggregation import Aggregator, LevelAggregators
+from .aggregation import LevelAggregators
+from .aggregation_needs import AggregationNeeds
 from .curve import ClientKeys
 from .delivery import Retryable
 from .destination import Destination, Interval
@@ -145,6 +146,9 @@ class Forwarder(Destination):
 
     name = "forward"
     self_figures = ("forwarded_messages", "forwarded_summaries", "forwarded_bytes")
+    #: levels kept apart (upstream workers subscribe by level); no percentiles (the sketch travels);
+    #: small timers travel as their values; a gauge's last value travels with its time
+    aggregation_needs = AggregationNeeds(levels_apart=True, percentiles=(), values_up_to=VALUES_UP_TO, gauge_times=True)
 
     def __init__(
         self,
@@ -237,35 +241,11 @@ class Forwarder(Destination):
         return {"upstream": self.endpoint, **self.counts, "curve": self.curve is not None}
 
 
-# --- the forwarding worker: one aggregator per level (aggregation.LevelAggregators) -----------
+# --- kept for code that names it -------------------------------------------------------------
 
 
 class ForwardWorker(Worker):
-    """A worker that aggregates per level and remembers when each gauge's last value came."""
-
-    def __init__(self, destination: Forwarder, **options: object) -> None:
-        super().__init__(destination, **options)  # type: ignore[arg-type]
-        template = self.aggregator
-        assert isinstance(template, Aggregator)  # a Forwarder does not ask for needs_level
-        self.levels_apart = LevelAggregators(
-            lambda: Aggregator(
-                percentiles=(),
-                max_exact=template.max_exact,
-                relative_error=template.relative_error,
-                max_buckets=template.max_buckets,
-                set_max_exact=template.set_max_exact,
-                expire=template.expire,
-                include_interval=True,
-                values_up_to=VALUES_UP_TO,
-            )
-        )
-        self.aggregator = self.levels_apart
-
-    def _aggregate(self, batch: protocol.Batch, records: Sequence) -> float:
-        aggregator = self.levels_apart.level(batch.level)
-        count = aggregator.add_records(records)
-        aggregator.stamp_gauges(records, batch.time)  # the last value's time travels upstream
-        return count
+    """A :class:`~zibrato.worker.Worker`: a Forwarder declares what it needs (:attr:`Forwarder.aggregation_needs`)."""
 
 
 __all__ = ["ForwardWorker", "Forwarder", "LevelAggregators", "interval_frames", "summary_record"]

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from .health import Connection
+
 WARN_AFTER_SECONDS = 10.0
 SILENT_FLUSHES = 3
 
@@ -84,7 +86,10 @@ class LinkWatch:
 
 
 class PushLinkMonitor:
-    """Whether a connect()ed socket has a peer, from libzmq's socket monitor (no thread, polled)."""
+    """Whether a connect()ed socket has a peer, from libzmq's socket monitor (no thread, polled).
+
+    The counting is :class:`zibrato.health.Connection`'s, the one a worker's SUB socket uses too.
+    """
 
     EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 
@@ -92,21 +97,21 @@ class PushLinkMonitor:
         self.clock = clock
         self.monitor = sock.get_monitor_socket(self.EVENTS)
         self._sock = sock
-        self.connections = 0
-        self.unconnected_since: float | None = clock()
+        self.link = Connection(clock)
+
+    @property
+    def connections(self) -> int:
+        return self.link.connections
+
+    @property
+    def unconnected_since(self) -> float | None:
+        return self.link.unconnected_since
 
     def poll(self) -> float | None:
         """Read the pending events; return when the connection was lost (None while connected)."""
         while self.monitor.poll(0):
-            event = recv_monitor_message(self.monitor)["event"]
-            if event == zmq.EVENT_CONNECTED:
-                self.connections += 1
-                self.unconnected_since = None
-            elif event == zmq.EVENT_DISCONNECTED:
-                self.connections = max(0, self.connections - 1)
-                if not self.connections and self.unconnected_since is None:
-                    self.unconnected_since = self.clock()
-        return self.unconnected_since
+            self.link.event(recv_monitor_message(self.monitor)["event"])
+        return self.link.unconnected_since
 
     def close(self) -> None:
         try:

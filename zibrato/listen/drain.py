@@ -2,7 +2,7 @@
 
 Authentication is a token compared in constant time, given as the drain
 URL's user-info (which drains send as HTTP Basic) or as a bearer header. The
-body is handed to the listener, which parses it under its lock; everything
+body is handed to the listener's :class:`~.inbox.Inbox`, which parses it under its lock; everything
 else (bad paths, missing tokens, oversized bodies) is answered and counted
 here, and never logged with its credentials.
 """
@@ -12,24 +12,22 @@ from __future__ import annotations
 import base64
 import hmac
 import logging
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from ..http_server import GuardedHandler, GuardedHTTPServer
 from ..runtime import RateLimitedLog
-
-if TYPE_CHECKING:
-    from .servers import Listener
+from .config import ListenConfig
+from .inbox import Inbox
 
 log = logging.getLogger("zibrato.listen")
 _refusals = RateLimitedLog(log, 10.0)
 
 
-def drain_server(listener: Listener, host: str, port: int) -> GuardedHTTPServer:
-    """A bound drain server for ``listener`` (serve it in a thread); RuntimeError if it cannot bind."""
-    handler = type("BoundDrainHandler", (DrainHandler,), {"listener": listener})
+def drain_server(inbox: Inbox, host: str, port: int) -> GuardedHTTPServer:
+    """A bound drain server feeding ``inbox`` (serve it in a thread); RuntimeError if it cannot bind."""
+    handler = type("BoundDrainHandler", (DrainHandler,), {"inbox": inbox, "config": inbox.config})
     try:
-        return GuardedHTTPServer((host, port), handler, limits=listener.config.http_limits, log=log)
+        return GuardedHTTPServer((host, port), handler, limits=inbox.config.http_limits, log=log)
     except OSError as error:
         raise RuntimeError(f"cannot bind --l2met {host}:{port}: {error.strerror}") from None
 
@@ -37,7 +35,8 @@ def drain_server(listener: Listener, host: str, port: int) -> GuardedHTTPServer:
 class DrainHandler(GuardedHandler):
     """POST /logs with octet-counted RFC5424 frames; a token in the URL's user-info or a bearer header."""
 
-    listener: Listener
+    inbox: Inbox
+    config: ListenConfig
     protocol_version = "HTTP/1.1"
     server_version = "zibrato-listen"
 
@@ -50,11 +49,11 @@ class DrainHandler(GuardedHandler):
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             return self._refuse(411, "no Content-Length")
-        if int(length) > self.listener.config.max_body:
+        if int(length) > self.config.max_body:
             return self._refuse(413, f"a body of {length} bytes (over --max-body)")
         body = self.rfile.read(int(length))
         query = parse_qs(url.query)
-        self.listener.feed_drain(body, _first(query, "prefix"), _first(query, "source-prefix"))
+        self.inbox.feed_drain(body, _first(query, "prefix"), _first(query, "source-prefix"))
         self._answer(200)
 
     def do_GET(self) -> None:
@@ -66,13 +65,13 @@ class DrainHandler(GuardedHandler):
         A request without a valid token counts in ``drain_refused``, any other
         refusal (path, method, length) in ``drain_invalid``.
         """
-        self.listener.count("drain_refused" if code == 401 else "drain_invalid")
+        self.inbox.count("drain_refused" if code == 401 else "drain_invalid")
         _refusals.warning("refused a drain request from %s with %d: %s", self.client_address[0], code, why)
         self._answer(code, headers)
 
     def _authorised(self) -> bool:
         """Constant-time comparison with the token, from Basic (user or password) or Bearer."""
-        token = (self.listener.config.l2met_token or "").encode()
+        token = (self.config.l2met_token or "").encode()
         if not token:
             return False
         header = self.headers.get("Authorization", "")

@@ -22,28 +22,31 @@ import stat
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import zmq
 
-from ..curve import ClientKeys
-from ..http_server import GuardedHTTPServer, HttpLimits
+from ..health import Rises, bind_status_port, judged
+from ..http_server import GuardedHTTPServer
 from ..link_watch import LinkWatch, PushLinkMonitor
-from ..runtime import RateLimitedLog, answer_status, bind_status, describe_bind_error
-from . import statsd as statsd_lines
+from ..runtime import answer_status
+from .config import (
+    DEFAULT_FLUSH_INTERVAL,
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_TCP_CONNECTIONS,
+    DEFAULT_RECEIVE_BUFFER,
+    ListenConfig,
+    split_address,
+)
 from .drain import drain_server
-from .l2met import L2metParser
-from .publisher import DEFAULT_HWM, Publisher
-from .series import Pending, Rejects, Series
-from .tcp import DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_TCP_IDLE_TIMEOUT, TcpConnections
+from .inbox import Inbox
+from .publisher import Publisher
+from .series import Pending, Series
+from .tcp import TcpConnections
 
 log = logging.getLogger("zibrato.listen")
 
 SELF_LEVEL = "zibrato"
-DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
-DEFAULT_FLUSH_INTERVAL = 0.05
-DEFAULT_MAX_BODY = 8 * 1024 * 1024
 MAX_TCP_CONNECTIONS = DEFAULT_MAX_TCP_CONNECTIONS  # the default of --tcp-max-connections
 _IDLE_CHECK_EVERY = 1.0
 _DATAGRAMS_PER_WAKE = 2000  # bounded, so the flush and status stay on time
@@ -52,45 +55,6 @@ _DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _PENDING_LIMIT = 200_000  # series; past it the pending values are published at once
 _SELF_EVERY = 10.0
 _DROPS_EVERY = 1.0
-_PROBLEM_WINDOW = 60.0
-
-
-@dataclass
-class ListenConfig:
-    """Everything the CLI decides (see zibrato/cli/listen.py for what each means)."""
-
-    broker: str = "127.0.0.1:5550"
-    statsd: str | None = "127.0.0.1:8125"
-    statsd_unix: str | None = None
-    l2met: str | None = None
-    l2met_token: str | None = field(default=None, repr=False)
-    stdin: bool = False
-    tee: bool = False
-    level: str = statsd_lines.DEFAULT_LEVEL
-    gauge_sign: str = "delta"
-    timestamp_window: float = statsd_lines.DEFAULT_TIMESTAMP_WINDOW
-    max_line_length: int = statsd_lines.DEFAULT_MAX_LINE
-    receive_buffer: int = DEFAULT_RECEIVE_BUFFER
-    flush_interval: float = DEFAULT_FLUSH_INTERVAL
-    hwm: int = DEFAULT_HWM
-    status_port: int | None = None
-    self_metrics: bool = True
-    max_body: int = DEFAULT_MAX_BODY
-    gauge_expire: float = statsd_lines.DEFAULT_GAUGE_EXPIRE
-    max_gauges: int = statsd_lines.DEFAULT_MAX_GAUGES
-    curve: ClientKeys | None = field(default=None, repr=False)  # keys of a CURVE broker link
-    tcp_idle_timeout: float = DEFAULT_TCP_IDLE_TIMEOUT
-    max_tcp_connections: int = DEFAULT_MAX_TCP_CONNECTIONS
-    http_limits: HttpLimits = field(default_factory=HttpLimits)  # the l2met drain's
-
-
-def split_address(text: str, what: str) -> tuple[str, int]:
-    """'HOST:PORT' (or '[v6]:PORT') -> (host, port); ValueError with a clear message."""
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{what} must be HOST:PORT (port 0-65535), got {text!r}")
-    return host, int(port)
 
 
 class Listener:
@@ -99,39 +63,23 @@ class Listener:
     def __init__(self, config: ListenConfig, stdin: BinaryIO | None = None, stdout: BinaryIO | None = None) -> None:
         self.config = config
         self._stdin, self._stdout = stdin, stdout
-        self._reject_log = RateLimitedLog(log)
-        self.statsd_rejects = Rejects(self._rejected("statsd"))
-        self.l2met_rejects = Rejects(self._rejected("l2met"))
-        self.statsd = statsd_lines.StatsdParser(
-            config.level, config.gauge_sign, config.max_line_length, config.timestamp_window, self.statsd_rejects
-        )
-        self.l2met = L2metParser(config.level, self.l2met_rejects)
-        self.pending: Pending = {}
-        self.lock = threading.Lock()
+        #: what every input adds to (the parsers, the pending values, the figures), under its lock
+        self.inbox = inbox = Inbox(config)
+        self.statsd, self.l2met = inbox.statsd, inbox.l2met
+        self.statsd_rejects, self.l2met_rejects = inbox.statsd_rejects, inbox.l2met_rejects
+        self.figures = inbox.figures
         self.context = zmq.Context(io_threads=1)
-        self.figures: dict[str, int] = {
-            "datagrams": 0,
-            "tcp_connections": 0,
-            "tcp_refused": 0,
-            "tcp_evicted": 0,
-            "tcp_idle_closed": 0,
-            "drain_requests": 0,
-            "drain_refused": 0,
-            "drain_invalid": 0,
-            "kernel_drops": 0,
-            "flushes": 0,
-        }
         self.started = time.time()
         self.addresses: dict[str, str] = {}
         self.receive_buffer: int | None = None
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
         self._unix: socket.socket | None = None
-        self.tcp = TcpConnections(self, config.tcp_idle_timeout, config.max_tcp_connections)
         self._by_fd: dict[int, socket.socket] = {}
+        self.tcp = TcpConnections(inbox, self._by_fd, config.tcp_idle_timeout, config.max_tcp_connections)
         self._http: GuardedHTTPServer | None = None
         self._status: zmq.Socket | None = None
-        self._seen: dict[str, tuple[int, float | None]] = {}
+        self._rises = Rises()  # kernel_drops and values_dropped: a problem while they rise
         self.publisher: Publisher | None = None
 
     # --- start and stop ---------------------------------------------------------
@@ -147,10 +95,7 @@ class Listener:
             self._open_unix(c.statsd_unix)
         if c.l2met:
             self._open_drain(*split_address(c.l2met, "--l2met"))
-        try:
-            self._status = bind_status(self.context, "127.0.0.1", c.status_port)
-        except zmq.ZMQError as error:
-            raise RuntimeError(describe_bind_error(f"tcp://127.0.0.1:{c.status_port}", error)) from None
+        self._status = bind_status_port(self.context, c.status_port)  # StatusPortError: a RuntimeError
         if c.stdin:
             threading.Thread(target=self._read_stdin, name="zibrato-listen-stdin", daemon=True).start()
 
@@ -198,7 +143,7 @@ class Listener:
         self.addresses["statsd_unix"] = path
 
     def _open_drain(self, host: str, port: int) -> None:
-        self._http = drain_server(self, host, port)
+        self._http = drain_server(self.inbox, host, port)
         self.addresses["l2met"] = f"{host}:{self._http.server_address[1]}"
         threading.Thread(
             target=self._http.serve_forever, kwargs={"poll_interval": 0.1}, name="zibrato-listen-drain", daemon=True
@@ -269,7 +214,7 @@ class Listener:
                 for sock, _ in poller.poll(int(timeout * 1000)):
                     self._readable(sock, poller)
                 now = time.monotonic()
-                if now >= next_flush or len(self.pending) > _PENDING_LIMIT:
+                if now >= next_flush or len(self.inbox.pending) > _PENDING_LIMIT:
                     self.flush()
                     next_flush = now + self.config.flush_interval
                 if now >= next_expiry or len(self.statsd.gauges) > self.config.max_gauges:
@@ -326,21 +271,10 @@ class Listener:
                 log.debug("receive error: %s", error)
                 break
         if chunks:
-            with self.lock:
-                self.statsd.feed(chunks[0] if len(chunks) == 1 else b"\n".join(chunks), self.pending)
+            self.inbox.feed_statsd(chunks[0] if len(chunks) == 1 else b"\n".join(chunks))
             self.figures["datagrams"] += len(chunks)
 
     # --- l2met inputs ---------------------------------------------------------------
-
-    def feed_drain(self, body: bytes, prefix: str | None, source_prefix: str | None) -> int:
-        with self.lock:
-            self.figures["drain_requests"] += 1
-            return self.l2met.feed_drain(body, self.pending, prefix, source_prefix)
-
-    def count(self, key: str) -> None:
-        """Add one to a figure from another thread (the drain's)."""
-        with self.lock:
-            self.figures[key] += 1
 
     def _read_stdin(self) -> None:
         """Log lines from a pipe; ``--tee`` passes each through unchanged. EOF stops the listener."""
@@ -356,8 +290,7 @@ class Listener:
                 except UnicodeDecodeError:
                     self.l2met_rejects("invalid utf-8", raw)
                     continue
-                with self.lock:
-                    self.l2met.feed_line(line, self.pending)
+                self.inbox.feed_line(line)
         except (OSError, ValueError) as error:
             log.error("reading standard input failed: %s", error)
         log.info("end of standard input: stopping")
@@ -369,8 +302,7 @@ class Listener:
 
     def flush(self) -> None:
         """Hand the pending values to the publisher (which never blocks)."""
-        with self.lock:
-            pending, self.pending = self.pending, {}
+        pending = self.inbox.take()
         if pending and self.publisher is not None:
             self.publisher.publish(pending)
             self.figures["flushes"] += 1
@@ -407,22 +339,7 @@ class Listener:
             **self.figures,
             **sent,
         }
-        problems = [
-            f"{key} rose in the last {_PROBLEM_WINDOW:g} s: {figures[key]}"
-            for key in ("kernel_drops", "values_dropped")
-            if self._rose(key, figures.get(key, 0))
-        ]
-        figures.update(healthy=not problems, problems=problems)
-        return figures
-
-    def _rose(self, key: str, value: int) -> bool:
-        """True when ``value`` (a running total) went up within the last window."""
-        now = time.monotonic()
-        last_value, last_rise = self._seen.get(key, (0, None))
-        if value > last_value:
-            last_rise = now
-        self._seen[key] = (value, last_rise)
-        return last_rise is not None and now - last_rise < _PROBLEM_WINDOW
+        return judged(figures, self._rises.problems(figures, ("kernel_drops", "values_dropped")))
 
     def _report_self(self) -> None:
         """Cumulative figures as gauges under the level 'zibrato', like the workers' own."""
@@ -445,13 +362,6 @@ class Listener:
         for reason, count in self.l2met_rejects.counts.items():
             gauge("rejected", count, "input:l2met", f"reason:{reason}")
         self.publisher.publish(pending)
-
-    def _rejected(self, kind: str):
-        def hook(reason: str, what: object) -> None:
-            shown = what if isinstance(what, (bytes, str)) else str(what)
-            self._reject_log.warning("rejected %s input (%s): %.200r", kind, reason, shown)
-
-        return hook
 
 
 # --- sockets ------------------------------------------------------------------------
@@ -510,3 +420,15 @@ def udp_drops(sock: socket.socket) -> int | None:
     except OSError:
         return None
     return None
+
+
+__all__ = [  # the settings' names too, where the command line has always imported them
+    "DEFAULT_FLUSH_INTERVAL",
+    "DEFAULT_MAX_BODY",
+    "DEFAULT_RECEIVE_BUFFER",
+    "ListenConfig",
+    "Listener",
+    "MAX_TCP_CONNECTIONS",
+    "split_address",
+    "udp_drops",
+]

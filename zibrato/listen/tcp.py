@@ -19,19 +19,15 @@ import errno
 import logging
 import socket
 import time
-from typing import TYPE_CHECKING
 
 import zmq
 
 from ..runtime import RateLimitedLog
-
-if TYPE_CHECKING:
-    from .servers import Listener
+from .config import DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_TCP_IDLE_TIMEOUT
+from .inbox import Inbox
 
 log = logging.getLogger("zibrato.listen")
 
-DEFAULT_TCP_IDLE_TIMEOUT = 300.0
-DEFAULT_MAX_TCP_CONNECTIONS = 500  # with the drain's 200, well inside a 1,024-descriptor limit
 _MAX_READ = 65536
 _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
@@ -39,8 +35,12 @@ _OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 class TcpConnections:
     """The open TCP statsd connections: their partial lines, last activity, and the limits."""
 
-    def __init__(self, listener: Listener, idle_timeout: float, max_connections: int) -> None:
-        self.listener = listener
+    def __init__(
+        self, inbox: Inbox, by_fd: dict[int, socket.socket], idle_timeout: float, max_connections: int
+    ) -> None:
+        self.inbox = inbox
+        #: the listener's map of polled descriptors: connections are added and removed here
+        self.by_fd = by_fd
         self.idle_timeout, self.max_connections = idle_timeout, max_connections
         self.buffers: dict[socket.socket, bytearray] = {}
         self.last_read: dict[socket.socket, float] = {}
@@ -51,7 +51,7 @@ class TcpConnections:
         return len(self.buffers)
 
     def accept(self, server: socket.socket, poller: zmq.Poller) -> None:
-        figures = self.listener.figures
+        figures = self.inbox.figures
         if len(self.buffers) >= self.max_connections:
             self._evict_idlest(poller, "the connection cap (--tcp-max-connections) is reached")
         try:
@@ -67,13 +67,13 @@ class TcpConnections:
         conn.setblocking(False)
         self.buffers[conn] = bytearray()
         self.last_read[conn] = time.monotonic()
-        self.listener._by_fd[conn.fileno()] = conn
+        self.by_fd[conn.fileno()] = conn
         figures["tcp_connections"] += 1
         poller.register(conn, zmq.POLLIN)
 
     def read(self, conn: socket.socket, poller: zmq.Poller) -> None:
         """Newline-delimited lines; a partial line waits for the rest (bounded by the line limit)."""
-        listener = self.listener
+        inbox = self.inbox
         buffer = self.buffers[conn]
         try:
             data = conn.recv(_MAX_READ)
@@ -95,11 +95,10 @@ class TcpConnections:
             self.skipping.discard(conn)
         end = buffer.rfind(b"\n")
         if end >= 0:
-            with listener.lock:
-                listener.statsd.feed(bytes(buffer[:end]), listener.pending)
+            inbox.feed_statsd(bytes(buffer[:end]))
             del buffer[: end + 1]
-        if len(buffer) > listener.config.max_line_length:
-            listener.statsd_rejects("line too long", bytes(buffer[:80]))
+        if len(buffer) > inbox.config.max_line_length:
+            inbox.statsd_rejects("line too long", bytes(buffer[:80]))
             buffer.clear()
             self.skipping.add(conn)
 
@@ -110,14 +109,12 @@ class TcpConnections:
         a line whose end never came: it is not parsed (``x:1|c`` of ``x:1|c|@0.1``
         would count 1 instead of 10): it is counted as rejected ("line unfinished at close").
         """
-        listener = self.listener
         buffer = self.buffers.pop(conn, None)
         if buffer and conn not in self.skipping:
             if last_line:
-                with listener.lock:
-                    listener.statsd.feed(bytes(buffer), listener.pending)
+                self.inbox.feed_statsd(bytes(buffer))
             else:
-                listener.statsd_rejects("line unfinished at close", bytes(buffer[:80]))
+                self.inbox.statsd_rejects("line unfinished at close", bytes(buffer[:80]))
         self.last_read.pop(conn, None)
         self.skipping.discard(conn)
         if poller is not None:
@@ -125,7 +122,7 @@ class TcpConnections:
                 poller.unregister(conn)
             except KeyError:
                 pass
-        listener._by_fd.pop(conn.fileno(), None)
+        self.by_fd.pop(conn.fileno(), None)
         conn.close()
 
     def close_idle(self, poller: zmq.Poller) -> None:
@@ -135,7 +132,7 @@ class TcpConnections:
         for conn in idle:
             self.close(conn, poller)
         if idle:
-            self.listener.figures["tcp_idle_closed"] += len(idle)
+            self.inbox.figures["tcp_idle_closed"] += len(idle)
             self._log.warning(
                 "closed %d TCP statsd connection(s) idle for %g s (--tcp-idle-timeout)", len(idle), self.idle_timeout
             )
@@ -149,5 +146,8 @@ class TcpConnections:
             return
         idlest = min(self.last_read, key=self.last_read.__getitem__)
         self.close(idlest, poller)
-        self.listener.figures["tcp_evicted"] += 1
+        self.inbox.figures["tcp_evicted"] += 1
         self._log.warning("%s: closed the TCP statsd connection idle longest to let a new one in", why)
+
+
+__all__ = ["DEFAULT_MAX_TCP_CONNECTIONS", "DEFAULT_TCP_IDLE_TIMEOUT", "TcpConnections"]
