@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 from .protocol import UNIT_PATTERN as _UNIT
 from .sketch import DEFAULT_MAX_BUCKETS, DEFAULT_PRECISION, MAX_SCALE, MIN_SCALE
+from .summary import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
 
 __all__ = [
     "REASONS",
@@ -119,7 +120,7 @@ def _check(values: Any, now: float | None, max_buckets: int) -> None:
         raise _Refused("summary_kind", f"unknown summary kind {_short(kind)}")
     end = _interval_end(summary, now)
     unit = summary.get("unit")
-    if unit is not None and (kind != "h" or unit.__class__ is not str or not _UNIT.match(unit)):
+    if unit is not None and (kind != HISTOGRAM or unit.__class__ is not str or not _UNIT.match(unit)):
         raise _Refused("summary_unit", "only a histogram summary carries a unit, 1-64 characters of A-Za-z0-9_./%-")
     _CHECKS[kind](summary, end, now, max_buckets)
 
@@ -197,7 +198,7 @@ def _set(summary: Mapping[str, Any], end: float, now: float | None, max_buckets:
         raise _Refused("set_sketch", "set sketch registers do not match its precision")
 
 
-_CHECKS = {"c": _counter, "g": _gauge, "t": _distribution, "h": _distribution, "s": _set}
+_CHECKS = {COUNTER: _counter, GAUGE: _gauge, TIMER: _distribution, HISTOGRAM: _distribution, SET: _set}
 
 
 def _sketch(sketch: dict[str, Any], max_buckets: int) -> None:
@@ -245,7 +246,9 @@ def _sketch(sketch: dict[str, Any], max_buckets: int) -> None:
         _extremes(sketch, scale, sides, zero_count)
 
 
-def _extremes(sketch: Mapping[str, Any], scale: int, sides: dict[str, list], zero_count: float) -> None:
+def _extremes(
+    sketch: Mapping[str, Any], scale: int, sides: dict[str, list[tuple[int, float]]], zero_count: float
+) -> None:
     low: Any = sketch.get("min")
     high: Any = sketch.get("max")
     if not (_is_number(low) and _is_number(high)):
