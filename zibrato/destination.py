@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .summary import Summary
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -34,7 +36,7 @@ class Interval:
 
     start: float
     end: float
-    summaries: list[dict[str, Any]]
+    summaries: list[Summary]
 
     @property
     def seconds(self) -> float:

@@ -45,6 +45,7 @@ from .runtime import RateLimitedLog, StatusServer, describe_bind_error, printabl
 from .series_guard import SeriesGuard, count_refused
 from .shard import Shard
 from .sketch import DEFAULT_MAX_BUCKETS
+from .summary import Summary
 from .worker_config import ALL_LEVELS, DEFAULT_LATENESS, DEFAULT_PERCENTILES, SELF_LEVEL, WorkerConfig
 
 if TYPE_CHECKING:
@@ -412,7 +413,7 @@ class Worker:
         started = time.perf_counter()
         return self._deliver(*held, self.aggregator.flush_held(), started)
 
-    def _deliver(self, start: float, end: float, summaries: list[dict[str, Any]], started: float) -> Interval:
+    def _deliver(self, start: float, end: float, summaries: list[Summary], started: float) -> Interval:
         self._count_non_finite()
         self._count_failed()
         interval = Interval(start, end, summaries)

@@ -42,6 +42,7 @@ from ..destination import Destination, Interval
 from ..http_client import HttpSession, post
 from ..runtime import SECRETS, printable
 from ..series_guard import SeriesGuard
+from ..summary import Summary
 
 DEFAULT_API_URL = "https://metrics-api.librato.com"
 APIS = ("legacy", "tagged")
@@ -96,7 +97,7 @@ class LibratoMapping:
     def names_changed(self) -> int:
         return self.names.changed + self.sources.changed
 
-    def measurements(self, summaries: list[dict]) -> list[dict]:
+    def measurements(self, summaries: list[Summary]) -> list[dict]:
         """Librato measurements for one interval's summaries (see the module docstring)."""
         out: list[dict | None] = []
         tagged = self.api == "tagged"
@@ -111,7 +112,7 @@ class LibratoMapping:
             self.log.error("dropped %d measurements that are not finite numbers", len(out) - len(finite))
         return self._without_duplicates(finite)
 
-    def _series_measurements(self, s: dict, tagged: bool) -> list[dict | None]:
+    def _series_measurements(self, s: Summary, tagged: bool) -> list[dict | None]:
         kind = s["type"]
         if kind not in ("counter", "gauge", "timer", "histogram", "set"):  # set: a gauge of its count
             return []
@@ -170,7 +171,7 @@ class LibratoMapping:
             return {"time": measure_time(time), "measurements": batch}
         return {"measure_time": measure_time(time), "gauges": batch}
 
-    def _source(self, summary: dict) -> dict:
+    def _source(self, summary: Summary) -> dict:
         """Legacy API: the series' source (or the default), with its tags folded in.
 
         The source-based API has no tags; dropping them would send series that
@@ -182,7 +183,7 @@ class LibratoMapping:
         source = ".".join(p for p in parts if p)
         return {"source": self.sources(source, kind="source")} if source else {}
 
-    def _tags(self, summary: dict) -> dict:
+    def _tags(self, summary: Summary) -> dict:
         """Tagged API: Zibrato's ``k:v`` tags, plus the source as the tag ``source``."""
         tags: dict[str, str] = {}
         source = summary.get("source") or self.default_source or _hostname()
