@@ -23,6 +23,7 @@ __all__ = [
     "MAX_SCALE",
     "MIN_SCALE",
     "dense",
+    "bucket_edge",
     "bucket_ends",
     "rank_of",
     "relative_error_of",
@@ -62,8 +63,8 @@ def rank_of(q: float, count: float) -> int:
     return math.ceil(Fraction(repr(float(q))) * Fraction(count))
 
 
-def _power_of_base(index: int, scale: int) -> float:
-    """b ** index = 2 ** (index / 2 ** scale), inf past the float range."""
+def bucket_edge(index: int, scale: int) -> float:
+    """b ** index = 2 ** (index / 2 ** scale), the lower edge of bucket ``index``: inf past the float range."""
     try:
         return float(2.0 ** math.ldexp(index, -scale))
     except OverflowError:
@@ -77,7 +78,7 @@ def representative(index: int, scale: int) -> float:
     """
     base = 2.0 ** math.ldexp(1.0, -scale) if scale > -10 else math.inf
     factor = 2.0 if math.isinf(base) else 2 * base / (base + 1)
-    return _power_of_base(index, scale) * factor
+    return bucket_edge(index, scale) * factor
 
 
 class Buckets:

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 from .protocol import UNIT_PATTERN as _UNIT
 from .sketch import DEFAULT_MAX_BUCKETS, DEFAULT_PRECISION, MAX_SCALE, MIN_SCALE
+from .sketch_buckets import bucket_edge
 from .summary import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
 
 __all__ = [
@@ -256,10 +257,10 @@ def _extremes(
     if low > high:
         raise _Refused("min_above_max", f"sketch min {low!r} > max {high!r}")
     negative, positive = sides["negative"], sides["positive"]
-    ranges = [(-_edge(i + 1, scale), -_edge(i, scale)) for i in _ends(negative)[::-1]]  # the ends only
+    ranges = [(-bucket_edge(i + 1, scale), -bucket_edge(i, scale)) for i in _ends(negative)[::-1]]  # the ends only
     if zero_count:
         ranges.append((0.0, 0.0))
-    ranges += [(_edge(i, scale), _edge(i + 1, scale)) for i in _ends(positive)]
+    ranges += [(bucket_edge(i, scale), bucket_edge(i + 1, scale)) for i in _ends(positive)]
     if not ranges:  # pragma: no cover - counts that add up to count > 0 populate something
         return
     for what, value, (lower, upper) in (("min", low, ranges[0]), ("max", high, ranges[-1])):
@@ -275,14 +276,6 @@ def _ends(populated: list[tuple[int, float]]) -> list[int]:
     if not populated:
         return []
     return [populated[0][0]] if len(populated) == 1 else [populated[0][0], populated[-1][0]]
-
-
-def _edge(index: int, scale: int) -> float:
-    """base ** index, base = 2 ** 2 ** -scale (inf past the float range, 0 below it)."""
-    try:
-        return float(2.0 ** math.ldexp(index, -scale))
-    except OverflowError:
-        return math.inf
 
 
 def _reachable(scale: int) -> tuple[int, int]:
