@@ -43,11 +43,11 @@ histogram summaries also carry their ``"values"``.
 Speed
 -----
 :meth:`Aggregator.add_records` is the worker's hot loop, one call per
-message: one dict lookup per record, a fast path per type, C-level builtins
+message: one dict lookup per record, a fast path per type (the wire codes
+spelt as literals: a constant, not a global, per record), C-level builtins
 over the record's values (timer values appended with one cached ``struct``
-pack into the array). A sketched series costs one ``log2`` and one dict
-update per value (~0.2 us). Sorting for the percentiles happens once per
-series at flush.
+pack). A sketched series costs one ``log2`` and one dict update per value
+(~0.2 us). Percentiles are sorted for once per series, at flush.
 """
 
 from __future__ import annotations

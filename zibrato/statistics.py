@@ -16,7 +16,20 @@ answers exact nearest ranks and ``"exact": True``; :func:`sketch_stats` answers
 the sketch's quantiles, ``"exact": False`` and the ``"relative_error"`` in force.
 Both give the series' sketch in its dict form, mergeable upstream. ``count``,
 ``sum``, ``sum_squares``, ``min``, ``max``, ``mean`` and ``stddev`` (population)
-are exact either way (sums as running float sums).
+are exact either way (sums as running float sums). The sketch's quantiles are
+within ``relative_error`` (1 % by default: scale 6, a bound of 0.54 %) of the
+exact nearest-rank values in at most ``max_buckets`` buckets per sign (2,048:
+5 orders of magnitude take ~1,100); a series whose range needs more is brought
+to a lower scale, and its ``"relative_error"`` says the bound in force. A
+sketched series' median is its 0.5 quantile by nearest rank.
+
+Raw values
+----------
+A destination that forwards values (statsd computes its own percentiles)
+asks for ``"values"``: every value in arrival order while exact (the array
+itself, handed over rather than copied), or, once sketched, values spread
+evenly over the sketch (its ``(k - 1/2) / m`` quantiles), with ``"sampled"``:
+how many.
 
 No non-finite number
 --------------------
