@@ -405,7 +405,10 @@ def test_invalid_percentile_raises(bad):
 
 
 def test_percentile_100_and_fractions_are_valid():
-    expect(Aggregator(percentiles=(0.001, 100)).percentiles) == (0.001, 100.0)
+    agg = Aggregator(percentiles=(0.001, 100))
+    agg.add("t", "t", None, (), tuple(range(1, 1001)))
+    summary = only(agg.flush(T, 10.0))
+    expect((summary["p0_001"], summary["p100"])) == (1, 1000)
 
 
 @pytest.mark.parametrize("bad", [0, -5, 1.5, True])

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .retry import Rejected
+from .summary import Summary
 
 #: why :meth:`Destination.lost` is told about parts never sent
 CUT_OFF = "cut off at stop"
@@ -52,7 +53,7 @@ class Interval:
 
     start: float
     end: float
-    summaries: list[dict[str, Any]]
+    summaries: list[Summary]
 
     @property
     def seconds(self) -> float:

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import zmq
 
@@ -36,6 +37,7 @@ from .aggregation_needs import AggregationNeeds
 from .curve import ClientKeys
 from .delivery import Retryable
 from .destination import Destination, Interval
+from .summary import TYPE_CODES, Summary
 from .worker import Worker
 
 log = logging.getLogger("zibrato.forward")
@@ -50,12 +52,10 @@ HEARTBEAT_TIMEOUT_MS = 5000
 
 # --- summaries as wire records ----------------------------------------------------------
 
-_KINDS = {"counter": "c", "gauge": "g", "timer": "t", "histogram": "h", "set": "s"}
 
-
-def summary_record(summary: dict, start: float, end: float, source: str | None) -> tuple | None:
+def summary_record(summary: Summary, start: float, end: float, source: str | None) -> tuple | None:
     """The protocol 1.2 summary record of one flushed summary, or None when it holds nothing to merge."""
-    kind = _KINDS[summary["type"]]
+    kind = TYPE_CODES[summary["type"]]
     state: dict = {"kind": kind, "start": start, "end": end}
     if kind == "c":
         state.update(sum=summary["value"], count=summary["count"])
@@ -89,7 +89,7 @@ def summary_record(summary: dict, start: float, end: float, source: str | None) 
     return (protocol.SUMMARY, summary["name"], (state,), source, tuple(summary["tags"]))
 
 
-def _compact(sketch: dict) -> dict:
+def _compact(sketch: Mapping[str, Any]) -> dict[str, Any]:
     """The sketch without what its dict form lets a reader assume (no buckets of a sign, no zeros)."""
     return {
         key: value

@@ -38,12 +38,17 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+# The wire codes (1.0: c, g, t; 1.1: h, s; 1.2: m, a forwarder's summary) and their names are
+# declared once, in zibrato.summary, and are protocol's names too.
+from .summary import COUNTER as COUNTER
+from .summary import GAUGE as GAUGE
+from .summary import HISTOGRAM as HISTOGRAM
+from .summary import SET as SET
+from .summary import SUMMARY as SUMMARY
+from .summary import TIMER as TIMER
+from .summary import TYPE_NAMES as TYPE_NAMES
+
 VERSION = 1
-COUNTER, GAUGE, TIMER = "c", "g", "t"
-#: protocol 1.1 kinds (docs/PROTOCOL.md): a distribution of any quantity, and unique members
-HISTOGRAM, SET = "h", "s"
-#: protocol 1.2 (docs/PROTOCOL.md): a mergeable summary of one series over one interval (forwarders)
-SUMMARY = "m"
 TYPES = frozenset((COUNTER, GAUGE, TIMER, HISTOGRAM, SET, SUMMARY))
 #: the kinds a summary record may summarise
 SUMMARY_KINDS = frozenset((COUNTER, GAUGE, TIMER, HISTOGRAM, SET))
@@ -52,7 +57,6 @@ SHARDS = 64
 SHARD_MARK = b"\x00"
 #: protocol 1.0 kinds (what a receiver that predates 1.1 knows)
 TYPES_1_0 = frozenset((COUNTER, GAUGE, TIMER))
-TYPE_NAMES = {COUNTER: "counter", GAUGE: "gauge", TIMER: "timer", HISTOGRAM: "histogram", SET: "set"}
 MAX_NAME_LENGTH = 255
 MAX_TAG_LENGTH = 255
 MAX_TAGS = 64

@@ -11,7 +11,7 @@ other series' state or the process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .runtime import RateLimitedLog, printable, printable_repr
@@ -30,7 +30,7 @@ class SeriesGuard:
         self.failed = 0
         self._logged: set[str] = set()
 
-    def dropped(self, summary: dict[str, Any], error: BaseException | str, why: str = "mapping it raised") -> None:
+    def dropped(self, summary: Mapping[str, Any], error: BaseException | str, why: str = "mapping it raised") -> None:
         """Note that ``summary``'s series was left out of its interval because of ``error``."""
         self.failed += 1
         name = str(summary.get("name"))

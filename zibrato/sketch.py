@@ -36,27 +36,35 @@ histograms is therefore lossless.
   running float sum). Weights (``1 / sample rate``) count each value as that
   many observations; a weighted value ends exact mode.
 
-:class:`SetSketch` -- unique members
-------------------------------------
-Exact (a Python set) up to ``max_exact`` members, then HyperLogLog with
-``2 ** precision`` one-byte registers (precision 14: 16 KiB, standard error
-``1.04 / sqrt(2 ** 14)`` = 0.81 %), 64-bit BLAKE2b hashes and Ertl's improved
-raw estimator (O. Ertl, "New cardinality estimation algorithms for
-HyperLogLog sketches", 2017), which needs no bias tables and is unbiased from
-0 to billions. Merging takes the register-wise maximum (exact: the union).
+Where the parts live: the mapping and the bucket store in
+:mod:`zibrato.sketch_buckets`, the quantiles in :mod:`zibrato.sketch_quantiles`,
+:class:`SetSketch` (unique members, HyperLogLog) in :mod:`zibrato.set_sketch`;
+this module re-exports their public names.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import math
-from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from fractions import Fraction
+from collections.abc import Iterable, Mapping, Sequence
 from operator import neg as _neg
 from typing import Any
+
+from .set_sketch import DEFAULT_PRECISION, DEFAULT_SET_MAX_EXACT, SetSketch
+from .sketch_buckets import (
+    DEFAULT_MAX_BUCKETS,
+    DEFAULT_RELATIVE_ERROR,
+    MAX_SCALE,
+    MIN_SCALE,
+    Buckets,
+    bucket_ends,
+    dense,
+    relative_error_of,
+    scale_for,
+    span,
+)
+from .sketch_quantiles import SketchQuantiles
+from .summary import SketchDict
 
 __all__ = [
     "Sketch",
@@ -66,118 +74,19 @@ __all__ = [
     "relative_error_of",
     "DEFAULT_RELATIVE_ERROR",
     "DEFAULT_MAX_BUCKETS",
+    "DEFAULT_MAX_EXACT",
+    "DEFAULT_PRECISION",
+    "DEFAULT_SET_MAX_EXACT",
+    "MAX_SCALE",
+    "MIN_SCALE",
 ]
 
-DEFAULT_RELATIVE_ERROR = 0.01
-DEFAULT_MAX_BUCKETS = 2048
 DEFAULT_MAX_EXACT = 1024
-MAX_SCALE = 20
-MIN_SCALE = -10
 _BULK = 64  # a batch of at least this many values of one sign, into an empty sketch, is counted in C
 _BULK_LARGE = 4096  # ... and into any sketch
 
 
-def relative_error_of(scale: int) -> float:
-    """The relative error bound of a quantile at ``scale``: (b - 1) / (b + 1), b = 2 ** (2 ** -scale)."""
-    return math.tanh(math.ldexp(math.log(2), -scale) / 2)
-
-
-def scale_for(relative_error: float) -> int:
-    """The coarsest scale (fewest buckets) whose bound is within ``relative_error``: 0.01 -> 6.
-
-    Each scale step halves the bound, so this is also the bound closest to
-    the one asked for without exceeding it. At most scale 20 (OpenTelemetry's
-    limit, ~6.6e-7).
-    """
-    if not relative_error_of(MAX_SCALE) <= relative_error < 1:
-        raise ValueError(f"relative error must be in [{relative_error_of(MAX_SCALE):.2g}, 1), got {relative_error!r}")
-    for scale in range(MIN_SCALE, MAX_SCALE + 1):
-        if relative_error_of(scale) <= relative_error:
-            return scale
-    return MAX_SCALE  # pragma: no cover - checked above
-
-
-def _rank(q: float, count: float) -> int:
-    """Nearest rank ``ceil(q * count)``, with q taken as the decimal written (0.999 * 1000 is 999)."""
-    return math.ceil(Fraction(repr(float(q))) * Fraction(count))
-
-
-def _power_of_base(index: int, scale: int) -> float:
-    """b ** index = 2 ** (index / 2 ** scale), inf past the float range."""
-    try:
-        return float(2.0 ** math.ldexp(index, -scale))
-    except OverflowError:
-        return math.inf
-
-
-def _representative(index: int, scale: int) -> float:
-    """The value relatively closest to every point of bucket ``index``: 2 L U / (L + U).
-
-    Computed as L * 2b / (b + 1) (U = L * b), which neither overflows nor underflows early.
-    """
-    base = 2.0 ** math.ldexp(1.0, -scale) if scale > -10 else math.inf
-    factor = 2.0 if math.isinf(base) else 2 * base / (base + 1)
-    return _power_of_base(index, scale) * factor
-
-
-class Buckets:
-    """The counts of one sign: a dense array from bucket ``offset`` on (8 bytes a bucket)."""
-
-    __slots__ = ("offset", "counts")
-
-    def __init__(self) -> None:
-        self.offset = 0
-        self.counts = array("d")
-
-    def __len__(self) -> int:
-        """Buckets held (zeros between used ones included): what the memory grows with."""
-        return len(self.counts)
-
-    @property
-    def last(self) -> int:
-        return self.offset + len(self.counts) - 1
-
-    def items(self) -> list[tuple[int, float]]:
-        """(index, count) of every non-empty bucket, lowest index first."""
-        offset = self.offset
-        return [(offset + j, c) for j, c in enumerate(self.counts) if c]
-
-    def cover(self, low: int, high: int) -> None:
-        """Grow (with zeros) so that indices ``low..high`` have a slot."""
-        counts = self.counts
-        if not counts:
-            self.offset, self.counts = low, array("d", bytes(8 * (high - low + 1)))
-            return
-        if low < self.offset:
-            counts[0:0] = array("d", bytes(8 * (self.offset - low)))
-            self.offset = low
-        if high > self.last:
-            counts.extend(array("d", bytes(8 * (high - self.last))))
-
-    def shifted(self, shift: int) -> None:
-        """Bucket i becomes i >> shift (pairs merge): the scale drops by ``shift``."""
-        if not self.counts or not shift:
-            return
-        offset = self.offset
-        low, high = offset >> shift, self.last >> shift
-        merged = array("d", bytes(8 * (high - low + 1)))
-        for j, c in enumerate(self.counts):
-            if c:
-                merged[((offset + j) >> shift) - low] += c
-        self.offset, self.counts = low, merged
-
-    def copy(self) -> Buckets:
-        twin = Buckets()
-        twin.offset, twin.counts = self.offset, array("d", self.counts)
-        return twin
-
-
-def _count(value: float) -> float:
-    """An integral count as an int (JSON shows 3, not 3.0), a fractional one as it is."""
-    return int(value) if value.is_integer() else value
-
-
-class Sketch:
+class Sketch(SketchQuantiles):
     """A mergeable distribution: exact while small, then an exponential histogram (module docstring).
 
     >>> s = Sketch()
@@ -370,7 +279,7 @@ class Sketch:
             if shift:
                 self._downscale(shift)
                 index >>= shift
-        buckets.cover(*_span(buckets, index, index))
+        buckets.cover(*span(buckets, index, index))
         buckets.counts[index - buckets.offset] += weight
 
     def _read_buckets(self, buckets: Buckets, scale: int, offset: int, counts: Sequence[float]) -> None:
@@ -440,7 +349,7 @@ class Sketch:
         for mine, theirs in ((self.positive, other.positive), (self.negative, other.negative)):
             if not theirs.counts:
                 continue
-            mine.cover(*_span(mine, theirs.offset >> other_shift, theirs.last >> other_shift))
+            mine.cover(*span(mine, theirs.offset >> other_shift, theirs.last >> other_shift))
             counts, offset = mine.counts, mine.offset
             for index, count in theirs.items():
                 counts[(index >> other_shift) - offset] += count
@@ -449,8 +358,8 @@ class Sketch:
     def _fits(self, other: Sketch, scale: int) -> bool:
         """Whether the union of both sketches' buckets fits ``max_buckets`` per sign at ``scale``."""
         for mine, theirs in ((self.positive, other.positive), (self.negative, other.negative)):
-            ends = [i >> (self.scale - scale) for i in _ends(mine)]
-            ends += [i >> (other.scale - scale) for i in _ends(theirs)]
+            ends = [i >> (self.scale - scale) for i in bucket_ends(mine)]
+            ends += [i >> (other.scale - scale) for i in bucket_ends(theirs)]
             if ends and max(ends) - min(ends) >= self.max_buckets:
                 return False
         return True
@@ -474,112 +383,17 @@ class Sketch:
         copy.count, copy.sum, copy.min, copy.max = self.count, self.sum, self.min, self.max
         return copy
 
-    # --- answers ----------------------------------------------------------------
-
-    @property
-    def exact(self) -> bool:
-        """True while every value is kept: quantiles are then exact nearest ranks."""
-        return self._values is not None
-
-    @property
-    def relative_error_bound(self) -> float:
-        """The relative error of quantiles now: 0 while exact, else that of the current scale."""
-        return 0.0 if self._values is not None else relative_error_of(self.scale)
-
-    @property
-    def buckets_held(self) -> int:
-        """Bucket slots held, both signs (8 bytes each): the memory that grows with the range."""
-        return len(self.positive.counts) + len(self.negative.counts)
-
-    def quantile(self, q: float) -> float:
-        """The q-quantile (0 <= q <= 1) by nearest rank: exact while exact, else within the bound.
-
-        Rank ``ceil(q * count)`` over the observations (weights included); the
-        answer is kept within [min, max].
-        """
-        if not 0 <= q <= 1:
-            raise ValueError(f"quantile must be in [0, 1], got {q!r}")
-        if not self.count:
-            raise ValueError("an empty sketch has no quantiles")
-        if q == 0:
-            return self.min
-        rank = _rank(q, self.count)
-        if rank >= self.count:
-            return self.max
-        if self._values is not None:
-            ordered = sorted(self._values)
-            return ordered[max(rank, 1) - 1]
-        return self._bucket_quantile(max(rank, 1))
-
-    def quantiles(self, qs: Sequence[float]) -> list[float]:
-        """Several quantiles at once (one sort, or one walk of the buckets per quantile)."""
-        if self._values is not None and self.count:
-            ordered = sorted(self._values)
-            out = []
-            for q in qs:
-                if not 0 <= q <= 1:
-                    raise ValueError(f"quantile must be in [0, 1], got {q!r}")
-                out.append(ordered[min(max(_rank(q, self.count), 1), len(ordered)) - 1])
-            return out
-        return [self.quantile(q) for q in qs]
-
-    def evenly_spaced(self, m: int) -> list[float]:
-        """``m`` values spread evenly over the distribution: its ``(k - 1/2) / m`` quantiles, k = 1..m.
-
-        What a destination that wants raw values (statsd) can be sent in place
-        of values no longer kept; in ascending order.
-        """
-        if m < 1 or not self.count:
-            return []
-        if self._values is not None:
-            ordered = sorted(self._values)
-            n = len(ordered)
-            return [ordered[min(int((k + 0.5) * n / m), n - 1)] for k in range(m)]
-        out: list[float] = []
-        walk = self._walk()
-        seen, value = 0.0, self.min
-        for k in range(m):
-            target = (k + 0.5) * self.count / m
-            while seen < target:
-                try:
-                    count, value = next(walk)
-                except StopIteration:
-                    break
-                seen += count
-            out.append(value)
-        return out
-
-    def _walk(self) -> Iterator[tuple[float, float]]:
-        """(count, representative value) of each bucket, from the smallest values to the largest."""
-        for index, count in reversed(self.negative.items()):  # the most negative values first
-            yield count, self._clamp(-_representative(index, self.scale))
-        if self.zero_count:
-            yield self.zero_count, self._clamp(0.0)
-        for index, count in self.positive.items():
-            yield count, self._clamp(_representative(index, self.scale))
-
-    def _bucket_quantile(self, rank: float) -> float:
-        seen: float = 0
-        for count, value in self._walk():
-            seen += count
-            if seen >= rank:
-                return value
-        return self.max  # float weights: the running sum fell a hair short of count
-
-    def _clamp(self, value: float) -> float:
-        return min(max(value, self.min), self.max)
-
     # --- the dict form ----------------------------------------------------------
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> SketchDict:
         """The plain-dict form (OpenTelemetry ExponentialHistogram fields; JSON- and msgpack-ready)."""
         source = self if self._values is None else self._bucketed()
         empty = not self.count
         return {
             "scale": source.scale,
             "zero_count": source.zero_count,
-            "positive": _dense(source.positive),
-            "negative": _dense(source.negative),
+            "positive": dense(source.positive),
+            "negative": dense(source.negative),
             "count": self.count,
             "sum": self.sum,
             "min": None if empty else self.min,
@@ -587,7 +401,7 @@ class Sketch:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], max_buckets: int = DEFAULT_MAX_BUCKETS) -> Sketch:
+    def from_dict(cls, data: Mapping[str, Any], max_buckets: int = DEFAULT_MAX_BUCKETS) -> Sketch:
         """A sketch from :meth:`to_dict`'s form (or an OTLP exponential histogram's fields)."""
         try:
             scale = int(data["scale"])
@@ -610,168 +424,3 @@ class Sketch:
     def __repr__(self) -> str:
         mode = "exact" if self._values is not None else f"scale {self.scale}"
         return f"<Sketch {mode}, count {self.count}, {self.buckets_held} buckets>"
-
-
-def _dense(buckets: Buckets) -> dict[str, Any]:
-    if not buckets.counts:
-        return {"offset": 0, "counts": []}
-    return {"offset": buckets.offset, "counts": [_count(c) for c in buckets.counts]}
-
-
-def _ends(buckets: Buckets) -> list[int]:
-    return [buckets.offset, buckets.last] if buckets.counts else []
-
-
-def _span(buckets: Buckets, low: int, high: int) -> tuple[int, int]:
-    """The index range that covers ``buckets`` and ``low..high``."""
-    if not buckets.counts:
-        return low, high
-    return min(buckets.offset, low), max(buckets.last, high)
-
-
-# --- sets ---------------------------------------------------------------------------
-
-DEFAULT_SET_MAX_EXACT = 1000
-DEFAULT_PRECISION = 14
-
-
-def _member_hash(member: str | int) -> int:
-    """A 64-bit hash that is the same in every process (unlike hash()), strings and ints apart."""
-    data = (b"s" + member.encode("utf-8")) if isinstance(member, str) else (b"i" + str(member).encode())
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
-
-
-def _sigma(x: float) -> float:
-    if x == 1:
-        return math.inf
-    y, z = 1.0, x
-    while True:
-        x *= x
-        previous = z
-        z += x * y
-        y += y
-        if z == previous:
-            return z
-
-
-def _tau(x: float) -> float:
-    if x == 0 or x == 1:
-        return 0.0
-    y, z = 1.0, 1 - x
-    while True:
-        x = math.sqrt(x)
-        previous = z
-        y *= 0.5
-        z -= (1 - x) ** 2 * y
-        if z == previous:
-            return z / 3
-
-
-class SetSketch:
-    """Unique members of a set: exact up to ``max_exact``, then HyperLogLog (module docstring)."""
-
-    __slots__ = ("max_exact", "precision", "members", "registers")
-
-    def __init__(self, max_exact: int = DEFAULT_SET_MAX_EXACT, precision: int = DEFAULT_PRECISION) -> None:
-        if not 4 <= precision <= 18:
-            raise ValueError(f"precision must be in [4, 18], got {precision!r}")
-        self.max_exact, self.precision = max_exact, precision
-        #: the members while exact (None once sketched)
-        self.members: set[str | int] | None = set()
-        #: HyperLogLog's registers once past max_exact (empty while exact)
-        self.registers = bytearray()
-
-    @property
-    def exact(self) -> bool:
-        return self.members is not None
-
-    @property
-    def standard_error(self) -> float:
-        """0 while exact, else HyperLogLog's 1.04 / sqrt(registers)."""
-        return 0.0 if self.members is not None else 1.04 / math.sqrt(1 << self.precision)
-
-    def add(self, member: str | int) -> None:
-        self.update((member,))
-
-    def update(self, members: Iterable[str | int]) -> None:
-        """Add members (strings or integers; 99 and "99" are different members)."""
-        if self.members is not None:
-            self.members.update(members)
-            if len(self.members) <= self.max_exact:
-                return
-            members, self.members = self.members, None
-            self.registers = bytearray(1 << self.precision)
-        registers, p = self.registers, self.precision
-        bits = 64 - p
-        mask = (1 << bits) - 1
-        for member in members:
-            h = _member_hash(member)
-            index, rest = h >> bits, h & mask
-            rank = bits - rest.bit_length() + 1
-            if rank > registers[index]:
-                registers[index] = rank
-
-    def merge(self, other: SetSketch) -> SetSketch:
-        """The union of both (in place; returns self). Precisions must match."""
-        if other.members is not None:
-            self.update(other.members)
-            return self
-        if other.precision != self.precision:
-            raise ValueError(f"cannot merge precision {other.precision} into {self.precision}")
-        if self.members is not None:
-            members, self.members = self.members, None
-            self.registers = bytearray(1 << self.precision)
-            self.update(members)
-        mine = self.registers
-        for i, rank in enumerate(other.registers):
-            if rank > mine[i]:
-                mine[i] = rank
-        return self
-
-    @property
-    def count(self) -> int:
-        """The number of unique members: exact, or HyperLogLog's estimate (rounded)."""
-        if self.members is not None:
-            return len(self.members)
-        m, bits = 1 << self.precision, 64 - self.precision
-        histogram = [0] * (bits + 2)
-        for rank in self.registers:
-            histogram[rank] += 1
-        z = m * _tau(1 - histogram[bits + 1] / m)
-        for k in range(bits, 0, -1):
-            z = 0.5 * (z + histogram[k])
-        z += m * _sigma(histogram[0] / m)
-        return round(m * m / (2 * math.log(2)) / z)
-
-    def to_dict(self) -> dict[str, Any]:
-        """``{"exact": True, "count", "members"}`` or ``{"exact": False, "count", "precision", "registers"}``
-        (registers: base64 of one byte each)."""
-        if self.members is not None:
-            members = sorted(self.members, key=lambda m: (isinstance(m, str), m))
-            return {"exact": True, "count": len(members), "members": members}
-        return {
-            "exact": False,
-            "count": self.count,
-            "precision": self.precision,
-            "registers": base64.b64encode(bytes(self.registers)).decode("ascii"),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], max_exact: int = DEFAULT_SET_MAX_EXACT) -> SetSketch:
-        try:
-            if data.get("exact", "members" in data):
-                sketch = cls(max_exact=max_exact)
-                sketch.update(data["members"])
-                return sketch
-            sketch = cls(max_exact=max_exact, precision=int(data["precision"]))
-            registers = base64.b64decode(data["registers"], validate=True)
-        except (KeyError, TypeError, ValueError) as error:
-            raise ValueError(f"not a set sketch dict: {error!r}") from None
-        if len(registers) != 1 << sketch.precision:
-            raise ValueError("set sketch registers do not match its precision")
-        sketch.members, sketch.registers = None, bytearray(registers)
-        return sketch
-
-    def __repr__(self) -> str:
-        mode = "exact" if self.members is not None else f"HyperLogLog p={self.precision}"
-        return f"<SetSketch {mode}, count {self.count}>"

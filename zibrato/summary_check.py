@@ -40,6 +40,8 @@ from typing import Any, NamedTuple
 
 from .protocol import UNIT_PATTERN as _UNIT
 from .sketch import DEFAULT_MAX_BUCKETS, DEFAULT_PRECISION, MAX_SCALE, MIN_SCALE
+from .sketch_buckets import bucket_edge
+from .summary import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
 
 __all__ = [
     "REASONS",
@@ -119,7 +121,7 @@ def _check(values: Any, now: float | None, max_buckets: int) -> None:
         raise _Refused("summary_kind", f"unknown summary kind {_short(kind)}")
     end = _interval_end(summary, now)
     unit = summary.get("unit")
-    if unit is not None and (kind != "h" or unit.__class__ is not str or not _UNIT.match(unit)):
+    if unit is not None and (kind != HISTOGRAM or unit.__class__ is not str or not _UNIT.match(unit)):
         raise _Refused("summary_unit", "only a histogram summary carries a unit, 1-64 characters of A-Za-z0-9_./%-")
     _CHECKS[kind](summary, end, now, max_buckets)
 
@@ -197,7 +199,7 @@ def _set(summary: Mapping[str, Any], end: float, now: float | None, max_buckets:
         raise _Refused("set_sketch", "set sketch registers do not match its precision")
 
 
-_CHECKS = {"c": _counter, "g": _gauge, "t": _distribution, "h": _distribution, "s": _set}
+_CHECKS = {COUNTER: _counter, GAUGE: _gauge, TIMER: _distribution, HISTOGRAM: _distribution, SET: _set}
 
 
 def _sketch(sketch: dict[str, Any], max_buckets: int) -> None:
@@ -245,7 +247,9 @@ def _sketch(sketch: dict[str, Any], max_buckets: int) -> None:
         _extremes(sketch, scale, sides, zero_count)
 
 
-def _extremes(sketch: Mapping[str, Any], scale: int, sides: dict[str, list], zero_count: float) -> None:
+def _extremes(
+    sketch: Mapping[str, Any], scale: int, sides: dict[str, list[tuple[int, float]]], zero_count: float
+) -> None:
     low: Any = sketch.get("min")
     high: Any = sketch.get("max")
     if not (_is_number(low) and _is_number(high)):
@@ -253,10 +257,10 @@ def _extremes(sketch: Mapping[str, Any], scale: int, sides: dict[str, list], zer
     if low > high:
         raise _Refused("min_above_max", f"sketch min {low!r} > max {high!r}")
     negative, positive = sides["negative"], sides["positive"]
-    ranges = [(-_edge(i + 1, scale), -_edge(i, scale)) for i in _ends(negative)[::-1]]  # the ends only
+    ranges = [(-bucket_edge(i + 1, scale), -bucket_edge(i, scale)) for i in _ends(negative)[::-1]]  # the ends only
     if zero_count:
         ranges.append((0.0, 0.0))
-    ranges += [(_edge(i, scale), _edge(i + 1, scale)) for i in _ends(positive)]
+    ranges += [(bucket_edge(i, scale), bucket_edge(i + 1, scale)) for i in _ends(positive)]
     if not ranges:  # pragma: no cover - counts that add up to count > 0 populate something
         return
     for what, value, (lower, upper) in (("min", low, ranges[0]), ("max", high, ranges[-1])):
@@ -272,14 +276,6 @@ def _ends(populated: list[tuple[int, float]]) -> list[int]:
     if not populated:
         return []
     return [populated[0][0]] if len(populated) == 1 else [populated[0][0], populated[-1][0]]
-
-
-def _edge(index: int, scale: int) -> float:
-    """base ** index, base = 2 ** 2 ** -scale (inf past the float range, 0 below it)."""
-    try:
-        return float(2.0 ** math.ldexp(index, -scale))
-    except OverflowError:
-        return math.inf
 
 
 def _reachable(scale: int) -> tuple[int, int]:

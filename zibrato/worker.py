@@ -44,6 +44,7 @@ from .schedule import Schedule
 from .self_metrics import SelfMetrics, publish, self_client
 from .series_guard import SeriesGuard
 from .sketch import DEFAULT_MAX_BUCKETS
+from .summary import Summary
 from .worker_config import ALL_LEVELS, DEFAULT_LATENESS, DEFAULT_PERCENTILES, SELF_LEVEL, WorkerConfig
 from .worker_options import config_from_keywords, parse_hosts, parse_levels, parse_percentiles, split_endpoint
 from .worker_status import HINT, self_gauges, status_figures
@@ -299,7 +300,7 @@ class Worker:
         if delivery.is_alive():
             self.delivery.abandon()
 
-    def _deliver(self, start: float, end: float, summaries: list[dict[str, Any]], started: float) -> Interval:
+    def _deliver(self, start: float, end: float, summaries: list[Summary], started: float) -> Interval:
         self._count_dropped_series()
         interval = Interval(start, end, summaries)
         self.delivery.put(interval)

@@ -22,7 +22,10 @@ from __future__ import annotations
 import bisect
 import fnmatch
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ..summary import Summary
 
 DEFAULT_BUCKETS = tuple(2.0**e for e in range(-10, 6))  # 0.0009765625 s .. 32 s
 BYTES_BUCKETS = tuple(4.0**e for e in range(3, 16))  # 64 B .. 1 GiB
@@ -85,7 +88,7 @@ def parse_buckets(text: str) -> tuple[float, ...]:
     return tuple(bounds)
 
 
-def bucket_increments(summary: dict, bounds: Sequence[float]) -> list[float]:
+def bucket_increments(summary: Summary, bounds: Sequence[float]) -> list[float]:
     """How many of the interval's values fall in each ``le`` bucket (not cumulative; last: +Inf)."""
     counts = [0.0] * (len(bounds) + 1)
     sketch = summary.get("sketch")
@@ -103,7 +106,7 @@ def bucket_increments(summary: dict, bounds: Sequence[float]) -> list[float]:
     return counts
 
 
-def _sketch_points(sketch: dict) -> Iterable[tuple[float, float]]:
+def _sketch_points(sketch: Mapping[str, Any]) -> Iterable[tuple[float, float]]:
     """(a value inside the bucket, count) for every non-empty bucket of a sketch dict."""
     base = 2.0 ** (2.0 ** -int(sketch.get("scale", 0)))
     if sketch.get("zero_count"):

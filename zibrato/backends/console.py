@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TextIO
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, TextIO
 
 from ..destination import Destination, Interval
+from ..summary import Summary, percentile_values
 
 # no median: the table shows p50 (nearest rank, as every percentile here); the
 # JSON's "median" (interpolated between the two middle values) can differ from it
-_TIMER_COLUMNS = ("count", "mean", "min", "max", "stddev")
+_TIMER_COLUMNS: Final = ("count", "mean", "min", "max", "stddev")
 FORMATS = ("table", "json")
 
 
@@ -48,7 +50,7 @@ class Console(Destination):
         return {"format": self.format, "lines_written": self.lines_written}
 
 
-def json_lines(summaries: list[dict], sketch: bool = True) -> str:
+def json_lines(summaries: Sequence[Mapping[str, Any]], sketch: bool = True) -> str:
     """One JSON object per series: time, interval, type, name, source, tags and the statistics.
 
     ``sketch=False`` leaves out a sketched series' whole distribution (up to
@@ -59,7 +61,7 @@ def json_lines(summaries: list[dict], sketch: bool = True) -> str:
     return "".join(json.dumps(s, separators=(",", ":")) + "\n" for s in summaries)
 
 
-def table(flush_time: float, summaries: list[dict]) -> str:
+def table(flush_time: float, summaries: list[Summary]) -> str:
     """A readable table per flush (times in human units); empty intervals print nothing."""
     if not summaries:
         return ""
@@ -76,7 +78,7 @@ def table(flush_time: float, summaries: list[dict]) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def _statistics(s: dict) -> str:
+def _statistics(s: Summary) -> str:
     kind = s["type"]
     if kind == "counter":
         return f"value={_number(s['value'])} count={_number(s['count'])} rate={s['rate']:.3g}/s"
@@ -88,7 +90,7 @@ def _statistics(s: dict) -> str:
         return "count=0"
     show = human_seconds if kind == "timer" else _with_unit(s.get("unit"))
     parts = [f"count={_number(s['count'])}"] + [f"{k}={show(s[k])}" for k in _TIMER_COLUMNS[1:]]
-    percentiles = [f"{k}={show(v)}" for k, v in s.items() if k.startswith("p") and k[1:2].isdigit()]
+    percentiles = [f"{k}={show(v)}" for k, v in percentile_values(s)]
     if "p50" not in s and "median" in s:  # no p50 asked for: the median, said to be interpolated
         parts.append(f"median(interpolated)={show(s['median'])}")
     parts += percentiles

@@ -47,6 +47,7 @@ from typing import Any
 from ..delivery import NameFitter, Retryable, describe, request_timeout
 from ..destination import Destination, Interval
 from ..series_guard import SeriesGuard
+from ..summary import Summary
 
 TAG_MODES = ("drop", "graphite")
 DEFAULT_PREFIX = "stats"
@@ -101,7 +102,7 @@ def timestamp(end: float) -> int:
     return math.ceil(round(end, 6))
 
 
-def distribution_stats(summary: dict) -> Iterator[tuple[str, float]]:
+def distribution_stats(summary: Summary) -> Iterator[tuple[str, float]]:
     """A timer's or histogram's statistics in a stable order: fixed ones, then percentiles."""
     if not summary.get("count"):
         yield "count", summary.get("count", 0)
@@ -149,7 +150,7 @@ class GraphiteMapping:
             out.extend(lines)
         return out
 
-    def statistics(self, summary: dict) -> Iterable[tuple[str, float]]:
+    def statistics(self, summary: Summary) -> Iterable[tuple[str, float]]:
         """(stat, value) pairs of one summary; stat '' is the series path itself (gauges)."""
         kind = summary["type"]
         if kind == "counter":
@@ -162,7 +163,7 @@ class GraphiteMapping:
             return list(distribution_stats(summary))
         return []  # a type from the future: nothing rather than a wrong guess
 
-    def series_path(self, summary: dict) -> tuple[str, str]:
+    def series_path(self, summary: Summary) -> tuple[str, str]:
         """(path without the statistic, tag suffix) of one series (cached per series)."""
         series = (
             summary["type"],
@@ -179,7 +180,7 @@ class GraphiteMapping:
             found = self._series[series] = self._series_path(summary)
         return found
 
-    def _series_path(self, summary: dict) -> tuple[str, str]:
+    def _series_path(self, summary: Summary) -> tuple[str, str]:
         parts = [self.prefix, NAMESPACES.get(summary["type"], summary["type"])]
         source, unit = summary.get("source"), summary.get("unit")
         if self.tag_mode == "graphite":
@@ -192,11 +193,11 @@ class GraphiteMapping:
             parts.append(self._path(unit))
         return ".".join(p for p in parts if p), ""
 
-    def _tags(self, summary: dict) -> str:
+    def _tags(self, summary: Summary) -> str:
         pairs = dict(split_tag(t) for t in summary.get("tags") or ())
         for key in ("source", "level", "unit"):
             if summary.get(key):
-                pairs[key] = summary[key]
+                pairs[key] = str(summary[key])
         tags = (graphite_tag(k, str(v)) for k, v in sorted(pairs.items()))
         return "".join(t for t in tags if t)
 

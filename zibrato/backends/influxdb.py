@@ -54,6 +54,7 @@ from ..destination import REFUSED, Destination, Interval, Part
 from ..http_client import Answer, HttpSession, post
 from ..runtime import printable
 from ..series_guard import SeriesGuard
+from ..summary import Summary
 from .graphite import distribution_stats, split_tag
 
 DEFAULT_URL = "http://127.0.0.1:8086"
@@ -92,7 +93,7 @@ def escape_key(text: str) -> str:
     return _KEY_ESCAPES.sub(r"\\\1", fit_key(text))
 
 
-def fields_of(summary: dict) -> Iterator[tuple[str, float]]:
+def fields_of(summary: Summary) -> Iterator[tuple[str, float]]:
     """(field, value) pairs of one summary."""
     kind = summary["type"]
     if kind == "counter":
@@ -136,7 +137,7 @@ class InfluxMapping:
                 self.guard.dropped(summary, error)
         return out
 
-    def series_key(self, summary: dict) -> str:
+    def series_key(self, summary: Summary) -> str:
         """``measurement,k=v,...``: the part of a line that names the series (cached per series)."""
         series = (
             summary["name"],
@@ -152,12 +153,12 @@ class InfluxMapping:
             key = self._keys[series] = self._series_key(summary)
         return key
 
-    def _series_key(self, summary: dict) -> str:
+    def _series_key(self, summary: Summary) -> str:
         measurement = _escape(_MEASUREMENT_ESCAPES, self.names(self.prefix + summary["name"]))
         tags = self.tags_of(summary)
         return measurement + "".join(f",{k}={v}" for k, v in tags)
 
-    def tags_of(self, summary: dict) -> list[tuple[str, str]]:
+    def tags_of(self, summary: Summary) -> list[tuple[str, str]]:
         pairs = dict(split_tag(t) for t in summary.get("tags") or ())
         for key in ("source", "level", "unit"):
             if summary.get(key):

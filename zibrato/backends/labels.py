@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from ..summary import Summary
+
 RESERVED = ("source", "level")
 
 
-def tag_pairs(summary: dict) -> list[tuple[str, str]]:
+def tag_pairs(summary: Summary) -> list[tuple[str, str]]:
     """``source`` and ``level`` (when present), then the tags as (key, value), keys unique.
 
     ``k:v`` -> (k, v); a bare tag ``canary`` -> ("canary", "true"); a tag named

@@ -20,6 +20,7 @@ import socket
 from ..names import NameFitter
 from ..runtime import printable
 from ..series_guard import SeriesGuard
+from ..summary import Summary
 
 APIS = ("legacy", "tagged")
 MAX_NAME_LENGTH = 255
@@ -76,7 +77,7 @@ class LibratoMapping:
     def names_changed(self) -> int:
         return self.names.changed + self.sources.changed + self.tag_names.changed + self.tag_values.changed
 
-    def measurements(self, summaries: list[dict]) -> list[dict]:
+    def measurements(self, summaries: list[Summary]) -> list[dict]:
         """Librato measurements for one interval's summaries (see the module docstring)."""
         out: list[dict | None] = []
         tagged = self.api == "tagged"
@@ -91,7 +92,7 @@ class LibratoMapping:
             self.log.error("dropped %d measurements that are not finite numbers", len(out) - len(finite))
         return self._without_duplicates(finite)
 
-    def _series_measurements(self, s: dict, tagged: bool) -> list[dict | None]:
+    def _series_measurements(self, s: Summary, tagged: bool) -> list[dict | None]:
         kind = s["type"]
         if kind not in ("counter", "gauge", "timer", "histogram", "set"):  # set: a gauge of its count
             return []
@@ -108,7 +109,7 @@ class LibratoMapping:
             return out
         return [_finite({"name": self.names(s["name"], MAX_NAME_LENGTH), "value": s["value"], **extra})]
 
-    def _drop_tag(self, summary: dict, tag: str) -> None:
+    def _drop_tag(self, summary: Summary, tag: str) -> None:
         """A tag past Librato's 50 per measurement: dropped, counted, the first one logged."""
         self.tags_dropped += 1
         if self.tags_dropped == 1:
@@ -162,7 +163,7 @@ class LibratoMapping:
             return {"time": measure_time(time), "measurements": batch}
         return {"measure_time": measure_time(time), "gauges": batch}
 
-    def _source(self, summary: dict) -> dict:
+    def _source(self, summary: Summary) -> dict:
         """Legacy API: the series' source (or the default), with its tags folded in.
 
         The source-based API has no tags; dropping them would send series that
@@ -174,7 +175,7 @@ class LibratoMapping:
         source = ".".join(p for p in parts if p)
         return {"source": self.sources(source, kind="source")} if source else {}
 
-    def _tags(self, summary: dict) -> dict:
+    def _tags(self, summary: Summary) -> dict:
         """Tagged API: Zibrato's ``k:v`` tags, plus the source as the tag ``source``."""
         tags: dict[str, str] = {}
         source = summary.get("source") or self.default_source or _hostname()

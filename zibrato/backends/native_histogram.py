@@ -27,7 +27,7 @@ Rules it keeps (prometheus/docs ``specs/native_histograms.md``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 MAX_SCHEMA = 8
@@ -54,7 +54,7 @@ class NativeHistogram:
         self.sum = 0.0
         self.lowered = 0  # schema steps taken for the budget or a coarser sketch (a figure)
 
-    def add(self, sketch: dict[str, Any]) -> None:
+    def add(self, sketch: Mapping[str, Any]) -> None:
         """Add one interval's sketch (its scale may differ from the schema held)."""
         scale = int(sketch.get("scale", 0))
         if scale < MIN_SCHEMA:

@@ -33,7 +33,7 @@ import logging
 import math
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
@@ -44,6 +44,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from .. import __version__
 from ..series_guard import SeriesGuard
+from ..summary import Summary, percentile_values
 from .labels import tag_pairs
 
 DELTA = pb.AGGREGATION_TEMPORALITY_DELTA
@@ -94,7 +95,7 @@ def resource_attributes(
 # --- attributes ---------------------------------------------------------------------
 
 
-def attribute_pairs(summary: dict) -> list[tuple[str, str]]:
+def attribute_pairs(summary: Summary) -> list[tuple[str, str]]:
     """A summary's (key, value) attributes: source, level, then its tags (see the module doc)."""
     return tag_pairs(summary)
 
@@ -194,7 +195,7 @@ class ExpHistogram:
         self.sum, self.min, self.max = sum, min, max
 
     @classmethod
-    def from_sketch(cls, sketch: dict) -> ExpHistogram:
+    def from_sketch(cls, sketch: Mapping[str, Any]) -> ExpHistogram:
         """The dict form of zibrato.sketch (COMMON.md's contract), counts rounded.
 
         An integer ``count`` means no fractional weight went in: the bucket
@@ -286,7 +287,7 @@ class OtlpMapper:
         return self.temporality == CUMULATIVE
 
     def requests(
-        self, start: float, end: float, summaries: list[dict], max_points: int = 1000
+        self, start: float, end: float, summaries: list[Summary], max_points: int = 1000
     ) -> list[ExportMetricsServiceRequest]:
         """The requests for one interval, each with at most ``max_points`` data points.
 
@@ -363,7 +364,7 @@ class OtlpMapper:
             getattr(metric, kind).SetInParent()
         return metric
 
-    def _prototype(self, key: tuple, kind: str, summary: dict):
+    def _prototype(self, key: tuple, kind: str, summary: Summary):
         """A point of this kind holding only the series' attributes (made once per series)."""
         proto = self._prototypes.get((key, kind))
         if proto is None:
@@ -378,7 +379,7 @@ class OtlpMapper:
         if len(self._running) > len(seen):
             self._running = {k: v for k, v in self._running.items() if k in seen}
 
-    def _fill(self, kind: str, point, s: dict, key: tuple, start: int, end: int) -> None:
+    def _fill(self, kind: str, point, s: Summary, key: tuple, start: int, end: int) -> None:
         if kind == "exponential_histogram":
             histogram = ExpHistogram.from_sketch(s["sketch"]) if s.get("sketch") else ExpHistogram()
             if self.cumulative:
@@ -400,7 +401,7 @@ class OtlpMapper:
         else:
             self._summary_point(point, s, key, start, end)
 
-    def _summary_point(self, point: pb.SummaryDataPoint, s: dict, key: tuple, start: int, end: int) -> None:
+    def _summary_point(self, point: pb.SummaryDataPoint, s: Summary, key: tuple, start: int, end: int) -> None:
         """Fallback for a timer without a sketch: its count, sum and percentiles."""
         count, total = int(s["count"]), float(s["sum"])
         if self.cumulative:
@@ -408,7 +409,7 @@ class OtlpMapper:
             start, (count, total) = running.start, running.total
         quantiles = (
             [(0.0, s["min"])]
-            + sorted((p / 100, v) for k, v in s.items() if (p := _percentile_of(k)) is not None)
+            + sorted((p / 100, v) for k, v in percentile_values(s) if (p := _percentile_of(k)) is not None)
             + [(1.0, s["max"])]
         )
         point.start_time_unix_nano, point.time_unix_nano = start, end
@@ -425,7 +426,7 @@ class OtlpMapper:
         return running
 
 
-def series_key(summary: dict) -> tuple:
+def series_key(summary: Summary) -> tuple:
     """What identifies a series across intervals."""
     return (
         summary["type"],
@@ -437,7 +438,7 @@ def series_key(summary: dict) -> tuple:
     )
 
 
-def _kind_and_unit(summary: dict) -> tuple[str, str]:
+def _kind_and_unit(summary: Summary) -> tuple[str, str]:
     """The OTLP data kind of a summary (the Metric's oneof field) and its unit."""
     kind = summary["type"]
     if kind == "counter":

@@ -55,6 +55,7 @@ from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from ..series_guard import SeriesGuard
+from ..summary import Summary
 from .classic_buckets import (  # noqa: F401 - DEFAULT_BUCKETS, parse_buckets, parse_bucket_rule: re-exported
     DEFAULT_BUCKETS,
     BucketRule,
@@ -204,7 +205,7 @@ class PrometheusState:
 
     # --- feeding --------------------------------------------------------------
 
-    def update(self, summaries: Iterable[dict]) -> None:
+    def update(self, summaries: Iterable[Summary]) -> None:
         """Add one interval's summaries; then drop the series idle for longer than ``expire``."""
         now = self.clock()
         with self._lock:
@@ -223,7 +224,7 @@ class PrometheusState:
                 series=len(self._series), families=len(self._families), series_failed_mapping=self.guard.failed
             )
 
-    def _apply(self, series: Series, s: dict, now: float) -> None:
+    def _apply(self, series: Series, s: Summary, now: float) -> None:
         """One interval of a series; anything that can raise does before the series changes."""
         kind = s["type"]
         has_data = bool(s.get("count", s.get("value")))
@@ -253,7 +254,7 @@ class PrometheusState:
         series.le_values = [floatToGoString(b) for b in bounds]
         series.buckets = [0.0] * (len(bounds) + 1)
 
-    def _add_native(self, series: Series, s: dict) -> None:
+    def _add_native(self, series: Series, s: Summary) -> None:
         """Add the interval's sketch to the series' native histogram (a sketch of the values if none came)."""
         sketch = s.get("sketch")
         if not sketch:
@@ -301,7 +302,7 @@ class PrometheusState:
 
     # --- naming ------------------------------------------------------------------
 
-    def _new_series(self, key: tuple, s: dict, now: float) -> Series:
+    def _new_series(self, key: tuple, s: Summary, now: float) -> Series:
         labels = self._labels(s)
         family = self._claim(s, tuple(labels.items()))
         series = Series(key, s["type"], family, labels, now)
@@ -314,7 +315,7 @@ class PrometheusState:
         self._families[family].series[tuple(labels.items())] = series
         return series
 
-    def _labels(self, s: dict) -> dict[str, str]:
+    def _labels(self, s: Summary) -> dict[str, str]:
         labels: dict[str, str] = {}
         for key, value in tag_pairs(s):
             fitted = label_name(key)
@@ -327,7 +328,7 @@ class PrometheusState:
             labels[fitted] = value
         return labels
 
-    def _claim(self, s: dict, label_items: tuple) -> str:
+    def _claim(self, s: Summary, label_items: tuple) -> str:
         """The family for this series: its fitted name, or the first free ``_N`` variant."""
         kind = _KIND[s["type"]]
         owner = (s["type"], s["name"], s.get("unit"))
@@ -432,7 +433,7 @@ def expiry_per_kind(expire: float | Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-def series_key(summary: dict) -> tuple:
+def series_key(summary: Summary) -> tuple:
     return (
         summary["type"],
         summary["name"],

@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
+from typing import Any
 
 from ..names import NameFitter
 from ..runtime import RateLimitedLog, printable, printable_repr
 from ..series_guard import SeriesGuard
+from ..summary import Summary
 
 SOURCE_MODES = ("prefix", "tag")
 TAG_MODES = ("drop", "dogstatsd")
@@ -110,7 +112,7 @@ class StatsdMapping:
     def names_changed(self) -> int:
         return self.names.changed + self.tags.changed
 
-    def lines(self, summaries: Iterable[dict]) -> list[bytes]:
+    def lines(self, summaries: Iterable[Summary]) -> list[bytes]:
         """The statsd lines for one interval, grouped in units that must share a datagram.
 
         A unit is one line, or the two lines of a negative gauge (``0|g`` then
@@ -128,7 +130,7 @@ class StatsdMapping:
                 self.guard.dropped(s, error)
         return units
 
-    def _series_units(self, s: dict, kind: str) -> list[bytes]:
+    def _series_units(self, s: Summary, kind: str) -> list[bytes]:
         name, suffix = self._name_and_suffix(s)
         if kind == "counter":
             return [f"{name}:{number(s['value'])}|c{suffix}".encode()]
@@ -143,9 +145,10 @@ class StatsdMapping:
         line = f"{name}:{number(value)}|g{suffix}"
         return (f"{name}:0|g{suffix}\n{line}" if value < 0 else line).encode()
 
-    def _set_lines(self, s: dict, name: str, suffix: str) -> Iterator[bytes]:
+    def _set_lines(self, s: Summary, name: str, suffix: str) -> Iterator[bytes]:
         """A gauge of the unique count, or (``--sets members``) each member of an exact set."""
-        members = (s.get("sketch") or {}).get("members")
+        sketch: Mapping[str, Any] = s.get("sketch") or {}
+        members = sketch.get("members")
         if self.set_mode == "count" or members is None:
             if self.set_mode == "members" and s["value"]:
                 self._warn_once(
@@ -159,7 +162,7 @@ class StatsdMapping:
             text = _NOT_IN_MEMBER.sub("_", str(member))
             yield f"{name}:{text}|s{suffix}".encode()
 
-    def _timer_lines(self, s: dict, name: str, suffix: str) -> Iterator[bytes]:
+    def _timer_lines(self, s: Summary, name: str, suffix: str) -> Iterator[bytes]:
         values = s.get("values")
         if values is None:  # an idle series (count 0, --expire) has none: nothing to send
             if s.get("count"):  # pragma: no cover - the runtime keeps values for needs_values
@@ -192,7 +195,7 @@ class StatsdMapping:
                 negative,
             )
 
-    def _name_and_suffix(self, s: dict) -> tuple[str, str]:
+    def _name_and_suffix(self, s: Summary) -> tuple[str, str]:
         """``prefix[source.]name`` and the ``|#tags`` suffix (possibly empty) of a series."""
         name = self.names(s["name"]) or "_"  # a line needs a name
         source = s.get("source")

@@ -19,6 +19,7 @@ import time as _time
 from collections.abc import Callable
 
 from .. import protocol
+from ..summary import STATSD_TYPES
 from .series import Pending, Rejects, Series
 
 DEFAULT_LEVEL = "statsd"
@@ -32,14 +33,15 @@ GAUGE_SIGNS = ("delta", "absolute")
 
 # Kinds of value handling (what the cache stores besides the series).
 _COUNTER, _GAUGE, _TIMER, _DISTRIBUTION, _SET = range(5)
-_TYPES = {
-    "c": (_COUNTER, protocol.COUNTER),
-    "g": (_GAUGE, protocol.GAUGE),
-    "ms": (_TIMER, protocol.TIMER),
-    "h": (_DISTRIBUTION, protocol.HISTOGRAM),
-    "d": (_DISTRIBUTION, protocol.HISTOGRAM),
-    "s": (_SET, protocol.SET),
+_HANDLING = {
+    protocol.COUNTER: _COUNTER,
+    protocol.GAUGE: _GAUGE,
+    protocol.TIMER: _TIMER,
+    protocol.HISTOGRAM: _DISTRIBUTION,
+    protocol.SET: _SET,
 }
+#: statsd type suffix -> (handling, wire code); the suffixes are declared in zibrato.summary
+_TYPES = {suffix: (_HANDLING[code], code) for suffix, code in STATSD_TYPES.items()}
 _CACHE_LIMIT = 100_000
 
 #: every reason a line can be rejected for (the keys of ``rejected`` in status)

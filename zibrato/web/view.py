@@ -19,6 +19,8 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from ..summary import Summary
+
 #: the statistics a table row shows, per type (those the summary has)
 STAT_KEYS = {
     "counter": ("value", "rate", "count"),
@@ -42,7 +44,7 @@ ERROR_PREFIX = "error:"
 MAX_PAGE = 1000
 
 
-def series_id(summary: dict) -> str:
+def series_id(summary: Summary) -> str:
     """A short id, stable across intervals and restarts, for (type, name, source, tags)."""
     key = json.dumps(
         [summary.get("type"), summary.get("name"), summary.get("source"), list(summary.get("tags") or ())],
@@ -59,7 +61,7 @@ def outcome_of(tags: Sequence[str]) -> str | None:
     return None
 
 
-def group_key(summary: dict) -> tuple:
+def group_key(summary: Summary) -> tuple:
     """Series that differ only by their outcome (and error class) tags form one group.
 
     ``@time_me(..., outcome=True)`` makes ``outcome:ok`` and
@@ -71,7 +73,7 @@ def group_key(summary: dict) -> tuple:
     return (summary.get("type"), summary.get("name"), summary.get("source"), tags)
 
 
-def row(summary: dict, sid: str | None = None) -> dict:
+def row(summary: Summary, sid: str | None = None) -> dict:
     """One table row: identity plus the main statistics of the type (``sid``: its id, if known)."""
     type_ = summary.get("type")
     tags = list(summary.get("tags") or ())
@@ -88,12 +90,12 @@ def row(summary: dict, sid: str | None = None) -> dict:
     }
 
 
-def point(summary: dict) -> tuple:
+def point(summary: Summary) -> tuple:
     """The charted statistics of one summary, in :data:`CHART_FIELDS` order (None when absent)."""
     return tuple(_number(summary.get(key)) for key in CHART_FIELDS.get(summary.get("type", ""), ()))
 
 
-def _unit(summary: dict) -> str | None:
+def _unit(summary: Summary) -> str | None:
     if summary.get("type") == "timer":
         return "s"
     unit = summary.get("unit")
@@ -166,7 +168,7 @@ class History:
 
     # --- writing ---------------------------------------------------------
 
-    def add(self, time: float, interval: float, summaries: Iterable[dict]) -> None:
+    def add(self, time: float, interval: float, summaries: Iterable[Summary]) -> None:
         """Hold one interval (an empty one too: the charts' time axis moves on)."""
         rows, held = [], _Held(time, interval)
         metas = []
