@@ -10,6 +10,7 @@ import threading
 
 from expecter import expect
 
+from zibrato.aggregation_needs import AggregationNeeds
 from zibrato.backends.console import Console, json_lines
 from zibrato.backends.librato import Librato, LibratoMapping
 from zibrato.backends.statsd import Statsd, StatsdMapping
@@ -90,5 +91,5 @@ def test_constructing_a_destination_opens_nothing():
     for destination in destinations:
         expect(getattr(destination, "sock", None)) == None
         expect(getattr(destination, "session", None)) == None
-    expect(Statsd.needs_values) == True
-    expect(Librato.needs_values) == False
+    expect(AggregationNeeds.of(Statsd()).values) == True
+    expect(AggregationNeeds.of(Librato("ops@example.com", "tok-abcdef")).values) == False

@@ -16,9 +16,12 @@ backlog of 15 minutes of intervals by default, retries with backoff. ZeroMQ
 PUSH has no acknowledgements, so the forwarder's socket sets
 ``ZMQ_IMMEDIATE=1``: it queues only on a live connection, and a send while
 the upstream broker is unreachable raises ``zmq.Again``, which becomes
-:class:`~zibrato.delivery.Retryable`. An interval's messages are sent in
-order and a retry resumes at the first one not taken, so nothing is sent
-twice. ZeroMQ heartbeats detect a peer that vanished without closing its
+:class:`~zibrato.delivery.Retryable`. Each message of an interval is one
+part of the destination contract (:meth:`Forwarder.parts`,
+:meth:`Forwarder.send`): the queue sends them in order, remembers which were
+taken and retries only the others, so nothing is sent twice, and counts the
+parts a stop cuts off (``cut_off_parts``, ``cut_off_points``: summary
+records). ZeroMQ heartbeats detect a peer that vanished without closing its
 connection. What can still be lost is listed in docs/SCALING.md.
 """
 
@@ -26,9 +29,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import msgpack
 import zmq
 
 from . import protocol
@@ -36,7 +41,7 @@ from .aggregation import LevelAggregators
 from .aggregation_needs import AggregationNeeds
 from .curve import ClientKeys
 from .delivery import Retryable
-from .destination import Destination, Interval
+from .destination import Destination, Interval, Part
 from .summary import TYPE_CODES, Summary
 from .worker import Worker
 
@@ -141,8 +146,34 @@ def _fitted(level: str, shard: int, now: float, records: list, limit: int) -> li
 # --- the destination ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class IntervalMessage:
+    """One message of an interval: a part of its delivery, taken by the upstream socket or not as a whole.
+
+    ``frame`` is None for an interval with nothing to merge upstream: one
+    empty part, so that the interval still counts as forwarded.
+    """
+
+    frame: bytes | None
+    number: int  # 1 for the first message of the interval
+    total: int
+
+
+def records_in(frame: bytes) -> int:
+    """How many summary records a message carries, read from its msgpack headers (nothing else decoded)."""
+    _, _, payload = frame.partition(protocol.LEVEL_TERMINATOR)
+    if payload[:1] == protocol.SHARD_MARK:
+        payload = payload[2:]
+    unpacker = msgpack.Unpacker()
+    unpacker.feed(payload)
+    unpacker.read_array_header()  # [version, time, records]
+    unpacker.skip()
+    unpacker.skip()
+    return int(unpacker.read_array_header())
+
+
 class Forwarder(Destination):
-    """Sends each interval's summaries to an upstream broker's client (PULL) port."""
+    """Sends each interval's summaries to an upstream broker's client (PULL) port, one message per part."""
 
     name = "forward"
     self_figures = ("forwarded_messages", "forwarded_summaries", "forwarded_bytes")
@@ -171,8 +202,6 @@ class Forwarder(Destination):
         self._given_context = context
         self._context: zmq.Context | None = None
         self._socket: zmq.Socket | None = None
-        #: the interval being sent: (the interval, its frames, how many were taken, its summary count)
-        self._pending: tuple[Interval, list[bytes], int, int] | None = None
         self.counts = {
             "forwarded_messages": 0,
             "forwarded_summaries": 0,
@@ -202,32 +231,44 @@ class Forwarder(Destination):
         socket.connect(self.endpoint)
         self._socket = socket
 
-    def post(self, interval: Interval) -> None:
+    def upstream_ready(self, timeout: float = 0.0) -> bool:
+        """True when a message would be taken now: a live upstream connection with room
+        (``ZMQ_IMMEDIATE``); waits up to ``timeout`` seconds for one. Connects first if needed."""
         if self._socket is None:
             self.connect()
-        pending = self._pending
-        if pending is None or pending[0] is not interval:  # a new interval (a retry resumes)
-            frames, count = interval_frames(interval, time.time(), self.max_message_size, self.fix_source)
-            pending = (interval, frames, 0, count)
-        _, frames, sent, count = pending
-        socket = self._socket
-        assert socket is not None  # connect() made it
-        while sent < len(frames):
+        assert self._socket is not None
+        return bool(self._socket.poll(int(timeout * 1000), zmq.POLLOUT))
+
+    def parts(self, interval: Interval) -> Sequence[Part]:
+        """The interval's messages (per level and shard, each under the size limit), one part each;
+        a part's points are its summary records."""
+        frames, _ = interval_frames(interval, time.time(), self.max_message_size, self.fix_source)
+        if not frames:
+            return [Part(IntervalMessage(None, 1, 1), 0)]
+        total = len(frames)
+        return [Part(IntervalMessage(frame, n, total), records_in(frame)) for n, frame in enumerate(frames, 1)]
+
+    def send(self, part: Part) -> None:
+        """Hand one message to the upstream socket, or raise Retryable when no upstream takes it."""
+        message: IntervalMessage = part.payload
+        if message.frame is not None:
+            if self._socket is None:
+                self.connect()
+            socket = self._socket
+            assert socket is not None  # connect() made it
             try:
-                socket.send(frames[sent], zmq.NOBLOCK)
+                socket.send(message.frame, zmq.NOBLOCK)
             except zmq.Again:
-                self._pending = (interval, frames, sent, count)
                 self.counts["upstream_unavailable"] += 1
                 raise Retryable(
                     f"upstream broker {self.endpoint} not connected (or its queue is full): "
-                    f"{len(frames) - sent} of {len(frames)} messages wait"
+                    f"{message.total - message.number + 1} of {message.total} messages wait"
                 ) from None
             self.counts["forwarded_messages"] += 1
-            self.counts["forwarded_bytes"] += len(frames[sent])
-            sent += 1
-        self._pending = None
-        self.counts["forwarded_intervals"] += 1
-        self.counts["forwarded_summaries"] += count
+            self.counts["forwarded_bytes"] += len(message.frame)
+            self.counts["forwarded_summaries"] += part.points
+        if message.number == message.total:
+            self.counts["forwarded_intervals"] += 1
 
     def close(self) -> None:
         if self._socket is not None:
@@ -248,4 +289,12 @@ class ForwardWorker(Worker):
     """A :class:`~zibrato.worker.Worker`: a Forwarder declares what it needs (:attr:`Forwarder.aggregation_needs`)."""
 
 
-__all__ = ["ForwardWorker", "Forwarder", "LevelAggregators", "interval_frames", "summary_record"]
+__all__ = [
+    "ForwardWorker",
+    "Forwarder",
+    "IntervalMessage",
+    "LevelAggregators",
+    "interval_frames",
+    "records_in",
+    "summary_record",
+]

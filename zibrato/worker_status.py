@@ -127,6 +127,13 @@ def self_gauges(worker: ReportedWorker, series: int) -> dict[str, float]:
         "backlog": worker.delivery.backlog,
         "dropped_intervals": q["dropped_intervals"],
         "cut_off_intervals": q["cut_off_intervals"],
+        # the parts of intervals (a destination's requests, batches, messages; an interval sent whole is one)
+        "parts_delivered": q["parts_delivered"],
+        "parts_rejected": q["parts_rejected"],
+        "parts_retried": q["parts_retried"],
+        "cut_off_parts": q["cut_off_parts"],
+        "cut_off_points": q["cut_off_points"],
+        "rejected_points": q["rejected_points"],
         "late_flushes": s.late_flushes,
         "non_finite_dropped": f["non_finite_dropped"],
         "malformed_records": f["malformed_records"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 
 from zibrato.aggregation import Aggregator
+from zibrato.aggregation_needs import AggregationNeeds
 from zibrato.delivery import Backoff, DeliveryQueue
 from zibrato.destination import Destination, Interval
 
@@ -41,7 +42,7 @@ class Rig:
         self.aggregator = Aggregator(
             percentiles=percentiles,
             max_samples=max_samples,
-            keep_values=destination.needs_values,
+            keep_values=AggregationNeeds.of(destination).values,
             include_interval=True,
         )
         self.queue = DeliveryQueue(destination, backoff=backoff or Backoff(0.01, 0.05))

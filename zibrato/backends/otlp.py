@@ -37,6 +37,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
 from .. import __version__
+from ..aggregation_needs import AggregationNeeds
 from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval, Part
 from ..http_client import DEFAULT_MAX_ANSWER_BYTES, Answer, HttpSession, post
@@ -135,7 +136,7 @@ class OtlpDestination(Destination):
     """Posts each interval as OTLP/HTTP protobuf requests of at most ``max_points`` points."""
 
     name = "otlp"
-    needs_level = True  # the level is an attribute of every data point
+    aggregation_needs = AggregationNeeds(levels_apart=True)  # the level is an attribute of every data point
     self_figures = ("points_sent", "points_rejected", "requests_failed")
 
     def __init__(

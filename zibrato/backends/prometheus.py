@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from prometheus_client import exposition
 
+from ..aggregation_needs import AggregationNeeds
 from ..destination import Destination, Interval
 from ..http_server import GuardedHandler, GuardedHTTPServer, HttpLimits, host_allowed, is_loopback
 from ..runtime import printable_repr
@@ -90,7 +91,7 @@ class PrometheusDestination(Destination):
 
     name = "prometheus"
     self_figures = ("series", "scrapes", "name_collisions", "label_collisions", "series_expired")
-    needs_level = True  # the level is a label of every series
+    aggregation_needs = AggregationNeeds(levels_apart=True)  # the level is a label of every series
 
     def __init__(
         self,

@@ -47,6 +47,7 @@ from urllib.parse import urlsplit
 import cramjam
 
 from .. import __version__
+from ..aggregation_needs import AggregationNeeds
 from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval, Part
 from ..http_client import Answer, HttpSession, post
@@ -94,7 +95,7 @@ class RemoteWriteDestination(Destination):
     """Sends each interval's cumulative state as remote write requests."""
 
     name = "remote-write"
-    needs_level = True  # the level is a label of every series
+    aggregation_needs = AggregationNeeds(levels_apart=True)  # the level is a label of every series
     self_figures = ("series", "samples_sent", "samples_rejected", "requests_failed", "native_fallbacks")
 
     def __init__(

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from ..aggregation_needs import AggregationNeeds
 from ..destination import CUT_OFF, Destination, Interval, Part
 from .statsd_mapping import (
     HISTOGRAM_MODES,
@@ -57,7 +58,7 @@ class Statsd(Destination):
     """The statsd destination: ``zibrato-statsd``. ``timeout`` bounds a TCP connect or write."""
 
     name = "statsd"
-    needs_values = True
+    aggregation_needs = AggregationNeeds(values=True)  # every timer value is forwarded
     self_figures = ("lines_sent", "datagrams_sent", "send_errors", "lines_lost")
 
     def __init__(
