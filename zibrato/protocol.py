@@ -74,9 +74,11 @@ def is_valid_level(level: object) -> bool:
 
 
 # --- the one definition of what a name, a source and a tag may be ----------
-# The client raises with these messages; the decoder rejects with them.
+# The client raises with these messages; the decoder rejects with them. The rules for a whole
+# series (tags as given, rate, unit, value, set member) build on these: zibrato.series_rules.
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: characters no name, source or tag may hold (a newline would forge log lines downstream)
+CONTROL_CHARACTERS = _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def name_problem(name: object, what: str = "name") -> str | None:

@@ -34,7 +34,7 @@ from ..runtime import RateLimitedLog, answer_status, bind_status, describe_bind_
 from . import statsd as statsd_lines
 from .drain import drain_server
 from .l2met import L2metParser
-from .publisher import DEFAULT_HWM, Publisher
+from .publisher import DEFAULT_HWM, DEFAULT_MAX_BYTES, Publisher
 from .series import Pending, Rejects, Series
 from .tcp import DEFAULT_MAX_TCP_CONNECTIONS, DEFAULT_TCP_IDLE_TIMEOUT, TcpConnections
 
@@ -73,6 +73,7 @@ class ListenConfig:
     receive_buffer: int = DEFAULT_RECEIVE_BUFFER
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     hwm: int = DEFAULT_HWM
+    max_buffer_bytes: int = DEFAULT_MAX_BYTES  # bytes that may wait in ZeroMQ for the broker, as the client's
     status_port: int | None = None
     self_metrics: bool = True
     max_body: int = DEFAULT_MAX_BODY
@@ -140,7 +141,9 @@ class Listener:
         """Bind everything (raises RuntimeError with a clear message when one cannot be bound)."""
         c = self.config
         host, port = split_address(c.broker, "--broker")
-        self.publisher = Publisher(self.context, f"tcp://{host}:{port}", hwm=c.hwm, curve=c.curve)
+        self.publisher = Publisher(
+            self.context, f"tcp://{host}:{port}", hwm=c.hwm, curve=c.curve, max_bytes=c.max_buffer_bytes
+        )
         if c.statsd:
             self._open_statsd(*split_address(c.statsd, "--statsd"))
         if c.statsd_unix:
