@@ -1,4 +1,4 @@
-"""What a series and a value may be: the producers' rules, beside the name rules of :mod:`zibrato.protocol`.
+"""What a series and a value may be: the producers' rules, beside the name rules (:mod:`zibrato.name_rules`).
 
 The client, its instruments, ``zibrato.otel`` and the listener all make
 series and values out of what an application (or a statsd line) hands them;
@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 
-from . import protocol
+from . import name_rules
 from .protocol import GAUGE, SET
 
 __all__ = [
@@ -52,14 +52,14 @@ INT64_MIN, UINT64_LIMIT = -(1 << 63), 1 << 64
 
 def check_level(level: object, what: str = "level") -> str:
     """A level, lower-cased (levels are case-insensitive)."""
-    if not isinstance(level, str) or not protocol.is_valid_level(level):
+    if not isinstance(level, str) or not name_rules.is_valid_level(level):
         raise ValueError(f"{what} must be 1-64 characters of A-Z a-z 0-9 _ . -, got {level!r}")
     return level.lower()
 
 
 def check_name(name: object, what: str = "name") -> str:
-    """A metric name, a source or a set member (:func:`zibrato.protocol.name_problem`)."""
-    problem = protocol.name_problem(name, what)
+    """A metric name, a source or a set member (:func:`zibrato.name_rules.name_problem`)."""
+    problem = name_rules.name_problem(name, what)
     if problem:
         raise ValueError(problem)
     return name  # type: ignore[return-value]  # name_problem: a str
@@ -74,7 +74,7 @@ def check_rate(rate: object) -> float:
 
 def check_unit(unit: object) -> str | None:
     """A histogram's unit (protocol 1.1), or None."""
-    if unit is not None and (not isinstance(unit, str) or not protocol.UNIT_PATTERN.match(unit)):
+    if unit is not None and (not isinstance(unit, str) or not name_rules.UNIT_PATTERN.match(unit)):
         raise ValueError(f"unit must be 1-64 characters of A-Z a-z 0-9 _ . / % -, got {unit!r}")
     return unit
 
@@ -115,7 +115,7 @@ def normalise_tags(tags: Tags) -> tuple[str, ...]:
     if isinstance(tags, str):
         raise TypeError("tags must be a mapping or a list of 'key:value' strings, not one string")
     items = [f"{k}:{v}" for k, v in tags.items()] if isinstance(tags, Mapping) else list(tags)
-    problem = protocol.tags_problem(items)
+    problem = name_rules.tags_problem(items)
     if problem:
         raise ValueError(problem)
     return tuple(sorted(set(items)))
@@ -159,4 +159,4 @@ def clean_tag(tag: str) -> str:
     For tags taken from outside (an OpenTelemetry attribute from a request):
     a user agent must never cost the measurement.
     """
-    return protocol.CONTROL_CHARACTERS.sub("_", tag)[: protocol.MAX_TAG_LENGTH]
+    return name_rules.CONTROL_CHARACTERS.sub("_", tag)[: name_rules.MAX_TAG_LENGTH]
