@@ -176,7 +176,7 @@ class Publisher:
         return True
 
     def _encode(
-        self, level: str, now: float, records: Sequence[Record], size: int, shard: int | None = None
+        self, level: str, now: float, records: Sequence[Sequence[Any]], size: int, shard: int | None = None
     ) -> list[framing.Framed]:
         """(frame, measurements) for one message, split by the framing rule when too large."""
         try:
@@ -264,7 +264,7 @@ def record_of(series: tuple[Any, ...], values: list[Any]) -> Record:
     return framing.record_of(type_, name, values, source, tags, weight, unit)
 
 
-def messages(grouped: Grouped, batch: int) -> Iterator[tuple[Any, list[Record], int]]:
+def messages(grouped: Grouped, batch: int) -> Iterator[tuple[Any, list[Sequence[Any]], int]]:
     """Yield (level, records, measurement count) per message (:func:`zibrato.framing.messages`).
 
     The level is the series' first field: a string, or (level, shard) from :func:`_by_shard`.
@@ -277,7 +277,7 @@ def messages(grouped: Grouped, batch: int) -> Iterator[tuple[Any, list[Record], 
         records.append(record_of(series, values))
     for level, records in by_level.items():
         for chunk, size in framing.messages(records, batch):
-            yield level, chunk, size  # type: ignore[misc]  # framing's records are Record tuples
+            yield level, chunk, size
 
 
 class Sender(threading.Thread):
