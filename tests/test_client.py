@@ -916,7 +916,7 @@ def test_close_does_not_drop_what_was_recorded_during_a_drain(broker_pull, make_
     """A measurement recorded while the sender is draining, just before close(), is still sent."""
     z = make_client()
     in_drain = threading.Event()
-    encode = zibrato.sender.protocol.encode
+    encode = zibrato.protocol.encode
 
     def slow_encode(*args):
         sender = threading.current_thread()
@@ -925,7 +925,7 @@ def test_close_does_not_drop_what_was_recorded_during_a_drain(broker_pull, make_
             wait_until(lambda: sender._stopping, message="close() to stop the sender")
         return encode(*args)
 
-    monkeypatch.setattr(zibrato.sender.protocol, "encode", slow_encode)
+    monkeypatch.setattr(zibrato.protocol, "encode", slow_encode)
     z.count("info", "drained.first")
     assert in_drain.wait(5), "the sender never drained"
     z.count("info", "recorded.during.drain")  # after the drain took its snapshot

@@ -22,6 +22,7 @@ from zibrato.listen.series import Series as ListenSeries
 from zibrato.listen.servers import ListenConfig, Listener
 from zibrato.sender import Publisher, Tally
 from zibrato.testing import MemoryTransport, MemoryZibrato
+from zibrato.transport import ZmqTransport
 
 
 def values_per_frame(frames):
@@ -152,7 +153,8 @@ def test_the_listeners_queue_for_a_broker_that_is_not_reading_is_bounded_in_byte
     stop = threading.Event()
     thread = threading.Thread(target=listener.run, args=(stop,), name="test-listener", daemon=True)
     thread.start()
-    client = Zibrato(port=silent_broker, max_buffer_bytes=bound, max_message_size=64 * 1024, hwm=1_000_000, linger=0)
+    transport = ZmqTransport(f"tcp://127.0.0.1:{silent_broker}", hwm=1_000_000, linger=0.0, max_bytes=bound)
+    client = Zibrato(transport=transport, max_message_size=64 * 1024)  # the client's own transport, seen from here
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         wait_until(lambda: "statsd" in listener.addresses, message="the listener to bind")
@@ -175,7 +177,7 @@ def test_the_listeners_queue_for_a_broker_that_is_not_reading_is_bounded_in_byte
         held = listener.publisher.held_bytes
         expect(0 < held <= bound) == True
         expect(listener.publisher.figures["values_sent"] > 0) == True  # it queued up to the bound, then dropped
-        expect(0 < client._transport.held_bytes <= bound) == True
+        expect(0 < transport.held_bytes <= bound) == True
     finally:
         client.close(timeout=1)
         udp.close()

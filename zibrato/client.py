@@ -34,12 +34,13 @@ from typing import Any
 import zmq
 
 from . import lifecycle, protocol
-from .buffer import Lane, SharedLane
+from .buffer import MAX_CAPACITY, Buffer, Lane, Recorder, SharedLane, Tally
 from .curve import ENV_SECRET_KEY, ENV_SERVER_KEY, ClientKeys
 from .instruments import Block, Counter, Timer, TimerBlock, _Instrument
 from .protocol import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
+from .publisher import Publisher
 from .recording import MAX_CACHED_SERIES, Recording
-from .sender import MAX_CAPACITY, Buffer, Publisher, Recorder, Sender, Tally
+from .sender import Sender
 from .series_rules import INT64_MIN, UINT64_LIMIT, Series, Tags, check_level, check_name, number
 from .series_rules import member as _member
 from .series_rules import normalise_tags as _normalise_tags

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 # before this module registers its own exit close, so that the close runs first (last-in first-out).
 import zmq.utils.garbage  # noqa: F401
 
+from .buffer import Tally
+
 __all__ = ["track", "forget", "sender_started"]
 
 
@@ -39,7 +41,7 @@ class _Client(Protocol):
     _sender: Any
     _transport: Any
     _buffer: Any
-    _tally: Any
+    _tally: Tally
     _publisher: Any
     _start_lock: threading.Lock
     _publish_lock: threading.Lock
@@ -169,7 +171,7 @@ def _reset_in_child(client: _Client) -> None:
     Nothing here may log or take the inherited locks.
     """
     client._buffer.reset()
-    client._tally = type(client._tally)()
+    client._tally = Tally()
     client._start_lock = threading.Lock()
     client._publish_lock = threading.Lock()
     client._sender = client._publisher = None

@@ -26,7 +26,8 @@ from typing import Any
 
 from . import lifecycle
 from .buffer import Buffer, Item, Lane, Recorder, SharedLane, Tally
-from .sender import Publisher, Sender
+from .publisher import Publisher
+from .sender import Sender
 from .series_rules import Series, Tags, make_series
 from .transport import Transport
 
