@@ -27,14 +27,14 @@ from .series_rules import Series, Tags, add_tags, check_rate, number
 if TYPE_CHECKING:
     from .buffer import Lane, SharedLane
 
-__all__ = ["Timer", "Counter", "Client"]
+__all__ = ["Timer", "Counter"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 InstrumentT = TypeVar("InstrumentT", bound="_Instrument")
 _perf_counter = time.perf_counter
 
 
-class Client(Protocol):
+class _Client(Protocol):
     """What an instrument uses of its :class:`zibrato.client.Zibrato` (no import of it: the client imports this).
 
     ``_record`` is looked up at each call (a client's recording path changes:
@@ -75,7 +75,7 @@ class _Instrument:
 
     def __init__(
         self,
-        client: Client,
+        client: _Client,
         level: str,
         type_: str,
         name: str,
@@ -233,7 +233,7 @@ class Timer(_Instrument):
     """
 
     def __init__(
-        self, client: Client, level: str, name: str, source: str | None, tags: Tags, outcome: bool, rate: float = 1.0
+        self, client: _Client, level: str, name: str, source: str | None, tags: Tags, outcome: bool, rate: float = 1.0
     ) -> None:
         super().__init__(client, level, TIMER, name, source, tags, outcome, rate)
         #: the lane of a plain timer's series (its decorated calls and ``with`` blocks append there)
@@ -263,7 +263,7 @@ class Counter(_Instrument):
 
     def __init__(
         self,
-        client: Client,
+        client: _Client,
         level: str,
         name: str,
         value: float,
