@@ -916,7 +916,7 @@ def test_close_does_not_drop_what_was_recorded_during_a_drain(broker_pull, make_
     """A measurement recorded while the sender is draining, just before close(), is still sent."""
     z = make_client()
     in_drain = threading.Event()
-    encode = zibrato.sender.protocol.encode
+    encode = zibrato.protocol.encode
 
     def slow_encode(*args):
         sender = threading.current_thread()
@@ -925,7 +925,7 @@ def test_close_does_not_drop_what_was_recorded_during_a_drain(broker_pull, make_
             wait_until(lambda: sender._stopping, message="close() to stop the sender")
         return encode(*args)
 
-    monkeypatch.setattr(zibrato.sender.protocol, "encode", slow_encode)
+    monkeypatch.setattr(zibrato.protocol, "encode", slow_encode)
     z.count("info", "drained.first")
     assert in_drain.wait(5), "the sender never drained"
     z.count("info", "recorded.during.drain")  # after the drain took its snapshot
@@ -1154,9 +1154,8 @@ def raw_records(broker_pull) -> list:
     return records
 
 
-def test_histograms_sets_and_rates_are_encoded_per_protocol_1_1(broker_pull, make_client, monkeypatch):
-    z = make_client()
-    monkeypatch.setattr(zibrato.client, "_random", lambda: 0.05)  # every sampled call is kept
+def test_histograms_sets_and_rates_are_encoded_per_protocol_1_1(broker_pull, make_client):
+    z = make_client(random=lambda: 0.05)  # every sampled call is kept
     z.histogram("info", "response.size", 5120, unit="bytes", source="api")
     z.histogram("info", "response.size", 880, unit="bytes", source="api")
     z.histogram("info", "queue.wait", -2.5)
@@ -1189,13 +1188,11 @@ def test_histograms_sets_and_rates_are_encoded_per_protocol_1_1(broker_pull, mak
     expect(records[("rows", (4.0, "rows"))]) == ["info", "h", "rows", [7], None, [], 4.0, "rows"]
 
 
-def test_sampling_keeps_about_rate_of_the_calls_and_weights_them(make_client, monkeypatch):
+def test_sampling_keeps_about_rate_of_the_calls_and_weights_them(make_client):
     from zibrato.testing import capture
 
-    z = make_client()
     draws = iter([0.05, 0.5, 0.09, 0.95] * 25)  # 2 in 4 below rate 0.1? no: 0.05 and 0.09
-    monkeypatch.setattr(zibrato.client, "_random", lambda: next(draws))
-    monkeypatch.setattr(zibrato.instruments, "_random", lambda: next(draws))
+    z = make_client(random=lambda: next(draws))  # the instruments draw from the client's source too
 
     @z.count_me("info", "sampled.calls", rate=0.1)
     def call():

@@ -8,8 +8,8 @@ import signal
 import pytest
 from expecter import expect
 
-import zibrato.client
 from support.pipeline import WorkerPipeline, pipelines
+from zibrato import Zibrato
 
 
 class Pipeline(WorkerPipeline):
@@ -28,21 +28,21 @@ def pipeline(tmp_path):
     yield from pipelines(lambda *args, **kwargs: Pipeline(tmp_path, *args, **kwargs))
 
 
-def test_new_kinds_and_sample_rates_arrive_and_are_weighted(pipeline, monkeypatch):
+def test_new_kinds_and_sample_rates_arrive_and_are_weighted(pipeline):
     p = pipeline()
-    z = p.client
+    draws = iter([0.05, 0.5] * 10)  # one call in two passes rate 0.1
+    z = Zibrato(port=p.client.port, random=lambda: next(draws))  # the draws sampling compares with the rate
     for size in (5120, 880, 3000):
         z.histogram("info", "response.size", size, unit="bytes")
     for member in ("u-17", "u-42", "u-17", 99):
         z.set("info", "users.active", member)
     z.count("info", "ratio", 0.25)
     z.count("info", "ratio", 0.5)
-    draws = iter([0.05, 0.5] * 10)  # one call in two passes rate 0.1
-    monkeypatch.setattr(zibrato.client, "_random", lambda: next(draws))
     for _ in range(10):
         z.count("info", "cache.miss", 1, rate=0.1)
     for _ in range(4):
         z.timing("info", "db", 0.002, rate=0.1)
+    z.close()
     p.wait_measurements(3 + 4 + 2 + 5 + 2)
 
     summaries = p.stop_worker()

@@ -215,11 +215,8 @@ def test_fixture_comes_from_the_pytest11_entry_point(request):
 # --- protocol 1.1 kinds in memory ----------------------------------------------------------
 
 
-def test_memory_client_records_histograms_sets_and_weights_as_a_worker_reads_them(monkeypatch):
-    import zibrato.client
-
-    monkeypatch.setattr(zibrato.client, "_random", lambda: 0.0)  # every sampled call kept
-    z = MemoryZibrato()
+def test_memory_client_records_histograms_sets_and_weights_as_a_worker_reads_them():
+    z = MemoryZibrato(random=lambda: 0.0)  # every sampled call kept
     z.histogram("info", "response.size", 5120, unit="bytes")
     z.set("info", "users", "u-1")
     z.set("info", "users", 7)

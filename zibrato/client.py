@@ -14,49 +14,47 @@ measurements are dropped and counted in :attr:`Zibrato.dropped`; nothing the
 transport does ever raises into the application or blocks it.
 
 Misuse, on the other hand, raises at once: a missing level or name, a
-non-numeric value, an unrepresentable name. The decorators and context
-managers live in :mod:`zibrato.instruments`.
+non-numeric value, an unrepresentable name (the rules: :mod:`zibrato.series_rules`).
+The decorators and context managers live in :mod:`zibrato.instruments`; the
+recording path, its caches, ``flush()`` and ``close()`` in
+:mod:`zibrato.recording`; what happens at fork, exit and SIGTERM in
+:mod:`zibrato.lifecycle`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import random
-import re
+import random as _random_module
 import threading
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
-from . import protocol
-from .buffer import Lane, SharedLane
+from . import lifecycle, protocol
+from .buffer import MAX_CAPACITY, Buffer, Lane, Recorder, SharedLane, Tally
 from .curve import ENV_SECRET_KEY, ENV_SERVER_KEY, ClientKeys
 from .instruments import Block, Counter, Timer, TimerBlock, _Instrument
-from .lifecycle import _flush_when_a_celery_pool_child_ends, _flush_when_a_multiprocessing_child_ends, _live_clients
 from .protocol import COUNTER, GAUGE, HISTOGRAM, SET, TIMER
-from .sender import MAX_CAPACITY, Buffer, Item, Publisher, Recorder, Sender, Tally, Transport, ZmqTransport
+from .publisher import Publisher
+from .recording import MAX_CACHED_SERIES, Recording
+from .sender import Sender
+from .series_rules import INT64_MIN, UINT64_LIMIT, Series, Tags, check_level, check_name, number
+from .series_rules import member as _member
+from .series_rules import normalise_tags as _normalise_tags
+from .transport import Transport, ZmqTransport
 
-__all__ = ["Zibrato", "DEFAULT_HOST", "DEFAULT_PORT", "Timer", "Counter"]
+__all__ = ["Zibrato", "DEFAULT_HOST", "DEFAULT_PORT", "Timer", "Counter", "Series", "Tags"]
 
 log = logging.getLogger("zibrato.client")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5550
-# Evaluated at import: "|" between generic aliases needs Python 3.10, the oldest supported.
-Tags = Mapping[str, object] | Iterable[str] | None
-#: a validated series: (level, type, name, source, tags, weight, unit)
-Series = tuple[str, str, str, str | None, tuple[str, ...], float | None, str | None]
-
-_INT64_MIN, _UINT64_LIMIT = -(1 << 63), 1 << 64  # the integers msgpack can carry
-_MAX_CACHED_SERIES = 10_000
-_UNIT = re.compile(r"[A-Za-z0-9_./%\-]{1,64}\Z")
-_random = random.random
 
 
-class Zibrato:
+class Zibrato(Recording):
     """A client that publishes measurements to a Zibrato broker.
 
     ``host`` and ``port`` default to ``$ZIBRATO_HOST`` / ``$ZIBRATO_PORT``,
@@ -82,6 +80,11 @@ class Zibrato:
     paths, never key values. ``shards=True`` (or ``$ZIBRATO_SHARDS=1``) puts
     each series' shard in the frame, so that a level can be spread over
     several workers (``--shard K/N``; docs/PROTOCOL.md, "Shards").
+
+    ``clock`` (Unix seconds, ``time.time`` by default) stamps each message,
+    and so each measurement; ``random`` (a float in [0, 1), ``random.random``
+    by default) decides which calls a sample ``rate`` keeps. Tests pass
+    their own to make both predictable.
     """
 
     def __init__(
@@ -106,10 +109,12 @@ class Zibrato:
         curve_keys: ClientKeys | None = None,
         process_metrics: bool | str = False,
         process_metrics_pid: bool = False,
+        clock: Callable[[], float] = time.time,
+        random: Callable[[], float] = _random_module.random,
     ) -> None:
         self.host = host or os.environ.get("ZIBRATO_HOST") or DEFAULT_HOST
         self.port = _port(port if port is not None else os.environ.get("ZIBRATO_PORT") or DEFAULT_PORT)
-        self.source = None if source is None else _check_name(source, "source")
+        self.source = None if source is None else check_name(source, "source")
         self.tags = _normalise_tags(tags)
         if interval <= 0 or hwm < 1 or batch < 1 or linger < 0 or not 1 < max_queue < MAX_CAPACITY:
             raise ValueError("interval, hwm, batch, max_queue and linger must be positive")
@@ -124,6 +129,8 @@ class Zibrato:
             )
         #: shard each series (protocol 1.2) so that N workers can share a level (``--shard K/N``)
         self.shards = _flag(os.environ.get("ZIBRATO_SHARDS")) if shards is None else bool(shards)
+        #: the wall clock that stamps messages, and the draw that sampling compares with ``rate``
+        self._clock, self._random = clock, random
         self._transport = transport or ZmqTransport(
             self.endpoint, hwm, linger, max_buffer_bytes, context, curve=curve_keys
         )
@@ -142,7 +149,7 @@ class Zibrato:
         #: process and runtime metrics, sampled by the sender thread (zibrato.process_metrics)
         self._process_metrics = _process_metrics(self, process_metrics, process_metrics_pid)
         self._buffer.forward_to = self._forward  # the lanes' way in while the client is not on fast/guarded
-        _live_clients.add(self)
+        lifecycle.track(self)
 
     @property
     def endpoint(self) -> str:
@@ -229,7 +236,7 @@ class Zibrato:
     ) -> None:
         """Add ``value`` to a counter (floats stay floats). ``rate`` < 1 samples the calls."""
         if rate != 1.0:
-            self._sampled(self._cached_series(level, COUNTER, name, source, tags, rate), _number(value), rate)
+            self._sampled(self._cached_series(level, COUNTER, name, source, tags, rate), number(value), rate)
             return
         # The common call inlined (the lane cache and a small int's check): one call fewer
         # than a function per step, which is most of what a direct call costs.
@@ -237,8 +244,8 @@ class Zibrato:
             lane = self._lane_cache[level, COUNTER, name, source, tags]
         except (KeyError, TypeError):
             lane = self._cached_lane((level, COUNTER, name, source, tags))
-        if type(value) is not int or not _INT64_MIN <= value < _UINT64_LIMIT:
-            value = _number(value)
+        if type(value) is not int or not INT64_MIN <= value < UINT64_LIMIT:
+            value = number(value)
         lane.record((value,))
 
     def gauge(self, level: str, name: str, value: float, source: str | None = None, tags: Tags = None) -> None:
@@ -247,7 +254,7 @@ class Zibrato:
             lane = self._lane_cache[level, GAUGE, name, source, tags]
         except (KeyError, TypeError):
             lane = self._cached_lane((level, GAUGE, name, source, tags))
-        lane.record((_number(value),))
+        lane.record((number(value),))
 
     def timing(
         self, level: str, name: str, seconds: float, source: str | None = None, tags: Tags = None, rate: float = 1.0
@@ -258,13 +265,13 @@ class Zibrato:
                 lane = self._lane_cache[level, TIMER, name, source, tags]
             except (KeyError, TypeError):
                 lane = self._cached_lane((level, TIMER, name, source, tags))
-            seconds = _number(seconds)
+            seconds = number(seconds)
             if seconds < 0:
                 raise ValueError(f"timing {name!r}: negative duration {seconds}")
             lane.record((seconds,))
             return
         series = self._cached_series(level, TIMER, name, source, tags, rate)
-        seconds = _number(seconds)
+        seconds = number(seconds)
         if seconds < 0:
             raise ValueError(f"timing {name!r}: negative duration {seconds}")
         self._sampled(series, seconds, rate)
@@ -285,7 +292,7 @@ class Zibrato:
         Timers are always seconds; use :meth:`timing` for durations.
         """
         series = self._cached_series(level, HISTOGRAM, name, source, tags, rate, unit)
-        self._sampled(series, _number(value), rate)
+        self._sampled(series, number(value), rate)
 
     def set(self, level: str, name: str, member: str | int, source: str | None = None, tags: Tags = None) -> None:
         """Add ``member`` to a set: workers report the number of unique members per interval."""
@@ -299,47 +306,6 @@ class Zibrato:
         link = getattr(self._transport, "link", None)
         return None if link is None else bool(link.connected)
 
-    def flush(self, timeout: float = 1.0) -> bool:
-        """Hand every measurement recorded so far to ZeroMQ now, and let ZeroMQ write it out.
-
-        Returns False if the sender did not finish within ``timeout``. When
-        the broker is connected, flush() also waits (within ``timeout``)
-        until ZeroMQ has written the messages to the connection, so that a
-        process may end with ``os._exit`` right after it; when the broker is
-        away the measurements wait in ZeroMQ (bounded) and flush() does not
-        wait for them.
-        """
-        sender = self._sender
-        if sender is None:
-            return not self._buffer
-        return sender.drain_now(timeout)
-
-    def close(self, timeout: float | None = None) -> None:
-        """Send what is pending, wait up to ``linger`` for delivery, release sockets.
-
-        Measurements recorded after close() are dropped and counted (an
-        in-memory transport has nothing to release and keeps recording).
-        """
-        if self._transport.synchronous:
-            return
-        with self._start_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._use(self._drop)
-            sender = self._sender  # kept while it stops: a SIGTERM meanwhile waits for it too
-        self._stop(sender, self.linger + 1.0 if timeout is None else timeout)
-        self._sender = None
-        self._buffer.retire()
-        _live_clients.discard(self)
-
-    def _stop(self, sender: Sender | None, timeout: float) -> None:
-        if sender is not None:
-            sender.stop(timeout)
-            if sender.is_alive():  # still draining: it counts what it takes
-                return
-        self._tally.dropped += self._buffer.discard()
-
     def __enter__(self) -> Zibrato:
         return self
 
@@ -349,90 +315,7 @@ class Zibrato:
     def __repr__(self) -> str:
         return f"<Zibrato {self.endpoint} sent={self.sent} dropped={self.dropped}>"
 
-    # --- validation --------------------------------------------------------
-
-    def series(
-        self,
-        level: str,
-        type: str,
-        name: str,
-        source: str | None = None,
-        tags: Tags = None,
-        rate: float = 1.0,
-        unit: str | None = None,
-    ) -> Series:
-        """Validate a series once and return its hashable key (raises on misuse)."""
-        if not protocol.is_valid_level(level):
-            raise ValueError(f"level must be 1-64 characters of A-Z a-z 0-9 _ . -, got {level!r}")
-        name = _check_name(name, "name")
-        source = self.source if source is None else _check_name(source, "source")
-        merged = tuple(sorted(set(self.tags).union(_normalise_tags(tags)))) if tags else self.tags
-        rate = self._check_rate(rate)
-        weight = None if rate == 1.0 or type in (GAUGE, SET) else 1.0 / rate
-        if unit is not None and (not isinstance(unit, str) or not _UNIT.match(unit)):
-            raise ValueError(f"unit must be 1-64 characters of A-Z a-z 0-9 _ . / % -, got {unit!r}")
-        return (level.lower(), type, name, source, merged, weight, unit)  # levels are case-insensitive
-
-    @staticmethod
-    def _check_rate(rate: object) -> float:
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
-            raise ValueError(f"rate must be a number in (0, 1], got {rate!r}")
-        return float(rate)
-
-    @staticmethod
-    def _number(value: object) -> float:
-        return _number(value)
-
-    def _cached_series(
-        self,
-        level: str,
-        type: str,
-        name: str,
-        source: str | None,
-        tags: Tags,
-        rate: float = 1.0,
-        unit: str | None = None,
-    ) -> Series:
-        """series() for the direct calls, cached so that repeated calls skip validation."""
-        try:
-            return self._series_cache[level, type, name, source, tags, rate, unit]
-        except (KeyError, TypeError):  # TypeError: tags given as an unhashable mapping
-            return self._validate_and_cache((level, type, name, source, tags, rate, unit))
-
-    def _plain_series(self, level: str, type: str, name: str, source: str | None, tags: Tags) -> Series:
-        """:meth:`_cached_series` without rate or unit: the common calls' shorter path."""
-        try:
-            return self._series_cache[level, type, name, source, tags]
-        except (KeyError, TypeError):
-            return self._validate_and_cache((level, type, name, source, tags))
-
-    def _cached_lane(self, call: tuple[Any, ...]) -> Lane | SharedLane:
-        """The lane of a direct call's series (validated once), cached by the call's arguments.
-
-        Unhashable tags (a mapping) are validated every time and take the shared queue.
-        """
-        lane = self._buffer.lane_or_shared(self._plain_series(*call))
-        if len(self._lane_cache) >= _MAX_CACHED_SERIES:
-            self._lane_cache.clear()  # the lanes stay (their buffer keeps them): a new entry finds its lane
-        try:
-            self._lane_cache[call] = lane
-        except TypeError:
-            pass
-        return lane
-
-    def _lane(self, series: Series) -> Lane | SharedLane:
-        """The lane an instrument records into (its series validated already)."""
-        return self._buffer.lane_or_shared(series)
-
-    def _validate_and_cache(self, call: tuple[Any, ...]) -> Series:
-        key = self.series(*call)
-        if len(self._series_cache) >= _MAX_CACHED_SERIES:
-            self._series_cache.clear()
-        try:
-            self._series_cache[call] = key
-        except TypeError:
-            pass
-        return key
+    # --- the with-blocks' instruments ---------------------------------------------
 
     def _cached_instrument(
         self,
@@ -454,7 +337,7 @@ class Zibrato:
                 instrument: _Instrument = Timer(self, level, name, source, tags, outcome, rate)
             else:
                 instrument = Counter(self, level, name, value[0], source, tags, outcome, rate)  # Count_me's one
-            if len(self._instrument_cache) >= _MAX_CACHED_SERIES:
+            if len(self._instrument_cache) >= MAX_CACHED_SERIES:
                 self._instrument_cache.clear()
             try:
                 self._instrument_cache[key] = instrument
@@ -462,142 +345,8 @@ class Zibrato:
                 pass
             return instrument
 
-    # --- the recording path ---------------------------------------------------
-    # self._record(item) is the buffer's append (past half full, its guarded recorder, which
-    # drops and counts what arrives when the buffer is full); before the sender starts, after
-    # close() and while diverted, one of the methods below.
 
-    def _sampled(self, series: Series, value: Any, rate: float) -> None:
-        """Record one in ``1 / rate`` calls (chosen at random, as statsd clients do)."""
-        if rate == 1.0 or _random() < rate:
-            self._record((series, value))
-
-    def _use(self, recorder: Recorder) -> None:
-        """Record through ``recorder`` from now on, every lane included."""
-        self._record = recorder
-        self._buffer.route(recorder)
-
-    def _forward(self, item: Item) -> None:
-        """A lane's measurement while the client records through one of its own paths (see Lane)."""
-        self._record(item)
-
-    def _install_recorder(self, recorder: Recorder) -> None:
-        """The buffer's choice between its fast and guarded recorders, while the sender runs."""
-        if self._record is self._buffer.fast or self._record is self._buffer.guarded:
-            self._use(recorder)
-
-    def _record_then_wake(self) -> bool:
-        """The sender's idle hook: record through :meth:`_wake_sender_and_record` until the next measurement.
-
-        Only over the buffer's own recorders (not a closed, diverted or
-        starting client); False if not installed.
-        """
-        if self._record is self._buffer.fast or self._record is self._buffer.guarded:
-            self._use(self._wake_sender_and_record)
-            return True
-        return False
-
-    def _wake_sender_and_record(self, item: Item) -> None:
-        """The first measurement after the sender went idle: the plain append again, and a wake-up."""
-        buffer, sender = self._buffer, self._sender
-        if self._record == self._wake_sender_and_record:  # bound methods: equal, never identical
-            self._use(buffer.guarded if buffer.guarding else buffer.fast)
-        self._record_in_order(item)
-        if sender is not None:
-            sender.idle = False
-            sender.wake()
-
-    def _start_sender_and_record(self, item: Item) -> None:
-        """The first measurement (in this process) starts the sender, then takes the fast path."""
-        with self._start_lock:
-            if self._closed:
-                self._drop(item)
-                return
-            if self._transport.synchronous:
-                self._publisher = Publisher(
-                    self._transport, self._tally, self.batch, self.max_message_size, shards=self.shards
-                )
-                self._use(self._publish_now)
-            elif self._sender is None:
-                publisher = Publisher(
-                    self._transport, self._tally, self.batch, self.max_message_size, shards=self.shards
-                )
-                sender = Sender(self._buffer, publisher, self.interval, self.linger, idle=self._record_then_wake)
-                if self._process_metrics is not None:
-                    sender.periodic.append(self._process_metrics.tick)
-                try:
-                    sender.start()
-                except RuntimeError as error:  # no threads left, or interpreter shutting down
-                    self._report_no_sender(error)
-                    self._drop(item)
-                    return  # the next measurement tries again
-                self._publisher, self._sender = publisher, sender
-                self._use(self._buffer.guarded if self._buffer.guarding else self._buffer.fast)
-                _flush_when_a_multiprocessing_child_ends(self)
-                _flush_when_a_celery_pool_child_ends()
-        self._record_in_order(item)
-
-    def _record_in_order(self, item: Item) -> None:
-        """Record ``item`` into its series' lane when it has one (a lane's measurement that came
-        through the client's path): what the series records next goes there too, and the sender
-        takes each lane before the shared queue, so the series' values stay in order."""
-        lane = self._buffer.lane_of(item[0]) if self._record is not self._publish_now else None
-        if lane is None:
-            self._record(item)
-        else:
-            lane.record((item[1],))
-
-    def _publish_now(self, item: Item) -> None:
-        """Synchronous transports (in memory): publish in the recording thread, in order."""
-        with self._publish_lock:
-            self._publisher.publish((item,))  # type: ignore[union-attr]
-
-    def _report_no_sender(self, error: RuntimeError) -> None:
-        if not self._no_sender_reported:
-            self._no_sender_reported = True
-            log.error(
-                "zibrato: cannot start the sender thread (%s); measurements are dropped and counted until it can", error
-            )
-
-    def _drop(self, item: Item) -> None:
-        self._buffer.overflow()
-
-    def _divert(self, transport: Transport) -> Callable[[], None]:
-        """Send what is recorded from now on to ``transport`` (synchronous); return the undo."""
-        publisher = Publisher(transport, Tally(), self.batch, self.max_message_size, shards=self.shards)
-        lock = threading.Lock()
-
-        def publish_there(item: Item) -> None:
-            with lock:
-                publisher.publish((item,))
-
-        previous = self._record
-        self._use(publish_there)
-
-        def undo() -> None:
-            if self._record is publish_there:  # unless the block closed the client (or forked)
-                self._use(self._drop if self._closed else previous)
-
-        return undo
-
-    def _after_fork_in_child(self) -> None:
-        """The child inherits a copy of the parent's queue and no sender thread.
-
-        The parent still sends its own queue, so the child forgets it (no double
-        counting) and starts its own sender and sockets at its first measurement.
-        Nothing here may log or take the inherited locks.
-        """
-        self._buffer.reset()
-        self._tally = Tally()
-        self._start_lock = threading.Lock()
-        self._publish_lock = threading.Lock()
-        self._sender = self._publisher = None
-        self._transport = self._transport.fork_child()
-        if not self._closed:
-            self._use(self._start_sender_and_record)
-
-
-# --- validation ------------------------------------------------------------
+# --- options ------------------------------------------------------------------
 
 
 def _flag(value: str | None) -> bool:
@@ -615,61 +364,11 @@ def _port(value: object) -> int:
     return port
 
 
-def _check_name(name: object, what: str) -> str:
-    problem = protocol.name_problem(name, what)
-    if problem:
-        raise ValueError(problem)
-    return name  # type: ignore[return-value]
-
-
-def _number(value: object) -> float:
-    if type(value) is float:
-        if math.isfinite(value):
-            return value
-        raise ValueError(f"value must be finite, got {value!r}")
-    if type(value) is int:
-        if _INT64_MIN <= value < _UINT64_LIMIT:
-            return value
-        try:
-            return float(value)  # beyond 64 bits msgpack cannot carry it; a float can, rounded
-        except OverflowError:
-            raise ValueError(f"value must be finite, got an integer of {value.bit_length()} bits") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"value must be a number, got {value!r}")
-    return _number(float(value))
-
-
-def _member(member: object) -> str | int:
-    """A set member: a name-like string or an integer msgpack can carry."""
-    if type(member) is int:
-        if _INT64_MIN <= member < _UINT64_LIMIT:
-            return member
-        raise ValueError(f"set member must fit in 64 bits, got an integer of {member.bit_length()} bits")
-    if isinstance(member, str):
-        return _check_name(member, "set member")
-    raise TypeError(f"set member must be a string or an integer, got {member!r}")
-
-
-def _normalise_tags(tags: Tags) -> tuple[str, ...]:
-    """Tags as a sorted tuple of "key:value" strings (a mapping or strings accepted)."""
-    if not tags:
-        return ()
-    if isinstance(tags, str):
-        raise TypeError("tags must be a mapping or a list of 'key:value' strings, not one string")
-    items = [f"{k}:{v}" for k, v in tags.items()] if isinstance(tags, Mapping) else list(tags)
-    problem = protocol.tags_problem(items)
-    if problem:
-        raise ValueError(problem)
-    return tuple(sorted(set(items)))
-
-
 def _process_metrics(client: Zibrato, wanted: bool | str, pid: bool) -> Any:
     """The sampler of ``process_metrics`` (True: level 'info'; a string: that level), or None."""
     if not wanted:
         return None
     from .process_metrics import ProcessMetrics
 
-    level = wanted if isinstance(wanted, str) else "info"
-    if not protocol.is_valid_level(level):
-        raise ValueError(f"process_metrics level must be 1-64 characters of A-Z a-z 0-9 _ . -, got {level!r}")
-    return ProcessMetrics(client, level=level.lower(), pid_tag=pid)
+    level = check_level(wanted if isinstance(wanted, str) else "info", "process_metrics level")
+    return ProcessMetrics(client, level=level, pid_tag=pid)

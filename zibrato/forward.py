@@ -36,7 +36,7 @@ from typing import Any
 import msgpack
 import zmq
 
-from . import protocol
+from . import framing, protocol
 from .aggregation import LevelAggregators
 from .aggregation_needs import AggregationNeeds
 from .curve import ClientKeys
@@ -111,7 +111,11 @@ def interval_frames(
     fix_source: Callable[[str | None], str | None] = lambda s: s,
     records_per_message: int = RECORDS_PER_MESSAGE,
 ) -> tuple[list[bytes], int]:
-    """The messages of one interval (per level and shard), and how many summary records they carry."""
+    """The messages of one interval (per level and shard), and how many summary records they carry.
+
+    Framed by the rule every producer follows (:func:`zibrato.framing.frames`):
+    a summary record is one value, so ``records_per_message`` is the batch.
+    """
     groups: dict[tuple[str, int], list] = {}
     for summary in interval.summaries:
         record = summary_record(summary, interval.start, interval.end, fix_source(summary["source"]))
@@ -119,28 +123,28 @@ def interval_frames(
             continue
         level = summary.get("level") or "info"
         groups.setdefault((level, protocol.record_shard(record)), []).append(record)
-    frames, count = [], 0
+    frames: list[bytes] = []
+    count = 0
     for (level, shard), records in groups.items():
         count += len(records)
-        for start in range(0, len(records), records_per_message):
-            frames.extend(_fitted(level, shard, now, records[start : start + records_per_message], max_message_size))
+        framed = framing.frames(level, now, records, records_per_message, max_message_size, shard, _not_forwarded)
+        frames.extend(frame for frame, _ in framed)
     return frames, count
 
 
 def _fitted(level: str, shard: int, now: float, records: list, limit: int) -> list[bytes]:
-    frame = protocol.encode(level, now, records, shard)
-    if len(frame) <= limit:
-        return [frame]
-    if len(records) == 1:
-        log.error(
-            "the summary of %r is %d bytes encoded, over the %d-byte message limit: not forwarded",
-            records[0][1],
-            len(frame),
-            limit,
-        )
-        return []
-    middle = len(records) // 2
-    return _fitted(level, shard, now, records[:middle], limit) + _fitted(level, shard, now, records[middle:], limit)
+    """One message's frames, halved until each fits ``limit`` (:func:`zibrato.framing.fit`)."""
+    return [frame for frame, _ in framing.fit(level, now, records, limit, shard, _not_forwarded)]
+
+
+def _not_forwarded(record: Sequence, encoded: int, limit: int) -> None:
+    """The framing rule's drop: one summary that alone is over the message limit."""
+    log.error(
+        "the summary of %r is %d bytes encoded, over the %d-byte message limit: not forwarded",
+        record[1],
+        encoded,
+        limit,
+    )
 
 
 # --- the destination ------------------------------------------------------------------------

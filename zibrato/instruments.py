@@ -16,24 +16,42 @@ from __future__ import annotations
 
 import functools
 import inspect
-import random
 import time
 from collections.abc import AsyncGenerator, Callable, Generator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from .protocol import COUNTER, TIMER
+from .series_rules import Series, Tags, add_tags, check_rate, number
 
 if TYPE_CHECKING:
     from .buffer import Lane, SharedLane
-    from .client import Series, Tags, Zibrato
 
 __all__ = ["Timer", "Counter"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 InstrumentT = TypeVar("InstrumentT", bound="_Instrument")
 _perf_counter = time.perf_counter
-_random = random.random
+
+
+class _Client(Protocol):
+    """What an instrument uses of its :class:`zibrato.client.Zibrato` (no import of it: the client imports this).
+
+    ``_record`` is looked up at each call (a client's recording path changes:
+    sender starting, closed, diverted by ``capture``); the rest once, when the
+    instrument is made.
+    """
+
+    _record: Callable[[tuple[Series, Any]], None]
+    _random: Callable[[], float]
+
+    def _cached_series(
+        self, level: str, type: str, name: str, source: str | None, tags: Tags, rate: float = 1.0
+    ) -> Series: ...
+
+    def _lane(self, series: Series) -> Lane | SharedLane: ...
+
+
 #: the token of a call that sampling left out: nothing is recorded for it
 _SKIPPED = object()
 #: the ``with`` blocks open on shared instruments, in this thread or task: ((instrument, token), ...)
@@ -57,7 +75,7 @@ class _Instrument:
 
     def __init__(
         self,
-        client: Zibrato,
+        client: _Client,
         level: str,
         type_: str,
         name: str,
@@ -68,9 +86,11 @@ class _Instrument:
     ) -> None:
         self.client = client
         self.outcome = outcome
-        self.rate = client._check_rate(rate)
+        self.rate = check_rate(rate)
         self._plain = client._cached_series(level, type_, name, source, tags, self.rate)
-        self.series = _add_tags(self._plain, "outcome:ok") if outcome else self._plain
+        self.series = add_tags(self._plain, "outcome:ok") if outcome else self._plain
+        #: the client's random source (Zibrato(random=...)), drawn once per sampled call
+        self._draw = client._random
         self._error_series: dict[type[BaseException], Series] = {}
         #: what a call does first: _begin, or a draw that may leave the call out
         self._start = self._begin if self.rate == 1.0 else self._sampled_begin
@@ -83,7 +103,7 @@ class _Instrument:
 
     def _sampled_begin(self) -> object:
         """:meth:`_begin`, or the token that says sampling left this call out."""
-        if _random() >= self.rate:
+        if self._draw() >= self.rate:
             return _SKIPPED
         return self._begin()
 
@@ -94,7 +114,7 @@ class _Instrument:
         kind = type(error)
         series = self._error_series.get(kind)
         if series is None:
-            series = _add_tags(self._plain, "outcome:error", f"error:{kind.__name__}")
+            series = add_tags(self._plain, "outcome:error", f"error:{kind.__name__}")
             self._error_series[kind] = series
         return series
 
@@ -213,7 +233,7 @@ class Timer(_Instrument):
     """
 
     def __init__(
-        self, client: Zibrato, level: str, name: str, source: str | None, tags: Tags, outcome: bool, rate: float = 1.0
+        self, client: _Client, level: str, name: str, source: str | None, tags: Tags, outcome: bool, rate: float = 1.0
     ) -> None:
         super().__init__(client, level, TIMER, name, source, tags, outcome, rate)
         #: the lane of a plain timer's series (its decorated calls and ``with`` blocks append there)
@@ -243,7 +263,7 @@ class Counter(_Instrument):
 
     def __init__(
         self,
-        client: Zibrato,
+        client: _Client,
         level: str,
         name: str,
         value: float,
@@ -252,7 +272,7 @@ class Counter(_Instrument):
         outcome: bool,
         rate: float = 1.0,
     ) -> None:
-        self.value: float = client._number(value)
+        self.value: float = number(value)
         super().__init__(client, level, COUNTER, name, source, tags, outcome, rate)
 
     def _value(self, token: object) -> float:
@@ -330,8 +350,3 @@ class TimerBlock:
     def __call__(self, func: F) -> F:
         """``@z.Time_me(...)`` works as a decorator too."""
         return self.timer(func)
-
-
-def _add_tags(series: Series, *extra: str) -> Series:
-    level, type_, name, source, tags, weight, unit = series
-    return (level, type_, name, source, tuple(sorted(set(tags).union(extra))), weight, unit)

@@ -1,4 +1,4 @@
-"""The client's place in its process: fork, multiprocessing children, SIGTERM, interpreter exit.
+"""The client's place in its process: fork, multiprocessing children, signals, interpreter exit.
 
 Forked children (os.fork, gunicorn, uwsgi, multiprocessing's fork) reset
 every client; multiprocessing children of every start method (fork, spawn,
@@ -7,6 +7,11 @@ with multiprocessing's own exit finalizers, and a SIGTERM from
 ``terminate()`` (Pool's ``__exit__``) first flushes, then ends the process by
 SIGTERM as before. Celery's prefork children also leave through ``os._exit``,
 after a signal of Celery's own. At interpreter exit every live client is closed.
+The sender thread blocks the application's signals, so that they reach a
+thread that can act on them.
+
+This module knows the client only through :class:`_Client` (what the hooks
+call), so that it does not import :mod:`zibrato.client`, which imports it.
 """
 
 from __future__ import annotations
@@ -17,18 +22,62 @@ import signal
 import sys
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 # pyzmq's collector thread stops from an atexit hook registered when this is imported: imported
 # before this module registers its own exit close, so that the close runs first (last-in first-out).
 import zmq.utils.garbage  # noqa: F401
 
-if TYPE_CHECKING:
-    from .client import Zibrato
+from .buffer import Tally
 
-__all__: list[str] = []
+__all__ = ["track", "forget", "sender_started"]
 
-_live_clients: weakref.WeakSet[Zibrato] = weakref.WeakSet()
+
+class _Client(Protocol):
+    """What these hooks use of a :class:`zibrato.client.Zibrato` (its private recording state)."""
+
+    linger: float
+    _closed: bool
+    _sender: Any
+    _transport: Any
+    _buffer: Any
+    _tally: Tally
+    _publisher: Any
+    _start_lock: threading.Lock
+    _publish_lock: threading.Lock
+
+    def close(self, timeout: float | None = None) -> None: ...
+
+    def flush(self, timeout: float = 1.0) -> bool: ...
+
+    def _use(self, recorder: Any) -> None: ...
+
+    def _drop(self, item: Any) -> None: ...
+
+    def _start_sender_and_record(self, item: Any) -> None: ...
+
+    def _stop(self, sender: Any, timeout: float) -> None: ...
+
+
+_live_clients: weakref.WeakSet[_Client] = weakref.WeakSet()
+
+
+def track(client: _Client) -> None:
+    """A new client: closed at interpreter exit, reset in a forked child, flushed by SIGTERM's hook."""
+    _live_clients.add(client)
+
+
+def forget(client: _Client) -> None:
+    """A closed client: nothing left to do for it."""
+    _live_clients.discard(client)
+
+
+def sender_started(client: _Client) -> None:
+    """The client's sender runs: in a multiprocessing or Celery pool child, flush it before the child ends."""
+    _flush_when_a_multiprocessing_child_ends(client)
+    _flush_when_a_celery_pool_child_ends()
+
+
 _sigterm_hooked_in: int | None = None  # the pid whose SIGTERM flushes first
 
 
@@ -40,7 +89,7 @@ def _multiprocessing_child() -> bool:
     return multiprocessing.parent_process() is not None
 
 
-def _flush_when_a_multiprocessing_child_ends(client: Zibrato) -> None:
+def _flush_when_a_multiprocessing_child_ends(client: _Client) -> None:
     if not _multiprocessing_child():
         return
     from multiprocessing import util
@@ -111,7 +160,24 @@ def _after_fork_in_child() -> None:
     global _sigterm_hooked_in
     _sigterm_hooked_in = None
     for client in list(_live_clients):
-        client._after_fork_in_child()
+        _reset_in_child(client)
+
+
+def _reset_in_child(client: _Client) -> None:
+    """The child inherits a copy of the parent's queue and no sender thread.
+
+    The parent still sends its own queue, so the child forgets it (no double
+    counting) and starts its own sender and sockets at its first measurement.
+    Nothing here may log or take the inherited locks.
+    """
+    client._buffer.reset()
+    client._tally = Tally()
+    client._start_lock = threading.Lock()
+    client._publish_lock = threading.Lock()
+    client._sender = client._publisher = None
+    client._transport = client._transport.fork_child()
+    if not client._closed:
+        client._use(client._start_sender_and_record)
 
 
 def _close_all_at_exit() -> None:
@@ -122,3 +188,26 @@ def _close_all_at_exit() -> None:
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 atexit.register(_close_all_at_exit)
+
+
+#: Asynchronous signals an application may handle (or die of) in its main thread.
+_APPLICATION_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGCHLD", "SIGWINCH")
+    if hasattr(signal, name)
+)
+
+
+def _leave_signals_to_the_main_thread() -> None:
+    """Block the application's signals in the sender thread (called by it, first thing).
+
+    The kernel delivers a process-directed signal to any thread that does not
+    block it. Landing on the sender, a SIGTERM would only set CPython's flag,
+    and a main thread asleep in ``time.sleep(60)`` would run its handler a
+    minute late (``Pool.terminate()`` then hangs on a busy child). Blocked
+    here, every such signal goes to a thread that can act on it.
+    """
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _APPLICATION_SIGNALS)
+    except (AttributeError, OSError, ValueError):  # pragma: no cover - no pthread_sigmask (Windows)
+        pass

@@ -31,12 +31,13 @@ million. See docs/PROTOCOL.md for the full description.
 from __future__ import annotations
 
 import math
-import re
 import zlib
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import msgpack
+
+from . import name_rules
 
 # The wire codes (1.0: c, g, t; 1.1: h, s; 1.2: m, a forwarder's summary) and their names are
 # declared once, in zibrato.summary, and are protocol's names too.
@@ -48,6 +49,18 @@ from .summary import SUMMARY as SUMMARY
 from .summary import TIMER as TIMER
 from .summary import TYPE_NAMES as TYPE_NAMES
 
+# The name rules (what a level, a name, a source, a tag, a unit may be) live in zibrato.name_rules,
+# which imports nothing of Zibrato's; here under their historical names.
+MAX_NAME_LENGTH, MAX_TAG_LENGTH = name_rules.MAX_NAME_LENGTH, name_rules.MAX_TAG_LENGTH
+MAX_TAGS, MAX_MEMBER_LENGTH = name_rules.MAX_TAGS, name_rules.MAX_MEMBER_LENGTH
+UNIT_PATTERN, LEVEL_PATTERN, CONTROL_CHARACTERS = (
+    name_rules.UNIT_PATTERN,
+    name_rules.LEVEL_PATTERN,
+    name_rules.CONTROL_CHARACTERS,
+)
+is_valid_level, name_problem = name_rules.is_valid_level, name_rules.name_problem
+tag_problem, tags_problem, _short = name_rules.tag_problem, name_rules.tags_problem, name_rules._short
+
 VERSION = 1
 TYPES = frozenset((COUNTER, GAUGE, TIMER, HISTOGRAM, SET, SUMMARY))
 #: the kinds a summary record may summarise
@@ -57,85 +70,12 @@ SHARDS = 64
 SHARD_MARK = b"\x00"
 #: protocol 1.0 kinds (what a receiver that predates 1.1 knows)
 TYPES_1_0 = frozenset((COUNTER, GAUGE, TIMER))
-MAX_NAME_LENGTH = 255
-MAX_TAG_LENGTH = 255
-MAX_TAGS = 64
-MAX_MEMBER_LENGTH = 255
-#: a histogram's unit (protocol 1.1): 1-64 characters of A-Za-z0-9_./%-
-UNIT_PATTERN = re.compile(r"[A-Za-z0-9_./%\-]{1,64}\Z")
 #: names, sources, tag tuples and levels already validated are remembered, up to this many each
 #: (then forgotten all at once): validation costs a lookup per record, not a regex
 MAX_REMEMBERED = 65_536
 #: the broker's default limit on a message (ZMQ_MAXMSGSIZE); clients split bigger ones
 MAX_MESSAGE_SIZE = 4 * 1024 * 1024
 LEVEL_TERMINATOR = b"\x00"
-LEVEL_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}\Z")
-
-
-def is_valid_level(level: object) -> bool:
-    """1-64 characters of A-Z a-z 0-9 _ . - (no NUL, no comma: levels are listed as a,b,c)."""
-    return isinstance(level, str) and LEVEL_PATTERN.match(level) is not None
-
-
-# --- the one definition of what a name, a source and a tag may be ----------
-# The client raises with these messages; the decoder rejects with them.
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def name_problem(name: object, what: str = "name") -> str | None:
-    """Why ``name`` (a metric name or a source) is not valid, or None when it is.
-
-    1-255 characters, no control characters (a newline in a name would forge
-    log lines and break line protocols downstream), encodable as UTF-8.
-    """
-    if not isinstance(name, str) or not name:
-        return f"{what} must be a non-empty string, got {_short(name)}"
-    if len(name) > MAX_NAME_LENGTH:
-        return f"{what} is longer than {MAX_NAME_LENGTH} characters: {_short(name)}"
-    if _CONTROL.search(name):
-        return f"{what} contains control characters: {_short(name)}"
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{what} cannot be encoded as UTF-8: {_short(name)}"
-    return None
-
-
-def tag_problem(tag: object) -> str | None:
-    """Why ``tag`` is not a valid tag string, or None when it is.
-
-    A tag is ``key:value``, or a bare ``key`` (DogStatsD's convention, which
-    every destination reads as ``key:true``); the key, the text before the
-    first ``:``, must not be empty: OTLP attributes and Prometheus labels
-    need a name, and one nameless tag would make a receiver refuse a whole
-    request.
-    """
-    if not isinstance(tag, str) or not tag or len(tag) > MAX_TAG_LENGTH or _CONTROL.search(tag):
-        return (
-            f"bad tag {_short(tag)}: a non-empty string of at most {MAX_TAG_LENGTH} characters "
-            "without control characters"
-        )
-    if tag[0] == ":":
-        return f"bad tag {_short(tag)}: a tag is key:value or a bare key, and its key must not be empty"
-    return None
-
-
-def tags_problem(tags: Sequence[object]) -> str | None:
-    """Why a sequence of tags is not valid (too many, or one bad tag), or None."""
-    if len(tags) > MAX_TAGS:
-        return f"{len(tags)} tags: at most {MAX_TAGS} per measurement"
-    for tag in tags:
-        problem = tag_problem(tag)
-        if problem:
-            return problem
-    return None
-
-
-def _short(value: object, limit: int = 60) -> str:
-    """A repr safe to put in an error or a log line: escaped and truncated."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"...({len(text)} characters)"
 
 
 class ProtocolError(ValueError):

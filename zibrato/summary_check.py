@@ -38,7 +38,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from .protocol import UNIT_PATTERN as _UNIT
+from .name_rules import UNIT_PATTERN as _UNIT
 from .sketch import DEFAULT_MAX_BUCKETS, DEFAULT_PRECISION, MAX_SCALE, MIN_SCALE
 from .sketch_buckets import bucket_edge
 from .summary import COUNTER, GAUGE, HISTOGRAM, SET, TIMER

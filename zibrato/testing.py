@@ -19,14 +19,16 @@ worker. Installed as a pytest plugin, it also gives the fixture ``zibrato_memory
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import random as _random_module
+import time
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, cast
 
 import msgpack
 
 from .client import Tags, Zibrato
 from .protocol import LEVEL_TERMINATOR, TYPE_NAMES
-from .sender import Transport
+from .transport import Transport
 
 __all__ = ["Measurement", "Recorded", "MemoryTransport", "MemoryZibrato", "capture", "zibrato_memory"]
 
@@ -44,13 +46,6 @@ class Measurement(NamedTuple):
 
 class Recorded(list):
     """The measurements seen, in order, with assertion helpers."""
-
-    def record(self, item: tuple) -> None:
-        """Append one ``(series, value)`` item as the client keys it."""
-        (level, type_, name, source, tags, weight, unit), value = item
-        self.append(
-            Measurement(level, TYPE_NAMES[type_], name, value, source, tags, 1 if weight is None else weight, unit)
-        )
 
     def find(
         self,
@@ -143,10 +138,21 @@ class MemoryTransport(Transport):
 
 
 class MemoryZibrato(Zibrato):
-    """A client that keeps its measurements in :attr:`measurements` instead of sending them."""
+    """A client that keeps its measurements in :attr:`measurements` instead of sending them.
 
-    def __init__(self, source: str | None = None, tags: Tags = None) -> None:
-        super().__init__(source=source, tags=tags, transport=MemoryTransport())
+    ``clock`` and ``random`` are the client's (``Zibrato(clock=..., random=...)``):
+    ``random=lambda: 0.0`` keeps every sampled call, for instance.
+    """
+
+    def __init__(
+        self,
+        source: str | None = None,
+        tags: Tags = None,
+        *,
+        clock: Callable[[], float] = time.time,
+        random: Callable[[], float] = _random_module.random,
+    ) -> None:
+        super().__init__(source=source, tags=tags, transport=MemoryTransport(), clock=clock, random=random)
 
     @property
     def measurements(self) -> Recorded:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ..curve import ClientKeys
 from ..http_server import HttpLimits
 from . import statsd as statsd_lines
-from .publisher import DEFAULT_HWM
+from .publisher import DEFAULT_HWM, DEFAULT_MAX_BYTES
 
 DEFAULT_RECEIVE_BUFFER = 8 * 1024 * 1024
 DEFAULT_FLUSH_INTERVAL = 0.05
@@ -38,6 +38,7 @@ class ListenConfig:
     receive_buffer: int = DEFAULT_RECEIVE_BUFFER
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
     hwm: int = DEFAULT_HWM
+    max_buffer_bytes: int = DEFAULT_MAX_BYTES  # bytes that may wait in ZeroMQ for the broker, as the client's
     status_port: int | None = None
     self_metrics: bool = True
     max_body: int = DEFAULT_MAX_BODY

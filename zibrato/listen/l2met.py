@@ -25,7 +25,7 @@ from .series import Pending, Rejects, Series, add
 
 TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
 _VALUE = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)(.*)\Z", re.S)
-_UNIT = re.compile(r"[A-Za-z0-9_./%-]{1,64}\Z")
+_UNIT = protocol.UNIT_PATTERN  # a histogram's unit, as every producer checks it
 _ROUTER = {"connect": ("router.connect", "ms"), "service": ("router.service", "ms"), "bytes": ("router.bytes", "bytes")}
 _MAX_LENGTH_DIGITS = 9
 

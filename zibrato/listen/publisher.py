@@ -1,10 +1,13 @@
 """Send parsed series to the broker as Protocol 1.1 messages, never blocking.
 
-The listener is a client like any other: a PUSH socket connected to the
-broker's PULL port. It must never block (a statsd sender does not wait, and
-a blocked listener drops datagrams in the kernel), so every send is
-non-blocking: past the socket's high-water mark (``hwm`` messages queued for
-a broker that is down or slow), a message is dropped and its values counted.
+The listener is a client like any other, and publishes through the client's
+own transport (:class:`zibrato.transport.ZmqTransport`): a PUSH socket
+connected to the broker's PULL port that never blocks (a statsd sender does
+not wait, and a blocked listener drops datagrams in the kernel) and bounds
+what waits for a broker that is down or slow, in messages (``hwm``) and in
+bytes (``max_bytes``). Past either bound, a message is dropped and its
+values counted. Messages are framed by the rule every producer follows
+(:mod:`zibrato.framing`).
 
 Records that only Protocol 1.1 workers read (histograms, sets, weighted
 timers) travel in their own messages: a 1.0 worker rejects a whole message
@@ -14,22 +17,32 @@ gauges and timers it does know.
 
 from __future__ import annotations
 
+import logging
 import time as _time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import zmq
 
-from .. import protocol
+from .. import framing, protocol
 from ..curve import ClientKeys
+from ..transport import ZmqTransport
 from .series import Pending, Series
+
+log = logging.getLogger("zibrato.listen")
 
 DEFAULT_HWM = 10_000
 #: values per message, as the Zibrato client's default ``batch``
 DEFAULT_BATCH = 1000
+#: bytes that may wait in ZeroMQ for the broker, as the Zibrato client's default ``max_buffer_bytes``
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 class Publisher:
-    """One PUSH socket to the broker; ``publish`` empties a pending mapping into it."""
+    """One PUSH socket to the broker (a :class:`ZmqTransport`); ``publish`` empties a pending mapping into it.
+
+    Made and used in one thread (the listener's loop): ZeroMQ sockets are not thread-safe.
+    """
 
     def __init__(
         self,
@@ -40,15 +53,28 @@ class Publisher:
         max_message_size: int = protocol.MAX_MESSAGE_SIZE,
         clock: Callable[[], float] = _time.time,
         curve: ClientKeys | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         self.endpoint, self.batch, self.max_message_size, self.clock = endpoint, batch, max_message_size, clock
-        self.socket = context.socket(zmq.PUSH)
-        self.socket.setsockopt(zmq.SNDHWM, hwm)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        if curve is not None:  # an encrypted, authenticated link to a CURVE broker
-            curve.apply(self.socket)
-        self.socket.connect(endpoint)
+        # linger 0 while open: close() says how long queued messages may take; the listener watches
+        # the connection itself (zibrato.link_watch), so the transport does not
+        self.transport = ZmqTransport(endpoint, hwm, 0.0, max_bytes, context, curve=curve, watch_link=False)
+        self.transport.open()
+        if self.transport.socket is None:
+            raise RuntimeError(f"cannot connect to the broker at {endpoint}")
         self.figures = {"messages_sent": 0, "values_sent": 0, "messages_dropped": 0, "values_dropped": 0}
+
+    @property
+    def socket(self) -> zmq.Socket[bytes]:
+        """The PUSH socket (the listener follows its connection)."""
+        socket = self.transport.socket
+        assert socket is not None  # made in __init__, until close()
+        return socket
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes ZeroMQ holds for the broker now (at most ``max_bytes``)."""
+        return self.transport.held_bytes
 
     def publish(self, pending: Pending) -> None:
         """Encode and send everything in ``pending`` (which the caller no longer uses)."""
@@ -64,39 +90,18 @@ class Publisher:
             else:
                 group.append((series, values))
         for (level, time, _), entries in groups.items():
-            for records, count in self._batches(entries):
-                self._send(level, time, records, count)
+            records = [series.record(values) for series, values in entries]
+            limit = self.max_message_size
+            for frame, count in framing.frames(level, time, records, self.batch, limit, None, self._drop):
+                if self.transport.send(frame):
+                    self.figures["messages_sent"] += 1
+                    self.figures["values_sent"] += count
+                else:
+                    self._dropped(count)
 
-    def _batches(self, entries: Iterable[tuple[Series, list]]) -> Iterable[tuple[list, int]]:
-        """Records of at most ``batch`` values per message (a long record is split)."""
-        records, count, batch = [], 0, self.batch
-        for series, values in entries:
-            for start in range(0, len(values), batch):
-                chunk = values[start : start + batch] if len(values) > batch else values
-                records.append(series.record(chunk))
-                count += len(chunk)
-                if count >= batch:
-                    yield records, count
-                    records, count = [], 0
-        if records:
-            yield records, count
-
-    def _send(self, level: str, time: float, records: list, count: int) -> None:
-        frame = protocol.encode(level, time, records)
-        if len(frame) > self.max_message_size:
-            if len(records) == 1 and len(records[0][2]) == 1:
-                self._dropped(1)
-                return
-            for half in _halves(records):
-                self._send(level, time, half, sum(len(r[2]) for r in half))
-            return
-        try:
-            self.socket.send(frame, zmq.NOBLOCK)
-        except zmq.Again:
-            self._dropped(count)
-            return
-        self.figures["messages_sent"] += 1
-        self.figures["values_sent"] += count
+    def _drop(self, record: Sequence[Any], encoded: int, limit: int) -> None:
+        """The framing rule's drop: one value that alone is over the message limit."""
+        self._dropped(1)
 
     def _dropped(self, count: int) -> None:
         self.figures["messages_dropped"] += 1
@@ -104,14 +109,4 @@ class Publisher:
 
     def close(self, linger: float | None = 2.0) -> None:
         """Give queued messages ``linger`` seconds to reach the broker, then close."""
-        self.socket.close(linger=None if linger is None else int(linger * 1000))
-
-
-def _halves(records: list) -> list:
-    """Split a message's records in two; a one-record message splits its values."""
-    if len(records) > 1:
-        middle = len(records) // 2
-        return [records[:middle], records[middle:]]
-    record = records[0]
-    values, middle = record[2], len(record[2]) // 2
-    return [[[*record[:2], values[:middle], *record[3:]]], [[*record[:2], values[middle:], *record[3:]]]]
+        self.transport.close(-0.001 if linger is None else linger)  # None: as long as it takes (ZeroMQ's -1)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from .. import protocol
+from ..framing import record_of
 
 Value = float | str  # a number, or a set member
 
@@ -35,13 +36,8 @@ class Series(NamedTuple):
     time: float | None = None
 
     def record(self, values: list[Value]) -> list:
-        """The Protocol record: 5 fields when 1.0 says it all, else 6 or 7."""
-        record: list[Any] = [self.type, self.name, values, self.source, list(self.tags)]
-        if self.unit is not None:
-            record += [self.weight, self.unit]
-        elif self.weight is not None:
-            record.append(self.weight)
-        return record
+        """The Protocol record: 5 fields when 1.0 says it all, else 6 or 7 (:func:`zibrato.framing.record_of`)."""
+        return [*record_of(self.type, self.name, values, self.source, list(self.tags), self.weight, self.unit)]
 
     @property
     def needs_1_1(self) -> bool:

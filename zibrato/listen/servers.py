@@ -88,7 +88,9 @@ class Listener:
         """Bind everything (raises RuntimeError with a clear message when one cannot be bound)."""
         c = self.config
         host, port = split_address(c.broker, "--broker")
-        self.publisher = Publisher(self.context, f"tcp://{host}:{port}", hwm=c.hwm, curve=c.curve)
+        self.publisher = Publisher(
+            self.context, f"tcp://{host}:{port}", hwm=c.hwm, curve=c.curve, max_bytes=c.max_buffer_bytes
+        )
         if c.statsd:
             self._open_statsd(*split_address(c.statsd, "--statsd"))
         if c.statsd_unix:

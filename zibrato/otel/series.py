@@ -14,13 +14,12 @@ counted in :class:`Figures` and logged at most once a minute per reason.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..protocol import MAX_TAG_LENGTH
+from ..series_rules import clean_tag
 
 if TYPE_CHECKING:
     from ..client import Zibrato
@@ -42,7 +41,6 @@ FIGURES = (
     "callbacks.skipped",  # a callback still running from an earlier collection was not called again
     "observations.resets",  # an observable counter's cumulative value went down
 )
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LOG_EVERY = 60.0  # seconds between two log lines of one reason
 
 
@@ -101,7 +99,7 @@ def attribute_tags(attributes: Mapping[Any, Any]) -> list[str]:
     """
     tags = []
     for key, value in attributes.items():
-        tags.append(_clean(f"{key}:{_text(value)}"))
+        tags.append(clean_tag(f"{key}:{_text(value)}"))
     return tags
 
 
@@ -113,10 +111,6 @@ def _text(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(_text(item) for item in value)
     return str(value)
-
-
-def _clean(tag: str) -> str:
-    return _CONTROL.sub("_", tag)[:MAX_TAG_LENGTH]
 
 
 class SeriesTable:
