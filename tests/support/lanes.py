@@ -3,12 +3,13 @@
 ``bin/test --fast`` runs ``-m "not daemon"``: the tests that start no process, real server or
 fork, in under a minute. Nobody lists those tests by hand, so the lane cannot drift:
 
-* :func:`spawns` reads a test's code (its function, every fixture it uses, and, transitively,
+* :class:`SpawnReader` reads a test's code (its function, every fixture it uses, and, transitively,
   every function, class and module of ``tests/`` they name) for a way to start a process:
   ``subprocess``, ``os.fork``/``posix_spawn``/``system``, ``multiprocessing``, a process pool,
   asyncio's subprocesses, or any helper of ``tests/support`` built on them (``Daemon``,
-  ``start_server``, ``run_script``, the pipelines...). ``conftest.py`` marks each such test
-  ``daemon``. The reading is conservative: a test that merely names ``subprocess`` is marked.
+  ``start_server``, ``run_script``, the pipelines...), or declared with :func:`starts_process`
+  (a library starts the process). ``conftest.py`` marks each such test ``daemon``. The
+  reading is conservative: a test that merely names ``subprocess.run`` is marked.
 * :class:`SpawnGuard` catches what reading missed (a process started inside ``zibrato`` or a
   library): while a test that is not marked ``daemon`` runs, starting a process fails it with
   a message that says how to mark it.
@@ -25,8 +26,11 @@ import subprocess
 import sys
 import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
 
 TESTS = Path(__file__).resolve().parent.parent
 
@@ -53,6 +57,13 @@ HOW_TO_MARK = (
     "start it through a fixture or helper of tests/ (the `daemon` marker is derived from the code a test uses), "
     "or mark the test @pytest.mark.daemon"
 )
+
+
+def starts_process(helper: F) -> F:
+    """Declares a helper of tests/ that starts a process through a library the reading does not
+    follow (selenium starting chromedriver): every test that uses the helper is marked ``daemon``."""
+    helper.__starts_process__ = True  # type: ignore[attr-defined]
+    return helper
 
 
 def _in_tests(obj: object) -> bool:
@@ -83,6 +94,8 @@ class SpawnReader:
         return verdict
 
     def _read(self, obj: object) -> bool:
+        if getattr(obj, "__starts_process__", False) is True:
+            return True
         bound = isinstance(obj, types.MethodType)
         if any(obj is spawner or (bound and obj == spawner) for spawner in _SPAWNING_OBJECTS):
             return True
