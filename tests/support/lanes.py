@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import multiprocessing
 import multiprocessing.process
 import os
@@ -68,8 +69,13 @@ def starts_process(helper: F) -> F:
 
 def _in_tests(obj: object) -> bool:
     """Defined in a file under tests/: code the reading follows (zibrato's own code it does not)."""
-    module = sys.modules.get(getattr(obj, "__module__", None) or "")
-    path = getattr(obj if isinstance(obj, types.ModuleType) else module, "__file__", None)
+    name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+    return isinstance(name, str) and _module_in_tests(name)
+
+
+@functools.cache
+def _module_in_tests(name: str) -> bool:
+    path = getattr(sys.modules.get(name), "__file__", None)
     return path is not None and Path(path).resolve().is_relative_to(TESTS)
 
 
