@@ -110,18 +110,28 @@ class Pipeline:
 
     The in-process twin of :class:`support.pipeline.WorkerPipeline` (same ``status``,
     ``warm_up``, ``wait_measurements``, ``stop_worker``). ``config`` overrides
-    :class:`~zibrato.worker_config.WorkerConfig` fields.
+    :class:`~zibrato.worker_config.WorkerConfig` fields; ``broker``, the
+    :class:`~zibrato.broker.Broker`'s keywords.
     """
 
     def __init__(
-        self, destination: Destination, *, flush: float = DAY, warm_level: str = "info", **config: Any
+        self,
+        destination: Destination,
+        *,
+        flush: float = DAY,
+        warm_level: str = "info",
+        broker: dict[str, Any] | None = None,
+        **config: Any,
     ) -> None:
         self.destination = destination
         self.base = free_ports(4)
         self.status_port = self.base + 3
         self.broker_status_port = self.base + 2
+        broker_options = {"startup_grace": 0, **(broker or {})}  # Broker's keywords (its flags' names)
         self.broker = Running(
-            "broker", Broker(port=self.base, status_port=self.broker_status_port, startup_grace=0).run, "zibrato.broker"
+            "broker",
+            Broker(port=self.base, status_port=self.broker_status_port, **broker_options).run,
+            "zibrato.broker",
         )
         config.setdefault("self_level", None)
         self.config = WorkerConfig(
