@@ -31,6 +31,7 @@ from zibrato import protocol
 from zibrato.backends.console import Console, human_seconds
 from zibrato.cli import group
 from zibrato.worker import Worker
+from zibrato.worker_config import WorkerConfig
 
 
 class Pipeline(WorkerPipeline):
@@ -309,16 +310,15 @@ def test_worker_reports_its_own_figures_under_its_level(pipeline, tmp_path):
 
 
 def test_self_metrics_go_under_the_configured_self_level(broker_pull):
-    worker = Worker(
-        Console(stream=io.StringIO()), port=broker_pull.port + 1, broker_port=broker_pull.port, self_level="ops"
-    )
-    worker._self_client = worker._make_self_client()
+    """A worker in a thread, its broker port at ``broker_pull``: what it publishes about itself."""
+    config = WorkerConfig(port=broker_pull.port + 1, broker_port=broker_pull.port, self_level="ops", flush_interval=0.2)
+    worker = inprocess.Running(
+        "worker", Worker.from_config(Console(stream=io.StringIO()), config).run, "zibrato.console"
+    ).start()
     try:
-        worker.flush(time.time() - 1, time.time())
-        worker._self_client.flush()
         records = broker_pull.receive_count(1, "zibrato.console.received")
     finally:
-        worker._self_client.close(timeout=1)
+        expect(worker.stop()) == 0
     expect({r.level for r in records}) == {"ops"}
 
 
