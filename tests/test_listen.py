@@ -401,7 +401,10 @@ def test_a_broker_that_never_answers_never_blocks_the_listener_drops_are_counted
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
-        listener, port = start_listener(silent.getsockname()[1], hwm=1, flush_interval=0.01, status_port=status_port)
+        # a process of its own: in a thread, its 10 ms flushes can split a burst (the GIL is shared)
+        listener, port = start_listener_script(
+            tmp_path, silent.getsockname()[1], "--hwm", "1", "--flush-interval", "0.01", "--status-port", status_port
+        )
         try:
 
             def published(values):  # sent or dropped: each burst is a flush of its own
