@@ -1,4 +1,9 @@
-"""Shared fixtures.
+"""Shared fixtures, and the two test lanes.
+
+Every test that starts a process, a real server or a fork is marked ``daemon``
+here, derived from the code it uses (:mod:`support.lanes`), never listed by
+hand; ``bin/test --fast`` runs the others (``-m "not daemon"``). A test that
+is not marked and starts a process anyway fails, saying how to mark it.
 
 ``broker_pull`` stands in for the broker: a real ZeroMQ PULL socket bound on a
 random loopback port, whose helpers decode what arrives and wait for it by
@@ -16,6 +21,7 @@ from typing import NamedTuple
 import pytest
 import zmq
 
+from support.lanes import SpawnGuard, SpawnReader, message
 from zibrato import Zibrato, protocol
 
 RECEIVE_TIMEOUT = 5.0
@@ -237,3 +243,42 @@ def unused_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# --- the two lanes ----------------------------------------------------------------------------
+
+_reader = SpawnReader()
+_guard = SpawnGuard()
+
+
+def _code_of(item: pytest.Item):
+    """The test function and the function of every fixture it uses (pytest's own fixtures too:
+    the reading follows only code under tests/)."""
+    yield getattr(item, "obj", None)
+    fixture_info = getattr(item, "_fixtureinfo", None)  # pytest keeps the resolved fixtures there
+    for definitions in getattr(fixture_info, "name2fixturedefs", {}).values():
+        for definition in definitions:
+            yield definition.func
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("daemon") is None and _reader.spawns(_code_of(item)):
+            item.add_marker(pytest.mark.daemon)
+
+
+@pytest.fixture(autouse=True)
+def _processes_only_in_the_daemon_lane(request: pytest.FixtureRequest):
+    """Armed for every test not marked ``daemon``: starting a process fails it (set up first,
+    torn down last, so the other fixtures' set-up and tear-down are watched too)."""
+    if request.node.get_closest_marker("daemon") is not None:
+        yield
+        return
+    _guard.watch(request.node.nodeid)
+    try:
+        yield
+    finally:
+        caught = _guard.release()
+    if caught:
+        pytest.fail(message(request.node.nodeid, caught), pytrace=False)

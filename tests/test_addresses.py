@@ -1,17 +1,20 @@
 """Every destination's URL, host and port is checked at start by one shared check (exit 2, a usage message).
 
 A worker started with an address that can never work used to retry it
-forever; these are the real console scripts, run as subprocesses.
+forever; each script's click command is run in-process as its entry point
+runs it, and one case through the real console script.
 """
 
 from __future__ import annotations
 
+import importlib
 import socket
 import subprocess
 
 import msgpack
 import pytest
 import zmq
+from click.testing import CliRunner
 
 from support.daemons import BIN, run_script, wait_until
 from zibrato.cli.addresses import check_url, split_host_port
@@ -35,11 +38,26 @@ BAD_ADDRESSES = [
 ]
 
 
+#: credentials are given so that nothing but the address can be wrong
+CREDENTIALS = {"ZIBRATO_LIBRATO_USERNAME": "ops@example.com", "LIBRATO_TOKEN": "t", "ZIBRATO_LIBRATO_APITOKEN": "t"}
+
+
 @pytest.mark.parametrize("script, args, message", BAD_ADDRESSES, ids=lambda v: v if isinstance(v, str) else None)
 def test_an_address_that_can_never_work_is_a_usage_error_at_start(script, args, message):
-    # credentials are given so that nothing but the address can be wrong
-    env = {"ZIBRATO_LIBRATO_USERNAME": "ops@example.com", "LIBRATO_TOKEN": "t", "ZIBRATO_LIBRATO_APITOKEN": "t"}
-    result = run_script(script, *args, "--status-port", "0", timeout=20, env=env)
+    """The script's own click command, in-process, with its environment prefix (as its entry point runs it)."""
+    name = script.removeprefix("zibrato-")
+    command = importlib.import_module(f"zibrato.cli.{name.replace('-', '_')}").command
+    prefix = "ZIBRATO_" + name.upper().replace("-", "_")
+    result = CliRunner().invoke(
+        command, [*args, "--status-port", "0"], prog_name=script, auto_envvar_prefix=prefix, env=CREDENTIALS
+    )
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert "Usage:" in result.output and message in result.output, result.output
+
+
+def test_the_script_itself_exits_2_on_an_address_that_can_never_work():
+    script, args, message = BAD_ADDRESSES[0]
+    result = run_script(script, *args, "--status-port", "0", timeout=20, env=CREDENTIALS)
     assert result.returncode == 2, (result.returncode, result.stderr)
     assert "Usage:" in result.stderr and message in result.stderr, result.stderr
 

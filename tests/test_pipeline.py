@@ -1,4 +1,9 @@
-"""End to end: client -> real zibrato-broker -> real zibrato-console, as subprocesses."""
+"""End to end: client -> real broker -> real console worker.
+
+As subprocesses (the real zibrato-broker and zibrato-console) where the test is about the
+scripts: the stop signal's final flush, exit codes, the demo; in threads of the test process
+(``support.inprocess``) where it is about what the broker and the worker do.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +20,16 @@ from fractions import Fraction
 import msgpack
 import pytest
 import zmq
+from click.testing import CliRunner
 from expecter import expect
 from zmq.utils.monitor import recv_monitor_message
 
+from support import inprocess
 from support.daemons import Daemon, free_ports, run_script, wait_until
 from support.pipeline import WorkerPipeline, pipelines
 from zibrato import protocol
 from zibrato.backends.console import Console, human_seconds
+from zibrato.cli import group
 from zibrato.worker import Worker
 from zibrato.worker_config import WorkerConfig
 
@@ -41,6 +49,30 @@ class Pipeline(WorkerPipeline):
 @pytest.fixture
 def pipeline(tmp_path):
     yield from pipelines(lambda *args, **kwargs: Pipeline(tmp_path, *args, **kwargs))
+
+
+class Threaded(inprocess.ConsolePipeline):
+    """The same, broker and worker in threads; options are WorkerConfig fields (``broker``: Broker's)."""
+
+    def stop_worker(self):
+        """Stop as SIGTERM stops the script; the summaries of the final flush, warm-up left out."""
+        super().stop_worker()
+        return [s for s in self.json_lines() if s["name"] != "warmup"]
+
+
+@pytest.fixture
+def threaded():
+    made: list[Threaded] = []
+
+    def make(**options) -> Threaded:
+        made.append(Threaded(**options))
+        return made[-1].start()
+
+    try:
+        yield make
+    finally:
+        for p in made:
+            p.close()
 
 
 def nearest_rank(values, pct):
@@ -83,8 +115,8 @@ def test_exact_statistics_arrive_and_stop_signal_flushes_them(pipeline):
     expect((gauge["value"], gauge["min"], gauge["max"], gauge["count"])) == (7, -3, 12, 4)
 
 
-def test_levels_match_exactly(pipeline):
-    p = pipeline("--levels", "info,warn")
+def test_levels_match_exactly(threaded):
+    p = threaded(levels=("info", "warn"))
     for level in ("info", "information", "info2", "inf", "warn", "warning", "debug"):
         p.client.count(level, f"from.{level}")
     p.client.count("info", "sentinel")
@@ -123,8 +155,8 @@ def test_first_interval_rate_is_per_second_since_the_worker_started():
     expect(first["rate"]) == 3.0
 
 
-def test_garbage_never_stops_broker_or_worker(pipeline):
-    p = pipeline("--levels", "all")
+def test_garbage_never_stops_broker_or_worker(threaded):
+    p = threaded(levels=("all",))
     context = zmq.Context.instance()
     raw = context.socket(zmq.PUSH)
     raw.setsockopt(zmq.LINGER, 1000)
@@ -147,7 +179,7 @@ def test_garbage_never_stops_broker_or_worker(pipeline):
     out = p.stop_worker()
     expect([(s["name"], s["value"]) for s in out]) == [("still.alive", 2)]
     expect(p.worker.stderr).contains("dropped malformed message")
-    expect(p.broker.process.poll()) == None
+    expect(p.broker.running) == True
 
 
 SMALL_LIMIT = 65536
@@ -190,8 +222,8 @@ def wait_for_hangup(monitor, timeout=10.0):
     expect(recv_monitor_message(monitor)["event"]) == zmq.EVENT_DISCONNECTED
 
 
-def test_a_message_over_the_broker_limit_is_dropped_and_its_sender_disconnected(pipeline):
-    p = pipeline(broker_args=("--max-message-size", SMALL_LIMIT))
+def test_a_message_over_the_broker_limit_is_dropped_and_its_sender_disconnected(threaded):
+    p = threaded(broker={"max_message_size": SMALL_LIMIT})
     big = timer_frame("too.big", SMALL_LIMIT // 4)
     assert len(big) > SMALL_LIMIT
     with raw_sender(p.base) as (raw, monitor):
@@ -206,11 +238,11 @@ def test_a_message_over_the_broker_limit_is_dropped_and_its_sender_disconnected(
     expect([(s["name"], s["value"]) for s in out]) == [("after", 7)]
     broker = p.broker_status()
     expect((broker["received"], broker["forwarded"])) == (received, received)  # the big one: neither
-    expect(p.broker.process.poll()) == None
+    expect(p.broker.running) == True
 
 
-def test_a_message_just_under_the_broker_limit_is_delivered(pipeline):
-    p = pipeline(broker_args=("--max-message-size", SMALL_LIMIT))
+def test_a_message_just_under_the_broker_limit_is_delivered(threaded):
+    p = threaded(broker={"max_message_size": SMALL_LIMIT})
     values, frame = largest_timer_frame("near.limit", SMALL_LIMIT)
     assert SMALL_LIMIT - 16 < len(frame) <= SMALL_LIMIT
     with raw_sender(p.base) as (raw, monitor):
@@ -223,11 +255,11 @@ def test_a_message_just_under_the_broker_limit_is_delivered(pipeline):
     expect(out["near.limit"]["count"]) == values
 
 
-def test_workers_take_every_message_the_broker_allows_past_4_mib(pipeline):
+def test_workers_take_every_message_the_broker_allows_past_4_mib(threaded):
     """The broker is the trust boundary: a worker must not cut its own subscription
     over a message the broker was configured to accept."""
     limit = 2 * protocol.MAX_MESSAGE_SIZE
-    p = pipeline(broker_args=("--max-message-size", limit))
+    p = threaded(broker={"max_message_size": limit})
     values, frame = largest_timer_frame("big.but.allowed", limit - 1024)
     assert len(frame) > protocol.MAX_MESSAGE_SIZE
     with raw_sender(p.base) as (raw, monitor):
@@ -280,31 +312,35 @@ def test_worker_reports_its_own_figures_under_its_level(pipeline, tmp_path):
 
 
 def test_self_metrics_go_under_the_configured_self_level(broker_pull):
-    worker = Worker(
-        Console(stream=io.StringIO()), port=broker_pull.port + 1, broker_port=broker_pull.port, self_level="ops"
-    )
-    worker.self_client = client = worker.make_self_client()
+    """A worker in a thread, its broker port at ``broker_pull``: what it publishes about itself."""
+    config = WorkerConfig(port=broker_pull.port + 1, broker_port=broker_pull.port, self_level="ops", flush_interval=0.2)
+    worker = inprocess.Running(
+        "worker", Worker.from_config(Console(stream=io.StringIO()), config).run, "zibrato.console"
+    ).start()
     try:
-        worker.flush(time.time() - 1, time.time())
-        client.flush()
         records = broker_pull.receive_count(1, "zibrato.console.received")
     finally:
-        client.close(timeout=1)
+        expect(worker.stop()) == 0
     expect({r.level for r in records}) == {"ops"}
 
 
-def test_broker_status_reports_forwarded_messages(pipeline):
-    p = pipeline()
+def test_broker_status_reports_forwarded_messages(threaded):
+    p = threaded()
     p.client.count("info", "x")
     p.client.flush()
     p.wait_measurements(1)
-    result = run_script("zibrato", "status", "--port", p.base + 2, "--port", p.status_port)
-    expect(result.returncode) == 0
-    expect(result.stdout).contains("broker OK")
-    expect(result.stdout).contains("console OK")
-    silent = run_script("zibrato", "status", "--port", free_ports(1), "--timeout", "0.3")
-    expect(silent.returncode) == 2
-    expect(silent.stdout).contains("UNREACHABLE")
+    result = zibrato_status("--port", p.base + 2, "--port", p.status_port)
+    expect(result.exit_code) == 0
+    expect(result.output).contains("broker OK")
+    expect(result.output).contains("console OK")
+    silent = zibrato_status("--port", free_ports(1), "--timeout", "0.3")
+    expect(silent.exit_code) == 2
+    expect(silent.output).contains("UNREACHABLE")
+
+
+def zibrato_status(*args):
+    """`zibrato status` in-process (tests/test_status.py runs the script)."""
+    return CliRunner().invoke(group, ["status", *map(str, args)], prog_name="zibrato")
 
 
 def test_broker_stops_cleanly_on_its_stop_signal_and_forwards_what_it_took(pipeline):

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .lanes import starts_process
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 FLAGS = (
@@ -39,6 +41,7 @@ def missing() -> str | None:
     return None
 
 
+@starts_process  # selenium starts chromedriver and chromium
 @contextmanager
 def chromium(width: int = 1280, height: int = 900, *, javascript: bool = True) -> Iterator[object]:
     """A selenium WebDriver on a fresh, temporary profile; quit and removed afterwards.

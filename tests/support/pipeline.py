@@ -55,9 +55,13 @@ class WorkerPipeline:
         return self.worker_args
 
     def start(self) -> WorkerPipeline:
-        self.broker.start().wait_for_log("broker ready")
+        # Both start at once, so their interpreters start side by side: the worker's SUB socket
+        # connects whenever the broker binds (ZeroMQ reconnects), and the warm-up waits for it.
+        self.broker.start()
         self.worker = Daemon(self.tmp_path, self.script, *self.worker_command(), env=self.env)
-        self.worker.start().wait_for_log(self.ready_log)
+        self.worker.start()
+        self.broker.wait_for_log("broker ready")
+        self.worker.wait_for_log(self.ready_log)
         self.warm_up()
         return self
 
@@ -79,7 +83,7 @@ class WorkerPipeline:
             sent += 1
             return self.status()["measurements"] > 0
 
-        wait_until(received, timeout=10, interval=0.1, message="worker subscription")
+        wait_until(received, timeout=10, interval=0.05, message="worker subscription")
         if self.status()["measurements"] >= sent:
             self.baseline = sent
             return
