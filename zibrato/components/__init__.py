@@ -1,0 +1,1 @@
+"""Component specs: each destination and daemon declared once (see spec.py and builder.py)."""

@@ -1,0 +1,108 @@
+"""What a component declares, once: :class:`DestinationSpec` and :class:`DaemonSpec`, and where they are found.
+
+A destination is registered in the ``zibrato.destinations`` entry-point
+group (``name = "package.module:SPEC"``); every built-in one is, in
+setup.py, and a third-party package adds its own the same way. The builder
+(:mod:`zibrato.components.builder`) turns a spec into the ``zibrato-<name>``
+command, the ``zibrato <name>`` subcommand, the ``--config`` keys and a
+section of docs/CLI.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # annotations only: importing a spec never imports the worker
+    from ..delivery import Backoff
+    from ..destination import Destination
+    from ..worker_config import WorkerConfig
+
+GROUP = "zibrato.destinations"
+
+
+@dataclass(frozen=True)
+class DestinationSpec:
+    """One destination: its command name, settings, default flush and how to build it.
+
+    ``config`` is a frozen dataclass whose fields carry their flags
+    (:func:`zibrato.components.fields.option`); ``factory(config)`` builds the
+    destination (opening nothing: the worker connects it), a ValueError
+    being a usage error. ``summary`` is the command's help (a ``\\f`` line
+    ends what --help shows). The optional hooks: ``backoff(config)`` (default:
+    the embedded ``retry`` settings, if any), ``resolve(config, worker, given)
+    -> (config, worker)`` for settings that depend on each other or on whether
+    a flag was set (``given(name)``; a usage error raised there stops the
+    start), and ``worker_class`` ("module:Class") for a worker that is not the
+    plain :class:`~zibrato.worker.Worker`.
+    """
+
+    name: str
+    config: type
+    factory: Callable[[Any], Destination]
+    default_flush: float
+    summary: str
+    backoff: Callable[[Any], Backoff | None] | None = None
+    resolve: Callable[[Any, WorkerConfig, Callable[[str], bool]], tuple[Any, WorkerConfig]] | None = None
+    worker_class: str | None = None
+
+    @property
+    def script(self) -> str:
+        return f"zibrato-{self.name}"
+
+    def delivery_backoff(self, config: Any) -> Backoff | None:
+        if self.backoff is not None:
+            return self.backoff(config)
+        retry = getattr(config, "retry", None)
+        return retry.backoff() if retry is not None else None
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    """A daemon that is not a worker (the broker, the listener): settings and ``run(config) -> exit code``.
+
+    Built by the same builder, so its flags, ``--config`` file, environment
+    variables and docs/CLI.md section follow the same rules as a destination's.
+    """
+
+    name: str
+    config: type
+    run: Callable[[Any], int]
+    summary: str
+
+    @property
+    def script(self) -> str:
+        return f"zibrato-{self.name}"
+
+
+#: the daemons that are not destinations: name -> "module:SPEC"
+DAEMONS = {
+    "broker": "zibrato.broker_spec:SPEC",
+    "listen": "zibrato.listen.spec:SPEC",
+}
+
+
+def load(reference: str) -> Any:
+    """The object a "module:attribute" reference names."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def destination_references() -> dict[str, str]:
+    """Every registered destination: name -> "module:SPEC", read from the installed packages' metadata."""
+    from importlib.metadata import entry_points
+
+    return {entry.name: entry.value for entry in entry_points(group=GROUP)}
+
+
+def find(name: str) -> DestinationSpec | DaemonSpec | None:
+    """The spec registered under ``name`` (a daemon or a destination), or None."""
+    reference = DAEMONS.get(name) or destination_references().get(name)
+    if reference is None:
+        return None
+    spec = load(reference)
+    if not isinstance(spec, (DestinationSpec, DaemonSpec)) or spec.name != name:
+        raise TypeError(f"{reference} is not the spec of {name!r}")
+    return spec
