@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # annotations only: importing a spec never imports the worker
     from ..delivery import Backoff
     from ..destination import Destination
-    from ..worker_config import WorkerConfig
+
+#: the shared worker settings (:class:`zibrato.worker_config.WorkerConfig`, which imports
+#: :mod:`zibrato.components.fields`: named here as Any so that no import circle forms)
+WorkerConfig = Any
 
 GROUP = "zibrato.destinations"
 
