@@ -172,11 +172,15 @@ def envvar_prefix(name: str) -> str:
     return f"ZIBRATO_{name.upper().replace('-', '_')}"
 
 
-def entry_point(name: str) -> Callable[[], None]:
-    """The ``main`` of a ``zibrato-<name>`` console script: the command, every flag settable from the environment."""
+def entry_point(spec: str | DestinationSpec | DaemonSpec) -> Callable[[], None]:
+    """The ``main`` of a ``zibrato-<name>`` console script: the command, every flag settable from the environment.
+
+    ``spec`` is a registered name (looked up when the script runs) or the spec itself.
+    """
+    name = spec if isinstance(spec, str) else spec.name
 
     def main() -> None:
-        command = command_named(name)
+        command = command_named(name) if isinstance(spec, str) else build_command(spec)
         if command is None:
             raise SystemExit(f"zibrato-{name}: no such component is registered (is its package installed?)")
         command.main(prog_name=f"zibrato-{name}", auto_envvar_prefix=envvar_prefix(name))

@@ -9,6 +9,7 @@ file differs from what this writes.
 from __future__ import annotations
 
 import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -86,6 +87,9 @@ def section(name: str) -> str:
         ]
         parts.append(f"Environment: {', '.join(f'`{v}`' for v in sorted(variables, key=lambda v: v.split('_')))}.\n")
         spec = find(name)
+        details = spec.summary.partition("\f")[2] if spec is not None else ""
+        if details.strip():
+            parts.append(" ".join(textwrap.dedent(details).split()) + "\n")
         if isinstance(spec, DestinationSpec):
             parts.append(f"Default flush: {spec.default_flush:g} s.\n")
         keys = [key for key, option in config_keys(command).items() if not option.hidden]
