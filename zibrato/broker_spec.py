@@ -9,11 +9,18 @@ import click
 
 from .broker import DEFAULT_HWM, DEFAULT_MAX_MESSAGE_SIZE
 from .components.fields import Seconds, option
+from .components.settings import key_file
 from .components.spec import DaemonSpec
 
 
 @dataclass(frozen=True)
 class BrokerConfig:
+    """Forward measurements from clients (PULL on PORT) to workers (PUB on PORT + 1).
+
+    Runs in the foreground; stops cleanly on TERM, INT or QUIT, forwarding
+    what clients already sent.
+    """
+
     host: str = option("127.0.0.1", "Interface to bind. Loopback by default; 0.0.0.0 exposes it to the network.")
     port: int = option(5550, "PULL port for clients; workers subscribe on PORT + 1.", type=click.IntRange(1, 65534))
     status_port: int | None = option(
@@ -35,19 +42,11 @@ class BrokerConfig:
     startup_grace: float = option(
         1.0, "Seconds between binding PUB and accepting clients, so workers reconnect first.", type=Seconds(0, 60)
     )
-    curve_secret_key: str | None = option(
-        None,
-        "The broker's CURVE secret key file (NAME.key_secret): encrypt and authenticate both ports.",
-        type=click.Path(dir_okay=False),
-        metavar="FILE",
-        show_default=False,
+    curve_secret_key: str | None = key_file(
+        "The broker's CURVE secret key file (NAME.key_secret): encrypt and authenticate both ports."
     )
-    curve_clients: str | None = option(
-        None,
-        "Directory of allowed client and worker public keys (*.key), reloaded when it changes.",
-        type=click.Path(file_okay=False),
-        metavar="DIR",
-        show_default=False,
+    curve_clients: str | None = key_file(
+        "Directory of allowed client and worker public keys (*.key), reloaded when it changes.", directory=True
     )
 
     def __post_init__(self) -> None:
@@ -87,13 +86,4 @@ def run(config: BrokerConfig) -> int:
     return run_broker(broker, stop)
 
 
-SPEC = DaemonSpec(
-    name="broker",
-    config=BrokerConfig,
-    run=run,
-    summary="""Forward measurements from clients (PULL on PORT) to workers (PUB on PORT + 1).
-
-    Runs in the foreground; stops cleanly on TERM, INT or QUIT, forwarding
-    what clients already sent.
-    """,
-)
+SPEC = DaemonSpec("broker", BrokerConfig, run)

@@ -29,6 +29,15 @@ def _upstream(text: str) -> str:
 
 @dataclass(frozen=True)
 class ForwardConfig:
+    """Aggregate this host's levels and send each interval's mergeable summaries upstream.
+
+    Subscribes to the local broker (--broker, plain loopback) and sends
+    to --to with --curve-secret-key/--curve-server-key (the upstream broker's
+    key) when given. Workers upstream merge the summaries with what they
+    receive raw: exact counts and sums, percentiles within the sketch's bound.
+    A 15-minute upstream outage is held in the backlog (docs/SCALING.md).
+    """
+
     to: str = option(
         None,
         "The upstream broker's client (PULL) port, e.g. global.example:5550.",
@@ -71,19 +80,11 @@ def build(config: ForwardConfig) -> Any:
 
 
 SPEC = DestinationSpec(
-    name="forward",
-    config=ForwardConfig,
-    factory=build,
-    default_flush=10.0,
+    "forward",
+    ForwardConfig,
+    build,
+    10.0,
     backoff=backoff,
     resolve=resolve,
     worker_class="zibrato.forward:ForwardWorker",
-    summary="""Aggregate this host's levels and send each interval's mergeable summaries upstream.
-
-    Subscribes to the local broker (--broker, plain loopback) and sends
-    to --to with --curve-secret-key/--curve-server-key (the upstream broker's
-    key) when given. Workers upstream merge the summaries with what they
-    receive raw: exact counts and sums, percentiles within the sketch's bound.
-    A 15-minute upstream outage is held in the backlog (docs/SCALING.md).
-    """,
 )

@@ -13,6 +13,14 @@ from .console import FORMATS
 
 @dataclass(frozen=True)
 class ConsoleConfig:
+    """Print each flush of the subscribed levels to standard output.
+
+    An interval in which nothing arrived prints nothing; but with --levels all
+    and self-metrics on (the defaults), the worker's own figures arrive every
+    flush under the level 'zibrato' (--no-self-metrics, or --levels without
+    zibrato, hides them).
+    """
+
     format_: str = option(
         "table",
         "A readable table, or one JSON object per series per flush.",
@@ -32,16 +40,4 @@ def build(config: ConsoleConfig):
     return Console(format=config.format_, sketch=config.sketch)
 
 
-SPEC = DestinationSpec(
-    name="console",
-    config=ConsoleConfig,
-    factory=build,
-    default_flush=10.0,
-    summary="""Print each flush of the subscribed levels to standard output.
-
-    An interval in which nothing arrived prints nothing; but with --levels all
-    and self-metrics on (the defaults), the worker's own figures arrive every
-    flush under the level 'zibrato' (--no-self-metrics, or --levels without
-    zibrato, hides them).
-    """,
-)
+SPEC = DestinationSpec("console", ConsoleConfig, build, 10.0)

@@ -21,6 +21,14 @@ def parse_address(value: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class GraphiteConfig:
+    """Send each flush of the subscribed levels to Graphite, retrying until carbon has it.
+
+    Counters as <prefix>.counters.<name>.count and .rate, gauges as
+    <prefix>.gauges.<name>, timers and histograms as one path per statistic
+    (count, sum, mean, median, p99 ...), sets as <prefix>.sets.<name>.count.
+    See docs/CLI.md and README, "Where the metrics go".
+    """
+
     address: tuple[str, int] = option(
         ("127.0.0.1", DEFAULT_PORT),
         "carbon's plaintext (line) receiver.",
@@ -48,16 +56,4 @@ def build(config: GraphiteConfig) -> Any:
     return GraphiteDestination(host, port, prefix=config.prefix, tags=config.tag_mode, timeout=config.timeout)
 
 
-SPEC = DestinationSpec(
-    name="graphite",
-    config=GraphiteConfig,
-    factory=build,
-    default_flush=10.0,
-    summary="""Send each flush of the subscribed levels to Graphite, retrying until carbon has it.
-
-    Counters as <prefix>.counters.<name>.count and .rate, gauges as
-    <prefix>.gauges.<name>, timers and histograms as one path per statistic
-    (count, sum, mean, median, p99 ...), sets as <prefix>.sets.<name>.count.
-    See docs/CLI.md and README, "Where the metrics go".
-    """,
-)
+SPEC = DestinationSpec("graphite", GraphiteConfig, build, 10.0)

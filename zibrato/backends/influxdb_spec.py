@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..components.addresses import url_callback
-from ..components.fields import embed, option
+from ..components.fields import embed, option, values
 from ..components.settings import Retry, read_secret, secret_file, timeout
 from ..components.spec import DestinationSpec
 from .influxdb import DEFAULT_BATCH_SIZE, DEFAULT_URL, TOKEN_ENV
@@ -18,6 +18,13 @@ from .influxdb import DEFAULT_BATCH_SIZE, DEFAULT_URL, TOKEN_ENV
 
 @dataclass(frozen=True)
 class InfluxDBConfig:
+    """Write each flush of the subscribed levels to InfluxDB, one point per series.
+
+    The statistics are the point's fields, the tags (and source, level) its
+    tags. 429, 5xx and connection errors are retried with backoff; other 4xx
+    are logged with InfluxDB's message and dropped. See README, "Where the metrics go".
+    """
+
     url: str = option(DEFAULT_URL, "InfluxDB's HTTP API.", callback=url_callback())
     database: str | None = option(None, "InfluxDB 1.x: the database to write to.")
     org: str | None = option(None, "InfluxDB 2.x: the organisation (with --bucket).")
@@ -57,27 +64,8 @@ def _checked_token(token: str, where: str) -> str:
 def build(config: InfluxDBConfig) -> Any:
     from .influxdb import InfluxDBDestination
 
-    return InfluxDBDestination(
-        config.url,
-        database=config.database,
-        org=config.org,
-        bucket=config.bucket,
-        token=read_token(config.token_file),
-        prefix=config.prefix,
-        batch_size=config.batch_size,
-        timeout=config.timeout,
-    )
+    named = values(config, "database", "org", "bucket", "prefix", "batch_size", "timeout")
+    return InfluxDBDestination(config.url, token=read_token(config.token_file), **named)
 
 
-SPEC = DestinationSpec(
-    name="influxdb",
-    config=InfluxDBConfig,
-    factory=build,
-    default_flush=10.0,
-    summary="""Write each flush of the subscribed levels to InfluxDB, one point per series.
-
-    The statistics are the point's fields, the tags (and source, level) its
-    tags. 429, 5xx and connection errors are retried with backoff; other 4xx
-    are logged with InfluxDB's message and dropped. See README, "Where the metrics go".
-    """,
-)
+SPEC = DestinationSpec("influxdb", InfluxDBConfig, build, 10.0)

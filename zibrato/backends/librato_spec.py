@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..components.addresses import url_callback
-from ..components.fields import embed, option
+from ..components.fields import embed, option, values
 from ..components.settings import Retry, read_secret, secret_file, timeout
 from ..components.spec import DestinationSpec
 from .librato import APIS, DEFAULT_API_URL
@@ -20,6 +20,15 @@ TOKEN_ENV = "ZIBRATO_LIBRATO_APITOKEN"
 
 @dataclass(frozen=True)
 class LibratoConfig:
+    """Post each flush to a Librato-compatible API (the Librato service itself is retired).
+
+    See docs/LIBRATO.md.
+    \f
+
+    Counters are sent as gauges of their per-flush sum, gauges as their last
+    value, timers as a summary gauge plus one gauge per percentile (name.p95).
+    """
+
     username: str | None = option(None, "Librato account e-mail.", envvar=USERNAME_ENV)
     apitoken: str | None = option(
         None,
@@ -82,29 +91,8 @@ def check(config: LibratoConfig, shared: Any, given: Callable[[str], bool]) -> t
 def build(config: LibratoConfig) -> Any:
     from .librato import Librato
 
-    return Librato(
-        config.username or "",
-        api_token(config),
-        api_url=config.api_url,
-        api=config.api,
-        source=config.source,
-        batch_size=config.batch_size,
-        timeout=config.timeout,
-    )
+    named = values(config, "api_url", "api", "source", "batch_size", "timeout")
+    return Librato(config.username or "", api_token(config), **named)
 
 
-SPEC = DestinationSpec(
-    name="librato",
-    config=LibratoConfig,
-    factory=build,
-    default_flush=60.0,
-    resolve=check,
-    summary="""Post each flush to a Librato-compatible API (the Librato service itself is retired).
-
-    See docs/LIBRATO.md.
-    \f
-
-    Counters are sent as gauges of their per-flush sum, gauges as their last
-    value, timers as a summary gauge plus one gauge per percentile (name.p95).
-    """,
-)
+SPEC = DestinationSpec("librato", LibratoConfig, build, 60.0, resolve=check)

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..components.fields import embed, option
+from ..components.fields import embed, option, values
 from ..components.settings import Retry, timeout
 from ..components.spec import DestinationSpec
 
@@ -19,6 +19,18 @@ METRICS_HEADERS_ENV = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
 
 @dataclass(frozen=True)
 class OtlpConfig:
+    """Post each flush of the subscribed levels to an OTLP/HTTP endpoint.
+
+    See docs/OTLP.md.
+    \f
+
+    Counters become Sums (delta by default), gauges Gauges, timers and
+    histograms ExponentialHistograms, sets Gauges of their unique count.
+    429, 502, 503, 504 and connection errors are retried with backoff
+    (honouring Retry-After); other refusals are logged with the server's
+    message and dropped.
+    """
+
     endpoint: str | None = option(
         None,
         "OTLP/HTTP base URL; /v1/metrics is appended unless present "
@@ -71,16 +83,8 @@ def build(config: OtlpConfig) -> Any:
         resource = resource_attributes(config.service_name)
     except ValueError as error:
         raise click.UsageError(f"OTEL_RESOURCE_ATTRIBUTES: {error}") from None
-    return OtlpDestination(
-        url,
-        headers=headers,
-        temporality=config.temporality,
-        resource=resource,
-        compression=config.compression,
-        ca_file=config.ca_file,
-        timeout=config.timeout,
-        max_points=config.max_points,
-    )
+    named = values(config, "temporality", "compression", "ca_file", "timeout", "max_points")
+    return OtlpDestination(url, headers=headers, resource=resource, **named)
 
 
 def read_headers(headers_file: str | Path | None) -> dict[str, str]:
@@ -106,20 +110,4 @@ def read_headers(headers_file: str | Path | None) -> dict[str, str]:
     return headers
 
 
-SPEC = DestinationSpec(
-    name="otlp",
-    config=OtlpConfig,
-    factory=build,
-    default_flush=60.0,
-    summary="""Post each flush of the subscribed levels to an OTLP/HTTP endpoint.
-
-    See docs/OTLP.md.
-    \f
-
-    Counters become Sums (delta by default), gauges Gauges, timers and
-    histograms ExponentialHistograms, sets Gauges of their unique count.
-    429, 502, 503, 504 and connection errors are retried with backoff
-    (honouring Retry-After); other refusals are logged with the server's
-    message and dropped.
-    """,
-)
+SPEC = DestinationSpec("otlp", OtlpConfig, build, 60.0)

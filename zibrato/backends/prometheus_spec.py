@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..components.fields import Parsed, option
+from ..components.fields import Parsed, option, values
 from ..components.listen_address import allow_host, listen_address
 from ..components.settings import HttpLimitSettings, http_limits
 from ..components.spec import DestinationSpec
@@ -73,6 +73,20 @@ def exposition_expiry(config: Any, shared: Any) -> Any:
 
 @dataclass(frozen=True)
 class PrometheusConfig:
+    """Serve the subscribed levels to Prometheus: GET /metrics (text, OpenMetrics or protobuf).
+
+    See docs/PROMETHEUS.md.
+    \f
+
+    Counters are cumulative <name>_total since the start, gauges and sets their
+    last value, timers (<name>_seconds) and histograms cumulative le buckets
+    with _count and _sum; to a Prometheus that asks for protobuf (native
+    histograms enabled), timers and histograms are native histograms as well.
+    Idle series leave /metrics after --series-expire seconds. GET /series/<name>?source=
+    &offset=N answers a series' summary as JSON; add count=, mean= or sum=
+    (and tol=) for l2met's metric assertion: 200 when it holds, 404 when not.
+    """
+
     listen: tuple[str, int] = listen_address(
         _parse_listen, "127.0.0.1:9464", "Where to serve /metrics and /series/<name> (loopback by default)."
     )
@@ -104,34 +118,8 @@ def build(config: PrometheusConfig) -> Any:
         check_listen(config.listen)  # a port in use is a clear error at start, as for the broker
     except OSError as error:
         raise click.ClickException(str(error)) from None
-    return PrometheusDestination(
-        config.listen,
-        expire=config.expire,
-        history=config.history,
-        bucket_rules=config.buckets,
-        max_native_buckets=config.max_native_buckets,
-        limits=config.http.limits(),
-        allowed_hosts=config.allowed_hosts,
-    )
+    named = values(config, "expire", "history", "max_native_buckets", "allowed_hosts")
+    return PrometheusDestination(config.listen, bucket_rules=config.buckets, limits=config.http.limits(), **named)
 
 
-SPEC = DestinationSpec(
-    name="prometheus",
-    config=PrometheusConfig,
-    factory=build,
-    default_flush=10.0,
-    resolve=resolve,
-    summary="""Serve the subscribed levels to Prometheus: GET /metrics (text, OpenMetrics or protobuf).
-
-    See docs/PROMETHEUS.md.
-    \f
-
-    Counters are cumulative <name>_total since the start, gauges and sets their
-    last value, timers (<name>_seconds) and histograms cumulative le buckets
-    with _count and _sum; to a Prometheus that asks for protobuf (native
-    histograms enabled), timers and histograms are native histograms as well.
-    Idle series leave /metrics after --series-expire seconds. GET /series/<name>?source=
-    &offset=N answers a series' summary as JSON; add count=, mean= or sum=
-    (and tol=) for l2met's metric assertion: 200 when it holds, 404 when not.
-    """,
-)
+SPEC = DestinationSpec("prometheus", PrometheusConfig, build, 10.0, resolve=resolve)

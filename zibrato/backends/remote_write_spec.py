@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..components.addresses import url_callback
-from ..components.fields import embed, option
+from ..components.fields import embed, option, values
 from ..components.settings import Retry, read_secret, secret_file, timeout
 from ..components.spec import DestinationSpec
 from .prometheus_spec import buckets, exposition_expiry, max_native_buckets, series_expire
@@ -23,6 +23,18 @@ BEARER_TOKEN_ENV = "ZIBRATO_REMOTE_WRITE_BEARER_TOKEN"
 
 @dataclass(frozen=True)
 class RemoteWriteConfig:
+    """Send each flush to a Prometheus remote write receiver (docs/REMOTE_WRITE.md).
+    \f
+
+    Samples are cumulative, as Prometheus stores them: counters as <name>_total
+    since the start, gauges and sets their last value, timers (<name>_seconds)
+    and histograms native histograms (and, with --classic-histograms, le
+    buckets), all stamped with the interval's end. 429, 5xx and connection
+    errors are retried with backoff (honouring Retry-After); a receiver that
+    answers 500 to native histograms gets classic buckets from then on; other
+    refusals are logged with the receiver's message and dropped.
+    """
+
     url: str = option(
         None,
         "The receiver's write endpoint, e.g. http://127.0.0.1:9090/api/v1/write.",
@@ -113,36 +125,16 @@ def build(config: RemoteWriteConfig) -> Any:
         raise click.BadParameter(str(error), param_hint="--url") from None
     headers = read_header_file(config.header_file) if config.header_file is not None else {}
     auth, token = credentials(config.username, config.password_file, config.bearer_token_file)
+    named = values(config, "ca_file", "timeout", "classic_histograms", "max_native_buckets", "expire")
     return RemoteWriteDestination(
         config.url,
         headers=headers,
         auth=auth,
         bearer_token=token,
-        ca_file=config.ca_file,
-        timeout=config.timeout,
-        max_samples=config.max_samples_per_request,
-        classic_histograms=config.classic_histograms,
         bucket_rules=config.buckets,
-        max_native_buckets=config.max_native_buckets,
-        expire=config.expire,
+        max_samples=config.max_samples_per_request,
+        **named,
     )
 
 
-SPEC = DestinationSpec(
-    name="remote-write",
-    config=RemoteWriteConfig,
-    factory=build,
-    default_flush=10.0,
-    resolve=resolve,
-    summary="""Send each flush to a Prometheus remote write receiver (docs/REMOTE_WRITE.md).
-    \f
-
-    Samples are cumulative, as Prometheus stores them: counters as <name>_total
-    since the start, gauges and sets their last value, timers (<name>_seconds)
-    and histograms native histograms (and, with --classic-histograms, le
-    buckets), all stamped with the interval's end. 429, 5xx and connection
-    errors are retried with backoff (honouring Retry-After); a receiver that
-    answers 500 to native histograms gets classic buckets from then on; other
-    refusals are logged with the receiver's message and dropped.
-    """,
-)
+SPEC = DestinationSpec("remote-write", RemoteWriteConfig, build, 10.0, resolve=resolve)

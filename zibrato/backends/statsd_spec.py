@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ..components.addresses import host_callback
-from ..components.fields import PORT, embed, option
+from ..components.fields import PORT, embed, option, values
 from ..components.settings import Retry, timeout
 from ..components.spec import DestinationSpec
 from .statsd import DEFAULT_MTU, HISTOGRAM_MODES, MAX_UDP_PAYLOAD, PROTOCOLS, SET_MODES, SOURCE_MODES, TAG_MODES
@@ -19,6 +19,19 @@ SELF_METRICS = "zibrato.*"  # the names every worker and listener publishes its 
 
 @dataclass(frozen=True)
 class StatsdConfig:
+    """Forward each flush of the subscribed levels to statsd, so that its statistics stay exact.
+
+    See docs/STATSD.md.
+    \f
+
+    Counters are sent as one pre-summed line per flush, gauges as their last
+    value (negative ones set correctly), timers as every value in
+    milliseconds (past --max-exact values per series and flush, values spread
+    over the sketch, marked |@rate), histograms like timers (or |h), sets as
+    a gauge of their count (or |s per member). Zibrato's own figures
+    (zibrato.* series) are sent only with an explicit --self-metrics.
+    """
+
     statsd_host: str = option("127.0.0.1", "statsd server host (UDP: resolved once at start).", callback=host_callback)
     statsd_port: int = option(8125, "statsd server port.", type=PORT)
     protocol: str = option(
@@ -49,18 +62,8 @@ class StatsdConfig:
 def build(config: StatsdConfig) -> Any:
     from .statsd import Statsd
 
-    return Statsd(
-        config.statsd_host,
-        config.statsd_port,
-        protocol=config.protocol,
-        prefix=config.prefix,
-        mtu=config.mtu,
-        source_as=config.source_as,
-        tags=config.tag_mode,
-        timeout=config.timeout,
-        histograms=config.histograms,
-        sets=config.sets,
-    )
+    named = values(config, "protocol", "prefix", "mtu", "source_as", "timeout", "histograms", "sets")
+    return Statsd(config.statsd_host, config.statsd_port, tags=config.tag_mode, **named)
 
 
 def without_self_metrics(config: StatsdConfig, shared: Any, given: Callable[[str], bool]) -> tuple[Any, Any]:
@@ -75,22 +78,4 @@ def without_self_metrics(config: StatsdConfig, shared: Any, given: Callable[[str
     return config, replace_shared(shared, rules=SeriesRules(keep=rules.keep, drop=drop, drop_tags=rules.drop_tags))
 
 
-SPEC = DestinationSpec(
-    name="statsd",
-    config=StatsdConfig,
-    factory=build,
-    default_flush=10.0,
-    resolve=without_self_metrics,
-    summary="""Forward each flush of the subscribed levels to statsd, so that its statistics stay exact.
-
-    See docs/STATSD.md.
-    \f
-
-    Counters are sent as one pre-summed line per flush, gauges as their last
-    value (negative ones set correctly), timers as every value in
-    milliseconds (past --max-exact values per series and flush, values spread
-    over the sketch, marked |@rate), histograms like timers (or |h), sets as
-    a gauge of their count (or |s per member). Zibrato's own figures
-    (zibrato.* series) are sent only with an explicit --self-metrics.
-    """,
-)
+SPEC = DestinationSpec("statsd", StatsdConfig, build, 10.0, resolve=without_self_metrics)

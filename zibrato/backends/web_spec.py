@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ..components.fields import option
+from ..components.fields import option, values
 from ..components.listen_address import allow_host, listen_address
 from ..components.settings import HttpLimitSettings, http_limits
 from ..components.spec import DestinationSpec
@@ -18,6 +18,11 @@ from .web import DEFAULT_HISTORY
 
 @dataclass(frozen=True)
 class WebConfig:
+    """Serve a searchable table of the last interval's series and live charts of the last ones.
+
+    Open the URL it logs ("web view at ..."); the page updates at each flush.
+    """
+
     listen: tuple[str, int] = listen_address(
         "zibrato.web.server:parse_listen",
         "127.0.0.1:8080",
@@ -49,11 +54,7 @@ def build(config: WebConfig) -> Any:
     from .web import WebView
 
     view = WebView(
-        listen=config.listen,
-        history=config.history,
-        limits=config.http.limits(),
-        allowed_hosts=config.allowed_hosts,
-        max_event_streams=config.max_event_streams,
+        limits=config.http.limits(), **values(config, "listen", "history", "allowed_hosts", "max_event_streams")
     )
     try:
         view.bind()
@@ -64,14 +65,4 @@ def build(config: WebConfig) -> Any:
     return view
 
 
-SPEC = DestinationSpec(
-    name="web",
-    config=WebConfig,
-    factory=build,
-    default_flush=2.0,
-    resolve=chart_percentiles,
-    summary="""Serve a searchable table of the last interval's series and live charts of the last ones.
-
-    Open the URL it logs ("web view at ..."); the page updates at each flush.
-    """,
-)
+SPEC = DestinationSpec("web", WebConfig, build, 2.0, resolve=chart_percentiles)

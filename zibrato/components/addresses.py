@@ -89,39 +89,30 @@ def _redacted(url: str) -> str:
     return url
 
 
-def url_callback(schemes: Iterable[str] = HTTP_SCHEMES) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    """A click callback: the URL option checked by :func:`check_url` (None passes)."""
-    allowed = tuple(schemes)
+def _callback(check: Callable[[Any, str], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback running ``check(value, flag)``; its ValueError is the usage error (None passes)."""
 
     def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if value is None:
             return None
         try:
-            return check_url(value, _flag(param), allowed)
+            return check(value, _flag(param))
         except ValueError as error:
             raise click.BadParameter(_without_prefix(str(error), param)) from None
 
     return callback
 
 
-def port_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """A click callback: a port number in 1-65535 ("out of range" otherwise)."""
-    if value is None:
-        return None
-    try:
-        return check_port(value, _flag(param))
-    except ValueError as error:
-        raise click.BadParameter(_without_prefix(str(error), param)) from None
+def url_callback(schemes: Iterable[str] = HTTP_SCHEMES) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback: the URL option checked by :func:`check_url` (None passes)."""
+    allowed = tuple(schemes)
+    return _callback(lambda value, flag: check_url(value, flag, allowed))
 
 
-def host_callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """A click callback: a host name or address (no scheme, no path)."""
-    if value is None:
-        return None
-    try:
-        return check_host(value, _flag(param))
-    except ValueError as error:
-        raise click.BadParameter(_without_prefix(str(error), param)) from None
+#: a click callback: a port number in 1-65535 ("out of range" otherwise)
+port_callback = _callback(check_port)
+#: a click callback: a host name or address (no scheme, no path)
+host_callback = _callback(check_host)
 
 
 def _flag(param: click.Parameter) -> str:

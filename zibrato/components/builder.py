@@ -113,7 +113,7 @@ def build_command(spec: DestinationSpec | DaemonSpec) -> click.Command:
             config_option(),
             *(click_option(f) for f in (*shared, verbose_flag())),
         ],
-        help=spec.summary,
+        help=spec.help,
         sections=sections,
         secrets=secrets,
     )

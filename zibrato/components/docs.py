@@ -87,7 +87,7 @@ def section(name: str) -> str:
         ]
         parts.append(f"Environment: {', '.join(f'`{v}`' for v in sorted(variables, key=lambda v: v.split('_')))}.\n")
         spec = find(name)
-        details = spec.summary.partition("\f")[2] if spec is not None else ""
+        details = spec.help.partition("\f")[2] if spec is not None else ""
         if details.strip():
             parts.append(" ".join(textwrap.dedent(details).split()) + "\n")
         if isinstance(spec, DestinationSpec):

@@ -129,6 +129,11 @@ def option(default: Any = None, help: str = "", **flag: Any) -> Any:
     return dataclasses.field(default=default, metadata={FLAG: Flag(help=help, **flag)})
 
 
+def values(config: Any, *names: str) -> dict[str, Any]:
+    """Some of a config's settings by name: the keyword arguments a factory passes on as they are."""
+    return {name: getattr(config, name) for name in names}
+
+
 def embed(default: Any, scope: str = "") -> Any:
     """A field holding a shared settings struct (retry, HTTP limits) whose own fields are flags.
 

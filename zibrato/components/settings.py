@@ -132,24 +132,18 @@ def secret_file(help: str, **flag: Any) -> Any:
     return option(None, help, type=click.Path(exists=True, dir_okay=False), metavar="FILE", **flag)
 
 
+def key_file(help: str, directory: bool = False) -> Any:
+    """A CURVE key file (or, ``directory``: a directory of public keys) flag: a path, never the key."""
+    kind = click.Path(file_okay=False) if directory else click.Path(dir_okay=False)
+    return option(None, help, type=kind, metavar="DIR" if directory else "FILE", show_default=False)
+
+
 @dataclass(frozen=True)
 class CurveClient:
     """--curve-secret-key / --curve-server-key of whatever connects to a broker (workers, listener)."""
 
-    curve_secret_key: str | None = option(
-        None,
-        "This process's CURVE secret key file (NAME.key_secret).",
-        type=click.Path(dir_okay=False),
-        metavar="FILE",
-        show_default=False,
-    )
-    curve_server_key: str | None = option(
-        None,
-        "The broker's CURVE public key file (NAME.key).",
-        type=click.Path(dir_okay=False),
-        metavar="FILE",
-        show_default=False,
-    )
+    curve_secret_key: str | None = key_file("This process's CURVE secret key file (NAME.key_secret).")
+    curve_server_key: str | None = key_file("The broker's CURVE public key file (NAME.key).")
 
     def keys(self) -> Any:
         """The :class:`~zibrato.curve.ClientKeys`, or None; a usage error when a file is unreadable."""

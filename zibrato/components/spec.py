@@ -11,6 +11,7 @@ section of docs/CLI.md.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,8 @@ class DestinationSpec:
     ``config`` is a frozen dataclass whose fields carry their flags
     (:func:`zibrato.components.fields.option`); ``factory(config)`` builds the
     destination (opening nothing: the worker connects it), a ValueError
-    being a usage error. ``summary`` is the command's help (a ``\\f`` line
-    ends what --help shows). The optional hooks: ``backoff(config)`` (default:
+    being a usage error. The command's help is ``summary``, or else the
+    config class's docstring (a ``\\f`` line ends what --help shows). The optional hooks: ``backoff(config)`` (default:
     the embedded ``retry`` settings, if any), ``resolve(config, worker, given)
     -> (config, worker)`` for settings that depend on each other or on whether
     a flag was set (``given(name)``; a usage error raised there stops the
@@ -46,14 +47,13 @@ class DestinationSpec:
     config: type
     factory: Callable[[Any], Destination]
     default_flush: float
-    summary: str
+    summary: str = ""
     backoff: Callable[[Any], Backoff | None] | None = None
     resolve: Callable[[Any, WorkerConfig, Callable[[str], bool]], tuple[Any, WorkerConfig]] | None = None
     worker_class: str | None = None
 
-    @property
-    def script(self) -> str:
-        return f"zibrato-{self.name}"
+    script = property(lambda self: f"zibrato-{self.name}", doc="The console script's name.")
+    help = property(lambda self: help_of(self), doc="The command's help.")
 
     def delivery_backoff(self, config: Any) -> Backoff | None:
         if self.backoff is not None:
@@ -73,11 +73,15 @@ class DaemonSpec:
     name: str
     config: type
     run: Callable[[Any], int]
-    summary: str
+    summary: str = ""
 
-    @property
-    def script(self) -> str:
-        return f"zibrato-{self.name}"
+    script = DestinationSpec.script
+    help = DestinationSpec.help
+
+
+def help_of(spec: DestinationSpec | DaemonSpec) -> str:
+    """The command's help: the spec's summary, else its config class's docstring."""
+    return spec.summary or inspect.getdoc(spec.config) or ""
 
 
 #: the daemons that are not destinations: name -> "module:SPEC"

@@ -45,6 +45,10 @@ def _patterns(text: str) -> str:
     return check_pattern(text)
 
 
+def _patterns_flag(metavar: str, help: str) -> Any:
+    return option((), help, multiple=True, type=Parsed(_patterns), metavar=metavar, show_default=False)
+
+
 @dataclasses.dataclass(frozen=True)
 class _Composite:
     """The shared flags that are not one WorkerConfig field each (see the module's docstring)."""
@@ -66,29 +70,15 @@ class _Composite:
         "Publish this worker's own figures under the level 'zibrato'.",
         secondary="--no-self-metrics",
     )
-    keep: tuple[str, ...] = option(
-        (),
+    keep: tuple[str, ...] = _patterns_flag(
+        "PATTERN",
         "Keep only series matching a pattern (repeatable): a name glob ('db.*') or, after #, a tag glob ('#env:prod').",
-        multiple=True,
-        type=Parsed(_patterns),
-        metavar="PATTERN",
-        show_default=False,
     )
-    drop: tuple[str, ...] = option(
-        (),
-        "Drop series matching a pattern (repeatable; same forms as --keep).",
-        multiple=True,
-        type=Parsed(_patterns),
-        metavar="PATTERN",
-        show_default=False,
+    drop: tuple[str, ...] = _patterns_flag(
+        "PATTERN", "Drop series matching a pattern (repeatable; same forms as --keep)."
     )
-    drop_tags: tuple[str, ...] = option(
-        (),
-        "Remove tags whose key matches this glob (repeatable), e.g. 'pod*'.",
-        multiple=True,
-        type=Parsed(_patterns),
-        metavar="KEY",
-        show_default=False,
+    drop_tags: tuple[str, ...] = _patterns_flag(
+        "KEY", "Remove tags whose key matches this glob (repeatable), e.g. 'pod*'."
     )
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 import click
 
 from ..components.addresses import check_listen_port
-from ..components.fields import Parsed, Seconds, embed, option
+from ..components.fields import Parsed, Seconds, embed, option, values
 from ..components.settings import CurveClient, HttpLimitSettings, http_limits, read_secret, secret_file
 from ..components.spec import DaemonSpec
 from ..protocol import is_valid_level
@@ -40,6 +40,19 @@ def _level(value: str) -> str:
 
 @dataclass(frozen=True)
 class ListenFlags:
+    """Accept statsd/DogStatsD lines and l2met log lines; publish them to the broker.
+
+    \b
+    statsd:  name:value[:value...]|type[|@rate][|#tag,k:v][|T<unix s>]
+             types c g ms h d s; 'host:' tag -> source, 'level:' tag -> level
+    l2met:   measure#name=4ms  count#name[=n]  sample#name=3GB  source=web
+             (HTTP drain: POST /logs?prefix=P&source-prefix=S; or --stdin)
+
+    Rejected lines are counted by reason (`zibrato status --port STATUS_PORT`)
+    and never stop the listener. docs/INGRESS.md has the whole grammar and
+    every choice where statsd servers disagree.
+    """
+
     statsd: str | None = option(
         "127.0.0.1:8125",
         "HOST:PORT for statsd/DogStatsD lines, on UDP and TCP (newline-delimited); 'off' to disable.",
@@ -146,50 +159,22 @@ def run(flags: ListenFlags) -> int:
         token = read_secret(flags.l2met_token_file, "--l2met-token-file")
     if not (statsd or flags.statsd_unix or flags.l2met or flags.read_stdin):
         raise click.UsageError("nothing to listen to: give --statsd, --statsd-unix, --l2met or --stdin")
+    same = {field.name for field in dataclasses.fields(ListenConfig)} & {
+        field.name for field in dataclasses.fields(flags)
+    }
     config = ListenConfig(
-        broker=flags.broker,
+        **values(flags, *same - {"statsd", "status_port", "curve"}),
         statsd=statsd,
-        statsd_unix=flags.statsd_unix,
-        l2met=flags.l2met,
         l2met_token=token,
         stdin=flags.read_stdin,
-        tee=flags.tee,
-        level=flags.level,
-        gauge_sign=flags.gauge_sign,
-        timestamp_window=flags.timestamp_window,
-        max_line_length=flags.max_line_length,
-        receive_buffer=flags.receive_buffer,
-        flush_interval=flags.flush_interval,
-        hwm=flags.hwm,
         status_port=flags.status_port or None,
-        self_metrics=flags.self_metrics,
-        max_body=flags.max_body,
-        tcp_idle_timeout=flags.tcp_idle_timeout,
         max_tcp_connections=flags.tcp_max_connections,
         http_limits=flags.http.limits(),
         curve=flags.curve.keys(),
-        gauge_expire=flags.gauge_expire,
-        max_gauges=flags.max_gauges,
     )
     stop = threading.Event()
     install_stop_handlers(stop)
     return int(Listener(config).run(stop))
 
 
-SPEC: Any = DaemonSpec(
-    name="listen",
-    config=ListenFlags,
-    run=run,
-    summary="""Accept statsd/DogStatsD lines and l2met log lines; publish them to the broker.
-
-    \b
-    statsd:  name:value[:value...]|type[|@rate][|#tag,k:v][|T<unix s>]
-             types c g ms h d s; 'host:' tag -> source, 'level:' tag -> level
-    l2met:   measure#name=4ms  count#name[=n]  sample#name=3GB  source=web
-             (HTTP drain: POST /logs?prefix=P&source-prefix=S; or --stdin)
-
-    Rejected lines are counted by reason (`zibrato status --port STATUS_PORT`)
-    and never stop the listener. docs/INGRESS.md has the whole grammar and
-    every choice where statsd servers disagree.
-    """,
-)
+SPEC = DaemonSpec("listen", ListenFlags, run)
