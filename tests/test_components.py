@@ -9,6 +9,7 @@ built from its spec.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -45,6 +46,10 @@ def test_every_built_in_destination_is_registered_through_the_entry_point_group(
         spec = find(name)
         expect(isinstance(spec, DestinationSpec) and spec.name == name) == True
         expect((BIN / spec.script).exists()) == True
+        # the console script's module names the same spec the entry point registers
+        script = importlib.import_module(f"zibrato.cli.{name.replace('-', '_')}")
+        expect((name, script.command.name)) == (name, name)
+        expect(find(registered[name]) is spec) == True
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from typing import Any
 import click
 
 from ..components.fields import Parsed, option, values
+from ..components.http_settings import HttpLimitSettings, http_limits
 from ..components.listen_address import allow_host, listen_address
-from ..components.settings import HttpLimitSettings, http_limits
 from ..components.spec import DestinationSpec
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from ..components.fields import option, values
+from ..components.http_settings import HttpLimitSettings, http_limits
 from ..components.listen_address import allow_host, listen_address
-from ..components.settings import HttpLimitSettings, http_limits
 from ..components.spec import DestinationSpec
 from ..web.server import DEFAULT_MAX_EVENT_STREAMS
 from .web import DEFAULT_HISTORY

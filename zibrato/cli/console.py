@@ -1,8 +1,8 @@
-"""zibrato-console: built from its spec (zibrato/backends/console_spec.py)."""
+"""zibrato-console: the command its spec declares (`zibrato.backends.console_spec`)."""
 
 from __future__ import annotations
 
 from ..components.builder import command_named, entry_point
 
-command = command_named("console")
-main = entry_point("console")
+command = command_named("zibrato.backends.console_spec:SPEC")
+main = entry_point("zibrato.backends.console_spec:SPEC")

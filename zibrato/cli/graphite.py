@@ -1,8 +1,8 @@
-"""zibrato-graphite: built from its spec (see `zibrato.components.spec`)."""
+"""zibrato-graphite: the command its spec declares (`zibrato.backends.graphite_spec`)."""
 
 from __future__ import annotations
 
 from ..components.builder import command_named, entry_point
 
-command = command_named("graphite")
-main = entry_point("graphite")
+command = command_named("zibrato.backends.graphite_spec:SPEC")
+main = entry_point("zibrato.backends.graphite_spec:SPEC")

@@ -1,8 +1,8 @@
-"""zibrato-librato: built from its spec (see `zibrato.components.spec`)."""
+"""zibrato-librato: the command its spec declares (`zibrato.backends.librato_spec`)."""
 
 from __future__ import annotations
 
 from ..components.builder import command_named, entry_point
 
-command = command_named("librato")
-main = entry_point("librato")
+command = command_named("zibrato.backends.librato_spec:SPEC")
+main = entry_point("zibrato.backends.librato_spec:SPEC")

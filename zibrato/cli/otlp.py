@@ -1,8 +1,8 @@
-"""zibrato-otlp: built from its spec (see `zibrato.components.spec`)."""
+"""zibrato-otlp: the command its spec declares (`zibrato.backends.otlp_spec`)."""
 
 from __future__ import annotations
 
 from ..components.builder import command_named, entry_point
 
-command = command_named("otlp")
-main = entry_point("otlp")
+command = command_named("zibrato.backends.otlp_spec:SPEC")
+main = entry_point("zibrato.backends.otlp_spec:SPEC")

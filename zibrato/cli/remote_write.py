@@ -1,8 +1,8 @@
-"""zibrato-remote-write: built from its spec (see `zibrato.components.spec`)."""
+"""zibrato-remote-write: the command its spec declares (`zibrato.backends.remote_write_spec`)."""
 
 from __future__ import annotations
 
 from ..components.builder import command_named, entry_point
 
-command = command_named("remote-write")
-main = entry_point("remote-write")
+command = command_named("zibrato.backends.remote_write_spec:SPEC")
+main = entry_point("zibrato.backends.remote_write_spec:SPEC")

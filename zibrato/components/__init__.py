@@ -9,14 +9,13 @@ registered in the ``zibrato.destinations`` entry-point group. The builder
 """
 
 from .fields import POSITIVE_SECONDS, Parsed, Seconds, embed, option
-from .settings import HttpLimitSettings, Retry, read_secret, secret_file, timeout
+from .settings import Retry, read_secret, secret_file, timeout
 from .spec import DaemonSpec, DestinationSpec
 
 __all__ = [
     "POSITIVE_SECONDS",
     "DaemonSpec",
     "DestinationSpec",
-    "HttpLimitSettings",
     "Parsed",
     "Retry",
     "Seconds",

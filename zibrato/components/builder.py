@@ -175,18 +175,18 @@ def envvar_prefix(name: str) -> str:
 def entry_point(spec: str | DestinationSpec | DaemonSpec) -> Callable[[], None]:
     """The ``main`` of a ``zibrato-<name>`` console script: the command, every flag settable from the environment.
 
-    ``spec`` is a registered name (looked up when the script runs) or the spec itself.
+    ``spec`` is a registered name or a "module:SPEC" reference (both looked up
+    when the script runs: importing the script's module stays cheap), or the spec itself.
     """
-    name = spec if isinstance(spec, str) else spec.name
 
     def main() -> None:
-        command = command_named(name) if isinstance(spec, str) else build_command(spec)
+        command = command_named(spec) if isinstance(spec, str) else build_command(spec)
         if command is None:
-            raise SystemExit(f"zibrato-{name}: no such component is registered (is its package installed?)")
+            raise SystemExit(f"zibrato: no component {spec!r} is registered (is its package installed?)")
+        name = command.name or ""
         command.main(prog_name=f"zibrato-{name}", auto_envvar_prefix=envvar_prefix(name))
 
-    main.__name__ = main.__qualname__ = f"main_{name.replace('-', '_')}"
-    main.__doc__ = f"zibrato-{name}: see `zibrato-{name} --help`."
+    main.__doc__ = "A zibrato-<name> console script (see its --help)."
     return main
 
 

@@ -1,4 +1,4 @@
-"""Settings structs every spec shares, so "retry", "timeout", "HTTP limits" and "a secret file" mean the same.
+"""Settings structs every spec shares, so "retry", "timeout" and "a secret file" mean the same.
 
 Like the OpenTelemetry Collector's ``configretry.BackOffConfig`` and
 ``TimeoutConfig``: a destination embeds :class:`Retry` (with its own
@@ -16,8 +16,7 @@ from typing import Any
 
 import click
 
-from ..http_server import DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
-from .fields import POSITIVE_SECONDS, Seconds, embed, option
+from .fields import POSITIVE_SECONDS, option
 
 
 @dataclass(frozen=True)
@@ -42,50 +41,6 @@ class Retry:
 def timeout(default: float, help: str) -> Any:
     """--timeout: seconds for one delivery attempt (more than 0, at most an hour), help per destination."""
     return option(default, help, type=POSITIVE_SECONDS)
-
-
-_HTTP_TIMEOUT = Seconds(0, 3600, low_open=True)
-_LIMITS = "HTTP server limits (docs/OPERATIONS.md)"
-
-
-@dataclass(frozen=True)
-class HttpLimitSettings:
-    """The limits of every daemon that serves HTTP (the drain, zibrato-web, zibrato-prometheus)."""
-
-    http_max_connections: int = option(
-        DEFAULT_MAX_CONNECTIONS,
-        "{scope}: most open connections; past it the one waiting longest for its headers is closed "
-        "(or, all being busy, the new one gets 503). Keep it below the descriptor limit (ulimit -n).",
-        type=click.IntRange(1, 100_000),
-        section=_LIMITS,
-    )
-    http_header_timeout: float = option(
-        DEFAULT_HEADER_TIMEOUT,
-        "{scope}: close a connection whose request line and headers are not complete within this "
-        "many seconds (in all, however slowly they drip).",
-        type=_HTTP_TIMEOUT,
-        section=_LIMITS,
-    )
-    http_idle_timeout: float = option(
-        DEFAULT_IDLE_TIMEOUT,
-        "{scope}: close a kept-alive connection whose next request has not arrived within this many seconds.",
-        type=_HTTP_TIMEOUT,
-        section=_LIMITS,
-    )
-
-    def limits(self) -> Any:
-        from ..http_server import HttpLimits
-
-        return HttpLimits(
-            max_connections=self.http_max_connections,
-            header_timeout=self.http_header_timeout,
-            idle_timeout=self.http_idle_timeout,
-        )
-
-
-def http_limits(scope: str) -> Any:
-    """An embedded :class:`HttpLimitSettings` whose help names the server (``scope``)."""
-    return embed(HttpLimitSettings(), scope=scope)
 
 
 #: paths already warned about being world-readable (one line per file, not per read)

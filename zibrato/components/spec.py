@@ -104,12 +104,26 @@ def destination_references() -> dict[str, str]:
     return {entry.name: entry.value for entry in entry_points(group=GROUP)}
 
 
+def _built_in(name: str) -> str | None:
+    """Zibrato's own registration of ``name``: its metadata alone is read, not every package's (fast)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        entries = distribution("zibrato").entry_points
+    except PackageNotFoundError:  # pragma: no cover - a source tree that is not installed
+        return None
+    return next((entry.value for entry in entries if entry.group == GROUP and entry.name == name), None)
+
+
 def find(name: str) -> DestinationSpec | DaemonSpec | None:
-    """The spec registered under ``name`` (a daemon or a destination), or None."""
-    reference = DAEMONS.get(name) or destination_references().get(name)
+    """The spec registered under ``name`` (a daemon or a destination), or None.
+
+    ``name`` may also be a "module:SPEC" reference (a console script that knows its spec).
+    """
+    reference = name if ":" in name else DAEMONS.get(name) or _built_in(name) or destination_references().get(name)
     if reference is None:
         return None
     spec = load(reference)
-    if not isinstance(spec, (DestinationSpec, DaemonSpec)) or spec.name != name:
+    if not isinstance(spec, (DestinationSpec, DaemonSpec)) or (":" not in name and spec.name != name):
         raise TypeError(f"{reference} is not the spec of {name!r}")
     return spec

@@ -10,7 +10,8 @@ import click
 
 from ..components.addresses import check_listen_port
 from ..components.fields import Parsed, Seconds, embed, option, values
-from ..components.settings import CurveClient, HttpLimitSettings, http_limits, read_secret, secret_file
+from ..components.http_settings import HttpLimitSettings, http_limits
+from ..components.settings import CurveClient, read_secret, secret_file
 from ..components.spec import DaemonSpec
 from ..protocol import is_valid_level
 from . import statsd as lines
