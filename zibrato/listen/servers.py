@@ -57,7 +57,7 @@ _PROBLEM_WINDOW = 60.0
 
 @dataclass
 class ListenConfig:
-    """Everything the CLI decides (see zibrato/cli/listen.py for what each means)."""
+    """Everything the CLI decides (see zibrato/listen/spec.py for what each means)."""
 
     broker: str = "127.0.0.1:5550"
     statsd: str | None = "127.0.0.1:8125"
