@@ -181,3 +181,15 @@ def test_forward_has_the_shared_retry_pair_and_retry_cap_is_a_deprecated_alias(t
         forwarder.wait_for_log("forward worker")
     finally:
         forwarder.stop()
+
+
+def test_remote_writes_password_and_token_files_are_read_without_a_bom(tmp_path):
+    from zibrato.backends.remote_write_spec import credentials
+
+    token, password = tmp_path / "token", tmp_path / "password"
+    token.write_bytes(b"\xef\xbb\xbftok-1\r\n")
+    password.write_bytes(b"\xef\xbb\xbfpw\r\nsecond line\r\n")
+    token.chmod(0o600)
+    password.chmod(0o600)
+    expect(credentials(None, None, token)) == (None, "tok-1")
+    expect(credentials("me", password, None)) == (("me", "pw"), None)
