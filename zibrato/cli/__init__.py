@@ -41,10 +41,10 @@ class _LazyGroup(click.Group):
 def group() -> None:
     """Zibrato: exact application metrics from many processes, aggregated and delivered.
 
-    Applications send to `zibrato broker`; workers (one command per
-    destination, listed below) aggregate each flush and deliver it;
-    `zibrato listen` takes statsd and l2met lines in. docs/CLI.md has every
-    command's flags.
+    Applications send to `zibrato broker`; workers aggregate each flush and
+    deliver it to OTLP, Prometheus, Graphite, InfluxDB, statsd, the terminal
+    and more (one command per destination, listed below); `zibrato listen`
+    takes statsd and l2met lines in. docs/CLI.md has every command's flags.
 
     Start with `zibrato demo`: a broker, a console worker and a small
     workload, all in this terminal.
