@@ -24,7 +24,14 @@ setup(
         "zibrato.web": ["static/*"],
     },  # the web view's page, script and style
     python_requires=">=3.10",
-    install_requires=["pyzmq>=25", "msgpack>=1.0", "requests>=2.25", "click>=8.0"],
+    # tomli: --config files on Python 3.10 (3.11 has tomllib)
+    install_requires=[
+        "pyzmq>=25",
+        "msgpack>=1.0",
+        "requests>=2.25",
+        "click>=8.0",
+        'tomli>=1.1; python_version < "3.11"',
+    ],
     extras_require={
         "otlp": ["opentelemetry-proto>=1.20", "protobuf>=4.21"],
         # protobuf: the generated messages of zibrato/backends/prometheus_proto need its 7.35 runtime
@@ -107,6 +114,19 @@ setup(
             "zibrato-otlp = zibrato.cli.otlp:main",
             "zibrato-prometheus = zibrato.cli.prometheus:main",
             "zibrato-remote-write = zibrato.cli.remote_write:main",
+        ],
+        # every destination is registered here, by its spec; a third-party package adds one the same way
+        "zibrato.destinations": [
+            "console = zibrato.backends.console_spec:SPEC",
+            "statsd = zibrato.backends.statsd_spec:SPEC",
+            "librato = zibrato.backends.librato_spec:SPEC",
+            "graphite = zibrato.backends.graphite_spec:SPEC",
+            "influxdb = zibrato.backends.influxdb_spec:SPEC",
+            "web = zibrato.backends.web_spec:SPEC",
+            "otlp = zibrato.backends.otlp_spec:SPEC",
+            "prometheus = zibrato.backends.prometheus_spec:SPEC",
+            "remote-write = zibrato.backends.remote_write_spec:SPEC",
+            "forward = zibrato.forward_spec:SPEC",
         ],
         "pytest11": ["zibrato = zibrato.testing"],
         # OTEL_PYTHON_METER_PROVIDER=zibrato: the OpenTelemetry API builds zibrato.otel.MeterProvider()

@@ -98,11 +98,11 @@ def test_worker_help_lists_the_shared_flags_and_the_series_rules():
 
 
 def test_a_token_file_with_a_bom_and_whitespace_gives_the_bare_token(tmp_path):
-    from zibrato.cli.librato import _token
+    from zibrato.backends.librato_spec import LibratoConfig, api_token
 
     path = tmp_path / "token"
     path.write_bytes("\ufefftok-123\r\n".encode("utf-8"))
-    expect(_token(None, path)) == "tok-123"
+    expect(api_token(LibratoConfig(apitoken_file=str(path)))) == "tok-123"
 
 
 @pytest.mark.parametrize("token", ["tok\u20ac123", "tok\u200b123", "tok\x07123"])

@@ -395,7 +395,7 @@ def test_with_authentication_on_a_user_password_token_writes_and_a_wrong_one_is_
 def test_the_token_comes_from_the_file_or_the_environment_never_both(tmp_path):
     import click
 
-    from zibrato.cli.influxdb import read_token
+    from zibrato.backends.influxdb_spec import read_token
 
     token_file = tmp_path / "token"
     token_file.write_text(f"  {TOKEN}\n")

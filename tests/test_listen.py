@@ -540,6 +540,22 @@ def test_drain_answers_for_a_body_too_big_or_without_length(tmp_path, raw_pull):
         listener.stop()
 
 
+def test_a_drain_token_file_saved_with_a_bom_is_read_without_it(tmp_path, raw_pull):
+    """The drain's token goes through the one secret-file helper: a BOM and a CRLF are not part of it."""
+    token_file = tmp_path / "token"
+    token_file.write_bytes(b"\xef\xbb\xbf" + TOKEN.encode() + b"\r\n")
+    token_file.chmod(0o600)
+    listener, _ = start_listener(tmp_path, raw_pull.port, "--l2met", "127.0.0.1:0", "--l2met-token-file", token_file)
+    port = listening_port(listener, "l2met")
+    try:
+        assert post(port, frame("count#bom=1"), f"Bearer {TOKEN}") == 200
+        assert post(port, frame("count#bom=1"), f"Bearer \ufeff{TOKEN}".encode().decode("latin-1")) == 401
+        records = raw_pull.receive_until(lambda r: r)
+        assert [r[2] for r in records] == ["bom"]
+    finally:
+        listener.stop()
+
+
 def test_stdin_with_tee_passes_lines_through_and_publishes_them(tmp_path, raw_pull):
     text = (
         "starting\nmeasure#job.duration=1.5s count#job.done source=worker-3\n"

@@ -346,22 +346,14 @@ def test_bad_aggregation_flags_exit_with_a_usage_message(argv, complaint):
 
 def test_the_aggregation_flags_reach_the_aggregator():
     from zibrato.backends.console import Console
-    from zibrato.cli.common import worker_kwargs
+    from zibrato.cli.console import command
+    from zibrato.components.worker_flags import worker_config
     from zibrato.worker import Worker
 
-    options = {
-        "host": "127.0.0.1",
-        "port": 5551,
-        "levels": ("all",),
-        "flush_interval": 10.0,
-        "percentiles": (50.0,),
-        "max_exact": 500,
-        "status_port": 0,
-        "self_metrics": False,
-        "broker_port": None,
-        "relative_error": 0.002,
-        "expire": {"counter": 60.0, "gauge": 600.0, "timer": 60.0, "histogram": 60.0, "set": 0.0},
-    }
-    worker = Worker(Console(), **worker_kwargs(options))
+    flags = ["--percentiles", "50", "--max-exact", "500", "--no-self-metrics", "--relative-error", "0.002"]
+    ctx = command.make_context("zibrato-console", [*flags, "--expire", "60,gauge=600,set=0"])
+    with ctx:
+        config = worker_config(ctx.params, [])
+    worker = Worker.from_config(Console(), config)
     agg = worker.aggregator
     expect((agg.max_exact, agg.relative_error, agg.expire["gauge"], agg.expire["set"])) == (500, 0.002, 600.0, 0.0)

@@ -8,6 +8,7 @@ import socket
 import urllib.error
 import urllib.request
 
+import click
 import pytest
 from expecter import expect
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
@@ -295,18 +296,30 @@ def test_the_real_prometheus_stores_exact_totals_gauges_and_buckets(pipeline, pr
     p.stop_worker()
 
 
-def test_the_shared_expire_flag_is_used_when_every_worker_has_one():
-    import click
+@pytest.mark.parametrize(
+    "args, exposition",
+    [
+        ([], {"counter": 0.0}),  # the shared --expire's default 0: the exposition's own 300 s
+        (["--expire", "1"], {"counter": 1.0}),  # the former double meaning still works
+        (["--series-expire", "600"], {"counter": 600.0}),
+        (["--expire", "1", "--series-expire", "600,gauge=60"], {"counter": 600.0, "gauge": 60.0}),
+    ],
+)
+def test_the_series_expiry_has_its_own_flag_and_expire_still_sets_it(args, exposition):
+    from zibrato.backends.prometheus_spec import SPEC
+    from zibrato.components.builder import build_command, flag_given
+    from zibrato.components.fields import build_config
+    from zibrato.components.worker_flags import worker_config
 
-    from zibrato.cli.prometheus import _own_expire
-
-    @click.option("--expire", default="0")
-    def shared(**options): ...
-
-    def alone(**options): ...
-
-    expect(_own_expire(shared)) == shared
-    expect([p.name for p in _own_expire(alone).__click_params__]) == ["expire"]
+    command = build_command(SPEC)
+    ctx = command.make_context("zibrato-prometheus", list(args))  # click consumes the list it parses
+    with ctx:
+        config, shared = SPEC.resolve(build_config(SPEC.config, ctx.params), worker_config(ctx.params, []), flag_given)
+    for kind, seconds in exposition.items():
+        expect((kind, config.expire[kind])) == (kind, seconds)
+    expect(shared.expire["counter"]) == (1.0 if "--expire" in args else 0.0)  # the aggregator's own expiry
+    help_text = command.get_help(click.Context(command, info_name="zibrato-prometheus"))
+    expect(help_text).contains("--series-expire")
 
 
 def test_an_idle_series_leaves_metrics_after_expire(pipeline):

@@ -20,15 +20,15 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def example_module(tmp_path: Path) -> Path:
-    """The README's zibrato_graphite.py, written out as a file."""
-    [code] = re.findall(r"```python\n(# zibrato_graphite\.py\n.*?)```", README.read_text(), re.S)
-    path = tmp_path / "zibrato_graphite.py"
+    """The README's zibrato_carbon.py, written out as a file."""
+    [code] = re.findall(r"```python\n(# zibrato_carbon\.py\n.*?)```", README.read_text(), re.S)
+    path = tmp_path / "zibrato_carbon.py"
     path.write_text(code)
     return path
 
 
 def load(tmp_path: Path):
-    spec = importlib.util.spec_from_file_location("zibrato_graphite", example_module(tmp_path))
+    spec = importlib.util.spec_from_file_location("zibrato_carbon", example_module(tmp_path))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -38,7 +38,7 @@ def test_the_example_worker_command_explains_its_flags(tmp_path):
     example_module(tmp_path)
 
     shown = subprocess.run(
-        [sys.executable, "-c", "import zibrato_graphite; zibrato_graphite.main()", "--help"],
+        [sys.executable, "-c", "import zibrato_carbon; zibrato_carbon.main()", "--help"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -46,8 +46,9 @@ def test_the_example_worker_command_explains_its_flags(tmp_path):
     )
 
     expect(shown.returncode) == 0
-    expect(shown.stdout).contains("Deliver each flush to Graphite")
-    for flag in ("--levels", "--flush", "--percentiles", "--drop", "--graphite-port"):
+    expect(shown.stdout).contains("Usage: zibrato-carbon")
+    expect(shown.stdout).contains("Deliver each flush to Graphite's carbon")
+    for flag in ("--levels", "--flush", "--percentiles", "--drop", "--carbon-port", "--retry-delay", "--config"):
         expect(shown.stdout).contains(flag)
 
 
@@ -57,7 +58,7 @@ def test_the_example_destination_delivers_graphite_lines(tmp_path):
         carbon.bind(("127.0.0.1", 0))
         carbon.listen(1)
         carbon.settimeout(10)
-        rig = Rig(module.Graphite(carbon.getsockname()))
+        rig = Rig(module.Carbon(carbon.getsockname()))
         rig.send(1700000000.0, [{"name": "signup", "value": 3}, {"name": "db.query", "mean": 0.25, "p99": 0.5}])
         rig.stop(1.0)
         connection, _ = carbon.accept()
@@ -78,7 +79,7 @@ def test_the_example_retries_while_carbon_is_down_and_gives_up_by_the_stop_deadl
     module = load(tmp_path)
     attempts = []
 
-    class Counted(module.Graphite):
+    class Counted(module.Carbon):
         def post(self, interval):
             attempts.append(time.monotonic())
             super().post(interval)

@@ -248,7 +248,8 @@ def test_bad_flags_and_secrets_are_usage_errors_that_name_no_secret(tmp_path):
 
 
 def test_the_header_file_and_credentials_are_read_from_files_or_the_environment(tmp_path):
-    from zibrato.cli.remote_write import _credentials, read_header_file
+    from zibrato.backends.remote_write_spec import credentials as _credentials
+    from zibrato.backends.remote_write_spec import read_header_file
 
     headers = tmp_path / "headers"
     headers.write_text("# tenant\nX-Scope-OrgID: tenant-1\nx-extra=a=b\n\n")

@@ -1,47 +1,39 @@
-"""The `zibrato` umbrella command; each `zibrato-<name>` script is one of its subcommands."""
+"""The `zibrato` umbrella command; each `zibrato-<name>` script is one of its subcommands.
+
+Daemons and destinations come from the component registry
+(:mod:`zibrato.components.spec`: the ``zibrato.destinations`` entry points),
+the tools from :data:`TOOLS`; each is imported only when used, so --help stays fast.
+"""
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import click
 
 from .. import __version__
 from .common import CONTEXT_SETTINGS
 
-# subcommand -> module in this package; imported only when used, so --help stays fast
-SUBCOMMANDS = {
-    "broker": "broker",
-    "console": "console",
-    "statsd": "statsd",
-    "librato": "librato",
-    "listen": "listen",
-    "graphite": "graphite",
-    "influxdb": "influxdb",
-    "web": "web",
-    "otlp": "otlp",
-    "prometheus": "prometheus",
-    "remote-write": "remote_write",
-    "demo": "demo",
-    "status": "status",
-    "forward": "forward",
-    "keys": "keys",
-}
+# tool subcommand -> module in this package (daemons and destinations are specs)
+TOOLS = {"demo": "demo", "status": "status", "keys": "keys"}
+
+
+def _names() -> list[str]:
+    from ..components.spec import DAEMONS, destination_references
+
+    return [*DAEMONS, *destination_references(), *TOOLS]
 
 
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [name for name in SUBCOMMANDS if _available(name)]
+        return _names()
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name not in SUBCOMMANDS or not _available(name):
-            return None
-        return importlib.import_module(f"{__name__}.{SUBCOMMANDS[name]}").command
+        if name in TOOLS:
+            return importlib.import_module(f"{__name__}.{TOOLS[name]}").command
+        from ..components.builder import command_named
 
-
-def _available(name: str) -> bool:
-    return importlib.util.find_spec(f"{__name__}.{SUBCOMMANDS[name]}") is not None
+        return command_named(name)
 
 
 @click.group(cls=_LazyGroup, context_settings=CONTEXT_SETTINGS)
@@ -50,8 +42,9 @@ def group() -> None:
     """Zibrato: exact application metrics from many processes, aggregated and delivered.
 
     Applications send to `zibrato broker`; workers aggregate each flush and
-    deliver it to OTLP, Prometheus, Graphite, InfluxDB, statsd or the terminal
-    (`zibrato console`); `zibrato listen` takes statsd and l2met lines in.
+    deliver it to OTLP, Prometheus, Graphite, InfluxDB, statsd, the terminal
+    and more (one command per destination, listed below); `zibrato listen`
+    takes statsd and l2met lines in. docs/CLI.md has every command's flags.
 
     Start with `zibrato demo`: a broker, a console worker and a small
     workload, all in this terminal.

@@ -22,7 +22,7 @@ DEFAULT_MAX_TCP_CONNECTIONS = 500  # with the drain's 200, well inside a 1,024-d
 
 @dataclass
 class ListenConfig:
-    """Everything the CLI decides (see zibrato/cli/listen.py for what each means)."""
+    """Everything the CLI decides (see zibrato/listen/spec.py for what each means)."""
 
     broker: str = "127.0.0.1:5550"
     statsd: str | None = "127.0.0.1:8125"
