@@ -26,16 +26,14 @@ import queue
 import threading
 import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from ..protocol import COUNTER, GAUGE
+from .scope import InstrumentScope
 from .series import Figures, SeriesTable, attribute_key
-
-if TYPE_CHECKING:
-    from .provider import Meter
 
 
 class _Callback:
@@ -58,7 +56,7 @@ class _Observable:
     cumulative = True
     monotonic = True
 
-    def __init__(self, meter: Meter, name: str, callbacks: Sequence[Any] | None, unit: str, description: str):
+    def __init__(self, meter: InstrumentScope, name: str, callbacks: Sequence[Any] | None, unit: str, description: str):
         provider = meter.provider
         self.name, self.unit, self.description = name, unit or "", description or ""
         self._level, self._figures, self._client = provider.level, provider.figures_, provider.client
@@ -123,7 +121,12 @@ class ObservableCounter(_Observable, metrics.ObservableCounter):
     """Cumulative, monotonic totals: sent as Zibrato counter deltas."""
 
     def __init__(
-        self, meter: Meter, name: str, callbacks: Sequence[Any] | None = None, unit: str = "", description: str = ""
+        self,
+        meter: InstrumentScope,
+        name: str,
+        callbacks: Sequence[Any] | None = None,
+        unit: str = "",
+        description: str = "",
     ):
         super().__init__(meter, name, callbacks, unit, description)
 
@@ -134,7 +137,12 @@ class ObservableUpDownCounter(_Observable, metrics.ObservableUpDownCounter):
     monotonic = False
 
     def __init__(
-        self, meter: Meter, name: str, callbacks: Sequence[Any] | None = None, unit: str = "", description: str = ""
+        self,
+        meter: InstrumentScope,
+        name: str,
+        callbacks: Sequence[Any] | None = None,
+        unit: str = "",
+        description: str = "",
     ):
         super().__init__(meter, name, callbacks, unit, description)
 
@@ -146,7 +154,12 @@ class ObservableGauge(_Observable, metrics.ObservableGauge):
     cumulative = False
 
     def __init__(
-        self, meter: Meter, name: str, callbacks: Sequence[Any] | None = None, unit: str = "", description: str = ""
+        self,
+        meter: InstrumentScope,
+        name: str,
+        callbacks: Sequence[Any] | None = None,
+        unit: str = "",
+        description: str = "",
     ):
         super().__init__(meter, name, callbacks, unit, description)
 

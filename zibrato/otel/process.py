@@ -18,19 +18,16 @@ from __future__ import annotations
 import gc
 import os
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
+from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
-
-if TYPE_CHECKING:
-    from .provider import Meter
 
 SCOPE = "zibrato.otel.process"
 Callback = Callable[[CallbackOptions], Iterable[Observation]]
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def register(meter: Meter) -> None:
+def register(meter: metrics.Meter) -> None:
     """Create the process instruments on ``meter``."""
     meter.create_observable_counter("process.cpu.time", [_cpu_time], unit="s")
     meter.create_observable_counter("cpython.gc.collections", [_gc("collections")], unit="{collection}")

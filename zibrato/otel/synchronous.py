@@ -27,13 +27,12 @@ from opentelemetry import metrics
 from opentelemetry.metrics import _Gauge as _ApiGauge
 
 from ..protocol import COUNTER, GAUGE, HISTOGRAM, TIMER
+from .scope import InstrumentScope
 from .series import SeriesTable
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.util.types import Attributes
-
-    from .provider import Meter
 
 #: time units a Histogram may declare, and the factor to seconds (a Zibrato timer is in seconds)
 TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
@@ -50,7 +49,9 @@ class _Recording:
     kind = COUNTER
     negative_allowed = True
 
-    def __init__(self, meter: Meter, name: str, unit: str, description: str, type_: str, emit: Callable[..., None]):
+    def __init__(
+        self, meter: InstrumentScope, name: str, unit: str, description: str, type_: str, emit: Callable[..., None]
+    ):
         provider = meter.provider
         self.name, self.unit, self.description = name, unit or "", description or ""
         self._level, self._name, self._figures = provider.level, name, provider.figures_
@@ -127,7 +128,7 @@ class Counter(_Recording, metrics.Counter):
 
     negative_allowed = False
 
-    def __init__(self, meter: Meter, name: str, unit: str = "", description: str = "") -> None:
+    def __init__(self, meter: InstrumentScope, name: str, unit: str = "", description: str = "") -> None:
         super().__init__(meter, name, unit, description, COUNTER, meter.provider.client.count)
 
     def add(self, amount: float, attributes: Attributes = None, context: Context | None = None) -> None:
@@ -151,7 +152,7 @@ class Counter(_Recording, metrics.Counter):
 class UpDownCounter(_Recording, metrics.UpDownCounter):
     """A Zibrato counter of the changes, either sign."""
 
-    def __init__(self, meter: Meter, name: str, unit: str = "", description: str = "") -> None:
+    def __init__(self, meter: InstrumentScope, name: str, unit: str = "", description: str = "") -> None:
         super().__init__(meter, name, unit, description, COUNTER, meter.provider.client.count)
 
     add = _Recording._record_as_given
@@ -169,7 +170,7 @@ class Histogram(_Recording, metrics.Histogram):
 
     def __init__(
         self,
-        meter: Meter,
+        meter: InstrumentScope,
         name: str,
         unit: str = "",
         description: str = "",
@@ -262,7 +263,7 @@ def histogram_kind(unit: str | None) -> type[Histogram]:
 class Gauge(_Recording, _ApiGauge):
     """A Zibrato gauge: the last value of a flush interval wins."""
 
-    def __init__(self, meter: Meter, name: str, unit: str = "", description: str = "") -> None:
+    def __init__(self, meter: InstrumentScope, name: str, unit: str = "", description: str = "") -> None:
         super().__init__(meter, name, unit, description, GAUGE, meter.provider.client.gauge)
 
     set = _Recording._record_as_given
