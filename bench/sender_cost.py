@@ -33,7 +33,8 @@ WORKLOADS = [
     # (label, series, measurements per drain)
     ("1 series (a hot function), 10,000 a drain", 1, 10_000),
     ("1,000 series interleaved, 10,000 a drain", 1000, 10_000),
-    ("1 series, 50 a drain (1,000 calls/s)", 1, 50),
+    ("1 series, 50 a drain (1,000 calls/s, drained every 50 ms: before the cadence followed the rate)", 1, 50),
+    ("1 series, 1,000 a drain (1,000 calls/s, drained once a second: the cadence now)", 1, 1000),
 ]
 
 

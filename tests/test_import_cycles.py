@@ -83,10 +83,7 @@ def test_the_checker_finds_a_circle():
 
 
 def test_no_module_of_the_package_is_in_an_import_circle():
-    daemon_circles = [
-        sorted(group) for group in circles(module_imports())
-    ]
-    expect(daemon_circles) == []
+    expect([sorted(group) for group in circles(module_imports())]) == []
 
 
 def test_the_worker_types_its_self_metrics_client_without_importing_the_client():

@@ -30,6 +30,11 @@ count every lane each time: it adds the most one collection can have let
 through, and counts for real only when that could reach half full. The
 sender checks too, at every wake, and switches back to fast once it has
 drained the queues.
+
+The same callback wakes the sender early (:attr:`Buffer.on_filling`) once
+the queues hold ``WAKE_AT`` measurements (at most a quarter of the
+capacity): at a low rate the sender sleeps up to a second between drains
+(see :class:`zibrato.sender.Sender`), and a burst must not wait for it.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ __all__ = [
     "SLACK",
     "FAST_FROM",
     "MAX_LANES",
+    "WAKE_AT",
 ]
 
 log = logging.getLogger("zibrato.client")
@@ -74,6 +80,8 @@ SLACK = 1024
 FAST_FROM = 20_000
 #: series with a lane of their own, per client; more series share the (grouped) shared queue
 MAX_LANES = 4096
+#: measurements waiting that wake the sender before its time (a burst; at most a quarter of the capacity)
+WAKE_AT = 16_384
 #: the longest the collector's callback goes without counting every lane (seconds): the GIL lets
 #: all threads together append a few thousand measurements a millisecond, and half the queue is
 #: at least 10,000 (FAST_FROM / 2)
@@ -175,6 +183,11 @@ class Buffer:
         self._counted = 0  # what the queues held when last counted
         self._unseen = 0  # the most that can have arrived since (collections seen times their reach)
         self._counted_at = 0.0  # when (monotonic seconds)
+        #: what the queues hold when the collector's callback calls :attr:`on_filling`
+        self.wake_at = max(1, min(self.soft // 2, WAKE_AT))
+        #: the sender's wake-up (set by the sender), called once per drain when a burst fills the queues
+        self.on_filling: Callable[[], None] | None = None
+        self._filling_told = False  # on_filling called since the sender's last drain
         self._unguarded_overflow_reported = False
         _buffers.add(self)
 
@@ -292,12 +305,18 @@ class Buffer:
         hand out uncounted) could reach half full, and at least every
         ``EXACT_EVERY`` seconds: allocations made while another thread runs a
         collection's callbacks are not counted at all (the collection resets
-        the count), so the estimate alone could fall behind.
+        the count), so the estimate alone could fall behind. Past
+        :attr:`wake_at`, it wakes the sender (once per drain).
         """
         self._unseen += max(gc.get_count()[0], gc.get_threshold()[0]) + _FREE_LIST
         now = _monotonic()
-        if self._counted + self._unseen >= self.soft or now - self._counted_at >= EXACT_EVERY:
+        if self._counted + self._unseen >= self.wake_at or now - self._counted_at >= EXACT_EVERY:
             self._counted, self._unseen, self._counted_at = len(self), 0, now
+            if self._counted >= self.wake_at and not self._filling_told:
+                hook = self.on_filling
+                if hook is not None:
+                    self._filling_told = True
+                    hook()
             if self._counted >= self.soft:
                 self.guard()
 
@@ -335,6 +354,7 @@ class Buffer:
         """After a drain: count again, and go back to :attr:`fast` once the queues are nearly empty."""
         length = len(self)
         self._counted, self._unseen = length, 0
+        self._filling_told = False
         if self.guarding:
             self.room = self.capacity - sum(map(len, self._lane_items))
             if length < self.soft // 4:
@@ -365,6 +385,8 @@ class Buffer:
         self.guarding = False
         self.room = self.capacity
         self._counted = self._unseen = 0
+        self._filling_told = False
+        self.on_filling = None  # the parent's sender: the child's own sets it
         self._reset_count()
 
 

@@ -3,8 +3,10 @@
 Recording a measurement is one attribute lookup and one C-level append of a
 ``(series, value)`` pair to a bounded buffer: no lock, no I/O, no encoding.
 A background sender thread (:mod:`zibrato.sender`), started by the first
-measurement, drains the buffer every ``interval`` seconds (50 ms by
-default), encodes one message per level and hands it to a ZeroMQ PUSH
+measurement, drains the buffer at a cadence that follows the rate (every
+``interval``, 50 ms by default, under load; up to once a second at low rates,
+so that a drain's fixed cost is shared by many measurements; ``flush()``
+drains at once), encodes one message per level and hands it to a ZeroMQ PUSH
 socket without blocking.
 
 Everything the client keeps is bounded: at most ``max_queue`` measurements

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -67,18 +68,43 @@ IDLE_AFTER = 1
 #: the longest an idle sender sleeps without being woken, in seconds
 IDLE_MAX_SLEEP = 10.0
 
+#: the longest a measurement waits in the client before a drain hands it to ZeroMQ, at low rates (seconds;
+#: the client's ``interval`` when that is longer). A worker's flush is 1 s or more, flush() drains at once.
+MAX_DELAY = 1.0
+#: the measurements a drain aims to carry: its fixed cost (a few hundred microseconds) is then a few
+#: tens of nanoseconds each. At lower rates the sender drains less often, up to MAX_DELAY (see Sender)
+DRAIN_BATCH = 4096
+_monotonic = time.monotonic
+
 
 class Sender(threading.Thread):
-    """Drains a buffer into a publisher every ``interval`` seconds; owns the transport.
+    """Drains a buffer into a publisher; owns the transport.
 
     It knows the buffer, the publisher and the transport it is given, and
-    nothing of the client that made them, but for one hook: ``idle``, called
-    after ``IDLE_AFTER`` drains in a row found nothing. The client then
-    records through a function that wakes the sender (:meth:`wake`) with the
-    next measurement and puts the plain append back, so an idle sender sleeps
-    instead of waking every ``interval`` to find nothing: its waits double
-    from ``interval`` up to ``IDLE_MAX_SLEEP`` (a last resort for an append
-    that raced the switch), and the first measurement wakes it at once.
+    nothing of the client that made them, but for one hook: ``idle``.
+
+    **Its cadence follows the rate.** A drain has a fixed cost (a thread
+    wake-up, a message, ZeroMQ's I/O thread woken for it) of a few hundred
+    microseconds, whatever it carries: drained every ``interval`` at 100
+    measurements a second, that is most of what a measurement costs. So
+    after each drain the sender sleeps long enough for about
+    ``DRAIN_BATCH`` measurements to arrive at the rate it just saw, no less
+    than ``interval`` (the cadence under load) and no more than
+    :attr:`max_delay` (``MAX_DELAY``, 1 s, or ``interval`` if longer): the
+    bound on how long a measurement waits in the client before it is handed
+    to ZeroMQ. A series' measurements wait in its lane meanwhile, under the
+    buffer's one bound; a burst that fills the buffer faster than the rate
+    seen wakes the sender at once (the buffer's ``on_filling``, from the
+    garbage collector's callback, see :mod:`zibrato.buffer`), and
+    ``flush()``, ``close()``, fork and exit drain at once as before.
+
+    **Idle, it sleeps.** After ``IDLE_AFTER`` drains in a row found nothing,
+    it calls ``idle``: the client then records through a function that
+    wakes the sender (:meth:`wake`) with the next measurement and puts the
+    plain append back. Its waits double from its last cadence up to
+    ``IDLE_MAX_SLEEP`` (a last resort for an append that raced the switch:
+    the first wait, one cadence, delivers it within :attr:`max_delay`), and
+    the first measurement wakes it at once.
     """
 
     def __init__(
@@ -95,24 +121,30 @@ class Sender(threading.Thread):
         #: callables run by this thread after each drain (e.g. process metrics' sampler)
         self.periodic: list[Callable[[], None]] = []
         self.interval, self.linger = interval, linger
+        #: the longest a measurement waits before a drain hands it to ZeroMQ, at any rate
+        self.max_delay = max(interval, MAX_DELAY)
         self._idle_hook = idle
         #: the longest an idle sender sleeps without being woken (doubling from ``interval``)
         self.idle_max_sleep = max(interval, IDLE_MAX_SLEEP)
         #: times the sender woke up (a test's seam: an idle sender wakes a few times, then sleeps)
         self.wakes = 0
+        #: drains made (a test's seam: at a steady low rate, about one per ``max_delay``)
+        self.drains = 0
         #: True while the client records through the waking function (see :meth:`wake`)
         self.idle = False
         # No lock that an application thread takes while waking the sender: a SIGTERM
         # handler (client._close_all_then_die) may run on top of any line of close() or
         # flush() and wake it again. A threading.Event's lock, held by the interrupted
-        # Event.set(), deadlocked it. A SimpleQueue's put() is one C call; the flush
-        # waiters are locks that only the sender releases.
+        # Event.set(), deadlocked it. A SimpleQueue's put() is one C call (reentrant: the
+        # collector's callback may put too); the flush waiters are locks that only the
+        # sender releases.
         self._wake: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._waiters: deque[threading.Lock] = deque()  # one held lock per flush() waiting for a drain
         self._stopping = False
+        buffer.on_filling = self.wake  # a burst past a drain's worth wakes this sender before its time
 
     def wake(self) -> None:
-        """Wake the sender now (the first measurement after an idle spell): one C-level put."""
+        """Wake the sender now (the first measurement after an idle spell, a burst): one C-level put."""
         self._wake.put(True)
 
     def drain_now(self, timeout: float) -> bool:
@@ -134,15 +166,27 @@ class Sender(threading.Thread):
         self._wake.put(True)
         self.join(timeout)
 
+    def cadence(self, found: int, elapsed: float) -> float:
+        """How long to sleep after a drain that found ``found`` measurements ``elapsed`` s after the last.
+
+        Long enough for about ``DRAIN_BATCH`` more at that rate, within
+        ``interval`` .. :attr:`max_delay`.
+        """
+        if found <= 0:
+            return self.interval
+        return min(self.max_delay, max(self.interval, DRAIN_BATCH * elapsed / found))
+
     def run(self) -> None:
         _leave_signals_to_the_main_thread()
         self.transport.open()
         empty_drains = 0
         sleep = self.interval
+        last = _monotonic()
         try:
             while True:
                 woken = self._wait(sleep)
                 self.wakes += 1
+                now = _monotonic()
                 # Read before draining: a stop or flush requested during the drain gets one
                 # more drain (its wake-up waits in the queue), for what was recorded after
                 # this one's snapshot of the buffer.
@@ -153,6 +197,7 @@ class Sender(threading.Thread):
                     found = self.buffer.check()
                     self.transport.flushing = bool(waiters)
                     self.publisher.drain(self.buffer)
+                    self.drains += 1
                     self.buffer.relax()
                     self.transport.tick()
                     for task in self.periodic:
@@ -167,25 +212,26 @@ class Sender(threading.Thread):
                     return
                 empty_drains = 0 if found else empty_drains + 1
                 if not self.idle:
-                    sleep = self.interval
+                    if found:
+                        sleep = self.cadence(found, now - last)
                     if empty_drains >= IDLE_AFTER:
                         self._go_idle()  # its first wait is one cadence: for an append that raced
                 else:  # back off, unless flush() woke it (more may follow)
                     sleep = self.interval if woken else min(sleep * 2, self.idle_max_sleep)
+                last = now
         finally:
             self.transport.close(self.linger)
 
     def _wait(self, timeout: float) -> bool:
-        """Sleep up to ``timeout``; True when woken (a measurement after idling, flush, stop)."""
+        """Sleep up to ``timeout``; True when woken (a measurement after idling, a burst, flush, stop)."""
         try:
             self._wake.get(timeout=timeout)
         except queue.Empty:
             return False
-        try:
-            while True:
-                self._wake.get_nowait()
-        except queue.Empty:
-            return True
+        wake = self._wake
+        while not wake.empty():  # several wake-ups meanwhile: one drain takes what they announced
+            wake.get_nowait()
+        return True
 
     def _go_idle(self) -> None:
         """Ask the client to wake this sender with its next measurement."""
