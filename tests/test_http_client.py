@@ -129,7 +129,9 @@ def test_the_worker_times_out_a_dripping_server(pipeline):
         wait_until(lambda: p.status()["failed_attempts"] >= 2, timeout=20, message="timed-out attempts")
         status = p.status()
         p.close()
-    expect(status["delivered_intervals"]) == 0
+    # no point counted sent (an interval that closed before the first measurement arrived, as on a
+    # loaded machine, is "delivered" with no point and no request: not the dripping server's doing)
+    expect(status["points_sent"]) == 0
     expect(status["last_error"]).contains("within 1 s")
     expect(status["healthy"]) == False
 
