@@ -545,7 +545,9 @@ def test_a_drain_token_file_saved_with_a_bom_is_read_without_it(tmp_path, raw_pu
     token_file = tmp_path / "token"
     token_file.write_bytes(b"\xef\xbb\xbf" + TOKEN.encode() + b"\r\n")
     token_file.chmod(0o600)
-    listener, _ = start_listener(tmp_path, raw_pull.port, "--l2met", "127.0.0.1:0", "--l2met-token-file", token_file)
+    listener, _ = start_listener_script(
+        tmp_path, raw_pull.port, "--l2met", "127.0.0.1:0", "--l2met-token-file", token_file
+    )
     port = listening_port(listener, "l2met")
     try:
         assert post(port, frame("count#bom=1"), f"Bearer {TOKEN}") == 200
