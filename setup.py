@@ -50,6 +50,8 @@ setup(
         "test": [
             "pytest>=7",
             "pytest-timeout>=2.1",
+            # bin/test --fast runs its lane on several workers (the tests mostly wait)
+            "pytest-xdist>=3.2",  # --dist worksteal
             "expecter>=0.3",
             "supervisor>=4.2",
             "hypothesis>=6",

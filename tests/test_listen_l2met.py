@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.lanes import examples
 from zibrato.listen.l2met import L2metParser, syslog_header
 from zibrato.listen.series import Rejects, Series
 
@@ -122,7 +123,7 @@ def test_syslog_header_with_and_without_structured_data():
     assert syslog_header("no header") is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=2000))
 def test_drain_never_raises_on_any_bytes(data):
     parser = L2metParser()
@@ -153,7 +154,7 @@ _tokens = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(_tokens, max_size=40).map("".join), st.booleans())
 def test_lines_never_raise_and_accept_only_valid_series(text, router):
     parser, pending = L2metParser(), {}

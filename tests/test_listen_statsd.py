@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.lanes import examples
 from zibrato import protocol
 from zibrato.listen.series import Rejects, Series
 from zibrato.listen.statsd import REASONS, StatsdParser
@@ -162,7 +163,7 @@ def test_records_are_protocol_1_0_unless_they_need_1_1():
     assert len(protocol.decode(frame).records) == 2  # today's worker reads the 1.0 ones
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=2000))
 def test_never_raises_on_any_bytes(data):
     parser = StatsdParser()
@@ -179,7 +180,7 @@ _names = st.text(
 )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(
         st.tuples(
@@ -231,7 +232,7 @@ _pieces = st.sampled_from(
 )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=examples(500), deadline=None)
 @given(st.lists(_pieces, max_size=60).map("".join), st.sampled_from(["delta", "absolute"]))
 def test_statsd_like_text_never_raises_and_everything_kept_is_valid(text, sign):
     parser = StatsdParser(clock=lambda: NOW, gauge_sign=sign)

@@ -11,6 +11,7 @@ from expecter import expect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support.lanes import examples
 from zibrato.sketch import SetSketch, Sketch, relative_error_of, scale_for
 
 # No per-example deadline (a busy 2-core machine is slow at random moments); in CI the examples
@@ -110,7 +111,7 @@ def test_bucket_index_follows_opentelemetry_upper_inclusive_boundaries(value, sc
     )
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), suppress_health_check=[HealthCheck.too_slow])
 @given(value_lists, st.integers(min_value=0, max_value=50))
 def test_every_quantile_is_within_the_bound_of_exact_nearest_rank(values, max_exact):
     sketch = sketch_of(values, max_exact=max_exact)
@@ -120,7 +121,7 @@ def test_every_quantile_is_within_the_bound_of_exact_nearest_rank(values, max_ex
         assert within(sketch.quantile(q), exact, bound), (q, sketch.quantile(q), exact, bound)
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(latencies)
 def test_latencies_keep_the_asked_scale_and_one_percent(values):
     sketch = sketch_of(values, max_exact=0)
@@ -170,7 +171,7 @@ def test_a_wider_range_than_the_bound_lowers_the_scale_and_says_so():
     expect(sketch.relative_error_bound > 0.01) == True
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(value_lists, st.integers(min_value=2, max_value=64))
 def test_buckets_never_exceed_the_bound_per_sign(values, max_buckets):
     sketch = sketch_of(values, max_buckets=max_buckets, max_exact=0)
@@ -192,7 +193,7 @@ def split(values, cuts):
     return parts
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), suppress_health_check=[HealthCheck.too_slow])
 @given(
     value_lists,
     st.lists(st.integers(min_value=0), max_size=6),
@@ -216,7 +217,7 @@ def test_merging_parts_in_any_order_equals_one_sketch_of_all(values, cuts, max_b
             expect(merged.quantile(q)) == whole.quantile(q)
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(value_lists, value_lists, st.sampled_from([8, 2048]))
 def test_merge_is_commutative(a_values, b_values, max_buckets):
     ab = sketch_of(a_values, max_buckets=max_buckets, max_exact=0).merge(
@@ -228,7 +229,7 @@ def test_merge_is_commutative(a_values, b_values, max_buckets):
     assert same_sketch(ab.to_dict(), ba.to_dict(), a_values + b_values)
 
 
-@settings(max_examples=60)
+@settings(max_examples=examples(60))
 @given(value_lists, value_lists, value_lists)
 def test_merge_is_associative(a, b, c):
     def s(values):
@@ -256,7 +257,7 @@ def test_sketches_of_different_errors_merge_at_the_coarser_scale():
 # --- weights --------------------------------------------------------------------------
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(value_lists, st.integers(min_value=1, max_value=20))
 def test_a_weighted_value_counts_as_that_many_observations(values, weight):
     weighted = Sketch(max_exact=0)
@@ -331,7 +332,7 @@ def test_dict_form_is_exactly_the_documented_shape():
     expect((d["count"], d["sum"], d["min"], d["max"])) == (5, -1.75, -3.0, 0.5)
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(value_lists, st.integers(min_value=0, max_value=20))
 def test_dict_round_trip_and_merge_through_dicts(values, max_exact):
     sketch = sketch_of(values, max_exact=max_exact)
@@ -416,7 +417,7 @@ def test_set_from_dict_refuses_bad_registers():
         SetSketch.from_dict({"exact": False, "precision": 14, "registers": "not base64!"})
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(values_strategy, min_size=1, max_size=600),
     st.lists(st.integers(min_value=0), max_size=5),

@@ -15,6 +15,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support.lanes import examples
 from support.summaries import sketch_of
 from zibrato import protocol
 from zibrato.aggregation import Aggregator, LevelAggregators
@@ -174,7 +175,7 @@ def _check(summary: dict, worker: str) -> None:
     flush_through_every_mapping(summaries, worker)
 
 
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS

@@ -10,6 +10,9 @@ fork, in under a minute. Nobody lists those tests by hand, so the lane cannot dr
   ``start_server``, ``run_script``, the pipelines...), or declared with :func:`starts_process`
   (a library starts the process). ``conftest.py`` marks each such test ``daemon``. The
   reading is conservative: a test that merely names ``subprocess.run`` is marked.
+* :func:`examples` gives a property test (hypothesis) its number of examples: all of them in
+  the gate, a fifth in the fast lane, which ``bin/test --fast`` announces through
+  ``ZIBRATO_FAST_LANE=1``.
 * :class:`SpawnGuard` catches what reading missed (a process started inside ``zibrato`` or a
   library): while a test that is not marked ``daemon`` runs, starting a process fails it with
   a message that says how to mark it.
@@ -58,6 +61,17 @@ HOW_TO_MARK = (
     "start it through a fixture or helper of tests/ (the `daemon` marker is derived from the code a test uses), "
     "or mark the test @pytest.mark.daemon"
 )
+
+
+#: set by ``bin/test --fast``; the gate (``bin/test``, CI) never sets it
+FAST_LANE = os.environ.get("ZIBRATO_FAST_LANE") == "1"
+
+
+def examples(full: int) -> int:
+    """How many examples a property test tries: ``full`` in the gate, which hunts rare cases, a
+    fifth (at least 20) in the fast lane, which answers quickly while you work. Both run every
+    property and assert the same; only the gate's search is as deep as the test asks."""
+    return max(20, full // 5) if FAST_LANE else full
 
 
 def starts_process(helper: F) -> F:

@@ -143,7 +143,9 @@ class PrometheusDestination(Destination):
         except OSError as error:
             raise OSError(f"cannot listen on {self.listen[0]}:{self.listen[1]}: {error.strerror}") from None
         self.server = server
-        threading.Thread(target=server.serve_forever, name="zibrato-prometheus-http", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="zibrato-prometheus-http", daemon=True
+        ).start()
         self._renderer = threading.Thread(target=self._render_forever, name="zibrato-prometheus-render", daemon=True)
         self._renderer.start()
         host, port = self.address
