@@ -34,16 +34,7 @@ class SummaryMerging:
 
     if TYPE_CHECKING:  # the aggregator's own, which this class calls
 
-        def _add_other(
-            self,
-            type: str,
-            name: str,
-            values: Sequence[Any],
-            source: str | None,
-            tags: tuple[str, ...],
-            weight: float,
-            unit: str | None,
-        ) -> None: ...
+        def _add_other(self, *args: Any, **kwargs: Any) -> None: ...
 
         def _start_sketch(self, exact: array[float]) -> Any: ...
 
