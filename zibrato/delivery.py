@@ -32,8 +32,9 @@ waiting) and the parts of the one in flight not yet accepted
 (``cut_off_parts`` / ``cut_off_points``, also told to the destination's
 :meth:`~zibrato.destination.Destination.lost`).
 
-Backoff and the failure exceptions live in :mod:`zibrato.retry`; every name is
-importable from here too.
+Backoff and the failure exceptions live in :mod:`zibrato.retry`, what health
+reads of a queue (:meth:`~DeliveryQueue.problems`, :meth:`~DeliveryQueue.figures`)
+in :mod:`zibrato.delivery_health`; every name is importable from here too.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
+from .delivery_health import LOSS_MEMORY_SECONDS, DeliveryHealth, iso
 from .destination import CUT_OFF, REFUSED, Destination, Interval, Part
 from .names import NameFitter
 from .retry import (
@@ -61,13 +62,12 @@ from .retry import (
 from .runtime import printable
 
 _LOG_EVERY_N_FAILURES = 10
-LOSS_MEMORY_SECONDS = 900.0  # a lost interval keeps the worker unhealthy this long
 
 
 # --- the queue ------------------------------------------------------------------------
 
 
-class DeliveryQueue:
+class DeliveryQueue(DeliveryHealth):
     """The bounded backlog of intervals and the thread that delivers them (see the module docstring).
 
     Public figures (read them from any thread): :attr:`backlog` (waiting plus
@@ -145,14 +145,6 @@ class DeliveryQueue:
                 )
             self._changed.notify_all()
 
-    @property
-    def backlog(self) -> int:
-        return len(self._waiting) + (self._in_flight is not None)
-
-    @property
-    def in_flight(self) -> Interval | None:
-        return self._in_flight
-
     def waiting(self) -> list[Interval]:
         with self._changed:
             return list(self._waiting)
@@ -179,69 +171,6 @@ class DeliveryQueue:
             self._waiting.clear()
             parts = list(self._parts) if self._in_flight is not None else []
         self._count_cut_off(intervals, parts, "the stop window ended with a post still running")
-
-    # --- health ---------------------------------------------------------------------
-
-    def failing_for(self) -> float | None:
-        """Seconds since delivery started failing (None: it is not failing)."""
-        since = self.failing_since
-        return None if since is None else self.clock() - since
-
-    def in_flight_for(self) -> float | None:
-        """Seconds the interval in flight has been posted and retried (None: nothing in flight)."""
-        since = self._in_flight_since
-        return None if since is None or self._in_flight is None else self.clock() - since
-
-    def problems(self) -> list[str]:
-        """Why delivery is unhealthy: stalled or failing now, or an interval lost in the last 15 minutes.
-
-        Stalled: one interval in flight longer than ``stalled_after`` (a post
-        that never returns, or retries that never succeed): nothing is
-        delivered while the queue is trying, and health must say so even
-        when no attempt has failed yet.
-        """
-        problems = []
-        busy = self.in_flight_for()
-        if self.stalled_after is not None and busy is not None and busy > self.stalled_after:
-            running = "" if self.failing_since is not None else ", its post still running"
-            problems.append(
-                f"{self.destination.name} delivery stalled: nothing delivered for {busy:.0f} s while trying "
-                f"(the interval at {iso(self._in_flight.end) if self._in_flight else '?'}{running})"
-            )
-        failing = self.failing_for()
-        if failing is not None:
-            problems.append(f"{self.destination.name} delivery failing for {failing:.0f} s ({self.last_error})")
-        lost = self.recent_losses()
-        if lost:
-            problems.append(lost)
-        return problems
-
-    def recent_losses(self) -> str | None:
-        """The latest loss, if it happened within :data:`LOSS_MEMORY_SECONDS`."""
-        loss = self._last_loss
-        if loss is None or self.clock() - loss[0] > LOSS_MEMORY_SECONDS:
-            return None
-        c = self.counts
-        return (
-            f"intervals lost: {c['dropped_intervals']} dropped (backlog full), "
-            f"{c['rejected_intervals']} rejected, {c['cut_off_intervals']} cut off at stop; "
-            f"the latest {self.clock() - loss[0]:.0f} s ago: {loss[1]}"
-        )
-
-    def _lost(self, what: str) -> None:
-        self._last_loss = (self.clock(), what)
-
-    def figures(self) -> dict[str, Any]:
-        failing, busy = self.failing_for(), self.in_flight_for()
-        return {
-            **self.counts,
-            "backlog": self.backlog,
-            "max_backlog": self.max_backlog,
-            "last_delivery": self.last_delivery,
-            "last_error": self.last_error,
-            "failing_seconds": None if failing is None else round(failing, 3),
-            "in_flight_seconds": None if busy is None else round(busy, 3),
-        }
 
     # --- the delivery thread ------------------------------------------------------------
 
@@ -473,18 +402,12 @@ class DeliveryQueue:
                 self.log.exception("the destination could not count its lost parts")
 
 
-# --- small shared helpers -------------------------------------------------------------
-
-
-def iso(timestamp: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
-
-
 __all__ = [
     "MIN_ATTEMPT_SECONDS",
     "MIN_RETRY_AFTER_CAP",
     "Backoff",
     "DeliveryQueue",
+    "LOSS_MEMORY_SECONDS",
     "NameFitter",
     "Rejected",
     "Retryable",

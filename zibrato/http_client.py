@@ -228,6 +228,18 @@ class _Watchdog:
         self._timer.cancel()
 
 
+def check_url(url: str, what: str, credentials_from: str, shown: str | None = None) -> str:
+    """``url`` if it names an http(s) host and holds no credentials (those come from files or
+    the environment, never argv), else a ValueError naming ``what`` and where credentials go.
+    ``shown``: the URL as an error may print it (default ``repr(url)``)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} must be an http:// or https:// URL, got {shown or repr(url)}")
+    if parts.username or parts.password:
+        raise ValueError(f"{what} must not hold credentials: {credentials_from}")
+    return url
+
+
 def _read_capped(response: http.client.HTTPResponse, cap: int) -> tuple[bytes, bool]:
     """At most ``cap`` bytes of the body, and whether there was more (then it is left unread)."""
     length = response.length
@@ -260,4 +272,4 @@ def _netloc(host: str, port: int | None) -> str:
     return shown if port is None else f"{shown}:{port}"
 
 
-__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "Answer", "HttpSession", "post"]
+__all__ = ["DEFAULT_MAX_ANSWER_BYTES", "Answer", "HttpSession", "check_url", "post"]

@@ -191,7 +191,21 @@ def exact_stats(
         mean = min(max(mean, low), high)
     half = count // 2
     median = ordered[half] if count % 2 else (ordered[half - 1] + ordered[half]) / 2
-    summary: dict[str, Any] = {
+    summary = _moments(count, total, squares, low, high, mean, median, stddev)
+    for key, num, den in percentiles:
+        summary[key] = ordered[min(max(-(-num * count // den), 1), count) - 1]
+    summary["exact"] = True
+    summary["sketch"] = sketch.to_dict()
+    if with_values:
+        summary["values"] = state
+    return summary
+
+
+def _moments(
+    count: float, total: float, squares: float, low: float, high: float, mean: float, median: float, stddev: float
+) -> dict[str, Any]:
+    """The keys an exact and a sketched distribution summary share, in the order both write them."""
+    return {
         "count": count,
         "sum": total,
         "sum_squares": squares,
@@ -201,13 +215,6 @@ def exact_stats(
         "median": median,
         "stddev": stddev,
     }
-    for key, num, den in percentiles:
-        summary[key] = ordered[min(max(-(-num * count // den), 1), count) - 1]
-    summary["exact"] = True
-    summary["sketch"] = sketch.to_dict()
-    if with_values:
-        summary["values"] = state
-    return summary
 
 
 def sketch_stats(state: Distribution, percentiles: Sequence[PercentileKey], spread: int) -> dict[str, Any]:
@@ -223,16 +230,7 @@ def sketch_stats(state: Distribution, percentiles: Sequence[PercentileKey], spre
         stddev = 0.0
     else:
         stddev = math.sqrt(max((squares - total * mean) / count, 0.0))
-    summary: dict[str, Any] = {
-        "count": count,
-        "sum": total,
-        "sum_squares": squares,
-        "min": low,
-        "max": high,
-        "mean": mean,
-        "median": state.quantile(0.5),
-        "stddev": stddev,
-    }
+    summary = _moments(count, total, squares, low, high, mean, state.quantile(0.5), stddev)
     for key, num, den in percentiles:
         summary[key] = state.quantile(num / den)
     summary["exact"] = False

@@ -41,8 +41,8 @@ map of an ``"m"`` record, checked by :mod:`zibrato.summary_check`) are
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal, TypedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Generic, Literal, TypedDict, TypeVar
 
 __all__ = [
     "COUNTER",
@@ -57,6 +57,8 @@ __all__ = [
     "STATSD_TYPES",
     "SeriesKey",
     "series_order",
+    "series_of",
+    "SeriesMemo",
     "BucketsDict",
     "SketchDict",
     "SetSketchDict",
@@ -96,6 +98,8 @@ KINDS: tuple[Kind, ...] = tuple(TYPE_NAMES.values())
 #: statsd line types (``name:value|<type>``: Etsy's c, g, ms, s; DogStatsD's h and d) -> wire code
 STATSD_TYPES: dict[str, str] = {"c": COUNTER, "g": GAUGE, "ms": TIMER, "h": HISTOGRAM, "d": HISTOGRAM, "s": SET}
 
+_T = TypeVar("_T")
+
 # --- the series key ----------------------------------------------------------------
 
 #: ``(code, name, source, tags)``, and a histogram's ``unit`` after them: one series of one
@@ -108,6 +112,44 @@ def series_order(key: tuple[Any, ...]) -> tuple[Any, ...]:
     type_, name, source, tags = key[:4]
     unit = key[4] if len(key) > 4 else None
     return (TYPE_NAMES[type_], name, source or "", source is not None, tags, unit or "", unit is not None)
+
+
+def series_of(summary: Summary) -> tuple[Any, ...]:
+    """What identifies a flushed summary's series across intervals (type, name, source,
+    tags, level, unit): the key a destination keeps running state or a cache under."""
+    return (
+        summary["type"],
+        summary["name"],
+        summary.get("source"),
+        tuple(summary.get("tags") or ()),
+        summary.get("level"),
+        summary.get("unit"),
+    )
+
+
+class SeriesMemo(Generic[_T]):
+    """What a destination builds once per series (an escaped path, a line key), bounded.
+
+    Why: escaping a name per summary per flush costs more than the rest of
+    the mapping; a series comes back every interval. At ``limit`` series the
+    memo starts afresh rather than growing without bound (churning names).
+    """
+
+    def __init__(self, build: Callable[[Summary], _T], limit: int = 100_000) -> None:
+        self._build, self._limit = build, limit
+        self._built: dict[tuple[Any, ...], _T] = {}
+
+    def __call__(self, summary: Summary) -> _T:
+        series = series_of(summary)
+        found = self._built.get(series)
+        if found is None:
+            if len(self._built) >= self._limit:
+                self._built.clear()
+            found = self._built[series] = self._build(summary)
+        return found
+
+    def __len__(self) -> int:
+        return len(self._built)
 
 
 # --- the sketches' dict forms (zibrato.sketch) -------------------------------------------

@@ -47,7 +47,7 @@ from typing import Any
 from ..delivery import NameFitter, Retryable, describe, request_timeout
 from ..destination import Destination, Interval
 from ..series_guard import SeriesGuard
-from ..summary import Summary
+from ..summary import SeriesMemo, Summary
 
 TAG_MODES = ("drop", "graphite")
 DEFAULT_PREFIX = "stats"
@@ -131,7 +131,7 @@ class GraphiteMapping:
         self.names = NameFitter(
             self.log, PATH_RULE, fit=lambda text, limit: sanitise_path(text), destination="Graphite"
         )
-        self._series: dict[tuple, tuple[str, str]] = {}  # series -> (path, tags): built once
+        self._paths = SeriesMemo(self._series_path, _MAX_CACHED)  # series -> (path, tags): built once
 
     def lines(self, interval: Interval) -> list[str]:
         """Every line for one interval, each ending in a newline."""
@@ -165,20 +165,7 @@ class GraphiteMapping:
 
     def series_path(self, summary: Summary) -> tuple[str, str]:
         """(path without the statistic, tag suffix) of one series (cached per series)."""
-        series = (
-            summary["type"],
-            summary["name"],
-            summary.get("source"),
-            tuple(summary.get("tags") or ()),
-            summary.get("level"),
-            summary.get("unit"),
-        )
-        found = self._series.get(series)
-        if found is None:
-            if len(self._series) >= _MAX_CACHED:
-                self._series.clear()
-            found = self._series[series] = self._series_path(summary)
-        return found
+        return self._paths(summary)
 
     def _series_path(self, summary: Summary) -> tuple[str, str]:
         parts = [self.prefix, NAMESPACES.get(summary["type"], summary["type"])]

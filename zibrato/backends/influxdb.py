@@ -54,7 +54,7 @@ from ..destination import REFUSED, Destination, Interval, Part
 from ..http_client import Answer, HttpSession, post
 from ..runtime import printable
 from ..series_guard import SeriesGuard
-from ..summary import Summary
+from ..summary import SeriesMemo, Summary
 from .graphite import distribution_stats, split_tag
 
 DEFAULT_URL = "http://127.0.0.1:8086"
@@ -122,7 +122,7 @@ class InfluxMapping:
             self.log, NAME_RULE, fit=lambda text, limit: fit_measurement(text), destination="InfluxDB"
         )
         self.tags = NameFitter(self.log, TAG_RULE, fit=lambda text, limit: fit_key(text), destination="InfluxDB")
-        self._keys: dict[tuple, str] = {}  # series -> its escaped key: escaping once per series
+        self._keys = SeriesMemo(self._series_key, _MAX_CACHED_SERIES)  # escaping once per series
 
     def lines(self, interval: Interval) -> list[str]:
         stamp = f" {round(interval.end * 1000)}"
@@ -139,19 +139,7 @@ class InfluxMapping:
 
     def series_key(self, summary: Summary) -> str:
         """``measurement,k=v,...``: the part of a line that names the series (cached per series)."""
-        series = (
-            summary["name"],
-            summary.get("source"),
-            tuple(summary.get("tags") or ()),
-            summary.get("level"),
-            summary.get("unit"),
-        )
-        key = self._keys.get(series)
-        if key is None:
-            if len(self._keys) >= _MAX_CACHED_SERIES:
-                self._keys.clear()
-            key = self._keys[series] = self._series_key(summary)
-        return key
+        return self._keys(summary)
 
     def _series_key(self, summary: Summary) -> str:
         measurement = _escape(_MEASUREMENT_ESCAPES, self.names(self.prefix + summary["name"]))

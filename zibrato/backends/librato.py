@@ -35,7 +35,7 @@ import time as _time
 from collections.abc import Iterator, Sequence
 
 from .. import __version__
-from ..delivery import Retryable, parse_retry_after, request_timeout
+from ..delivery import Retryable, iso, parse_retry_after, request_timeout
 from ..destination import CUT_OFF, Destination, Interval, Part
 from ..http_client import HttpSession, post
 from ..runtime import SECRETS, printable
@@ -171,7 +171,7 @@ class Librato(Destination):
             self.log.error(
                 "stop deadline reached: %d measurements of the interval at %s not delivered (last error: %s)",
                 lost,
-                _iso(parts[0].payload.time),
+                iso(parts[0].payload.time),
                 self.last_error,
             )
 
@@ -276,7 +276,7 @@ class Librato(Destination):
             self.log.error(
                 "Librato rejects more than %d measurements of the interval at %s: the rest are logged at debug level",
                 _MAX_DROPS_LOGGED,
-                _iso(batch.time),
+                iso(batch.time),
             )
         return []
 
@@ -323,10 +323,6 @@ def flush_interval_problem(seconds: float) -> str | None:
 def batches(measurements: list[dict], size: int) -> Iterator[list[dict]]:
     for start in range(0, len(measurements), size):
         yield measurements[start : start + size]
-
-
-def _iso(timestamp: float) -> str:
-    return _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(timestamp))
 
 
 __all__ = [

@@ -142,3 +142,16 @@ def deltas(counts: Iterable[float]) -> list[int]:
         out.append(whole - previous)
         previous = whole
     return out
+
+
+def write_buckets(spans: Any, deltas_field: Any, counts_field: Any, buckets: dict[int, float], integral: bool) -> None:
+    """One sign's buckets into the repeated fields of a Prometheus protobuf histogram (the
+    exposition's and remote write's have the same three): its spans, then its counts as
+    integer deltas (``integral``) or as floats."""
+    found_spans, counts = spans_and_counts(buckets)
+    for offset, length in found_spans:
+        spans.add(offset=offset, length=length)
+    if integral:
+        deltas_field.extend(deltas(counts))
+    else:
+        counts_field.extend(counts)

@@ -40,7 +40,7 @@ from .. import __version__
 from ..aggregation_needs import AggregationNeeds
 from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval, Part
-from ..http_client import DEFAULT_MAX_ANSWER_BYTES, Answer, HttpSession, post
+from ..http_client import DEFAULT_MAX_ANSWER_BYTES, Answer, HttpSession, check_url, post
 from ..runtime import RateLimitedLog, printable
 from .otlp_mapping import OtlpMapper, count_points
 
@@ -65,12 +65,7 @@ def metrics_url(endpoint: str | None = None, environ: dict | None = None) -> str
         url = env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"]
     else:
         url = _with_path(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or DEFAULT_ENDPOINT)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"the OTLP endpoint must be an http:// or https:// URL, got {_redacted(url)}")
-    if parts.username or parts.password:
-        raise ValueError("the OTLP endpoint must not hold credentials: put them in --headers-file")
-    return url
+    return check_url(url, "the OTLP endpoint", "put them in --headers-file", shown=_redacted(url))
 
 
 def _with_path(base: str) -> str:

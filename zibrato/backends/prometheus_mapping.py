@@ -56,6 +56,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..series_guard import SeriesGuard
 from ..summary import Summary
+from ..summary import series_of as series_key
 from .classic_buckets import (  # noqa: F401 - DEFAULT_BUCKETS, parse_buckets, parse_bucket_rule: re-exported
     DEFAULT_BUCKETS,
     BucketRule,
@@ -431,17 +432,6 @@ def expiry_per_kind(expire: float | Mapping[str, float]) -> dict[str, float]:
             raise ValueError(f"expiry must be positive seconds, got {seconds!r}")
         out[kind] = seconds or DEFAULT_EXPIRE
     return out
-
-
-def series_key(summary: Summary) -> tuple:
-    return (
-        summary["type"],
-        summary["name"],
-        summary.get("source"),
-        tuple(summary.get("tags") or ()),
-        summary.get("level"),
-        summary.get("unit"),
-    )
 
 
 def _exposed_names(name: str, kind: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .native_histogram import ZERO_THRESHOLD, NativeHistogram, deltas, spans_and_counts
+from .native_histogram import ZERO_THRESHOLD, NativeHistogram, write_buckets
 from .prometheus_proto import metrics_pb2 as pb
 
 CONTENT_TYPE = "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
@@ -112,12 +112,6 @@ def _histogram(h: pb.Histogram, series: Any) -> None:
         (h.positive_span, h.positive_delta, h.positive_count, native.positive),
         (h.negative_span, h.negative_delta, h.negative_count, native.negative),
     ):
-        spans, counts = spans_and_counts(buckets)
-        for offset, length in spans:
-            spans_field.add(offset=offset, length=length)
-        if integral:
-            deltas_field.extend(deltas(counts))
-        else:
-            counts_field.extend(counts)
+        write_buckets(spans_field, deltas_field, counts_field, buckets, integral)
     if not h.positive_span and not h.negative_span:
         h.positive_span.add(offset=0, length=0)  # only zeros: still marked native

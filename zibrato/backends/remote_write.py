@@ -42,7 +42,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import cramjam
 
@@ -51,6 +50,7 @@ from ..aggregation_needs import AggregationNeeds
 from ..delivery import Rejected, Retryable, parse_retry_after, request_timeout
 from ..destination import Destination, Interval, Part
 from ..http_client import Answer, HttpSession, post
+from ..http_client import check_url as http_url
 from ..runtime import printable
 from .classic_buckets import BucketRule
 from .native_histogram import DEFAULT_MAX_NATIVE_BUCKETS
@@ -70,12 +70,7 @@ HEADERS = {
 
 def check_url(url: str) -> str:
     """The receiver's write URL: http(s), a host, no credentials (those come from files or the environment)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"the remote write URL must be http:// or https://, got {url!r}")
-    if parts.username or parts.password:
-        raise ValueError("the remote write URL must not hold credentials: use --password-file or --bearer-token-file")
-    return url
+    return http_url(url, "the remote write URL", "use --password-file or --bearer-token-file")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
-from .native_histogram import ZERO_THRESHOLD, deltas, spans_and_counts
+from .native_histogram import ZERO_THRESHOLD, write_buckets
 from .prometheus_proto import remote_pb2 as pb
 
 
@@ -184,10 +184,4 @@ def _native(h: pb.Histogram, native: NativeCopy, ts: int) -> None:
         (h.positive_spans, h.positive_deltas, h.positive_counts, native.positive),
         (h.negative_spans, h.negative_deltas, h.negative_counts, native.negative),
     ):
-        spans, counts = spans_and_counts(buckets)
-        for offset, length in spans:
-            spans_field.add(offset=offset, length=length)
-        if native.integral:
-            deltas_field.extend(deltas(counts))
-        else:
-            counts_field.extend(counts)
+        write_buckets(spans_field, deltas_field, counts_field, buckets, native.integral)

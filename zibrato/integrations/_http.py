@@ -23,12 +23,12 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..client import Zibrato
 from ..protocol import MAX_TAG_LENGTH, TIMER
 
-__all__ = ["DURATION", "ACTIVE_REQUESTS", "KNOWN_METHODS", "HttpMetrics", "RequestTiming", "fit_tag"]
+__all__ = ["DURATION", "ACTIVE_REQUESTS", "KNOWN_METHODS", "HttpMetrics", "Middleware", "RequestTiming", "fit_tag"]
 
 log = logging.getLogger("zibrato.integrations")
 
@@ -172,3 +172,25 @@ class RequestTiming:
     def resolve_route(self) -> str | None:
         """The route template once the framework has matched it (None: not known)."""
         return None
+
+
+App = TypeVar("App")
+Hook = TypeVar("Hook")
+
+
+class Middleware(Generic[App, Hook]):
+    """What the WSGI and the ASGI middleware hold: the application they wrap, the metrics
+    they record (``level``, ``active_requests``) and the ``route`` hook a request asks at its end."""
+
+    def __init__(
+        self,
+        app: App,
+        z: Zibrato,
+        *,
+        level: str = "info",
+        route: Hook | None = None,
+        active_requests: bool = False,
+    ) -> None:
+        self.app = app
+        self.metrics = HttpMetrics(z, level, active_requests)
+        self.route = route

@@ -28,8 +28,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ..client import Zibrato
-from ._http import HttpMetrics, RequestTiming, method_of
+from ._http import Middleware, RequestTiming, method_of
 
 __all__ = ["ZibratoMiddleware", "route_from_scope"]
 
@@ -56,26 +55,13 @@ def route_from_scope(scope: Scope) -> str | None:
     return None if template is None else str(template)
 
 
-class ZibratoMiddleware:
+class ZibratoMiddleware(Middleware[AsgiApp, RouteHook]):
     """Time every HTTP request and WebSocket connection of an ASGI application.
 
     ``route``: a callable given the scope once the application has routed it, returning the
     route template (or None); default :func:`route_from_scope`. ``active_requests=True`` also
     keeps ``http.server.active_requests``.
     """
-
-    def __init__(
-        self,
-        app: AsgiApp,
-        z: Zibrato,
-        *,
-        level: str = "info",
-        route: RouteHook | None = None,
-        active_requests: bool = False,
-    ) -> None:
-        self.app = app
-        self.metrics = HttpMetrics(z, level, active_requests)
-        self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -100,11 +86,7 @@ class ZibratoMiddleware:
             else:
                 await send(message)
 
-        try:
-            await self.app(scope, receive, send_and_note)
-        except BaseException as error:
-            timing.finish(error)
-            raise
+        await self._timed(timing, scope, receive, send_and_note)
         timing.finish()  # no final body: the client went away, or the application sent nothing
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,12 +102,16 @@ class ZibratoMiddleware:
                 timing.status = message["status"]
             await send(message)
 
+        await self._timed(timing, scope, receive, send_and_note)
+        timing.finish()
+
+    async def _timed(self, timing: _AsgiRequest, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the application; one that raises is recorded with its error, then re-raised."""
         try:
-            await self.app(scope, receive, send_and_note)
+            await self.app(scope, receive, send)
         except BaseException as error:
             timing.finish(error)
             raise
-        timing.finish()
 
 
 class _AsgiRequest(RequestTiming):

@@ -23,8 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ..client import Zibrato
-from ._http import HttpMetrics, RequestTiming, method_of
+from ._http import Middleware, RequestTiming, method_of
 
 __all__ = ["ZibratoMiddleware", "ROUTE_KEY", "ERROR_KEY"]
 
@@ -55,25 +54,12 @@ def status_code(status: str) -> int | None:
     return code
 
 
-class ZibratoMiddleware:
+class ZibratoMiddleware(Middleware[WsgiApp, RouteHook]):
     """Time every request of a WSGI application (``level``: the Zibrato level recorded at).
 
     ``route``: a callable given the environ after the application ran, returning the
     route template (or None). ``active_requests=True`` also keeps ``http.server.active_requests``.
     """
-
-    def __init__(
-        self,
-        app: WsgiApp,
-        z: Zibrato,
-        *,
-        level: str = "info",
-        route: RouteHook | None = None,
-        active_requests: bool = False,
-    ) -> None:
-        self.app = app
-        self.metrics = HttpMetrics(z, level, active_requests)
-        self.route = route
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         timed = TimedResponse(self, environ, start_response)

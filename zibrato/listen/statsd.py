@@ -333,20 +333,20 @@ class StatsdParser:
 
 
 def _rate(text: str) -> float:
-    try:
-        rate = float(text)
-    except ValueError:
-        raise _Reject("bad rate") from None
-    if not 0 < rate <= 1 or not 1.0 / rate < float("inf"):  # @1e-320: 1/rate is infinite
-        raise _Reject("bad rate")
-    return rate
+    # @1e-320: 1/rate is infinite
+    return _number(text, float, lambda rate: 0 < rate <= 1 and 1.0 / rate < float("inf"), "bad rate")
 
 
 def _timestamp(text: str) -> float:
+    return float(_number(text, int, lambda seconds: seconds > 0, "bad timestamp"))
+
+
+def _number(text: str, parse: Callable[[str], float], valid: Callable[[float], bool], problem: str) -> float:
+    """A line's number field (``@rate``, ``T<seconds>``): parsed and checked, else the line is refused."""
     try:
-        value = int(text)
+        value = parse(text)
     except ValueError:
-        raise _Reject("bad timestamp") from None
-    if value <= 0:
-        raise _Reject("bad timestamp")
-    return float(value)
+        raise _Reject(problem) from None
+    if not valid(value):
+        raise _Reject(problem)
+    return value

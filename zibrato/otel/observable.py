@@ -56,7 +56,14 @@ class _Observable:
     cumulative = True
     monotonic = True
 
-    def __init__(self, meter: InstrumentScope, name: str, callbacks: Sequence[Any] | None, unit: str, description: str):
+    def __init__(
+        self,
+        meter: InstrumentScope,
+        name: str,
+        callbacks: Sequence[Any] | None = None,
+        unit: str = "",
+        description: str = "",
+    ):
         provider = meter.provider
         self.name, self.unit, self.description = name, unit or "", description or ""
         self._level, self._figures, self._client = provider.level, provider.figures_, provider.client
@@ -120,31 +127,11 @@ def attribute_key_or_none(observation: object) -> object:
 class ObservableCounter(_Observable, metrics.ObservableCounter):
     """Cumulative, monotonic totals: sent as Zibrato counter deltas."""
 
-    def __init__(
-        self,
-        meter: InstrumentScope,
-        name: str,
-        callbacks: Sequence[Any] | None = None,
-        unit: str = "",
-        description: str = "",
-    ):
-        super().__init__(meter, name, callbacks, unit, description)
-
 
 class ObservableUpDownCounter(_Observable, metrics.ObservableUpDownCounter):
     """Cumulative totals that may go down: sent as Zibrato counter deltas of either sign."""
 
     monotonic = False
-
-    def __init__(
-        self,
-        meter: InstrumentScope,
-        name: str,
-        callbacks: Sequence[Any] | None = None,
-        unit: str = "",
-        description: str = "",
-    ):
-        super().__init__(meter, name, callbacks, unit, description)
 
 
 class ObservableGauge(_Observable, metrics.ObservableGauge):
@@ -152,16 +139,6 @@ class ObservableGauge(_Observable, metrics.ObservableGauge):
 
     type_ = GAUGE
     cumulative = False
-
-    def __init__(
-        self,
-        meter: InstrumentScope,
-        name: str,
-        callbacks: Sequence[Any] | None = None,
-        unit: str = "",
-        description: str = "",
-    ):
-        super().__init__(meter, name, callbacks, unit, description)
 
 
 # --- running the callbacks ----------------------------------------------------
