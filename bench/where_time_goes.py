@@ -298,6 +298,7 @@ def steady_child(port: int, rate: float, seconds: float) -> dict:
     from zibrato import Zibrato, protocol
     from zibrato import buffer as zbuffer
     from zibrato import publisher as zpublisher
+    from zibrato import sender as zsender
     from zibrato import transport as ztransport
 
     spent: collections.Counter = collections.Counter()
@@ -328,6 +329,8 @@ def steady_child(port: int, rate: float, seconds: float) -> dict:
     timed(zpublisher.Publisher, "drain", "the whole drain")
     timed(protocol, "encode", "msgpack encoding")
     timed(ztransport.ZmqTransport, "send", "hand the frame to ZeroMQ")
+    timed(ztransport.ZmqTransport, "tick", "the broker link's check (after the drain)")
+    timed(zsender.Sender, "_wait", "the sleep and its wake-up (the queue's get)")
     z = Zibrato("127.0.0.1", port)
     work = z.time_me("info", "bench.where")(lambda: None)
     period = 1.0 / rate
