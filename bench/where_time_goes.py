@@ -174,7 +174,9 @@ def sender(per_drain: int = 10_000, repeats: int = 15) -> None:
     from client_overhead import RegroupingPublisher
 
     from zibrato import protocol
-    from zibrato.sender import Buffer, Publisher, Tally, ZmqTransport, group, messages
+    from zibrato.buffer import Buffer, Tally
+    from zibrato.publisher import Publisher, group, messages
+    from zibrato.transport import ZmqTransport
 
     context = zmq.Context()
     pull = context.socket(zmq.PULL)
@@ -294,7 +296,10 @@ def _thread_cpu_ns(names: dict[int, str]) -> dict[str, int]:
 
 def steady_child(port: int, rate: float, seconds: float) -> dict:
     from zibrato import Zibrato, protocol
+    from zibrato import buffer as zbuffer
+    from zibrato import publisher as zpublisher
     from zibrato import sender as zsender
+    from zibrato import transport as ztransport
 
     spent: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
@@ -317,13 +322,15 @@ def steady_child(port: int, rate: float, seconds: float) -> dict:
 
         setattr(owner, name, wrapper)
 
-    timed(zsender.Buffer, "check", "the bound's check before the drain")
-    timed(zsender.Buffer, "relax", "the bound's look after the drain")
-    timed(zsender.Buffer, "take_lanes", "take the lanes' values")
-    timed(zsender, "group", "group the shared queue per series")
-    timed(zsender.Publisher, "drain", "the whole drain")
+    timed(zbuffer.Buffer, "check", "the bound's check before the drain")
+    timed(zbuffer.Buffer, "relax", "the bound's look after the drain")
+    timed(zbuffer.Buffer, "take_lanes", "take the lanes' values")
+    timed(zpublisher, "group", "group the shared queue per series")
+    timed(zpublisher.Publisher, "drain", "the whole drain")
     timed(protocol, "encode", "msgpack encoding")
-    timed(zsender.ZmqTransport, "send", "hand the frame to ZeroMQ")
+    timed(ztransport.ZmqTransport, "send", "hand the frame to ZeroMQ")
+    timed(ztransport.ZmqTransport, "tick", "the broker link's check (after the drain)")
+    timed(zsender.Sender, "_wait", "the sleep and its wake-up (the queue's get)")
     z = Zibrato("127.0.0.1", port)
     work = z.time_me("info", "bench.where")(lambda: None)
     period = 1.0 / rate

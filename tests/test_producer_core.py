@@ -45,6 +45,30 @@ def test_a_message_carries_at_most_batch_values_and_a_long_record_is_cut_in_orde
     ]
 
 
+def test_the_clients_messages_carry_each_series_record_as_record_of_makes_it_at_most_batch_values_each():
+    from zibrato import publisher
+
+    plain = [("info", "c", f"s{i}", None, (), None, None) for i in range(5)]
+    weighted = ("info", "t", "w", "web", ("a:1",), 0.5, None)
+    with_unit = ("info", "h", "u", None, (), None, "bytes")
+    other_level = ("debug", "c", "d", None, (), None, None)
+    grouped = {plain[0]: [1, 2, 3], weighted: [0.1, 0.2], plain[1]: [4], with_unit: [5, 6, 7, 8, 9], other_level: [1]}
+    grouped.update({series: [9] for series in plain[2:]})
+
+    out = list(publisher.messages(grouped, 4))
+
+    expect(all(size <= 4 and size == sum(len(r[2]) for r in records) for _, records, size in out)) == True
+    records = [(level, record) for level, chunk, _ in out for record in chunk]
+    # each record shaped as record_of makes it (a long one cut in two: the same fields twice)
+    expect({(level, *r[:2], *r[3:]) for level, r in records}) == {
+        (s[0], *publisher.record_of(s, [])[:2], *publisher.record_of(s, [])[3:]) for s in grouped
+    }
+    sent: dict = {}
+    for level, record in records:
+        sent.setdefault((level, record[1]), []).extend(record[2])
+    expect(sent) == {(series[0], series[2]): values for series, values in grouped.items()}
+
+
 def test_a_message_over_the_size_limit_is_halved_until_it_fits_and_a_lone_value_over_it_is_dropped():
     fits = ("c", "fits", [1.5] * 300, None, ())
     huge = ("s", "huge", ["m" * 3000], None, ())

@@ -55,23 +55,27 @@ def record_of(
 def messages(records: Iterable[Sequence[Any]], batch: int) -> Iterator[tuple[list[Sequence[Any]], int]]:
     """(records, values) per message: at most ``batch`` values each, a longer record cut in order."""
     chunk: list[Sequence[Any]] = []
+    append = chunk.append
     size = 0
     for record in records:
         values = record[2]
         count = len(values)
-        if count > batch:
-            head, tail = record[:2], record[3:]
-            parts: Iterable[Sequence[Any]] = [
-                (*head, values[start : start + batch], *tail) for start in range(0, count, batch)
-            ]
-        else:
-            parts = (record,)
-        for part in parts:
+        if count <= batch:  # the common record, whole: no parts to make (the sender's cost per series)
+            if size + count > batch and chunk:
+                yield chunk, size
+                chunk, size = [], 0
+                append = chunk.append
+            append(record)
+            size += count
+            continue
+        head, tail = record[:2], record[3:]  # longer than a message: cut in order
+        for part in [(*head, values[start : start + batch], *tail) for start in range(0, count, batch)]:
             count = len(part[2])
             if size + count > batch and chunk:
                 yield chunk, size
                 chunk, size = [], 0
-            chunk.append(part)
+                append = chunk.append
+            append(part)
             size += count
     if chunk:
         yield chunk, size

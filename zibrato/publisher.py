@@ -233,7 +233,12 @@ def messages(grouped: Grouped, batch: int) -> Iterator[tuple[Any, list[Sequence[
         records = by_level.get(series[0])
         if records is None:
             records = by_level[series[0]] = []
-        records.append(record_of(series, values))
+        # record_of inlined for the plain series (no weight, no unit): once per series per drain
+        records.append(
+            (series[1], series[2], values, series[3], series[4])
+            if series[5] is None and series[6] is None
+            else record_of(series, values)
+        )
     for level, records in by_level.items():
         for chunk, size in framing.messages(records, batch):
             yield level, chunk, size
