@@ -23,6 +23,7 @@ import zibrato.instruments
 import zibrato.sender
 from conftest import Flat, select, values_of, wait_until
 from zibrato import Zibrato
+from zibrato.testing import client_parts
 
 # Timed code waits on an Event with a timeout: a wait on a condition, never a sleep.
 WAIT = 0.05
@@ -626,7 +627,7 @@ def test_no_broker_never_blocks_and_counts_what_it_drops(unused_port):
     started = time.monotonic()
     z.close()
     expect(time.monotonic() - started) < z.linger + 0.5
-    expect([t for t in threading.enumerate() if getattr(t, "buffer", None) is z._buffer]) == []
+    expect([t for t in threading.enumerate() if getattr(t, "buffer", None) is client_parts(z).buffer]) == []
 
 
 def test_a_sender_thread_that_cannot_start_drops_counts_and_retries(broker_pull, make_client, monkeypatch):
@@ -909,7 +910,7 @@ def test_close_delivers_then_counts_later_measurements_as_dropped(broker_pull, m
     expect(sorted(r.value for r in received)) == [0, 1, 2]
     expect(z.flush()) == True
     z.close()  # twice is harmless
-    expect([t for t in threading.enumerate() if getattr(t, "buffer", None) is z._buffer]) == []
+    expect([t for t in threading.enumerate() if getattr(t, "buffer", None) is client_parts(z).buffer]) == []
 
 
 def test_close_does_not_drop_what_was_recorded_during_a_drain(broker_pull, make_client, monkeypatch):
@@ -1012,7 +1013,7 @@ def test_four_threads_flat_out_stay_within_the_bound_broker_down_then_up(broker_
     def watch():
         while not stop.is_set():
             highest["queued"] = max(highest["queued"], z.queued)
-            highest["held"] = max(highest["held"], z._transport.held_bytes)
+            highest["held"] = max(highest["held"], client_parts(z).transport.held_bytes)
             stop.wait(0.001)
 
     rss_before = rss_bytes()

@@ -15,10 +15,13 @@ import zibrato.buffer
 import zibrato.sender
 from conftest import values_of, wait_until
 from zibrato import protocol
+from zibrato.testing import client_parts
 
 
 def idle(z) -> None:
-    wait_until(lambda: z._sender is not None and z._sender.idle, message="the sender to go idle")
+    wait_until(
+        lambda: client_parts(z).sender is not None and client_parts(z).sender.idle, message="the sender to go idle"
+    )
 
 
 def test_an_idle_sender_sleeps_instead_of_waking_every_interval(broker_pull, make_client):
@@ -26,7 +29,7 @@ def test_an_idle_sender_sleeps_instead_of_waking_every_interval(broker_pull, mak
     z.count("info", "once")
     expect(z.flush()) == True
     idle(z)
-    sender = z._sender
+    sender = client_parts(z).sender
     before = sender.wakes
     # 0.5 s idle: waking every interval would be 50 wake-ups; backing off from 0.01 s
     # (0.01, 0.02, 0.04 ... 0.32) is at most 6, fewer on a loaded machine, never more.
@@ -51,7 +54,7 @@ def test_a_measurement_after_a_long_idle_wakes_the_sender_at_once(broker_pull, m
     work()  # its lane wakes the sender: it arrives without flush()
     received = broker_pull.receive_count(1, "after.idle")
     expect(len(received)) == 1
-    expect(z._sender.idle) == False
+    expect(client_parts(z).sender.idle) == False
     z.count("info", "next")  # the plain append again: delivered with the next drain
     expect(values_of(broker_pull.settle(z), "next")) == [1]
 
@@ -89,7 +92,7 @@ def test_lanes_take_instruments_and_cached_calls_and_the_shared_queue_the_rest(m
         z.count("info", "laned.count", 2)
         z.gauge("info", "laned.gauge", 1.5)
         z.histogram("info", "shared.histogram", 4)
-    buffer = z._buffer
+    buffer = client_parts(z).buffer
     by_name = {lane.series[2]: [item[0] for item in lane.items] for lane in buffer.lanes}
     expect(by_name["laned.count"]) == [2, 2, 2]
     expect(by_name["laned.gauge"]) == [1.5, 1.5, 1.5]
@@ -143,7 +146,7 @@ def test_the_bound_is_one_across_a_thousand_lanes_with_four_threads_flat_out(bro
     highest[0] = max(highest[0], z.queued)
 
     total = threads * calls
-    expect(len(z._buffer.lanes)) >= 100 + series * 3 // 4  # the timers, and the counts of i % 4 != 0
+    expect(len(client_parts(z).buffer.lanes)) >= 100 + series * 3 // 4  # the timers, and the counts of i % 4 != 0
     expect(highest[0]) <= capacity + zibrato.buffer.SLACK
     expect(z.dropped) > 0
     expect(z.flush(10)) == True
@@ -156,7 +159,7 @@ def test_a_flush_after_untracked_drains_waits_behind_a_marker_with_no_records(br
     z = make_client()
     z.count("info", "untracked")
     wait_until(lambda: z.sent == 1, message="a periodic drain")  # nobody waited: a copy, untracked
-    transport = z._transport
+    transport = client_parts(z).transport
     expect(transport._untracked) > 0
     expect(z.flush()) == True  # nothing new to send: a tracked marker vouches for what was sent
     expect(transport._untracked) == 0

@@ -21,7 +21,7 @@ from conftest import values_of, wait_until
 from support.pipeline import WorkerPipeline, pipelines
 from zibrato.buffer import Buffer, Tally
 from zibrato.sender import DRAIN_BATCH, MAX_DELAY, Publisher, Sender
-from zibrato.testing import MemoryTransport
+from zibrato.testing import MemoryTransport, client_parts
 
 
 def a_sender(interval: float = 0.05, capacity: int = 100_000) -> Sender:
@@ -76,7 +76,7 @@ def test_at_a_steady_low_rate_the_sender_drains_about_once_per_max_delay(broker_
     for _ in range(150):  # about 100 a second for 1.5 s (slower on a loaded machine, never faster)
         z.count("info", "steady.low")
         pause.wait(0.01)
-    sender = z._sender
+    sender = client_parts(z).sender
     drains, elapsed = sender.drains, time.monotonic() - start
     # one drain at the sender's start (one interval in), then one per MAX_DELAY at most
     expect(drains) <= elapsed / MAX_DELAY + 2
@@ -88,7 +88,9 @@ def test_flush_drains_at_once_while_the_sender_sleeps_long(broker_pull, make_cli
     monkeypatch.setattr(zibrato.sender, "MAX_DELAY", 3600.0)  # its own timer never comes in this test
     z = make_client()
     z.count("info", "first")
-    wait_until(lambda: z._sender is not None and z._sender.drains >= 1, message="the first drain")
+    wait_until(
+        lambda: client_parts(z).sender is not None and client_parts(z).sender.drains >= 1, message="the first drain"
+    )
     for _ in range(5):
         z.count("info", "flushed")
     expect(z.flush()) == True
@@ -99,8 +101,10 @@ def test_a_burst_wakes_a_sender_that_sleeps_long(broker_pull, make_client, monke
     monkeypatch.setattr(zibrato.sender, "MAX_DELAY", 3600.0)  # after a trickle, it would sleep an hour
     z = make_client()
     z.count("info", "first")
-    wait_until(lambda: z._sender is not None and z._sender.drains >= 1, message="the first drain")
-    burst = z._buffer.wake_at + 1000
+    wait_until(
+        lambda: client_parts(z).sender is not None and client_parts(z).sender.drains >= 1, message="the first drain"
+    )
+    burst = client_parts(z).buffer.wake_at + 1000
     for _ in range(burst):  # each a new tuple: the collector runs, its callback wakes the sender
         z.count("info", "burst")
     received = broker_pull.receive_count(burst, "burst")  # no flush(): the wake-up drained them

@@ -10,11 +10,11 @@ from expecter import expect
 
 import zibrato.testing
 from conftest import values_of
-from zibrato.testing import Measurement, MemoryZibrato, capture
+from zibrato.testing import Measurement, MemoryZibrato, capture, client_parts
 
 
 def sender_threads(client) -> list:
-    return [t for t in threading.enumerate() if getattr(t, "buffer", None) is client._buffer]
+    return [t for t in threading.enumerate() if getattr(t, "buffer", None) is client_parts(client).buffer]
 
 
 # --- MemoryZibrato ------------------------------------------------------------------

@@ -26,11 +26,42 @@ from typing import NamedTuple, cast
 
 import msgpack
 
+from .buffer import Buffer
 from .client import Tags, Zibrato
 from .protocol import LEVEL_TERMINATOR, TYPE_NAMES
+from .sender import Sender
 from .transport import Transport
 
-__all__ = ["Measurement", "Recorded", "MemoryTransport", "MemoryZibrato", "capture", "zibrato_memory"]
+__all__ = [
+    "ClientParts",
+    "Measurement",
+    "Recorded",
+    "MemoryTransport",
+    "MemoryZibrato",
+    "capture",
+    "client_parts",
+    "zibrato_memory",
+]
+
+
+class ClientParts(NamedTuple):
+    """A client's moving parts, as :func:`client_parts` finds them at that moment."""
+
+    buffer: Buffer
+    #: the sender thread (None before the first measurement and after close)
+    sender: Sender | None
+    transport: Transport
+
+
+def client_parts(client: Zibrato) -> ClientParts:
+    """The buffer, sender thread and transport of ``client``: the one seam for tests of the client itself.
+
+    An application never needs these (its figures are :attr:`Zibrato.sent`,
+    :attr:`~Zibrato.dropped` and :attr:`~Zibrato.queued`); tests of the
+    buffer's bound, the sender's cadence or the transport's byte bound do,
+    and read them here rather than reaching into the client's attributes.
+    """
+    return ClientParts(client._buffer, client._sender, client._transport)
 
 
 class Measurement(NamedTuple):
