@@ -30,6 +30,7 @@ from click.testing import CliRunner
 from support import inprocess
 from support.daemons import BIN, Daemon, free_ports, run_script, wait_until
 from support.etsy_statsd import CAPTURE_BACKEND, INSTALL_COMMAND, EtsyStatsd
+from support.warmup import pipelines
 from zibrato.cli import group
 from zibrato.listen.servers import ListenConfig, udp_drops
 from zibrato.runtime import ask_status
@@ -112,17 +113,7 @@ class ListenPipeline(inprocess.ConsolePipeline):
 
 @pytest.fixture
 def listen_pipeline():
-    made: list[ListenPipeline] = []
-
-    def make(**listen_options) -> ListenPipeline:
-        made.append(ListenPipeline(**listen_options))
-        return made[-1].start()
-
-    try:
-        yield make
-    finally:
-        for pipeline in made:
-            pipeline.close()
+    yield from pipelines(ListenPipeline)
 
 
 class RawPull:

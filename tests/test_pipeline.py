@@ -62,17 +62,7 @@ class Threaded(inprocess.ConsolePipeline):
 
 @pytest.fixture
 def threaded():
-    made: list[Threaded] = []
-
-    def make(**options) -> Threaded:
-        made.append(Threaded(**options))
-        return made[-1].start()
-
-    try:
-        yield make
-    finally:
-        for p in made:
-            p.close()
+    yield from pipelines(Threaded)
 
 
 def nearest_rank(values, pct):

@@ -27,6 +27,7 @@ from zibrato.worker import Worker
 from zibrato.worker_config import WorkerConfig
 
 from .daemons import free_ports, wait_until
+from .warmup import WaitsForMeasurements
 
 DAY = 86400.0  # a flush interval the tests never reach: only the stop flushes
 
@@ -105,7 +106,7 @@ class Running:
         return self.exit_code
 
 
-class Pipeline:
+class Pipeline(WaitsForMeasurements):
     """A broker and one worker around ``destination``, both in threads, and a client.
 
     The in-process twin of :class:`support.pipeline.WorkerPipeline` (same ``status``,
@@ -188,14 +189,6 @@ class Pipeline:
 
         wait_until(settled, timeout=10, interval=0.05, message="the warm-up to settle")
         self.baseline = seen[0]
-
-    def wait_measurements(self, count: int) -> None:
-        self.client.flush()
-        wait_until(
-            lambda: self.status()["measurements"] >= self.baseline + count,
-            timeout=10,
-            message=f"{count} measurements at the worker",
-        )
 
     def stop_worker(self) -> None:
         """Stop the worker as its console script stops on SIGTERM: the final flush is delivered."""

@@ -9,11 +9,14 @@ from zibrato import Zibrato
 from zibrato.runtime import ask_status
 
 from .daemons import Daemon, free_ports, wait_until
+from .warmup import WaitsForMeasurements, pipelines
+
+__all__ = ["WorkerPipeline", "RemoteWritePipeline", "pipelines"]
 
 DAY = 86400  # a flush interval the tests never reach: only the stop signal flushes
 
 
-class WorkerPipeline:
+class WorkerPipeline(WaitsForMeasurements):
     """``zibrato-broker`` plus one worker script with a status port; subclasses name the worker.
 
     Tests wait on the worker's own figures (its status port), never on sleeps.
@@ -99,15 +102,6 @@ class WorkerPipeline:
         wait_until(settled, timeout=10, interval=0.15, message="the warm-up to settle")
         self.baseline = seen[0]
 
-    def wait_measurements(self, count: int) -> None:
-        """Wait until ``count`` measurements beyond the warm-up have reached the worker."""
-        self.client.flush()
-        wait_until(
-            lambda: self.status()["measurements"] >= self.baseline + count,
-            timeout=10,
-            message=f"{count} measurements at the worker",
-        )
-
     def stop_worker(self, signum: int = signal.SIGTERM) -> None:
         self.client.flush()
         self.worker.signal(signum)
@@ -119,21 +113,6 @@ class WorkerPipeline:
         if self.worker is not None:
             self.worker.stop()
         self.broker.stop()
-
-
-def pipelines(factory):
-    """Fixture body: yields ``make(*args, **kwargs)`` and closes every pipeline made."""
-    made = []
-
-    def make(*args, **kwargs):
-        made.append(factory(*args, **kwargs))
-        return made[-1].start()
-
-    try:
-        yield make
-    finally:
-        for p in made:
-            p.close()
 
 
 # --- the real console script writing to a remote write receiver -----------------------------
