@@ -143,7 +143,9 @@ def test_a_post_that_never_ends_makes_the_worker_unhealthy(pipeline):
         wait_until(lambda: not p.status()["healthy"], timeout=20, message="unhealthy")
         status = p.status()
         p.close()
-    expect((status["failed_attempts"], status["delivered_intervals"])) == (0, 0)
+    # no attempt failed and no point got through (an empty interval that closed before the first
+    # measurement arrived, as on a loaded machine, is "delivered" without a request: not the drip's doing)
+    expect((status["failed_attempts"], status["points_sent"])) == (0, 0)
     expect(status["in_flight_seconds"]) > 5
     expect(" ".join(status["problems"])).contains("otlp delivery stalled: nothing delivered for")
 
