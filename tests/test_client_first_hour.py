@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
+import zmq
+from expecter import expect
 
 from support.daemons import Daemon, free_ports, wait_until
 from zibrato import Zibrato
 from zibrato import process_metrics as process_metrics_module
+from zibrato.client_link import WARN_AFTER_SECONDS, BrokerLink
 from zibrato.testing import MemoryTransport, MemoryZibrato
 
 
@@ -120,3 +124,36 @@ def test_process_metrics_are_off_by_default_and_the_pid_is_a_tag_only_when_asked
     z.close()
     sample = tagged.measurements.find("process.thread.count")[0]
     assert sample.level == "runtime" and sample.tags[0].startswith("process.pid:")
+
+
+def test_a_connected_link_reads_its_events_every_few_seconds_and_still_warns_of_a_lost_broker(zibrato_log):
+    """While connected the monitor is read at most every read_every s (a cold read per wake costs); a loss is still said."""
+    context = zmq.Context()
+    port = free_ports(1)
+    pull = context.socket(zmq.PULL)
+    pull.bind(f"tcp://127.0.0.1:{port}")
+    push = context.socket(zmq.PUSH)
+    now = [0.0]
+    link = BrokerLink(push, f"tcp://127.0.0.1:{port}", lambda: "nothing waits", clock=lambda: now[0])
+    push.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        wait_until(lambda: link.check() or link.connected, timeout=10, interval=0.05, message="connected")
+        reads = []
+        monitor_poll = link.monitor.poll
+        link.monitor.poll = lambda timeout=0: reads.append(now[0]) or monitor_poll(timeout)
+        pull.close(linger=0)  # the broker goes away
+        for _ in range(10):  # a check at every drain for 4.9 s of its clock (and 0.5 s of real time): nothing read
+            link.check()
+            now[0] += 0.49
+            time.sleep(0.05)
+        expect((reads, link.connected)) == ([], True)
+        now[0] = 5.0  # read_every later: the disconnection is read
+        wait_until(lambda: link.check() or not link.connected, timeout=10, interval=0.05, message="disconnected")
+        now[0] = 5.0 + WARN_AFTER_SECONDS
+        link.check()
+        [warning] = warnings_of(zibrato_log)
+        expect(warning).contains(f"cannot reach the broker at tcp://127.0.0.1:{port} for 5 s")
+    finally:
+        link.close()
+        push.close(linger=0)
+        context.term()
