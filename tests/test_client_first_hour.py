@@ -127,7 +127,7 @@ def test_process_metrics_are_off_by_default_and_the_pid_is_a_tag_only_when_asked
 
 
 def test_a_connected_link_reads_its_events_every_few_seconds_and_still_warns_of_a_lost_broker(zibrato_log):
-    """While connected the monitor is read at most every read_every s (a cold read per wake costs); a loss is still said."""
+    """While connected the monitor is read at most every read_every s (cold reads cost); a loss is still said."""
     context = zmq.Context()
     port = free_ports(1)
     pull = context.socket(zmq.PULL)
