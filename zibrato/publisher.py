@@ -24,12 +24,14 @@ from .buffer import Buffer, Item, Lane, Tally
 from .framing import Record
 from .transport import Transport
 
-__all__ = ["Publisher", "Grouped", "group", "messages", "record_of"]
+__all__ = ["Publisher", "Grouped", "Pairs", "group", "messages", "record_of"]
 
 log = logging.getLogger("zibrato.client")
 
 #: series -> its values; sharded (_by_shard), the series' level is (level, shard)
 Grouped = dict[tuple[Any, ...], list[Any]]
+#: (series, values) per series, each series once: what a drain publishes (a list, not hashed again)
+Pairs = list[tuple[tuple[Any, ...], list[Any]]]
 
 
 class Publisher:
@@ -56,19 +58,20 @@ class Publisher:
 
     def publish(self, items: Iterable[Item]) -> None:
         """Send ``(series, value)`` items: one record per series, one message per level."""
-        self._publish_grouped(group(items if isinstance(items, list) else list(items)))
+        self._publish_pairs(list(group(items if isinstance(items, list) else list(items)).items()))
 
     def drain(self, buffer: Buffer) -> None:
         """:meth:`publish` what waits in ``buffer`` now: each lane as it is, the shared queue grouped."""
-        grouped: Grouped = buffer.take_lanes()
+        pairs = buffer.take_lanes()
         items = buffer.items
         count = len(items)
-        if count:
+        if count:  # calls without a lane, or lanes spilled while guarded: merged by series
             taken: list[Item] = []
             try:
                 taken.extend(_starmap(items.popleft, _repeat((), count)))
             except IndexError:  # emptied by close() after a sender that hung: keep what was popped
                 pass
+            grouped: Grouped = dict(pairs)
             for key, values in group(taken).items():
                 if isinstance(key, Lane):  # a lane's values spilled while guarded: (value,) each
                     key, values = key.series, list(map(_first, values))
@@ -77,21 +80,26 @@ class Publisher:
                     grouped[key] = values
                 else:  # recorded after what its lane held (the guard came later)
                     known.extend(values)
-        if grouped:
-            self._publish_grouped(grouped)
+            pairs = list(grouped.items())
+        if pairs:
+            self._publish_pairs(pairs)
 
     def _publish_grouped(self, grouped: Grouped) -> None:
-        if not grouped:
+        """:meth:`_publish_pairs` for series grouped in a dict."""
+        self._publish_pairs(list(grouped.items()))
+
+    def _publish_pairs(self, pairs: Pairs) -> None:
+        if not pairs:
             return
         now = self.clock()
-        if not self.shards and self._publish_in_one_message(grouped, now):
+        if not self.shards and self._publish_in_one_message(pairs, now):
             return
         frames: list[framing.Framed] = []
         if self.shards:  # one message per (level, shard)
-            for (level, shard), records, size in messages(_by_shard(grouped), self.batch):
+            for (level, shard), records, size in messages(_by_shard(pairs), self.batch):
                 frames.extend(self._encode(level, now, records, size, shard))
         else:
-            for level, records, size in messages(grouped, self.batch):
+            for level, records, size in messages(pairs, self.batch):
                 frames.extend(self._encode(level, now, records, size))
         last = len(frames) - 1
         send, tally = self.transport.send, self.tally
@@ -106,16 +114,15 @@ class Publisher:
             else:
                 tally.dropped += size
 
-    def _publish_in_one_message(self, grouped: Grouped, now: float) -> bool:
+    def _publish_in_one_message(self, pairs: Pairs, now: float) -> bool:
         """The common drain in one go: one level, at most ``batch`` values, one frame. False if not."""
-        series = iter(grouped)
-        level = next(series)[0]
-        size = sum(map(len, grouped.values()))
-        if size > self.batch or any(other[0] != level for other in series):
+        level = pairs[0][0][0]
+        size = sum(len(values) for _, values in pairs)
+        if size > self.batch or any(series[0] != level for series, _ in pairs):
             return False
         records = [
             (key[1], key[2], values, key[3], key[4]) if key[5] is None and key[6] is None else record_of(key, values)
-            for key, values in grouped.items()
+            for key, values in pairs
         ]
         try:
             frame = protocol.encode(level, now, records)
@@ -201,19 +208,18 @@ def _runs(sample: list[Item]) -> int:
 _shard_cache: dict[tuple[Any, ...], int] = {}
 
 
-def _by_shard(grouped: Grouped) -> Grouped:
-    """The same groups, each series' level replaced by (level, shard): one message per shard."""
+def _by_shard(pairs: Pairs) -> Pairs:
+    """The same pairs, each series' level replaced by (level, shard): one message per shard."""
     cache = _shard_cache
-    out: Grouped = {}
-    for series, values in grouped.items():
+    out: Pairs = []
+    for series, values in pairs:
         shard = cache.get(series)
         if shard is None:
             if len(cache) >= 100_000:
                 cache.clear()
             level, type_, name, source, tags, _weight, unit = series
             shard = cache[series] = protocol.shard_of(type_, name, source, tags, unit)
-        sharded = ((series[0], shard), *series[1:])
-        out[sharded] = values
+        out.append((((series[0], shard), *series[1:]), values))
     return out
 
 
@@ -223,13 +229,14 @@ def record_of(series: tuple[Any, ...], values: list[Any]) -> Record:
     return framing.record_of(type_, name, values, source, tags, weight, unit)
 
 
-def messages(grouped: Grouped, batch: int) -> Iterator[tuple[Any, list[Sequence[Any]], int]]:
+def messages(grouped: Grouped | Pairs, batch: int) -> Iterator[tuple[Any, list[Sequence[Any]], int]]:
     """Yield (level, records, measurement count) per message (:func:`zibrato.framing.messages`).
 
-    The level is the series' first field: a string, or (level, shard) from :func:`_by_shard`.
+    ``grouped``: series -> values, or (series, values) pairs. The level is
+    the series' first field: a string, or (level, shard) from :func:`_by_shard`.
     """
     by_level: dict[Any, list[Record]] = {}
-    for series, values in grouped.items():
+    for series, values in grouped.items() if isinstance(grouped, dict) else grouped:
         records = by_level.get(series[0])
         if records is None:
             records = by_level[series[0]] = []
