@@ -35,6 +35,7 @@ WORKLOADS = [
     ("1,000 series interleaved, 10,000 a drain", 1000, 10_000),
     ("1 series, 50 a drain (1,000 calls/s, drained every 50 ms: before the cadence followed the rate)", 1, 50),
     ("1 series, 1,000 a drain (1,000 calls/s, drained once a second: the cadence now)", 1, 1000),
+    ("1,000 series, 1,000 a drain (1,000 calls/s spread over 1,000 series, drained once a second)", 1000, 1000),
 ]
 
 
