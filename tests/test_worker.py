@@ -487,3 +487,66 @@ def test_by_default_a_series_merges_across_levels_and_carries_no_level():
         worker.ingest(protocol.encode(level, 1.0, [("c", "jobs", (2,), None, ())]))
     [summary] = worker.aggregator.flush(10.0, 10.0)
     expect((summary["value"], "level" in summary)) == (4, False)
+
+
+def _connect_waits_for_the_handshake(monkeypatch, socket_type: int, peer: zmq.Socket) -> zmq.Socket:
+    """``socket_type`` sockets return from connect() only once ``peer`` has completed the handshake.
+
+    The widest form of the race a loaded machine runs into: the connection is made before
+    whoever connected looks at it.
+    """
+    handshakes = peer.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    original = zmq.Socket.connect
+
+    def connect(self, address):
+        result = original(self, address)
+        if self.type == socket_type:
+            assert handshakes.poll(10_000), "the peer saw no handshake"
+            handshakes.recv_multipart()
+        return result
+
+    monkeypatch.setattr(zmq.Socket, "connect", connect)
+    return handshakes
+
+
+def test_a_worker_that_connects_at_once_still_knows_it_is_connected(monkeypatch):
+    """The monitor is attached before connect(): else a fast connection went unseen (status: unconnected)."""
+    port = free_ports(2)
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    pub.bind(f"tcp://127.0.0.1:{port}")
+    handshakes = _connect_waits_for_the_handshake(monkeypatch, zmq.SUB, pub)
+    worker = Worker(
+        Console(stream=io.StringIO()),
+        WorkerConfig(port=port, flush_interval=60.0, status_port=port + 1, self_level=None),
+    )
+    stop = threading.Event()
+    running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    running.start()
+    try:
+        wait_until(lambda: _answers(port + 1), message="the status port")
+        wait_until(lambda: ask_status("127.0.0.1", port + 1)["broker_connected"], timeout=5, message="connected")
+    finally:
+        stop.set()
+        running.join(10)
+        handshakes.close(linger=0)
+        pub.close(linger=0)
+        context.term()
+
+
+def test_the_listener_that_connects_at_once_still_knows_it_is_connected(monkeypatch):
+    from zibrato.listen.publisher import Publisher as ListenPublisher
+
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    handshakes = _connect_waits_for_the_handshake(monkeypatch, zmq.PUSH, pull)
+    publisher = ListenPublisher(context, f"tcp://127.0.0.1:{port}")
+    try:
+        expect(publisher.link.poll()) == None  # None: connected (else since when it is not)
+        expect(publisher.link.connections) == 1
+    finally:
+        publisher.close(linger=0)
+        handshakes.close(linger=0)
+        pull.close(linger=0)
+        context.term()

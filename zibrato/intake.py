@@ -100,6 +100,17 @@ class Intake:
 
     def subscribe(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
         """The SUB socket, every option set, subscribed and connected to every broker."""
+        sub = self.socket(context)
+        self.connect(sub)
+        return sub
+
+    def socket(self, context: zmq.Context[zmq.Socket[bytes]]) -> zmq.Socket[bytes]:
+        """The SUB socket, every option set and subscribed, not connected yet (:meth:`connect`).
+
+        A monitor must be attached between the two: a connection made before
+        it would never be reported, and the worker would call itself
+        unconnected while it receives.
+        """
         sub = context.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, self.hwm)
         if self.max_message_size is not None:
@@ -109,9 +120,12 @@ class Intake:
             self.curve.apply(sub)
         for prefix in self.subscriptions():
             sub.setsockopt(zmq.SUBSCRIBE, prefix)
+        return sub
+
+    def connect(self, sub: zmq.Socket[bytes]) -> None:
+        """Connect ``sub`` (from :meth:`socket`) to every broker."""
         for endpoint in self.endpoints:
             sub.connect(endpoint)
-        return sub
 
     # --- receiving ---------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 import zmq
 
@@ -104,11 +105,15 @@ class ZmqTransport(Transport):
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         curve: ClientKeys | None = None,
         watch_link: bool = True,
+        before_connect: Callable[[zmq.Socket[bytes]], None] | None = None,
     ) -> None:
         self.endpoint, self.hwm, self.linger, self.max_bytes = endpoint, hwm, linger, max_bytes
         #: follow the connection with libzmq's monitor (:attr:`link`); False when the owner
         #: watches the socket itself (a socket has one monitor)
         self.watch_link = watch_link
+        #: called with the socket just before it connects: where an owner attaches its own monitor
+        #: (one attached after connect() can miss the connection, and report none while there is one)
+        self.before_connect = before_connect
         #: CURVE keys (zibrato.curve): the broker is then a CURVE server that checks this client's key
         self.curve = curve
         self._given_context = context
@@ -139,6 +144,8 @@ class ZmqTransport(Transport):
                 self.curve.apply(socket)
             if self.watch_link:
                 self.link = BrokerLink(socket, self.endpoint, self._waiting)
+            if self.before_connect is not None:
+                self.before_connect(socket)
             socket.connect(self.endpoint)
             self._socket = socket
         except Exception as error:  # a bad host string, no file descriptors left...
@@ -237,7 +244,13 @@ class ZmqTransport(Transport):
     def fork_child(self) -> ZmqTransport:
         """A context made before fork is unusable in the child: a fresh transport of its own."""
         return ZmqTransport(
-            self.endpoint, self.hwm, self.linger, self.max_bytes, curve=self.curve, watch_link=self.watch_link
+            self.endpoint,
+            self.hwm,
+            self.linger,
+            self.max_bytes,
+            curve=self.curve,
+            watch_link=self.watch_link,
+            before_connect=self.before_connect,
         )
 
     def _forget_written(self) -> None:

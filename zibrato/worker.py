@@ -180,8 +180,9 @@ class Worker:
             return 1
         self.self_client = self.make_self_client()
         self.connection.restart()
-        sub = self.intake.subscribe(context)
-        monitor = sub.get_monitor_socket(_MONITORED)
+        sub = self.intake.socket(context)
+        monitor = sub.get_monitor_socket(_MONITORED)  # before connecting: else a quick connection goes unseen
+        self.intake.connect(sub)
         status.start()
         delivery = self.delivery.start()
         self.log.info(

@@ -26,6 +26,7 @@ import zmq
 
 from .. import framing, protocol
 from ..curve import ClientKeys
+from ..link_watch import PushLinkMonitor
 from ..transport import ZmqTransport
 from .series import Pending, Series
 
@@ -58,11 +59,23 @@ class Publisher:
         self.endpoint, self.batch, self.max_message_size, self.clock = endpoint, batch, max_message_size, clock
         # linger 0 while open: close() says how long queued messages may take; the listener watches
         # the connection itself (zibrato.link_watch), so the transport does not
-        self.transport = ZmqTransport(endpoint, hwm, 0.0, max_bytes, context, curve=curve, watch_link=False)
+        self.transport = ZmqTransport(
+            endpoint, hwm, 0.0, max_bytes, context, curve=curve, watch_link=False, before_connect=self._watch
+        )
+        self._link: PushLinkMonitor | None = None
         self.transport.open()
         if self.transport.socket is None:
             raise RuntimeError(f"cannot connect to the broker at {endpoint}")
         self.figures = {"messages_sent": 0, "values_sent": 0, "messages_dropped": 0, "values_dropped": 0}
+
+    def _watch(self, socket: zmq.Socket[bytes]) -> None:
+        self._link = PushLinkMonitor(socket)  # before connect(): it sees the first connection too
+
+    @property
+    def link(self) -> PushLinkMonitor:
+        """The PUSH socket's connection, followed from before it connected."""
+        assert self._link is not None  # made in __init__, when the socket was
+        return self._link
 
     @property
     def socket(self) -> zmq.Socket[bytes]:
@@ -109,4 +122,7 @@ class Publisher:
 
     def close(self, linger: float | None = 2.0) -> None:
         """Give queued messages ``linger`` seconds to reach the broker, then close."""
+        if self._link is not None:
+            self._link.close()  # its monitor socket first: the context waits for every socket
+            self._link = None
         self.transport.close(-0.001 if linger is None else linger)  # None: as long as it takes (ZeroMQ's -1)

@@ -28,7 +28,7 @@ import zmq
 
 from ..health import Rises, bind_status_port, judged
 from ..http_server import GuardedHTTPServer
-from ..link_watch import LinkWatch, PushLinkMonitor
+from ..link_watch import LinkWatch
 from ..runtime import answer_status
 from .config import (
     DEFAULT_FLUSH_INTERVAL,
@@ -207,7 +207,7 @@ class Listener:
         next_flush = time.monotonic() + self.config.flush_interval
         next_drops = next_self = next_idle = time.monotonic()
         next_expiry = time.monotonic() + self.config.gauge_expire
-        link = PushLinkMonitor(self.publisher.socket)
+        link = self.publisher.link
         watch = LinkWatch(log, self.publisher.endpoint, "--broker")
         try:
             while not stop.is_set():
@@ -232,8 +232,7 @@ class Listener:
                     self.tcp.close_idle(poller)
                     next_idle = now + min(_IDLE_CHECK_EVERY, self.config.tcp_idle_timeout / 4)
         finally:
-            link.close()
-            self.close()
+            self.close()  # the publisher's close() closes its link too
             log.info("listen stopped")
         return 0
 
