@@ -136,6 +136,53 @@ def test_terminate_flushes_then_ends_the_child_by_sigterm(broker_pull, tmp_path,
     expect(len(exactly(broker_pull, "terminated.child", 100))) == 100
 
 
+NOTED_BUT_UNHANDLED_SCRIPT = """
+    import multiprocessing, signal, sys, threading, time
+    from zibrato import Zibrato
+
+    z = Zibrato(interval=60)
+
+    def child(lock, ready):
+        for i in range(50):
+            z.count("info", "noted.child", i)  # starts the sender, hooks SIGTERM
+        sleeper = threading.Thread(target=time.sleep, args=(60,), daemon=True)
+        sleeper.start()
+
+        def note_sigterm_elsewhere():
+            ready.wait()
+            time.sleep(0.3)  # the main thread is blocked in the lock's sem_wait by now
+            # CPython notes it (in the sleeper) and never interrupts the main thread's wait: the race
+            # of a SIGTERM landing just before a pool worker blocks on its task queue's lock
+            signal.pthread_kill(sleeper.ident, signal.SIGTERM)
+
+        threading.Thread(target=note_sigterm_elsewhere, daemon=True).start()
+        ready.set()
+        lock.acquire()  # held by the parent: blocks until a signal interrupts it
+
+    if __name__ == "__main__":
+        context = multiprocessing.get_context(sys.argv[1])
+        lock, ready = context.Lock(), context.Event()
+        lock.acquire()
+        process = context.Process(target=child, args=(lock, ready))
+        process.start()
+        process.join(20)
+        if process.exitcode is None:  # the handler never ran: the child outlived its SIGTERM
+            process.kill()
+            process.join()
+            print("hung")
+        else:
+            print(process.exitcode)
+"""
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_sigterm_noted_while_the_main_thread_blocks_still_flushes_and_ends_the_child(broker_pull, tmp_path, method):
+    """Pool.terminate() hung when a worker's SIGTERM landed just before it blocked on its queue's lock."""
+    outcome = run_script(tmp_path, NOTED_BUT_UNHANDLED_SCRIPT, broker_pull.port, method).strip()
+    expect(outcome) == str(-signal.SIGTERM)
+    expect(len(exactly(broker_pull, "noted.child", 50))) == 50
+
+
 INTERRUPTED_CALL_SCRIPT = """
     import multiprocessing, os, signal, sys
     from zibrato import Zibrato

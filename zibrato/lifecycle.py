@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from typing import Any, Protocol
 
@@ -128,10 +129,97 @@ def _flush_on_sigterm() -> None:
     try:
         if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
             return  # the application's own handler: leave it alone
-        signal.signal(signal.SIGTERM, _close_all_then_die)
+        if signal.getsignal(signal.SIGTERM) is not _close_all_then_die:  # (inherited through fork: ours)
+            signal.signal(signal.SIGTERM, _close_all_then_die)
     except (ValueError, OSError):  # pragma: no cover - not the main interpreter
         return
     _sigterm_hooked_in = os.getpid()
+    _MainThreadKick.start_here()
+
+
+class _MainThreadKick(threading.Thread):
+    """Makes sure a SIGTERM that CPython noted but the main thread never looked at still runs its handler.
+
+    A Python signal handler runs when the main thread next checks for
+    signals. A SIGTERM that lands while the main thread is between its last
+    check and a blocking call that only an interrupting signal ends (a pool
+    worker about to wait on its task queue's lock, ``sem_wait``) is noted and
+    never handled: the process outlives ``Pool.terminate()``, whose join then
+    waits forever. Without a handler the kernel would have ended the process,
+    so the handler must not leave it alive. CPython writes each noted signal
+    to the wakeup fd (``signal.set_wakeup_fd``); this thread reads it and,
+    while the handler has not started (it sets SIGTERM back to the default
+    first thing), sends SIGTERM to the main thread itself, which interrupts
+    the blocking call. Only where nothing else owns the wakeup fd.
+    """
+
+    running: _MainThreadKick | None = None
+
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        super().__init__(name="zibrato-sigterm", daemon=True)
+        self.read_fd, self.write_fd = read_fd, write_fd
+        self.main = threading.main_thread().ident
+
+    @classmethod
+    def start_here(cls) -> None:
+        """Own the wakeup fd and start the thread (called in the main thread, once per process)."""
+        if cls.running is not None:
+            return
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        try:
+            previous = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        except (ValueError, OSError):  # pragma: no cover - not the main thread or interpreter
+            previous = -2
+        if previous != -1:  # someone else's (asyncio's...): give it back, do without
+            if previous >= 0:
+                signal.set_wakeup_fd(previous)
+            os.close(read_fd)
+            os.close(write_fd)
+            return
+        cls.running = kick = cls(read_fd, write_fd)
+        kick.start()
+
+    def run(self) -> None:
+        _leave_signals_to_the_main_thread()
+        try:
+            while True:
+                noted = os.read(self.read_fd, 64)
+                if not noted:  # pragma: no cover - the write end closed
+                    return
+                if signal.SIGTERM in noted:
+                    self._until_handled()
+        except OSError:  # pragma: no cover - the pipe closed under us (fork, exit)
+            return
+
+    def _until_handled(self) -> None:
+        for _ in range(KICKS):
+            time.sleep(KICK_AFTER)
+            if signal.getsignal(signal.SIGTERM) is not _close_all_then_die or self.main is None:
+                return  # the handler has started (or the application took SIGTERM over)
+            signal.pthread_kill(self.main, signal.SIGTERM)
+
+    @classmethod
+    def forget_in_child(cls) -> None:
+        """After fork: the parent's pipe is not this process's (a child's SIGTERM must not kick the parent)."""
+        kick = cls.running
+        if kick is None:
+            return
+        cls.running = None
+        with _suppressed():
+            previous = signal.set_wakeup_fd(-1)
+            if previous != kick.write_fd:  # pragma: no cover - someone else's since: theirs again
+                signal.set_wakeup_fd(previous)
+        with _suppressed():  # whatever the wakeup fd is now, the inherited write end goes nowhere
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, kick.write_fd)
+            os.close(devnull)
+        with _suppressed():
+            os.close(kick.read_fd)
+
+
+#: how long the main thread has to start the SIGTERM handler before it is sent SIGTERM itself, and how often
+KICK_AFTER, KICKS = 0.1, 50
 
 
 def _close_all_then_die(signum: int, frame: object) -> None:
@@ -159,6 +247,7 @@ class _suppressed:
 def _after_fork_in_child() -> None:
     global _sigterm_hooked_in
     _sigterm_hooked_in = None
+    _MainThreadKick.forget_in_child()
     for client in list(_live_clients):
         _reset_in_child(client)
 
