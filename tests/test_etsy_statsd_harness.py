@@ -12,7 +12,7 @@ import socket
 
 import pytest
 
-from tests.support.etsy_statsd import (
+from support.etsy_statsd import (
     INSTALL_COMMAND,
     EtsyStatsd,
     StatsdNotInstalled,

@@ -15,7 +15,7 @@ import pytest
 import requests
 from expecter import expect
 
-from tests.support.fake_librato import FakeLibrato
+from support.fake_librato import FakeLibrato
 
 USER, TOKEN = "user@example.com", "secret-token"
 AUTH = (USER, TOKEN)

@@ -8,8 +8,8 @@ import pytest
 from expecter import expect
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from tests.support.fake_otlp import FakeOtlp, Violation, flatten
-from tests.support.summaries import counter, gauge, set_, sketch_of, timer
+from support.fake_otlp import FakeOtlp, Violation, flatten
+from support.summaries import counter, gauge, set_, sketch_of, timer
 from zibrato.backends.otlp_mapping import (
     ExpHistogram,
     OtlpMapper,

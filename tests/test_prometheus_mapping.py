@@ -8,7 +8,7 @@ from prometheus_client import exposition, openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.summaries import counter, gauge, set_, timer
+from support.summaries import counter, gauge, set_, timer
 from zibrato.backends.prometheus_mapping import (
     DEFAULT_BUCKETS,
     PrometheusState,
