@@ -53,16 +53,21 @@ class RateLimitedLog:
         self.logger, self.every, self.clock = logger, every, clock
         self._last = -float("inf")
         self._suppressed = 0
+        # Threads (an HTTP server's connections) report at once: the first claims the line before
+        # logging, else two could both see "nothing logged yet" while one writes. Reentrant: the
+        # claim is a few assignments, and a signal handler that logs must not wait on itself.
+        self._claim = threading.RLock()
 
     def warning(self, message: str, *args: object) -> None:
-        now = self.clock()
-        if now - self._last < self.every:
-            self._suppressed += 1
-            return
-        if self._suppressed:
-            message += f" (and {self._suppressed} more like it since the last report)"
+        with self._claim:
+            now = self.clock()
+            if now - self._last < self.every:
+                self._suppressed += 1
+                return
+            suppressed, self._last, self._suppressed = self._suppressed, now, 0
+        if suppressed:
+            message += f" (and {suppressed} more like it since the last report)"
         self.logger.warning(message, *args)
-        self._last, self._suppressed = now, 0
 
 
 def bind_status(context: zmq.Context, host: str, port: int | None) -> zmq.Socket | None:
