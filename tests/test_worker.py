@@ -6,6 +6,7 @@ Real ZeroMQ sockets on loopback where sockets are involved; no subprocesses.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import logging
@@ -13,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import zmq
@@ -195,8 +197,9 @@ def hostile_requests(port: int) -> None:
             raw.sendall(junk)
 
 
-def test_a_worker_status_port_answers_after_hostile_requests():
-    port = free_ports(2)
+@contextlib.contextmanager
+def _console_worker_in_a_thread(port: int) -> Iterator[threading.Thread]:
+    """A console worker of the broker at ``port``, its status on ``port + 1``, run in a thread until the block ends."""
     worker = Worker(
         Console(stream=io.StringIO()),
         WorkerConfig(port=port, flush_interval=60.0, status_port=port + 1, self_level=None),
@@ -205,13 +208,19 @@ def test_a_worker_status_port_answers_after_hostile_requests():
     running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     running.start()
     try:
+        yield running
+    finally:
+        stop.set()
+        running.join(10)
+
+
+def test_a_worker_status_port_answers_after_hostile_requests():
+    port = free_ports(2)
+    with _console_worker_in_a_thread(port) as running:
         wait_until(lambda: _answers(port + 1), message="the status port")
         hostile_requests(port + 1)
         expect(ask_status("127.0.0.1", port + 1, 3)["role"]) == "console"
         expect(running.is_alive()) == True
-    finally:
-        stop.set()
-        running.join(10)
     expect(running.is_alive()) == False
 
 
@@ -516,19 +525,11 @@ def test_a_worker_that_connects_at_once_still_knows_it_is_connected(monkeypatch)
     pub = context.socket(zmq.PUB)
     pub.bind(f"tcp://127.0.0.1:{port}")
     handshakes = _connect_waits_for_the_handshake(monkeypatch, zmq.SUB, pub)
-    worker = Worker(
-        Console(stream=io.StringIO()),
-        WorkerConfig(port=port, flush_interval=60.0, status_port=port + 1, self_level=None),
-    )
-    stop = threading.Event()
-    running = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    running.start()
     try:
-        wait_until(lambda: _answers(port + 1), message="the status port")
-        wait_until(lambda: ask_status("127.0.0.1", port + 1)["broker_connected"], timeout=5, message="connected")
+        with _console_worker_in_a_thread(port):
+            wait_until(lambda: _answers(port + 1), message="the status port")
+            wait_until(lambda: ask_status("127.0.0.1", port + 1)["broker_connected"], timeout=5, message="connected")
     finally:
-        stop.set()
-        running.join(10)
         handshakes.close(linger=0)
         pub.close(linger=0)
         context.term()
