@@ -24,6 +24,9 @@ import zmq
 from support.lanes import SpawnGuard, SpawnReader, message
 from zibrato import Zibrato, protocol
 
+#: the process ends after the session even when a failing test leaves a thread behind
+pytest_plugins = ["support.exit_guard"]
+
 RECEIVE_TIMEOUT = 5.0
 SENTINEL = "zibrato.test.sentinel"
 _sentinel_values = itertools.count(1)
