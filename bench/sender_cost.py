@@ -12,6 +12,16 @@ before and after, divided by the measurements it drained: taking them from
 the queues, grouping per series, encoding (msgpack) and handing the frames
 to ZeroMQ. The variants alternate within each repeat; each figure is the
 median of the repeats.
+
+Beside zibrato's sender, the same run measures the floor of any sender
+written in Python (``floor`` variants, :func:`floor_child`): the same
+workload recorded into one plain deque per series by the same round-robin
+calls, then taken with no care at all (``list`` and ``clear``, which loses
+racing appends), put in one message with one msgpack call and sent: no
+bound, no counting, no framing rule, no race safety. It is measured twice:
+with the one-value tuples zibrato's bound rides on (module doc of
+``zibrato.buffer``), and with the floats themselves. What zibrato's sender
+cannot go below is what these cost.
 """
 
 from __future__ import annotations
@@ -68,10 +78,64 @@ def child(port: int, series: int, per_drain: int, drains: int) -> list[float]:
     return out[1:]
 
 
+def floor_child(port: int, series: int, per_drain: int, drains: int, boxed: int) -> list[float]:
+    """Seconds of CPU per measurement of the least a Python sender can do (module doc), one per drain."""
+    from collections import deque
+
+    import msgpack
+    import zmq
+
+    from zibrato import protocol
+
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.SNDHWM, 0)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    lanes = [deque() for _ in range(series)]
+    heads = [("t", f"bench.sender.s{i}") for i in range(series)]
+    clock = time.perf_counter
+
+    def recorder(append):  # a decorated call's recording: the clock read twice, one append
+        def call() -> None:
+            start = clock()
+            append(((clock() - start),) if boxed else clock() - start)
+
+        return call
+
+    calls = [recorder(lanes[i % series].append) for i in range(per_drain)]
+    topic = protocol.topic("info", None)
+    out = []
+    for _ in range(drains + 1):
+        gc.collect()
+        for call in calls:
+            call()
+        start = time.thread_time()
+        if boxed:
+            records = [
+                (type_, name, [value for (value,) in lane], None, ()) for (type_, name), lane in zip(heads, lanes)
+            ]
+        else:
+            records = [(type_, name, list(lane), None, ()) for (type_, name), lane in zip(heads, lanes)]
+        for lane in lanes:
+            lane.clear()
+        frame = topic + msgpack.packb([protocol.VERSION, time.time(), records], use_bin_type=True)
+        push.send(frame, copy=len(frame) < 65536)
+        del records, frame
+        out.append((time.thread_time() - start) / per_drain)
+    push.close(linger=5000)
+    context.term()
+    return out[1:]
+
+
+#: the variants of a run: (label, what a child is run with)
+FLOORS = [("floor: one-value tuples", 1), ("floor: floats", 0)]
+
+
 def measure(repeats: int, drains: int, before: str | None) -> dict:
     base = c.free_port_run(3)
     broker = c.start("zibrato-broker", "--port", base, "--status-port", 0, "--startup-grace", 0.1)
     variants: list[tuple[str, str | None]] = [("after", None)] + ([("before", before)] if before else [])
+    variants += [(label, None) for label, _ in FLOORS]
     try:
         time.sleep(0.5)
         out: dict = {label: {v: [] for v, _ in variants} for label, _, _ in WORKLOADS}
@@ -83,6 +147,10 @@ def measure(repeats: int, drains: int, before: str | None) -> dict:
                         env["ZIBRATO_BENCH_CLIENT_FROM"] = path
                     args = [sys.executable, __file__, "--child", str(base), str(series), str(per_drain)]
                     args.append(str(drains if per_drain >= 1000 else drains * 20))
+                    floor = dict(FLOORS).get(variant)
+                    if floor is not None:
+                        args[2:3] = ["--floor-child"]
+                        args.append(str(floor))
                     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
                     if done.returncode:
                         raise RuntimeError(done.stderr[-2000:])
@@ -96,6 +164,7 @@ def report(out: dict, repeats: int) -> str:
     before = any("before" in per for per in out.values())
     headers = ["workload", "sender CPU per measurement (ns; target <= 60)"]
     headers += ["before (ns)", "after / before"] if before else []
+    headers += [f"{label} (ns)" for label, _ in FLOORS]
     rows = []
     for label, per in out.items():
         after = c.median(per["after"]) * 1e9
@@ -103,6 +172,7 @@ def report(out: dict, repeats: int) -> str:
         if before:
             was = c.median(per["before"]) * 1e9
             row += [was, f"{after / was:.2f}x"]
+        row += [c.median(per[label]) * 1e9 for label, _ in FLOORS]
         rows.append(row)
     return "\n".join(
         [
@@ -113,6 +183,9 @@ def report(out: dict, repeats: int) -> str:
             f"Median of {repeats} repeats, each its own process (before and after alternating), each the median "
             "of its drains: the sender thread's own CPU clock around each drain, divided by the measurements "
             "it drained (taking them, grouping, encoding, handing the frames to ZeroMQ). "
+            "The floor columns: the same calls recorded into one plain deque per series, taken with `list` "
+            "and `clear`, one msgpack call, one send; no bound, no counting, no framing, no race safety "
+            "(`floor_child` in bench/sender_cost.py): what no sender written in Python goes below. "
             "Command: `bench/run client` (or `bench/.venv/bin/python bench/sender_cost.py --before DIR`).",
             "",
         ]
@@ -125,7 +198,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int)
     parser.add_argument("--before", help="a checkout whose client the 'before' variant imports")
     parser.add_argument("--child", nargs=4, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-child", nargs=5, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor_child:
+        print(json.dumps(floor_child(*args.floor_child)))
+        return
     if args.child:
         print(json.dumps(child(*args.child)))
         return
