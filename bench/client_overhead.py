@@ -743,7 +743,7 @@ def only(section: str, quick: bool, before: str | None = None) -> None:
         out = sender_cost.measure(repeats, 5 if quick else 10, before)
         print(sender_cost.report(out, repeats))
     elif section == "steady":
-        seconds, rounds = (2.0, 3) if quick else (6.0, 5)
+        seconds, rounds = (2.0, 3) if quick else (6.0, 11)
         out = steady_rate.measure([100.0, 1000.0, 10000.0], seconds, rounds, before)
         c.save_json("steady" + ("-quick" if quick else ""), out)
         print(steady_rate.report(out, seconds, rounds))

@@ -17,10 +17,15 @@ final ``flush()``, minus that of a **control** process running the same loop
 around a plain function, divided by the calls: the CPU each call adds to the
 process, all-in.
 
-Variants run one at a time; in each round every variant runs once, in an
-order rotated from round to round (so that a noisy moment of the shared
-machine does not always hit the same one). Each figure is the median over
-rounds of (variant - control of the same round) / calls. ``--before DIR``
+In each round every variant runs once, **all at the same time** (separate
+processes, each paced on its own): at these rates they use a fraction of a
+core each, and running together they share the moment's machine (its load,
+its caches, the hypervisor's mood), which cancels in (variant - control).
+Run one after another (``--apart``, the first method, order rotated from
+round to round), the control's own CPU moved by tens of percent from one run
+to the next on this VM: at 100 and 1,000 calls/s that was ±10 µs a call,
+more than the differences measured. Each figure is the median over rounds of
+(variant - control of the same round) / calls. ``--before DIR``
 adds Zibrato variants that import the client from DIR (a checkout of an
 earlier commit), interleaved in the same rounds.
 
@@ -111,19 +116,39 @@ def child(variant: str, rate: float, seconds: float, port: int, idle: bool) -> d
     return out
 
 
-def spawn(variant: str, rate: float, seconds: float, port: int, idle: bool, path: str | None) -> dict:
+def start(variant: str, rate: float, seconds: float, port: int, idle: bool, path: str | None) -> subprocess.Popen:
+    """One variant's process, started (:func:`result` waits for it)."""
     env = dict(os.environ)
     if path:
         env["ZIBRATO_BENCH_CLIENT_FROM"] = path
     args = [sys.executable, __file__, "--child", variant, "--rate", str(rate), "--seconds", str(seconds)]
     args += ["--port", str(port)] + (["--idle"] if idle else [])
-    done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=seconds * 4 + 60)
-    if done.returncode:
-        raise RuntimeError(f"{variant} at {rate}/s failed: {done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def measure(rates: list[float], seconds: float, rounds: int, before: str | None) -> dict:
+def result(process: subprocess.Popen, seconds: float) -> dict:
+    """What a variant's process printed, once it has ended."""
+    try:
+        stdout, stderr = process.communicate(timeout=seconds * 4 + 60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+    if process.returncode:
+        raise RuntimeError(f"{process.args[3]} at {process.args[5]}/s failed: {stderr[-2000:]}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def run_round(
+    runs: list[tuple[str, str | None]], rate: float, seconds: float, port: int, idle: bool, together: bool
+) -> dict:
+    """Each of ``runs`` (name, checkout) once: all at the same time, or one after another."""
+    if together:
+        started = [(name, start(name.split(" ")[0], rate, seconds, port, idle, path)) for name, path in runs]
+        return {name: result(process, seconds) for name, process in started}
+    return {name: result(start(name.split(" ")[0], rate, seconds, port, idle, path), seconds) for name, path in runs}
+
+
+def measure(rates: list[float], seconds: float, rounds: int, before: str | None, together: bool = True) -> dict:
     """Every variant (and, with ``before``, the Zibrato ones from that checkout), interleaved rounds."""
     base = c.free_port_run(3)
     broker = c.start("zibrato-broker", "--port", base, "--status-port", 0, "--startup-grace", 0.1)
@@ -140,14 +165,16 @@ def measure(rates: list[float], seconds: float, rounds: int, before: str | None)
             for round_ in range(rounds):
                 loads.append(os.getloadavg()[0])
                 shift = round_ % len(runs)
-                for name, path in runs[shift:] + runs[:shift]:
-                    per[name].append(spawn(name.split(" ")[0], rate, seconds, base, False, path))
+                for name, done in run_round(runs[shift:] + runs[:shift], rate, seconds, base, False, together).items():
+                    per[name].append(done)
         idle_runs = [("control", None), ("z.count", None)] + ([("z.count (before)", before)] if before else [])
         out["idle"] = {name: [] for name, _ in idle_runs}
         for round_ in range(rounds):
-            for name, path in idle_runs[round_ % 2 :] + idle_runs[: round_ % 2]:
-                out["idle"][name].append(spawn(name.split(" ")[0], 100, seconds, base, True, path))
+            order = idle_runs[round_ % 2 :] + idle_runs[: round_ % 2]
+            for name, done in run_round(order, 100, seconds, base, True, together).items():
+                out["idle"][name].append(done)
         out["load"] = loads
+        out["together"] = together
         return out
     finally:
         c.stop(console)
@@ -193,7 +220,9 @@ def report(out: dict, seconds: float, rounds: int) -> str:
             f"Added CPU per call in microseconds: each variant its own process calling one instrument at a "
             f"steady rate for {seconds:g} s (a broker and a console worker up), its process CPU time "
             "(time.process_time, every thread, the final flush() included) minus that of a control process "
-            f"running the same loop around a plain function, per call; median of {rounds} interleaved rounds. "
+            "running the same loop around a plain function, per call; "
+            + ("a round's variants run at the same time" if out.get("together", False) else "one after another")
+            + f"; median of {rounds} rounds. "
             f"Load average during the rounds: {min(loads, default=0):.1f}-{max(loads, default=0):.1f} (2 CPUs shared). "
             "Command: `bench/run client` (or `bench/.venv/bin/python bench/steady_rate.py`).",
             "",
@@ -212,6 +241,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--rates", default="100,1000,10000")
     parser.add_argument("--before", help="a checkout whose client the '(before)' variants import")
+    parser.add_argument(
+        "--apart", action="store_true", help="run a round's variants one after another (the first method), not together"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--rate", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -221,9 +253,9 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child, args.rate, seconds, args.port, args.idle)))
         return
-    rounds = args.rounds or (3 if args.quick else 5)
+    rounds = args.rounds or (3 if args.quick else 11)
     rates = [float(r) for r in args.rates.split(",")]
-    out = measure(rates, seconds, rounds, args.before)
+    out = measure(rates, seconds, rounds, args.before, together=not args.apart)
     c.save_json("steady" + ("-quick" if args.quick else ""), out)
     print(report(out, seconds, rounds))
 
