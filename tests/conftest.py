@@ -13,7 +13,6 @@ polling with a timeout, so a lost message fails the test instead of hanging it.
 from __future__ import annotations
 
 import itertools
-import socket
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -21,6 +20,7 @@ from typing import NamedTuple
 import pytest
 import zmq
 
+from support.daemons import free_ports
 from support.lanes import SpawnGuard, SpawnReader, message
 from zibrato import Zibrato, protocol
 
@@ -243,9 +243,7 @@ def make_client(broker_pull):
 @pytest.fixture
 def unused_port():
     """A loopback TCP port where nothing listens (it was free a moment ago)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)
 
 
 # --- the two lanes ----------------------------------------------------------------------------

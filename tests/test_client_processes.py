@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ import pytest
 from expecter import expect
 
 from conftest import select, wait_until
+from support.daemons import free_ports
 
 START_METHODS = ["fork", "spawn", "forkserver"]
 
@@ -305,9 +305,7 @@ WSGI_APP = """
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)
 
 
 @pytest.mark.skipif(

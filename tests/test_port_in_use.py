@@ -14,7 +14,7 @@ import socket
 import pytest
 from expecter import expect
 
-from support.daemons import run_script
+from support.daemons import free_ports, run_script
 
 HUNG = 30  # seconds: a daemon that has not exited by then hangs (it exits in 1-3 s)
 
@@ -92,11 +92,7 @@ def test_zibrato_listen_whose_drain_port_is_in_use_exits_1_at_once(held_port, tm
 
 
 def test_the_broker_whose_status_port_is_in_use_exits_1_at_once(held_port):
-    with socket.socket() as probe:  # a free pair of ports for PULL and PUB
-        probe.bind(("127.0.0.1", 0))
-        base = probe.getsockname()[1]
-    if base + 1 == held_port or base > 65000:
-        pytest.skip("the free port found collides with the held one")
+    base = free_ports(2)  # a free pair of ports for PULL and PUB (the held one is not free)
     _exits_at_once_naming_the_port(
         "zibrato-broker", held_port, "--port", base, "--status-port", held_port, "--startup-grace", 0
     )

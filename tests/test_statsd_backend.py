@@ -22,7 +22,7 @@ import time
 import pytest
 from expecter import expect
 
-from support.daemons import run_script, wait_until
+from support.daemons import free_ports, run_script, wait_until
 from support.etsy_statsd import INSTALL_COMMAND, EtsyStatsd
 from support.pipeline import DAY, WorkerPipeline, pipelines
 from support.rig import Rig
@@ -391,10 +391,7 @@ def test_source_as_prefix_or_tag_and_tags_dropped_or_dogstatsd(make_backend, udp
 
 def test_udp_a_refused_datagram_is_counted_and_the_next_one_still_goes_out(make_backend):
     """The kernel reports an earlier refusal (ICMP) on the next send, which it then drops: resend."""
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens: the next datagram is refused
+    port = free_ports(1, (socket.SOCK_DGRAM,))  # nothing listens: the next datagram is refused
     backend = make_backend(port)
     backend.post(*interval(backend, ("c", "into.the.void", None, (), (1,))))
     receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -20,11 +20,9 @@ from __future__ import annotations
 import collections
 import configparser
 import json
-import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -34,7 +32,7 @@ from pathlib import Path
 import pytest
 from expecter import expect
 
-from support.daemons import BIN, run_script, wait_until
+from support.daemons import BIN, free_ports, run_script, wait_until
 from support.etsy_statsd import INSTALL_COMMAND, EtsyStatsd, totals_of
 from support.fake_librato import FakeLibrato
 from zibrato import Zibrato
@@ -163,33 +161,6 @@ class Stream(threading.Thread):
         wait_until(lambda: self.rounds >= target, timeout=10, message=f"{more} more rounds sent")
 
 
-def quiet_ports(count: int) -> int:
-    """A base port such that base .. base+count-1 are free, below the ephemeral range.
-
-    The workers start before the broker and retry connecting every 100 ms, each
-    attempt from a new ephemeral port: a status port picked from that range
-    (port 0) can be taken by one of them before its worker binds it.
-    """
-    try:
-        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral = 32768
-    for _ in range(200):
-        base = random.randrange(10_000, ephemeral - count)
-        if all(_tcp_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no run of free ports found")
-
-
-def _tcp_free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
 def zibrato_status(*ports: int, timeout: float = 2.0) -> subprocess.CompletedProcess:
     args = [arg for port in ports for arg in ("--port", str(port))]
     return run_script("zibrato", "status", "--timeout", str(timeout), *args)
@@ -243,9 +214,9 @@ def librato():
 
 
 def test_broker_restart_and_stop_all_under_supervisord_lose_nothing(tmp_path, etsy_statsd, librato):
-    base = quiet_ports(
-        8
-    )  # broker, its PUB, its status; the librato, statsd, console, prometheus status ports; its scrape port
+    # broker, its PUB, its status; the librato, statsd, console, prometheus status ports; its scrape port
+    # (below the ephemeral range: the workers retry connecting from new ephemeral ports before the broker is up)
+    base = free_ports(8)
     status_ports = (base + 2, base + 3, base + 4, base + 5, base + 6)
     token_file = tmp_path / "librato-token"
     token_file.write_text(librato.token + "\n")

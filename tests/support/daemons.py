@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -29,27 +30,63 @@ def wait_until(
         time.sleep(interval)
 
 
-def free_ports(count: int = 1) -> int:
-    """A base port such that base .. base+count-1 are all free on 127.0.0.1 (TCP)."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65535:
-            continue
-        if all(_tcp_free(base + i) for i in range(count)):
+#: where the tests' daemons get their ports: under Linux's ephemeral range (32768-60999), which the
+#: kernel hands out to bind(0) and to every outgoing connection's source port. A port picked from
+#: it and handed to a daemon later could meanwhile become the source port of a connection (one test
+#: opens a thousand), or, with pytest-xdist, be picked by the other worker. Each xdist worker gets
+#: its own slice of the band.
+PORT_BAND = (10_000, 32_000)
+
+
+def _port_slice() -> tuple[int, int]:
+    """This test process's slice of PORT_BAND (the whole band without xdist)."""
+    low, high = PORT_BAND
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    width = (high - low) // max(1, workers)
+    return low + index * width, low + (index + 1) * width
+
+
+_next_port: list[int] = []  # where the next search starts: advances, so a port just freed is not reused at once
+
+
+def _candidates(count: int) -> Iterator[int]:
+    low, high = _port_slice()
+    if not _next_port:
+        _next_port.append(random.randrange(low, high - count))
+    for _ in range(2000):
+        base = _next_port[0]
+        if base + count > high:
+            base = low
+        _next_port[0] = base + count
+        yield base
+
+
+def free_ports(count: int = 1, kinds: tuple[int, ...] = (socket.SOCK_STREAM,)) -> int:
+    """A base port such that base .. base+count-1 are all free on 127.0.0.1 (TCP, or each of ``kinds``).
+
+    Taken from this process's slice of :data:`PORT_BAND`, never from the ephemeral range.
+    """
+    for base in _candidates(count):
+        if all(_free(base + i, kind) for i in range(count) for kind in kinds):
             return base
-    raise RuntimeError("no run of free ports found")
+    raise RuntimeError(f"no run of {count} free ports in {_port_slice()}")
 
 
-def _tcp_free(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        if kind == socket.SOCK_STREAM:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
             return False
         return True
+
+
+def _tcp_free(port: int) -> bool:
+    return _free(port, socket.SOCK_STREAM)
 
 
 class Daemon:

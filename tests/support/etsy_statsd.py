@@ -45,6 +45,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .daemons import free_ports
+
 STATSD_VERSION = "0.9.0"
 STATSD_DIR = Path(__file__).resolve().parents[1] / "statsd"
 CAPTURE_BACKEND = STATSD_DIR / "capture_backend.js"
@@ -106,17 +108,8 @@ def totals_of(flushes: Iterable[dict]) -> Totals:
 
 
 def _free_ports(kinds: list[int]) -> list[int]:
-    """One free 127.0.0.1 port per socket kind (SOCK_DGRAM/SOCK_STREAM), all distinct."""
-    sockets = []
-    try:
-        for kind in kinds:
-            sock = socket.socket(socket.AF_INET, kind)
-            sockets.append(sock)
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """One free 127.0.0.1 port per socket kind (SOCK_DGRAM/SOCK_STREAM), all distinct, out of the ephemeral range."""
+    return [free_ports(1, (kind,)) for kind in kinds]
 
 
 class EtsyStatsd:
