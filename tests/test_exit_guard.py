@@ -23,11 +23,23 @@ def test_leaves_a_thread_that_never_ends():
 """
 
 
-def _pytest(tmp_path: Path, source: str, grace: str = "1") -> subprocess.CompletedProcess[str]:
+def _pytest(tmp_path: Path, source: str, grace: str = "1", xdist: bool = False) -> subprocess.CompletedProcess[str]:
     (tmp_path / "test_leftover.py").write_text(textwrap.dedent(source))
     env = dict(os.environ, PYTHONPATH=str(TESTS), ZIBRATO_TEST_EXIT_GRACE=grace)
+    workers = ["-n", "1"] if xdist else []
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "support.exit_guard", "-p", "no:cacheprovider", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            *workers,
+            "-p",
+            "support.exit_guard",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path),
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -55,3 +67,9 @@ def test_a_session_that_ends_cleanly_is_left_alone(tmp_path: Path) -> None:
     done = _pytest(tmp_path, "def test_nothing():\n    pass\n", grace="60")
     expect(done.returncode) == 0
     expect(done.stderr).does_not_contain("did not end")
+
+
+def test_a_pytest_xdist_worker_names_its_leftover_thread_and_ends(tmp_path: Path) -> None:
+    done = _pytest(tmp_path, LEFTOVER, xdist=True)
+    expect(done.stdout).contains("1 passed")
+    expect(done.stderr + done.stdout).contains("'never-ends'")

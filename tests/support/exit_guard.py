@@ -34,8 +34,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if getattr(config, "workerinput", None) is not None:  # an xdist worker: its controller guards it
-        return
+    # In pytest-xdist's workers too: execnet ends a stuck worker after a while, but says nothing of why.
     threading.Thread(target=_end_if_stuck, args=(GRACE,), name="zibrato-test-exit-guard", daemon=True).start()
 
 
