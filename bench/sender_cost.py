@@ -13,15 +13,19 @@ the queues, grouping per series, encoding (msgpack) and handing the frames
 to ZeroMQ. The variants alternate within each repeat; each figure is the
 median of the repeats.
 
-Beside zibrato's sender, the same run measures the floor of any sender
-written in Python (``floor`` variants, :func:`floor_child`): the same
+Beside zibrato's sender, the same run measures the floor of a sender
+written in Python that writes the same wire format (msgpack values;
+``floor`` variants, :func:`floor_child`): the same
 workload recorded into one plain deque per series by the same round-robin
 calls, then taken with no care at all (``list`` and ``clear``, which loses
 racing appends), put in one message with one msgpack call and sent: no
 bound, no counting, no framing rule, no race safety. It is measured twice:
 with the one-value tuples zibrato's bound rides on (module doc of
 ``zibrato.buffer``), and with the floats themselves. What zibrato's sender
-cannot go below is what these cost.
+cannot go below is what these cost. A third variant packs each lane's
+floats in bulk instead of with msgpack's packer (an ``array('d')``,
+byte-swapped, interleaved with msgpack's float marker by slice assignment):
+does the per-value packing have a cheaper way in Python?
 """
 
 from __future__ import annotations
@@ -78,8 +82,19 @@ def child(port: int, series: int, per_drain: int, drains: int) -> list[float]:
     return out[1:]
 
 
-def floor_child(port: int, series: int, per_drain: int, drains: int, boxed: int) -> list[float]:
-    """Seconds of CPU per measurement of the least a Python sender can do (module doc), one per drain."""
+#: how a floor variant holds and encodes its values
+TUPLES, FLOATS, FLOATS_IN_BULK = 1, 0, 2
+
+
+def floor_child(port: int, series: int, per_drain: int, drains: int, kind: int) -> list[float]:
+    """Seconds of CPU per measurement of the least a Python sender can do (module doc), one per drain.
+
+    ``kind``: :data:`TUPLES`, :data:`FLOATS`, or :data:`FLOATS_IN_BULK` (each
+    lane's floats packed as msgpack float64 by an ``array('d')``, byte-swapped
+    and interleaved with the float marker by slice assignment, instead of by
+    msgpack's packer).
+    """
+    from array import array
     from collections import deque
 
     import msgpack
@@ -94,6 +109,7 @@ def floor_child(port: int, series: int, per_drain: int, drains: int, boxed: int)
     lanes = [deque() for _ in range(series)]
     heads = [("t", f"bench.sender.s{i}") for i in range(series)]
     clock = time.perf_counter
+    boxed = kind == TUPLES
 
     def recorder(append):  # a decorated call's recording: the clock read twice, one append
         def call() -> None:
@@ -104,23 +120,44 @@ def floor_child(port: int, series: int, per_drain: int, drains: int, boxed: int)
 
     calls = [recorder(lanes[i % series].append) for i in range(per_drain)]
     topic = protocol.topic("info", None)
+    packer = msgpack.Packer(use_bin_type=True)
+    pack, header = packer.pack, packer.pack_array_header
+    tails = pack(None) + pack(())
+
+    def in_bulk(lane) -> bytes:  # msgpack: an array of float64 (0xcb, 8 bytes big-endian each)
+        values = array("d", lane)
+        values.byteswap()
+        raw, count = values.tobytes(), len(values)
+        out = bytearray(9 * count)
+        out[0::9] = b"\xcb" * count
+        for byte in range(8):
+            out[1 + byte :: 9] = raw[byte::8]
+        return header(count) + bytes(out)
+
     out = []
     for _ in range(drains + 1):
         gc.collect()
         for call in calls:
             call()
         start = time.thread_time()
-        if boxed:
-            records = [
-                (type_, name, [value for (value,) in lane], None, ()) for (type_, name), lane in zip(heads, lanes)
-            ]
+        if kind == FLOATS_IN_BULK:
+            parts = [header(3), pack(protocol.VERSION), pack(time.time()), header(series)]
+            for (type_, name), lane in zip(heads, lanes):
+                parts += (header(5), pack(type_), pack(name), in_bulk(lane), tails)
+            frame = topic + b"".join(parts)
         else:
-            records = [(type_, name, list(lane), None, ()) for (type_, name), lane in zip(heads, lanes)]
+            if boxed:
+                records = [
+                    (type_, name, [value for (value,) in lane], None, ()) for (type_, name), lane in zip(heads, lanes)
+                ]
+            else:
+                records = [(type_, name, list(lane), None, ()) for (type_, name), lane in zip(heads, lanes)]
+            frame = topic + msgpack.packb([protocol.VERSION, time.time(), records], use_bin_type=True)
+            del records
         for lane in lanes:
             lane.clear()
-        frame = topic + msgpack.packb([protocol.VERSION, time.time(), records], use_bin_type=True)
         push.send(frame, copy=len(frame) < 65536)
-        del records, frame
+        del frame
         out.append((time.thread_time() - start) / per_drain)
     push.close(linger=5000)
     context.term()
@@ -128,7 +165,11 @@ def floor_child(port: int, series: int, per_drain: int, drains: int, boxed: int)
 
 
 #: the variants of a run: (label, what a child is run with)
-FLOORS = [("floor: one-value tuples", 1), ("floor: floats", 0)]
+FLOORS = [
+    ("floor: one-value tuples", TUPLES),
+    ("floor: floats", FLOATS),
+    ("floor: floats packed in bulk", FLOATS_IN_BULK),
+]
 
 
 def measure(repeats: int, drains: int, before: str | None) -> dict:
@@ -185,7 +226,7 @@ def report(out: dict, repeats: int) -> str:
             "it drained (taking them, grouping, encoding, handing the frames to ZeroMQ). "
             "The floor columns: the same calls recorded into one plain deque per series, taken with `list` "
             "and `clear`, one msgpack call, one send; no bound, no counting, no framing, no race safety "
-            "(`floor_child` in bench/sender_cost.py): what no sender written in Python goes below. "
+            "(`floor_child` in bench/sender_cost.py): what no Python sender of this wire format goes below. "
             "Command: `bench/run client` (or `bench/.venv/bin/python bench/sender_cost.py --before DIR`).",
             "",
         ]
