@@ -36,9 +36,10 @@ back to back (broker up and down) and reports the worst single call, the
 RSS growth and the most measurements queued at once: the client's bound
 (issue 11), beside the same loop around a bare ``noop()``.
 
-Then the sender thread's CPU per measurement (``sender_cost.py``) and the
-all-in table at a steady rate (``steady_rate.py``: each variant its own
-process at 100 / 1,000 / 10,000 calls/s against a control process, and an
+Then the sender thread's CPU per measurement beside the floor of a Python
+sender (``sender_cost.py``) and the all-in table at a steady rate
+(``steady_rate.py``: each variant its own process at 100 / 1,000 / 10,000
+calls/s, a round's variants side by side, against a control process, and an
 idle client's CPU per second); ``--before DIR`` compares both with the client
 of an earlier checkout, and ``--only tight|sender|bound|steady`` runs one
 section alone.
