@@ -304,17 +304,13 @@ WSGI_APP = """
 """
 
 
-def free_port() -> int:
-    return free_ports(1)
-
-
 @pytest.mark.skipif(
     shutil.which("gunicorn", path=os.path.dirname(sys.executable)) is None, reason="gunicorn is in the test extras"
 )
 @pytest.mark.parametrize("preload", [False, True], ids=["import-per-worker", "preload-then-fork"])
 def test_gunicorn_workers_deliver_every_request_exactly_once(broker_pull, tmp_path, preload):
     (tmp_path / "wsgiapp.py").write_text(textwrap.dedent(WSGI_APP))
-    http_port = free_port()
+    http_port = free_ports(1)
     command = [
         os.path.join(os.path.dirname(sys.executable), "gunicorn"),
         "-w",

@@ -23,9 +23,10 @@ from expecter import expect
 
 pytest.importorskip("opentelemetry.metrics")
 
-from test_client_processes import START_METHODS, exactly, free_port, run_script
+from test_client_processes import START_METHODS, exactly, run_script
 
 from conftest import select, wait_until
+from support.daemons import free_ports
 
 POOL_SCRIPT = """
     import multiprocessing, sys
@@ -129,7 +130,7 @@ WSGI_APP = """
 @pytest.mark.parametrize("preload", [False, True], ids=["import-per-worker", "preload-then-fork"])
 def test_gunicorn_workers_record_every_request_through_the_provider_exactly_once(broker_pull, tmp_path, preload):
     (tmp_path / "wsgiapp.py").write_text(textwrap.dedent(WSGI_APP))
-    http_port = free_port()
+    http_port = free_ports(1)
     command = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-w", "2", "-b", f"127.0.0.1:{http_port}"]
     command += ["--graceful-timeout", "5", *(["--preload"] if preload else []), "wsgiapp:app"]
     server = subprocess.Popen(

@@ -48,18 +48,17 @@ def _port_slice() -> tuple[int, int]:
     return low + index * width, low + (index + 1) * width
 
 
-_next_port: list[int] = []  # where the next search starts: advances, so a port just freed is not reused at once
+_next_port: int | None = None  # where the next search starts: it advances, so a port just freed is not reused at once
 
 
 def _candidates(count: int) -> Iterator[int]:
+    global _next_port
     low, high = _port_slice()
-    if not _next_port:
-        _next_port.append(random.randrange(low, high - count))
     for _ in range(2000):
-        base = _next_port[0]
+        base = random.randrange(low, high - count) if _next_port is None else _next_port
         if base + count > high:
             base = low
-        _next_port[0] = base + count
+        _next_port = base + count
         yield base
 
 
@@ -83,10 +82,6 @@ def _free(port: int, kind: int = socket.SOCK_STREAM) -> bool:
         except OSError:
             return False
         return True
-
-
-def _tcp_free(port: int) -> bool:
-    return _free(port, socket.SOCK_STREAM)
 
 
 class Daemon:
